@@ -1,0 +1,416 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import KubeModels
+import NIOCore
+
+/// Maps HTTP requests onto `APIServerCore`, the way kube-apiserver's handler chain does: authentication,
+/// path parsing, content negotiation (JSON, YAML bodies, Table output), watch streaming.
+struct APIRequestHandler: HTTPResponder {
+    typealias Context = BasicRequestContext
+
+    let core: APIServerCore
+    let faults: FaultInjector
+    let token: String?
+    let serverAddress: @Sendable () -> String
+    let bookmarkInterval: Duration
+    let defaultWatchTimeout: Duration
+    static let maxBodyBytes = 3 * 1024 * 1024
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        let path = request.uri.path
+        let query = Self.parseQuery(request.uri.query ?? "")
+        let method = request.method
+        let verb = Self.verb(method: method, path: path, query: query)
+        let userAgent = request.headers[.userAgent] ?? ""
+        var response: Response
+        do {
+            if let token, !Self.isPublic(path) {
+                let auth = request.headers[.authorization] ?? ""
+                guard auth == "Bearer \(token)" else {
+                    throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
+                }
+            }
+            if let fault = faults.take(verb: verb, path: path) {
+                switch fault {
+                case .status(let code, let retryAfter):
+                    throw Self.injected(code: code, retryAfter: retryAfter)
+                case .delay(let d):
+                    try await Task.sleep(for: d)
+                }
+            }
+            response = try await route(request, path: path, query: query, verb: verb, userAgent: userAgent)
+        } catch let e as APIError {
+            response = Self.statusResponse(e)
+        } catch let e as JSONParseError {
+            response = Self.statusResponse(APIError.badRequest("error decoding request body: \(e)"))
+        } catch let e as YAML.Error {
+            response = Self.statusResponse(APIError.badRequest(e.message))
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            response = Self.statusResponse(APIError(code: 500, reason: StatusReason.internalError, message: "Internal error occurred: \(error)"))
+        }
+        faults.record(RequestRecord(verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code, time: Date()))
+        return response
+    }
+
+    static func injected(code: Int, retryAfter: Int?) -> APIError {
+        switch code {
+        case 409: return APIError(code: 409, reason: StatusReason.conflict, message: "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (injected)")
+        case 429: return APIError(code: 429, reason: StatusReason.tooManyRequests, message: "Too many requests, please try again later. (injected)", details: StatusDetails(retryAfterSeconds: retryAfter ?? 1), retryAfter: retryAfter ?? 1)
+        case 503: return APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "The server is currently unable to handle the request (injected)", retryAfter: retryAfter)
+        case 410: return APIError.gone("too old resource version (injected)")
+        default: return APIError(code: code, reason: StatusReason.internalError, message: "Internal error occurred: injected fault", retryAfter: retryAfter)
+        }
+    }
+
+    static func isPublic(_ path: String) -> Bool {
+        ["/healthz", "/readyz", "/livez", "/version"].contains(path)
+    }
+
+    static func parseQuery(_ q: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in q.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String {
+                String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s)
+            }
+            out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return out
+    }
+
+    static func isTrue(_ v: String?) -> Bool { v == "true" || v == "1" }
+
+    static func verb(method: HTTPRequest.Method, path: String, query: [String: String]) -> String {
+        let segments = path.split(separator: "/")
+        let rootLen = segments.first == "api" ? 2 : 3
+        var rest = Array(segments.dropFirst(rootLen))
+        if rest.first == "namespaces", rest.count >= 3, !["status", "finalize"].contains(rest[2]) { rest = Array(rest.dropFirst(2)) }
+        let hasName = rest.count >= 2
+        switch method {
+        case .get: return hasName ? "get" : (isTrue(query["watch"]) ? "watch" : "list")
+        case .post: return "create"
+        case .put: return "update"
+        case .patch: return "patch"
+        case .delete: return hasName ? "delete" : "deletecollection"
+        default: return method.rawValue.lowercased()
+        }
+    }
+
+    // MARK: Routing
+
+    func route(_ request: Request, path: String, query: [String: String], verb: String, userAgent: String) async throws -> Response {
+        let segments = path.split(separator: "/").map(String.init)
+        switch segments.first {
+        case nil:
+            return Self.json(["paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]])
+        case "healthz", "readyz", "livez":
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
+        case "version":
+            return Self.json(["major": "1", "minor": "33", "gitVersion": "v1.33.0-meteor-embedded", "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64"])
+        case "openapi":
+            return try openAPI(segments)
+        case "api":
+            if segments.count == 1 { return Self.json(Discovery.apiVersions(serverAddress: serverAddress())) }
+            if segments.count == 2 {
+                guard let list = Discovery.resourceList(core.registry, group: "", version: segments[1]) else { throw APIError.pathNotFound() }
+                return Self.json(list)
+            }
+            return try await resource(request, group: "", version: segments[1], rest: Array(segments.dropFirst(2)), query: query, verb: verb, userAgent: userAgent)
+        case "apis":
+            if segments.count == 1 { return Self.json(Discovery.groupList(core.registry)) }
+            if segments.count == 2 {
+                guard let g = core.registry.groups().first(where: { $0.0 == segments[1] }) else { throw APIError.pathNotFound() }
+                return Self.json(Discovery.group(g.0, versions: g.1))
+            }
+            if segments.count == 3 {
+                guard let list = Discovery.resourceList(core.registry, group: segments[1], version: segments[2]) else { throw APIError.pathNotFound() }
+                return Self.json(list)
+            }
+            return try await resource(request, group: segments[1], version: segments[2], rest: Array(segments.dropFirst(3)), query: query, verb: verb, userAgent: userAgent)
+        default:
+            throw APIError.pathNotFound()
+        }
+    }
+
+    func openAPI(_ segments: [String]) throws -> Response {
+        guard segments.count >= 2, segments[1] == "v3" else { throw APIError.pathNotFound() }
+        if segments.count == 2 { return Self.json(Discovery.openAPIRoot(core.registry)) }
+        let rest = Array(segments.dropFirst(2))
+        let doc: JSONValue?
+        if rest.first == "api", rest.count == 2 {
+            doc = Discovery.openAPIGroupVersion(core.registry, group: "", version: rest[1])
+        } else if rest.first == "apis", rest.count == 3 {
+            doc = Discovery.openAPIGroupVersion(core.registry, group: rest[1], version: rest[2])
+        } else {
+            doc = nil
+        }
+        guard let doc else { throw APIError.pathNotFound() }
+        return Self.json(doc)
+    }
+
+    func resource(_ request: Request, group: String, version: String, rest: [String], query: [String: String], verb: String, userAgent: String) async throws -> Response {
+        var namespace: String?
+        var parts = rest
+        if parts.first == "namespaces", parts.count >= 3, !["status", "finalize"].contains(parts[2]) {
+            namespace = parts[1]
+            parts = Array(parts.dropFirst(2))
+        }
+        guard let plural = parts.first, parts.count <= 3 else { throw APIError.pathNotFound() }
+        guard let served = core.registry.lookup(group: group, version: version, plural: plural) else { throw APIError.pathNotFound() }
+        if namespace != nil && !served.namespaced { throw APIError.pathNotFound() }
+        let name = parts.count >= 2 ? parts[1] : nil
+        var subresource = parts.count == 3 ? parts[2] : nil
+        if subresource == "finalize" && served.key == APIServerCore.namespacesKey { subresource = nil }
+        if let subresource, subresource != "status" || !served.hasStatus { _ = subresource; throw APIError.pathNotFound() }
+        if served.namespaced, namespace == nil, name != nil { throw APIError.pathNotFound() }
+        let scope = RequestScope(resource: served, version: version, namespace: namespace, name: name, subresource: subresource)
+        let accept = request.headers[.accept] ?? ""
+        let wantsTable = accept.contains("as=Table")
+
+        switch verb {
+        case "get":
+            let obj = try core.get(scope)
+            if wantsTable {
+                return Self.json(TableConvertor.table([obj], resource: served, version: version, listMeta: ["resourceVersion": obj[path: "metadata", "resourceVersion"] ?? ""], includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
+            }
+            return Self.json(obj)
+        case "list":
+            return try list(scope, query: query, wantsTable: wantsTable)
+        case "watch":
+            return try watch(scope, query: query, wantsTable: wantsTable)
+        case "create":
+            if served.namespaced && namespace == nil { throw APIError.pathNotFound() }
+            if name != nil { throw APIError.methodNotAllowed() }
+            let body = try await readBody(request)
+            let result = try core.create(scope, body: body, options: writeOptions(query, userAgent: userAgent))
+            return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
+        case "update":
+            guard name != nil else { throw APIError.methodNotAllowed() }
+            let body = try await readBody(request)
+            let result = try core.update(scope, body: body, options: writeOptions(query, userAgent: userAgent))
+            return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
+        case "patch":
+            guard name != nil else { throw APIError.methodNotAllowed() }
+            let contentType = (request.headers[.contentType] ?? "").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+            guard let type = PatchType(rawValue: contentType) else {
+                throw APIError(code: 415, reason: StatusReason.unsupportedMediaType, message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+            }
+            let body = try await readBody(request, yaml: type == .apply)
+            let result = try core.patch(scope, type: type, patch: body, options: writeOptions(query, userAgent: userAgent))
+            return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
+        case "delete":
+            let body = try await readBody(request, allowEmpty: true)
+            var options = APIServerCore.DeleteOptions()
+            options.propagationPolicy = query["propagationPolicy"] ?? body["propagationPolicy"]?.stringValue
+            if body["orphanDependents"]?.boolValue == true { options.propagationPolicy = "Orphan" }
+            options.preconditionUID = body[path: "preconditions", "uid"]?.stringValue
+            options.preconditionRV = body[path: "preconditions", "resourceVersion"]?.stringValue
+            options.dryRun = query["dryRun"] == "All" || (body["dryRun"]?.arrayValue?.isEmpty == false)
+            if let p = options.propagationPolicy, !["Foreground", "Background", "Orphan"].contains(p) {
+                throw APIError.invalid(kind: "DeleteOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(p)\": supported values: \"Foreground\", \"Background\", \"Orphan\"", field: "propagationPolicy")])
+            }
+            let result = try core.delete(scope, options: options)
+            return Self.json(result.value, status: .init(code: result.code))
+        case "deletecollection":
+            let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
+            let listed = try core.list(scope, labelSelector: selector, fieldSelector: try FieldSelector.parseOrBadRequest(query["fieldSelector"]), limit: nil, continueToken: nil)
+            var deleted: [JSONValue] = []
+            for o in listed.items {
+                let s = RequestScope(resource: served, version: version, namespace: served.namespaced ? o.namespace : nil, name: o.name)
+                if (try? core.delete(s, options: .init(propagationPolicy: query["propagationPolicy"]))) != nil { deleted.append(o.value) }
+            }
+            return Self.json(["kind": .string(served.listKind), "apiVersion": .string(scope.apiVersion), "metadata": [:], "items": .array(deleted)])
+        default:
+            throw APIError.methodNotAllowed()
+        }
+    }
+
+    func writeOptions(_ query: [String: String], userAgent: String) throws -> WriteOptions {
+        var o = WriteOptions()
+        o.dryRun = query["dryRun"] == "All"
+        if let d = query["dryRun"], !d.isEmpty, d != "All" {
+            throw APIError.invalid(kind: "CreateOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(d)\": supported values: \"All\"", field: "dryRun")])
+        }
+        o.fieldManager = query["fieldManager"]
+        o.fieldValidation = query["fieldValidation"] ?? "Warn"
+        if !["Strict", "Warn", "Ignore"].contains(o.fieldValidation) {
+            throw APIError.badRequest("fieldValidation must be one of \"Strict\", \"Warn\", \"Ignore\"; got \(o.fieldValidation)")
+        }
+        o.force = Self.isTrue(query["force"])
+        o.userAgent = userAgent
+        return o
+    }
+
+    func readBody(_ request: Request, yaml: Bool = false, allowEmpty: Bool = false) async throws -> JSONValue {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: Self.maxBodyBytes)
+        } catch {
+            throw APIError(code: 413, reason: StatusReason.requestEntityTooLarge, message: "Request entity too large: limit is \(Self.maxBodyBytes)")
+        }
+        let bytes = buffer.readableBytesView
+        if bytes.isEmpty {
+            if allowEmpty { return .object([:]) }
+            throw APIError.badRequest("the body of the request was empty")
+        }
+        let contentType = request.headers[.contentType] ?? ""
+        if yaml || contentType.contains("yaml") {
+            let text = String(decoding: bytes, as: UTF8.self)
+            return try YAML.parse(text)
+        }
+        do {
+            return try JSONValue.parse(bytes)
+        } catch let e as JSONParseError {
+            throw APIError.badRequest("the server rejected our request due to an error in our request: \(e)")
+        }
+    }
+
+    // MARK: List and watch
+
+    func list(_ scope: RequestScope, query: [String: String], wantsTable: Bool) throws -> Response {
+        let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
+        let fields = try FieldSelector.parseOrBadRequest(query["fieldSelector"])
+        let limit = query["limit"].flatMap(Int.init)
+        let result = try core.list(scope, labelSelector: selector, fieldSelector: fields, limit: limit, continueToken: query["continue"])
+        var listMeta: JSONObject = ["resourceVersion": .string(String(result.rv))]
+        if let c = result.continueToken { listMeta["continue"] = .string(c) }
+        if let r = result.remaining { listMeta["remainingItemCount"] = .int(r) }
+        let r = scope.resource
+        if wantsTable {
+            let objects = result.items.map { core.present($0.value, version: scope.version, resource: r) }
+            return Self.json(TableConvertor.table(objects, resource: r, version: scope.version, listMeta: .object(listMeta), includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
+        }
+        // Splice the stored bytes into the list rather than re-serialising every object.
+        var out: [UInt8] = []
+        out.reserveCapacity(result.items.reduce(128) { $0 + $1.bytes.count + 1 })
+        out += Array("{\"kind\":\"\(r.listKind)\",\"apiVersion\":\"\(scope.apiVersion)\",\"metadata\":".utf8)
+        JSONValue.object(listMeta).write(to: &out)
+        out += Array(",\"items\":[".utf8)
+        for (i, o) in result.items.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            if scope.version == r.storageVersion {
+                out += o.bytes
+            } else {
+                core.present(o.value, version: scope.version, resource: r).write(to: &out)
+            }
+        }
+        out += Array("]}".utf8)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out)))
+    }
+
+    func watch(_ scope: RequestScope, query: [String: String], wantsTable: Bool) throws -> Response {
+        let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
+        let fields = try FieldSelector.parseOrBadRequest(query["fieldSelector"])
+        let rvParam = query["resourceVersion"] ?? ""
+        let from: UInt64?
+        if rvParam.isEmpty || rvParam == "0" {
+            from = nil
+        } else {
+            guard let v = UInt64(rvParam) else { throw APIError.badRequest("invalid resource version: \(rvParam)") }
+            from = v
+        }
+        let bookmarks = Self.isTrue(query["allowWatchBookmarks"])
+        let timeout = query["timeoutSeconds"].flatMap(Int.init).map { Duration.seconds($0) } ?? defaultWatchTimeout
+        let filter = WatchFilter(resourceKey: scope.resource.key, namespace: scope.namespace, labelSelector: selector, fieldSelector: fields)
+        let store = core.store
+        let forceGone = faults.takeGone()
+        let (stream, id) = forceGone
+            ? Self.goneStream()
+            : store.watch(filter, from: from, sendInitialState: from == nil)
+        let r = scope.resource
+        let version = scope.version
+        let core = self.core
+        let bookmarkInterval = self.bookmarkInterval
+        let body = ResponseBody { writer in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    store.stopWatch(id)
+                }
+                if bookmarks {
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: bookmarkInterval)
+                            store.bookmark(id)
+                        }
+                    }
+                }
+                var first = true
+                defer { store.stopWatch(id) }
+                for await frame in stream {
+                    var line: [UInt8] = []
+                    switch frame {
+                    case .event(let type, let o):
+                        line += Array("{\"type\":\"\(type.rawValue)\",\"object\":".utf8)
+                        if wantsTable {
+                            let value = core.present(o.value, version: version, resource: r)
+                            TableConvertor.table([value], resource: r, version: version, listMeta: ["resourceVersion": .string(String(o.rv))], includeObject: query["includeObject"] ?? "PartialObjectMetadata", withColumns: first).write(to: &line)
+                            first = false
+                        } else if version == r.storageVersion {
+                            line += o.bytes
+                        } else {
+                            core.present(o.value, version: version, resource: r).write(to: &line)
+                        }
+                        line += Array("}\n".utf8)
+                    case .bookmark(let rv):
+                        guard bookmarks else { continue }
+                        let obj: JSONValue = ["kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)), "metadata": ["resourceVersion": .string(String(rv))]]
+                        line = JSONValue.object(["type": "BOOKMARK", "object": obj]).serialized() + [0x0A]
+                    case .error(let status):
+                        let obj = (try? JSONValue(encoding: status)) ?? .null
+                        line = JSONValue.object(["type": "ERROR", "object": obj]).serialized() + [0x0A]
+                    }
+                    try await writer.write(ByteBuffer(bytes: line))
+                }
+                group.cancelAll()
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json", .transferEncoding: "chunked"], body: body)
+    }
+
+    static func goneStream() -> (AsyncStream<WatchFrame>, id: Int) {
+        let (s, c) = AsyncStream<WatchFrame>.makeStream()
+        c.yield(.error(Status(message: "too old resource version (injected)", reason: StatusReason.expired, code: 410)))
+        c.finish()
+        return (s, -1)
+    }
+
+    // MARK: Responses
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok, warnings: [String] = []) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        for w in warnings {
+            headers.append(HTTPField(name: HTTPField.Name("Warning")!, value: "299 - \(JSONValue.string(w).serializedString())"))
+        }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.serialized())))
+    }
+
+    static func statusResponse(_ e: APIError) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let ra = e.retryAfter { headers[.retryAfter] = String(ra) }
+        let body = (try? JSONValue(encoding: e.status)) ?? .null
+        return Response(status: .init(code: e.code), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.serialized())))
+    }
+}
+
+extension LabelSelector {
+    static func parseOrBadRequest(_ text: String) throws -> LabelSelector {
+        do { return try parse(text) } catch { throw APIError.badRequest("unable to parse requirement: \(error)") }
+    }
+}
+
+extension FieldSelector {
+    static func parseOrBadRequest(_ text: String?) throws -> FieldSelector? {
+        guard let text, !text.isEmpty else { return nil }
+        let s: FieldSelector
+        do { s = try parse(text) } catch { throw APIError.badRequest("\(error)") }
+        for r in s.requirements where !["metadata.name", "metadata.namespace"].contains(r.field) {
+            throw APIError.badRequest("field label not supported: \(r.field)")
+        }
+        return s
+    }
+}

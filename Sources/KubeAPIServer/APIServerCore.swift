@@ -1,0 +1,656 @@
+import Foundation
+import KubeModels
+
+/// What a request addresses once its path is parsed.
+struct RequestScope: Sendable {
+    var resource: ServedResource
+    var version: String
+    var namespace: String?
+    var name: String?
+    var subresource: String?
+
+    var isStatus: Bool { subresource == "status" }
+    var apiVersion: String { resource.apiVersion(version) }
+    var objectKey: String { (namespace ?? "") + "/" + (name ?? "") }
+}
+
+struct WriteOptions: Sendable {
+    var dryRun = false
+    var fieldManager: String?
+    var fieldValidation = "Warn"
+    var force = false
+    var userAgent = ""
+
+    /// The manager an update is recorded under: the explicit one, or the client's name from its User-Agent.
+    var updateManager: String {
+        if let fieldManager, !fieldManager.isEmpty { return fieldManager }
+        let ua = userAgent.split(separator: "/").first.map(String.init) ?? ""
+        return ua.isEmpty ? "unknown" : ua
+    }
+}
+
+struct WriteResult: Sendable {
+    var value: JSONValue
+    var code: Int
+    var warnings: [String] = []
+}
+
+/// Object semantics of kube-apiserver over the store: metadata rules, status split, generation, finalizers,
+/// schema validation, server-side apply, deletion propagation. Knows nothing of HTTP.
+final class APIServerCore: Sendable {
+    let store: ObjectStore
+    let registry: ResourceRegistry
+    let gcSignal: AsyncStream<Void>.Continuation
+    let gcEvents: AsyncStream<Void>
+    static let namespacesKey = "/namespaces"
+    static let crdKey = "apiextensions.k8s.io/customresourcedefinitions"
+
+    init(store: ObjectStore, registry: ResourceRegistry) {
+        self.store = store
+        self.registry = registry
+        (gcEvents, gcSignal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    static func now() -> String { KubeTime.format(Date()) }
+
+    static func newUID() -> String { UUID().uuidString.lowercased() }
+
+    static let generateNameAlphabet = Array("bcdfghjklmnpqrstvwxz2456789")
+
+    func bootstrap() {
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] where store.get(Self.namespacesKey, "/" + ns) == nil {
+            _ = try? store.guaranteedUpdate(Self.namespacesKey, "/" + ns) { _ in
+                .put([
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": ["name": .string(ns), "uid": .string(Self.newUID()), "creationTimestamp": .string(Self.now()), "labels": ["kubernetes.io/metadata.name": .string(ns)]],
+                    "spec": ["finalizers": ["kubernetes"]], "status": ["phase": "Active"],
+                ])
+            }
+        }
+    }
+
+    // MARK: Reads
+
+    func get(_ scope: RequestScope) throws -> JSONValue {
+        guard let o = store.get(scope.resource.key, scope.objectKey) else { throw APIError.notFound(scope.resource, name: scope.name ?? "") }
+        return present(o.value, version: scope.version, resource: scope.resource)
+    }
+
+    /// Rewrites `apiVersion` for a request made at a version other than the storage version (conversion
+    /// strategy None; Tekton's webhook conversion is not run).
+    func present(_ value: JSONValue, version: String, resource: ServedResource) -> JSONValue {
+        guard version != resource.storageVersion else { return value }
+        var v = value
+        v["apiVersion"] = .string(resource.apiVersion(version))
+        return v
+    }
+
+    struct ListResult {
+        var items: [StoredObject]
+        var rv: UInt64
+        var continueToken: String?
+        var remaining: Int64?
+    }
+
+    func list(_ scope: RequestScope, labelSelector: LabelSelector, fieldSelector: FieldSelector?, limit: Int?, continueToken: String?) throws -> ListResult {
+        let (all, currentRV) = store.list(scope.resource.key, namespace: scope.namespace)
+        var rv = currentRV
+        var start: String?
+        if let continueToken, !continueToken.isEmpty {
+            guard let data = Data(base64Encoded: continueToken), let token = try? JSONValue.parse(data),
+                let tokenRV = token["rv"]?.intValue, let s = token["start"]?.stringValue
+            else { throw APIError.badRequest("continue key is not valid: illegal base64 data at input byte 0") }
+            if store.isCompacted(UInt64(tokenRV)) {
+                throw APIError.gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+            }
+            start = s
+            rv = UInt64(tokenRV)
+        }
+        var matching = all.filter { o in
+            labelSelector.matches(o.labels) && (fieldSelector?.matches(o.fields) ?? true)
+        }
+        matching.sort { $0.objectKey < $1.objectKey }
+        if let start {
+            let idx = matching.partitioningIndex { $0.objectKey > start }
+            matching = Array(matching[idx...])
+        }
+        if let limit, limit > 0, matching.count > limit {
+            let page = Array(matching.prefix(limit))
+            let token = JSONValue.object(["rv": .int(Int64(rv)), "start": .string(page.last!.objectKey)]).serializedData().base64EncodedString()
+            return ListResult(items: page, rv: rv, continueToken: token, remaining: Int64(matching.count - limit))
+        }
+        return ListResult(items: matching, rv: rv, continueToken: nil, remaining: nil)
+    }
+
+    // MARK: Create
+
+    func create(_ scope: RequestScope, body: JSONValue, options: WriteOptions) throws -> WriteResult {
+        let r = scope.resource
+        var obj = try checkBody(body, scope: scope)
+        var warnings: [String] = []
+        if obj[path: "metadata", "resourceVersion"]?.stringValue.map({ !$0.isEmpty }) ?? false {
+            throw APIError.badRequest("resourceVersion should not be set on objects to be created")
+        }
+        if r.namespaced {
+            guard let ns = scope.namespace else { throw APIError.badRequest("the namespace of the object must be set") }
+            obj[path: "metadata", "namespace"] = .string(ns)
+            try checkNamespaceAcceptsContent(ns)
+        } else {
+            obj[path: "metadata", "namespace"] = nil
+        }
+        var name = obj[path: "metadata", "name"]?.stringValue ?? ""
+        if name.isEmpty {
+            guard let prefix = obj[path: "metadata", "generateName"]?.stringValue, !prefix.isEmpty else {
+                throw APIError.invalid(kind: r.kind, group: r.group, name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: name or generateName is required", field: "metadata.name")])
+            }
+            name = String(prefix.prefix(58)) + String((0..<5).map { _ in Self.generateNameAlphabet.randomElement()! })
+            obj[path: "metadata", "name"] = .string(name)
+        }
+        var meta = obj["metadata"]!
+        meta["uid"] = .string(Self.newUID())
+        meta["creationTimestamp"] = .string(Self.now())
+        meta["deletionTimestamp"] = nil
+        meta["deletionGracePeriodSeconds"] = nil
+        meta["selfLink"] = nil
+        meta["managedFields"] = nil
+        if r.isCustom || r.key == Self.crdKey { meta["generation"] = 1 } else { meta["generation"] = nil }
+        obj["metadata"] = meta
+        if r.hasStatus && r.isCustom { obj["status"] = nil }
+        if r.key == Self.namespacesKey {
+            obj["spec"] = ["finalizers": ["kubernetes"]]
+            obj["status"] = ["phase": "Active"]
+            obj[path: "metadata", "labels", "kubernetes.io/metadata.name"] = .string(name)
+        }
+        if r.key == Self.crdKey {
+            _ = try ServedResource.fromCRD(obj)
+            obj["status"] = crdStatus(obj)
+        }
+        try admit(&obj, scope: scope, name: name, options: options, warnings: &warnings)
+        recordUpdate(&obj, old: nil, scope: scope, options: options, operation: "Update")
+        let finalScope = RequestScope(resource: r, version: scope.version, namespace: scope.namespace, name: name)
+        if options.dryRun { return WriteResult(value: present(obj, version: scope.version, resource: r), code: 201, warnings: warnings) }
+        let (stored, _) = try store.guaranteedUpdate(r.key, finalScope.objectKey) { current in
+            if current != nil { throw APIError.alreadyExists(r, name: name) }
+            return .put(obj)
+        }
+        afterWrite(resource: r, stored: stored!)
+        return WriteResult(value: present(stored!.value, version: scope.version, resource: r), code: 201, warnings: warnings)
+    }
+
+    func checkNamespaceAcceptsContent(_ ns: String) throws {
+        guard let nsObj = store.get(Self.namespacesKey, "/" + ns) else { throw APIError.namespaceNotFound(ns) }
+        if nsObj.value[path: "metadata", "deletionTimestamp"] != nil {
+            throw APIError(
+                code: 403, reason: StatusReason.forbidden,
+                message: "unable to create new content in namespace \(ns) because it is being terminated",
+                details: StatusDetails(causes: [StatusCause(reason: "NamespaceTerminating", message: "namespace \(ns) is being terminated", field: "metadata.namespace")]))
+        }
+    }
+
+    func crdStatus(_ crd: JSONValue) -> JSONValue {
+        let now = JSONValue.string(Self.now())
+        let storage = (crd[path: "spec", "versions"]?.arrayValue ?? []).first { $0["storage"]?.boolValue == true }?["name"] ?? .null
+        return [
+            "acceptedNames": crd[path: "spec", "names"] ?? [:],
+            "conditions": [
+                ["type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now],
+                ["type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now],
+            ],
+            "storedVersions": [storage],
+        ]
+    }
+
+    /// Checks apiVersion, kind and that the body is an object; fills them in the stored form.
+    func checkBody(_ body: JSONValue, scope: RequestScope) throws -> JSONValue {
+        guard case .object = body else {
+            throw APIError.badRequest("the object provided is unrecognized (must be of type \(scope.resource.kind)): couldn't get version/kind; json parse error")
+        }
+        let r = scope.resource
+        guard let kind = body["kind"]?.stringValue, !kind.isEmpty else {
+            throw APIError.badRequest("Object 'Kind' is missing in '\(body.serializedString().prefix(200))'")
+        }
+        if let av = body["apiVersion"]?.stringValue, av != scope.apiVersion {
+            if !(r.group == "" ? false : r.versions.contains(where: { r.apiVersion($0) == av })) {
+                throw APIError.badRequest("the API version in the data (\(av)) does not match the expected API version (\(scope.apiVersion))")
+            }
+        }
+        if kind != r.kind {
+            throw APIError.invalid(kind: r.kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "", causes: [
+                StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(kind)\": must be \(r.kind)", field: "kind")
+            ])
+        }
+        var obj = body
+        obj["apiVersion"] = .string(r.apiVersion(r.storageVersion))
+        if obj["metadata"] == nil { obj["metadata"] = .object([:]) }
+        guard case .object = obj["metadata"]! else {
+            throw APIError.badRequest("metadata must be an object")
+        }
+        return obj
+    }
+
+    /// Name and metadata validation, schema defaulting, pruning (with warnings or a strict refusal) and validation.
+    func admit(_ obj: inout JSONValue, scope: RequestScope, name: String, options: WriteOptions, warnings: inout [String]) throws {
+        let r = scope.resource
+        var causes = ObjectValidation.nameCauses(name, labelOnly: r.key == Self.namespacesKey)
+        causes += ObjectValidation.metadataCauses(obj["metadata"] ?? [:])
+        if let schema = r.schemas[r.storageVersion] ?? r.schemas[scope.version] {
+            var pruned: [String] = []
+            var body = obj
+            let meta = body["metadata"]
+            body["metadata"] = nil
+            body["apiVersion"] = nil
+            body["kind"] = nil
+            schema.defaultAndPrune(&body, path: "", pruned: &pruned)
+            if !pruned.isEmpty {
+                switch options.fieldValidation {
+                case "Strict":
+                    let detail = pruned.map { "unknown field \"\($0)\"" }.joined(separator: ", ")
+                    throw APIError.badRequest("\(r.kind) in version \"\(scope.version)\" cannot be handled as a \(r.kind): strict decoding error: \(detail)")
+                case "Ignore": break
+                default: warnings += pruned.map { "unknown field \"\($0)\"" }
+                }
+            }
+            var validationTarget = body
+            validationTarget["metadata"] = meta
+            validationTarget["apiVersion"] = obj["apiVersion"]
+            validationTarget["kind"] = obj["kind"]
+            var schemaCauses: [StatusCause] = []
+            var forValidation = body
+            forValidation["metadata"] = nil
+            schema.validate(forValidation, path: "", errors: &schemaCauses)
+            causes += schemaCauses.filter { !($0.field ?? "").hasPrefix("metadata") && $0.field != "apiVersion" && $0.field != "kind" }
+            obj = validationTarget
+        }
+        if !causes.isEmpty {
+            throw APIError.invalid(kind: r.kind, group: r.group, name: name, causes: causes)
+        }
+    }
+
+    // MARK: Update, patch, apply
+
+    enum Mutation {
+        case replace(JSONValue)
+        case patch(PatchType, JSONValue)
+    }
+
+    func update(_ scope: RequestScope, body: JSONValue, options: WriteOptions) throws -> WriteResult {
+        let obj = try checkBody(body, scope: scope)
+        if let bodyName = obj[path: "metadata", "name"]?.stringValue, bodyName != scope.name {
+            throw APIError.badRequest("the name of the object (\(bodyName)) does not match the name on the URL (\(scope.name ?? ""))")
+        }
+        if let ns = obj[path: "metadata", "namespace"]?.stringValue, !ns.isEmpty, scope.resource.namespaced, ns != scope.namespace {
+            throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+        }
+        return try write(scope, options: options, mutation: .replace(obj))
+    }
+
+    func patch(_ scope: RequestScope, type: PatchType, patch: JSONValue, options: WriteOptions) throws -> WriteResult {
+        if type == .strategicMerge && scope.resource.isCustom {
+            throw APIError(code: 415, reason: StatusReason.unsupportedMediaType, message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+        }
+        if type == .apply {
+            guard let fm = options.fieldManager, !fm.isEmpty else {
+                throw APIError.invalid(kind: "PatchOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: is required for apply patch", field: "fieldManager")])
+            }
+            if store.get(scope.resource.key, scope.objectKey) == nil && !scope.isStatus {
+                var body = patch
+                if body["metadata"] == nil { body["metadata"] = .object([:]) }
+                if let n = body[path: "metadata", "name"]?.stringValue, n != scope.name {
+                    throw APIError.badRequest("the name of the object (\(n)) does not match the name on the URL (\(scope.name ?? ""))")
+                }
+                body[path: "metadata", "name"] = scope.name.map(JSONValue.string)
+                var createOptions = options
+                createOptions.fieldManager = fm
+                let result = try createApplied(scope, body: body, options: createOptions)
+                return result
+            }
+        }
+        return try write(scope, options: options, mutation: .patch(type, patch))
+    }
+
+    private func createApplied(_ scope: RequestScope, body: JSONValue, options: WriteOptions) throws -> WriteResult {
+        // Record the applied configuration as owned by the manager (operation Apply) rather than Update.
+        let r = scope.resource
+        var obj = try checkBody(body, scope: scope)
+        var warnings: [String] = []
+        if let ns = scope.namespace, r.namespaced { obj[path: "metadata", "namespace"] = .string(ns); try checkNamespaceAcceptsContent(ns) }
+        var meta = obj["metadata"]!
+        meta["uid"] = .string(Self.newUID())
+        meta["creationTimestamp"] = .string(Self.now())
+        meta["managedFields"] = nil
+        meta["resourceVersion"] = nil
+        if r.isCustom || r.key == Self.crdKey { meta["generation"] = 1 }
+        obj["metadata"] = meta
+        if r.hasStatus && r.isCustom { obj["status"] = nil }
+        if r.key == Self.crdKey { _ = try ServedResource.fromCRD(obj); obj["status"] = crdStatus(obj) }
+        try admit(&obj, scope: scope, name: scope.name ?? "", options: options, warnings: &warnings)
+        let leaves = ManagedFields.leaves(of: ManagedFields.ownedPart(body), schema: r.schemas[r.storageVersion], builtin: r.builtinListMapKeys)
+        ManagedFields.setEntries([ManagedFields.Entry(manager: options.fieldManager!, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: nil, paths: leaves)], on: &obj)
+        if options.dryRun { return WriteResult(value: obj, code: 201, warnings: warnings) }
+        let (stored, _) = try store.guaranteedUpdate(r.key, scope.objectKey) { current in
+            if current != nil { throw APIError.conflict(r, name: scope.name ?? "", message: "the object was created concurrently") }
+            return .put(obj)
+        }
+        afterWrite(resource: r, stored: stored!)
+        return WriteResult(value: present(stored!.value, version: scope.version, resource: r), code: 201, warnings: warnings)
+    }
+
+    /// The shared read-modify-write path of PUT, PATCH and apply.
+    private func write(_ scope: RequestScope, options: WriteOptions, mutation: Mutation) throws -> WriteResult {
+        let r = scope.resource
+        var warnings: [String] = []
+        var responseValue: JSONValue?
+        let (stored, deleted) = try store.guaranteedUpdate(r.key, scope.objectKey) { current in
+            guard let current else { throw APIError.notFound(r, name: scope.name ?? "") }
+            let old = current.value
+            var proposed: JSONValue
+            var preconditionRV: String?
+            switch mutation {
+            case .replace(let obj):
+                proposed = obj
+                preconditionRV = obj[path: "metadata", "resourceVersion"]?.stringValue
+                if preconditionRV?.isEmpty ?? true {
+                    preconditionRV = nil
+                    if r.isCustom {
+                        throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: 0x0: must be specified for an update", field: "metadata.resourceVersion")])
+                    }
+                }
+            case .patch(let type, let patch):
+                preconditionRV = patch[path: "metadata", "resourceVersion"]?.stringValue
+                switch type {
+                case .merge:
+                    proposed = MergePatch.apply(patch, to: old)
+                case .strategicMerge:
+                    proposed = MergePatch.apply(StrategicMerge.toMergePatch(patch, original: old, listMapKeys: r.builtinListMapKeys), to: old)
+                case .json:
+                    do {
+                        proposed = try JSONPatch.apply(patch, to: old)
+                    } catch let e as JSONPatchError {
+                        if e.isTestFailure {
+                            throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: e.message, field: "")])
+                        }
+                        throw APIError(code: 422, reason: StatusReason.invalid, message: e.message)
+                    }
+                case .apply:
+                    preconditionRV = nil
+                    proposed = try apply(patch, to: old, scope: scope, options: options)
+                }
+            }
+            if let preconditionRV, preconditionRV != String(current.rv) {
+                throw APIError.staleResourceVersion(r, name: scope.name ?? "")
+            }
+            var next = try merge(proposed: proposed, old: old, scope: scope)
+            if case .patch(.apply, _) = mutation {} else {
+                recordUpdate(&next, old: old, scope: scope, options: options, operation: "Update")
+            }
+            try admit(&next, scope: scope, name: scope.name ?? "", options: options, warnings: &warnings)
+            // A write that changes nothing is not a write: no new resourceVersion, no watch event.
+            if Self.equalIgnoringVolatile(next, old) {
+                responseValue = old
+                return .unchanged
+            }
+            if let causes = finalizerCauses(old: old, new: next), !causes.isEmpty {
+                throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: causes)
+            }
+            if next[path: "metadata", "deletionTimestamp"] != nil, (next[path: "metadata", "finalizers"]?.arrayValue ?? []).isEmpty {
+                responseValue = next
+                return options.dryRun ? .unchanged : .delete
+            }
+            responseValue = next
+            return options.dryRun ? .unchanged : .put(next)
+        }
+        if options.dryRun { return WriteResult(value: present(responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings) }
+        if deleted {
+            signalGC()
+            if r.key == Self.crdKey, let s = stored { crdDeleted(s.value) }
+            return WriteResult(value: present(stored?.value ?? responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
+        }
+        if let stored { afterWrite(resource: r, stored: stored) }
+        return WriteResult(value: present(stored?.value ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
+    }
+
+    /// Combines a proposed object with the stored one: server-owned metadata stays, the status/main split is
+    /// enforced, generation moves on spec changes only.
+    func merge(proposed: JSONValue, old: JSONValue, scope: RequestScope) throws -> JSONValue {
+        let r = scope.resource
+        var next: JSONValue
+        if scope.isStatus {
+            next = old
+            next["status"] = proposed["status"]
+        } else {
+            next = proposed
+            next["apiVersion"] = old["apiVersion"]
+            next["kind"] = old["kind"]
+            if r.hasStatus { next["status"] = old["status"] }
+            var meta = next["metadata"]?.objectValue ?? [:]
+            let oldMeta = old["metadata"]?.objectValue ?? [:]
+            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"] {
+                meta[k] = oldMeta[k]
+            }
+            meta["managedFields"] = oldMeta["managedFields"]
+            meta["resourceVersion"] = oldMeta["resourceVersion"]
+            next["metadata"] = .object(meta)
+            if r.isCustom || r.key == Self.crdKey {
+                let specChanged = Self.specPart(next) != Self.specPart(old)
+                let gen = old[path: "metadata", "generation"]?.intValue ?? 1
+                next[path: "metadata", "generation"] = .int(specChanged ? gen + 1 : gen)
+            }
+            if r.key == Self.crdKey {
+                _ = try ServedResource.fromCRD(next)
+                next["status"] = crdStatus(next)
+            }
+            if r.key == Self.namespacesKey {
+                next["spec"] = old["spec"]
+            }
+        }
+        return next
+    }
+
+    static func specPart(_ v: JSONValue) -> JSONValue {
+        var o = v
+        o["metadata"] = nil
+        o["status"] = nil
+        o["apiVersion"] = nil
+        o["kind"] = nil
+        return o
+    }
+
+    static func equalIgnoringVolatile(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        func strip(_ v: JSONValue) -> JSONValue {
+            var o = v
+            o[path: "metadata", "resourceVersion"] = nil
+            if let mf = o[path: "metadata", "managedFields"]?.arrayValue {
+                o[path: "metadata", "managedFields"] = .array(mf.map { var e = $0; e["time"] = nil; return e })
+            }
+            return o
+        }
+        return strip(a) == strip(b)
+    }
+
+    func finalizerCauses(old: JSONValue, new: JSONValue) -> [StatusCause]? {
+        guard old[path: "metadata", "deletionTimestamp"] != nil else { return nil }
+        let before = Set((old[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue))
+        let after = (new[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue)
+        let added = after.filter { !before.contains($0) }
+        if added.isEmpty { return [] }
+        return [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers \(added)", field: "metadata.finalizers")]
+    }
+
+    /// Moves ownership of the fields an update changed to its manager.
+    func recordUpdate(_ obj: inout JSONValue, old: JSONValue?, scope: RequestScope, options: WriteOptions, operation: String) {
+        let r = scope.resource
+        let schema = r.schemas[r.storageVersion]
+        var changed = ManagedFields.changedLeaves(from: old, to: obj, schema: schema, builtin: r.builtinListMapKeys)
+        if scope.isStatus { changed = changed.filter { $0.first == .field("status") } }
+        if changed.isEmpty { return }
+        let manager = options.updateManager
+        var entries = ManagedFields.entries(of: old ?? obj)
+        for i in entries.indices { entries[i].paths.subtract(changed) }
+        let sub = scope.isStatus ? "status" : nil
+        if let i = entries.firstIndex(where: { $0.manager == manager && $0.operation == operation && $0.subresource == sub }) {
+            entries[i].paths.formUnion(changed)
+            entries[i].time = Self.now()
+        } else {
+            entries.append(ManagedFields.Entry(manager: manager, operation: operation, apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: changed))
+        }
+        ManagedFields.setEntries(entries, on: &obj)
+    }
+
+    /// Server-side apply of a configuration onto the live object.
+    func apply(_ config: JSONValue, to live: JSONValue, scope: RequestScope, options: WriteOptions) throws -> JSONValue {
+        let r = scope.resource
+        let manager = options.fieldManager ?? ""
+        let schema = r.schemas[r.storageVersion]
+        guard case .object = config else { throw APIError.badRequest("apply patch must be an object") }
+        if let av = config["apiVersion"]?.stringValue, av != scope.apiVersion, !r.versions.contains(where: { r.apiVersion($0) == av }) {
+            throw APIError.badRequest("the API version in the data (\(av)) does not match the expected API version (\(scope.apiVersion))")
+        }
+        if let k = config["kind"]?.stringValue, k != r.kind {
+            throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(k)\": must be \(r.kind)", field: "kind")])
+        }
+        var owned = ManagedFields.ownedPart(config)
+        if scope.isStatus {
+            owned = ["status": owned["status"] ?? [:]]
+        } else if r.hasStatus {
+            owned["status"] = nil
+        }
+        let applied = ManagedFields.leaves(of: owned, schema: schema, builtin: r.builtinListMapKeys)
+        var entries = ManagedFields.entries(of: live)
+        let sub = scope.isStatus ? "status" : nil
+        let mine = entries.firstIndex { $0.manager == manager && $0.operation == "Apply" && $0.subresource == sub }
+        let previously = mine.map { entries[$0].paths } ?? []
+
+        var conflicts: [(String, FieldPath)] = []
+        for i in entries.indices where i != mine {
+            for p in applied {
+                guard let theirs = entries[i].paths.first(where: { ManagedFields.overlaps($0, p) }) else { continue }
+                if ManagedFields.value(at: p, in: owned) != ManagedFields.value(at: p, in: live) || theirs.count > p.count {
+                    conflicts.append((entries[i].manager, p))
+                }
+            }
+        }
+        if !conflicts.isEmpty && !options.force {
+            conflicts.sort { ManagedFields.render($0.1) < ManagedFields.render($1.1) }
+            let causes = conflicts.map { StatusCause(reason: "FieldManagerConflict", message: "conflict with \"\($0.0)\"", field: ManagedFields.render($0.1)) }
+            let text = conflicts.map { "conflict with \"\($0.0)\": \(ManagedFields.render($0.1))" }
+            let summary = conflicts.count == 1 ? "Apply failed with 1 conflict: \(text[0])" : "Apply failed with \(conflicts.count) conflicts: " + text.joined(separator: "\n")
+            throw APIError(code: 409, reason: StatusReason.conflict, message: summary, details: StatusDetails(causes: causes))
+        }
+        if options.force {
+            for i in entries.indices where i != mine {
+                entries[i].paths = entries[i].paths.filter { theirs in !applied.contains { ManagedFields.overlaps($0, theirs) } }
+            }
+        }
+        var result = live
+        // Fields this manager applied before and no longer applies go away, unless someone else also owns them.
+        let dropped = previously.subtracting(applied)
+        for p in dropped.sorted(by: { $0.count > $1.count }) {
+            let sharedWithOthers = entries.indices.contains { i in i != mine && entries[i].paths.contains { ManagedFields.overlaps($0, p) } }
+            if !sharedWithOthers { ManagedFields.remove(p, from: &result) }
+        }
+        result = ManagedFields.merge(owned, into: result, schema: schema, builtin: r.builtinListMapKeys)
+        if let mine {
+            entries[mine].paths = applied
+            entries[mine].time = Self.now()
+        } else {
+            entries.append(ManagedFields.Entry(manager: manager, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: applied))
+        }
+        ManagedFields.setEntries(entries, on: &result)
+        return result
+    }
+
+    // MARK: Delete
+
+    struct DeleteOptions {
+        var propagationPolicy: String?
+        var preconditionUID: String?
+        var preconditionRV: String?
+        var dryRun = false
+    }
+
+    func delete(_ scope: RequestScope, options: DeleteOptions) throws -> WriteResult {
+        let r = scope.resource
+        var result: JSONValue = .null
+        let (stored, deleted) = try store.guaranteedUpdate(r.key, scope.objectKey) { current in
+            guard let current else { throw APIError.notFound(r, name: scope.name ?? "") }
+            if let uid = options.preconditionUID, uid != current.uid {
+                throw APIError.conflict(r, name: scope.name ?? "", message: "Precondition failed: UID in precondition: \(uid), UID in object meta: \(current.uid)")
+            }
+            if let rv = options.preconditionRV, rv != String(current.rv) {
+                throw APIError.conflict(r, name: scope.name ?? "", message: "Precondition failed: ResourceVersion in precondition: \(rv), ResourceVersion in object meta: \(current.rv)")
+            }
+            var obj = current.value
+            var finalizers = (obj[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue)
+            let policy = options.propagationPolicy ?? (r.key == Self.namespacesKey ? "Foreground" : "Background")
+            if r.key == Self.namespacesKey {
+                obj[path: "status", "phase"] = "Terminating"
+            } else if policy == "Foreground", !finalizers.contains("foregroundDeletion"), obj[path: "metadata", "deletionTimestamp"] == nil {
+                finalizers.append("foregroundDeletion")
+            } else if policy == "Orphan", !finalizers.contains("orphan"), obj[path: "metadata", "deletionTimestamp"] == nil {
+                finalizers.append("orphan")
+            }
+            let hasNamespaceFinalizer = r.key == Self.namespacesKey && !(obj[path: "spec", "finalizers"]?.arrayValue ?? []).isEmpty
+            if finalizers.isEmpty && !hasNamespaceFinalizer {
+                result = obj
+                return options.dryRun ? .unchanged : .delete
+            }
+            if obj[path: "metadata", "deletionTimestamp"] != nil {
+                result = obj
+                return .unchanged
+            }
+            obj[path: "metadata", "finalizers"] = finalizers.isEmpty ? nil : .array(finalizers.map(JSONValue.string))
+            obj[path: "metadata", "deletionTimestamp"] = .string(Self.now())
+            obj[path: "metadata", "deletionGracePeriodSeconds"] = 0
+            if let g = obj[path: "metadata", "generation"]?.intValue { obj[path: "metadata", "generation"] = .int(g + 1) }
+            result = obj
+            return options.dryRun ? .unchanged : .put(obj)
+        }
+        signalGC()
+        if deleted {
+            if r.key == Self.crdKey, let s = stored { crdDeleted(s.value) }
+            let value = stored?.value ?? result
+            let status: JSONValue = [
+                "kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success",
+                "details": ["name": .string(scope.name ?? ""), "group": .string(r.group), "kind": .string(r.plural), "uid": value[path: "metadata", "uid"] ?? ""],
+            ]
+            return WriteResult(value: status, code: 200)
+        }
+        return WriteResult(value: present(stored?.value ?? result, version: scope.version, resource: r), code: 200)
+    }
+
+    // MARK: Side effects
+
+    func afterWrite(resource r: ServedResource, stored: StoredObject) {
+        if r.key == Self.crdKey, let served = try? ServedResource.fromCRD(stored.value) {
+            registry.register(served)
+        }
+        if stored.value[path: "metadata", "ownerReferences"] != nil || stored.value[path: "metadata", "deletionTimestamp"] != nil {
+            signalGC()
+        }
+    }
+
+    func crdDeleted(_ crd: JSONValue) {
+        guard let group = crd[path: "spec", "group"]?.stringValue, let plural = crd[path: "spec", "names", "plural"]?.stringValue else { return }
+        let key = "\(group)/\(plural)"
+        registry.unregister(key: key)
+        let (items, _) = store.list(key, namespace: nil)
+        for o in items {
+            _ = try? store.guaranteedUpdate(key, o.objectKey) { _ in .delete }
+        }
+    }
+
+    func signalGC() { gcSignal.yield(()) }
+}
+
+extension Array {
+    /// The first index where `predicate` becomes true, for a collection partitioned by it.
+    func partitioningIndex(where predicate: (Element) -> Bool) -> Int {
+        var lo = 0
+        var hi = count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if predicate(self[mid]) { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+}

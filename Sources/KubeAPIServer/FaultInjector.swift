@@ -1,0 +1,72 @@
+import Foundation
+import KubeModels
+import Synchronization
+
+/// Faults a test asks the server to inject into the next matching requests.
+public struct InjectedFault: Sendable {
+    public enum Kind: Sendable {
+        /// Answer with this status code and a matching metav1.Status (409 Conflict, 429 with Retry-After, 500, 503 …).
+        case status(Int, retryAfterSeconds: Int?)
+        /// Hold the request this long before serving it normally.
+        case delay(Duration)
+    }
+
+    public var kind: Kind
+    /// Which requests it applies to: by verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`) and
+    /// path substring; nil matches all.
+    public var verb: String?
+    public var pathContains: String?
+    public var remaining: Int
+
+    public init(_ kind: Kind, verb: String? = nil, pathContains: String? = nil, count: Int = 1) {
+        self.kind = kind
+        self.verb = verb
+        self.pathContains = pathContains
+        self.remaining = count
+    }
+}
+
+/// One request as the server saw it, for tests that check who wrote what.
+public struct RequestRecord: Sendable {
+    public var verb: String
+    public var method: String
+    public var path: String
+    public var query: String
+    public var userAgent: String
+    public var code: Int
+    public var time: Date
+}
+
+final class FaultInjector: Sendable {
+    let faults = Mutex<[InjectedFault]>([])
+    let goneOnNextWatch = Mutex<Int>(0)
+    let log = Mutex<[RequestRecord]>([])
+    let logLimit = 200_000
+
+    func take(verb: String, path: String) -> InjectedFault.Kind? {
+        faults.withLock { fs in
+            guard let i = fs.firstIndex(where: { f in
+                (f.verb == nil || f.verb == verb) && (f.pathContains.map { path.contains($0) } ?? true) && f.remaining > 0
+            }) else { return nil }
+            fs[i].remaining -= 1
+            let kind = fs[i].kind
+            if fs[i].remaining == 0 { fs.remove(at: i) }
+            return kind
+        }
+    }
+
+    func takeGone() -> Bool {
+        goneOnNextWatch.withLock { n in
+            guard n > 0 else { return false }
+            n -= 1
+            return true
+        }
+    }
+
+    func record(_ r: RequestRecord) {
+        log.withLock { l in
+            l.append(r)
+            if l.count > logLimit { l.removeFirst(l.count - logLimit) }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import KubeModels
+
+/// A printer column from a CRD's `additionalPrinterColumns`.
+struct PrinterColumn: Sendable {
+    var name: String
+    var type: String
+    var format: String?
+    var description: String
+    var priority: Int
+    var jsonPath: String
+}
+
+/// One resource the server serves: its names, verbs, scope and, for custom resources, schema per version.
+struct ServedResource: Sendable {
+    var group: String
+    var kind: String
+    var plural: String
+    var singular: String
+    var namespaced: Bool
+    var shortNames: [String]
+    var categories: [String]
+    var versions: [String]
+    var storageVersion: String
+    var hasStatus: Bool
+    var schemas: [String: StructuralSchema]
+    var columns: [String: [PrinterColumn]]
+    var isCustom: Bool
+    var crdName: String?
+    /// For built-in kinds: list-map keys by field path, as their OpenAPI strategic-merge metadata declares.
+    var builtinListMapKeys: [String: [String]] = [:]
+
+    /// Storage identity: one table per group and plural, whatever version a request names.
+    var key: String { "\(group)/\(plural)" }
+    var listKind: String { kind + "List" }
+
+    func resourceType(version: String) -> ResourceType {
+        ResourceType(group: group, version: version, kind: kind, plural: plural, namespaced: namespaced)
+    }
+
+    func apiVersion(_ version: String) -> String { group.isEmpty ? version : "\(group)/\(version)" }
+
+    static let allVerbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+    static func builtin(
+        group: String = "", version: String = "v1", kind: String, plural: String, namespaced: Bool,
+        shortNames: [String] = [], hasStatus: Bool = false, listMapKeys: [String: [String]] = [:]
+    ) -> ServedResource {
+        ServedResource(
+            group: group, kind: kind, plural: plural, singular: kind.lowercased(), namespaced: namespaced,
+            shortNames: shortNames, categories: [], versions: [version], storageVersion: version, hasStatus: hasStatus,
+            schemas: [:], columns: [:], isCustom: false, crdName: nil, builtinListMapKeys: listMapKeys)
+    }
+
+    static let builtins: [ServedResource] = [
+        .builtin(kind: "Namespace", plural: "namespaces", namespaced: false, shortNames: ["ns"], hasStatus: true),
+        .builtin(kind: "ConfigMap", plural: "configmaps", namespaced: true, shortNames: ["cm"]),
+        .builtin(kind: "Secret", plural: "secrets", namespaced: true),
+        .builtin(kind: "Event", plural: "events", namespaced: true, shortNames: ["ev"]),
+        .builtin(kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, shortNames: ["sa"]),
+        .builtin(group: "coordination.k8s.io", kind: "Lease", plural: "leases", namespaced: true),
+        .builtin(
+            group: "apiextensions.k8s.io", kind: "CustomResourceDefinition", plural: "customresourcedefinitions",
+            namespaced: false, shortNames: ["crd", "crds"], hasStatus: true, listMapKeys: ["status.conditions": ["type"]]),
+    ]
+
+    /// Builds the served resource a CRD describes, or explains why the CRD is invalid.
+    static func fromCRD(_ crd: JSONValue) throws -> ServedResource {
+        var causes: [StatusCause] = []
+        let spec = crd["spec"] ?? .object([:])
+        let group = spec["group"]?.stringValue ?? ""
+        let names = spec["names"] ?? .object([:])
+        let plural = names["plural"]?.stringValue ?? ""
+        let kind = names["kind"]?.stringValue ?? ""
+        let name = crd[path: "metadata", "name"]?.stringValue ?? ""
+        if group.isEmpty { causes.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: "spec.group")) }
+        if plural.isEmpty { causes.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: "spec.names.plural")) }
+        if kind.isEmpty { causes.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: "spec.names.kind")) }
+        if !group.isEmpty, !plural.isEmpty, name != "\(plural).\(group)" {
+            causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(name)\": must be spec.names.plural+\".\"+spec.group", field: "metadata.name"))
+        }
+        let scope = spec["scope"]?.stringValue ?? ""
+        if scope != "Namespaced" && scope != "Cluster" {
+            causes.append(StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(scope)\": supported values: \"Cluster\", \"Namespaced\"", field: "spec.scope"))
+        }
+        let versionList = spec["versions"]?.arrayValue ?? []
+        if versionList.isEmpty {
+            causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: null: must have exactly one version marked as storage version", field: "spec.versions"))
+        }
+        var versions: [String] = []
+        var storage: String?
+        var schemas: [String: StructuralSchema] = [:]
+        var columns: [String: [PrinterColumn]] = [:]
+        var hasStatus = false
+        for (i, v) in versionList.enumerated() {
+            guard let vname = v["name"]?.stringValue else {
+                causes.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: "spec.versions[\(i)].name"))
+                continue
+            }
+            if v["served"]?.boolValue ?? false { versions.append(vname) }
+            if v["storage"]?.boolValue ?? false {
+                if storage != nil {
+                    causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(vname)\": must have exactly one version marked as storage version", field: "spec.versions"))
+                }
+                storage = vname
+            }
+            if let schema = v[path: "schema", "openAPIV3Schema"] {
+                schemas[vname] = StructuralSchema(schema)
+            } else if let schema = spec[path: "validation", "openAPIV3Schema"] {
+                schemas[vname] = StructuralSchema(schema)
+            }
+            if v[path: "subresources", "status"] != nil { hasStatus = true }
+            columns[vname] = (v["additionalPrinterColumns"]?.arrayValue ?? []).compactMap { c in
+                guard let n = c["name"]?.stringValue, let p = c["jsonPath"]?.stringValue else { return nil }
+                return PrinterColumn(
+                    name: n, type: c["type"]?.stringValue ?? "string", format: c["format"]?.stringValue,
+                    description: c["description"]?.stringValue ?? "", priority: Int(c["priority"]?.intValue ?? 0), jsonPath: p)
+            }
+        }
+        if storage == nil && !versionList.isEmpty {
+            causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\": must have exactly one version marked as storage version", field: "spec.versions"))
+        }
+        if !causes.isEmpty {
+            throw APIError.invalid(kind: "CustomResourceDefinition", group: "apiextensions.k8s.io", name: name, causes: causes)
+        }
+        return ServedResource(
+            group: group, kind: kind, plural: plural, singular: names["singular"]?.stringValue ?? kind.lowercased(),
+            namespaced: scope == "Namespaced",
+            shortNames: names["shortNames"]?.arrayValue?.compactMap(\.stringValue) ?? [],
+            categories: names["categories"]?.arrayValue?.compactMap(\.stringValue) ?? [],
+            versions: versions, storageVersion: storage!, hasStatus: hasStatus, schemas: schemas, columns: columns,
+            isCustom: true, crdName: name)
+    }
+}
