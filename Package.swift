@@ -73,8 +73,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
+        .target(name: "KubeTestSupport", dependencies: ["KubeClient", "KubeAPIServer", "KubeModels"]),
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
-        .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient"]),
-        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer"]),
+        .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeTestSupport"]),
+        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),
     ]
 )

@@ -379,7 +379,9 @@ final class APIServerCore: Sendable {
             if let preconditionRV, preconditionRV != String(current.rv) {
                 throw APIError.staleResourceVersion(r, name: scope.name ?? "")
             }
-            var next = try merge(proposed: proposed, old: old, scope: scope)
+            let isApply: Bool
+            if case .patch(.apply, _) = mutation { isApply = true } else { isApply = false }
+            var next = try merge(proposed: proposed, old: old, scope: scope, managedFieldsFromProposal: isApply)
             if case .patch(.apply, _) = mutation {} else {
                 recordUpdate(&next, old: old, scope: scope, options: options, operation: "Update")
             }
@@ -411,12 +413,13 @@ final class APIServerCore: Sendable {
 
     /// Combines a proposed object with the stored one: server-owned metadata stays, the status/main split is
     /// enforced, generation moves on spec changes only.
-    func merge(proposed: JSONValue, old: JSONValue, scope: RequestScope) throws -> JSONValue {
+    func merge(proposed: JSONValue, old: JSONValue, scope: RequestScope, managedFieldsFromProposal: Bool = false) throws -> JSONValue {
         let r = scope.resource
         var next: JSONValue
         if scope.isStatus {
             next = old
             next["status"] = proposed["status"]
+            if managedFieldsFromProposal { next[path: "metadata", "managedFields"] = proposed[path: "metadata", "managedFields"] }
         } else {
             next = proposed
             next["apiVersion"] = old["apiVersion"]
@@ -427,7 +430,7 @@ final class APIServerCore: Sendable {
             for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"] {
                 meta[k] = oldMeta[k]
             }
-            meta["managedFields"] = oldMeta["managedFields"]
+            meta["managedFields"] = managedFieldsFromProposal ? proposed[path: "metadata", "managedFields"] : oldMeta["managedFields"]
             meta["resourceVersion"] = oldMeta["resourceVersion"]
             next["metadata"] = .object(meta)
             if r.isCustom || r.key == Self.crdKey {

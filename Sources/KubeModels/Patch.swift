@@ -24,7 +24,8 @@ public enum MergePatch {
     /// The merge patch that turns `original` into `modified` (nil when they are equal).
     public static func diff(from original: JSONValue, to modified: JSONValue) -> JSONValue? {
         guard case .object(let o) = original, case .object(let m) = modified else {
-            return original == modified ? nil : modified
+            if original == modified { return nil }
+            return modified
         }
         var patch: JSONObject = [:]
         for (key, value) in m {
@@ -38,7 +39,8 @@ public enum MergePatch {
             }
         }
         for key in o.keys where m[key] == nil { patch[key] = .null }
-        return patch.isEmpty ? nil : .object(patch)
+        if patch.isEmpty { return nil }
+        return .object(patch)
     }
 }
 

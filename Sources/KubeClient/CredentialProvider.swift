@@ -1,0 +1,91 @@
+import Foundation
+import KubeModels
+
+/// Supplies the `Authorization` header, refreshing rotating credentials: token files are re-read when older
+/// than `tokenFileMaxAge` (client-go re-reads once a minute) or after a 401, exec plugins are re-run when their
+/// credential expires or after a 401.
+actor CredentialProvider {
+    let credentials: ClusterConfiguration.Credentials
+    let tokenFileMaxAge: TimeInterval
+    private var cached: String?
+    private var cachedAt: Date = .distantPast
+    private var expiry: Date?
+
+    init(_ credentials: ClusterConfiguration.Credentials, tokenFileMaxAge: TimeInterval = 60) {
+        self.credentials = credentials
+        self.tokenFileMaxAge = tokenFileMaxAge
+    }
+
+    /// The bearer token to send, if any.
+    func token(forceRefresh: Bool = false) async throws -> String? {
+        switch credentials {
+        case .none, .clientCertificate: return nil
+        case .token(let t): return t
+        case .tokenFile(let path):
+            if !forceRefresh, let cached, Date().timeIntervalSince(cachedAt) < tokenFileMaxAge { return cached }
+            do {
+                let t = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                cached = t
+                cachedAt = Date()
+                return t
+            } catch {
+                if let cached { return cached }
+                throw KubeError.configuration("cannot read token file \(path): \(error.localizedDescription)")
+            }
+        case .exec(let exec):
+            if !forceRefresh, let cached, expiry.map({ $0 > Date().addingTimeInterval(10) }) ?? true { return cached }
+            let (token, exp) = try await Self.runExec(exec)
+            cached = token
+            expiry = exp
+            return token
+        }
+    }
+
+    /// Runs an exec credential plugin and reads its ExecCredential.
+    static func runExec(_ exec: ExecConfig) async throws -> (String, Date?) {
+        let process = Process()
+        let command = exec.command
+        if command.contains("/") {
+            let path = command.hasPrefix("/") ? command : (exec.workingDirectory.map { $0 + "/" + command } ?? command)
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = exec.args
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [command] + exec.args
+        }
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in exec.env { env[k] = v }
+        let info: JSONValue = ["apiVersion": .string(exec.apiVersion), "kind": "ExecCredential", "spec": ["interactive": false]]
+        env["KUBERNETES_EXEC_INFO"] = info.serializedString()
+        process.environment = env
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        let exited = AsyncStream<Int32>.makeStream()
+        process.terminationHandler = { p in
+            exited.continuation.yield(p.terminationStatus)
+            exited.continuation.finish()
+        }
+        do { try process.run() } catch {
+            throw KubeError.configuration("exec credential plugin \(command): cannot start: \(error.localizedDescription)")
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        var status: Int32 = -1
+        for await s in exited.stream { status = s }
+        guard status == 0 else {
+            let msg = String(decoding: errData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw KubeError.configuration("exec credential plugin \(command) exited with \(status): \(msg)")
+        }
+        guard let cred = try? JSONValue.parse(outData), cred["kind"]?.stringValue == "ExecCredential" else {
+            throw KubeError.configuration("exec credential plugin \(command): output is not an ExecCredential")
+        }
+        guard let token = cred[path: "status", "token"]?.stringValue, !token.isEmpty else {
+            throw KubeError.configuration("exec credential plugin \(command): ExecCredential status.token is missing")
+        }
+        let exp = cred[path: "status", "expirationTimestamp"]?.stringValue.flatMap(KubeTime.parse)
+        return (token, exp)
+    }
+}

@@ -1,0 +1,261 @@
+import AsyncHTTPClient
+import Foundation
+import KubeModels
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+
+/// One finished request, for metrics (`rest_client_requests_total{code,method}` and latency).
+public struct RequestMetric: Sendable {
+    public var method: String
+    public var path: String
+    public var code: Int
+    public var latency: Duration
+}
+
+/// The Kubernetes API client: HTTP(S) to the API server with authentication, a client-side rate limit,
+/// retries for throttling and transient errors, typed errors from metav1.Status, and streaming watches.
+public final class KubeClient: Sendable {
+    public struct Options: Sendable {
+        /// Client-side rate limit. Generous by default: the API server's own priority and fairness is the limit.
+        public var qps: Double = 500
+        public var burst: Int = 1000
+        /// Retries for 429 (any verb, honouring Retry-After) and 5xx or connection errors (reads only).
+        public var maxRetries: Int = 8
+        public var initialBackoff: Duration = .milliseconds(50)
+        public var maxBackoff: Duration = .seconds(5)
+        public var requestTimeout: Duration = .seconds(60)
+        public var userAgent = "meteor-operator/0.1"
+        public var metrics: (@Sendable (RequestMetric) -> Void)?
+        public var logger = Logger(label: "kube-client")
+
+        public init() {}
+    }
+
+    public let configuration: ClusterConfiguration
+    public let options: Options
+    let http: HTTPClient
+    let credentials: CredentialProvider
+    let limiter: TokenBucketRateLimiter
+    let baseURL: String
+
+    public init(configuration: ClusterConfiguration, options: Options = Options()) throws {
+        self.configuration = configuration
+        self.options = options
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let ca = configuration.caCertificatePEM {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.utf8)))
+            } catch {
+                throw KubeError.configuration("\(configuration.source): certificate-authority is not valid PEM: \(error)")
+            }
+        }
+        if configuration.insecureSkipTLSVerify {
+            options.logger.warning("TLS verification of the API server is disabled (insecure-skip-tls-verify in \(configuration.source))")
+            tls.certificateVerification = .none
+        }
+        if case .clientCertificate(let cert, let key) = configuration.credentials {
+            do {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(cert.utf8)).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
+            } catch {
+                throw KubeError.configuration("\(configuration.source): client certificate or key is not valid PEM: \(error)")
+            }
+        }
+        var httpConfig = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
+        httpConfig.httpVersion = .automatic
+        httpConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
+        credentials = CredentialProvider(configuration.credentials)
+        limiter = TokenBucketRateLimiter(qps: options.qps, burst: options.burst)
+        var base = configuration.server.absoluteString
+        while base.hasSuffix("/") { base.removeLast() }
+        baseURL = base
+    }
+
+    /// Loads configuration like kubectl (flag, KUBECONFIG, in-cluster, ~/.kube/config) and connects.
+    public convenience init(kubeconfig: String? = nil, context: String? = nil, options: Options = Options()) throws {
+        try self.init(configuration: KubeConfigLoader.load(.init(kubeconfigPath: kubeconfig, context: context)), options: options)
+    }
+
+    public func shutdown() async throws { try await http.shutdown() }
+
+    public var defaultNamespace: String { configuration.namespace }
+
+    // MARK: Typed and dynamic access
+
+    public func api<K: KubeResource>(_ type: K.Type, namespace: String? = nil) -> Api<K> {
+        Api(client: self, namespace: namespace)
+    }
+
+    public func dynamic(_ resourceType: ResourceType, namespace: String? = nil) -> DynamicApi {
+        DynamicApi(client: self, resourceType: resourceType, namespace: namespace)
+    }
+
+    // MARK: Requests
+
+    public struct RawResponse: Sendable {
+        public var code: Int
+        public var headers: [(String, String)]
+        public var body: [UInt8]
+
+        public var warnings: [String] {
+            headers.filter { $0.0.lowercased() == "warning" }.map(\.1)
+        }
+    }
+
+    static func isIdempotent(_ method: HTTPMethod) -> Bool { method == .GET || method == .HEAD }
+
+    func url(_ path: String, _ query: [(String, String)]) -> String {
+        guard !query.isEmpty else { return baseURL + path }
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "&=+,;")
+        let q = query.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0.1)" }.joined(separator: "&")
+        return baseURL + path + "?" + q
+    }
+
+    /// Sends a request and returns the response, or throws the API error it carried.
+    public func send(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, contentType: String = "application/json", accept: String = "application/json") async throws -> RawResponse {
+        var attempt = 0
+        var refreshedCredentials = false
+        while true {
+            try await limiter.acquire()
+            var request = HTTPClientRequest(url: url(path, query))
+            request.method = method
+            request.headers.add(name: "Accept", value: accept)
+            request.headers.add(name: "User-Agent", value: options.userAgent)
+            if let token = try await credentials.token(forceRefresh: refreshedCredentials && attempt > 0) {
+                request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            }
+            if let body {
+                request.headers.add(name: "Content-Type", value: contentType)
+                request.body = .bytes(ByteBuffer(bytes: body))
+            }
+            let started = ContinuousClock.now
+            let response: HTTPClientResponse
+            var bytes: [UInt8]
+            do {
+                response = try await http.execute(request, timeout: .init(options.requestTimeout))
+                var buffer = try await response.body.collect(upTo: 256 * 1024 * 1024)
+                bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+            } catch {
+                options.metrics?(RequestMetric(method: method.rawValue, path: path, code: 0, latency: ContinuousClock.now - started))
+                if Self.isIdempotent(method), attempt < options.maxRetries, !(error is CancellationError) {
+                    try await Task.sleep(for: backoff(attempt))
+                    attempt += 1
+                    continue
+                }
+                throw KubeError.transport("\(method.rawValue) \(path): \(error)")
+            }
+            let code = Int(response.status.code)
+            options.metrics?(RequestMetric(method: method.rawValue, path: path, code: code, latency: ContinuousClock.now - started))
+            let headers = response.headers.map { ($0.name, $0.value) }
+            if (200..<300).contains(code) { return RawResponse(code: code, headers: headers, body: bytes) }
+
+            if code == 401, !refreshedCredentials, Self.rotates(configuration.credentials) {
+                refreshedCredentials = true
+                attempt += 1
+                continue
+            }
+            let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init)
+            let retriable = code == 429 || (Self.isIdempotent(method) && [500, 502, 503, 504].contains(code))
+            if retriable, attempt < options.maxRetries {
+                let wait = retryAfter.map { Duration.seconds($0) } ?? backoff(attempt)
+                options.logger.debug("retrying after \(code)", metadata: ["path": "\(path)", "attempt": "\(attempt + 1)"])
+                try await Task.sleep(for: min(wait, .seconds(30)))
+                attempt += 1
+                continue
+            }
+            throw Self.error(code: code, body: bytes)
+        }
+    }
+
+    static func rotates(_ c: ClusterConfiguration.Credentials) -> Bool {
+        switch c {
+        case .tokenFile, .exec: return true
+        default: return false
+        }
+    }
+
+    func backoff(_ attempt: Int) -> Duration {
+        let base = options.initialBackoff * (1 << min(attempt, 16))
+        let capped = min(base, options.maxBackoff)
+        // Full jitter keeps many retrying clients from moving in lockstep.
+        return capped * Double.random(in: 0.5...1.0)
+    }
+
+    static func error(code: Int, body: [UInt8]) -> KubeError {
+        if let v = try? JSONValue.parse(body), v["kind"]?.stringValue == "Status", let status: Status = try? v.decode() {
+            return KubeError.from(status, httpCode: code)
+        }
+        let text = String(decoding: body.prefix(512), as: UTF8.self)
+        return KubeError.from(Status(message: text.isEmpty ? "HTTP \(code)" : text, reason: code == 404 ? StatusReason.notFound : nil, code: code), httpCode: code)
+    }
+
+    /// Sends a request whose body and response are JSON values.
+    public func json(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: JSONValue? = nil, contentType: String = "application/json") async throws -> JSONValue {
+        let response = try await send(method, path, query: query, body: body?.serialized(), contentType: contentType)
+        do {
+            return try JSONValue.parse(response.body)
+        } catch {
+            throw KubeError.decoding("\(method.rawValue) \(path): \(error)")
+        }
+    }
+
+    // MARK: Watch
+
+    /// Opens a watch and yields its events as they arrive. An ERROR event ends the stream with its error
+    /// (`KubeError.gone` for 410 Expired); an HTTP 410 does the same.
+    public func watchEvents(_ path: String, query: [(String, String)], timeoutSeconds: Int?) -> AsyncThrowingStream<(WatchEventType, JSONValue), any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await limiter.acquire()
+                    var request = HTTPClientRequest(url: url(path, query))
+                    request.headers.add(name: "Accept", value: "application/json")
+                    request.headers.add(name: "User-Agent", value: options.userAgent)
+                    if let token = try await credentials.token() {
+                        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+                    }
+                    let started = ContinuousClock.now
+                    let deadline = Duration.seconds((timeoutSeconds ?? 3600) + 60)
+                    let response = try await http.execute(request, timeout: .init(deadline))
+                    let code = Int(response.status.code)
+                    options.metrics?(RequestMetric(method: "WATCH", path: path, code: code, latency: ContinuousClock.now - started))
+                    guard code == 200 else {
+                        let body = try await response.body.collect(upTo: 1024 * 1024)
+                        if code == 401 { _ = try? await credentials.token(forceRefresh: true) }
+                        throw Self.error(code: code, body: Array(body.readableBytesView))
+                    }
+                    var decoder = WatchLineDecoder()
+                    for try await chunk in response.body {
+                        for event in try decoder.feed(chunk.readableBytesView) {
+                            try Self.emit(event, to: continuation)
+                        }
+                    }
+                    if let last = try decoder.finish() { try Self.emit(last, to: continuation) }
+                    continuation.finish()
+                } catch let e as KubeError {
+                    continuation.finish(throwing: e)
+                } catch is CancellationError {
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: KubeError.transport("watch \(path): \(error)"))
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    static func emit(_ event: JSONValue, to continuation: AsyncThrowingStream<(WatchEventType, JSONValue), any Error>.Continuation) throws {
+        guard let typeText = event["type"]?.stringValue, let type = WatchEventType(rawValue: typeText), let object = event["object"] else {
+            throw KubeError.decoding("watch event without type or object: \(event.serializedString().prefix(200))")
+        }
+        if type == .error {
+            let status: Status = (try? object.decode()) ?? Status(message: object.serializedString(), code: 500)
+            throw KubeError.from(status, httpCode: status.code ?? 500)
+        }
+        continuation.yield((type, object))
+    }
+}
