@@ -111,6 +111,7 @@ struct APIRequestHandler: HTTPResponder {
         case "version":
             return Self.json(["major": "1", "minor": "33", "gitVersion": "v1.33.0-meteor-embedded", "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64"])
         case "openapi":
+            if segments.count == 2, segments[1] == "v2" { return Self.openAPIV2(accept: request.headers[.accept] ?? "") }
             return try openAPI(segments)
         case "api":
             if segments.count == 1 { return Self.json(Discovery.apiVersions(serverAddress: serverAddress())) }
@@ -133,6 +134,15 @@ struct APIRequestHandler: HTTPResponder {
         default:
             throw APIError.pathNotFound()
         }
+    }
+
+    /// kubectl 1.27 and 1.28 read `/openapi/v2` as protobuf before applying. Schemas are served through v3; here
+    /// an empty document (zero protobuf bytes) says "no v2 schemas", and kubectl falls back to its own scheme.
+    static func openAPIV2(accept: String) -> Response {
+        if accept.contains("protobuf") {
+            return Response(status: .ok, headers: [.contentType: "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"], body: .init())
+        }
+        return json(["swagger": "2.0", "info": ["title": "Kubernetes", "version": "v1.33.0"], "paths": [:], "definitions": [:]])
     }
 
     func openAPI(_ segments: [String]) throws -> Response {
@@ -245,10 +255,20 @@ struct APIRequestHandler: HTTPResponder {
     }
 
     func readBody(_ request: Request, yaml: Bool = false, allowEmpty: Bool = false) async throws -> JSONValue {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: Self.maxBodyBytes)
-        } catch {
+        // Read the whole body even past the limit (up to a hard cap), so the client gets a clean 413 rather than
+        // a connection cut mid-upload.
+        var buffer = ByteBuffer()
+        var total = 0
+        for try await chunk in request.body {
+            total += chunk.readableBytes
+            if total <= Self.maxBodyBytes {
+                var c = chunk
+                buffer.writeBuffer(&c)
+            } else if total > 16 * Self.maxBodyBytes {
+                break
+            }
+        }
+        if total > Self.maxBodyBytes {
             throw APIError(code: 413, reason: StatusReason.requestEntityTooLarge, message: "Request entity too large: limit is \(Self.maxBodyBytes)")
         }
         let bytes = buffer.readableBytesView
@@ -257,6 +277,10 @@ struct APIRequestHandler: HTTPResponder {
             throw APIError.badRequest("the body of the request was empty")
         }
         let contentType = request.headers[.contentType] ?? ""
+        if contentType.contains("protobuf") {
+            // Protobuf is not served; client-go falls back to JSON on 415.
+            throw APIError(code: 415, reason: StatusReason.unsupportedMediaType, message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+        }
         if yaml || contentType.contains("yaml") {
             let text = String(decoding: bytes, as: UTF8.self)
             return try YAML.parse(text)
@@ -369,7 +393,7 @@ struct APIRequestHandler: HTTPResponder {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: [.contentType: "application/json", .transferEncoding: "chunked"], body: body)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: body)
     }
 
     static func goneStream() -> (AsyncStream<WatchFrame>, id: Int) {

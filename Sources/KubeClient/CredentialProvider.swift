@@ -71,8 +71,9 @@ actor CredentialProvider {
         do { try process.run() } catch {
             throw KubeError.configuration("exec credential plugin \(command): cannot start: \(error.localizedDescription)")
         }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        async let outRead = readToEnd(out.fileHandleForReading)
+        async let errRead = readToEnd(err.fileHandleForReading)
+        let (outData, errData) = await (outRead, errRead)
         var status: Int32 = -1
         for await s in exited.stream { status = s }
         guard status == 0 else {
@@ -87,5 +88,13 @@ actor CredentialProvider {
         }
         let exp = cred[path: "status", "expirationTimestamp"]?.stringValue.flatMap(KubeTime.parse)
         return (token, exp)
+    }
+}
+
+/// Reads a pipe to its end on a GCD thread: a blocking read on Swift's small cooperative pool can starve every
+/// other task in the process (the API server's included, when it runs in the same process).
+func readToEnd(_ handle: FileHandle) async -> Data {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
     }
 }

@@ -96,9 +96,12 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     try process.run()
     if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
     try? stdin.fileHandleForWriting.close()
-    let reader = Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }
+    // Read on a GCD thread, never on the cooperative pool (see KubeClient's exec plugin runner for why).
+    let handle = pipe.fileHandleForReading
+    let data = await withCheckedContinuation { (c: CheckedContinuation<Data, Never>) in
+        DispatchQueue.global().async { c.resume(returning: handle.readDataToEndOfFile()) }
+    }
     var status: Int32 = -1
     for await s in exited { status = s }
-    let data = await reader.value
     return (status, String(decoding: data, as: UTF8.self))
 }
