@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "KubeClient", targets: ["KubeClient"]),
         .library(name: "KubeAPIServer", targets: ["KubeAPIServer"]),
         .executable(name: "meteor-operator", targets: ["MeteorOperatorCLI"]),
+        .executable(name: "meteor-bench", targets: ["MeteorBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -71,6 +72,16 @@ let package = Package(
                 "KubeAPIServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Benchmarks that print numbers (build with -c release).
+        .executableTarget(
+            name: "MeteorBench",
+            dependencies: [
+                "KubeClient",
+                "KubeAPIServer",
+                "KubeModels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.

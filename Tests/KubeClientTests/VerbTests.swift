@@ -3,6 +3,7 @@ import KubeAPIServer
 import KubeClient
 import KubeModels
 import KubeTestSupport
+import Synchronization
 import Testing
 
 @Suite struct VerbTests {
@@ -233,4 +234,62 @@ import Testing
             #expect(try await cms.getOptional("pre") == nil)
         }
     }
+}
+
+@Suite struct MoreVerbTests {
+    @Test func replaceStatusAndWatchAcrossNamespaces() async throws {
+        try await TestCluster.with { c in
+            _ = try await c.client.api(Namespace.self).create(Namespace(metadata: ObjectMeta(name: "other")))
+            let everywhere = c.client.dynamic(meteorType, namespace: nil)
+            let start = String(c.server.currentResourceVersion)
+            let stream = everywhere.watch(WatchOptions(resourceVersion: start, allowBookmarks: false))
+            _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("here"))
+            var there = try await c.client.dynamic(meteorType, namespace: "other").create(meteor("there"))
+            there["status"] = ["phase": "Building"]
+            there[path: "spec", "ref"] = "ignored-by-status"
+            let updated = try await c.client.dynamic(meteorType, namespace: "other").replaceStatus(there)
+            #expect(updated[path: "status", "phase"] == "Building")
+            #expect(updated[path: "spec", "ref"] == "main")
+            #expect(try await c.client.dynamic(meteorType, namespace: "other").getStatus("there")[path: "status", "phase"] == "Building")
+            #expect(names(try await collect(stream, count: 3)) == ["ADDED here", "ADDED there", "MODIFIED there"])
+        }
+    }
+
+    @Test func metricsHookSeesEveryRequest() async throws {
+        let seen = RecordedMetrics()
+        var options = KubeClient.Options()
+        options.metrics = { seen.append($0) }
+        try await TestCluster.with(clientOptions: options) { c in
+            let cms = c.client.api(ConfigMap.self, namespace: "default")
+            _ = try await cms.create(ConfigMap(metadata: ObjectMeta(name: "m")))
+            _ = try await cms.getOptional("absent")
+            let all = seen.all
+            #expect(all.map(\.method) == ["POST", "GET"])
+            #expect(all.map(\.code) == [201, 404])
+        }
+    }
+
+    @Test func clientCertificateConfigurationLoads() throws {
+        let dir = try tempDirectory()
+        let cert = try String(contentsOf: TestCluster.sharedDirectory.appendingPathComponent("cosign/sigstore-rs/cosign.pub"), encoding: .utf8)
+        try cert.write(to: dir.appendingPathComponent("client.crt"), atomically: true, encoding: .utf8)
+        let path = dir.appendingPathComponent("config").path
+        try """
+            apiVersion: v1
+            kind: Config
+            current-context: x
+            clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", certificate-authority-data: "\(Data("not pem".utf8).base64EncodedString())"}}]
+            users: [{name: u, user: {client-certificate: client.crt}}]
+            contexts: [{name: x, context: {cluster: c, user: u}}]
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try KubeConfigLoader.load(.init(kubeconfigPath: path)) } throws: {
+            "\($0)" == "kubeconfig \(path): users[u].client-key-data is missing (a client certificate needs its key)"
+        }
+    }
+}
+
+final class RecordedMetrics: Sendable {
+    private let metrics = Mutex<[RequestMetric]>([])
+    func append(_ m: RequestMetric) { metrics.withLock { $0.append(m) } }
+    var all: [RequestMetric] { metrics.withLock { $0 } }
 }
