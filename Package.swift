@@ -4,6 +4,7 @@ import PackageDescription
 // Layers (dependencies point one way):
 //   KubeModels      shared wire models: JSON values, ObjectMeta, Status, selectors, watch events
 //   KubeClient      Kubernetes API client over AsyncHTTPClient (config, verbs, watch, retries, rate limit)
+//   KubeRuntime     controller runtime: informers, work queue, controllers, leader election, metrics, events
 //   KubeAPIServer   embedded Kubernetes-compatible API server (tests and sandbox); depends only on KubeModels
 //   meteor-operator the executable
 let package = Package(
@@ -13,6 +14,7 @@ let package = Package(
         .library(name: "KubeModels", targets: ["KubeModels"]),
         .library(name: "KubeClient", targets: ["KubeClient"]),
         .library(name: "KubeAPIServer", targets: ["KubeAPIServer"]),
+        .library(name: "KubeRuntime", targets: ["KubeRuntime"]),
         .executable(name: "meteor-operator", targets: ["MeteorOperatorCLI"]),
         .executable(name: "meteor-bench", targets: ["MeteorBench"]),
     ],
@@ -28,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -46,6 +51,19 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .target(
+            name: "KubeRuntime",
+            dependencies: [
+                "KubeClient",
+                "KubeModels",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         .target(
@@ -85,9 +103,10 @@ let package = Package(
             ]
         ),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
-        .target(name: "KubeTestSupport", dependencies: ["KubeClient", "KubeAPIServer", "KubeModels"]),
+        .target(name: "KubeTestSupport", dependencies: ["KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime"]),
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeTestSupport"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),
+        .testTarget(name: "KubeRuntimeTests", dependencies: ["KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport"]),
     ]
 )

@@ -1,0 +1,179 @@
+import Foundation
+import KubeModels
+import Logging
+import Metrics
+import Synchronization
+
+/// What a reconcile asks for next (kube-rs's `Action`, controller-runtime's `Result`).
+public enum ReconcileAction: Sendable, Equatable {
+    /// Converged; wait for the next change.
+    case done
+    /// Run again after the key's backoff.
+    case requeue
+    /// Run again after this long (e.g. a TTL expiry).
+    case requeueAfter(Duration)
+}
+
+/// Reconciles one object by key: reads what it needs (from caches), converges, says what next.
+public typealias Reconcile = @Sendable (ObjectKey) async throws -> ReconcileAction
+
+/// A controller: a primary resource's informer, owned and watched secondary informers mapping to primary keys,
+/// a rate-limited work queue and N workers. Errors are retried with the queue's backoff.
+public final class Controller: Sendable {
+    public struct Options: Sendable {
+        public var workers = 2
+        /// Skip primary updates that do not change `metadata.generation` (status-only writes, label edits).
+        public var generationChangedOnly = false
+        public var rateLimiter: any RetryRateLimiter = MaxOfRateLimiter.controllerDefault
+        public var clock: any RuntimeClock = SystemClock()
+        public init() {}
+    }
+
+    public let name: String
+    public let primary: Informer
+    public let queue: WorkQueue<ObjectKey>
+    let options: Options
+    let reconcile: Reconcile
+    let logger: Logger
+    let metrics: ControllerMetrics?
+    let secondaries = Mutex<[Informer]>([])
+    let active = Mutex(0)
+
+    public init(name: String, for primary: Informer, options: Options = Options(), metricsFactory: (any MetricsFactory)? = nil, logger: Logger = Logger(label: "controller"), reconcile: @escaping Reconcile) {
+        self.name = name
+        self.primary = primary
+        self.options = options
+        self.reconcile = reconcile
+        var l = logger
+        l[metadataKey: "controller"] = "\(name)"
+        self.logger = l
+        metrics = metricsFactory.map { ControllerMetrics(controller: name, factory: $0) }
+        queue = WorkQueue(rateLimiter: options.rateLimiter, clock: options.clock, metrics: metricsFactory.map { QueueMetrics(name: name, factory: $0) })
+    }
+
+    /// Registers the primary's handler. Call before the informers run.
+    public func start() async {
+        let queue = self.queue
+        let generationOnly = options.generationChangedOnly
+        await primary.addHandler { event in
+            if generationOnly, case .updated(let old, let new) = event,
+                old[path: "metadata", "generation"] == new[path: "metadata", "generation"],
+                old[path: "metadata", "deletionTimestamp"] == new[path: "metadata", "deletionTimestamp"],
+                old[path: "metadata", "resourceVersion"] != new[path: "metadata", "resourceVersion"]
+            {
+                return
+            }
+            await queue.add(ObjectKey(event.object))
+        }
+    }
+
+    /// Objects of `informer` enqueue their controller owner when it is of the primary's kind (found by the
+    /// ownerReference with `controller: true`), across kinds other projects define.
+    public func owns(_ informer: Informer) async {
+        let primaryType = primary.resourceType
+        await watches(informer) { o in
+            guard let ref = (o[path: "metadata", "ownerReferences"]?.arrayValue ?? []).first(where: { $0["controller"]?.boolValue == true }),
+                ref["kind"]?.stringValue == primaryType.kind,
+                Self.group(of: ref["apiVersion"]?.stringValue ?? "") == primaryType.group,
+                let name = ref["name"]?.stringValue
+            else { return [] }
+            return [ObjectKey(namespace: primaryType.namespaced ? o[path: "metadata", "namespace"]?.stringValue : nil, name: name)]
+        }
+    }
+
+    static func group(of apiVersion: String) -> String {
+        apiVersion.contains("/") ? String(apiVersion.split(separator: "/")[0]) : ""
+    }
+
+    /// Objects of `informer` enqueue whatever primary keys `map` returns.
+    public func watches(_ informer: Informer, map: @escaping @Sendable (JSONValue) -> [ObjectKey]) async {
+        secondaries.withLock { $0.append(informer) }
+        let queue = self.queue
+        await informer.addHandler { event in
+            var keys = Set(map(event.object))
+            if case .updated(let old, _) = event { keys.formUnion(map(old)) }
+            for k in keys { await queue.add(k) }
+        }
+    }
+
+    /// Waits for every informer's first list, then runs the workers until cancelled; on cancellation the
+    /// queue shuts down and in-flight reconciles finish.
+    public func run() async {
+        await primary.waitForSync()
+        for i in secondaries.withLock({ $0 }) { await i.waitForSync() }
+        metrics?.maxConcurrent.record(options.workers)
+        logger.info("starting workers", metadata: ["workers": "\(options.workers)"])
+        await withTaskCancellationHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<options.workers {
+                    group.addTask { await self.worker() }
+                }
+            }
+        } onCancel: {
+            Task { await self.queue.shutDown() }
+        }
+    }
+
+    private func worker() async {
+        while let key = await queue.get() {
+            let n = active.withLock { $0 += 1; return $0 }
+            metrics?.activeWorkers.record(n)
+            let started = ContinuousClock.now
+            var log = logger
+            log[metadataKey: "object"] = "\(key)"
+            do {
+                let action = try await reconcile(key)
+                switch action {
+                case .done:
+                    await queue.forget(key)
+                    metrics?.result("success")
+                case .requeue:
+                    await queue.addRateLimited(key)
+                    metrics?.result("requeue")
+                case .requeueAfter(let d):
+                    await queue.forget(key)
+                    await queue.addAfter(key, d)
+                    metrics?.result("requeue_after")
+                }
+                log.debug("reconciled", metadata: ["action": "\(action)"])
+            } catch {
+                await queue.addRateLimited(key)
+                metrics?.result("error")
+                metrics?.errors.increment()
+                log.error("reconcile failed", metadata: ["error": "\(error)"])
+            }
+            metrics?.time.recordInterval(ContinuousClock.now - started)
+            let left = active.withLock { $0 -= 1; return $0 }
+            metrics?.activeWorkers.record(left)
+            await queue.done(key)
+        }
+    }
+}
+
+/// controller-runtime's controller metrics, by the same names.
+struct ControllerMetrics: Sendable {
+    let factory: any MetricsFactory
+    let controller: String
+    let errors: Counter
+    let time: Metrics.Timer
+    let maxConcurrent: Gauge
+    let activeWorkers: Gauge
+    let results: [String: Counter]
+
+    init(controller: String, factory: any MetricsFactory) {
+        self.factory = factory
+        self.controller = controller
+        let dims = [("controller", controller)]
+        errors = Counter(label: "controller_runtime_reconcile_errors_total", dimensions: dims, factory: factory)
+        time = Metrics.Timer(label: "controller_runtime_reconcile_time_seconds", dimensions: dims, preferredDisplayUnit: .seconds, factory: factory)
+        maxConcurrent = Gauge(label: "controller_runtime_max_concurrent_reconciles", dimensions: dims, factory: factory)
+        activeWorkers = Gauge(label: "controller_runtime_active_workers", dimensions: dims, factory: factory)
+        var r: [String: Counter] = [:]
+        for result in ["success", "error", "requeue", "requeue_after"] {
+            r[result] = Counter(label: "controller_runtime_reconcile_total", dimensions: dims + [("result", result)], factory: factory)
+        }
+        results = r
+    }
+
+    func result(_ name: String) { results[name]?.increment() }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import KubeClient
+import KubeModels
+import Logging
+import Synchronization
+
+/// List-then-watch of one resource into a `Store`, with handlers: kube-rs's watcher + reflector, client-go's
+/// shared informer. Resumes a dropped watch from the last version seen (bookmarks advance it), re-lists on
+/// 410 Gone and diffs against the cache, optionally replays everything on a resync period.
+public final class Informer: Sendable {
+    public typealias Handler = @Sendable (InformerEvent) async -> Void
+
+    public let api: DynamicApi
+    public let store = Store()
+    let labelSelector: String?
+    let resyncPeriod: Duration?
+    let transform: (@Sendable (JSONValue) -> JSONValue)?
+    let logger: Logger
+    let handlers = Mutex<[Handler]>([])
+    let synced = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Counters tests and metrics read: lists made, watches opened.
+    let stats = Mutex<(lists: Int, watches: Int)>((0, 0))
+
+    /// `transform` shrinks objects before they are cached (by default `managedFields` are dropped).
+    public init(api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, logger: Logger = Logger(label: "informer")) {
+        self.api = api
+        self.labelSelector = labelSelector
+        self.resyncPeriod = resyncPeriod
+        self.transform = transform
+        var l = logger
+        l[metadataKey: "resource"] = "\(api.resourceType)"
+        self.logger = l
+    }
+
+    public static let dropManagedFields: @Sendable (JSONValue) -> JSONValue = { o in
+        var v = o
+        v[path: "metadata", "managedFields"] = nil
+        return v
+    }
+
+    public var resourceType: ResourceType { api.resourceType }
+
+    /// Registers a handler; handlers added after the first list get the current objects as ADDED first.
+    public func addHandler(_ handler: @escaping Handler) async {
+        let alreadySynced = handlers.withLock { hs in
+            hs.append(handler)
+            return synced.withLock { $0.done }
+        }
+        if alreadySynced {
+            for o in store.list() { await handler(.added(o)) }
+        }
+    }
+
+    public var hasSynced: Bool { synced.withLock { $0.done } }
+
+    public var listCount: Int { stats.withLock { $0.lists } }
+    public var watchCount: Int { stats.withLock { $0.watches } }
+
+    /// Returns once the first list is in the cache.
+    public func waitForSync() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let done = synced.withLock { s -> Bool in
+                if s.done { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if done { c.resume() }
+        }
+    }
+
+    private func markSynced() {
+        let waiters = synced.withLock { s -> [CheckedContinuation<Void, Never>] in
+            if s.done { return [] }
+            s.done = true
+            let w = s.waiters
+            s.waiters = []
+            return w
+        }
+        for w in waiters { w.resume() }
+    }
+
+    private func dispatch(_ event: InformerEvent) async {
+        for h in handlers.withLock({ $0 }) { await h(event) }
+    }
+
+    /// Runs until the task is cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            if let resyncPeriod {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: resyncPeriod)
+                        if Task.isCancelled { break }
+                        for o in self.store.list() { await self.dispatch(.updated(old: o, new: o)) }
+                    }
+                }
+            }
+            group.addTask { await self.reflect() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func reflect() async {
+        var resourceVersion: String?
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                if resourceVersion == nil {
+                    stats.withLock { $0.lists += 1 }
+                    let list = try await api.listAll(ListOptions(labelSelector: labelSelector))
+                    let items = transform.map { t in list.items.map(t) } ?? list.items
+                    for e in store.replace(items) { await dispatch(e) }
+                    resourceVersion = list.metadata.resourceVersion
+                    markSynced()
+                }
+                stats.withLock { $0.watches += 1 }
+                // A randomised timeout spreads re-watches of many informers, as client-go does.
+                let timeout = Int.random(in: 240...480)
+                let stream = api.watch(WatchOptions(resourceVersion: resourceVersion, labelSelector: labelSelector, timeoutSeconds: timeout, allowBookmarks: true))
+                for try await event in stream {
+                    switch event {
+                    case .added(let o), .modified(let o):
+                        let obj = transform?(o) ?? o
+                        resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
+                        if let e = store.upsert(obj) { await dispatch(e) }
+                    case .deleted(let o):
+                        let obj = transform?(o) ?? o
+                        resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
+                        if let e = store.remove(obj) { await dispatch(e) }
+                    case .bookmark(let rv):
+                        if !rv.isEmpty { resourceVersion = rv }
+                    }
+                    failures = 0
+                }
+            } catch let e as KubeError where e.isGone {
+                logger.debug("watch expired, re-listing", metadata: ["resourceVersion": "\(resourceVersion ?? "")"])
+                resourceVersion = nil
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                let delay = Duration.milliseconds(min(30_000, 100 * (1 << min(failures, 9))))
+                logger.warning("list/watch failed, retrying", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
+                if case .api(let s)? = error as? KubeError, s.code == 504 { resourceVersion = nil }
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import Synchronization
+import Testing
+
+/// Records what handlers saw, and lets a test wait until a condition on it holds (no sleeps).
+final class EventLog: Sendable {
+    typealias Condition = @Sendable ([String]) -> Bool
+    struct State {
+        var events: [String] = []
+        var waiters: [(Condition, CheckedContinuation<Void, Never>)] = []
+    }
+
+    let state = Mutex(State())
+
+    func record(_ e: InformerEvent) {
+        let line: String
+        switch e {
+        case .added(let o): line = "added \(ObjectKey(o))"
+        case .updated(_, let o): line = "updated \(ObjectKey(o))"
+        case .deleted(let o): line = "deleted \(ObjectKey(o))"
+        }
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.events.append(line)
+            let events = s.events
+            let r = s.waiters.filter { $0.0(events) }.map(\.1)
+            s.waiters.removeAll { $0.0(events) }
+            return r
+        }
+        for c in ready { c.resume() }
+    }
+
+    var all: [String] { state.withLock { $0.events } }
+
+    func wait(until condition: @escaping Condition) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let satisfied = state.withLock { s -> Bool in
+                if condition(s.events) { return true }
+                s.waiters.append((condition, c))
+                return false
+            }
+            if satisfied { c.resume() }
+        }
+    }
+}
+
+@Suite struct InformerTests {
+    @Test func listsThenWatchesAndSurvivesCutsAnd410WithoutLossOrDuplicates() async throws {
+        try await TestCluster.with { c in
+            let meteors = c.client.dynamic(meteorType, namespace: "default")
+            _ = try await meteors.create(meteor("pre-existing"))
+            let informer = Informer(api: c.client.dynamic(meteorType))
+            let log = EventLog()
+            await informer.addHandler { log.record($0) }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            #expect(log.all == ["added default/pre-existing"])
+
+            _ = try await meteors.create(meteor("a"))
+            await log.wait { $0.contains("added default/a") }
+
+            // Cut the stream: the informer resumes from the last version, nothing replays twice.
+            c.server.cutWatches()
+            _ = try await meteors.create(meteor("b"))
+            await log.wait { $0.contains("added default/b") }
+
+            // 410 while disconnected: changes made meanwhile (a deletion among them) arrive through the re-list diff.
+            c.server.expireNextWatches(1)
+            c.server.compact()
+            c.server.cutWatches()
+            try await meteors.delete("a")
+            _ = try await meteors.patch("b", .merge(["spec": ["ref": "v2"]]))
+            _ = try await meteors.create(meteor("c"))
+            await log.wait { $0.contains("added default/c") && $0.contains("deleted default/a") && $0.contains("updated default/b") }
+            #expect(informer.listCount >= 2)
+            run.cancel()
+            await run.value
+
+            let all = log.all
+            #expect(all.filter { $0 == "added default/a" }.count == 1)
+            #expect(all.filter { $0 == "added default/b" }.count == 1)
+            #expect(all.filter { $0 == "deleted default/a" }.count == 1)
+            #expect(all.filter { $0 == "updated default/b" }.count == 1)
+            #expect(Set(informer.store.keys.map(\.description)) == ["default/pre-existing", "default/b", "default/c"])
+            #expect(informer.store.get(ObjectKey(namespace: "default", name: "b"))?[path: "spec", "ref"] == "v2")
+        }
+    }
+
+    @Test func storeIndexesByNamespaceOwnerAndLabel() async throws {
+        try await TestCluster.with { c in
+            _ = try await c.client.api(Namespace.self).create(Namespace(metadata: ObjectMeta(name: "other")))
+            let owner = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("owner", labels: ["team": "x"]))
+            _ = try await c.client.dynamic(meteorType, namespace: "other").create(meteor("elsewhere", labels: ["team": "y"]))
+            let cms = c.client.dynamic(ConfigMap.resourceType, namespace: "default")
+            _ = try await cms.create(["metadata": ["name": "child", "ownerReferences": [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "owner", "uid": owner[path: "metadata", "uid"]!]]]])
+            let meteorInformer = Informer(api: c.client.dynamic(meteorType))
+            let cmInformer = Informer(api: c.client.dynamic(ConfigMap.resourceType))
+            let runs = [Task { await meteorInformer.run() }, Task { await cmInformer.run() }]
+            await meteorInformer.waitForSync()
+            await cmInformer.waitForSync()
+            #expect(meteorInformer.store.list(namespace: "other").count == 1)
+            #expect(meteorInformer.store.list(labelSelector: try LabelSelector.parse("team=x")).map(ObjectKey.init) == [ObjectKey(namespace: "default", name: "owner")])
+            #expect(meteorInformer.store.list(labelSelector: try LabelSelector.parse("team in (x,y)")).count == 2)
+            #expect(cmInformer.store.owned(by: owner[path: "metadata", "uid"]!.stringValue!).map(ObjectKey.init) == [ObjectKey(namespace: "default", name: "child")])
+            #expect(meteorInformer.store.get(ObjectKey(namespace: "default", name: "owner"))?[path: "metadata", "managedFields"] == nil)
+            for r in runs { r.cancel(); await r.value }
+        }
+    }
+}
