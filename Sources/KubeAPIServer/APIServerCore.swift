@@ -396,7 +396,7 @@ final class APIServerCore: Sendable {
             }
             if next[path: "metadata", "deletionTimestamp"] != nil, (next[path: "metadata", "finalizers"]?.arrayValue ?? []).isEmpty {
                 responseValue = next
-                return options.dryRun ? .unchanged : .delete
+                return options.dryRun ? .unchanged : .delete(final: next)
             }
             responseValue = next
             return options.dryRun ? .unchanged : .put(next)
@@ -595,7 +595,7 @@ final class APIServerCore: Sendable {
             let hasNamespaceFinalizer = r.key == Self.namespacesKey && !(obj[path: "spec", "finalizers"]?.arrayValue ?? []).isEmpty
             if finalizers.isEmpty && !hasNamespaceFinalizer {
                 result = obj
-                return options.dryRun ? .unchanged : .delete
+                return options.dryRun ? .unchanged : .delete()
             }
             if obj[path: "metadata", "deletionTimestamp"] != nil {
                 result = obj
@@ -638,7 +638,7 @@ final class APIServerCore: Sendable {
         registry.unregister(key: key)
         let (items, _) = store.list(key, namespace: nil)
         for o in items {
-            _ = try? store.guaranteedUpdate(key, o.objectKey) { _ in .delete }
+            _ = try? store.guaranteedUpdate(key, o.objectKey) { _ in .delete() }
         }
     }
 

@@ -92,7 +92,7 @@ struct GarbageCollector: Sendable {
             if let current = store.get(APIServerCore.namespacesKey, ns.objectKey),
                 (current.value[path: "metadata", "finalizers"]?.arrayValue ?? []).isEmpty
             {
-                _ = try? store.guaranteedUpdate(APIServerCore.namespacesKey, ns.objectKey) { _ in .delete }
+                _ = try? store.guaranteedUpdate(APIServerCore.namespacesKey, ns.objectKey) { _ in .delete() }
                 changed = true
             }
         }
@@ -112,7 +112,7 @@ struct GarbageCollector: Sendable {
                 let remaining = (v[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0.stringValue != f }
                 v[path: "metadata", "finalizers"] = remaining.isEmpty ? nil : .array(remaining)
                 let nsFinalizers = rk == APIServerCore.namespacesKey ? (v[path: "spec", "finalizers"]?.arrayValue ?? []) : []
-                return remaining.isEmpty && nsFinalizers.isEmpty ? .delete : .put(v)
+                return remaining.isEmpty && nsFinalizers.isEmpty ? .delete(final: v) : .put(v)
             }
             core.signalGC()
             return true

@@ -145,7 +145,9 @@ final class ObjectStore: Sendable {
 
     enum Outcome {
         case put(JSONValue)
-        case delete
+        /// Removes the object. `final` is its last state (an update that removed the last finalizer), which
+        /// the response and the DELETED event carry; nil means the stored state.
+        case delete(final: JSONValue? = nil)
         case unchanged
     }
 
@@ -167,11 +169,11 @@ final class ObjectStore: Sendable {
                 switch outcome {
                 case .unchanged:
                     return (current, false)
-                case .delete:
+                case .delete(let last):
                     guard let current else { return (nil, true) }
                     s.rv += 1
                     // The DELETED event carries the final state at the deletion's resourceVersion, as etcd does.
-                    var final = current.value
+                    var final = last ?? current.value
                     final[path: "metadata", "resourceVersion"] = .string(String(s.rv))
                     let tombstone = StoredObject(value: final, rv: s.rv)
                     s.tables[resourceKey]?.removeValue(forKey: objectKey)

@@ -1,0 +1,201 @@
+import Foundation
+import KubeClient
+import KubeModels
+import Logging
+import Metrics
+import Synchronization
+
+/// Leader election on a coordination.k8s.io/v1 Lease, with client-go's timing rules: a leader that cannot renew
+/// within `renewDeadline` stops its work, and since `renewDeadline < leaseDuration` it has stopped before any
+/// other replica may take the lease. A leader that shuts down releases the lease so a successor takes over at once.
+public final class LeaderElector: Sendable {
+    public struct Configuration: Sendable {
+        public var leaseName: String
+        public var namespace: String
+        public var identity: String
+        public var leaseDuration: Duration
+        public var renewDeadline: Duration
+        public var retryPeriod: Duration
+
+        public init(leaseName: String, namespace: String, identity: String = LeaderElector.defaultIdentity(), leaseDuration: Duration = .seconds(15), renewDeadline: Duration = .seconds(10), retryPeriod: Duration = .seconds(2)) {
+            self.leaseName = leaseName
+            self.namespace = namespace
+            self.identity = identity
+            self.leaseDuration = leaseDuration
+            self.renewDeadline = renewDeadline
+            self.retryPeriod = retryPeriod
+        }
+    }
+
+    /// The pod name (POD_NAME, or HOSTNAME in a pod), else hostname plus a random suffix.
+    public static func defaultIdentity(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let pod = environment["POD_NAME"], !pod.isEmpty { return pod }
+        let host = ProcessInfo.processInfo.hostName
+        return "\(host)_\(UUID().uuidString.lowercased())"
+    }
+
+    public let configuration: Configuration
+    let leases: Api<Lease>
+    let logger: Logger
+    let leading = Mutex(false)
+    let gauge: Gauge?
+    /// The last lease record seen and when (local clock): expiry is judged from when we saw a change, as
+    /// client-go does, so clock skew between replicas does not matter.
+    let observed = Mutex<(record: Lease.Spec?, at: ContinuousClock.Instant)>((nil, .now))
+
+    public init(client: KubeClient, configuration: Configuration, metricsFactory: (any MetricsFactory)? = nil, logger: Logger = Logger(label: "leader-election")) {
+        precondition(configuration.renewDeadline < configuration.leaseDuration, "renewDeadline must be shorter than leaseDuration")
+        self.configuration = configuration
+        leases = client.api(Lease.self, namespace: configuration.namespace)
+        var l = logger
+        l[metadataKey: "lease"] = "\(configuration.namespace)/\(configuration.leaseName)"
+        l[metadataKey: "identity"] = "\(configuration.identity)"
+        self.logger = l
+        gauge = metricsFactory.map { Gauge(label: "leader_election_master_status", dimensions: [("name", configuration.leaseName)], factory: $0) }
+        gauge?.record(0)
+    }
+
+    public var isLeader: Bool { leading.withLock { $0 } }
+
+    public enum Outcome: Sendable { case lostLease, cancelled }
+
+    /// Campaigns until elected, runs `work` while leading, and returns when leadership is lost (after `work` has
+    /// been cancelled and has returned) or when the calling task is cancelled (then the lease is released).
+    @discardableResult
+    public func run(whileLeading work: @escaping @Sendable () async -> Void) async -> Outcome {
+        while !Task.isCancelled {
+            if await tryAcquireOrRenew() { break }
+            try? await Task.sleep(for: jittered(configuration.retryPeriod))
+        }
+        if Task.isCancelled { return .cancelled }
+        setLeading(true)
+        logger.info("became leader")
+        let outcome: Outcome = await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask {
+                await work()
+                return nil
+            }
+            group.addTask { await self.renewLoop() }
+            var result: Outcome = .cancelled
+            for await r in group {
+                if let r {
+                    result = r
+                    break
+                }
+            }
+            group.cancelAll()
+            // Wait for the work to stop before anything else: nobody may reconcile after we stop leading.
+            while await group.next() != nil {}
+            return result
+        }
+        setLeading(false)
+        if outcome == .cancelled {
+            // The calling task is cancelled; the release runs in its own task so its request is not.
+            await Task { await self.release() }.value
+        } else {
+            logger.warning("lost leadership")
+        }
+        return outcome
+    }
+
+    /// Renews every retry period; returns `.lostLease` once renewals have failed for `renewDeadline`.
+    private func renewLoop() async -> Outcome {
+        var lastRenew = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.retryPeriod)
+            if Task.isCancelled { return .cancelled }
+            // A hung request must not keep us leading past the deadline: each attempt gets only the time left.
+            let left = lastRenew + configuration.renewDeadline - ContinuousClock.now
+            if left > .zero, await attempt(within: left) {
+                lastRenew = ContinuousClock.now
+            } else if ContinuousClock.now - lastRenew >= configuration.renewDeadline {
+                return .lostLease
+            }
+        }
+        return .cancelled
+    }
+
+    /// One acquire-or-renew that counts as failed if it takes longer than `limit`.
+    private func attempt(within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool?.self) { group in
+            group.addTask { await self.tryAcquireOrRenew() }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? false
+        }
+    }
+
+    private func setLeading(_ value: Bool) {
+        leading.withLock { $0 = value }
+        gauge?.record(value ? 1 : 0)
+    }
+
+    func jittered(_ d: Duration) -> Duration { d * Double.random(in: 1.0...1.2) }
+
+    static func now() -> String { KubeTime.formatMicro(Date()) }
+
+    /// One attempt: create the lease, renew ours, or take over an expired or released one.
+    func tryAcquireOrRenew() async -> Bool {
+        let me = configuration.identity
+        let seconds = Int32(configuration.leaseDuration.components.seconds)
+        do {
+            guard var lease = try await leases.getOptional(configuration.leaseName) else {
+                let spec = Lease.Spec(holderIdentity: me, leaseDurationSeconds: seconds, acquireTime: Self.now(), renewTime: Self.now(), leaseTransitions: 0)
+                _ = try await leases.create(Lease(metadata: ObjectMeta(name: configuration.leaseName, namespace: configuration.namespace), spec: spec))
+                observe(spec)
+                return true
+            }
+            let spec = lease.spec ?? Lease.Spec()
+            let observedAt = observe(spec)
+            let holder = spec.holderIdentity ?? ""
+            if !holder.isEmpty, holder != me {
+                let duration = Duration.seconds(Int64(spec.leaseDurationSeconds ?? seconds))
+                if ContinuousClock.now < observedAt + duration { return false }
+            }
+            var next = spec
+            if holder != me {
+                next.acquireTime = Self.now()
+                next.leaseTransitions = (spec.leaseTransitions ?? 0) + 1
+            }
+            next.holderIdentity = me
+            next.leaseDurationSeconds = seconds
+            next.renewTime = Self.now()
+            lease.spec = next
+            let updated = try await leases.replace(lease)
+            observe(updated.spec ?? next)
+            return true
+        } catch {
+            logger.debug("lease attempt failed", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    @discardableResult
+    private func observe(_ spec: Lease.Spec) -> ContinuousClock.Instant {
+        observed.withLock { o in
+            if o.record != spec {
+                o.record = spec
+                o.at = .now
+            }
+            return o.at
+        }
+    }
+
+    /// Gives the lease up (holder cleared) so a follower acquires it on its next try.
+    func release() async {
+        do {
+            guard var lease = try await leases.getOptional(configuration.leaseName), lease.spec?.holderIdentity == configuration.identity else { return }
+            lease.spec?.holderIdentity = nil
+            lease.spec?.leaseDurationSeconds = 1
+            lease.spec?.renewTime = Self.now()
+            _ = try await leases.replace(lease)
+            logger.info("released lease")
+        } catch {
+            logger.warning("cannot release lease", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import Hummingbird
+import KubeClient
+import KubeModels
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// The registry and factory all runtime metrics go to, served at `/metrics`.
+public final class RuntimeMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    public let factory: PrometheusMetricsFactory
+
+    public init() {
+        registry = PrometheusCollectorRegistry()
+        var f = PrometheusMetricsFactory(registry: registry)
+        let reconcileBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60].map { .milliseconds(Int64($0 * 1000)) }
+        f.durationHistogramBuckets["controller_runtime_reconcile_time_seconds"] = reconcileBuckets
+        let queueBuckets: [Duration] = (0..<10).map { .nanoseconds(Int64(pow(10.0, Double($0)) * 1000)) }
+        f.durationHistogramBuckets["workqueue_queue_duration_seconds"] = queueBuckets
+        f.durationHistogramBuckets["workqueue_work_duration_seconds"] = queueBuckets
+        factory = f
+    }
+
+    /// The hook to give `KubeClient.Options.metrics`: `rest_client_requests_total{code,method}` and latency.
+    public var clientHook: @Sendable (RequestMetric) -> Void {
+        let factory = self.factory
+        return { m in
+            Counter(label: "rest_client_requests_total", dimensions: [("code", m.code == 0 ? "<error>" : String(m.code)), ("method", m.method), ("host", "")], factory: factory).increment()
+            Metrics.Timer(label: "rest_client_request_duration_seconds", dimensions: [("verb", m.method)], preferredDisplayUnit: .seconds, factory: factory)
+                .recordNanoseconds(m.latency.components.seconds * 1_000_000_000 + m.latency.components.attoseconds / 1_000_000_000)
+        }
+    }
+
+    public func render() -> String { registry.emitToString() }
+}
+
+/// Wires informers, controllers, leader election, metrics and health probes, and runs them as one service:
+/// controller-runtime's manager. SIGTERM/SIGINT (through swift-service-lifecycle) drain in-flight reconciles,
+/// stop watches and release the lease.
+public final class Manager: Service, Sendable {
+    public struct Options: Sendable {
+        /// `HOST:PORT` for `/metrics`; nil or "0" turns it off.
+        public var metricsBindAddress: String? = ":8080"
+        /// `HOST:PORT` for `/healthz` and `/readyz`; nil or "0" turns it off.
+        public var healthProbeBindAddress: String? = ":8081"
+        public var leaderElection: LeaderElector.Configuration?
+        public init() {}
+    }
+
+    public let client: KubeClient
+    public let options: Options
+    public let metrics: RuntimeMetrics
+    let logger: Logger
+    let informers = Mutex<[String: Informer]>([:])
+    let controllers = Mutex<[Controller]>([])
+    let bound = Mutex<(metrics: Int?, health: Int?)>((nil, nil))
+    let boundSignal = AsyncStream<Void>.makeStream()
+    public let elector: LeaderElector?
+
+    public init(client: KubeClient, options: Options = Options(), metrics: RuntimeMetrics = RuntimeMetrics(), logger: Logger = Logger(label: "manager")) {
+        self.client = client
+        self.options = options
+        self.metrics = metrics
+        self.logger = logger
+        elector = options.leaderElection.map { LeaderElector(client: client, configuration: $0, metricsFactory: metrics.factory, logger: logger) }
+    }
+
+    /// The shared informer for a resource (one list/watch however many controllers use it).
+    public func informer(for type: ResourceType, namespace: String? = nil, labelSelector: String? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields) -> Informer {
+        let key = "\(type)|\(namespace ?? "*")|\(labelSelector ?? "")"
+        return informers.withLock { all in
+            if let i = all[key] { return i }
+            let i = Informer(api: client.dynamic(type, namespace: namespace), labelSelector: labelSelector, transform: transform, logger: logger)
+            all[key] = i
+            return i
+        }
+    }
+
+    public func add(_ controller: Controller) { controllers.withLock { $0.append(controller) } }
+
+    public var metricsFactory: any MetricsFactory { metrics.factory }
+
+    /// Ready once every informer has its first list in cache.
+    public var isReady: Bool { informers.withLock { $0.values.allSatisfy(\.hasSynced) } }
+
+    /// Ports actually bound (useful with port 0).
+    public var boundPorts: (metrics: Int?, health: Int?) { bound.withLock { $0 } }
+
+    /// Returns once the probe and metrics servers listen.
+    public func waitForServers() async {
+        let expected = [options.metricsBindAddress, options.healthProbeBindAddress].compactMap { Self.parse($0) }.count
+        for await _ in boundSignal.stream {
+            let b = bound.withLock { $0 }
+            if [b.metrics, b.health].compactMap({ $0 }).count >= expected { return }
+        }
+    }
+
+    static func parse(_ address: String?) -> (String, Int)? {
+        guard let address, address != "0", !address.isEmpty, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
+        let host = String(address[..<colon])
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                if let (host, port) = Self.parse(self.options.healthProbeBindAddress) {
+                    group.addTask { await self.serve(host: host, port: port, isMetrics: false) }
+                }
+                if let (host, port) = Self.parse(self.options.metricsBindAddress) {
+                    group.addTask { await self.serve(host: host, port: port, isMetrics: true) }
+                }
+                for c in self.controllers.withLock({ $0 }) { await c.start() }
+                for i in self.informers.withLock({ Array($0.values) }) {
+                    group.addTask { await i.run() }
+                }
+                group.addTask {
+                    let controllers = self.controllers.withLock { $0 }
+                    let work: @Sendable () async -> Void = {
+                        await withTaskGroup(of: Void.self) { g in
+                            for c in controllers { g.addTask { await c.run() } }
+                        }
+                    }
+                    if let elector = self.elector {
+                        // Followers keep their caches warm and stay live; only the leader reconciles.
+                        let outcome = await elector.run(whileLeading: work)
+                        if outcome == .lostLease { self.logger.critical("leader election lost; stopping") }
+                    } else {
+                        await work()
+                    }
+                }
+                // The first task to end (lost lease, or shutdown cancelling all) ends the manager.
+                await group.next()
+                group.cancelAll()
+            }
+        }
+        logger.info("manager stopped")
+    }
+
+    private func serve(host: String, port: Int, isMetrics: Bool) async {
+        let router = Router()
+        if isMetrics {
+            let metrics = self.metrics
+            router.get("/metrics") { _, _ in
+                Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+            }
+        } else {
+            router.get("/healthz") { _, _ in "ok" }
+            router.get("/readyz") { _, _ -> Response in
+                self.isReady
+                    ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok")))
+                    : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "informers not synced")))
+            }
+        }
+        var quiet = Logger(label: "probe-server")
+        quiet.logLevel = .warning
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
+            onServerRunning: { channel in
+                let p = channel.localAddress?.port
+                self.bound.withLock { b in if isMetrics { b.metrics = p } else { b.health = p } }
+                self.boundSignal.continuation.yield()
+            },
+            logger: quiet)
+        do {
+            try await app.run()
+        } catch {
+            if !Task.isCancelled { logger.error("\(isMetrics ? "metrics" : "health") server failed", metadata: ["error": "\(error)"]) }
+        }
+    }
+}

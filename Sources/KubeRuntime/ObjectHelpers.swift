@@ -1,0 +1,77 @@
+import Foundation
+import KubeClient
+import KubeModels
+
+/// controllerutil-style helpers: owner references, finalizers, conditions, status writes that happen only when
+/// something changed.
+public enum ObjectHelpers {
+    /// The ownerReference that makes `owner` the controller of a dependent: `controller: true` and
+    /// `blockOwnerDeletion: true`, so foreground deletion of the owner waits for the dependent.
+    public static func controllerReference(to owner: JSONValue) -> JSONValue? {
+        guard let apiVersion = owner["apiVersion"]?.stringValue, let kind = owner["kind"]?.stringValue,
+            let name = owner[path: "metadata", "name"]?.stringValue, let uid = owner[path: "metadata", "uid"]?.stringValue
+        else { return nil }
+        return ["apiVersion": .string(apiVersion), "kind": .string(kind), "name": .string(name), "uid": .string(uid), "controller": true, "blockOwnerDeletion": true]
+    }
+
+    public static func controllerReference<K: KubeResource>(to owner: K) -> OwnerReference? {
+        guard let name = owner.metadata.name, let uid = owner.metadata.uid else { return nil }
+        return OwnerReference(apiVersion: K.resourceType.apiVersion, kind: K.resourceType.kind, name: name, uid: uid, controller: true, blockOwnerDeletion: true)
+    }
+
+    /// The controller owner reference of an object, if any.
+    public static func controllerOf(_ object: JSONValue) -> JSONValue? {
+        (object[path: "metadata", "ownerReferences"]?.arrayValue ?? []).first { $0["controller"]?.boolValue == true }
+    }
+
+    public static func hasFinalizer(_ object: JSONValue, _ finalizer: String) -> Bool {
+        (object[path: "metadata", "finalizers"]?.arrayValue ?? []).contains(.string(finalizer))
+    }
+
+    /// Adds a finalizer; a no-op (no request) when present. The patch carries the resourceVersion the decision
+    /// was made on, so a concurrent change answers 409 instead of being overwritten.
+    @discardableResult
+    public static func addFinalizer(_ finalizer: String, to object: JSONValue, api: DynamicApi) async throws -> JSONValue {
+        guard !hasFinalizer(object, finalizer) else { return object }
+        let list = (object[path: "metadata", "finalizers"]?.arrayValue ?? []) + [.string(finalizer)]
+        return try await api.patch(ObjectKeyName.name(object), .merge(["metadata": ["finalizers": .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]))
+    }
+
+    @discardableResult
+    public static func removeFinalizer(_ finalizer: String, from object: JSONValue, api: DynamicApi) async throws -> JSONValue? {
+        guard hasFinalizer(object, finalizer) else { return object }
+        let list = (object[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0 != .string(finalizer) }
+        do {
+            return try await api.patch(ObjectKeyName.name(object), .merge(["metadata": ["finalizers": list.isEmpty ? .null : .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]))
+        } catch let e as KubeError where e.isNotFound {
+            return nil
+        }
+    }
+
+    /// Sets a condition in a metav1.Condition list: `lastTransitionTime` moves only when the status changes.
+    /// Returns true when the list changed.
+    @discardableResult
+    public static func setCondition(_ conditions: inout [Condition], _ new: Condition) -> Bool {
+        if let i = conditions.firstIndex(where: { $0.type == new.type }) {
+            var merged = new
+            if conditions[i].status == new.status { merged.lastTransitionTime = conditions[i].lastTransitionTime }
+            if conditions[i] == merged { return false }
+            conditions[i] = merged
+            return true
+        }
+        conditions.append(new)
+        return true
+    }
+
+    /// Writes `status` through the status subresource only when it differs from what the object has; returns
+    /// the updated object, or nil when nothing needed writing (steady state makes no requests).
+    public static func patchStatusIfChanged(_ object: JSONValue, status: JSONValue, api: DynamicApi) async throws -> JSONValue? {
+        let current = object["status"] ?? .object([:])
+        guard let diff = MergePatch.diff(from: current, to: status) else { return nil }
+        return try await api.patchStatus(ObjectKeyName.name(object), .merge(["status": diff]))
+    }
+}
+
+enum ObjectKeyName {
+    static func name(_ o: JSONValue) -> String { o[path: "metadata", "name"]?.stringValue ?? "" }
+}

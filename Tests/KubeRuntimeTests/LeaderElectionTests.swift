@@ -1,0 +1,176 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import Synchronization
+import Testing
+
+/// Tracks who leads: overlapping leaders would show as `maxConcurrent > 1`.
+final class Leadership: Sendable {
+    struct State {
+        var current = Set<String>()
+        var maxConcurrent = 0
+        var history: [String] = []
+        var waiters: [(@Sendable ([String]) -> Bool, CheckedContinuation<Void, Never>)] = []
+    }
+
+    let state = Mutex(State())
+
+    func lead(_ who: String) async {
+        change { s in
+            s.current.insert(who)
+            s.maxConcurrent = max(s.maxConcurrent, s.current.count)
+            s.history.append("+\(who)")
+        }
+        // Lead until cancelled.
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        change { s in
+            s.current.remove(who)
+            s.history.append("-\(who)")
+        }
+    }
+
+    private func change(_ f: (inout State) -> Void) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            f(&s)
+            let h = s.history
+            let r = s.waiters.filter { $0.0(h) }.map(\.1)
+            s.waiters.removeAll { $0.0(h) }
+            return r
+        }
+        for c in ready { c.resume() }
+    }
+
+    func wait(until condition: @escaping @Sendable ([String]) -> Bool) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let satisfied = state.withLock { s -> Bool in
+                if condition(s.history) { return true }
+                s.waiters.append((condition, c))
+                return false
+            }
+            if satisfied { c.resume() }
+        }
+    }
+
+    var maxConcurrent: Int { state.withLock { $0.maxConcurrent } }
+}
+
+func electionConfig(_ id: String) -> LeaderElector.Configuration {
+    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: "default", identity: id, leaseDuration: .seconds(2), renewDeadline: .milliseconds(1500), retryPeriod: .milliseconds(200))
+}
+
+@Suite struct LeaderElectionTests {
+    @Test func gracefulStopHandsOverAtOnce() async throws {
+        try await TestCluster.with { c in
+            let leadership = Leadership()
+            let a = LeaderElector(client: c.client, configuration: electionConfig("a"))
+            let b = LeaderElector(client: c.client, configuration: electionConfig("b"))
+            let ta = Task { await a.run { await leadership.lead("a") } }
+            await leadership.wait { $0.contains("+a") }
+            let tb = Task { await b.run { await leadership.lead("b") } }
+            #expect(!b.isLeader)
+            let stoppedAt = ContinuousClock.now
+            ta.cancel()
+            #expect(await ta.value == .cancelled)
+            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil)
+            await leadership.wait { $0.contains("+b") }
+            // Released, not expired: the follower needs only its retry period, not the lease duration.
+            #expect(ContinuousClock.now - stoppedAt < .seconds(2))
+            #expect(leadership.maxConcurrent == 1)
+            let lease = try await c.client.api(Lease.self, namespace: "default").get("meteor-operator")
+            #expect(lease.spec?.holderIdentity == "b")
+            #expect(lease.spec?.leaseTransitions == 1)
+            tb.cancel()
+            _ = await tb.value
+        }
+    }
+
+    @Test func killedLeaderIsReplacedAfterTheLeaseExpiresNeverBefore() async throws {
+        try await TestCluster.with { c in
+            let leadership = Leadership()
+            // The doomed leader talks through its own client; shutting that down is a kill: no renewals, no release.
+            let doomedClient = try KubeClient(configuration: TestCluster.clusterConfiguration(c.server))
+            let a = LeaderElector(client: doomedClient, configuration: electionConfig("a"))
+            let b = LeaderElector(client: c.client, configuration: electionConfig("b"))
+            let ta = Task { await a.run { await leadership.lead("a") } }
+            await leadership.wait { $0.contains("+a") }
+            let tb = Task { await b.run { await leadership.lead("b") } }
+            let killedAt = ContinuousClock.now
+            try await doomedClient.shutdown()
+            // The old leader stops itself after renewDeadline, before the lease can expire for b.
+            #expect(await ta.value == .lostLease)
+            await leadership.wait { $0.contains("+b") }
+            let takeover = ContinuousClock.now - killedAt
+            #expect(takeover >= .milliseconds(1800))
+            #expect(takeover < .seconds(5))
+            let history = leadership.state.withLock { $0.history }
+            #expect(history.firstIndex(of: "-a")! < history.firstIndex(of: "+b")!)
+            #expect(leadership.maxConcurrent == 1)
+            tb.cancel()
+            _ = await tb.value
+        }
+    }
+}
+
+@Suite struct HelperTests {
+    @Test func conditionsKeepTransitionTimeUnlessStatusChanges() {
+        var conditions: [Condition] = []
+        let t0 = Date(timeIntervalSince1970: 1000)
+        #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, observedGeneration: 1, lastTransitionTime: t0, reason: "Building", message: "a")))
+        #expect(!ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, observedGeneration: 1, lastTransitionTime: Date(timeIntervalSince1970: 2000), reason: "Building", message: "a")))
+        #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, observedGeneration: 2, lastTransitionTime: Date(timeIntervalSince1970: 3000), reason: "Building", message: "b")))
+        #expect(conditions[0].lastTransitionTime == t0)
+        #expect(conditions[0].observedGeneration == 2)
+        let t4 = Date(timeIntervalSince1970: 4000)
+        #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .true, observedGeneration: 2, lastTransitionTime: t4, reason: "Done", message: "c")))
+        #expect(conditions[0].lastTransitionTime == t4)
+        #expect(conditions.count == 1)
+    }
+
+    @Test func finalizersOwnerReferencesAndStatusWritesOnlyWhenChanged() async throws {
+        try await TestCluster.with { c in
+            let api = c.client.dynamic(meteorType, namespace: "default")
+            let m = try await api.create(meteor("h"))
+            let withFinalizer = try await ObjectHelpers.addFinalizer("meteor.zone/cleanup", to: m, api: api)
+            #expect(ObjectHelpers.hasFinalizer(withFinalizer, "meteor.zone/cleanup"))
+            c.server.clearRequestLog()
+            _ = try await ObjectHelpers.addFinalizer("meteor.zone/cleanup", to: withFinalizer, api: api)
+            #expect(c.server.requestLog.isEmpty)
+            // A decision made on a stale version is refused, not applied over someone else's change.
+            await #expect { try await ObjectHelpers.addFinalizer("other", to: m, api: api) } throws: { ($0 as? KubeError)?.isConflict == true }
+
+            let updated = try await ObjectHelpers.patchStatusIfChanged(withFinalizer, status: ["phase": "Building"], api: api)
+            #expect(updated?[path: "status", "phase"] == "Building")
+            c.server.clearRequestLog()
+            #expect(try await ObjectHelpers.patchStatusIfChanged(updated!, status: ["phase": "Building"], api: api) == nil)
+            #expect(c.server.requestLog.isEmpty)
+
+            let ref = ObjectHelpers.controllerReference(to: updated!)!
+            #expect(ref["controller"] == true && ref["blockOwnerDeletion"] == true && ref["uid"] == m[path: "metadata", "uid"])
+
+            try await api.delete("h")
+            let current = try await api.get("h")
+            let removed = try await ObjectHelpers.removeFinalizer("meteor.zone/cleanup", from: current, api: api)
+            #expect(removed.map { ObjectHelpers.hasFinalizer($0, "meteor.zone/cleanup") } == false)
+            await #expect { _ = try await api.get("h") } throws: { ($0 as? KubeError)?.isNotFound == true }
+        }
+    }
+
+    @Test func repeatedEventsAreAggregated() async throws {
+        try await TestCluster.with { c in
+            let m = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("ev"))
+            let recorder = EventRecorder(client: c.client, component: "meteor-operator", host: "test")
+            for _ in 0..<5 { await recorder.record(m, type: .warning, reason: "InvalidSpec", message: "spec.url: bad") }
+            await recorder.record(m, type: .normal, reason: "Created", message: "PipelineRun created")
+            let events = try await c.client.api(Event.self, namespace: "default").list().items
+            #expect(events.count == 2)
+            let warning = try #require(events.first { $0.reason == "InvalidSpec" })
+            #expect(warning.count == 5)
+            #expect(warning.type == "Warning")
+            #expect(warning.involvedObject.uid == m[path: "metadata", "uid"]?.stringValue)
+            #expect(warning.source?.component == "meteor-operator")
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import AsyncHTTPClient
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import Logging
+import ServiceLifecycle
+import Testing
+
+func httpGet(_ url: String) async throws -> (Int, String) {
+    let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+    let body = try await response.body.collect(upTo: 10 * 1024 * 1024)
+    return (Int(response.status.code), String(buffer: body))
+}
+
+/// The value of one Prometheus sample line, e.g. `controller_runtime_reconcile_total{controller="m",result="success"}`.
+func sample(_ text: String, _ name: String, _ labels: [String: String]) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(name + "{") || line.hasPrefix(name + " ") {
+        let hasAll = labels.allSatisfy { line.contains("\($0.key)=\"\($0.value)\"") }
+        if hasAll, let v = line.split(separator: " ").last.flatMap({ Double($0) }) { return v }
+    }
+    return nil
+}
+
+@Suite struct ManagerTests {
+    @Test func metricsReadinessAndGracefulShutdown() async throws {
+        try await TestCluster.with { c in
+            let metrics = RuntimeMetrics()
+            var clientOptions = KubeClient.Options()
+            clientOptions.metrics = metrics.clientHook
+            let client = try KubeClient(configuration: TestCluster.clusterConfiguration(c.server), options: clientOptions)
+            var options = Manager.Options()
+            options.metricsBindAddress = "127.0.0.1:0"
+            options.healthProbeBindAddress = "127.0.0.1:0"
+            options.leaderElection = electionConfig("manager-under-test")
+            let manager = Manager(client: client, options: options, metrics: metrics)
+            let meteors = manager.informer(for: meteorType)
+            let probe = ReconcileProbe()
+            let controller = Controller(name: "meteor", for: meteors, metricsFactory: manager.metricsFactory) { key in
+                probe.begin(key)
+                probe.end(key)
+                if key.name == "bad" { throw KubeError.transport("simulated") }
+                return key.name == "later" ? .requeueAfter(.seconds(3600)) : .done
+            }
+            manager.add(controller)
+            // Hold the first list back so /readyz is seen unready before the caches sync.
+            c.server.inject(InjectedFault(.delay(.milliseconds(600)), verb: "list", pathContains: "/meteors"))
+
+            let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "test")))
+            let running = Task { try await group.run() }
+            await manager.waitForServers()
+            let health = "http://127.0.0.1:\(manager.boundPorts.health!)"
+            #expect(try await httpGet(health + "/healthz").0 == 200)
+            #expect(try await httpGet(health + "/readyz").0 == 503)
+            await meteors.waitForSync()
+            #expect(try await httpGet(health + "/readyz").0 == 200)
+
+            let api = c.client.dynamic(meteorType, namespace: "default")
+            for name in ["a", "b", "later"] { _ = try await api.create(meteor(name)) }
+            await probe.wait { $0[ObjectKey(namespace: "default", name: "later")] == 1 && $0[ObjectKey(namespace: "default", name: "a")] == 1 && $0[ObjectKey(namespace: "default", name: "b")] == 1 }
+            _ = try await api.create(meteor("bad"))
+            await probe.wait { ($0[ObjectKey(namespace: "default", name: "bad")] ?? 0) >= 2 }
+
+            let text = try await httpGet("http://127.0.0.1:\(manager.boundPorts.metrics!)/metrics").1
+            #expect(sample(text, "controller_runtime_reconcile_total", ["controller": "meteor", "result": "success"]) == 2)
+            #expect(sample(text, "controller_runtime_reconcile_total", ["controller": "meteor", "result": "requeue_after"]) == 1)
+            #expect((sample(text, "controller_runtime_reconcile_total", ["controller": "meteor", "result": "error"]) ?? 0) >= 2)
+            #expect((sample(text, "controller_runtime_reconcile_errors_total", ["controller": "meteor"]) ?? 0) >= 2)
+            #expect(sample(text, "controller_runtime_max_concurrent_reconciles", ["controller": "meteor"]) == 2)
+            #expect(sample(text, "controller_runtime_active_workers", ["controller": "meteor"]) != nil)
+            #expect(sample(text, "controller_runtime_reconcile_time_seconds_count", ["controller": "meteor"]) != nil)
+            #expect((sample(text, "workqueue_adds_total", ["name": "meteor"]) ?? 0) >= 4)
+            #expect(sample(text, "workqueue_depth", ["name": "meteor"]) != nil)
+            #expect((sample(text, "workqueue_retries_total", ["name": "meteor"]) ?? 0) >= 1)
+            #expect(sample(text, "workqueue_queue_duration_seconds_count", ["name": "meteor"]) != nil)
+            #expect(sample(text, "workqueue_work_duration_seconds_count", ["name": "meteor"]) != nil)
+            #expect((sample(text, "rest_client_requests_total", ["code": "200", "method": "GET"]) ?? 0) >= 1)
+            #expect(sample(text, "leader_election_master_status", ["name": "meteor-operator"]) == 1)
+
+            // SIGTERM's path: graceful shutdown drains, stops and releases the lease.
+            await group.triggerGracefulShutdown()
+            try await running.value
+            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil)
+            try await client.shutdown()
+        }
+    }
+}
