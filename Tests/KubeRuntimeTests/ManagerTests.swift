@@ -87,3 +87,55 @@ func sample(_ text: String, _ name: String, _ labels: [String: String]) -> Doubl
         }
     }
 }
+
+@Suite struct TwoReplicaTests {
+    @Test func onlyTheLeaderReconcilesAndTheFollowerTakesOver() async throws {
+        try await TestCluster.with { c in
+            let api = c.client.dynamic(meteorType, namespace: "default")
+            _ = try await api.create(meteor("shared"))
+            let key = ObjectKey(namespace: "default", name: "shared")
+            let overlap = ReconcileProbe()
+            let byReplica = [ReconcileProbe(), ReconcileProbe()]
+            var managers: [Manager] = []
+            var groups: [ServiceGroup] = []
+            for i in 0..<2 {
+                var options = Manager.Options()
+                options.metricsBindAddress = nil
+                options.healthProbeBindAddress = "127.0.0.1:0"
+                options.leaderElection = electionConfig("replica-\(i)")
+                let manager = Manager(client: c.client, options: options)
+                let probe = byReplica[i]
+                let controller = Controller(name: "meteor", for: manager.informer(for: meteorType)) { k in
+                    overlap.begin(k)
+                    probe.begin(k)
+                    try? await Task.sleep(for: .milliseconds(1))
+                    probe.end(k)
+                    overlap.end(k)
+                    return .done
+                }
+                manager.add(controller)
+                managers.append(manager)
+                groups.append(ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "replica-\(i)"))))
+            }
+            let (leaderGroup, followerGroup) = (groups[0], groups[1])
+            let follower = managers[1]
+            let first = Task { try await leaderGroup.run() }
+            await byReplica[0].wait { $0[key] == 1 }
+            let second = Task { try await followerGroup.run() }
+            await follower.waitForServers()
+            // The follower is live (and its caches fill) but does not reconcile.
+            #expect(try await httpGet("http://127.0.0.1:\(follower.boundPorts.health!)/healthz").0 == 200)
+            _ = try await api.patch("shared", .merge(["spec": ["ref": "v2"]]))
+            await byReplica[0].wait { $0[key] == 2 }
+            #expect(byReplica[1].calls(key) == 0)
+
+            await leaderGroup.triggerGracefulShutdown()
+            try await first.value
+            // Started fresh as leader, the follower reconciles what is there.
+            await byReplica[1].wait { $0[key] == 1 }
+            #expect(overlap.overlaps == 0)
+            await followerGroup.triggerGracefulShutdown()
+            try await second.value
+        }
+    }
+}
