@@ -81,6 +81,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -97,6 +98,7 @@ let package = Package(
             name: "MeteorBench",
             dependencies: [
                 "KubeClient",
+                "KubeRuntime",
                 "KubeAPIServer",
                 "KubeModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

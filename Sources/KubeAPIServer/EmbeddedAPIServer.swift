@@ -7,6 +7,7 @@ import KubeModels
 import Logging
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 import Synchronization
 
 /// A Kubernetes-compatible API server in memory, on loopback, for tests and the sandbox. Real clients
@@ -46,7 +47,7 @@ public final class EmbeddedAPIServer: Sendable {
     let core: APIServerCore
     let faults = FaultInjector()
     let certificate: SelfSignedCertificate?
-    let running = Mutex<(task: Task<Void, any Error>?, gc: Task<Void, Never>?, port: Int)>((nil, nil, 0))
+    let running = Mutex<(task: Task<Void, any Error>?, gc: Task<Void, Never>?, group: ServiceGroup?, port: Int)>((nil, nil, nil, 0))
 
     public init(configuration: Configuration = Configuration()) throws {
         self.configuration = configuration
@@ -92,9 +93,11 @@ public final class EmbeddedAPIServer: Sendable {
                 boundContinuation.finish()
             },
             logger: logger)
+        // Run under a ServiceGroup so stop() can shut the server down gracefully instead of cancelling it.
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task {
             defer { boundContinuation.finish() }
-            try await app.run()
+            try await group.run()
         }
         var boundPort = 0
         for await p in bound { boundPort = p }
@@ -104,7 +107,7 @@ public final class EmbeddedAPIServer: Sendable {
             throw ServerError(message: "embedded API server failed to bind \(configuration.host):\(port)")
         }
         let gc = Task { await GarbageCollector(core: core).run() }
-        running.withLock { $0 = (task, gc, boundPort) }
+        running.withLock { $0 = (task, gc, group, boundPort) }
     }
 
     struct ServerError: Error, CustomStringConvertible {
@@ -114,14 +117,15 @@ public final class EmbeddedAPIServer: Sendable {
 
     /// Stops serving: open watches end, the listener closes. The store is kept.
     public func stop() async {
-        let (task, gc) = running.withLock { r in
-            let t = (r.task, r.gc)
+        let (task, gc, group) = running.withLock { r in
+            let t = (r.task, r.gc, r.group)
             r.task = nil
             r.gc = nil
+            r.group = nil
             return t
         }
         core.store.closeAllWatches()
-        task?.cancel()
+        await group?.triggerGracefulShutdown()
         _ = try? await task?.value
         gc?.cancel()
         core.signalGC()

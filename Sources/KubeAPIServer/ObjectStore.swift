@@ -13,6 +13,8 @@ struct StoredObject: Sendable {
     var namespace: String
     var name: String
     var labels: [String: String]
+    /// `namespace/name`: the table key and the list order, computed once (lists sort by it).
+    let objectKey: String
 
     init(value: JSONValue, rv: UInt64) {
         self.value = value
@@ -24,9 +26,8 @@ struct StoredObject: Sendable {
         var labels: [String: String] = [:]
         for (k, v) in value[path: "metadata", "labels"]?.objectValue ?? [:] { labels[k] = v.stringValue ?? "" }
         self.labels = labels
+        self.objectKey = namespace + "/" + name
     }
-
-    var objectKey: String { namespace + "/" + name }
     var fields: [String: String] { ["metadata.name": name, "metadata.namespace": namespace] }
 }
 

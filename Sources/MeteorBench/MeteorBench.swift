@@ -1,15 +1,17 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import KubeAPIServer
 import KubeClient
 import KubeModels
+import KubeRuntime
 
 @main
 struct MeteorBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meteor-bench",
         abstract: "Benchmarks that print numbers, one JSON object per scenario.",
-        subcommands: [APIServerThroughput.self], defaultSubcommand: APIServerThroughput.self)
+        subcommands: [APIServerThroughput.self, WorkQueueThroughput.self, InformerThroughput.self], defaultSubcommand: APIServerThroughput.self)
 }
 
 /// How fast the embedded API server takes writes and serves reads over loopback HTTP, with N objects stored.
@@ -80,5 +82,106 @@ struct APIServerThroughput: AsyncParsableCommand {
             let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
         else { return 0 }
         return (kb / 1024).rounded()
+    }
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+/// Keys through the work queue: adds (with duplicates) and get/done by N workers.
+struct WorkQueueThroughput: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "workqueue", abstract: "Work queue throughput.")
+
+    @Option(help: "Distinct keys.") var keys = 100_000
+    @Option(help: "Workers.") var workers = 4
+
+    func run() async throws {
+        let queue = WorkQueue<ObjectKey>()
+        let started = ContinuousClock.now
+        let total = keys
+        await withTaskGroup(of: Int.self) { group in
+            group.addTask {
+                for i in 0..<total {
+                    let k = ObjectKey(namespace: "ns", name: "k\(i)")
+                    await queue.add(k)
+                    await queue.add(k)
+                }
+                await queue.shutDown()
+                return 0
+            }
+            for _ in 0..<workers {
+                group.addTask {
+                    var n = 0
+                    while let k = await queue.get() {
+                        n += 1
+                        await queue.forget(k)
+                        await queue.done(k)
+                    }
+                    return n
+                }
+            }
+            var processed = 0
+            for await n in group { processed += n }
+            let s = seconds(ContinuousClock.now - started)
+            let result: JSONValue = ["scenario": "workqueue", "count": .int(Int64(total)), "adds": .int(Int64(total * 2)), "processed": .int(Int64(processed)), "workers": .int(Int64(workers)), "seconds": .double((s * 1000).rounded() / 1000), "keys_per_second": .double((Double(processed) / s).rounded())]
+            print(result.serializedString())
+        }
+    }
+}
+
+/// Objects through an informer: the initial list into the cache, then watch events delivered to a handler.
+struct InformerThroughput: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "informer", abstract: "Informer list and watch-event throughput.")
+
+    @Option(help: "Objects listed at start.") var listed = 10_000
+    @Option(help: "Objects changed while watching.") var events = 10_000
+
+    func run() async throws {
+        let server = try EmbeddedAPIServer()
+        try await server.start()
+        var options = KubeClient.Options()
+        options.qps = 0
+        let client = try KubeClient(configuration: ClusterConfiguration(server: URL(string: server.url)!), options: options)
+        let cms = client.dynamic(ConfigMap.resourceType, namespace: "default")
+        try await parallel(listed) { i in _ = try await cms.create(["metadata": ["name": .string("pre-\(i)")], "data": ["i": .string("\(i)")]]) }
+        let informer = Informer(api: client.dynamic(ConfigMap.resourceType))
+        let seen = AsyncStream<Void>.makeStream()
+        let target = events
+        let counter = Counter()
+        await informer.addHandler { e in
+            if case .added(let o) = e, o[path: "metadata", "name"]?.stringValue?.hasPrefix("new-") == true {
+                if counter.increment() == target { seen.continuation.yield() }
+            }
+        }
+        let listStart = ContinuousClock.now
+        let run = Task { await informer.run() }
+        await informer.waitForSync()
+        let listSeconds = seconds(ContinuousClock.now - listStart)
+        let watchStart = ContinuousClock.now
+        try await parallel(events) { i in _ = try await cms.create(["metadata": ["name": .string("new-\(i)")]]) }
+        for await _ in seen.stream { break }
+        let watchSeconds = seconds(ContinuousClock.now - watchStart)
+        run.cancel()
+        await run.value
+        let result: JSONValue = [
+            "scenario": "informer", "count": .int(Int64(listed)), "list_sync_seconds": .double((listSeconds * 1000).rounded() / 1000),
+            "objects_per_second_listed": .double((Double(listed) / listSeconds).rounded()),
+            "events": .int(Int64(events)), "events_per_second_end_to_end": .double((Double(events) / watchSeconds).rounded()),
+        ]
+        print(result.serializedString())
+        try await client.shutdown()
+        await server.stop()
+    }
+
+    final class Counter: Sendable {
+        let value = Mutex(0)
+        func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+    }
+
+    func parallel(_ n: Int, width: Int = 32, _ op: @escaping @Sendable (Int) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            for _ in 0..<min(width, n) { let i = next; next += 1; group.addTask { try await op(i) } }
+            while try await group.next() != nil, next < n { let i = next; next += 1; group.addTask { try await op(i) } }
+        }
     }
 }

@@ -11,45 +11,32 @@ let pipelineRunType = ResourceType(group: "tekton.dev", version: "v1", kind: "Pi
 
 /// Counts reconciles per key, flags overlapping ones, and lets tests wait for a count.
 final class ReconcileProbe: Sendable {
-    struct State {
+    struct State: Sendable {
         var calls: [ObjectKey: Int] = [:]
         var inFlight = Set<ObjectKey>()
         var overlaps = 0
-        var waiters: [(@Sendable ([ObjectKey: Int]) -> Bool, CheckedContinuation<Void, Never>)] = []
     }
 
-    let state = Mutex(State())
+    let state = Observed(State())
 
     func begin(_ key: ObjectKey) {
-        state.withLock { s in
+        state.update { s in
             if !s.inFlight.insert(key).inserted { s.overlaps += 1 }
         }
     }
 
     func end(_ key: ObjectKey) {
-        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        state.update { s in
             s.inFlight.remove(key)
             s.calls[key, default: 0] += 1
-            let calls = s.calls
-            let r = s.waiters.filter { $0.0(calls) }.map(\.1)
-            s.waiters.removeAll { $0.0(calls) }
-            return r
         }
-        for c in ready { c.resume() }
     }
 
-    func calls(_ key: ObjectKey) -> Int { state.withLock { $0.calls[key, default: 0] } }
-    var overlaps: Int { state.withLock { $0.overlaps } }
+    func calls(_ key: ObjectKey) -> Int { state.value.calls[key, default: 0] }
+    var overlaps: Int { state.value.overlaps }
 
     func wait(until condition: @escaping @Sendable ([ObjectKey: Int]) -> Bool) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let satisfied = state.withLock { s -> Bool in
-                if condition(s.calls) { return true }
-                s.waiters.append((condition, c))
-                return false
-            }
-            if satisfied { c.resume() }
-        }
+        await state.wait { condition($0.calls) }
     }
 }
 

@@ -7,15 +7,9 @@ import KubeTestSupport
 import Synchronization
 import Testing
 
-/// Records what handlers saw, and lets a test wait until a condition on it holds (no sleeps).
+/// Records what handlers saw, as lines tests can wait on.
 final class EventLog: Sendable {
-    typealias Condition = @Sendable ([String]) -> Bool
-    struct State {
-        var events: [String] = []
-        var waiters: [(Condition, CheckedContinuation<Void, Never>)] = []
-    }
-
-    let state = Mutex(State())
+    let events = Observed<[String]>([])
 
     func record(_ e: InformerEvent) {
         let line: String
@@ -24,28 +18,12 @@ final class EventLog: Sendable {
         case .updated(_, let o): line = "updated \(ObjectKey(o))"
         case .deleted(let o): line = "deleted \(ObjectKey(o))"
         }
-        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            s.events.append(line)
-            let events = s.events
-            let r = s.waiters.filter { $0.0(events) }.map(\.1)
-            s.waiters.removeAll { $0.0(events) }
-            return r
-        }
-        for c in ready { c.resume() }
+        events.update { $0.append(line) }
     }
 
-    var all: [String] { state.withLock { $0.events } }
+    var all: [String] { events.value }
 
-    func wait(until condition: @escaping Condition) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let satisfied = state.withLock { s -> Bool in
-                if condition(s.events) { return true }
-                s.waiters.append((condition, c))
-                return false
-            }
-            if satisfied { c.resume() }
-        }
-    }
+    func wait(until condition: @escaping @Sendable ([String]) -> Bool) async { await events.wait(until: condition) }
 }
 
 @Suite struct InformerTests {
