@@ -96,11 +96,33 @@ public final class Controller: Sendable {
         }
     }
 
-    /// Waits for every informer's first list, then runs the workers until cancelled; on cancellation the
-    /// queue shuts down and in-flight reconciles finish.
+    /// Stops handing out work; `run` returns once in-flight reconciles have finished.
+    public func shutDown() async {
+        stopping.continuation.yield()
+        await queue.shutDown()
+    }
+
+    let stopping = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    /// Waits for every informer's first list, then runs the workers until `shutDown` or cancellation.
     public func run() async {
-        await primary.waitForSync()
-        for i in secondaries.withLock({ $0 }) { await i.waitForSync() }
+        // Caches first; a shutdown that comes before they sync ends the wait.
+        let informers = [primary] + secondaries.withLock { $0 }
+        let stop = stopping.stream
+        let synced = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for i in informers { await i.waitForSync() }
+                return !Task.isCancelled
+            }
+            group.addTask {
+                for await _ in stop { break }
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        guard synced, await !queue.isShuttingDown else { return }
         metrics?.maxConcurrent.record(options.workers)
         logger.info("starting workers", metadata: ["workers": "\(options.workers)"])
         await withTaskCancellationHandler {

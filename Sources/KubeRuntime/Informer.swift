@@ -17,7 +17,7 @@ public final class Informer: Sendable {
     let transform: (@Sendable (JSONValue) -> JSONValue)?
     let logger: Logger
     let handlers = Mutex<[Handler]>([])
-    let synced = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    let synced = Mutex<(done: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
     /// Counters tests and metrics read: lists made, watches opened.
     let stats = Mutex<(lists: Int, watches: Int)>((0, 0))
 
@@ -56,15 +56,23 @@ public final class Informer: Sendable {
     public var listCount: Int { stats.withLock { $0.lists } }
     public var watchCount: Int { stats.withLock { $0.watches } }
 
-    /// Returns once the first list is in the cache.
+    /// Returns once the first list is in the cache, or when the calling task is cancelled.
     public func waitForSync() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let done = synced.withLock { s -> Bool in
-                if s.done { return true }
-                s.waiters.append(c)
-                return false
+        let id = synced.withLock { s -> Int in
+            s.next += 1
+            return s.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = synced.withLock { s -> Bool in
+                    if s.done || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if resumeNow { c.resume() }
             }
-            if done { c.resume() }
+        } onCancel: {
+            synced.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 
@@ -72,8 +80,8 @@ public final class Informer: Sendable {
         let waiters = synced.withLock { s -> [CheckedContinuation<Void, Never>] in
             if s.done { return [] }
             s.done = true
-            let w = s.waiters
-            s.waiters = []
+            let w = Array(s.waiters.values)
+            s.waiters = [:]
             return w
         }
         for w in waiters { w.resume() }

@@ -60,7 +60,8 @@ public final class LeaderElector: Sendable {
     public enum Outcome: Sendable { case lostLease, cancelled }
 
     /// Campaigns until elected, runs `work` while leading, and returns when leadership is lost (after `work` has
-    /// been cancelled and has returned) or when the calling task is cancelled (then the lease is released).
+    /// been cancelled and has returned), or when `work` returns or the calling task is cancelled (then the lease
+    /// is released).
     @discardableResult
     public func run(whileLeading work: @escaping @Sendable () async -> Void) async -> Outcome {
         while !Task.isCancelled {
@@ -70,19 +71,14 @@ public final class LeaderElector: Sendable {
         if Task.isCancelled { return .cancelled }
         setLeading(true)
         logger.info("became leader")
-        let outcome: Outcome = await withTaskGroup(of: Outcome?.self) { group in
+        let outcome: Outcome = await withTaskGroup(of: Outcome.self) { group in
+            // Whichever ends first decides: the work finishing (shutdown) or renewals failing (lost lease).
             group.addTask {
                 await work()
-                return nil
+                return .cancelled
             }
             group.addTask { await self.renewLoop() }
-            var result: Outcome = .cancelled
-            for await r in group {
-                if let r {
-                    result = r
-                    break
-                }
-            }
+            let result = await group.next() ?? .cancelled
             group.cancelAll()
             // Wait for the work to stop before anything else: nobody may reconcile after we stop leading.
             while await group.next() != nil {}

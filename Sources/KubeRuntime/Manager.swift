@@ -104,8 +104,10 @@ public final class Manager: Service, Sendable {
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
+    /// Runs until graceful shutdown (SIGTERM/SIGINT through a ServiceGroup) or a lost lease. Shutdown stops
+    /// handing out work, lets in-flight reconciles finish, releases the lease, then stops watches and servers.
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 if let (host, port) = Self.parse(self.options.healthProbeBindAddress) {
                     group.addTask { await self.serve(host: host, port: port, isMetrics: false) }
@@ -120,6 +122,10 @@ public final class Manager: Service, Sendable {
                 group.addTask {
                     let controllers = self.controllers.withLock { $0 }
                     let work: @Sendable () async -> Void = {
+                        if controllers.isEmpty {
+                            try? await gracefulShutdown()
+                            return
+                        }
                         await withTaskGroup(of: Void.self) { g in
                             for c in controllers { g.addTask { await c.run() } }
                         }
@@ -132,10 +138,14 @@ public final class Manager: Service, Sendable {
                         await work()
                     }
                 }
-                // The first task to end (lost lease, or shutdown cancelling all) ends the manager.
+                // The controllers' task ends first (drained on shutdown, or a lost lease); the rest stop then.
                 await group.next()
                 group.cancelAll()
             }
+        } onGracefulShutdown: {
+            self.logger.info("shutting down: draining in-flight reconciles")
+            let controllers = self.controllers.withLock { $0 }
+            Task { for c in controllers { await c.shutDown() } }
         }
         logger.info("manager stopped")
     }

@@ -57,8 +57,10 @@ public actor WorkQueue<Key: Hashable & Sendable> {
         startedAt[key] = now
     }
 
-    /// The next key to work on; nil once the queue is shut down and drained.
+    /// The next key to work on; nil once the queue is shut down (queued keys are left for the next leader or
+    /// process: a level-triggered reconciler converges from the current state anyway).
     public func get() async -> Key? {
+        if shuttingDown { return nil }
         if let key = queue.popFirst() {
             metrics?.depth.record(queue.count)
             take(key)
@@ -111,7 +113,7 @@ public actor WorkQueue<Key: Hashable & Sendable> {
 
     public func retries(_ key: Key) -> Int { limiter.retries(String(describing: key)) }
 
-    /// Stops accepting keys; waiting workers get nil once the queue is empty.
+    /// Stops accepting and handing out keys; idle workers get nil at once, busy ones after their current key.
     public func shutDown() {
         shuttingDown = true
         waiting.removeAll()

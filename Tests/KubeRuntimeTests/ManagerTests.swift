@@ -139,3 +139,39 @@ func sample(_ text: String, _ name: String, _ labels: [String: String]) -> Doubl
         }
     }
 }
+
+@Suite struct ShutdownTests {
+    @Test func gracefulShutdownDrainsInFlightReconciles() async throws {
+        try await TestCluster.with { c in
+            _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("slow"))
+            var options = Manager.Options()
+            options.metricsBindAddress = nil
+            options.healthProbeBindAddress = nil
+            options.leaderElection = electionConfig("drainer")
+            let manager = Manager(client: c.client, options: options)
+            let inFlight = Observed<String>("idle")
+            let gate = AsyncStream<Void>.makeStream()
+            let controller = Controller(name: "slow", for: manager.informer(for: meteorType)) { _ in
+                inFlight.update { $0 = "running" }
+                for await _ in gate.stream { break }
+                // Still allowed to talk to the API server: the reconcile was not cancelled.
+                let cancelled = Task.isCancelled
+                _ = try await c.client.dynamic(meteorType, namespace: "default").patchStatus("slow", .merge(["status": ["phase": "Building"]]))
+                inFlight.update { $0 = cancelled ? "cancelled" : "finished" }
+                return .done
+            }
+            manager.add(controller)
+            let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "drain")))
+            let running = Task { try await group.run() }
+            await inFlight.wait { $0 == "running" }
+            await group.triggerGracefulShutdown()
+            // The manager waits for the reconcile; let it finish now.
+            #expect(inFlight.value == "running")
+            gate.continuation.yield()
+            try await running.value
+            #expect(inFlight.value == "finished")
+            #expect(try await c.client.dynamic(meteorType, namespace: "default").get("slow")[path: "status", "phase"] == "Building")
+            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil)
+        }
+    }
+}
