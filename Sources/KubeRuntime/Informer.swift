@@ -53,6 +53,13 @@ public final class Informer: Sendable {
 
     public var hasSynced: Bool { synced.withLock { $0.done } }
 
+    let progressHandlers = Mutex<[@Sendable (String) -> Void]>([])
+
+    /// Called with the new resourceVersion whenever a bookmark advances it (what a resumed watch starts from).
+    public func onBookmark(_ handler: @escaping @Sendable (String) -> Void) {
+        progressHandlers.withLock { $0.append(handler) }
+    }
+
     public var listCount: Int { stats.withLock { $0.lists } }
     public var watchCount: Int { stats.withLock { $0.watches } }
 
@@ -137,7 +144,10 @@ public final class Informer: Sendable {
                         resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
                         if let e = store.remove(obj) { await dispatch(e) }
                     case .bookmark(let rv):
-                        if !rv.isEmpty { resourceVersion = rv }
+                        if !rv.isEmpty {
+                            resourceVersion = rv
+                            for h in progressHandlers.withLock({ $0 }) { h(rv) }
+                        }
                     }
                     failures = 0
                 }

@@ -89,3 +89,45 @@ final class EventLog: Sendable {
         }
     }
 }
+
+@Suite struct InformerProgressTests {
+    @Test func bookmarksLetAResumedWatchSkipTheRelist() async throws {
+        var config = EmbeddedAPIServer.Configuration()
+        config.bookmarkInterval = .milliseconds(50)
+        try await TestCluster.with(configuration: config) { c in
+            let informer = Informer(api: c.client.dynamic(meteorType))
+            let bookmarked = Observed<UInt64>(0)
+            informer.onBookmark { rv in bookmarked.update { $0 = max($0, UInt64(rv) ?? 0) } }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            // Other kinds move the shared resourceVersion on; only bookmarks tell the Meteor informer.
+            for i in 0..<5 { _ = try await c.client.api(ConfigMap.self, namespace: "default").create(ConfigMap(metadata: ObjectMeta(name: "noise-\(i)"))) }
+            let target = c.server.currentResourceVersion
+            await bookmarked.wait { $0 >= target }
+            c.server.compact()
+            c.server.cutWatches()
+            _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("after"))
+            let log = EventLog()
+            await informer.addHandler { log.record($0) }
+            await log.wait { $0.contains("added default/after") }
+            #expect(informer.listCount == 1)
+            #expect(informer.watchCount >= 2)
+            run.cancel()
+            await run.value
+        }
+    }
+
+    @Test func resyncReplaysCachedObjectsAsUpdates() async throws {
+        try await TestCluster.with { c in
+            _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("steady"))
+            let informer = Informer(api: c.client.dynamic(meteorType), resyncPeriod: .milliseconds(50))
+            let log = EventLog()
+            await informer.addHandler { log.record($0) }
+            let run = Task { await informer.run() }
+            await log.wait { $0.filter { $0 == "updated default/steady" }.count >= 2 }
+            run.cancel()
+            await run.value
+            #expect(informer.listCount == 1)
+        }
+    }
+}
