@@ -5,6 +5,7 @@ import PackageDescription
 //   KubeModels      shared wire models: JSON values, ObjectMeta, Status, selectors, watch events
 //   KubeClient      Kubernetes API client over AsyncHTTPClient (config, verbs, watch, retries, rate limit)
 //   KubeRuntime     controller runtime: informers, work queue, controllers, leader election, metrics, events
+//   MeteorCore      the Meteor domain: API types, validation, PipelineRun builder, reconciler
 //   KubeAPIServer   embedded Kubernetes-compatible API server (tests and sandbox); depends only on KubeModels
 //   meteor-operator the executable
 let package = Package(
@@ -15,6 +16,7 @@ let package = Package(
         .library(name: "KubeClient", targets: ["KubeClient"]),
         .library(name: "KubeAPIServer", targets: ["KubeAPIServer"]),
         .library(name: "KubeRuntime", targets: ["KubeRuntime"]),
+        .library(name: "MeteorCore", targets: ["MeteorCore"]),
         .executable(name: "meteor-operator", targets: ["MeteorOperatorCLI"]),
         .executable(name: "meteor-bench", targets: ["MeteorBench"]),
     ],
@@ -67,6 +69,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "MeteorCore",
+            dependencies: [
+                "KubeRuntime",
+                "KubeClient",
+                "KubeModels",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "KubeAPIServer",
             dependencies: [
                 "KubeModels",
@@ -109,6 +121,14 @@ let package = Package(
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeTestSupport"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),
+        .testTarget(
+            name: "MeteorCoreTests",
+            dependencies: [
+                "MeteorCore", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "KubeRuntimeTests",
             dependencies: [

@@ -1,0 +1,115 @@
+import Foundation
+import KubeModels
+
+/// `meteor.zone/v1alpha1` Meteor, as `crds/meteor.zone_meteors.yaml` defines it.
+public struct Meteor: KubeResource, Hashable {
+    public static let resourceType = ResourceType(group: "meteor.zone", version: "v1alpha1", kind: "Meteor", plural: "meteors", namespaced: true)
+
+    public struct Spec: Codable, Sendable, Hashable {
+        public var url: String
+        public var ref: String
+        public var ttl: Int64?
+        public var pipelines: [String]?
+
+        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil) {
+            self.url = url
+            self.ref = ref
+            self.ttl = ttl
+            self.pipelines = pipelines
+        }
+
+        /// The requested pipelines; the schema's default when none are given.
+        public var requestedPipelines: [String] { pipelines ?? [Pipeline.jupyterhub.rawValue, Pipeline.jupyterbook.rawValue] }
+    }
+
+    public struct PipelineStatus: Codable, Sendable, Hashable {
+        public var name: String
+        public var pipelineRunName: String
+        public var ready: String?
+        public var url: String?
+        public var image: String?
+        public var digest: String?
+        public var startTime: Date?
+        public var completionTime: Date?
+        public var reason: String?
+        public var message: String?
+
+        public init(name: String, pipelineRunName: String) {
+            self.name = name
+            self.pipelineRunName = pipelineRunName
+        }
+    }
+
+    public struct Stage: Codable, Sendable, Hashable {
+        public var running: [String]?
+        public var succeeded: [String]?
+        public var failed: [String]?
+    }
+
+    public struct Status: Codable, Sendable, Hashable {
+        public var phase: String?
+        public var observedGeneration: Int64?
+        public var expirationTimestamp: Date?
+        public var conditions: [Condition]?
+        public var pipelines: [PipelineStatus]?
+        public var stage: Stage?
+        public var comas: [JSONValue]?
+
+        public init() {}
+    }
+
+    public var metadata: ObjectMeta
+    public var spec: Spec
+    public var status: Status?
+    public var unknownFields = UnknownFields()
+
+    public init(metadata: ObjectMeta, spec: Spec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+}
+
+/// The pipelines a Meteor can ask for.
+public enum Pipeline: String, CaseIterable, Sendable {
+    case jupyterhub, jupyterbook, edge
+
+    /// The condition that reports this pipeline (`kubectl wait --for=condition=JupyterBook`).
+    public var conditionType: String {
+        switch self {
+        case .jupyterhub: return "JupyterHub"
+        case .jupyterbook: return "JupyterBook"
+        case .edge: return "Edge"
+        }
+    }
+
+    /// The Tekton Pipeline (in `manifests/tekton/`) its PipelineRun references.
+    public var tektonPipeline: String { "meteor-\(rawValue)" }
+
+    /// A short form for PipelineRun names.
+    var shortName: String {
+        switch self {
+        case .jupyterhub: return "hub"
+        case .jupyterbook: return "book"
+        case .edge: return "edge"
+        }
+    }
+}
+
+/// Phases, condition types and reasons the operator writes.
+public enum MeteorStatusVocabulary {
+    public static let building = "Building"
+    public static let ready = "Ready"
+    public static let failed = "Failed"
+    public static let readyCondition = "Ready"
+    public static let invalidSpec = "InvalidSpec"
+}
+
+/// Labels on everything the operator creates for a Meteor.
+public enum MeteorLabels {
+    public static let meteor = "meteor.zone/meteor"
+    public static let pipeline = "meteor.zone/pipeline"
+    public static let generation = "meteor.zone/generation"
+    public static let managedBy = "app.kubernetes.io/managed-by"
+    public static let managedByValue = "meteor-operator"
+    public static let finalizer = "meteor.zone/cleanup"
+}

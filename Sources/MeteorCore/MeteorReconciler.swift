@@ -1,0 +1,221 @@
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import Logging
+
+/// Turns a Meteor into PipelineRuns and reports their progress in its status.
+///
+/// Level-triggered: every call reads the Meteor and its PipelineRuns from the informer caches and converges, so
+/// it can run any number of times, after any restart. PipelineRun names are deterministic per generation, so a
+/// crash between "create" and "record" never starts a second build. A spec change (new generation) starts new
+/// runs and cancels the previous generation's unfinished ones (`spec.status: Cancelled`), since their results
+/// would describe a spec that no longer exists.
+public final class MeteorReconciler: Sendable {
+    public struct Configuration: Sendable {
+        public var build = BuildSettings()
+        /// Create children with `fieldValidation=Strict`, so a field the installed Tekton does not know fails loudly.
+        public var strictFieldValidation = false
+        public var now: @Sendable () -> Date = { Date() }
+        public init() {}
+    }
+
+    public let client: KubeClient
+    public let meteors: Informer
+    public let pipelineRuns: Informer
+    let events: EventRecorder
+    let configuration: Configuration
+    let logger: Logger
+
+    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, events: EventRecorder, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) {
+        self.client = client
+        self.meteors = meteors
+        self.pipelineRuns = pipelineRuns
+        self.events = events
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Wires the informers and the controller into a manager. `namespace` nil watches all namespaces.
+    public static func register(with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) async -> (MeteorReconciler, Controller) {
+        let meteors = manager.informer(for: Meteor.resourceType, namespace: namespace)
+        let runs = manager.informer(for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)")
+        let events = EventRecorder(client: manager.client, component: "meteor-operator", logger: logger)
+        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, events: events, configuration: configuration, logger: logger)
+        var options = Controller.Options()
+        options.workers = workers
+        options.generationChangedOnly = false
+        let controller = Controller(name: "meteor", for: meteors, options: options, metricsFactory: manager.metricsFactory, logger: logger) { key in
+            try await reconciler.reconcile(key)
+        }
+        await controller.owns(runs)
+        manager.add(controller)
+        return (reconciler, controller)
+    }
+
+    public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
+        guard var raw = meteors.store.get(key) else { return .done }
+        let meteor: Meteor
+        do {
+            meteor = try ResourceCodec.decode(Meteor.self, from: raw, keepOriginal: false)
+        } catch {
+            logger.error("cannot decode Meteor", metadata: ["object": "\(key)", "error": "\(error)"])
+            return .done
+        }
+        let api = client.dynamic(Meteor.resourceType, namespace: key.namespace)
+
+        if raw[path: "metadata", "deletionTimestamp"] != nil {
+            // Children in this namespace go with the Meteor through their ownerReferences; the finalizer is the
+            // hook for what they cannot cover (objects in other namespaces, added by edge delivery).
+            try await ObjectHelpers.removeFinalizer(MeteorLabels.finalizer, from: raw, api: api)
+            return .done
+        }
+        if !ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer) {
+            raw = try await ObjectHelpers.addFinalizer(MeteorLabels.finalizer, to: raw, api: api)
+        }
+
+        let now = configuration.now()
+        let generation = meteor.metadata.generation ?? 1
+        var expiration: Date?
+        if let ttl = meteor.spec.ttl, ttl > 0, let created = meteor.metadata.creationTimestamp {
+            expiration = created.addingTimeInterval(TimeInterval(ttl))
+        }
+        if let expiration, now >= expiration {
+            await events.record(raw, type: .normal, reason: "Expired", message: "TTL of \(meteor.spec.ttl ?? 0)s reached; deleting the Meteor and everything it made")
+            do {
+                try await api.delete(meteor.name, params: DeleteParams(propagationPolicy: .background, preconditionUID: meteor.metadata.uid))
+            } catch let e as KubeError where e.isNotFound {}
+            return .done
+        }
+
+        var status = meteor.status ?? Meteor.Status()
+        status.observedGeneration = generation
+        status.expirationTimestamp = expiration
+        var conditions = status.conditions ?? []
+
+        var problems = SpecValidation.problems(meteor.spec)
+        if let i = meteor.spec.requestedPipelines.firstIndex(of: Pipeline.edge.rawValue) {
+            problems.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "edge delivery is not available in this version of the operator"))
+        }
+        if !problems.isEmpty {
+            let message = problems.map(\.description).joined(separator: "; ")
+            let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: MeteorStatusVocabulary.invalidSpec, message: message))
+            if changed { await events.record(raw, type: .warning, reason: MeteorStatusVocabulary.invalidSpec, message: message) }
+            status.conditions = conditions
+            status.phase = MeteorStatusVocabulary.failed
+            status.pipelines = nil
+            status.stage = nil
+            try await writeStatus(status, of: raw, api: api)
+            return requeue(until: expiration, now: now)
+        }
+
+        let pipelines = meteor.spec.requestedPipelines.compactMap(Pipeline.init(rawValue:))
+        let runs = client.dynamic(PipelineRunBuilder.resourceType, namespace: key.namespace)
+        var entries: [Meteor.PipelineStatus] = []
+        var states: [(Pipeline, PipelineRunState?)] = []
+        for pipeline in pipelines {
+            let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
+            var run = pipelineRuns.store.get(ObjectKey(namespace: key.namespace, name: runName))
+            if run == nil {
+                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: configuration.build)
+                do {
+                    run = try await runs.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
+                    await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created PipelineRun \(runName) for \(pipeline.rawValue) at \(meteor.spec.ref)")
+                } catch let e as KubeError where e.isAlreadyExists {
+                    // Created by an earlier attempt the cache has not seen yet.
+                }
+            }
+            var entry = Meteor.PipelineStatus(name: pipeline.rawValue, pipelineRunName: runName)
+            let state = run.map(PipelineRunState.init)
+            if let state {
+                entry.ready = state.outcome == .succeeded ? "True" : state.outcome == .failed ? "False" : "Unknown"
+                entry.reason = state.reason
+                entry.message = state.outcome == .failed ? state.message : nil
+                entry.startTime = state.startTime
+                entry.completionTime = state.completionTime
+                entry.image = state.results["IMAGE_URL"]
+                entry.digest = state.results["IMAGE_DIGEST"]
+                entry.url = state.results["URL"]
+            } else {
+                entry.ready = "Unknown"
+                entry.reason = "Pending"
+            }
+            entries.append(entry)
+            states.append((pipeline, state))
+        }
+        try await cancelSuperseded(meteor: meteor, generation: generation, runs: runs)
+
+        var failed: [String] = []
+        var succeeded: [String] = []
+        var running: [String] = []
+        for (pipeline, state) in states {
+            let condition: Condition
+            switch state?.outcome {
+            case .succeeded?:
+                succeeded.append(pipeline.rawValue)
+                condition = Condition(type: pipeline.conditionType, status: .true, observedGeneration: generation, lastTransitionTime: now, reason: "Succeeded", message: "PipelineRun \(entries.first { $0.name == pipeline.rawValue }!.pipelineRunName) succeeded")
+            case .failed?:
+                failed.append(pipeline.rawValue)
+                let detail = state!.message.isEmpty ? state!.reason : state!.message
+                condition = Condition(type: pipeline.conditionType, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineFailed", message: String(detail.prefix(4000)))
+            default:
+                running.append(pipeline.rawValue)
+                condition = Condition(type: pipeline.conditionType, status: .unknown, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineRunning", message: "PipelineRun \(entries.first { $0.name == pipeline.rawValue }!.pipelineRunName) is \(state?.reason ?? "Pending")")
+            }
+            ObjectHelpers.setCondition(&conditions, condition)
+        }
+        let ready: Condition
+        if !failed.isEmpty {
+            status.phase = MeteorStatusVocabulary.failed
+            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineFailed", message: "Failed: \(failed.joined(separator: ", "))")
+        } else if running.isEmpty {
+            status.phase = MeteorStatusVocabulary.ready
+            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .true, observedGeneration: generation, lastTransitionTime: now, reason: "Succeeded", message: "All pipelines succeeded: \(succeeded.joined(separator: ", "))")
+        } else {
+            status.phase = MeteorStatusVocabulary.building
+            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "Building", message: "Waiting for: \(running.joined(separator: ", "))")
+        }
+        let readyChanged = ObjectHelpers.setCondition(&conditions, ready)
+        // Conditions of pipelines no longer requested go away.
+        let wanted = Set(pipelines.map(\.conditionType) + [MeteorStatusVocabulary.readyCondition])
+        conditions.removeAll { !wanted.contains($0.type) }
+        status.conditions = conditions
+        status.pipelines = entries
+        status.stage = Meteor.Stage(running: running.isEmpty ? nil : running, succeeded: succeeded.isEmpty ? nil : succeeded, failed: failed.isEmpty ? nil : failed)
+        if readyChanged {
+            if !failed.isEmpty {
+                await events.record(raw, type: .warning, reason: "PipelineFailed", message: ready.message)
+            } else if running.isEmpty {
+                await events.record(raw, type: .normal, reason: "Ready", message: ready.message)
+            }
+        }
+        try await writeStatus(status, of: raw, api: api)
+        return requeue(until: expiration, now: now)
+    }
+
+    func requeue(until expiration: Date?, now: Date) -> ReconcileAction {
+        guard let expiration else { return .done }
+        return .requeueAfter(.milliseconds(Int64(max(0, expiration.timeIntervalSince(now)) * 1000) + 1))
+    }
+
+    func writeStatus(_ status: Meteor.Status, of raw: JSONValue, api: DynamicApi) async throws {
+        let desired = try JSONValue(encoding: status)
+        _ = try await ObjectHelpers.patchStatusIfChanged(raw, status: desired, api: api)
+    }
+
+    /// Unfinished runs of earlier generations are cancelled: their results would describe an outdated spec.
+    func cancelSuperseded(meteor: Meteor, generation: Int64, runs: DynamicApi) async throws {
+        let selector = LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [meteor.name])])
+        for run in pipelineRuns.store.list(namespace: meteor.namespace, labelSelector: selector) {
+            guard run[path: "metadata", "labels", MeteorLabels.generation]?.stringValue != String(generation),
+                (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == meteor.metadata.uid,
+                PipelineRunState(run).outcome == .running,
+                run[path: "spec", "status"]?.stringValue != "Cancelled",
+                let name = run[path: "metadata", "name"]?.stringValue
+            else { continue }
+            do {
+                _ = try await runs.patch(name, .merge(["spec": ["status": "Cancelled"]]))
+            } catch let e as KubeError where e.isNotFound {}
+        }
+    }
+}

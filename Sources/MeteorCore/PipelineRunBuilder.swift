@@ -1,0 +1,115 @@
+import Crypto
+import Foundation
+import KubeModels
+import KubeRuntime
+
+/// Where builds push and which identity they run as.
+public struct BuildSettings: Sendable {
+    /// Registry and namespace images are pushed to, e.g. `image-registry.openshift-image-registry.svc:5000/meteor`.
+    public var imageRepositoryPrefix: String
+    public var serviceAccount: String
+    public var pipelineTimeout: String
+    public var workspaceSize: String
+
+    public init(imageRepositoryPrefix: String = "image-registry.openshift-image-registry.svc:5000", serviceAccount: String = "pipeline", pipelineTimeout: String = "1h0m0s", workspaceSize: String = "1Gi") {
+        self.imageRepositoryPrefix = imageRepositoryPrefix
+        self.serviceAccount = serviceAccount
+        self.pipelineTimeout = pipelineTimeout
+        self.workspaceSize = workspaceSize
+    }
+}
+
+/// Builds the `tekton.dev/v1` PipelineRun for one pipeline of one Meteor generation.
+public enum PipelineRunBuilder {
+    public static let resourceType = ResourceType(group: "tekton.dev", version: "v1", kind: "PipelineRun", plural: "pipelineruns", namespaced: true)
+
+    /// Deterministic per Meteor generation and pipeline, so a restart mid-reconcile finds the run it already
+    /// created instead of starting a second build. At most 63 characters (Tekton copies it into pod labels).
+    public static func name(meteor: String, pipeline: Pipeline, generation: Int64) -> String {
+        let suffix = "-\(pipeline.shortName)-g\(generation)"
+        let full = meteor + suffix
+        if full.utf8.count <= 63 { return full }
+        let digest = SHA256.hash(data: Data(meteor.utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
+        var prefix = String(meteor.prefix(63 - suffix.utf8.count - 9))
+        while prefix.hasSuffix("-") || prefix.hasSuffix(".") { prefix.removeLast() }
+        return "\(prefix)-\(digest)\(suffix)"
+    }
+
+    /// The image a pipeline pushes for a Meteor.
+    public static func image(meteor: Meteor, pipeline: Pipeline, settings: BuildSettings) -> String {
+        "\(settings.imageRepositoryPrefix)/\(meteor.namespace ?? "default")/\(meteor.name)-\(pipeline.rawValue):g\(meteor.metadata.generation ?? 1)"
+    }
+
+    /// The PipelineRun. `url` and `ref` travel as params only; the Pipeline's tasks read them as
+    /// `$(params.url)` bound to environment variables, never spliced into script text.
+    public static func build(meteor: Meteor, owner: JSONValue, pipeline: Pipeline, settings: BuildSettings) -> JSONValue {
+        let generation = meteor.metadata.generation ?? 1
+        let labels: JSONValue = [
+            MeteorLabels.meteor: .string(meteor.name),
+            MeteorLabels.pipeline: .string(pipeline.rawValue),
+            MeteorLabels.generation: .string(String(generation)),
+            MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
+            "app.kubernetes.io/part-of": "meteor",
+        ]
+        var params: [JSONValue] = [
+            ["name": "url", "value": .string(meteor.spec.url)],
+            ["name": "ref", "value": .string(meteor.spec.ref)],
+            ["name": "image", "value": .string(image(meteor: meteor, pipeline: pipeline, settings: settings))],
+        ]
+        if pipeline == .jupyterbook {
+            params.append(["name": "site-name", "value": .string(meteor.name)])
+        }
+        var metadata: JSONObject = [
+            "name": .string(name(meteor: meteor.name, pipeline: pipeline, generation: generation)),
+            "namespace": .string(meteor.namespace ?? "default"),
+            "labels": labels,
+            "annotations": ["meteor.zone/url": .string(meteor.spec.url), "meteor.zone/ref": .string(meteor.spec.ref)],
+        ]
+        if let ref = ObjectHelpers.controllerReference(to: owner) { metadata["ownerReferences"] = [ref] }
+        return [
+            "apiVersion": "tekton.dev/v1",
+            "kind": "PipelineRun",
+            "metadata": .object(metadata),
+            "spec": [
+                "pipelineRef": ["name": .string(pipeline.tektonPipeline)],
+                "params": .array(params),
+                "workspaces": [[
+                    "name": "source",
+                    "volumeClaimTemplate": ["spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]],
+                ]],
+                "taskRunTemplate": ["serviceAccountName": .string(settings.serviceAccount)],
+                "timeouts": ["pipeline": .string(settings.pipelineTimeout)],
+            ],
+        ]
+    }
+}
+
+/// What a PipelineRun's status says, in Tekton's terms.
+public struct PipelineRunState: Sendable, Equatable {
+    public enum Outcome: Sendable, Equatable { case running, succeeded, failed }
+    public var outcome: Outcome
+    public var reason: String
+    public var message: String
+    public var results: [String: String]
+    public var startTime: Date?
+    public var completionTime: Date?
+
+    /// Reads `status.conditions[type=Succeeded]` (Unknown/True/False), `status.results` and the times.
+    public init(_ run: JSONValue) {
+        let succeeded = (run[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"] == "Succeeded" }
+        switch succeeded?["status"]?.stringValue {
+        case "True": outcome = .succeeded
+        case "False": outcome = .failed
+        default: outcome = .running
+        }
+        reason = succeeded?["reason"]?.stringValue ?? (run["status"] == nil ? "Pending" : "Running")
+        message = succeeded?["message"]?.stringValue ?? ""
+        var results: [String: String] = [:]
+        for r in run[path: "status", "results"]?.arrayValue ?? [] {
+            if let n = r["name"]?.stringValue { results[n] = r["value"]?.stringValue ?? r["value"].map { $0.serializedString() } }
+        }
+        self.results = results
+        startTime = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse)
+        completionTime = run[path: "status", "completionTime"]?.stringValue.flatMap(KubeTime.parse)
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import Logging
+import MeteorCore
+import ServiceLifecycle
+
+/// The embedded server with the operator's Meteor CRD and Tekton's PipelineRun CRD, and the operator running.
+final class MeteorEnvironment: Sendable {
+    let cluster: TestCluster
+    let manager: Manager
+    let reconciler: MeteorReconciler
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    var client: KubeClient { cluster.client }
+    var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
+    var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
+
+    static var operatorCRD: String {
+        get throws { try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8) }
+    }
+
+    /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
+    static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil) async throws -> MeteorEnvironment {
+        let cluster: TestCluster
+        if let existing {
+            cluster = existing
+        } else {
+            cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
+            if !referenceCRD { try cluster.server.installCRDs(yaml: try operatorCRD) }
+        }
+        var options = Manager.Options()
+        options.metricsBindAddress = nil
+        options.healthProbeBindAddress = nil
+        let manager = Manager(client: cluster.client, options: options)
+        var configuration = MeteorReconciler.Configuration()
+        configuration.strictFieldValidation = true
+        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration)
+        let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "meteor-test")))
+        let task = Task { try await group.run() }
+        return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task)
+    }
+
+    init(cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, group: ServiceGroup, task: Task<Void, any Error>) {
+        self.cluster = cluster
+        self.manager = manager
+        self.reconciler = reconciler
+        self.group = group
+        self.task = task
+    }
+
+    /// Stops the operator (the cluster keeps running).
+    func stopOperator() async throws {
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+
+    func shutdown() async {
+        try? await stopOperator()
+        await cluster.shutdown()
+    }
+
+    /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
+    @discardableResult
+    func waitFor(_ api: DynamicApi, _ name: String, timeout: Duration = .seconds(20), _ condition: @escaping @Sendable (JSONValue?) -> Bool) async throws -> JSONValue? {
+        try await withThrowingTaskGroup(of: JSONValue??.self) { group in
+            group.addTask {
+                while true {
+                    let list = try await api.list(ListOptions(fieldSelector: "metadata.name=\(name)"))
+                    let current = list.items.first
+                    if condition(current) { return .some(current) }
+                    for try await event in api.watch(WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false)) {
+                        switch event {
+                        case .added(let o), .modified(let o): if condition(o) { return .some(o) }
+                        case .deleted: if condition(nil) { return .some(nil) }
+                        case .bookmark: break
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            guard let found = first else { throw TimedOut(what: name) }
+            return found
+        }
+    }
+
+    struct TimedOut: Error, CustomStringConvertible {
+        var what: String
+        var description: String { "timed out waiting for \(what)" }
+    }
+
+    /// What Tekton's controller writes: Running, then Succeeded with results, or Failed with a message.
+    func tekton(_ run: String, _ outcome: String, results: [String: String] = [:], message: String = "") async throws {
+        var status: JSONObject = ["startTime": .string(KubeTime.format(Date()))]
+        switch outcome {
+        case "Running":
+            status["conditions"] = [["type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 3, Skipped: 0", "lastTransitionTime": .string(KubeTime.format(Date()))]]
+        case "Succeeded":
+            status["conditions"] = [["type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(KubeTime.format(Date()))]]
+            status["completionTime"] = .string(KubeTime.format(Date()))
+            status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] })
+        default:
+            status["conditions"] = [["type": "Succeeded", "status": "False", "reason": "Failed", "message": .string(message), "lastTransitionTime": .string(KubeTime.format(Date()))]]
+            status["completionTime"] = .string(KubeTime.format(Date()))
+        }
+        _ = try await runs.patchStatus(run, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
+    }
+
+    static func with(referenceCRD: Bool = false, _ body: (MeteorEnvironment) async throws -> Void) async throws {
+        let env = try await start(referenceCRD: referenceCRD)
+        do {
+            try await body(env)
+            await env.shutdown()
+        } catch {
+            await env.shutdown()
+            throw error
+        }
+    }
+}
+
+func condition(_ meteor: JSONValue?, _ type: String) -> JSONValue? {
+    (meteor?[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"]?.stringValue == type }
+}

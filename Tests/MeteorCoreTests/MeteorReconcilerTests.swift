@@ -1,0 +1,153 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import MeteorCore
+import Testing
+
+func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelines: [String]? = nil) -> JSONValue {
+    var spec: JSONObject = ["url": "https://github.com/AICoE/elyra-aidevsecops-tutorial", "ref": .string(ref)]
+    if let ttl { spec["ttl"] = .int(Int64(ttl)) }
+    if let pipelines { spec["pipelines"] = .array(pipelines.map(JSONValue.string)) }
+    return ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)], "spec": .object(spec)]
+}
+
+@Suite struct MeteorReconcilerTests {
+    @Test func meteorBuildsThroughTektonToReady() async throws {
+        try await MeteorEnvironment.with { env in
+            let created = try await env.meteors.create(sampleMeteor("demo"))
+            let hub = PipelineRunBuilder.name(meteor: "demo", pipeline: .jupyterhub, generation: 1)
+            let book = PipelineRunBuilder.name(meteor: "demo", pipeline: .jupyterbook, generation: 1)
+            #expect(hub == "demo-hub-g1" && book == "demo-book-g1")
+            // Created with fieldValidation=Strict against Tekton's own PipelineRun schema.
+            let run = try #require(try await env.waitFor(env.runs, hub) { $0 != nil })
+            #expect(run[path: "metadata", "ownerReferences"] == [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "demo", "uid": created[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": true]])
+            #expect(run[path: "metadata", "labels", "meteor.zone/meteor"] == "demo")
+            #expect(run[path: "metadata", "labels", "meteor.zone/pipeline"] == "jupyterhub")
+            #expect(run[path: "metadata", "labels", "app.kubernetes.io/managed-by"] == "meteor-operator")
+            let params = run[path: "spec", "params"]?.arrayValue ?? []
+            #expect(params.contains(["name": "url", "value": "https://github.com/AICoE/elyra-aidevsecops-tutorial"]))
+            #expect(params.contains(["name": "ref", "value": "main"]))
+            #expect(run[path: "spec", "pipelineRef", "name"] == "meteor-jupyterhub")
+
+            let building = try await env.waitFor(env.meteors, "demo") { $0?[path: "status", "phase"] == "Building" }
+            #expect(condition(building, "Ready")?["status"] == "False")
+            #expect(condition(building, "Ready")?["reason"] == "Building")
+            #expect(building?[path: "metadata", "finalizers"] == ["meteor.zone/cleanup"])
+
+            _ = try await env.waitFor(env.runs, book) { $0 != nil }
+            try await env.tekton(hub, "Running")
+            try await env.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "a", count: 64)])
+            try await env.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "b", count: 64), "URL": "https://demo.books.example"])
+            let ready = try #require(try await env.waitFor(env.meteors, "demo") { $0?[path: "status", "phase"] == "Ready" })
+            #expect(condition(ready, "Ready")?["status"] == "True")
+            #expect(condition(ready, "JupyterHub")?["status"] == "True")
+            #expect(condition(ready, "JupyterBook")?["status"] == "True")
+            #expect(ready[path: "status", "observedGeneration"] == 1)
+            let entries = ready[path: "status", "pipelines"]?.arrayValue ?? []
+            #expect(entries.first { $0["name"] == "jupyterhub" }?["image"] == "registry.local/default/demo-jupyterhub:g1")
+            #expect(entries.first { $0["name"] == "jupyterhub" }?["digest"] == .string("sha256:" + String(repeating: "a", count: 64)))
+            #expect(entries.first { $0["name"] == "jupyterbook" }?["url"] == "https://demo.books.example")
+            #expect(entries.allSatisfy { $0["ready"] == "True" })
+
+            // Steady state: another reconcile writes nothing.
+            env.cluster.server.clearRequestLog()
+            #expect(try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo")) == .done)
+            #expect(env.cluster.server.requestLog.filter { $0.method != "GET" }.isEmpty)
+
+            let events = try await env.client.api(Event.self, namespace: "default").list().items.filter { $0.involvedObject.name == "demo" }
+            #expect(events.contains { $0.reason == "PipelineRunCreated" })
+            #expect(events.contains { $0.reason == "Ready" })
+        }
+    }
+
+    @Test func failedRunFailsTheMeteorWithTektonsMessage() async throws {
+        try await MeteorEnvironment.with { env in
+            _ = try await env.meteors.create(sampleMeteor("broken", pipelines: ["jupyterbook"]))
+            let book = PipelineRunBuilder.name(meteor: "broken", pipeline: .jupyterbook, generation: 1)
+            _ = try await env.waitFor(env.runs, book) { $0 != nil }
+            try await env.tekton(book, "Failed", message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
+            let failed = try #require(try await env.waitFor(env.meteors, "broken") { $0?[path: "status", "phase"] == "Failed" })
+            #expect(condition(failed, "Ready")?["reason"] == "PipelineFailed")
+            #expect(condition(failed, "JupyterBook")?["message"]?.stringValue?.contains("no _toc.yml") == true)
+            #expect(failed[path: "status", "pipelines"]?.arrayValue?.first?["message"]?.stringValue?.contains("no _toc.yml") == true)
+            #expect(condition(failed, "JupyterHub") == nil)
+        }
+    }
+
+    @Test func specChangeStartsNewRunsAndCancelsTheOldOnes() async throws {
+        try await MeteorEnvironment.with { env in
+            _ = try await env.meteors.create(sampleMeteor("moving", pipelines: ["jupyterhub"]))
+            let g1 = PipelineRunBuilder.name(meteor: "moving", pipeline: .jupyterhub, generation: 1)
+            _ = try await env.waitFor(env.runs, g1) { $0 != nil }
+            try await env.tekton(g1, "Running")
+            _ = try await env.meteors.patch("moving", .merge(["spec": ["ref": "v2.0"]]))
+            let g2 = PipelineRunBuilder.name(meteor: "moving", pipeline: .jupyterhub, generation: 2)
+            let fresh = try #require(try await env.waitFor(env.runs, g2) { $0 != nil })
+            #expect((fresh[path: "spec", "params"]?.arrayValue ?? []).contains(["name": "ref", "value": "v2.0"]))
+            _ = try await env.waitFor(env.runs, g1) { $0?[path: "spec", "status"] == "Cancelled" }
+            let meteor = try await env.waitFor(env.meteors, "moving") { $0?[path: "status", "observedGeneration"] == 2 }
+            #expect(meteor?[path: "status", "pipelines"]?.arrayValue?.first?["pipelineRunName"] == .string(g2))
+        }
+    }
+
+    @Test func ttlExpiryDeletesTheMeteorAndItsChildren() async throws {
+        try await MeteorEnvironment.with { env in
+            let created = try await env.meteors.create(sampleMeteor("brief", ttl: 2, pipelines: ["jupyterhub"]))
+            let run = PipelineRunBuilder.name(meteor: "brief", pipeline: .jupyterhub, generation: 1)
+            _ = try await env.waitFor(env.runs, run) { $0 != nil }
+            let withExpiry = try await env.waitFor(env.meteors, "brief") { $0?[path: "status", "expirationTimestamp"] != nil }
+            let expires = KubeTime.parse(withExpiry![path: "status", "expirationTimestamp"]!.stringValue!)!
+            let createdAt = KubeTime.parse(created[path: "metadata", "creationTimestamp"]!.stringValue!)!
+            #expect(expires.timeIntervalSince(createdAt) == 2)
+            _ = try await env.waitFor(env.meteors, "brief", timeout: .seconds(15)) { $0 == nil }
+            env.cluster.server.collectGarbage()
+            _ = try await env.waitFor(env.runs, run) { $0 == nil }
+        }
+    }
+
+    @Test func invalidSpecsGetInvalidSpecAndNoChildren() async throws {
+        // The Go operator's laxer CRD admits these; the reconciler refuses them.
+        try await MeteorEnvironment.with(referenceCRD: true) { env in
+            let cases: [(String, JSONValue, String)] = [
+                ("shell", sampleMeteor("shell", ref: "main; rm -rf /"), "spec.ref"),
+                ("dots", sampleMeteor("dots", ref: "../../etc"), "spec.ref"),
+                ("unknown", sampleMeteor("unknown", pipelines: ["jupyterhub", "mining"]), "spec.pipelines[1]"),
+                ("creds", { var m = sampleMeteor("creds"); m[path: "spec", "url"] = "https://user:hunter2@github.com/x/y"; return m }(), "spec.url"),
+                ("negative", sampleMeteor("negative", ttl: -5), "spec.ttl"),
+            ]
+            for (name, body, _) in cases { _ = try await env.meteors.create(body) }
+            for (name, _, field) in cases {
+                let m = try #require(try await env.waitFor(env.meteors, name) { condition($0, "Ready")?["reason"] == "InvalidSpec" })
+                #expect(m[path: "status", "phase"] == "Failed")
+                #expect(condition(m, "Ready")?["message"]?.stringValue?.contains(field) == true, "\(name): \(condition(m, "Ready")?["message"] ?? .null)")
+            }
+            #expect(try await env.runs.list().items.isEmpty)
+            let warnings = try await env.client.api(Event.self, namespace: "default").list().items.filter { $0.reason == "InvalidSpec" }
+            #expect(Set(warnings.map(\.involvedObject.name)) == Set(cases.map { $0.0 }))
+            #expect(warnings.allSatisfy { $0.type == "Warning" })
+            // The credentials never reach status or events.
+            #expect(!warnings.contains { ($0.message ?? "").contains("hunter2") })
+        }
+    }
+
+    @Test func restartAfterCreatingRunsButBeforeRecordingMakesNoDuplicates() async throws {
+        let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        // Status writes fail: the operator dies, as it were, between creating runs and recording them.
+        cluster.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: "patch", pathContains: "/meteors/twice/status", count: 1000))
+        let first = try await MeteorEnvironment.start(cluster: cluster)
+        _ = try await first.meteors.create(sampleMeteor("twice"))
+        _ = try await first.waitFor(first.runs, PipelineRunBuilder.name(meteor: "twice", pipeline: .jupyterbook, generation: 1)) { $0 != nil }
+        try await first.stopOperator()
+        cluster.server.clearFaults()
+        let second = try await MeteorEnvironment.start(cluster: cluster)
+        _ = try await second.waitFor(second.meteors, "twice") { $0?[path: "status", "phase"] == "Building" }
+        let runs = try await second.runs.list(ListOptions(labelSelector: "meteor.zone/meteor=twice")).items
+        #expect(runs.count == 2)
+        #expect(cluster.server.requestLog.filter { $0.verb == "create" && $0.path.hasSuffix("/pipelineruns") && $0.code == 201 }.count == 2)
+        await second.shutdown()
+    }
+}
