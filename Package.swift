@@ -101,6 +101,9 @@ let package = Package(
             dependencies: [
                 "KubeClient",
                 "KubeAPIServer",
+                "KubeRuntime",
+                "MeteorCore",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -226,7 +226,7 @@ struct APIRequestHandler: HTTPResponder {
             return Self.json(result.value, status: .init(code: result.code))
         case "deletecollection":
             let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
-            let listed = try core.list(scope, labelSelector: selector, fieldSelector: try FieldSelector.parseOrBadRequest(query["fieldSelector"]), limit: nil, continueToken: nil)
+            let listed = try core.list(scope, labelSelector: selector, fieldSelector: try FieldSelector.parseOrBadRequest(query["fieldSelector"], resourceKey: scope.resource.key), limit: nil, continueToken: nil)
             var deleted: [JSONValue] = []
             for o in listed.items {
                 let s = RequestScope(resource: served, version: version, namespace: served.namespaced ? o.namespace : nil, name: o.name)
@@ -296,7 +296,7 @@ struct APIRequestHandler: HTTPResponder {
 
     func list(_ scope: RequestScope, query: [String: String], wantsTable: Bool) throws -> Response {
         let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
-        let fields = try FieldSelector.parseOrBadRequest(query["fieldSelector"])
+        let fields = try FieldSelector.parseOrBadRequest(query["fieldSelector"], resourceKey: scope.resource.key)
         let limit = query["limit"].flatMap(Int.init)
         let result = try core.list(scope, labelSelector: selector, fieldSelector: fields, limit: limit, continueToken: query["continue"])
         var listMeta: JSONObject = ["resourceVersion": .string(String(result.rv))]
@@ -327,7 +327,7 @@ struct APIRequestHandler: HTTPResponder {
 
     func watch(_ scope: RequestScope, query: [String: String], wantsTable: Bool) throws -> Response {
         let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
-        let fields = try FieldSelector.parseOrBadRequest(query["fieldSelector"])
+        let fields = try FieldSelector.parseOrBadRequest(query["fieldSelector"], resourceKey: scope.resource.key)
         let rvParam = query["resourceVersion"] ?? ""
         let from: UInt64?
         if rvParam.isEmpty || rvParam == "0" {
@@ -428,11 +428,12 @@ extension LabelSelector {
 }
 
 extension FieldSelector {
-    static func parseOrBadRequest(_ text: String?) throws -> FieldSelector? {
+    static func parseOrBadRequest(_ text: String?, resourceKey: String) throws -> FieldSelector? {
         guard let text, !text.isEmpty else { return nil }
         let s: FieldSelector
         do { s = try parse(text) } catch { throw APIError.badRequest("\(error)") }
-        for r in s.requirements where !["metadata.name", "metadata.namespace"].contains(r.field) {
+        let allowed = StoredObject.selectableFields[resourceKey, default: []].union(["metadata.name", "metadata.namespace"])
+        for r in s.requirements where !allowed.contains(r.field) {
             throw APIError.badRequest("field label not supported: \(r.field)")
         }
         return s

@@ -28,7 +28,31 @@ struct StoredObject: Sendable {
         self.labels = labels
         self.objectKey = namespace + "/" + name
     }
-    var fields: [String: String] { ["metadata.name": name, "metadata.namespace": namespace] }
+    /// The fields a field selector may name: metadata.name and metadata.namespace everywhere, and what
+    /// kube-apiserver adds per kind (Events: involvedObject.*, reason, type, source; Secrets: type).
+    var fields: [String: String] {
+        var f = ["metadata.name": name, "metadata.namespace": namespace]
+        switch value["kind"]?.stringValue {
+        case "Event":
+            for k in ["kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"] {
+                f["involvedObject.\(k)"] = value[path: "involvedObject", k]?.stringValue ?? ""
+            }
+            f["reason"] = value["reason"]?.stringValue ?? ""
+            f["type"] = value["type"]?.stringValue ?? ""
+            f["source"] = value[path: "source", "component"]?.stringValue ?? ""
+            f["reportingComponent"] = value["reportingComponent"]?.stringValue ?? ""
+        case "Secret":
+            f["type"] = value["type"]?.stringValue ?? ""
+        default:
+            break
+        }
+        return f
+    }
+
+    static let selectableFields: [String: Set<String>] = [
+        "/events": ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "type", "source", "reportingComponent"],
+        "/secrets": ["type"],
+    ]
 }
 
 /// One change, kept in the bounded history that watches replay from (etcd's compaction window in small).

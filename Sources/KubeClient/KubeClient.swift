@@ -26,6 +26,8 @@ public final class KubeClient: Sendable {
         public var initialBackoff: Duration = .milliseconds(50)
         public var maxBackoff: Duration = .seconds(5)
         public var requestTimeout: Duration = .seconds(60)
+        /// How long to keep trying to connect (AsyncHTTPClient retries refused connections until then).
+        public var connectTimeout: Duration = .seconds(10)
         public var userAgent = "meteor-operator/0.1"
         public var metrics: (@Sendable (RequestMetric) -> Void)?
         public var logger = Logger(label: "kube-client")
@@ -63,7 +65,7 @@ public final class KubeClient: Sendable {
                 throw KubeError.configuration("\(configuration.source): client certificate or key is not valid PEM: \(error)")
             }
         }
-        var httpConfig = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
+        var httpConfig = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: .init(options.connectTimeout)))
         httpConfig.httpVersion = .automatic
         httpConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)

@@ -17,8 +17,6 @@ final class MeteorEnvironment: Sendable {
     let task: Task<Void, any Error>
 
     var client: KubeClient { cluster.client }
-    var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
-    var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
 
     static var operatorCRD: String {
         get throws { try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8) }
@@ -63,6 +61,23 @@ final class MeteorEnvironment: Sendable {
         try? await stopOperator()
         await cluster.shutdown()
     }
+
+    static func with(referenceCRD: Bool = false, _ body: (MeteorEnvironment) async throws -> Void) async throws {
+        let env = try await start(referenceCRD: referenceCRD)
+        do {
+            try await body(env)
+            await env.shutdown()
+        } catch {
+            await env.shutdown()
+            throw error
+        }
+    }
+}
+
+/// Waiting on objects and writing PipelineRun status as Tekton's controller would, over any test cluster.
+extension TestCluster {
+    var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
+    var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
     @discardableResult
@@ -115,16 +130,6 @@ final class MeteorEnvironment: Sendable {
         _ = try await runs.patchStatus(run, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
     }
 
-    static func with(referenceCRD: Bool = false, _ body: (MeteorEnvironment) async throws -> Void) async throws {
-        let env = try await start(referenceCRD: referenceCRD)
-        do {
-            try await body(env)
-            await env.shutdown()
-        } catch {
-            await env.shutdown()
-            throw error
-        }
-    }
 }
 
 func condition(_ meteor: JSONValue?, _ type: String) -> JSONValue? {

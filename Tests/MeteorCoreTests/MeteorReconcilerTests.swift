@@ -17,12 +17,12 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 @Suite struct MeteorReconcilerTests {
     @Test func meteorBuildsThroughTektonToReady() async throws {
         try await MeteorEnvironment.with { env in
-            let created = try await env.meteors.create(sampleMeteor("demo"))
+            let created = try await env.cluster.meteors.create(sampleMeteor("demo"))
             let hub = PipelineRunBuilder.name(meteor: "demo", pipeline: .jupyterhub, generation: 1)
             let book = PipelineRunBuilder.name(meteor: "demo", pipeline: .jupyterbook, generation: 1)
             #expect(hub == "demo-hub-g1" && book == "demo-book-g1")
             // Created with fieldValidation=Strict against Tekton's own PipelineRun schema.
-            let run = try #require(try await env.waitFor(env.runs, hub) { $0 != nil })
+            let run = try #require(try await env.cluster.waitFor(env.cluster.runs, hub) { $0 != nil })
             #expect(run[path: "metadata", "ownerReferences"] == [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "demo", "uid": created[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": true]])
             #expect(run[path: "metadata", "labels", "meteor.zone/meteor"] == "demo")
             #expect(run[path: "metadata", "labels", "meteor.zone/pipeline"] == "jupyterhub")
@@ -32,16 +32,16 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(params.contains(["name": "ref", "value": "main"]))
             #expect(run[path: "spec", "pipelineRef", "name"] == "meteor-jupyterhub")
 
-            let building = try await env.waitFor(env.meteors, "demo") { $0?[path: "status", "phase"] == "Building" }
+            let building = try await env.cluster.waitFor(env.cluster.meteors, "demo") { $0?[path: "status", "phase"] == "Building" }
             #expect(condition(building, "Ready")?["status"] == "False")
             #expect(condition(building, "Ready")?["reason"] == "Building")
             #expect(building?[path: "metadata", "finalizers"] == ["meteor.zone/cleanup"])
 
-            _ = try await env.waitFor(env.runs, book) { $0 != nil }
-            try await env.tekton(hub, "Running")
-            try await env.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "a", count: 64)])
-            try await env.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "b", count: 64), "URL": "https://demo.books.example"])
-            let ready = try #require(try await env.waitFor(env.meteors, "demo") { $0?[path: "status", "phase"] == "Ready" })
+            _ = try await env.cluster.waitFor(env.cluster.runs, book) { $0 != nil }
+            try await env.cluster.tekton(hub, "Running")
+            try await env.cluster.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "a", count: 64)])
+            try await env.cluster.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "b", count: 64), "URL": "https://demo.books.example"])
+            let ready = try #require(try await env.cluster.waitFor(env.cluster.meteors, "demo") { $0?[path: "status", "phase"] == "Ready" })
             #expect(condition(ready, "Ready")?["status"] == "True")
             #expect(condition(ready, "JupyterHub")?["status"] == "True")
             #expect(condition(ready, "JupyterBook")?["status"] == "True")
@@ -65,11 +65,11 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 
     @Test func failedRunFailsTheMeteorWithTektonsMessage() async throws {
         try await MeteorEnvironment.with { env in
-            _ = try await env.meteors.create(sampleMeteor("broken", pipelines: ["jupyterbook"]))
+            _ = try await env.cluster.meteors.create(sampleMeteor("broken", pipelines: ["jupyterbook"]))
             let book = PipelineRunBuilder.name(meteor: "broken", pipeline: .jupyterbook, generation: 1)
-            _ = try await env.waitFor(env.runs, book) { $0 != nil }
-            try await env.tekton(book, "Failed", message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
-            let failed = try #require(try await env.waitFor(env.meteors, "broken") { $0?[path: "status", "phase"] == "Failed" })
+            _ = try await env.cluster.waitFor(env.cluster.runs, book) { $0 != nil }
+            try await env.cluster.tekton(book, "Failed", message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
+            let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "broken") { $0?[path: "status", "phase"] == "Failed" })
             #expect(condition(failed, "Ready")?["reason"] == "PipelineFailed")
             #expect(condition(failed, "JupyterBook")?["message"]?.stringValue?.contains("no _toc.yml") == true)
             #expect(failed[path: "status", "pipelines"]?.arrayValue?.first?["message"]?.stringValue?.contains("no _toc.yml") == true)
@@ -79,32 +79,32 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 
     @Test func specChangeStartsNewRunsAndCancelsTheOldOnes() async throws {
         try await MeteorEnvironment.with { env in
-            _ = try await env.meteors.create(sampleMeteor("moving", pipelines: ["jupyterhub"]))
+            _ = try await env.cluster.meteors.create(sampleMeteor("moving", pipelines: ["jupyterhub"]))
             let g1 = PipelineRunBuilder.name(meteor: "moving", pipeline: .jupyterhub, generation: 1)
-            _ = try await env.waitFor(env.runs, g1) { $0 != nil }
-            try await env.tekton(g1, "Running")
-            _ = try await env.meteors.patch("moving", .merge(["spec": ["ref": "v2.0"]]))
+            _ = try await env.cluster.waitFor(env.cluster.runs, g1) { $0 != nil }
+            try await env.cluster.tekton(g1, "Running")
+            _ = try await env.cluster.meteors.patch("moving", .merge(["spec": ["ref": "v2.0"]]))
             let g2 = PipelineRunBuilder.name(meteor: "moving", pipeline: .jupyterhub, generation: 2)
-            let fresh = try #require(try await env.waitFor(env.runs, g2) { $0 != nil })
+            let fresh = try #require(try await env.cluster.waitFor(env.cluster.runs, g2) { $0 != nil })
             #expect((fresh[path: "spec", "params"]?.arrayValue ?? []).contains(["name": "ref", "value": "v2.0"]))
-            _ = try await env.waitFor(env.runs, g1) { $0?[path: "spec", "status"] == "Cancelled" }
-            let meteor = try await env.waitFor(env.meteors, "moving") { $0?[path: "status", "observedGeneration"] == 2 }
+            _ = try await env.cluster.waitFor(env.cluster.runs, g1) { $0?[path: "spec", "status"] == "Cancelled" }
+            let meteor = try await env.cluster.waitFor(env.cluster.meteors, "moving") { $0?[path: "status", "observedGeneration"] == 2 }
             #expect(meteor?[path: "status", "pipelines"]?.arrayValue?.first?["pipelineRunName"] == .string(g2))
         }
     }
 
     @Test func ttlExpiryDeletesTheMeteorAndItsChildren() async throws {
         try await MeteorEnvironment.with { env in
-            let created = try await env.meteors.create(sampleMeteor("brief", ttl: 2, pipelines: ["jupyterhub"]))
+            let created = try await env.cluster.meteors.create(sampleMeteor("brief", ttl: 2, pipelines: ["jupyterhub"]))
             let run = PipelineRunBuilder.name(meteor: "brief", pipeline: .jupyterhub, generation: 1)
-            _ = try await env.waitFor(env.runs, run) { $0 != nil }
-            let withExpiry = try await env.waitFor(env.meteors, "brief") { $0?[path: "status", "expirationTimestamp"] != nil }
+            _ = try await env.cluster.waitFor(env.cluster.runs, run) { $0 != nil }
+            let withExpiry = try await env.cluster.waitFor(env.cluster.meteors, "brief") { $0?[path: "status", "expirationTimestamp"] != nil }
             let expires = KubeTime.parse(withExpiry![path: "status", "expirationTimestamp"]!.stringValue!)!
             let createdAt = KubeTime.parse(created[path: "metadata", "creationTimestamp"]!.stringValue!)!
             #expect(expires.timeIntervalSince(createdAt) == 2)
-            _ = try await env.waitFor(env.meteors, "brief", timeout: .seconds(15)) { $0 == nil }
+            _ = try await env.cluster.waitFor(env.cluster.meteors, "brief", timeout: .seconds(15)) { $0 == nil }
             env.cluster.server.collectGarbage()
-            _ = try await env.waitFor(env.runs, run) { $0 == nil }
+            _ = try await env.cluster.waitFor(env.cluster.runs, run) { $0 == nil }
         }
     }
 
@@ -118,13 +118,13 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
                 ("creds", { var m = sampleMeteor("creds"); m[path: "spec", "url"] = "https://user:hunter2@github.com/x/y"; return m }(), "spec.url"),
                 ("negative", sampleMeteor("negative", ttl: -5), "spec.ttl"),
             ]
-            for (name, body, _) in cases { _ = try await env.meteors.create(body) }
+            for (name, body, _) in cases { _ = try await env.cluster.meteors.create(body) }
             for (name, _, field) in cases {
-                let m = try #require(try await env.waitFor(env.meteors, name) { condition($0, "Ready")?["reason"] == "InvalidSpec" })
+                let m = try #require(try await env.cluster.waitFor(env.cluster.meteors, name) { condition($0, "Ready")?["reason"] == "InvalidSpec" })
                 #expect(m[path: "status", "phase"] == "Failed")
                 #expect(condition(m, "Ready")?["message"]?.stringValue?.contains(field) == true, "\(name): \(condition(m, "Ready")?["message"] ?? .null)")
             }
-            #expect(try await env.runs.list().items.isEmpty)
+            #expect(try await env.cluster.runs.list().items.isEmpty)
             let warnings = try await env.client.api(Event.self, namespace: "default").list().items.filter { $0.reason == "InvalidSpec" }
             #expect(Set(warnings.map(\.involvedObject.name)) == Set(cases.map { $0.0 }))
             #expect(warnings.allSatisfy { $0.type == "Warning" })
@@ -139,13 +139,13 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
         // Status writes fail: the operator dies, as it were, between creating runs and recording them.
         cluster.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: "patch", pathContains: "/meteors/twice/status", count: 1000))
         let first = try await MeteorEnvironment.start(cluster: cluster)
-        _ = try await first.meteors.create(sampleMeteor("twice"))
-        _ = try await first.waitFor(first.runs, PipelineRunBuilder.name(meteor: "twice", pipeline: .jupyterbook, generation: 1)) { $0 != nil }
+        _ = try await cluster.meteors.create(sampleMeteor("twice"))
+        _ = try await cluster.waitFor(cluster.runs, PipelineRunBuilder.name(meteor: "twice", pipeline: .jupyterbook, generation: 1)) { $0 != nil }
         try await first.stopOperator()
         cluster.server.clearFaults()
         let second = try await MeteorEnvironment.start(cluster: cluster)
-        _ = try await second.waitFor(second.meteors, "twice") { $0?[path: "status", "phase"] == "Building" }
-        let runs = try await second.runs.list(ListOptions(labelSelector: "meteor.zone/meteor=twice")).items
+        _ = try await cluster.waitFor(cluster.meteors, "twice") { $0?[path: "status", "phase"] == "Building" }
+        let runs = try await cluster.runs.list(ListOptions(labelSelector: "meteor.zone/meteor=twice")).items
         #expect(runs.count == 2)
         #expect(cluster.server.requestLog.filter { $0.verb == "create" && $0.path.hasSuffix("/pipelineruns") && $0.code == 201 }.count == 2)
         await second.shutdown()

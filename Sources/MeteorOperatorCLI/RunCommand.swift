@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import Logging
+import MeteorCore
+import ServiceLifecycle
+
+/// `meteor-operator run`: the operator against a real cluster. Flags use controller-runtime's names.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run the operator against a cluster.")
+
+    @Option(help: "Path to a kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube/config).") var kubeconfig: String?
+    @Option(help: "Watch one namespace only (default: all namespaces).") var namespace: String?
+    @Option(help: "Concurrent reconciles.") var concurrency = 4
+    @Option(help: "HOST:PORT for /metrics; 0 turns it off.") var metricsBindAddress = ":8080"
+    @Option(help: "HOST:PORT for /healthz and /readyz; 0 turns it off.") var healthProbeBindAddress = ":8081"
+    @Flag(help: "Elect a leader with a Lease, for running several replicas.") var leaderElect = false
+    @Option(help: "Namespace of the leader-election Lease (default: the configuration's namespace).") var leaderElectionNamespace: String?
+    @Option(help: "Log format: json or text (default: json in a cluster, text elsewhere).") var logFormat: String?
+    @Option(help: "Client-side rate limit, requests per second (0: none).") var qps: Double = 500
+    @Option(help: "Client-side burst.") var burst = 1000
+    @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
+    @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func validate() throws {
+        if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
+        if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+    }
+
+    func run() async throws {
+        (logFormat.flatMap(LogFormat.init(rawValue:)) ?? .automatic).bootstrap()
+        let logger = Logger(label: "meteor-operator")
+        let metrics = RuntimeMetrics()
+        let cluster: ClusterConfiguration
+        do {
+            cluster = try KubeConfigLoader.load(.init(kubeconfigPath: kubeconfig))
+        } catch {
+            throw Failure(description: "\(error)")
+        }
+        var options = KubeClient.Options()
+        options.qps = qps
+        options.burst = burst
+        options.metrics = metrics.clientHook
+        options.logger = logger
+        var preflightOptions = options
+        preflightOptions.maxRetries = 0
+        preflightOptions.requestTimeout = .seconds(10)
+        preflightOptions.connectTimeout = .seconds(3)
+        let preflightClient = try KubeClient(configuration: cluster, options: preflightOptions)
+        do {
+            try await Self.preflight(preflightClient, server: cluster.server.absoluteString)
+            try await preflightClient.shutdown()
+        } catch {
+            try? await preflightClient.shutdown()
+            throw error
+        }
+        let client = try KubeClient(configuration: cluster, options: options)
+
+        var managerOptions = Manager.Options()
+        managerOptions.metricsBindAddress = metricsBindAddress
+        managerOptions.healthProbeBindAddress = healthProbeBindAddress
+        if leaderElect {
+            managerOptions.leaderElection = LeaderElector.Configuration(leaseName: "meteor-operator", namespace: leaderElectionNamespace ?? cluster.namespace)
+        }
+        let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: logger)
+        var configuration = MeteorReconciler.Configuration()
+        configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount)
+        _ = await MeteorReconciler.register(with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
+        logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)"])
+        let group = ServiceGroup(configuration: .init(
+            services: [manager], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        try await group.run()
+        try await client.shutdown()
+    }
+
+    /// Fails fast with one line when the cluster cannot be reached or the Meteor CRD is not served.
+    static func preflight(_ client: KubeClient, server: String) async throws {
+        do {
+            let resources = try await client.json(.GET, "/apis/meteor.zone/v1alpha1")
+            let served = (resources["resources"]?.arrayValue ?? []).contains { $0["name"] == "meteors" }
+            if !served { throw KubeError.notFound(Status(message: "meteors not served", code: 404)) }
+        } catch let e as KubeError where e.isNotFound {
+            throw Failure(description: "the Meteor CRD (meteors.meteor.zone) is not installed on \(server): kubectl apply -f crds/meteor.zone_meteors.yaml")
+        } catch let e as KubeError {
+            if case .transport = e { throw Failure(description: "cannot reach the API server at \(server)") }
+            throw Failure(description: "the API server at \(server) refused discovery: \(e)")
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeTestSupport
+import MeteorCore
+import Testing
+
+let kubectl = ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+@Suite struct KubectlMeteorTests {
+    static let samples = TestCluster.repositoryDirectory.appendingPathComponent("config/samples")
+
+    @Test func everySampleIsAcceptedStrictly() async throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.samples.path).filter { $0.hasPrefix("meteor_") && $0.hasSuffix(".yaml") }
+        #expect(files.count == 3)
+        try await TestCluster.with(crds: []) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            for f in files {
+                let doc = try #require(try YAML.parse(String(contentsOf: Self.samples.appendingPathComponent(f), encoding: .utf8)))
+                let created = try await c.meteors.create(doc, params: WriteParams(fieldValidation: "Strict"))
+                let meteor = try ResourceCodec.decode(Meteor.self, from: created)
+                #expect(SpecValidation.problems(meteor.spec).isEmpty, "\(f)")
+            }
+        }
+    }
+
+    @Test(.enabled(if: kubectl != nil, "no kubectl on this machine"))
+    func kubectlAppliesGetsAndWaitsForReady() async throws {
+        try await MeteorEnvironment.with { env in
+            let c = env.cluster
+            let cache = FileManager.default.temporaryDirectory.appendingPathComponent("kc-\(UUID().uuidString)").path
+            let k = Kubectl(binary: kubectl!, kubeconfig: try c.writeKubeconfig(), cacheDir: cache)
+            let sample = Self.samples.appendingPathComponent("meteor_jupyterbook.yaml").path
+            #expect(try await k.ok("apply", "-f", sample).contains("meteor.meteor.zone/meteor-demo-book created"))
+            async let waited = k.run("wait", "--for=condition=Ready", "meteor/meteor-demo-book", "--timeout=30s")
+            let run = PipelineRunBuilder.name(meteor: "meteor-demo-book", pipeline: .jupyterbook, generation: 1)
+            _ = try await c.waitFor(c.runs, run) { $0 != nil }
+            let header = try await k.ok("get", "meteors").split(separator: "\n").first.map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+            #expect(header == ["NAME", "PHASE", "URL", "READY", "AGE"])
+            try await c.tekton(run, "Succeeded", results: ["URL": "https://meteor-demo-book.example", "IMAGE_URL": "r/x:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64)])
+            let w = try await waited
+            #expect(w.status == 0, "kubectl wait: \(w.output)")
+            let row = try await k.ok("get", "mtr", "meteor-demo-book", "--no-headers").split(separator: " ", omittingEmptySubsequences: true)
+            #expect(row.prefix(4) == ["meteor-demo-book", "Ready", "https://github.com/aicoe-aiops/meteor-demo", "True"])
+            let described = try await k.ok("describe", "meteor", "meteor-demo-book")
+            #expect(described.contains("PipelineRunCreated"))
+            #expect(try await k.ok("explain", "meteor.spec.ref").contains("no whitespace and no shell metacharacters"))
+        }
+    }
+}
+
+struct Kubectl {
+    let binary: String
+    let kubeconfig: String
+    let cacheDir: String
+
+    func run(_ args: String...) async throws -> (status: Int32, output: String) {
+        try await runProcess(binary, ["--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args)
+    }
+
+    @discardableResult
+    func ok(_ args: String...) async throws -> String {
+        let r = try await runProcess(binary, ["--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args)
+        #expect(r.status == 0, "kubectl \(args.joined(separator: " ")) failed: \(r.output)")
+        return r.output
+    }
+}
