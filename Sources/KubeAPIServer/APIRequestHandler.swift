@@ -37,6 +37,8 @@ struct APIRequestHandler: HTTPResponder {
                     throw Self.injected(code: code, retryAfter: retryAfter)
                 case .delay(let d):
                     try await Task.sleep(for: d)
+                case .hold:
+                    await faults.hold()
                 }
             }
             response = try await route(request, path: path, query: query, verb: verb, userAgent: userAgent)

@@ -125,6 +125,7 @@ public final class EmbeddedAPIServer: Sendable {
             return t
         }
         core.store.closeAllWatches()
+        faults.releaseHeld()
         await group?.triggerGracefulShutdown()
         _ = try? await task?.value
         gc?.cancel()
@@ -148,6 +149,11 @@ public final class EmbeddedAPIServer: Sendable {
     public func inject(_ fault: InjectedFault) { faults.faults.withLock { $0.append(fault) } }
 
     public func clearFaults() { faults.faults.withLock { $0.removeAll() } }
+
+    /// Lets every request held by an `InjectedFault(.hold)` proceed.
+    public func releaseHeldRequests() { faults.releaseHeld() }
+
+    public var heldRequestCount: Int { faults.held.withLock { $0.count } }
 
     /// Cuts every open watch stream (clients see the stream end and resume).
     public func cutWatches() { core.store.closeAllWatches() }

@@ -9,6 +9,8 @@ public struct InjectedFault: Sendable {
         case status(Int, retryAfterSeconds: Int?)
         /// Hold the request this long before serving it normally.
         case delay(Duration)
+        /// Hold the request until `releaseHeldRequests()`: a test decides exactly when it proceeds.
+        case hold
     }
 
     public var kind: Kind
@@ -41,6 +43,15 @@ final class FaultInjector: Sendable {
     let faults = Mutex<[InjectedFault]>([])
     let goneOnNextWatch = Mutex<Int>(0)
     let log = Mutex<[RequestRecord]>([])
+    let held = Mutex<[CheckedContinuation<Void, Never>]>([])
+
+    func hold() async {
+        await withCheckedContinuation { c in held.withLock { $0.append(c) } }
+    }
+
+    func releaseHeld() {
+        for c in held.withLock({ h -> [CheckedContinuation<Void, Never>] in defer { h = [] }; return h }) { c.resume() }
+    }
     let logLimit = 200_000
 
     func take(verb: String, path: String) -> InjectedFault.Kind? {

@@ -46,7 +46,7 @@ func sample(_ text: String, _ name: String, _ labels: [String: String]) -> Doubl
             }
             manager.add(controller)
             // Hold the first list back so /readyz is seen unready before the caches sync.
-            c.server.inject(InjectedFault(.delay(.milliseconds(600)), verb: "list", pathContains: "/meteors"))
+            c.server.inject(InjectedFault(.hold, verb: "list", pathContains: "/meteors"))
 
             let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "test")))
             let running = Task { try await group.run() }
@@ -54,6 +54,7 @@ func sample(_ text: String, _ name: String, _ labels: [String: String]) -> Doubl
             let health = "http://127.0.0.1:\(manager.boundPorts.health!)"
             #expect(try await httpGet(health + "/healthz").0 == 200)
             #expect(try await httpGet(health + "/readyz").0 == 503)
+            c.server.releaseHeldRequests()
             await meteors.waitForSync()
             #expect(try await httpGet(health + "/readyz").0 == 200)
 
