@@ -44,6 +44,8 @@ final class APIServerCore: Sendable {
     let gcEvents: AsyncStream<Void>
     static let namespacesKey = "/namespaces"
     static let crdKey = "apiextensions.k8s.io/customresourcedefinitions"
+    /// Built-in kinds that carry metadata.generation.
+    static let generationKinds: Set<String> = [crdKey, "apps/deployments", "networking.k8s.io/ingresses"]
 
     init(store: ObjectStore, registry: ResourceRegistry) {
         self.store = store
@@ -153,7 +155,7 @@ final class APIServerCore: Sendable {
         meta["deletionGracePeriodSeconds"] = nil
         meta["selfLink"] = nil
         meta["managedFields"] = nil
-        if r.isCustom || r.key == Self.crdKey { meta["generation"] = 1 } else { meta["generation"] = nil }
+        if r.isCustom || Self.generationKinds.contains(r.key) { meta["generation"] = 1 } else { meta["generation"] = nil }
         obj["metadata"] = meta
         if r.hasStatus && r.isCustom { obj["status"] = nil }
         if r.key == Self.namespacesKey {
@@ -319,7 +321,7 @@ final class APIServerCore: Sendable {
         meta["creationTimestamp"] = .string(Self.now())
         meta["managedFields"] = nil
         meta["resourceVersion"] = nil
-        if r.isCustom || r.key == Self.crdKey { meta["generation"] = 1 }
+        if r.isCustom || Self.generationKinds.contains(r.key) { meta["generation"] = 1 }
         obj["metadata"] = meta
         if r.hasStatus && r.isCustom { obj["status"] = nil }
         if r.key == Self.crdKey { _ = try ServedResource.fromCRD(obj); obj["status"] = crdStatus(obj) }
@@ -433,7 +435,7 @@ final class APIServerCore: Sendable {
             meta["managedFields"] = managedFieldsFromProposal ? proposed[path: "metadata", "managedFields"] : oldMeta["managedFields"]
             meta["resourceVersion"] = oldMeta["resourceVersion"]
             next["metadata"] = .object(meta)
-            if r.isCustom || r.key == Self.crdKey {
+            if r.isCustom || Self.generationKinds.contains(r.key) {
                 let specChanged = Self.specPart(next) != Self.specPart(old)
                 let gen = old[path: "metadata", "generation"]?.intValue ?? 1
                 next[path: "metadata", "generation"] = .int(specChanged ? gen + 1 : gen)

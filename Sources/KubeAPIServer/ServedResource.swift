@@ -59,6 +59,9 @@ struct ServedResource: Sendable {
         .builtin(kind: "Event", plural: "events", namespaced: true, shortNames: ["ev"]),
         .builtin(kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, shortNames: ["sa"]),
         .builtin(group: "coordination.k8s.io", kind: "Lease", plural: "leases", namespaced: true),
+        .builtin(kind: "Service", plural: "services", namespaced: true, shortNames: ["svc"], hasStatus: true),
+        .builtin(group: "apps", kind: "Deployment", plural: "deployments", namespaced: true, shortNames: ["deploy"], hasStatus: true),
+        .builtin(group: "networking.k8s.io", kind: "Ingress", plural: "ingresses", namespaced: true, shortNames: ["ing"], hasStatus: true),
         .builtin(
             group: "apiextensions.k8s.io", kind: "CustomResourceDefinition", plural: "customresourcedefinitions",
             namespaced: false, shortNames: ["crd", "crds"], hasStatus: true, listMapKeys: ["status.conditions": ["type"]]),

@@ -17,20 +17,28 @@ public final class MeteorReconciler: Sendable {
         /// Create children with `fieldValidation=Strict`, so a field the installed Tekton does not know fails loudly.
         public var strictFieldValidation = false
         public var now: @Sendable () -> Date = { Date() }
+        /// Serve JupyterBook sites through an Ingress of this class, at `<name>.<namespace>.<ingressDomain>`.
+        public var ingressClass: String?
+        public var ingressDomain: String?
+        /// Publish notebook images as Open Data Hub ImageStreams (set when the cluster serves image.openshift.io/v1).
+        public var publishImageStreams = false
         public init() {}
     }
 
     public let client: KubeClient
     public let meteors: Informer
     public let pipelineRuns: Informer
+    /// Deployments, Services, Ingresses and ImageStreams the operator made (label `app.kubernetes.io/managed-by`).
+    public let sites: [String: Informer]
     let events: EventRecorder
     let configuration: Configuration
     let logger: Logger
 
-    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, events: EventRecorder, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) {
+    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], events: EventRecorder, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) {
         self.client = client
         self.meteors = meteors
         self.pipelineRuns = pipelineRuns
+        self.sites = sites
         self.events = events
         self.configuration = configuration
         self.logger = logger
@@ -41,7 +49,13 @@ public final class MeteorReconciler: Sendable {
         let meteors = manager.informer(for: Meteor.resourceType, namespace: namespace)
         let runs = manager.informer(for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)")
         let events = EventRecorder(client: manager.client, component: "meteor-operator", logger: logger)
-        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, events: events, configuration: configuration, logger: logger)
+        let managed = "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)"
+        var siteTypes = [BookSite.deploymentType, BookSite.serviceType]
+        if configuration.ingressClass != nil { siteTypes.append(BookSite.ingressType) }
+        if configuration.publishImageStreams { siteTypes.append(NotebookImage.imageStreamType) }
+        var sites: [String: Informer] = [:]
+        for t in siteTypes { sites[t.kind] = manager.informer(for: t, namespace: namespace, labelSelector: managed) }
+        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, events: events, configuration: configuration, logger: logger)
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
@@ -49,6 +63,7 @@ public final class MeteorReconciler: Sendable {
             try await reconciler.reconcile(key)
         }
         await controller.owns(runs)
+        for informer in sites.values { await controller.owns(informer) }
         manager.add(controller)
         return (reconciler, controller)
     }
@@ -144,6 +159,17 @@ public final class MeteorReconciler: Sendable {
             states.append((pipeline, state))
         }
         try await cancelSuperseded(meteor: meteor, generation: generation, runs: runs)
+        for i in entries.indices where entries[i].ready == "True" {
+            guard let pipeline = Pipeline(rawValue: entries[i].name), let image = entries[i].image else { continue }
+            switch pipeline {
+            case .jupyterbook:
+                entries[i].url = try await serveBook(meteor, owner: raw, image: image, digest: entries[i].digest)
+            case .jupyterhub where configuration.publishImageStreams:
+                try await ensure(NotebookImage.imageStream(meteor, owner: raw, image: image, digest: entries[i].digest), NotebookImage.imageStreamType)
+            default:
+                break
+            }
+        }
 
         var failed: [String] = []
         var succeeded: [String] = []
@@ -191,6 +217,35 @@ public final class MeteorReconciler: Sendable {
         }
         try await writeStatus(status, of: raw, api: api)
         return requeue(until: expiration, now: now)
+    }
+
+    /// Runs the built site and returns the URL it is served at.
+    func serveBook(_ meteor: Meteor, owner: JSONValue, image: String, digest: String?) async throws -> String {
+        try await ensure(BookSite.deployment(meteor, owner: owner, image: image, digest: digest), BookSite.deploymentType)
+        try await ensure(BookSite.service(meteor, owner: owner), BookSite.serviceType)
+        if let ingressClass = configuration.ingressClass, let domain = configuration.ingressDomain {
+            try await ensure(BookSite.ingress(meteor, owner: owner, ingressClass: ingressClass, domain: domain), BookSite.ingressType)
+            return BookSite.url(meteor: meteor, ingressDomain: domain)
+        }
+        return BookSite.url(meteor: meteor)
+    }
+
+    /// Creates a child, or patches its spec back when it drifted; reads the current one from the cache.
+    func ensure(_ desired: JSONValue, _ type: ResourceType) async throws {
+        let key = ObjectKey(desired)
+        let api = client.dynamic(type, namespace: key.namespace)
+        guard let current = sites[type.kind]?.store.get(key) else {
+            do {
+                _ = try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator"))
+            } catch let e as KubeError where e.isAlreadyExists {}
+            return
+        }
+        let currentSpec = current["spec"] ?? .object([:])
+        let desiredSpec = desired["spec"] ?? .object([:])
+        // Only the fields we set are compared: defaults the API server or other controllers add are left alone.
+        if MergePatch.apply(desiredSpec, to: currentSpec) != currentSpec {
+            _ = try await api.patch(key.name, .merge(["spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator"))
+        }
     }
 
     func requeue(until expiration: Date?, now: Date) -> ReconcileAction {

@@ -58,6 +58,7 @@ public enum PipelineRunBuilder {
         ]
         if pipeline == .jupyterbook {
             params.append(["name": "site-name", "value": .string(meteor.name)])
+            params.append(["name": "site-url", "value": .string(BookSite.url(meteor: meteor))])
         }
         var metadata: JSONObject = [
             "name": .string(name(meteor: meteor.name, pipeline: pipeline, generation: generation)),

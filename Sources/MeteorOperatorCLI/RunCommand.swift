@@ -23,12 +23,15 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Client-side burst.") var burst = 1000
     @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
     @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
+    @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
+    @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }
 
     func validate() throws {
+        if (ingressClass == nil) != (ingressDomain == nil) { throw ValidationError("--ingress-class and --ingress-domain go together") }
         if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
     }
@@ -53,8 +56,12 @@ struct RunCommand: AsyncParsableCommand {
         preflightOptions.requestTimeout = .seconds(10)
         preflightOptions.connectTimeout = .seconds(3)
         let preflightClient = try KubeClient(configuration: cluster, options: preflightOptions)
+        var publishImageStreams = false
         do {
             try await Self.preflight(preflightClient, server: cluster.server.absoluteString)
+            // Open Data Hub's JupyterHub lists notebook images from ImageStreams, where the cluster has them.
+            let images = try? await preflightClient.json(.GET, "/apis/image.openshift.io/v1")
+            publishImageStreams = (images?["resources"]?.arrayValue ?? []).contains { $0["name"] == "imagestreams" }
             try await preflightClient.shutdown()
         } catch {
             try? await preflightClient.shutdown()
@@ -71,6 +78,9 @@ struct RunCommand: AsyncParsableCommand {
         let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: logger)
         var configuration = MeteorReconciler.Configuration()
         configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount)
+        configuration.ingressClass = ingressClass
+        configuration.ingressDomain = ingressDomain
+        configuration.publishImageStreams = publishImageStreams
         _ = await MeteorReconciler.register(with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
         logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)"])
         let group = ServiceGroup(configuration: .init(

@@ -23,7 +23,7 @@ final class MeteorEnvironment: Sendable {
     }
 
     /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
-    static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil) async throws -> MeteorEnvironment {
+    static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
         let cluster: TestCluster
         if let existing {
             cluster = existing
@@ -37,6 +37,7 @@ final class MeteorEnvironment: Sendable {
         let manager = Manager(client: cluster.client, options: options)
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
+        configure(&configuration)
         let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration)
         let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
@@ -130,6 +131,16 @@ extension TestCluster {
         _ = try await runs.patchStatus(run, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
     }
 
+}
+
+extension Informer {
+    /// Returns once the cache holds the object (event-driven).
+    func waitUntilCached(_ key: ObjectKey) async {
+        let seen = Observed(false)
+        await addHandler { e in if ObjectKey(e.object) == key { seen.update { $0 = true } } }
+        if store.get(key) != nil { return }
+        await seen.wait { $0 }
+    }
 }
 
 func condition(_ meteor: JSONValue?, _ type: String) -> JSONValue? {

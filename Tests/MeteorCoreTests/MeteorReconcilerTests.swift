@@ -49,10 +49,22 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             let entries = ready[path: "status", "pipelines"]?.arrayValue ?? []
             #expect(entries.first { $0["name"] == "jupyterhub" }?["image"] == "registry.local/default/demo-jupyterhub:g1")
             #expect(entries.first { $0["name"] == "jupyterhub" }?["digest"] == .string("sha256:" + String(repeating: "a", count: 64)))
-            #expect(entries.first { $0["name"] == "jupyterbook" }?["url"] == "https://demo.books.example")
+            // The operator serves the book: its URL is the Service's, and the Deployment runs the digest.
+            #expect(entries.first { $0["name"] == "jupyterbook" }?["url"] == "http://demo-book.default.svc:8080/")
             #expect(entries.allSatisfy { $0["ready"] == "True" })
+            let deployment = try await env.client.dynamic(BookSite.deploymentType, namespace: "default").get("demo-book")
+            let container = deployment[path: "spec", "template", "spec", "containers"]?.arrayValue?.first
+            #expect(container?["image"] == .string("registry.local/default/demo-jupyterbook@sha256:" + String(repeating: "b", count: 64)))
+            #expect(deployment[path: "metadata", "ownerReferences"]?.arrayValue?.first?["uid"] == created[path: "metadata", "uid"])
+            #expect(deployment[path: "spec", "template", "spec", "securityContext", "runAsNonRoot"] == true)
+            let service = try await env.client.dynamic(BookSite.serviceType, namespace: "default").get("demo-book")
+            #expect(service[path: "spec", "ports"]?.arrayValue?.first?["port"] == 8080)
 
             // Steady state: another reconcile writes nothing.
+            await env.reconciler.sites["Deployment"]!.waitUntilCached(ObjectKey(namespace: "default", name: "demo-book"))
+            await env.reconciler.sites["Service"]!.waitUntilCached(ObjectKey(namespace: "default", name: "demo-book"))
+            await env.reconciler.meteors.waitUntilCached(ObjectKey(namespace: "default", name: "demo"))
+            _ = try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo"))
             env.cluster.server.clearRequestLog()
             #expect(try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo")) == .done)
             #expect(env.cluster.server.requestLog.filter { $0.method != "GET" }.isEmpty)
@@ -61,6 +73,51 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(events.contains { $0.reason == "PipelineRunCreated" })
             #expect(events.contains { $0.reason == "Ready" })
         }
+    }
+
+    @Test func openDataHubGetsAnImageStreamAndIngressServesTheBook() async throws {
+        let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        // OpenShift serves image.openshift.io natively; here a minimal CRD stands in for it.
+        try cluster.server.installCRDs(yaml: """
+            apiVersion: apiextensions.k8s.io/v1
+            kind: CustomResourceDefinition
+            metadata: {name: imagestreams.image.openshift.io}
+            spec:
+              group: image.openshift.io
+              scope: Namespaced
+              names: {kind: ImageStream, plural: imagestreams, singular: imagestream}
+              versions:
+              - name: v1
+                served: true
+                storage: true
+                schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+            """)
+        let env = try await MeteorEnvironment.start(cluster: cluster) { config in
+            config.publishImageStreams = true
+            config.ingressClass = "openshift-default"
+            config.ingressDomain = "apps.example.com"
+        }
+        do {
+            _ = try await cluster.meteors.create(sampleMeteor("odh"))
+            let hub = PipelineRunBuilder.name(meteor: "odh", pipeline: .jupyterhub, generation: 1)
+            let book = PipelineRunBuilder.name(meteor: "odh", pipeline: .jupyterbook, generation: 1)
+            _ = try await cluster.waitFor(cluster.runs, book) { $0 != nil }
+            try await cluster.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/default/odh-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64)])
+            try await cluster.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/odh-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
+            let ready = try await cluster.waitFor(cluster.meteors, "odh") { $0?[path: "status", "phase"] == "Ready" }
+            #expect(ready?[path: "status", "pipelines"]?.arrayValue?.first { $0["name"] == "jupyterbook" }?["url"] == "https://odh-book.default.apps.example.com/")
+            let streams = cluster.client.dynamic(NotebookImage.imageStreamType, namespace: "default")
+            let stream = try #require(try await cluster.waitFor(streams, "odh-notebook") { $0 != nil })
+            #expect(stream[path: "metadata", "labels", "opendatahub.io/notebook-image"] == "true")
+            #expect(stream[path: "spec", "tags"]?.arrayValue?.first?[path: "from", "name"] == .string("registry.local/default/odh-jupyterhub@sha256:" + String(repeating: "d", count: 64)))
+            let ingress = try await cluster.client.dynamic(BookSite.ingressType, namespace: "default").get("odh-book")
+            #expect(ingress[path: "spec", "ingressClassName"] == "openshift-default")
+        } catch {
+            await env.shutdown()
+            throw error
+        }
+        await env.shutdown()
     }
 
     @Test func failedRunFailsTheMeteorWithTektonsMessage() async throws {

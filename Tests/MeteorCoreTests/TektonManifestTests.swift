@@ -1,0 +1,83 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeTestSupport
+import MeteorCore
+import Testing
+
+@Suite struct TektonManifestTests {
+    static let directory = TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton")
+
+    static func manifests() throws -> [JSONValue] {
+        let kustomization = try YAML.parse(String(contentsOf: directory.appendingPathComponent("kustomization.yaml"), encoding: .utf8))
+        return try (kustomization["resources"]?.arrayValue ?? []).compactMap(\.stringValue).map {
+            try YAML.parse(String(contentsOf: directory.appendingPathComponent($0), encoding: .utf8))
+        }
+    }
+
+    @Test func everyManifestValidatesStrictlyAgainstTektonsSchemas() async throws {
+        let docs = try Self.manifests()
+        #expect(docs.count == 6)
+        try await TestCluster.with(crds: ["crds/tekton/300-pipeline.yaml", "crds/tekton/300-task.yaml"]) { c in
+            for doc in docs {
+                let kind = try #require(doc["kind"]?.stringValue)
+                let type = ResourceType(group: "tekton.dev", version: "v1", kind: kind, plural: kind.lowercased() + "s", namespaced: true)
+                _ = try await c.client.dynamic(type, namespace: "default").create(doc, params: WriteParams(fieldValidation: "Strict"))
+            }
+            // The check bites: a field Tekton does not know is refused.
+            var broken = try #require(docs.first { $0["kind"] == "Task" })
+            broken[path: "metadata", "name"] = "broken"
+            var steps = broken[path: "spec", "steps"]!.arrayValue!
+            steps[0]["scriptt"] = "echo typo"
+            broken[path: "spec", "steps"] = .array(steps)
+            let tasks = c.client.dynamic(ResourceType(group: "tekton.dev", version: "v1", kind: "Task", plural: "tasks", namespaced: true), namespace: "default")
+            await #expect { _ = try await tasks.create(broken, params: WriteParams(fieldValidation: "Strict")) } throws: {
+                ($0 as? KubeError)?.status?.message?.contains("unknown field \"spec.steps[0].scriptt\"") == true
+            }
+        }
+    }
+
+    @Test func pipelineRunsPipelinesAndTasksAgreeOnParamsAndWorkspaces() throws {
+        let docs = try Self.manifests()
+        let tasks = Dictionary(uniqueKeysWithValues: docs.filter { $0["kind"] == "Task" }.map { ($0[path: "metadata", "name"]!.stringValue!, $0) })
+        let pipelines = Dictionary(uniqueKeysWithValues: docs.filter { $0["kind"] == "Pipeline" }.map { ($0[path: "metadata", "name"]!.stringValue!, $0) })
+        func declared(_ spec: JSONValue?) -> [String: Bool] {
+            var out: [String: Bool] = [:]
+            for p in spec?["params"]?.arrayValue ?? [] { out[p["name"]!.stringValue!] = p["default"] != nil }
+            return out
+        }
+        let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m", "uid": "u"]]
+        let meteor = Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main"))
+        for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
+            let run = PipelineRunBuilder.build(meteor: meteor, owner: owner, pipeline: pipeline, settings: BuildSettings())
+            let p = try #require(pipelines[pipeline.tektonPipeline], "no Pipeline \(pipeline.tektonPipeline)")
+            let wanted = declared(p["spec"])
+            let sent = Set((run[path: "spec", "params"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
+            #expect(sent.isSubset(of: Set(wanted.keys)), "\(pipeline): sends undeclared params \(sent.subtracting(wanted.keys))")
+            #expect(wanted.filter { !$0.value }.keys.allSatisfy(sent.contains), "\(pipeline): required params missing")
+            let runWorkspaces = Set((run[path: "spec", "workspaces"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
+            let pipelineWorkspaces = Set((p[path: "spec", "workspaces"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
+            #expect(runWorkspaces == pipelineWorkspaces)
+            let results = Set((p[path: "spec", "results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
+            #expect(results.isSuperset(of: ["IMAGE_URL", "IMAGE_DIGEST"]))
+            if pipeline == .jupyterbook { #expect(results.contains("URL")) }
+            for t in p[path: "spec", "tasks"]?.arrayValue ?? [] {
+                let task = try #require(tasks[t[path: "taskRef", "name"]!.stringValue!], "unknown task")
+                let taskParams = declared(task["spec"])
+                let passed = Set((t["params"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
+                #expect(passed.isSubset(of: Set(taskParams.keys)))
+                #expect(taskParams.filter { !$0.value }.keys.allSatisfy(passed.contains), "\(t["name"]!): required task params missing")
+            }
+        }
+    }
+
+    @Test func scriptsNeverSpliceParamsIntoShellText() throws {
+        for task in try Self.manifests() where task["kind"] == "Task" {
+            for step in task[path: "spec", "steps"]?.arrayValue ?? [] {
+                let script = step["script"]?.stringValue ?? ""
+                #expect(!script.contains("$(params."), "\(task[path: "metadata", "name"]!)/\(step["name"]!) splices a param into its script")
+            }
+        }
+    }
+}
