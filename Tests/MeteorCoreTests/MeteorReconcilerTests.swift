@@ -174,6 +174,8 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
                 ("unknown", sampleMeteor("unknown", pipelines: ["jupyterhub", "mining"]), "spec.pipelines[1]"),
                 ("creds", { var m = sampleMeteor("creds"); m[path: "spec", "url"] = "https://user:hunter2@github.com/x/y"; return m }(), "spec.url"),
                 ("negative", sampleMeteor("negative", ttl: -5), "spec.ttl"),
+                ("spaced", { var m = sampleMeteor("spaced"); m[path: "spec", "url"] = "https://exa mple.com/repo"; return m }(), "spec.url"),
+                ("hostless", { var m = sampleMeteor("hostless"); m[path: "spec", "url"] = "https:///path-only"; return m }(), "spec.url"),
             ]
             for (name, body, _) in cases { _ = try await env.cluster.meteors.create(body) }
             for (name, _, field) in cases {
