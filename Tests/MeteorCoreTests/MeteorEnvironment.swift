@@ -63,8 +63,8 @@ final class MeteorEnvironment: Sendable {
         await cluster.shutdown()
     }
 
-    static func with(referenceCRD: Bool = false, _ body: (MeteorEnvironment) async throws -> Void) async throws {
-        let env = try await start(referenceCRD: referenceCRD)
+    static func with(referenceCRD: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, _ body: (MeteorEnvironment) async throws -> Void) async throws {
+        let env = try await start(referenceCRD: referenceCRD, configure: configure)
         do {
             try await body(env)
             await env.shutdown()

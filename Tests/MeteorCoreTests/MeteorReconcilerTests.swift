@@ -151,17 +151,27 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
     }
 
     @Test func ttlExpiryDeletesTheMeteorAndItsChildren() async throws {
-        try await MeteorEnvironment.with { env in
-            let created = try await env.cluster.meteors.create(sampleMeteor("brief", ttl: 2, pipelines: ["jupyterhub"]))
+        // The reconciler's clock is the test's: an hour passes when the test says so.
+        let skew = Observed<TimeInterval>(0)
+        try await MeteorEnvironment.with(configure: { $0.now = { Date().addingTimeInterval(skew.value) } }) { env in
+            let created = try await env.cluster.meteors.create(sampleMeteor("brief", ttl: 3600, pipelines: ["jupyterhub"]))
             let run = PipelineRunBuilder.name(meteor: "brief", pipeline: .jupyterhub, generation: 1)
             _ = try await env.cluster.waitFor(env.cluster.runs, run) { $0 != nil }
             let withExpiry = try await env.cluster.waitFor(env.cluster.meteors, "brief") { $0?[path: "status", "expirationTimestamp"] != nil }
             let expires = KubeTime.parse(withExpiry![path: "status", "expirationTimestamp"]!.stringValue!)!
             let createdAt = KubeTime.parse(created[path: "metadata", "creationTimestamp"]!.stringValue!)!
-            #expect(expires.timeIntervalSince(createdAt) == 2)
-            _ = try await env.cluster.waitFor(env.cluster.meteors, "brief", timeout: .seconds(15)) { $0 == nil }
+            #expect(expires.timeIntervalSince(createdAt) == 3600)
+            // Before expiry the reconciler asks to be woken at the expiry time.
+            let key = ObjectKey(namespace: "default", name: "brief")
+            guard case .requeueAfter(let wait) = try await env.reconciler.reconcile(key) else { Issue.record("expected a requeue at the expiry"); return }
+            #expect(wait > .seconds(3500) && wait <= .seconds(3601))
+            skew.update { $0 = 3601 }
+            #expect(try await env.reconciler.reconcile(key) == .done)
+            _ = try await env.cluster.waitFor(env.cluster.meteors, "brief") { $0 == nil }
             env.cluster.server.collectGarbage()
             _ = try await env.cluster.waitFor(env.cluster.runs, run) { $0 == nil }
+            let expired = try await env.client.api(Event.self, namespace: "default").list().items.filter { $0.reason == "Expired" }
+            #expect(expired.count == 1)
         }
     }
 
