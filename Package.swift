@@ -74,6 +74,9 @@ let package = Package(
                 "KubeRuntime",
                 "KubeClient",
                 "KubeModels",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -120,7 +123,10 @@ let package = Package(
             ]
         ),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
-        .target(name: "KubeTestSupport", dependencies: ["KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime"]),
+        .target(name: "KubeTestSupport", dependencies: [
+            "KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeTestSupport"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),

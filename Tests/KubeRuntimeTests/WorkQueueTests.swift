@@ -80,7 +80,7 @@ import Testing
 
     /// Waits until the queue's delay tasks are asleep on the clock (they start asynchronously).
     func waitForSleepers(_ clock: ManualClock, _ n: Int) async throws {
-        for _ in 0..<10_000 where clock.sleeperCount < n { await Task.yield() }
+        for _ in 0..<1_000_000 where clock.sleeperCount < n { await Task.yield() }
         #expect(clock.sleeperCount >= n)
     }
 }

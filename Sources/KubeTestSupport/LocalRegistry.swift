@@ -1,0 +1,61 @@
+import AsyncHTTPClient
+import Foundation
+
+/// Debian's `docker-registry` (Docker Distribution) on loopback, for tests that need a real OCI registry.
+public final class LocalRegistry: Sendable {
+    public let address: String
+    let process: Process
+    let directory: URL
+
+    public static let binary = "/usr/bin/docker-registry"
+    public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+
+    /// Starts the registry at `127.0.0.1:port` with storage in a fresh directory; returns once `/v2/` answers.
+    public init(port: Int = 5000) async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("registry-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        address = "127.0.0.1:\(port)"
+        let config = directory.appendingPathComponent("config.yml")
+        try """
+            version: 0.1
+            log:
+              level: error
+              accesslog:
+                disabled: true
+            storage:
+              filesystem:
+                rootdirectory: \(directory.appendingPathComponent("data").path)
+              delete:
+                enabled: true
+            http:
+              addr: \(address)
+            """.write(to: config, atomically: true, encoding: .utf8)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["serve", config.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The registry is another process with no readiness signal: poll /v2/ briefly.
+        for _ in 0..<100 {
+            if !process.isRunning { throw Failure(message: "docker-registry exited at start (is \(address) already in use?)") }
+            if let r = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/v2/"), timeout: .seconds(1)), r.status.code == 200 { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.terminate()
+        throw Failure(message: "docker-registry did not answer on \(address)")
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
+    public func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
