@@ -176,7 +176,7 @@ struct APIRequestHandler: HTTPResponder {
         let name = parts.count >= 2 ? parts[1] : nil
         var subresource = parts.count == 3 ? parts[2] : nil
         if subresource == "finalize" && served.key == APIServerCore.namespacesKey { subresource = nil }
-        if let subresource, subresource != "status" || !served.hasStatus { _ = subresource; throw APIError.pathNotFound() }
+        if let subresource, subresource != "status" || !served.hasStatus { throw APIError.pathNotFound() }
         if served.namespaced, namespace == nil, name != nil { throw APIError.pathNotFound() }
         let scope = RequestScope(resource: served, version: version, namespace: namespace, name: name, subresource: subresource)
         let accept = request.headers[.accept] ?? ""

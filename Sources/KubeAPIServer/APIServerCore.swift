@@ -252,16 +252,14 @@ final class APIServerCore: Sendable {
                 default: warnings += pruned.map { "unknown field \"\($0)\"" }
                 }
             }
-            var validationTarget = body
-            validationTarget["metadata"] = meta
-            validationTarget["apiVersion"] = obj["apiVersion"]
-            validationTarget["kind"] = obj["kind"]
+            // Identity and metadata are checked above; the schema judges the rest, defaulted and pruned.
             var schemaCauses: [StatusCause] = []
-            var forValidation = body
-            forValidation["metadata"] = nil
-            schema.validate(forValidation, path: "", errors: &schemaCauses)
+            schema.validate(body, path: "", errors: &schemaCauses)
             causes += schemaCauses.filter { !($0.field ?? "").hasPrefix("metadata") && $0.field != "apiVersion" && $0.field != "kind" }
-            obj = validationTarget
+            body["metadata"] = meta
+            body["apiVersion"] = obj["apiVersion"]
+            body["kind"] = obj["kind"]
+            obj = body
         }
         if !causes.isEmpty {
             throw APIError.invalid(kind: r.kind, group: r.group, name: name, causes: causes)

@@ -68,12 +68,8 @@ enum ObjectValidation {
             }
         }
         if let finalizers = meta["finalizers"] {
-            for (i, f) in (finalizers.arrayValue ?? []).enumerated() {
-                guard let s = f.stringValue, !s.isEmpty else {
-                    causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \(f.serializedString()): must be a qualified name", field: "metadata.finalizers[\(i)]"))
-                    continue
-                }
-                _ = s
+            for (i, f) in (finalizers.arrayValue ?? []).enumerated() where (f.stringValue ?? "").isEmpty {
+                causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \(f.serializedString()): must be a qualified name", field: "metadata.finalizers[\(i)]"))
             }
         }
         for (i, ref) in (meta["ownerReferences"]?.arrayValue ?? []).enumerated() {

@@ -152,7 +152,6 @@ public enum KubeConfigLoader {
         guard let serverText = cluster["server"]?.stringValue, let server = URL(string: serverText), server.scheme != nil, server.host != nil else {
             throw KubeError.configuration("kubeconfig \(clusterFile): clusters[\(clusterName)].server is missing or not a URL")
         }
-        let baseDir = URL(fileURLWithPath: clusterFile).deletingLastPathComponent().path
         func resolve(_ p: String, relativeTo file: String) -> String {
             p.hasPrefix("/") ? p : URL(fileURLWithPath: file).deletingLastPathComponent().appendingPathComponent(p).path
         }
@@ -171,7 +170,6 @@ public enum KubeConfigLoader {
             }
             return nil
         }
-        _ = baseDir
         let ca = try dataOrFile(cluster, data: "certificate-authority-data", file: "certificate-authority", owner: "clusters[\(clusterName)]", ownerFile: clusterFile)
         let insecure = cluster["insecure-skip-tls-verify"]?.boolValue ?? false
         var credentials = ClusterConfiguration.Credentials.none

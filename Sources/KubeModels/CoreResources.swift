@@ -132,11 +132,3 @@ public struct Lease: KubeResource, Hashable {
         self.spec = spec
     }
 }
-
-/// apiextensions.k8s.io/v1 CustomResourceDefinition, served as a generic object (its schema is large and
-/// the operator only installs and reads it).
-public enum CustomResourceDefinitionType {
-    public static let resourceType = ResourceType(
-        group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition",
-        plural: "customresourcedefinitions", namespaced: false)
-}

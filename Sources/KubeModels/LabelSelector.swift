@@ -1,3 +1,5 @@
+import Foundation
+
 /// A parsed label selector (`app=web,tier!=db,env in (a,b),!legacy`), the string form used in `labelSelector`.
 public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
     public enum Operator: Sendable, Hashable { case equals, notEquals, `in`, notIn, exists, doesNotExist }
@@ -201,5 +203,3 @@ public struct FieldSelector: Sendable, Hashable {
         }
     }
 }
-
-import Foundation

@@ -1,3 +1,4 @@
+import Foundation
 import Yams
 
 /// YAML documents as JSON values, with YAML 1.1 scalars resolved the way Kubernetes' YAML reader resolves them.
@@ -111,5 +112,3 @@ public enum YAML {
         }
     }
 }
-
-import Foundation

@@ -30,7 +30,7 @@ public final class RuntimeMetrics: Sendable {
         return { m in
             Counter(label: "rest_client_requests_total", dimensions: [("code", m.code == 0 ? "<error>" : String(m.code)), ("method", m.method), ("host", "")], factory: factory).increment()
             Metrics.Timer(label: "rest_client_request_duration_seconds", dimensions: [("verb", m.method)], preferredDisplayUnit: .seconds, factory: factory)
-                .recordNanoseconds(m.latency.components.seconds * 1_000_000_000 + m.latency.components.attoseconds / 1_000_000_000)
+                .recordInterval(m.latency)
         }
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import KubeModels
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A Docker Registry HTTP API v2 / OCI distribution client: manifests and blobs, with anonymous, basic and
 /// bearer-token authentication (the token flow a `WWW-Authenticate: Bearer realm=…` challenge asks for).
@@ -199,7 +200,6 @@ public final class RegistryClient: Sendable {
     }
 }
 
-import Synchronization
 
 extension SignatureVerifier {
     /// Verifies `image` (which must name its digest) by reading its cosign signature from the registry.
