@@ -235,6 +235,7 @@ final class APIServerCore: Sendable {
         let r = scope.resource
         var causes = ObjectValidation.nameCauses(name, labelOnly: r.key == Self.namespacesKey)
         causes += ObjectValidation.metadataCauses(obj["metadata"] ?? [:])
+        if r.kind == "Secret" && !r.isCustom { try Self.normalizeSecret(&obj) }
         if let schema = r.schemas[r.storageVersion] ?? r.schemas[scope.version] {
             var pruned: [String] = []
             var body = obj
@@ -264,6 +265,23 @@ final class APIServerCore: Sendable {
         if !causes.isEmpty {
             throw APIError.invalid(kind: r.kind, group: r.group, name: name, causes: causes)
         }
+    }
+
+    /// As the core/v1 Secret strategy does: `stringData` is a write-only convenience merged into `data` (base64,
+    /// winning over `data` on the same key) and never stored; `type` defaults to Opaque; `data` must be base64.
+    static func normalizeSecret(_ obj: inout JSONValue) throws {
+        var data = obj["data"]?.objectValue ?? [:]
+        for (key, value) in data {
+            guard let text = value.stringValue, Data(base64Encoded: text) != nil else {
+                throw APIError.badRequest("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[\"\(key)\"]")
+            }
+        }
+        for (key, value) in obj["stringData"]?.objectValue ?? [:] {
+            data[key] = .string(Data((value.stringValue ?? "").utf8).base64EncodedString())
+        }
+        if obj["stringData"] != nil || obj["data"] != nil { obj["data"] = data.isEmpty && obj["data"] == nil ? nil : .object(data) }
+        obj["stringData"] = nil
+        if obj["type"] == nil || obj["type"]?.stringValue == "" { obj["type"] = "Opaque" }
     }
 
     // MARK: Update, patch, apply

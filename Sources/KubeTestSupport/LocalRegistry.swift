@@ -1,5 +1,8 @@
 import AsyncHTTPClient
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Debian's `docker-registry` (Docker Distribution) on loopback, for tests that need a real OCI registry.
 public final class LocalRegistry: Sendable {
@@ -10,8 +13,10 @@ public final class LocalRegistry: Sendable {
     public static let binary = "/usr/bin/docker-registry"
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
-    /// Starts the registry at `127.0.0.1:port` with storage in a fresh directory; returns once `/v2/` answers.
-    public init(port: Int = 5000) async throws {
+    /// Starts the registry at `127.0.0.1:port` (a free port when nil) with storage in a fresh directory; returns
+    /// once `/v2/` answers.
+    public init(port: Int? = 5000) async throws {
+        let port = try port ?? Self.freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("registry-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         address = "127.0.0.1:\(port)"
@@ -44,6 +49,23 @@ public final class LocalRegistry: Sendable {
         }
         process.terminate()
         throw Failure(message: "docker-registry did not answer on \(address)")
+    }
+
+    /// A loopback port nobody listens on now (the kernel's choice for an ephemeral bind).
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(message: "socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw Failure(message: "bind() failed") }
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     public struct Failure: Error, CustomStringConvertible {

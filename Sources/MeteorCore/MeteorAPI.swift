@@ -10,12 +10,15 @@ public struct Meteor: KubeResource, Hashable {
         public var ref: String
         public var ttl: Int64?
         public var pipelines: [String]?
+        /// Edge delivery (used when `pipelines` names `edge`).
+        public var edge: Edge?
 
-        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil) {
+        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil) {
             self.url = url
             self.ref = ref
             self.ttl = ttl
             self.pipelines = pipelines
+            self.edge = edge
         }
 
         /// The requested pipelines; the schema's default when none are given.
@@ -54,6 +57,10 @@ public struct Meteor: KubeResource, Hashable {
         public var pipelines: [PipelineStatus]?
         public var stage: Stage?
         public var comas: [JSONValue]?
+        /// Edge delivery: the release being delivered, its images and where they run.
+        public var release: EdgeRelease?
+        public var images: [EdgeImageStatus]?
+        public var deployments: [EdgeDeploymentStatus]?
 
         public init() {}
     }
@@ -83,7 +90,7 @@ public enum Pipeline: String, CaseIterable, Sendable {
     }
 
     /// The Tekton Pipeline (in `manifests/tekton/`) its PipelineRun references.
-    public var tektonPipeline: String { "meteor-\(rawValue)" }
+    public var tektonPipeline: String { self == .edge ? "meteor-edge-image" : "meteor-\(rawValue)" }
 
     /// A short form for PipelineRun names.
     var shortName: String {
@@ -102,6 +109,9 @@ public enum MeteorStatusVocabulary {
     public static let failed = "Failed"
     public static let readyCondition = "Ready"
     public static let invalidSpec = "InvalidSpec"
+    public static let imagesBuilt = "ImagesBuilt"
+    public static let imagesVerified = "ImagesVerified"
+    public static let deployed = "Deployed"
 }
 
 /// Labels on everything the operator creates for a Meteor.
@@ -112,4 +122,11 @@ public enum MeteorLabels {
     public static let managedBy = "app.kubernetes.io/managed-by"
     public static let managedByValue = "meteor-operator"
     public static let finalizer = "meteor.zone/cleanup"
+    /// On edge PipelineRuns: which `spec.edge.images[].name` they build, and the release tag.
+    public static let edgeImage = "meteor.zone/edge-image"
+    public static let release = "meteor.zone/release"
+    /// On Argo CD Applications (which live in Argo's namespace, so carry no ownerReference).
+    public static let meteorNamespace = "meteor.zone/namespace"
+    public static let meteorUID = "meteor.zone/uid"
+    public static let target = "meteor.zone/target"
 }

@@ -22,6 +22,8 @@ public final class MeteorReconciler: Sendable {
         public var ingressDomain: String?
         /// Publish notebook images as Open Data Hub ImageStreams (set when the cluster serves image.openshift.io/v1).
         public var publishImageStreams = false
+        /// Edge delivery through Argo CD; nil when the cluster has no Argo CD (edge Meteors then get InvalidSpec).
+        public var edge: EdgeSettings?
         public init() {}
     }
 
@@ -30,15 +32,19 @@ public final class MeteorReconciler: Sendable {
     public let pipelineRuns: Informer
     /// Deployments, Services, Ingresses and ImageStreams the operator made (label `app.kubernetes.io/managed-by`).
     public let sites: [String: Informer]
+    /// Argo CD Applications the operator made, in Argo CD's namespace (when edge delivery is on).
+    public let applications: Informer?
     let events: EventRecorder
+    let edgeMemory = EdgeMemory()
     let configuration: Configuration
     let logger: Logger
 
-    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], events: EventRecorder, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) {
+    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) {
         self.client = client
         self.meteors = meteors
         self.pipelineRuns = pipelineRuns
         self.sites = sites
+        self.applications = applications
         self.events = events
         self.configuration = configuration
         self.logger = logger
@@ -55,7 +61,8 @@ public final class MeteorReconciler: Sendable {
         if configuration.publishImageStreams { siteTypes.append(NotebookImage.imageStreamType) }
         var sites: [String: Informer] = [:]
         for t in siteTypes { sites[t.kind] = manager.informer(for: t, namespace: namespace, labelSelector: managed) }
-        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, events: events, configuration: configuration, logger: logger)
+        let applications = configuration.edge.map { manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed) }
+        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, events: events, configuration: configuration, logger: logger)
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
@@ -64,6 +71,14 @@ public final class MeteorReconciler: Sendable {
         }
         await controller.owns(runs)
         for informer in sites.values { await controller.owns(informer) }
+        if let applications {
+            // Applications live in Argo CD's namespace: they find their Meteor through labels, not ownerReferences.
+            await controller.watches(applications) { app in
+                guard let ns = app[path: "metadata", "labels", MeteorLabels.meteorNamespace]?.stringValue,
+                    let name = app[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue else { return [] }
+                return [ObjectKey(namespace: ns, name: name)]
+            }
+        }
         manager.add(controller)
         return (reconciler, controller)
     }
@@ -80,8 +95,9 @@ public final class MeteorReconciler: Sendable {
         let api = client.dynamic(Meteor.resourceType, namespace: key.namespace)
 
         if raw[path: "metadata", "deletionTimestamp"] != nil {
-            // Children in this namespace go with the Meteor through their ownerReferences; the finalizer is the
-            // hook for what they cannot cover (objects in other namespaces, added by edge delivery).
+            // Children in this namespace go with the Meteor through their ownerReferences; Argo CD Applications
+            // live in Argo's namespace, so they are deleted here before the finalizer lets the Meteor go.
+            if let edge = configuration.edge { try await pruneApplications(meteor, keep: [], settings: edge) }
             try await ObjectHelpers.removeFinalizer(MeteorLabels.finalizer, from: raw, api: api)
             return .done
         }
@@ -109,8 +125,8 @@ public final class MeteorReconciler: Sendable {
         var conditions = status.conditions ?? []
 
         var problems = SpecValidation.problems(meteor.spec)
-        if let i = meteor.spec.requestedPipelines.firstIndex(of: Pipeline.edge.rawValue) {
-            problems.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "edge delivery is not available in this version of the operator"))
+        if configuration.edge == nil, let i = meteor.spec.requestedPipelines.firstIndex(of: Pipeline.edge.rawValue) {
+            problems.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "edge delivery needs Argo CD (argoproj.io/v1alpha1 Application), which this cluster does not serve"))
         }
         if !problems.isEmpty {
             let message = problems.map(\.description).joined(separator: "; ")
@@ -120,11 +136,14 @@ public final class MeteorReconciler: Sendable {
             status.phase = MeteorStatusVocabulary.failed
             status.pipelines = nil
             status.stage = nil
+            status.images = nil
+            status.deployments = nil
             try await writeStatus(status, of: raw, api: api)
             return requeue(until: expiration, now: now)
         }
 
-        let pipelines = meteor.spec.requestedPipelines.compactMap(Pipeline.init(rawValue:))
+        let requested = meteor.spec.requestedPipelines.compactMap(Pipeline.init(rawValue:))
+        let pipelines = requested.filter { $0 != .edge }
         let runs = client.dynamic(PipelineRunBuilder.resourceType, namespace: key.namespace)
         var entries: [Meteor.PipelineStatus] = []
         var states: [(Pipeline, PipelineRunState?)] = []
@@ -158,7 +177,13 @@ public final class MeteorReconciler: Sendable {
             entries.append(entry)
             states.append((pipeline, state))
         }
-        try await cancelSuperseded(meteor: meteor, generation: generation, runs: runs)
+        var edgeOutcome: EdgeOutcome?
+        if requested.contains(.edge), let edge = meteor.spec.edge, let settings = configuration.edge {
+            edgeOutcome = try await reconcileEdge(meteor, edge, raw: raw, previous: status, settings: settings, now: now)
+        } else if let settings = configuration.edge {
+            try await pruneApplications(meteor, keep: [], settings: settings)
+        }
+        try await cancelSuperseded(meteor: meteor, keep: Set(entries.map(\.pipelineRunName)).union(edgeOutcome?.runNames ?? []), runs: runs)
         for i in entries.indices where entries[i].ready == "True" {
             guard let pipeline = Pipeline(rawValue: entries[i].name), let image = entries[i].image else { continue }
             switch pipeline {
@@ -190,10 +215,22 @@ public final class MeteorReconciler: Sendable {
             }
             ObjectHelpers.setCondition(&conditions, condition)
         }
+        if let edgeOutcome {
+            for condition in edgeOutcome.conditions { ObjectHelpers.setCondition(&conditions, condition) }
+            if edgeOutcome.conditions.contains(where: { $0.status == .false }) {
+                failed.append(Pipeline.edge.rawValue)
+            } else if edgeOutcome.conditions.allSatisfy({ $0.status == .true }) {
+                succeeded.append(Pipeline.edge.rawValue)
+            } else {
+                running.append(Pipeline.edge.rawValue)
+            }
+        }
         let ready: Condition
         if !failed.isEmpty {
             status.phase = MeteorStatusVocabulary.failed
-            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineFailed", message: "Failed: \(failed.joined(separator: ", "))")
+            let edgeFailure = edgeOutcome?.conditions.first { $0.status == .false }
+            let detail = failed.map { $0 == Pipeline.edge.rawValue ? "edge (\(edgeFailure.map { "\($0.type): \($0.reason)" } ?? ""))" : $0 }
+            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: failed == [Pipeline.edge.rawValue] ? (edgeFailure?.reason ?? "EdgeFailed") : "PipelineFailed", message: "Failed: \(detail.joined(separator: ", "))")
         } else if running.isEmpty {
             status.phase = MeteorStatusVocabulary.ready
             ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .true, observedGeneration: generation, lastTransitionTime: now, reason: "Succeeded", message: "All pipelines succeeded: \(succeeded.joined(separator: ", "))")
@@ -203,21 +240,32 @@ public final class MeteorReconciler: Sendable {
         }
         let readyChanged = ObjectHelpers.setCondition(&conditions, ready)
         // Conditions of pipelines no longer requested go away.
-        let wanted = Set(pipelines.map(\.conditionType) + [MeteorStatusVocabulary.readyCondition])
+        var wanted = Set(pipelines.map(\.conditionType) + [MeteorStatusVocabulary.readyCondition])
+        if edgeOutcome != nil { wanted.formUnion([MeteorStatusVocabulary.imagesBuilt, MeteorStatusVocabulary.imagesVerified, MeteorStatusVocabulary.deployed]) }
         conditions.removeAll { !wanted.contains($0.type) }
         status.conditions = conditions
         status.pipelines = entries
+        status.release = edgeOutcome?.release
+        status.images = edgeOutcome.map(\.images)
+        status.deployments = edgeOutcome.map(\.deployments)
         status.stage = Meteor.Stage(running: running.isEmpty ? nil : running, succeeded: succeeded.isEmpty ? nil : succeeded, failed: failed.isEmpty ? nil : failed)
         if readyChanged {
             if !failed.isEmpty {
-                await events.record(raw, type: .warning, reason: "PipelineFailed", message: ready.message)
+                await events.record(raw, type: .warning, reason: ready.reason, message: ready.message)
             } else if running.isEmpty {
                 await events.record(raw, type: .normal, reason: "Ready", message: ready.message)
             }
         }
         try await writeStatus(status, of: raw, api: api)
-        return requeue(until: expiration, now: now)
+        let expiry = requeue(until: expiration, now: now)
+        if let retry = edgeOutcome?.requeueAfter {
+            if case .requeueAfter(let d) = expiry, d < retry { return expiry }
+            return .requeueAfter(retry)
+        }
+        return expiry
     }
+
+    func gitRemote(_ url: String) -> GitRemote { GitRemote(url: url) }
 
     /// Runs the built site and returns the URL it is served at.
     func serveBook(_ meteor: Meteor, owner: JSONValue, image: String, digest: String?) async throws -> String {
@@ -258,15 +306,15 @@ public final class MeteorReconciler: Sendable {
         _ = try await ObjectHelpers.patchStatusIfChanged(raw, status: desired, api: api)
     }
 
-    /// Unfinished runs of earlier generations are cancelled: their results would describe an outdated spec.
-    func cancelSuperseded(meteor: Meteor, generation: Int64, runs: DynamicApi) async throws {
+    /// Unfinished runs other than the current ones (earlier generations, earlier releases) are cancelled: their
+    /// results would describe a spec or release that is no longer wanted.
+    func cancelSuperseded(meteor: Meteor, keep: Set<String>, runs: DynamicApi) async throws {
         let selector = LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [meteor.name])])
         for run in pipelineRuns.store.list(namespace: meteor.namespace, labelSelector: selector) {
-            guard run[path: "metadata", "labels", MeteorLabels.generation]?.stringValue != String(generation),
+            guard let name = run[path: "metadata", "name"]?.stringValue, !keep.contains(name),
                 (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == meteor.metadata.uid,
                 PipelineRunState(run).outcome == .running,
-                run[path: "spec", "status"]?.stringValue != "Cancelled",
-                let name = run[path: "metadata", "name"]?.stringValue
+                run[path: "spec", "status"]?.stringValue != "Cancelled"
             else { continue }
             do {
                 _ = try await runs.patch(name, .merge(["spec": ["status": "Cancelled"]]))

@@ -26,13 +26,18 @@ public enum PipelineRunBuilder {
     /// Deterministic per Meteor generation and pipeline, so a restart mid-reconcile finds the run it already
     /// created instead of starting a second build. At most 63 characters (Tekton copies it into pod labels).
     public static func name(meteor: String, pipeline: Pipeline, generation: Int64) -> String {
-        let suffix = "-\(pipeline.shortName)-g\(generation)"
-        let full = meteor + suffix
-        if full.utf8.count <= 63 { return full }
-        let digest = SHA256.hash(data: Data(meteor.utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
-        var prefix = String(meteor.prefix(63 - suffix.utf8.count - 9))
+        boundedName(meteor, suffix: "-\(pipeline.shortName)-g\(generation)")
+    }
+
+    /// `base + suffix`, shortened to 63 characters by cutting `base` and adding a hash of it, so distinct bases
+    /// stay distinct.
+    public static func boundedName(_ base: String, suffix: String, limit: Int = 63) -> String {
+        let full = base + suffix
+        if full.utf8.count <= limit { return full }
+        let digest = SHA256.hash(data: Data(base.utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
+        var prefix = String(base.prefix(max(1, limit - suffix.utf8.count - 9)))
         while prefix.hasSuffix("-") || prefix.hasSuffix(".") { prefix.removeLast() }
-        return "\(prefix)-\(digest)\(suffix)"
+        return String("\(prefix)-\(digest)\(suffix)".prefix(limit))
     }
 
     /// The image a pipeline pushes for a Meteor.
@@ -44,13 +49,6 @@ public enum PipelineRunBuilder {
     /// `$(params.url)` bound to environment variables, never spliced into script text.
     public static func build(meteor: Meteor, owner: JSONValue, pipeline: Pipeline, settings: BuildSettings) -> JSONValue {
         let generation = meteor.metadata.generation ?? 1
-        let labels: JSONValue = [
-            MeteorLabels.meteor: .string(meteor.name),
-            MeteorLabels.pipeline: .string(pipeline.rawValue),
-            MeteorLabels.generation: .string(String(generation)),
-            MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
-            "app.kubernetes.io/part-of": "meteor",
-        ]
         var params: [JSONValue] = [
             ["name": "url", "value": .string(meteor.spec.url)],
             ["name": "ref", "value": .string(meteor.spec.ref)],
@@ -60,11 +58,24 @@ public enum PipelineRunBuilder {
             params.append(["name": "site-name", "value": .string(meteor.name)])
             params.append(["name": "site-url", "value": .string(BookSite.url(meteor: meteor))])
         }
+        return run(name: name(meteor: meteor.name, pipeline: pipeline, generation: generation), meteor: meteor, owner: owner, pipeline: pipeline, ref: meteor.spec.ref, params: params, extraLabels: [:], settings: settings)
+    }
+
+    /// The parts every Meteor PipelineRun shares: labels, owner, workspace, service account, timeout.
+    static func run(name: String, meteor: Meteor, owner: JSONValue, pipeline: Pipeline, ref: String, params: [JSONValue], extraLabels: JSONObject, settings: BuildSettings) -> JSONValue {
+        var labels: JSONObject = [
+            MeteorLabels.meteor: .string(meteor.name),
+            MeteorLabels.pipeline: .string(pipeline.rawValue),
+            MeteorLabels.generation: .string(String(meteor.metadata.generation ?? 1)),
+            MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
+            "app.kubernetes.io/part-of": "meteor",
+        ]
+        labels.merge(extraLabels) { $1 }
         var metadata: JSONObject = [
-            "name": .string(name(meteor: meteor.name, pipeline: pipeline, generation: generation)),
+            "name": .string(name),
             "namespace": .string(meteor.namespace ?? "default"),
-            "labels": labels,
-            "annotations": ["meteor.zone/url": .string(meteor.spec.url), "meteor.zone/ref": .string(meteor.spec.ref)],
+            "labels": .object(labels),
+            "annotations": ["meteor.zone/url": .string(meteor.spec.url), "meteor.zone/ref": .string(ref)],
         ]
         if let ref = ObjectHelpers.controllerReference(to: owner) { metadata["ownerReferences"] = [ref] }
         return [

@@ -46,6 +46,73 @@ public enum SpecValidation {
         if spec.requestedPipelines.isEmpty {
             out.append(SpecProblem(field: "spec.pipelines", message: "must name at least one pipeline"))
         }
+        if spec.requestedPipelines.contains(Pipeline.edge.rawValue) {
+            if let edge = spec.edge {
+                out += edgeProblems(edge)
+            } else {
+                out.append(SpecProblem(field: "spec.edge", message: "is required when spec.pipelines includes edge"))
+            }
+        }
+        return out
+    }
+
+    static let dnsLabel = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    static let platforms: Set<String> = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/ppc64le", "linux/s390x", "linux/riscv64"]
+
+    static func edgeProblems(_ edge: Edge) -> [SpecProblem] {
+        var out: [SpecProblem] = []
+        func label(_ value: String, _ field: String, max: Int) {
+            if value.utf8.count > max || value.range(of: dnsLabel, options: .regularExpression) == nil {
+                out.append(SpecProblem(field: field, message: "must be a DNS label (lowercase letters, digits and -, at most \(max) characters), got \(quoted(value))"))
+            }
+        }
+        func relativePath(_ value: String, _ field: String) {
+            if value.isEmpty || value.utf8.count > 1024 || value.hasPrefix("/") || value.split(separator: "/").contains("..")
+                || value.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) {
+                out.append(SpecProblem(field: field, message: "must be a relative path inside the repository (no leading /, no .., no control characters), got \(quoted(value))"))
+            }
+        }
+        if edge.images.isEmpty { out.append(SpecProblem(field: "spec.edge.images", message: "must list at least one image")) }
+        var imageNames = Set<String>()
+        for (i, image) in edge.images.enumerated() {
+            label(image.name, "spec.edge.images[\(i)].name", max: 40)
+            if !imageNames.insert(image.name).inserted { out.append(SpecProblem(field: "spec.edge.images[\(i)].name", message: "duplicate image name \(quoted(image.name))")) }
+            relativePath(image.dockerfile, "spec.edge.images[\(i)].dockerfile")
+            if let context = image.context, context != "." { relativePath(context, "spec.edge.images[\(i)].context") }
+            if !platforms.contains(image.platform) {
+                out.append(SpecProblem(field: "spec.edge.images[\(i)].platform", message: "unsupported platform \(quoted(image.platform)); supported: \(platforms.sorted().joined(separator: ", "))"))
+            }
+            if let reference = try? RegistryClient.Reference(parsing: image.repository), reference.tag == nil, reference.digest == nil,
+                reference.repository.range(of: "^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", options: .regularExpression) != nil {
+            } else {
+                out.append(SpecProblem(field: "spec.edge.images[\(i)].repository", message: "must be registry-host/repository in lowercase, without tag or digest, got \(quoted(image.repository))"))
+            }
+        }
+        label(edge.signing.publicKeySecretRef.name, "spec.edge.signing.publicKeySecretRef.name", max: 253)
+        if let pull = edge.signing.pullSecretRef { label(pull.name, "spec.edge.signing.pullSecretRef.name", max: 253) }
+        if edge.targets.isEmpty { out.append(SpecProblem(field: "spec.edge.targets", message: "must list at least one target")) }
+        var targetNames = Set<String>()
+        for (i, target) in edge.targets.enumerated() {
+            label(target.name, "spec.edge.targets[\(i)].name", max: 40)
+            if !targetNames.insert(target.name).inserted { out.append(SpecProblem(field: "spec.edge.targets[\(i)].name", message: "duplicate target name \(quoted(target.name))")) }
+            if !imageNames.contains(target.image) { out.append(SpecProblem(field: "spec.edge.targets[\(i)].image", message: "names no image in spec.edge.images: \(quoted(target.image))")) }
+            if target.cluster.isEmpty || target.cluster.utf8.count > 253 || target.cluster.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) }) {
+                out.append(SpecProblem(field: "spec.edge.targets[\(i)].cluster", message: "must name an Argo CD cluster (1 to 253 characters, no whitespace), got \(quoted(target.cluster))"))
+            }
+            relativePath(target.path, "spec.edge.targets[\(i)].path")
+            label(target.namespace, "spec.edge.targets[\(i)].namespace", max: 63)
+        }
+        for (i, image) in edge.images.enumerated() where !edge.targets.contains(where: { $0.image == image.name }) {
+            out.append(SpecProblem(field: "spec.edge.images[\(i)]", message: "image \(quoted(image.name)) is deployed by no target"))
+        }
+        if let release = edge.release {
+            if release.tagPattern.isEmpty || release.tagPattern.utf8.count > 255 || release.tagPattern.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0) }) {
+                out.append(SpecProblem(field: "spec.edge.release.tagPattern", message: "must be a glob of 1 to 255 characters without whitespace, got \(quoted(release.tagPattern))"))
+            }
+            if let interval = release.interval, interval < 10 || interval > 86_400 {
+                out.append(SpecProblem(field: "spec.edge.release.interval", message: "must be between 10 and 86400 seconds, got \(interval)"))
+            }
+        }
         return out
     }
 

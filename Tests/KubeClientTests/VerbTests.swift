@@ -24,6 +24,23 @@ import Testing
         }
     }
 
+    /// As kube-apiserver's Secret strategy: stringData is merged into data (and wins), never stored; type defaults
+    /// to Opaque; data that is not base64 is refused.
+    @Test func secretStringDataBecomesData() async throws {
+        try await TestCluster.with(crds: []) { c in
+            let secrets = c.client.dynamic(Secret.resourceType, namespace: "default")
+            let created = try await secrets.create(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "s"], "data": ["a": "b2xk", "k": "eA=="], "stringData": ["a": "new", "pem": "-----BEGIN-----"]])
+            #expect(created["stringData"] == nil)
+            #expect(created["type"] == "Opaque")
+            #expect(created["data"] == ["a": .string(Data("new".utf8).base64EncodedString()), "k": "eA==", "pem": .string(Data("-----BEGIN-----".utf8).base64EncodedString())])
+            let typed = try await c.client.api(Secret.self, namespace: "default").get("s")
+            #expect(typed.value("pem").map { String(decoding: $0, as: UTF8.self) } == "-----BEGIN-----")
+            await #expect { _ = try await secrets.create(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "bad"], "data": ["a": "not base64!"]]) } throws: {
+                ($0 as? KubeError)?.status?.code == 400
+            }
+        }
+    }
+
     @Test func refusesMissingOrWrongToken() async throws {
         try await TestCluster.with(token: "right") { c in
             var config = TestCluster.clusterConfiguration(c.server)

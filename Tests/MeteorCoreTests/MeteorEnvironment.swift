@@ -24,20 +24,22 @@ final class MeteorEnvironment: Sendable {
 
     /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
     static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
+        var configuration = MeteorReconciler.Configuration()
+        configuration.strictFieldValidation = true
+        configure(&configuration)
         let cluster: TestCluster
         if let existing {
             cluster = existing
         } else {
-            cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
+            let argo = configuration.edge != nil ? ["crds/argocd/application-crd.yaml"] : []
+            cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + argo + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
             if !referenceCRD { try cluster.server.installCRDs(yaml: try operatorCRD) }
+            if let edge = configuration.edge { try await cluster.createNamespace(edge.argocdNamespace) }
         }
         var options = Manager.Options()
         options.metricsBindAddress = nil
         options.healthProbeBindAddress = nil
         let manager = Manager(client: cluster.client, options: options)
-        var configuration = MeteorReconciler.Configuration()
-        configuration.strictFieldValidation = true
-        configure(&configuration)
         let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration)
         let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
@@ -79,6 +81,18 @@ final class MeteorEnvironment: Sendable {
 extension TestCluster {
     var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
     var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
+    var applications: DynamicApi { client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd") }
+
+    func createNamespace(_ name: String) async throws {
+        _ = try await client.dynamic(ResourceType(group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false)).create(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(name)]])
+    }
+
+    /// What Argo CD's application controller writes (Application has no status subresource: the whole object).
+    func argo(_ app: String, sync: String, health: String, message: String? = nil) async throws {
+        var healthObject: JSONObject = ["status": .string(health)]
+        if let message { healthObject["message"] = .string(message) }
+        _ = try await applications.patch(app, .merge(["status": ["sync": ["status": .string(sync)], "health": .object(healthObject)]]), params: WriteParams(fieldValidation: "Strict"))
+    }
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
     @discardableResult

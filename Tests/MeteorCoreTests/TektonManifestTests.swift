@@ -18,7 +18,7 @@ import Testing
 
     @Test func everyManifestValidatesStrictlyAgainstTektonsSchemas() async throws {
         let docs = try Self.manifests()
-        #expect(docs.count == 6)
+        #expect(docs.count == 8)
         try await TestCluster.with(crds: ["crds/tekton/300-pipeline.yaml", "crds/tekton/300-task.yaml"]) { c in
             for doc in docs {
                 let kind = try #require(doc["kind"]?.stringValue)
@@ -49,8 +49,11 @@ import Testing
         }
         let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m", "uid": "u"]]
         let meteor = Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main"))
-        for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
-            let run = PipelineRunBuilder.build(meteor: meteor, owner: owner, pipeline: pipeline, settings: BuildSettings())
+        let edgeImage = Edge.Image(name: "car", dockerfile: "Dockerfile.donkey.arm64", platform: "linux/arm64", repository: "quay.io/meteor/donkeycar")
+        for pipeline in Pipeline.allCases {
+            let run = pipeline == .edge
+                ? EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: edgeImage, build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings())
+                : PipelineRunBuilder.build(meteor: meteor, owner: owner, pipeline: pipeline, settings: BuildSettings())
             let p = try #require(pipelines[pipeline.tektonPipeline], "no Pipeline \(pipeline.tektonPipeline)")
             let wanted = declared(p["spec"])
             let sent = Set((run[path: "spec", "params"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })

@@ -1,0 +1,151 @@
+import Foundation
+import KubeModels
+
+/// `spec.edge`: signed per-architecture images, deployed by Argo CD to device clusters.
+public struct Edge: Codable, Sendable, Hashable {
+    /// One image per device architecture, built from a Dockerfile in the repository.
+    public struct Image: Codable, Sendable, Hashable {
+        public var name: String
+        /// Path of the Dockerfile in the repository (e.g. `Dockerfile.donkey.arm64`).
+        public var dockerfile: String
+        /// Build context in the repository; `.` when absent.
+        public var context: String?
+        /// `linux/arm64`, `linux/amd64`, …
+        public var platform: String
+        /// Where the image is pushed, without tag or digest (e.g. `quay.io/thoth-station/donkeycar`).
+        public var repository: String
+
+        public init(name: String, dockerfile: String, context: String? = nil, platform: String, repository: String) {
+            self.name = name
+            self.dockerfile = dockerfile
+            self.context = context
+            self.platform = platform
+            self.repository = repository
+        }
+    }
+
+    public struct SecretKeyRef: Codable, Sendable, Hashable {
+        public var name: String
+        public var key: String?
+        public init(name: String, key: String? = nil) {
+            self.name = name
+            self.key = key
+        }
+    }
+
+    public struct LocalObjectReference: Codable, Sendable, Hashable {
+        public var name: String
+        public init(name: String) { self.name = name }
+    }
+
+    public struct Signing: Codable, Sendable, Hashable {
+        /// A Secret in the Meteor's namespace holding the PEM PKIX ECDSA P-256 public key (key `cosign.pub` by default).
+        public var publicKeySecretRef: SecretKeyRef
+        /// A `kubernetes.io/dockerconfigjson` Secret with credentials for reading signatures from the registry.
+        public var pullSecretRef: LocalObjectReference?
+
+        public init(publicKeySecretRef: SecretKeyRef, pullSecretRef: LocalObjectReference? = nil) {
+            self.publicKeySecretRef = publicKeySecretRef
+            self.pullSecretRef = pullSecretRef
+        }
+    }
+
+    /// A device cluster registered in Argo CD and what runs on it.
+    public struct Target: Codable, Sendable, Hashable {
+        public var name: String
+        /// The Argo CD cluster name (the `name` of its cluster Secret), e.g. `microshift-rpi`.
+        public var cluster: String
+        /// Which `images[].name` it runs.
+        public var image: String
+        /// The kustomize directory in the repository that deploys it.
+        public var path: String
+        /// Namespace on the device.
+        public var namespace: String
+
+        public init(name: String, cluster: String, image: String, path: String, namespace: String) {
+            self.name = name
+            self.cluster = cluster
+            self.image = image
+            self.path = path
+            self.namespace = namespace
+        }
+    }
+
+    public struct Release: Codable, Sendable, Hashable {
+        /// A glob over tag names (`v*`): the newest matching tag on the remote is delivered.
+        public var tagPattern: String
+        /// Seconds between checks of the remote; 300 when absent.
+        public var interval: Int64?
+
+        public init(tagPattern: String, interval: Int64? = nil) {
+            self.tagPattern = tagPattern
+            self.interval = interval
+        }
+    }
+
+    public var images: [Image]
+    public var signing: Signing
+    public var targets: [Target]
+    public var release: Release?
+
+    public init(images: [Image], signing: Signing, targets: [Target], release: Release? = nil) {
+        self.images = images
+        self.signing = signing
+        self.targets = targets
+        self.release = release
+    }
+}
+
+/// `status.release`: the tag (and the commit it points at) being delivered.
+public struct EdgeRelease: Codable, Sendable, Hashable {
+    public var tag: String
+    public var commit: String?
+    public init(tag: String, commit: String?) {
+        self.tag = tag
+        self.commit = commit
+    }
+}
+
+/// `status.images[]`: one built image and what verification found.
+public struct EdgeImageStatus: Codable, Sendable, Hashable {
+    public var name: String
+    public var platform: String
+    public var repository: String
+    public var pipelineRunName: String?
+    public var digest: String?
+    public var verified: Bool
+    public var keyFingerprint: String?
+    /// Why it is not (yet) verified: a SignatureFailure reason, `Building` or `BuildFailed`.
+    public var reason: String?
+    public var message: String?
+
+    public init(name: String, platform: String, repository: String) {
+        self.name = name
+        self.platform = platform
+        self.repository = repository
+        self.verified = false
+    }
+
+    /// `repository@digest`, once there is a digest.
+    public var pinnedReference: String? { digest.map { "\(repository)@\($0)" } }
+}
+
+/// `status.deployments[]`: one Argo CD Application and what Argo reports.
+public struct EdgeDeploymentStatus: Codable, Sendable, Hashable {
+    public var target: String
+    public var cluster: String
+    public var application: String
+    /// The image it deploys, pinned by digest.
+    public var image: String?
+    /// The git revision it deploys.
+    public var revision: String?
+    public var syncStatus: String?
+    public var healthStatus: String?
+    public var message: String?
+
+    public init(target: String, cluster: String, application: String) {
+        self.target = target
+        self.cluster = cluster
+        self.application = application
+    }
+}

@@ -1,0 +1,269 @@
+import Crypto
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeTestSupport
+import MeteorCore
+import Testing
+
+/// Edge delivery end to end: the operator on the embedded API server, a real OCI registry (Debian's
+/// docker-registry) holding cosign-format signatures, and for releases a real git remote (`git http-backend`).
+/// The tests play Tekton (PipelineRun status and results) and Argo CD (Application sync and health).
+@Suite(.serialized) struct EdgeDeliveryTests {
+    static let needsRegistry = Testing.ConditionTrait.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed (hack/test installs it)")
+
+    /// A registry on a free loopback port, a signing key, and the Secret holding its public half.
+    struct Fixture {
+        let registry: LocalRegistry
+        let client: RegistryClient
+        let signer = CosignSigner()
+        var address: String { registry.address }
+
+        /// Pushes an image for `platform`, signs it with `signer` (or not), returns its digest.
+        func image(_ repository: String, tag: String, platform: String, content: String, signedBy signer: CosignSigner?) async throws -> String {
+            let repo = try RegistryClient.Reference(parsing: "\(address)/\(repository)")
+            let digest = try await client.pushImage(repo, tag: tag, platform: platform, content: content)
+            if let signer { try await client.push(try signer.sign(digest: digest, dockerReference: "\(address)/\(repository):\(tag)"), to: repo) }
+            return digest
+        }
+
+        func sign(_ repository: String, digest: String) async throws {
+            let repo = try RegistryClient.Reference(parsing: "\(address)/\(repository)")
+            try await client.push(try signer.sign(digest: digest, dockerReference: "\(address)/\(repository)"), to: repo)
+        }
+    }
+
+    static func withEdge(_ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
+        #expect(LocalRegistry.isInstalled, "CI must install docker-registry")
+        let registry = try await LocalRegistry(port: nil)
+        let fixture = Fixture(registry: registry, client: RegistryClient(insecure: true))
+        do {
+            try await MeteorEnvironment.with(configure: { c in
+                var edge = EdgeSettings()
+                edge.insecureRegistries = [registry.address]
+                edge.verificationRetry = .milliseconds(200)
+                edge.defaultReleaseInterval = 1
+                edge.minimumReleaseInterval = 1
+                c.edge = edge
+            }) { env in
+                let secrets = env.client.api(Secret.self, namespace: "default")
+                _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": fixture.signer.publicKeyPEM]))
+                try await body(env, fixture)
+            }
+        } catch {
+            try? await fixture.client.shutdown()
+            registry.stop()
+            throw error
+        }
+        try? await fixture.client.shutdown()
+        registry.stop()
+    }
+
+    static func donkeycar(_ edge: Edge) throws -> JSONValue {
+        try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "donkeycar", namespace: "default"), spec: .init(url: "https://github.com/thoth-station/donkeycar-edge", ref: "main", pipelines: ["edge"], edge: edge)))
+    }
+
+    @Test(needsRegistry) func signedImagesAreDeployedPinnedByDigestAndArgoStatusFlowsBack() async throws {
+        try await Self.withEdge { env, f in
+            let c = env.cluster
+            let edge = donkeycarEdge(registry: f.address)
+            let carDigest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
+            let twinDigest = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/amd64", content: "twin", signedBy: f.signer)
+            _ = try await c.meteors.create(try Self.donkeycar(edge), params: WriteParams(fieldValidation: "Strict"))
+
+            let build = EdgeBuild(ref: "main", release: nil, generation: 1)
+            let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: build)
+            let twinRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "twin", build: build)
+            let run = try #require(try await c.waitFor(c.runs, carRun) { $0 != nil })
+            let params = Dictionary(uniqueKeysWithValues: (run[path: "spec", "params"]?.arrayValue ?? []).map { ($0["name"]!.stringValue!, $0["value"]!.stringValue!) })
+            #expect(params["platform"] == "linux/arm64" && params["dockerfile"] == "Dockerfile.donkey.arm64" && params["image"] == "\(f.address)/meteor/donkeycar:g1")
+            #expect(run[path: "spec", "pipelineRef", "name"] == "meteor-edge-image")
+            _ = try await c.waitFor(c.runs, twinRun) { $0 != nil }
+            var meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesBuilt")?["reason"] == "Building" }
+            #expect(meteor?[path: "status", "phase"] == "Building")
+
+            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
+            try await c.tekton(twinRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "True" }
+            let images = meteor?[path: "status", "images"]?.arrayValue ?? []
+            #expect(images.count == 2 && images.allSatisfy { $0["verified"] == true && $0["keyFingerprint"]?.stringValue == SignatureVerifier.digest(Array(f.signer.key.publicKey.derRepresentation)) })
+
+            let rpi = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "rpi")
+            let nuc = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "nuc")
+            let rpiApp = try #require(try await c.waitFor(c.applications, rpi) { $0 != nil })
+            #expect(rpiApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar=\(f.address)/meteor/donkeycar@\(carDigest)")])
+            #expect(rpiApp[path: "spec", "destination"] == ["name": "microshift-rpi", "namespace": "donkeycar"])
+            #expect(rpiApp[path: "spec", "source", "targetRevision"] == "main")
+            let nucApp = try #require(try await c.waitFor(c.applications, nuc) { $0 != nil })
+            #expect(nucApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar-twin=\(f.address)/meteor/donkeycar-twin@\(twinDigest)")])
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Deployed")?["reason"] == "Progressing" }
+            #expect(condition(meteor, "Ready")?["status"] == "False")
+
+            // Argo CD syncs: OutOfSync/Progressing, then Synced/Healthy on both devices.
+            try await c.argo(rpi, sync: "OutOfSync", health: "Progressing")
+            try await c.argo(nuc, sync: "Synced", health: "Healthy")
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { m in (m?[path: "status", "deployments"]?.arrayValue ?? []).contains { $0["syncStatus"] == "OutOfSync" } }
+            #expect(condition(meteor, "Deployed")?["status"] == "Unknown")
+            try await c.argo(rpi, sync: "Synced", health: "Healthy")
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Ready")?["status"] == "True" }
+            #expect(meteor?[path: "status", "phase"] == "Ready")
+            let deployments = meteor?[path: "status", "deployments"]?.arrayValue ?? []
+            #expect(deployments.count == 2)
+            #expect(deployments.first { $0["target"] == "rpi" }?["image"] == .string("\(f.address)/meteor/donkeycar@\(carDigest)"))
+            #expect(deployments.allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
+
+            // A device going Degraded is reported, with Argo's message.
+            try await c.argo(nuc, sync: "Synced", health: "Degraded", message: "Deployment donkeycar-twin has 0 ready replicas")
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Deployed")?["status"] == "False" }
+            #expect(condition(meteor, "Deployed")?["message"]?.stringValue?.contains("0 ready replicas") == true)
+            #expect(meteor?[path: "status", "phase"] == "Failed")
+
+            // Deleting the Meteor deletes its Applications (Argo CD's own finalizer then cleans the devices).
+            _ = try await c.meteors.delete("donkeycar")
+            _ = try await c.waitFor(c.meteors, "donkeycar") { $0 == nil }
+            for app in [rpi, nuc] {
+                let gone = try await c.waitFor(c.applications, app) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
+                #expect(gone?[path: "metadata", "finalizers"] == [.string(ArgoApplicationBuilder.resourcesFinalizer)])
+            }
+        }
+    }
+
+    @Test(needsRegistry) func aBadSignatureBlocksDeploymentWithAPreciseConditionUntilAGoodOneArrives() async throws {
+        try await Self.withEdge { env, f in
+            let c = env.cluster
+            let edge = donkeycarEdge(registry: f.address)
+            let intruder = CosignSigner()
+            let carDigest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
+            let twinDigest = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/amd64", content: "twin", signedBy: intruder)
+            _ = try await c.meteors.create(try Self.donkeycar(edge))
+            let build = EdgeBuild(ref: "main", release: nil, generation: 1)
+            let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: build)
+            let twinRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "twin", build: build)
+            _ = try await c.waitFor(c.runs, twinRun) { $0 != nil }
+            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
+            try await c.tekton(twinRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
+
+            let meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "False" }
+            let verified = try #require(condition(meteor, "ImagesVerified"))
+            #expect(verified["reason"] == "SignatureInvalid")
+            #expect(verified["message"]?.stringValue?.contains("twin (\(f.address)/meteor/donkeycar-twin@\(twinDigest))") == true)
+            #expect(condition(meteor, "Ready")?["reason"] == "SignatureInvalid")
+            #expect(meteor?[path: "status", "phase"] == "Failed")
+            let twin = (meteor?[path: "status", "images"]?.arrayValue ?? []).first { $0["name"] == "twin" }
+            #expect(twin?["verified"] == false && twin?["reason"] == "SignatureInvalid")
+            let events = try await c.client.dynamic(Event.resourceType, namespace: "default").list(ListOptions(fieldSelector: "involvedObject.name=donkeycar,reason=VerificationFailed"))
+            #expect(events.items.contains { $0["type"] == "Warning" && $0["message"]?.stringValue?.contains(twinDigest) == true })
+
+            // The verified car image is deployed; the twin's unverified digest is not.
+            let rpi = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "rpi")
+            let nuc = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "nuc")
+            _ = try await c.waitFor(c.applications, rpi) { $0 != nil }
+            #expect(try await c.applications.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue } == [rpi])
+
+            // The right key signs it (as Tekton Chains might, late): the retry verifies and deploys it.
+            try await f.sign("meteor/donkeycar-twin", digest: twinDigest)
+            let app = try #require(try await c.waitFor(c.applications, nuc) { $0 != nil })
+            #expect(app[path: "metadata", "annotations", "meteor.zone/image"] == .string("\(f.address)/meteor/donkeycar-twin@\(twinDigest)"))
+            _ = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "True" }
+        }
+    }
+
+    @Test(needsRegistry) func unsignedAndWronglyReportedImagesAreRefusedWithTheirReasons() async throws {
+        try await Self.withEdge { env, f in
+            let c = env.cluster
+            var edge = donkeycarEdge(registry: f.address)
+            edge.images.removeLast()
+            edge.targets.removeLast()
+            let carDigest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: nil)
+            _ = try await c.meteors.create(try Self.donkeycar(edge))
+            let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
+            _ = try await c.waitFor(c.runs, carRun) { $0 != nil }
+            // A pipeline that claims to have pushed somewhere else is not believed.
+            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/elsewhere/car:g1", "IMAGE_DIGEST": carDigest])
+            var meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "False" }
+            #expect(condition(meteor, "ImagesVerified")?["reason"] == "RepositoryMismatch")
+            // Spec change → generation 2 → a new run, which reports honestly, but nothing signed the image.
+            _ = try await c.meteors.patch("donkeycar", .merge(["spec": ["ref": "v2"]]))
+            let second = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: EdgeBuild(ref: "v2", release: nil, generation: 2))
+            _ = try await c.waitFor(c.runs, second) { $0 != nil }
+            try await c.tekton(second, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g2", "IMAGE_DIGEST": carDigest])
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["reason"] == "SignatureMissing" }
+            #expect(try await c.applications.list().items.isEmpty)
+            // A missing key Secret is named.
+            _ = try await c.client.api(Secret.self, namespace: "default").delete("cosign-pub")
+            try await f.sign("meteor/donkeycar", digest: carDigest)
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["reason"] == "SecretNotFound" }
+            #expect(condition(meteor, "ImagesVerified")?["message"]?.stringValue?.contains("cosign-pub") == true)
+            #expect(try await c.applications.list().items.isEmpty)
+        }
+    }
+
+    /// A new tag on the remote starts a new build chain; the running release stays deployed until the new
+    /// images verify.
+    @Test(needsRegistry, .enabled(if: GitHTTPServer.isInstalled, "git http-backend is not installed"))
+    func aNewTagStartsANewChainAndTheOldReleaseStaysUntilTheNewOneVerifies() async throws {
+        let git = try await GitHTTPServer.start()
+        do {
+            try await git.createRepository("donkeycar")
+            let v1 = try await git.tag("donkeycar", "v1.0.0")
+            try await Self.withEdge { env, f in
+                let c = env.cluster
+                let edge = donkeycarEdge(registry: f.address, release: Edge.Release(tagPattern: "v*"))
+                var body = try Self.donkeycar(edge)
+                body[path: "spec", "url"] = .string(git.url("donkeycar"))
+                _ = try await c.meteors.create(body)
+
+                let b1 = EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: v1), generation: 1)
+                var digests: [String: String] = [:]
+                for (image, platform) in [("car", "linux/arm64"), ("twin", "linux/amd64")] {
+                    let repo = image == "car" ? "meteor/donkeycar" : "meteor/donkeycar-twin"
+                    let run = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: b1)
+                    let created = try #require(try await c.waitFor(c.runs, run) { $0 != nil })
+                    #expect((created[path: "spec", "params"]?.arrayValue ?? []).contains { $0["name"] == "ref" && $0["value"] == "v1.0.0" })
+                    digests[image] = try await f.image(repo, tag: "v1.0.0", platform: platform, content: "\(image) 1", signedBy: f.signer)
+                    try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/\(repo):v1.0.0", "IMAGE_DIGEST": digests[image]!])
+                }
+                let rpi = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "rpi")
+                let nuc = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "nuc")
+                for app in [rpi, nuc] {
+                    let a = try #require(try await c.waitFor(c.applications, app) { $0 != nil })
+                    #expect(a[path: "spec", "source", "targetRevision"] == .string(v1))
+                    try await c.argo(app, sync: "Synced", health: "Healthy")
+                }
+                var meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Ready")?["status"] == "True" }
+                #expect(meteor?[path: "status", "release"] == ["tag": "v1.0.0", "commit": .string(v1)])
+
+                // v1.1.0 is tagged: the operator notices on its next check and builds it.
+                try await git.commit("donkeycar", files: ["model.py": "speed = 2\n"], message: "faster")
+                let v2 = try await git.tag("donkeycar", "v1.1.0")
+                let b2 = EdgeBuild(ref: "v1.1.0", release: EdgeRelease(tag: "v1.1.0", commit: v2), generation: 1)
+                let carRun2 = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: b2)
+                let twinRun2 = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "twin", build: b2)
+                _ = try await c.waitFor(c.runs, carRun2) { $0 != nil }
+                _ = try await c.waitFor(c.runs, twinRun2) { $0 != nil }
+                meteor = try await c.waitFor(c.meteors, "donkeycar") { $0?[path: "status", "release", "tag"] == "v1.1.0" }
+
+                // The twin's new image verifies, the car's has no signature yet: only the twin moves on.
+                let car2 = try await f.image("meteor/donkeycar", tag: "v1.1.0", platform: "linux/arm64", content: "car 2", signedBy: nil)
+                let twin2 = try await f.image("meteor/donkeycar-twin", tag: "v1.1.0", platform: "linux/amd64", content: "twin 2", signedBy: f.signer)
+                try await c.tekton(carRun2, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:v1.1.0", "IMAGE_DIGEST": car2])
+                try await c.tekton(twinRun2, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:v1.1.0", "IMAGE_DIGEST": twin2])
+                _ = try await c.waitFor(c.applications, nuc) { $0?[path: "spec", "source", "targetRevision"] == .string(v2) }
+                meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["reason"] == "SignatureMissing" }
+                let carApp = try await c.applications.get(rpi)
+                #expect(carApp[path: "spec", "source", "targetRevision"] == .string(v1), "the car keeps running v1.0.0")
+                #expect(carApp[path: "metadata", "annotations", "meteor.zone/image"] == .string("\(f.address)/meteor/donkeycar@\(digests["car"]!)"))
+
+                // Signed: the car moves to v1.1.0 too.
+                try await f.sign("meteor/donkeycar", digest: car2)
+                let moved = try await c.waitFor(c.applications, rpi) { $0?[path: "spec", "source", "targetRevision"] == .string(v2) }
+                #expect(moved?[path: "metadata", "annotations", "meteor.zone/image"] == .string("\(f.address)/meteor/donkeycar@\(car2)"))
+            }
+        } catch {
+            await git.stop()
+            throw error
+        }
+        await git.stop()
+    }
+}
