@@ -189,11 +189,7 @@ extension MeteorReconciler {
         }
         edgeMemory.verifications.withLock { $0["\(meteor.metadata.uid ?? "")/\(pinned)"] = now }
         do {
-            let verifier = try await signatureVerifier(edge.signing, namespace: meteor.namespace)
-            let reference = try RegistryClient.Reference(parsing: pinned)
-            let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(edge.signing, namespace: meteor.namespace))
-            defer { Task { try? await registry.shutdown() } }
-            let result = try await verifier.verify(image: reference, registry: registry)
+            let result = try await fetchAndVerify(pinned, signing: edge.signing, namespace: meteor.namespace, settings: settings)
             status.verified = true
             status.keyFingerprint = result.keyFingerprint
             status.reason = nil
@@ -217,6 +213,21 @@ extension MeteorReconciler {
             await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)
         }
         return status
+    }
+
+    /// Reads the key and credentials from their Secrets and verifies `pinned` against the registry.
+    func fetchAndVerify(_ pinned: String, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> SignatureVerifier.Verified {
+        let verifier = try await signatureVerifier(signing, namespace: namespace)
+        let reference = try RegistryClient.Reference(parsing: pinned)
+        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace))
+        do {
+            let verified = try await verifier.verify(image: reference, registry: registry)
+            try? await registry.shutdown()
+            return verified
+        } catch {
+            try? await registry.shutdown()
+            throw error
+        }
     }
 
     struct EdgeConfigurationError: Error {

@@ -25,6 +25,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
+    @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
+    @Option(help: "The Argo CD AppProject edge Applications belong to (manifests/argocd/appproject.yaml).") var argocdProject = "meteor"
+    @Option(help: "A registry (host:port) read over plain HTTP when verifying signatures; repeatable.") var insecureRegistry: [String] = []
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -57,11 +60,15 @@ struct RunCommand: AsyncParsableCommand {
         preflightOptions.connectTimeout = .seconds(3)
         let preflightClient = try KubeClient(configuration: cluster, options: preflightOptions)
         var publishImageStreams = false
+        var argoServed = false
         do {
             try await Self.preflight(preflightClient, server: cluster.server.absoluteString)
             // Open Data Hub's JupyterHub lists notebook images from ImageStreams, where the cluster has them.
             let images = try? await preflightClient.json(.GET, "/apis/image.openshift.io/v1")
             publishImageStreams = (images?["resources"]?.arrayValue ?? []).contains { $0["name"] == "imagestreams" }
+            // Edge delivery needs Argo CD's Application kind.
+            let argo = try? await preflightClient.json(.GET, "/apis/argoproj.io/v1alpha1")
+            argoServed = (argo?["resources"]?.arrayValue ?? []).contains { $0["name"] == "applications" }
             try await preflightClient.shutdown()
         } catch {
             try? await preflightClient.shutdown()
@@ -81,6 +88,15 @@ struct RunCommand: AsyncParsableCommand {
         configuration.ingressClass = ingressClass
         configuration.ingressDomain = ingressDomain
         configuration.publishImageStreams = publishImageStreams
+        if argoServed {
+            var edge = EdgeSettings()
+            edge.argocdNamespace = argocdNamespace
+            edge.project = argocdProject
+            edge.insecureRegistries = Set(insecureRegistry)
+            configuration.edge = edge
+        } else {
+            logger.notice("edge delivery is off: the cluster does not serve argoproj.io/v1alpha1 Applications (install Argo CD to enable it)")
+        }
         _ = await MeteorReconciler.register(with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
         logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)"])
         let group = ServiceGroup(configuration: .init(

@@ -67,10 +67,19 @@ import Testing
     @Test(needsRegistry) func signedImagesAreDeployedPinnedByDigestAndArgoStatusFlowsBack() async throws {
         try await Self.withEdge { env, f in
             let c = env.cluster
-            let edge = donkeycarEdge(registry: f.address)
             let carDigest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
             let twinDigest = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/amd64", content: "twin", signedBy: f.signer)
-            _ = try await c.meteors.create(try Self.donkeycar(edge), params: WriteParams(fieldValidation: "Strict"))
+            // The DonkeyCar sample as shipped, pointed at the loopback registry and built from its ref (no release).
+            let samplePath = TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml")
+            var sample = try YAML.parse(String(contentsOf: samplePath, encoding: .utf8))
+            sample[path: "spec", "edge", "images"] = .array((sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
+                var image = image
+                image["repository"] = .string(image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
+                return image
+            })
+            sample[path: "spec", "edge", "release"] = nil
+            sample[path: "metadata", "namespace"] = "default"
+            _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
 
             let build = EdgeBuild(ref: "main", release: nil, generation: 1)
             let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: build)
@@ -95,6 +104,7 @@ import Testing
             #expect(rpiApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar=\(f.address)/meteor/donkeycar@\(carDigest)")])
             #expect(rpiApp[path: "spec", "destination"] == ["name": "microshift-rpi", "namespace": "donkeycar"])
             #expect(rpiApp[path: "spec", "source", "targetRevision"] == "main")
+            #expect(rpiApp[path: "spec", "source", "path"] == "deploy/car")
             let nucApp = try #require(try await c.waitFor(c.applications, nuc) { $0 != nil })
             #expect(nucApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar-twin=\(f.address)/meteor/donkeycar-twin@\(twinDigest)")])
             meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Deployed")?["reason"] == "Progressing" }
