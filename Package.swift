@@ -100,6 +100,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Sandbox mode: the embedded server, the operator and simulators of Tekton, Argo CD, a registry and git.
+        .target(
+            name: "MeteorSandbox",
+            dependencies: [
+                "KubeAPIServer",
+                "KubeClient",
+                "KubeModels",
+                "KubeRuntime",
+                "MeteorCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "MeteorOperatorCLI",
             dependencies: [
@@ -107,6 +124,7 @@ let package = Package(
                 "KubeAPIServer",
                 "KubeRuntime",
                 "MeteorCore",
+                "MeteorSandbox",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -137,7 +155,7 @@ let package = Package(
         .testTarget(
             name: "MeteorCoreTests",
             dependencies: [
-                "MeteorCore", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
+                "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -66,17 +66,26 @@ public struct CosignSigner: Sendable {
     }
 }
 
-extension RegistryClient {
+/// Somewhere blobs and manifests can be pushed: a registry over HTTP (`RegistryClient`) or the sandbox's
+/// in-memory registry.
+public protocol OCIPushTarget: Sendable {
+    func pushBlob(_ repository: RegistryClient.Reference, _ bytes: [UInt8]) async throws -> String
+    func pushManifest(_ repository: RegistryClient.Reference, reference: String, _ bytes: [UInt8], mediaType: String) async throws
+}
+
+extension RegistryClient: OCIPushTarget {}
+
+extension OCIPushTarget {
     /// Pushes a signature artifact next to the image it signs.
-    public func push(_ signature: CosignSigner.SignatureArtifact, to repository: Reference) async throws {
+    public func push(_ signature: CosignSigner.SignatureArtifact, to repository: RegistryClient.Reference) async throws {
         _ = try await pushBlob(repository, signature.config)
         _ = try await pushBlob(repository, signature.payload)
-        try await pushManifest(repository, reference: signature.tag, signature.manifest)
+        try await pushManifest(repository, reference: signature.tag, signature.manifest, mediaType: "application/vnd.oci.image.manifest.v1+json")
     }
 
     /// Pushes a minimal single-layer OCI image for `platform` (`os/arch`) whose layer holds `content`; returns its
     /// manifest digest. For tests and the sandbox, where nothing real is built.
-    public func pushImage(_ repository: Reference, tag: String, platform: String, content: String) async throws -> String {
+    public func pushImage(_ repository: RegistryClient.Reference, tag: String, platform: String, content: String) async throws -> String {
         let parts = platform.split(separator: "/").map(String.init)
         let layer = Array(content.utf8)
         let layerDigest = try await pushBlob(repository, layer)
@@ -93,7 +102,7 @@ extension RegistryClient {
             "layers": [["mediaType": "application/vnd.oci.image.layer.v1.tar", "size": .int(Int64(layer.count)), "digest": .string(layerDigest)]],
         ]
         let bytes = manifest.serialized()
-        try await pushManifest(repository, reference: tag, bytes)
+        try await pushManifest(repository, reference: tag, bytes, mediaType: "application/vnd.oci.image.manifest.v1+json")
         return SignatureVerifier.digest(bytes)
     }
 }

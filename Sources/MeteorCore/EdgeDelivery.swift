@@ -12,6 +12,11 @@ public struct EdgeSettings: Sendable {
     public var project = "meteor"
     /// Registries (`host:port`) reached over plain HTTP, e.g. a loopback registry in tests.
     public var insecureRegistries: Set<String> = []
+    /// Registry and git hosts whose requests go to another origin (host → `http://127.0.0.1:PORT`, `*` for every
+    /// host): mirrors in air-gapped clusters, the stand-ins in the sandbox.
+    public var hostOverrides: [String: String] = [:]
+    /// Check release remotes this often whatever `spec.edge.release.interval` says (the sandbox's quick loop).
+    public var releaseIntervalOverride: Int64?
     /// How soon an image whose verification failed is verified again (a signature may arrive after the build,
     /// from Tekton Chains).
     public var verificationRetry: Duration = .seconds(30)
@@ -39,6 +44,17 @@ final class EdgeMemory: Sendable {
     struct ReleaseCheck { var checked: Date; var pattern: String; var release: EdgeRelease? }
     let releases = Mutex<[String: ReleaseCheck]>([:])
     let verifications = Mutex<[String: Date]>([:])
+    /// Digests verified since start (by Meteor UID and pinned reference), with the key's fingerprint: a reconcile
+    /// that runs before the cache shows the status it wrote does not verify again.
+    let verified = Mutex<[String: String]>([:])
+
+    /// Drops what is remembered for a deleted Meteor.
+    func forget(uid: String) {
+        let prefix = uid + "/"
+        releases.withLock { _ = $0.removeValue(forKey: uid) }
+        verifications.withLock { $0 = $0.filter { !$0.key.hasPrefix(prefix) } }
+        verified.withLock { $0 = $0.filter { !$0.key.hasPrefix(prefix) } }
+    }
 }
 
 extension MeteorReconciler {
@@ -52,7 +68,7 @@ extension MeteorReconciler {
         // 1. Which revision: the newest release tag, or spec.ref.
         let build: EdgeBuild
         if let release = edge.release {
-            let interval = max(settings.minimumReleaseInterval, release.interval ?? settings.defaultReleaseInterval)
+            let interval = settings.releaseIntervalOverride ?? max(settings.minimumReleaseInterval, release.interval ?? settings.defaultReleaseInterval)
             outcome.requeueAfter = .seconds(interval)
             let (current, problem) = await currentRelease(meteor, release, interval: interval, previous: previous.release, now: now)
             if let problem {
@@ -181,15 +197,22 @@ extension MeteorReconciler {
         if let earlier, earlier.digest == status.digest, earlier.repository == status.repository {
             if earlier.verified { return earlier.withRun(status.pipelineRunName) }
             let key = "\(meteor.metadata.uid ?? "")/\(pinned)"
-            if let last = edgeMemory.verifications.withLock({ $0[key] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds {
+            if edgeMemory.verified.withLock({ $0[key] }) == nil, let last = edgeMemory.verifications.withLock({ $0[key] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds {
                 var kept = earlier.withRun(status.pipelineRunName)
                 kept.verified = false
                 return kept
             }
         }
-        edgeMemory.verifications.withLock { $0["\(meteor.metadata.uid ?? "")/\(pinned)"] = now }
+        let memoryKey = "\(meteor.metadata.uid ?? "")/\(pinned)"
+        if let fingerprint = edgeMemory.verified.withLock({ $0[memoryKey] }) {
+            status.verified = true
+            status.keyFingerprint = fingerprint
+            return status
+        }
+        edgeMemory.verifications.withLock { $0[memoryKey] = now }
         do {
             let result = try await fetchAndVerify(pinned, signing: edge.signing, namespace: meteor.namespace, settings: settings)
+            edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
             status.verified = true
             status.keyFingerprint = result.keyFingerprint
             status.reason = nil
@@ -219,7 +242,7 @@ extension MeteorReconciler {
     func fetchAndVerify(_ pinned: String, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> SignatureVerifier.Verified {
         let verifier = try await signatureVerifier(signing, namespace: namespace)
         let reference = try RegistryClient.Reference(parsing: pinned)
-        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace))
+        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides)
         do {
             let verified = try await verifier.verify(image: reference, registry: registry)
             try? await registry.shutdown()

@@ -97,7 +97,10 @@ public final class MeteorReconciler: Sendable {
         if raw[path: "metadata", "deletionTimestamp"] != nil {
             // Children in this namespace go with the Meteor through their ownerReferences; Argo CD Applications
             // live in Argo's namespace, so they are deleted here before the finalizer lets the Meteor go.
-            if let edge = configuration.edge { try await pruneApplications(meteor, keep: [], settings: edge) }
+            if let edge = configuration.edge {
+                try await pruneApplications(meteor, keep: [], settings: edge)
+                edgeMemory.forget(uid: meteor.metadata.uid ?? "")
+            }
             try await ObjectHelpers.removeFinalizer(MeteorLabels.finalizer, from: raw, api: api)
             return .done
         }
@@ -265,7 +268,13 @@ public final class MeteorReconciler: Sendable {
         return expiry
     }
 
-    func gitRemote(_ url: String) -> GitRemote { GitRemote(url: url) }
+    /// The remote for a repository URL, through `EdgeSettings.hostOverrides` when its host has one.
+    func gitRemote(_ url: String) -> GitRemote {
+        guard let overrides = configuration.edge?.hostOverrides, !overrides.isEmpty, let components = URLComponents(string: url),
+            let host = components.host, let origin = overrides[components.port.map { "\(host):\($0)" } ?? host] ?? overrides["*"]
+        else { return GitRemote(url: url) }
+        return GitRemote(url: origin + "/" + host + components.path)
+    }
 
     /// Runs the built site and returns the URL it is served at.
     func serveBook(_ meteor: Meteor, owner: JSONValue, image: String, digest: String?) async throws -> String {

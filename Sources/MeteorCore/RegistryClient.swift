@@ -63,12 +63,16 @@ public final class RegistryClient: Sendable {
     let http: HTTPClient
     let insecure: Bool
     let credentials: [String: Credentials]
+    let endpoints: [String: String]
     let tokens = Mutex<[String: String]>([:])
 
-    /// `insecure` talks plain HTTP (loopback registries). `credentials` by registry host.
-    public init(insecure: Bool = false, credentials: [String: Credentials] = [:]) {
+    /// `insecure` talks plain HTTP (loopback registries). `credentials` by registry host. `endpoints` sends a
+    /// registry host's requests to another origin (`http://127.0.0.1:5001`), as a mirror does (`*`: every host); the
+    /// sandbox uses it.
+    public init(insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:]) {
         self.insecure = insecure
         self.credentials = credentials
+        self.endpoints = endpoints
         var config = HTTPClient.Configuration(redirectConfiguration: .follow(max: 5, allowCycles: false), timeout: .init(connect: .seconds(5), read: .seconds(30)))
         config.httpVersion = .automatic
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
@@ -91,7 +95,8 @@ public final class RegistryClient: Sendable {
 
     public func shutdown() async throws { try await http.shutdown() }
 
-    func base(_ registry: String) -> String { "\(insecure ? "http" : "https")://\(registry)/v2/" }
+    func origin(_ registry: String) -> String { endpoints[registry] ?? endpoints["*"] ?? "\(insecure ? "http" : "https")://\(registry)" }
+    func base(_ registry: String) -> String { origin(registry) + "/v2/" }
 
     struct Response {
         var status: Int
@@ -187,7 +192,7 @@ public final class RegistryClient: Sendable {
         let start = try await send(.POST, registry: repository.registry, path: "\(repository.repository)/blobs/uploads/", scope: scope)
         try check(start, "blob upload")
         guard var location = start.header("Location") else { throw RegistryError(status: start.status, message: "blob upload: no Location") }
-        if location.hasPrefix("/") { location = "\(insecure ? "http" : "https")://\(repository.registry)\(location)" }
+        if location.hasPrefix("/") { location = origin(repository.registry) + location }
         location += (location.contains("?") ? "&" : "?") + "digest=\(digest)"
         let put = try await send(.PUT, registry: repository.registry, path: location, headers: [("Content-Type", "application/octet-stream")], body: bytes, scope: scope)
         try check(put, "blob \(digest)")

@@ -7,7 +7,7 @@ struct MeteorOperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meteor-operator",
         abstract: "Turns Meteor resources (meteor.zone/v1alpha1) into JupyterBook sites, JupyterHub images and edge deployments.",
-        subcommands: [RunCommand.self, VerifyCommand.self, VersionCommand.self, APIServerCommand.self])
+        subcommands: [SandboxCommand.self, RunCommand.self, VerifyCommand.self, VersionCommand.self, APIServerCommand.self])
 }
 
 struct VersionCommand: ParsableCommand {

@@ -1,0 +1,172 @@
+import Crypto
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import Logging
+import MeteorCore
+
+/// SANDBOX SIMULATOR standing in for Tekton's controller: it runs nothing, it only moves each PipelineRun through
+/// Running to Succeeded (or Failed) after a delay and writes realistic results. Edge runs push an image to the
+/// sandbox registry and sign it with the sandbox key, so the operator's verification is real.
+///
+/// On the owning Meteor, `sandbox.meteor.zone/fail: jupyterbook,car` fails the named pipelines or edge images, and
+/// `sandbox.meteor.zone/signature: missing|invalid` leaves edge images unsigned or signed with a stranger's key.
+public final class TektonSimulator: Sendable {
+    public static let failAnnotation = "sandbox.meteor.zone/fail"
+    public static let signatureAnnotation = "sandbox.meteor.zone/signature"
+
+    let client: KubeClient
+    let runs: Informer
+    let meteors: Informer
+    let remotes: SandboxRemotes?
+    let signer: CosignSigner
+    let duration: Duration
+    let logger: Logger
+
+    public init(client: KubeClient, runs: Informer, meteors: Informer, remotes: SandboxRemotes?, signer: CosignSigner, duration: Duration, logger: Logger) {
+        self.client = client
+        self.runs = runs
+        self.meteors = meteors
+        self.remotes = remotes
+        self.signer = signer
+        self.duration = duration
+        self.logger = logger
+    }
+
+    public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
+        guard let run = runs.store.get(key), run[path: "status", "completionTime"] == nil, run[path: "metadata", "deletionTimestamp"] == nil else { return .done }
+        let api = client.dynamic(PipelineRunBuilder.resourceType, namespace: key.namespace)
+        let now = Date()
+        if let requested = run[path: "spec", "status"]?.stringValue, requested.hasPrefix("Cancelled") {
+            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Cancelled", message: "PipelineRun \"\(key.name)\" was cancelled", results: [:]))
+            return .done
+        }
+        guard let started = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse) else {
+            let status: JSONValue = [
+                "startTime": .string(KubeTime.format(now)),
+                "conditions": [["type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 3, Skipped: 0", "lastTransitionTime": .string(KubeTime.format(now))]],
+            ]
+            try await write(api, key.name, status)
+            return .requeueAfter(duration)
+        }
+        let elapsed = now.timeIntervalSince(started)
+        let total = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
+
+        let owner = meteor(of: run)
+        let labels = run[path: "metadata", "labels"]
+        let pipeline = labels?[MeteorLabels.pipeline]?.stringValue ?? ""
+        let edgeImage = labels?[MeteorLabels.edgeImage]?.stringValue
+        let failOn = Set((owner?[path: "metadata", "annotations", Self.failAnnotation]?.stringValue ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        if failOn.contains(pipeline) || edgeImage.map(failOn.contains) == true {
+            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Failed", message: "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 1 (sandbox: failed on request by \(Self.failAnnotation))", results: [:]))
+            return .done
+        }
+        var params: [String: String] = [:]
+        for p in run[path: "spec", "params"]?.arrayValue ?? [] {
+            if let n = p["name"]?.stringValue, let v = p["value"]?.stringValue { params[n] = v }
+        }
+        let image = params["image"] ?? "registry.sandbox/unknown:latest"
+        var results: [String: String] = ["IMAGE_URL": image]
+        if pipeline == Pipeline.edge.rawValue, let remotes {
+            let reference = try RegistryClient.Reference(parsing: image)
+            let digest = try await remotes.pushImage(reference, tag: reference.tag ?? "latest", platform: params["platform"] ?? "linux/amd64", content: "\(key.name) \(params["ref"] ?? "")")
+            switch owner?[path: "metadata", "annotations", Self.signatureAnnotation]?.stringValue {
+            case "missing"?: break
+            case "invalid"?: try await remotes.push(try CosignSigner().sign(digest: digest, dockerReference: image), to: reference)
+            default: try await remotes.push(try signer.sign(digest: digest, dockerReference: image), to: reference)
+            }
+            results["IMAGE_DIGEST"] = digest
+        } else {
+            results["IMAGE_DIGEST"] = SignatureVerifier.digest(Array("\(image) \(run[path: "metadata", "uid"]?.stringValue ?? "")".utf8))
+        }
+        if pipeline == Pipeline.jupyterbook.rawValue { results["URL"] = params["site-url"] ?? "" }
+        try await write(api, key.name, Self.finished(now: now, succeeded: true, reason: "Succeeded", message: "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", results: results))
+        logger.info("sandbox tekton: PipelineRun succeeded", metadata: ["run": "\(key)", "image": "\(image)"])
+        return .done
+    }
+
+    func meteor(of run: JSONValue) -> JSONValue? {
+        guard let owner = ObjectHelpers.controllerOf(run), let name = owner["name"]?.stringValue else { return nil }
+        return meteors.store.get(ObjectKey(namespace: run[path: "metadata", "namespace"]?.stringValue, name: name))
+    }
+
+    static func finished(now: Date, succeeded: Bool, reason: String, message: String, results: [String: String]) -> JSONValue {
+        var status: JSONObject = [
+            "completionTime": .string(KubeTime.format(now)),
+            "conditions": [["type": "Succeeded", "status": succeeded ? "True" : "False", "reason": .string(reason), "message": .string(message), "lastTransitionTime": .string(KubeTime.format(now))]],
+        ]
+        if !results.isEmpty { status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] }) }
+        return .object(status)
+    }
+
+    func write(_ api: DynamicApi, _ name: String, _ status: JSONValue) async throws {
+        do {
+            _ = try await api.patchStatus(name, .merge(["status": status]), params: WriteParams(fieldManager: "tekton-pipelines-controller"))
+        } catch let e as KubeError where e.isNotFound {}
+    }
+}
+
+/// SANDBOX SIMULATOR standing in for Argo CD's application controller: an Application whose revision or images
+/// changed goes OutOfSync/Progressing, then, after a delay, Synced/Healthy at that revision. Deleting an
+/// Application removes Argo CD's resources finalizer, as Argo does once the device is cleaned.
+public final class ArgoSimulator: Sendable {
+    let client: KubeClient
+    let applications: Informer
+    let duration: Duration
+    let logger: Logger
+
+    public init(client: KubeClient, applications: Informer, duration: Duration, logger: Logger) {
+        self.client = client
+        self.applications = applications
+        self.duration = duration
+        self.logger = logger
+    }
+
+    public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
+        guard let app = applications.store.get(key) else { return .done }
+        let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
+        if app[path: "metadata", "deletionTimestamp"] != nil {
+            let finalizers = (app[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0.stringValue != ArgoApplicationBuilder.resourcesFinalizer }
+            do {
+                _ = try await api.patch(key.name, .merge(["metadata": ["finalizers": .array(finalizers), "resourceVersion": app[path: "metadata", "resourceVersion"] ?? .null]]))
+            } catch let e as KubeError where e.isNotFound || e.isConflict {}
+            return .done
+        }
+        let revision = app[path: "spec", "source", "targetRevision"] ?? "HEAD"
+        let images = app[path: "spec", "source", "kustomize", "images"] ?? .array([])
+        let now = Date()
+        let syncedTo = app[path: "status", "sync", "revision"]
+        let reportedImages = app[path: "status", "summary", "images"] ?? .array([])
+        if syncedTo == revision, reportedImages == images, app[path: "status", "sync", "status"] == "Synced" { return .done }
+        let total = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        if app[path: "status", "sync", "status"] == "OutOfSync", let since = app[path: "status", "reconciledAt"]?.stringValue.flatMap(KubeTime.parse),
+            app[path: "status", "operationState", "syncResult", "revision"] == revision {
+            let elapsed = now.timeIntervalSince(since)
+            if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
+            try await patchStatus(api, key.name, [
+                "sync": ["status": "Synced", "revision": revision],
+                "health": ["status": "Healthy", "message": .null],
+                "summary": ["images": images],
+                "reconciledAt": .string(KubeTime.format(now)),
+            ])
+            logger.info("sandbox argo: Application synced", metadata: ["application": "\(key)", "revision": "\(revision.stringValue ?? "")"])
+            return .done
+        }
+        try await patchStatus(api, key.name, [
+            "sync": ["status": "OutOfSync", "revision": syncedTo ?? .null],
+            "health": ["status": "Progressing", "message": .string("sandbox: syncing to \(app[path: "spec", "destination", "name"]?.stringValue ?? "the device")")],
+            "reconciledAt": .string(KubeTime.format(now)),
+            "operationState": ["phase": "Running", "startedAt": .string(KubeTime.format(now)), "operation": ["sync": ["revision": revision]], "syncResult": ["revision": revision]],
+        ])
+        return .requeueAfter(duration)
+    }
+
+    /// Application has no status subresource: Argo CD writes status on the object itself.
+    func patchStatus(_ api: DynamicApi, _ name: String, _ status: JSONObject) async throws {
+        do {
+            _ = try await api.patch(name, .merge(["status": .object(status)]), params: WriteParams(fieldManager: "argocd-application-controller"))
+        } catch let e as KubeError where e.isNotFound {}
+    }
+}

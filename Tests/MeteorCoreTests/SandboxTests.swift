@@ -1,0 +1,70 @@
+import Foundation
+import KubeModels
+import KubeTestSupport
+import MeteorCore
+import MeteorSandbox
+import Testing
+
+/// `meteor-operator sandbox` as a person runs it: the built binary, the samples applied with the machine's
+/// kubectl, every sample Meteor (edge included) reaching Ready, and a clean exit on Ctrl-C (SIGINT).
+@Suite(.serialized) struct SandboxTests {
+    @Test(.enabled(if: kubectl != nil, "no kubectl on this machine"))
+    func samplesReachReadyWithKubectlAndCtrlCExitsCleanly() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sandbox-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let kubeconfig = dir.appendingPathComponent("sandbox.kubeconfig").path
+        let sandbox = try BackgroundProcess(operatorBinary, ["sandbox", "--no-tui", "--tekton-seconds", "0.3", "--argo-seconds", "0.3", "--kubeconfig-out", kubeconfig],
+                                            directory: TestCluster.repositoryDirectory)
+        defer { sandbox.terminate() }
+        let export = try await sandbox.line(containing: "export KUBECONFIG=")
+        #expect(export == "export KUBECONFIG=\(kubeconfig)")
+        let k = Kubectl(binary: kubectl!, kubeconfig: kubeconfig, cacheDir: dir.appendingPathComponent("cache").path)
+        let samples = TestCluster.repositoryDirectory.appendingPathComponent("config/samples").path
+        let applied = try await k.ok("apply", "-k", samples)
+        #expect(applied.contains("meteor.meteor.zone/donkeycar created"), "\(applied)")
+        // A Meteor the Tekton simulator is asked to fail.
+        let failing = dir.appendingPathComponent("failing.yaml").path
+        try """
+            apiVersion: meteor.zone/v1alpha1
+            kind: Meteor
+            metadata:
+              name: will-fail
+              annotations: {sandbox.meteor.zone/fail: jupyterbook}
+            spec: {url: "https://github.com/aicoe-aiops/meteor-demo", ref: main, pipelines: [jupyterbook]}
+            """.write(toFile: failing, atomically: true, encoding: .utf8)
+        _ = try await k.ok("apply", "-f", failing)
+
+        let waited = try await k.run("wait", "--for=condition=Ready", "meteor/donkeycar", "meteor/elyra-aidevsecops-tutorial", "meteor/meteor-demo-book", "meteor/meteor-demo-image", "--timeout=60s")
+        #expect(waited.status == 0, "kubectl wait: \(waited.output)\n--- sandbox:\n\(sandbox.text)")
+        let failed = try await k.run("wait", "--for=jsonpath={.status.phase}=Failed", "meteor/will-fail", "--timeout=30s")
+        #expect(failed.status == 0, "\(failed.output)")
+        #expect(try await k.ok("get", "meteor", "will-fail", "-o", "jsonpath={.status.conditions[?(@.type==\"JupyterBook\")].message}").contains("failed on request"))
+
+        let apps = try await k.ok("get", "applications", "-n", "argocd", "--no-headers")
+        #expect(apps.split(separator: "\n").count == 2 && apps.split(separator: "\n").allSatisfy { $0.contains("Synced") && $0.contains("Healthy") }, "\(apps)")
+        let images = try await k.ok("get", "meteor", "donkeycar", "-o", "jsonpath={.status.images[*].verified}")
+        #expect(images == "true true")
+        #expect(sandbox.text.contains("meteor default/donkeycar: Building → Ready"))
+
+        sandbox.signal(SIGINT)
+        let status = await sandbox.wait()
+        #expect(status == 0, "\(sandbox.text)")
+        #expect(sandbox.text.hasSuffix("sandbox stopped\n"))
+    }
+
+    @Test func theTableShowsPhasePipelinesAndDeployments() throws {
+        let created = KubeTime.format(Date(timeIntervalSince1970: 1000))
+        let meteor: JSONValue = [
+            "metadata": ["name": "donkeycar", "namespace": "default", "creationTimestamp": .string(created)],
+            "status": [
+                "phase": "Building",
+                "images": [["name": "car", "verified": true], ["name": "twin", "verified": false, "reason": "SignatureMissing"]],
+                "deployments": [["target": "rpi", "syncStatus": "Synced", "healthStatus": "Healthy"]],
+            ],
+        ]
+        let table = StatusView.render([meteor], now: Date(timeIntervalSince1970: 1000 + 300))
+        let lines = table.split(separator: "\n")
+        #expect(lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["NAMESPACE", "NAME", "PHASE", "PIPELINES", "DEPLOYMENTS", "AGE"])
+        #expect(lines[1].contains("car:verified twin:SignatureMissing") && lines[1].contains("rpi:Synced/Healthy") && lines[1].hasSuffix("5m"))
+    }
+}
