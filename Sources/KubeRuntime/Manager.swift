@@ -13,9 +13,11 @@ public final class RuntimeMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let factory: PrometheusMetricsFactory
 
-    public init() {
+    /// `histogramBuckets`: buckets for histograms of the application's own (by metric name).
+    public init(histogramBuckets: [String: [Duration]] = [:]) {
         registry = PrometheusCollectorRegistry()
         var f = PrometheusMetricsFactory(registry: registry)
+        for (name, buckets) in histogramBuckets { f.durationHistogramBuckets[name] = buckets }
         let reconcileBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60].map { .milliseconds(Int64($0 * 1000)) }
         f.durationHistogramBuckets["controller_runtime_reconcile_time_seconds"] = reconcileBuckets
         let queueBuckets: [Duration] = (0..<10).map { .nanoseconds(Int64(pow(10.0, Double($0)) * 1000)) }

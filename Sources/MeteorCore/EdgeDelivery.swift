@@ -213,24 +213,29 @@ extension MeteorReconciler {
         do {
             let result = try await fetchAndVerify(pinned, signing: edge.signing, namespace: meteor.namespace, settings: settings)
             edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
+            metrics?.verification("verified")
             status.verified = true
             status.keyFingerprint = result.keyFingerprint
             status.reason = nil
             status.message = nil
             await events.record(raw, type: .normal, reason: "ImageVerified", message: "Verified the signature of \(pinned) with key \(result.keyFingerprint)")
         } catch let failure as SignatureFailure {
+            metrics?.verification(failure.reason)
             status.reason = failure.reason
             status.message = failure.description
             await events.record(raw, type: .warning, reason: "VerificationFailed", message: "\(pinned): \(failure.reason): \(failure.description); it will not be deployed")
         } catch let failure as EdgeConfigurationError {
+            metrics?.verification(failure.reason)
             status.reason = failure.reason
             status.message = failure.message
             await events.record(raw, type: .warning, reason: failure.reason, message: failure.message)
         } catch let failure as RegistryClient.RegistryError {
+            metrics?.verification("RegistryUnavailable")
             status.reason = "RegistryUnavailable"
             status.message = "\(pinned): \(failure.message)"
             await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)
         } catch {
+            metrics?.verification("RegistryUnavailable")
             status.reason = "RegistryUnavailable"
             status.message = "\(pinned): \(error)"
             await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)

@@ -36,10 +36,13 @@ public final class MeteorReconciler: Sendable {
     public let applications: Informer?
     let events: EventRecorder
     let edgeMemory = EdgeMemory()
+    /// Impact metrics (nil when no metrics factory is given).
+    public let metrics: MeteorMetrics?
     let configuration: Configuration
     let logger: Logger
 
-    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) {
+    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
+        self.metrics = metrics
         self.client = client
         self.meteors = meteors
         self.pipelineRuns = pipelineRuns
@@ -62,7 +65,9 @@ public final class MeteorReconciler: Sendable {
         var sites: [String: Informer] = [:]
         for t in siteTypes { sites[t.kind] = manager.informer(for: t, namespace: namespace, labelSelector: managed) }
         let applications = configuration.edge.map { manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed) }
-        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, events: events, configuration: configuration, logger: logger)
+        let metrics = MeteorMetrics(factory: manager.metricsFactory)
+        await metrics.observe(meteors: meteors, pipelineRuns: runs)
+        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, events: events, configuration: configuration, metrics: metrics, logger: logger)
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
@@ -118,6 +123,7 @@ public final class MeteorReconciler: Sendable {
             await events.record(raw, type: .normal, reason: "Expired", message: "TTL of \(meteor.spec.ttl ?? 0)s reached; deleting the Meteor and everything it made")
             do {
                 try await api.delete(meteor.name, params: DeleteParams(propagationPolicy: .background, preconditionUID: meteor.metadata.uid))
+                metrics?.expired()
             } catch let e as KubeError where e.isNotFound {}
             return .done
         }

@@ -42,7 +42,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         (logFormat.flatMap(LogFormat.init(rawValue:)) ?? .automatic).bootstrap()
         let logger = Logger(label: "meteor-operator")
-        let metrics = RuntimeMetrics()
+        let metrics = RuntimeMetrics(histogramBuckets: MeteorMetrics.histogramBuckets)
         let cluster: ClusterConfiguration
         do {
             cluster = try KubeConfigLoader.load(.init(kubeconfigPath: kubeconfig))

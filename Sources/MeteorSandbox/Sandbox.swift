@@ -113,7 +113,10 @@ public enum Sandbox {
         let kubeconfigPath = URL(fileURLWithPath: options.kubeconfigOut).standardizedFileURL.path
         try server.kubeconfig(context: "meteor-sandbox", namespace: options.namespace).write(toFile: kubeconfigPath, atomically: true, encoding: .utf8)
         let cluster = try KubeConfigLoader.load(.init(kubeconfigPath: kubeconfigPath))
-        let client = try KubeClient(configuration: cluster, options: .init())
+        let metrics = RuntimeMetrics(histogramBuckets: MeteorMetrics.histogramBuckets)
+        var clientOptions = KubeClient.Options()
+        clientOptions.metrics = metrics.clientHook
+        let client = try KubeClient(configuration: cluster, options: clientOptions)
         let simulatorClient = try KubeClient(configuration: cluster, options: .init())
         defer {
             Task { try? await client.shutdown(); try? await simulatorClient.shutdown() }
@@ -140,10 +143,11 @@ public enum Sandbox {
         }
 
         // The operator, as `meteor-operator run` configures it.
-        let metrics = RuntimeMetrics()
         var operatorOptions = Manager.Options()
         operatorOptions.metricsBindAddress = options.metricsBindAddress
         operatorOptions.healthProbeBindAddress = options.healthProbeBindAddress
+        // As deployed: leader election on (a Lease in the sandbox namespace).
+        operatorOptions.leaderElection = LeaderElector.Configuration(leaseName: "meteor-operator", namespace: options.namespace)
         let manager = Manager(client: client, options: operatorOptions, metrics: metrics, logger: logger)
         var configuration = MeteorReconciler.Configuration()
         configuration.build = BuildSettings(imageRepositoryPrefix: "registry.sandbox.meteor.zone")

@@ -122,6 +122,9 @@ import Testing
             #expect(deployments.count == 2)
             #expect(deployments.first { $0["target"] == "rpi" }?["image"] == .string("\(f.address)/meteor/donkeycar@\(carDigest)"))
             #expect(deployments.allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
+            let metrics = env.manager.metrics.render()
+            #expect(metrics.contains(#"meteor_signature_verifications_total{result="verified"} 2"#), "\(metrics)")
+            #expect(metrics.contains(#"meteor_edge_deployments{health="Healthy"} 2"#))
 
             // A device going Degraded is reported, with Argo's message.
             try await c.argo(nuc, sync: "Synced", health: "Degraded", message: "Deployment donkeycar-twin has 0 ready replicas")

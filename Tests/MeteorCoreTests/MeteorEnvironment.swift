@@ -148,6 +148,16 @@ extension TestCluster {
 }
 
 extension Informer {
+    /// Returns once `predicate` holds for the cache, checked after each event (handlers run in registration
+    /// order, so handlers registered earlier have seen the event too).
+    func waitUntil(_ predicate: @escaping @Sendable (Store) -> Bool) async {
+        let seen = Observed(false)
+        let store = self.store
+        await addHandler { _ in if predicate(store) { seen.update { $0 = true } } }
+        if predicate(store) { return }
+        await seen.wait { $0 }
+    }
+
     /// Returns once the cache holds the object (event-driven).
     func waitUntilCached(_ key: ObjectKey) async {
         let seen = Observed(false)

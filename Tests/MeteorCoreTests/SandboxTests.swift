@@ -46,6 +46,15 @@ import Testing
         #expect(images == "true true")
         #expect(sandbox.text.contains("meteor default/donkeycar: Building → Ready"))
 
+        // Every metric the Grafana dashboard queries is exported.
+        let metricsURL = String(try await sandbox.line(containing: "metrics: http").dropFirst("metrics: ".count))
+        let scrape = try await runProcess("/usr/bin/curl", ["-sf", metricsURL])
+        #expect(scrape.status == 0)
+        for name in try DashboardTests.queriedMetrics() {
+            #expect(scrape.output.contains("# TYPE \(name) "), "the dashboard queries \(name), which the operator does not export")
+        }
+        #expect(scrape.output.contains(#"meteor_signature_verifications_total{result="verified"} 2"#))
+
         sandbox.signal(SIGINT)
         let status = await sandbox.wait()
         #expect(status == 0, "\(sandbox.text)")
@@ -66,5 +75,39 @@ import Testing
         let lines = table.split(separator: "\n")
         #expect(lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["NAMESPACE", "NAME", "PHASE", "PIPELINES", "DEPLOYMENTS", "AGE"])
         #expect(lines[1].contains("car:verified twin:SignatureMissing") && lines[1].contains("rpi:Synced/Healthy") && lines[1].hasSuffix("5m"))
+    }
+}
+
+@Suite struct DashboardTests {
+    static let dashboard = TestCluster.repositoryDirectory.appendingPathComponent("manifests/monitoring/grafana-dashboard.json")
+
+    /// Metric names (histograms without their _bucket/_count/_sum suffix) in the dashboard's queries.
+    static func queriedMetrics() throws -> Set<String> {
+        let json = try JSONValue.parse(Array(try Data(contentsOf: dashboard)))
+        var names = Set<String>()
+        for panel in json["panels"]?.arrayValue ?? [] {
+            for target in panel["targets"]?.arrayValue ?? [] {
+                let expr = target["expr"]?.stringValue ?? ""
+                let regex = try Regex(#"\b(controller_runtime|workqueue|rest_client|leader_election|meteor)_[a-z_]+"#)
+                for match in expr.matches(of: regex) {
+                    var name = String(expr[match.range])
+                    for suffix in ["_bucket", "_count", "_sum"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
+                    names.insert(name)
+                }
+            }
+        }
+        return names
+    }
+
+    @Test func theDashboardIsWhatItsGeneratorWritesAndCoversTheIssueList() async throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("dashboard-\(UUID().uuidString).json")
+        let r = try await runProcess("/usr/bin/env", ["python3", TestCluster.repositoryDirectory.appendingPathComponent("hack/dashboard.py").path, out.path])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(try Data(contentsOf: out) == Data(contentsOf: Self.dashboard), "manifests/monitoring/grafana-dashboard.json was edited by hand: run hack/dashboard.py")
+        let names = try Self.queriedMetrics()
+        for wanted in ["controller_runtime_reconcile_total", "controller_runtime_reconcile_errors_total", "controller_runtime_reconcile_time_seconds", "workqueue_depth",
+                       "meteor_meteors", "meteor_pipeline_runs_total", "meteor_signature_verifications_total", "meteor_edge_deployments", "meteor_time_to_ready_seconds"] {
+            #expect(names.contains(wanted), "\(wanted)")
+        }
     }
 }
