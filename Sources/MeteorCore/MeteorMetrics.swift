@@ -92,7 +92,7 @@ public final class MeteorMetrics: Sendable {
 
     static func phase(_ m: JSONValue) -> String { m[path: "status", "phase"]?.stringValue ?? "Pending" }
     static func isReady(_ m: JSONValue) -> Bool { (m[path: "status", "conditions"]?.arrayValue ?? []).contains { $0["type"] == "Ready" && $0["status"] == "True" } }
-    static func deploymentHealth(_ m: JSONValue) -> [String] {
+    public static func deploymentHealth(_ m: JSONValue) -> [String] {
         (m[path: "status", "deployments"]?.arrayValue ?? []).map { $0["healthStatus"]?.stringValue ?? "Unknown" }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import KubeAPIServer
 import KubeClient
 import KubeModels
+import KubeRuntime
 import KubeTestSupport
 import MeteorCore
 import Testing
@@ -122,9 +123,11 @@ import Testing
             #expect(deployments.count == 2)
             #expect(deployments.first { $0["target"] == "rpi" }?["image"] == .string("\(f.address)/meteor/donkeycar@\(carDigest)"))
             #expect(deployments.allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
+            // The operator's own cache has seen that status too (the metrics follow its informer).
+            await env.reconciler.meteors.waitUntil { MeteorMetrics.deploymentHealth($0.get(ObjectKey(namespace: "default", name: "donkeycar")) ?? [:]) == ["Healthy", "Healthy"] }
             let metrics = env.manager.metrics.render()
             #expect(metrics.contains(#"meteor_signature_verifications_total{result="verified"} 2"#), "\(metrics)")
-            #expect(metrics.contains(#"meteor_edge_deployments{health="Healthy"} 2"#))
+            #expect(metrics.contains(#"meteor_edge_deployments{health="Healthy"} 2.0"#), "\(metrics)")
 
             // A device going Degraded is reported, with Argo's message.
             try await c.argo(nuc, sync: "Synced", health: "Degraded", message: "Deployment donkeycar-twin has 0 ready replicas")
