@@ -176,7 +176,8 @@ public enum Sandbox {
             simulators.add(Controller(name: "sandbox-argocd", for: apps, logger: logger) { try await argo.reconcile($0) })
         }
         services.append(simulators)
-        services.append(StatusView(meteors: reconciler.meteors, tui: options.tui))
+        let view = StatusView(meteors: reconciler.meteors, tui: options.tui)
+        services.append(view)
 
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigint, .sigterm], cancellationSignals: [], logger: logger))
         let announcer = Task {
@@ -189,7 +190,8 @@ public enum Sandbox {
             if let m = ports.metrics { lines.append("metrics: http://127.0.0.1:\(m)/metrics") }
             if let remotesOrigin { lines.append("publish a release on every git remote: curl -X POST \(remotesOrigin)/sandbox/tags/v1.1.0") }
             lines.append("try: kubectl apply -k config/samples && kubectl get meteors -w")
-            announce(lines.joined(separator: "\n") + "\n")
+            let banner = lines.joined(separator: "\n") + "\n"
+            if options.tui { view.setHeader(banner) } else { announce(banner) }
             if options.applySamples {
                 do {
                     try await applySamples(client, options: options)

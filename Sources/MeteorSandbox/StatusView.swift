@@ -2,6 +2,7 @@ import Foundation
 import KubeModels
 import KubeRuntime
 import ServiceLifecycle
+import Synchronization
 
 /// The sandbox's live view: a table of Meteors (phase, pipelines, deployments, age) redrawn each second on a
 /// terminal, or one log line per phase change when the output is not a terminal (`--no-tui`).
@@ -10,6 +11,10 @@ public final class StatusView: Service, Sendable {
     let tui: Bool
     let interval: Duration
     let write: @Sendable (String) -> Void
+    let header = Mutex("")
+
+    /// Lines shown above the table on every redraw (the kubeconfig export line, URLs).
+    public func setHeader(_ text: String) { header.withLock { $0 = text } }
 
     public init(meteors: Informer, tui: Bool, interval: Duration = .seconds(1), write: @escaping @Sendable (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) {
         self.meteors = meteors
@@ -21,7 +26,7 @@ public final class StatusView: Service, Sendable {
     public func run() async throws {
         if tui {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                write("\u{1B}[H\u{1B}[2J" + Self.render(meteors.store.list(), now: Date()) + "\nCtrl-C stops the sandbox.\n")
+                write("\u{1B}[H\u{1B}[2J" + header.withLock { $0 } + "\n" + Self.render(meteors.store.list(), now: Date()) + "\nCtrl-C stops the sandbox.\n")
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
             }
             return

@@ -238,3 +238,24 @@ struct Grant: Hashable, CustomStringConvertible {
         }
     }
 }
+
+@Suite struct DocumentationTests {
+    static let readme = TestCluster.repositoryDirectory.appendingPathComponent("README.md")
+
+    @Test func theAPIReferenceMatchesTheCRD() async throws {
+        let r = try await runProcess("/usr/bin/env", ["python3", TestCluster.repositoryDirectory.appendingPathComponent("hack/api-reference.py").path, "--check"])
+        #expect(r.status == 0, "README.md's API reference is stale: run hack/api-reference.py\n\(r.output)")
+        let text = try String(contentsOf: Self.readme, encoding: .utf8)
+        for field in ["`spec.edge.targets[].cluster`", "`spec.edge.release.tagPattern`", "`status.images[].keyFingerprint`", "`status.deployments[].healthStatus`"] {
+            #expect(text.contains(field), "\(field)")
+        }
+    }
+
+    @Test func theTwoCommandsAreTheOnesCIRuns() throws {
+        let text = try String(contentsOf: Self.readme, encoding: .utf8)
+        #expect(text.contains("swift run meteor-operator sandbox   #"))
+        #expect(text.contains("hack/test                           #"))
+        let ci = try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent(".ci/run"), encoding: .utf8)
+        #expect(ci.split(separator: "\n").contains { $0.hasPrefix("exec hack/test") || $0 == "hack/test" || $0.hasPrefix("bash hack/test") })
+    }
+}

@@ -54,6 +54,11 @@ import Testing
             #expect(scrape.output.contains("# TYPE \(name) "), "the dashboard queries \(name), which the operator does not export")
         }
         #expect(scrape.output.contains(#"meteor_signature_verifications_total{result="verified"} 2"#))
+        let readme = try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("README.md"), encoding: .utf8)
+        for line in scrape.output.split(separator: "\n") where line.hasPrefix("# TYPE meteor_") {
+            let name = line.split(separator: " ")[2]
+            #expect(readme.contains("`\(name)"), "README's metrics table lacks \(name)")
+        }
 
         sandbox.signal(SIGINT)
         let status = await sandbox.wait()
