@@ -131,6 +131,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The operator-level benchmark scenarios (a library, so tests run them at small N).
+        .target(
+            name: "MeteorBenchmarks",
+            dependencies: [
+                "KubeAPIServer",
+                "KubeClient",
+                "KubeModels",
+                "KubeRuntime",
+                "MeteorCore",
+                "MeteorSandbox",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Benchmarks that print numbers (build with -c release).
         .executableTarget(
             name: "MeteorBench",
@@ -139,7 +155,9 @@ let package = Package(
                 "KubeRuntime",
                 "KubeAPIServer",
                 "KubeModels",
+                "MeteorBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
@@ -156,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "MeteorCoreTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
+                "MeteorCore", "MeteorSandbox", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]

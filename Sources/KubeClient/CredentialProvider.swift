@@ -95,6 +95,29 @@ actor CredentialProvider {
 /// other task in the process (the API server's included, when it runs in the same process).
 func readToEnd(_ handle: FileHandle) async -> Data {
     await withCheckedContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
+        DispatchQueue.global().async { continuation.resume(returning: PipeReader.readToEnd(handle.fileDescriptor)) }
+    }
+}
+
+/// Blocking reads of a pipe that survive signals. Foundation's `FileHandle.readDataToEndOfFile()` and
+/// `availableData` trap on EINTR (a SIGCHLD from any child process can interrupt them); these retry instead.
+public enum PipeReader {
+    /// The next chunk, empty at end of file.
+    public static func readChunk(_ fd: Int32, max: Int = 65536) -> Data {
+        var buffer = [UInt8](repeating: 0, count: max)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, max) }
+            if n >= 0 { return Data(buffer[0..<n]) }
+            if errno != EINTR { return Data() }
+        }
+    }
+
+    public static func readToEnd(_ fd: Int32) -> Data {
+        var out = Data()
+        while true {
+            let chunk = readChunk(fd)
+            if chunk.isEmpty { return out }
+            out.append(chunk)
+        }
     }
 }

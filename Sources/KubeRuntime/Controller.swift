@@ -26,6 +26,8 @@ public final class Controller: Sendable {
         public var generationChangedOnly = false
         public var rateLimiter: any RetryRateLimiter = MaxOfRateLimiter.controllerDefault
         public var clock: any RuntimeClock = SystemClock()
+        /// Called after each reconcile with its key and whether it succeeded (tracing, benchmarks).
+        public var onReconciled: (@Sendable (ObjectKey, Bool) -> Void)?
         public init() {}
     }
 
@@ -143,6 +145,7 @@ public final class Controller: Sendable {
             let started = ContinuousClock.now
             var log = logger
             log[metadataKey: "object"] = "\(key)"
+            var succeeded = true
             do {
                 let action = try await reconcile(key)
                 switch action {
@@ -159,12 +162,14 @@ public final class Controller: Sendable {
                 }
                 log.debug("reconciled", metadata: ["action": "\(action)"])
             } catch {
+                succeeded = false
                 await queue.addRateLimited(key)
                 metrics?.result("error")
                 metrics?.errors.increment()
                 log.error("reconcile failed", metadata: ["error": "\(error)"])
             }
             metrics?.time.recordInterval(ContinuousClock.now - started)
+            options.onReconciled?(key, succeeded)
             let left = active.withLock { $0 -= 1; return $0 }
             metrics?.activeWorkers.record(left)
             await queue.done(key)

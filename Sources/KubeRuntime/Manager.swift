@@ -100,6 +100,11 @@ public final class Manager: Service, Sendable {
         }
     }
 
+    /// Returns once every informer the manager runs has finished its first list.
+    public func waitForInformersSynced() async {
+        for i in informers.withLock({ Array($0.values) }) { await i.waitForSync() }
+    }
+
     static func parse(_ address: String?) -> (String, Int)? {
         guard let address, address != "0", !address.isEmpty, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
         let host = String(address[..<colon])

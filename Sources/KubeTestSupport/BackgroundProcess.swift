@@ -1,4 +1,5 @@
 import Foundation
+import KubeClient
 import Synchronization
 
 /// A long-running child process whose output is read line by line as it comes (on a GCD thread, never on the
@@ -36,7 +37,7 @@ public final class BackgroundProcess: Sendable {
         let handle = pipe.fileHandleForReading
         DispatchQueue.global().async {
             while true {
-                let data = handle.availableData
+                let data = PipeReader.readChunk(handle.fileDescriptor)
                 if data.isEmpty { break }
                 let ready: [CheckedContinuation<String, any Error>] = shared.output.withLock { state in
                     state.text += String(decoding: data, as: UTF8.self)

@@ -1,4 +1,5 @@
 import Foundation
+import KubeClient
 import Hummingbird
 import Logging
 import HTTPTypes
@@ -111,7 +112,7 @@ public final class GitHTTPServer: Sendable {
         let handle = out.fileHandleForReading
         let data = await withCheckedContinuation { (c: CheckedContinuation<Data, Never>) in
             DispatchQueue.global().async {
-                let d = handle.readDataToEndOfFile()
+                let d = PipeReader.readToEnd(handle.fileDescriptor)
                 process.waitUntilExit()
                 c.resume(returning: d)
             }

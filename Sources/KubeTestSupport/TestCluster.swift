@@ -99,7 +99,7 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     // Read on a GCD thread, never on the cooperative pool (see KubeClient's exec plugin runner for why).
     let handle = pipe.fileHandleForReading
     let data = await withCheckedContinuation { (c: CheckedContinuation<Data, Never>) in
-        DispatchQueue.global().async { c.resume(returning: handle.readDataToEndOfFile()) }
+        DispatchQueue.global().async { c.resume(returning: PipeReader.readToEnd(handle.fileDescriptor)) }
     }
     var status: Int32 = -1
     for await s in exited { status = s }

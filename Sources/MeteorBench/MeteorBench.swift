@@ -5,13 +5,49 @@ import KubeAPIServer
 import KubeClient
 import KubeModels
 import KubeRuntime
+import Logging
+import MeteorBenchmarks
 
 @main
 struct MeteorBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meteor-bench",
         abstract: "Benchmarks that print numbers, one JSON object per scenario.",
-        subcommands: [APIServerThroughput.self, WorkQueueThroughput.self, InformerThroughput.self], defaultSubcommand: APIServerThroughput.self)
+        subcommands: [ScenarioCommand.self, APIServerThroughput.self, WorkQueueThroughput.self, InformerThroughput.self], defaultSubcommand: ScenarioCommand.self)
+}
+
+/// The operator against the API server's own write ceiling (BENCHMARKS.md).
+struct ScenarioCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scenarios",
+        abstract: "Operator scenarios: converge (with baseline), steady, pipeline-events, startup.")
+
+    @Option(help: "Scenario to run (repeatable): \(ScenarioOptions.all.joined(separator: ", ")); default all.") var scenario: [String] = []
+    @Option(help: "Meteors.") var count = 10_000
+    @Option(help: "Concurrent client requests, and the operator's concurrent reconciles.") var concurrency = 32
+    @Option(help: "A cluster to run against (with the Meteor and Tekton CRDs); default: the embedded API server.") var kubeconfig: String?
+    @Flag(help: "Run the operator as a separate meteor-operator process.") var operatorProcess = false
+    @Option(help: "The meteor-operator binary for --operator-process (default: next to meteor-bench).") var operatorBinary: String?
+    @Option(help: "Seconds of the steady scenario.") var steadySeconds: Double = 60
+    @Flag(help: "Print the BENCHMARKS.md table (machine, date, command) after the JSON lines.") var markdown = false
+
+    func run() async throws {
+        var options = ScenarioOptions()
+        if !scenario.isEmpty { options.scenarios = scenario }
+        options.count = count
+        options.concurrency = concurrency
+        options.kubeconfig = kubeconfig
+        options.steadySeconds = steadySeconds
+        if operatorProcess {
+            let binary = operatorBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("meteor-operator").path
+            guard FileManager.default.isExecutableFile(atPath: binary) else { throw ValidationError("no meteor-operator binary at \(binary) (build it, or pass --operator-binary)") }
+            options.operatorBinary = binary
+        }
+        var logger = Logger(label: "meteor-bench")
+        logger.logLevel = .warning
+        let results = try await Scenarios.run(options, logger: logger) { print($0.serializedString()) }
+        if markdown { print(BenchmarkTable.markdown(results, command: CommandLine.arguments.joined(separator: " "))) }
+    }
 }
 
 /// How fast the embedded API server takes writes and serves reads over loopback HTTP, with N objects stored.

@@ -54,7 +54,7 @@ public final class MeteorReconciler: Sendable {
     }
 
     /// Wires the informers and the controller into a manager. `namespace` nil watches all namespaces.
-    public static func register(with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "meteor")) async -> (MeteorReconciler, Controller) {
+    public static func register(with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(), onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, logger: Logger = Logger(label: "meteor")) async -> (MeteorReconciler, Controller) {
         let meteors = manager.informer(for: Meteor.resourceType, namespace: namespace)
         let runs = manager.informer(for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)")
         let events = EventRecorder(client: manager.client, component: "meteor-operator", logger: logger)
@@ -71,6 +71,7 @@ public final class MeteorReconciler: Sendable {
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
+        options.onReconciled = onReconciled
         let controller = Controller(name: "meteor", for: meteors, options: options, metricsFactory: manager.metricsFactory, logger: logger) { key in
             try await reconciler.reconcile(key)
         }
@@ -109,7 +110,9 @@ public final class MeteorReconciler: Sendable {
             try await ObjectHelpers.removeFinalizer(MeteorLabels.finalizer, from: raw, api: api)
             return .done
         }
-        if !ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer) {
+        // Only edge Meteors make objects their ownerReferences cannot reach (Applications in Argo CD's namespace),
+        // so only they carry the finalizer; everything else is collected by the garbage collector, one write less.
+        if meteor.spec.requestedPipelines.contains(Pipeline.edge.rawValue), configuration.edge != nil, !ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer) {
             raw = try await ObjectHelpers.addFinalizer(MeteorLabels.finalizer, to: raw, api: api)
         }
 

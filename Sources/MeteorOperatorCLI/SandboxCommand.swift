@@ -59,8 +59,7 @@ struct SandboxCommand: AsyncParsableCommand {
         options.remotes = !noRemotes
         options.releaseTags = tag
         options.metricsBindAddress = metricsBindAddress
-        let upstream = upstreamCRDs.map { URL(fileURLWithPath: $0) } ?? checkout.deletingLastPathComponent().appendingPathComponent("shared/crds")
-        options.upstreamCRDs = FileManager.default.fileExists(atPath: upstream.path) ? upstream : nil
+        options.upstreamCRDs = upstreamCRDs.map { URL(fileURLWithPath: $0) } ?? Sandbox.defaultUpstreamCRDs(repository: checkout)
         do {
             try await Sandbox.run(options, logger: logger) { text in
                 FileHandle.standardOutput.write(Data(text.utf8))

@@ -68,24 +68,34 @@ public enum Sandbox {
     }
 
     static func installCRDs(_ server: EmbeddedAPIServer, options: SandboxOptions, logger: Logger) throws {
-        let ours = options.repository.appendingPathComponent("crds/meteor.zone_meteors.yaml")
+        try installCRDs(server, repository: options.repository, upstream: options.upstreamCRDs, argo: true, logger: logger)
+    }
+
+    /// Installs the Meteor CRD from the checkout, and Tekton's PipelineRun (and Argo CD's Application) CRDs from
+    /// `upstream` when they are there, permissive stand-ins otherwise.
+    public static func installCRDs(_ server: EmbeddedAPIServer, repository: URL, upstream: URL?, argo: Bool, logger: Logger) throws {
+        let ours = repository.appendingPathComponent("crds/meteor.zone_meteors.yaml")
         do {
             try server.installCRDs(yaml: try String(contentsOf: ours, encoding: .utf8))
         } catch {
             throw Failure(description: "cannot install the Meteor CRD from \(ours.path): \(error)")
         }
-        let upstream: [(file: String, fallback: ResourceType, status: Bool)] = [
-            ("tekton/300-pipelinerun.yaml", PipelineRunBuilder.resourceType, true),
-            ("argocd/application-crd.yaml", ArgoApplicationBuilder.resourceType, false),
-        ]
-        for crd in upstream {
-            if let dir = options.upstreamCRDs, let text = try? String(contentsOf: dir.appendingPathComponent(crd.file), encoding: .utf8) {
+        var crds: [(file: String, fallback: ResourceType, status: Bool)] = [("tekton/300-pipelinerun.yaml", PipelineRunBuilder.resourceType, true)]
+        if argo { crds.append(("argocd/application-crd.yaml", ArgoApplicationBuilder.resourceType, false)) }
+        for crd in crds {
+            if let dir = upstream, let text = try? String(contentsOf: dir.appendingPathComponent(crd.file), encoding: .utf8) {
                 try server.installCRDs(yaml: text)
             } else {
                 logger.notice("sandbox: upstream CRD \(crd.file) not found; serving \(crd.fallback.plural).\(crd.fallback.group) with a permissive schema")
                 try server.installCRDs(yaml: permissiveCRD(crd.fallback, statusSubresource: crd.status))
             }
         }
+    }
+
+    /// `../shared/crds` next to the checkout, when it exists.
+    public static func defaultUpstreamCRDs(repository: URL) -> URL? {
+        let dir = repository.deletingLastPathComponent().appendingPathComponent("shared/crds")
+        return FileManager.default.fileExists(atPath: dir.path) ? dir : nil
     }
 
     /// A CRD that stores anything, for when the upstream schema is not at hand.

@@ -92,6 +92,7 @@ import Testing
             _ = try await c.waitFor(c.runs, twinRun) { $0 != nil }
             var meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesBuilt")?["reason"] == "Building" }
             #expect(meteor?[path: "status", "phase"] == "Building")
+            #expect(meteor?[path: "metadata", "finalizers"] == ["meteor.zone/cleanup"], "Applications in argocd are cleaned up before the Meteor goes")
 
             try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
             try await c.tekton(twinRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])

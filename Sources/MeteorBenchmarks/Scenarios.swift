@@ -1,0 +1,326 @@
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import Logging
+import MeteorCore
+import Synchronization
+
+/// The operator-level benchmark scenarios of `meteor-bench`: `converge` (with its `baseline`), `steady`,
+/// `pipeline-events` and `startup`. Each prints one JSON object; later scenarios start from the state earlier ones
+/// leave (steady and pipeline-events need converged Meteors, startup needs them all present).
+public struct ScenarioOptions: Sendable {
+    public static let all = ["converge", "baseline", "steady", "pipeline-events", "startup"]
+    public var count = 10_000
+    public var concurrency = 32
+    public var kubeconfig: String?
+    /// Run the operator as this `meteor-operator` binary in its own process (nil: in this process).
+    public var operatorBinary: String?
+    public var steadySeconds: Double = 60
+    public var scenarios = ScenarioOptions.all
+    public var timeout: Duration = .seconds(1800)
+    public init() {}
+}
+
+public enum Scenarios {
+    /// Runs the selected scenarios; returns one result per selected scenario, in order.
+    public static func run(_ options: ScenarioOptions, logger: Logger = Logger(label: "meteor-bench"), report: @Sendable (JSONValue) -> Void = { _ in }) async throws -> [JSONValue] {
+        let wanted = Set(options.scenarios)
+        let unknown = wanted.subtracting(ScenarioOptions.all)
+        guard unknown.isEmpty else { throw BenchError("unknown scenario \(unknown.sorted().joined(separator: ", ")); known: \(ScenarioOptions.all.joined(separator: ", "))") }
+        let target = try await BenchTarget.start(kubeconfig: options.kubeconfig, logger: logger)
+        var results: [JSONValue] = []
+        func emit(_ name: String, _ result: JSONValue) {
+            guard wanted.contains(name) else { return }
+            results.append(result)
+            report(result)
+        }
+        do {
+            let needsConverge = !wanted.isDisjoint(with: ["converge", "steady", "pipeline-events", "startup"])
+            if needsConverge {
+                let tracker = try await Tracker.start(target: target, expectedRuns: 2)
+                let op = try await OperatorUnderTest.start(target: target, workers: options.concurrency, binary: options.operatorBinary, logger: logger)
+                try await op.waitForSync()
+                var converge = try await Self.converge(target: target, operator: op, tracker: tracker, options: options)
+                if wanted.contains("converge") || wanted.contains("baseline") {
+                    let baseline = try await Self.baseline(target: target, options: options)
+                    let ratio = converge["seconds"]!.doubleValue! / baseline["seconds"]!.doubleValue!
+                    converge["baseline_seconds"] = baseline["seconds"]
+                    converge["ratio"] = .double((ratio * 100).rounded() / 100)
+                    emit("converge", converge)
+                    emit("baseline", baseline)
+                }
+                if wanted.contains("steady") { emit("steady", try await Self.steady(operator: op, options: options)) }
+                if wanted.contains("pipeline-events") || wanted.contains("startup") {
+                    emit("pipeline-events", try await Self.pipelineEvents(target: target, operator: op, tracker: tracker, options: options))
+                }
+                await op.stop()
+                await tracker.stop()
+                if wanted.contains("startup") { emit("startup", try await Self.startup(target: target, options: options, logger: logger)) }
+            } else if wanted.contains("baseline") {
+                emit("baseline", try await Self.baseline(target: target, options: options))
+            }
+        } catch {
+            await target.cleanUp()
+            throw error
+        }
+        await target.cleanUp()
+        return results
+    }
+
+    static func meteor(_ name: String) -> JSONValue {
+        ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)],
+         "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main", "pipelines": ["jupyterhub", "jupyterbook"]]]
+    }
+
+    static func name(_ i: Int) -> String { "m-\(i)" }
+
+    /// N Meteors created as fast as the server takes them, the operator running: until each has its PipelineRuns
+    /// and a written status.
+    static func converge(target: BenchTarget, operator op: OperatorUnderTest, tracker: Tracker, options: ScenarioOptions) async throws -> JSONValue {
+        let before = try await op.requestsByMethod()
+        let started = ContinuousClock.now
+        try await parallel(options.count, width: options.concurrency) { i in
+            _ = try await target.meteors.create(Self.meteor(Self.name(i)))
+            tracker.created(Self.name(i))
+        }
+        try await tracker.converged.wait(for: options.count, timeout: options.timeout)
+        let elapsed = seconds(ContinuousClock.now - started)
+        let after = try await op.requestsByMethod()
+        var perVerb: JSONObject = [:]
+        var writes = 0
+        for (method, n) in after {
+            let delta = n - (before[method] ?? 0)
+            perVerb[method] = .double((Double(delta) / Double(options.count) * 100).rounded() / 100)
+            if method != "GET" { writes += delta }
+        }
+        let latencies = tracker.latencies().sorted()
+        func percentile(_ p: Double) -> Double {
+            guard !latencies.isEmpty else { return 0 }
+            return (latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] * 10000).rounded() / 10
+        }
+        return [
+            "scenario": "converge", "count": .int(Int64(options.count)), "seconds": .double((elapsed * 1000).rounded() / 1000),
+            "meteors_per_second": .double((Double(options.count) / elapsed).rounded()),
+            "p50_ms": .double(percentile(0.5)), "p99_ms": .double(percentile(0.99)),
+            "requests_per_meteor": .object(perVerb), "writes_per_meteor": .double((Double(writes) / Double(options.count) * 100).rounded() / 100),
+            "peak_rss_mib": .double(ProcessStats.peakRSSMiB(pid: op.pid)), "rss_scope": .string(op.scope),
+            "concurrency": .int(Int64(options.concurrency)), "converged": .int(Int64(tracker.converged.value)),
+        ]
+    }
+
+    /// The server's ceiling for the same end state: a bare client makes exactly the writes the operator must (the
+    /// Meteor's create, two PipelineRun creates, one status write) with the same concurrency.
+    static func baseline(target: BenchTarget, options: ScenarioOptions) async throws -> JSONValue {
+        let meteors = target.client.dynamic(Meteor.resourceType, namespace: target.baselineNamespace)
+        let runs = target.client.dynamic(PipelineRunBuilder.resourceType, namespace: target.baselineNamespace)
+        let started = ContinuousClock.now
+        try await parallel(options.count, width: options.concurrency) { i in
+            let created = try await meteors.create(Self.meteor(Self.name(i)))
+            let meteor = try ResourceCodec.decode(Meteor.self, from: created, keepOriginal: false)
+            for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
+                _ = try await runs.create(PipelineRunBuilder.build(meteor: meteor, owner: created, pipeline: pipeline, settings: BuildSettings()))
+            }
+            _ = try await meteors.patchStatus(Self.name(i), .merge(["status": ["phase": "Building", "observedGeneration": 1]]))
+        }
+        let elapsed = seconds(ContinuousClock.now - started)
+        return ["scenario": "baseline", "count": .int(Int64(options.count)), "seconds": .double((elapsed * 1000).rounded() / 1000),
+                "writes_per_meteor": 4, "concurrency": .int(Int64(options.concurrency))]
+    }
+
+    /// Converged and nothing changes: the operator must write nothing and use (almost) no CPU.
+    static func steady(operator op: OperatorUnderTest, options: ScenarioOptions) async throws -> JSONValue {
+        let before = try await op.requestsByMethod()
+        let cpuBefore = ProcessStats.cpuSeconds(pid: op.pid)
+        try await Task.sleep(for: .milliseconds(Int64(options.steadySeconds * 1000)))
+        let cpu = ProcessStats.cpuSeconds(pid: op.pid) - cpuBefore
+        let after = try await op.requestsByMethod()
+        var writes = 0, reads = 0
+        for (method, n) in after {
+            let delta = n - (before[method] ?? 0)
+            if method == "GET" { reads += delta } else { writes += delta }
+        }
+        return [
+            "scenario": "steady", "count": .int(Int64(options.count)), "seconds": .double(options.steadySeconds),
+            "writes": .int(Int64(writes)), "reads": .int(Int64(reads)), "cpu_seconds": .double((cpu * 1000).rounded() / 1000),
+            "cpu_percent_of_one_core": .double((cpu / options.steadySeconds * 10000).rounded() / 100),
+            "rss_mib": .double(ProcessStats.rssMiB(pid: op.pid)), "rss_scope": .string(op.scope),
+        ]
+    }
+
+    /// Tekton-style final status on every PipelineRun, as fast as the server takes it: until every Meteor is Ready.
+    static func pipelineEvents(target: BenchTarget, operator op: OperatorUnderTest, tracker: Tracker, options: ScenarioOptions) async throws -> JSONValue {
+        let runs = tracker.runNames()
+        let before = try await op.requestsByMethod()
+        let started = ContinuousClock.now
+        let now = KubeTime.format(Date())
+        try await parallel(runs.count, width: options.concurrency) { i in
+            let status: JSONValue = [
+                "startTime": .string(now), "completionTime": .string(now),
+                "conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(now)]],
+                "results": [["name": "IMAGE_URL", "value": .string("registry.bench/\(runs[i]):g1")], ["name": "IMAGE_DIGEST", "value": .string("sha256:" + String(repeating: "b", count: 64))], ["name": "URL", "value": "http://book.bench"]],
+            ]
+            _ = try await target.runs.patchStatus(runs[i], .merge(["status": status]))
+        }
+        try await tracker.ready.wait(for: options.count, timeout: options.timeout)
+        let elapsed = seconds(ContinuousClock.now - started)
+        let after = try await op.requestsByMethod()
+        let writes = after.filter { $0.key != "GET" }.map { $0.value - (before[$0.key] ?? 0) }.reduce(0, +)
+        let total = after.filter { $0.key != "GET" }.map(\.value).reduce(0, +)
+        return [
+            "scenario": "pipeline-events", "count": .int(Int64(options.count)), "pipeline_runs": .int(Int64(runs.count)),
+            "seconds": .double((elapsed * 1000).rounded() / 1000),
+            "writes_per_meteor": .double((Double(writes) / Double(options.count) * 100).rounded() / 100),
+            "writes_per_meteor_create_to_ready": .double((Double(total) / Double(options.count) * 100).rounded() / 100),
+            "ready": .int(Int64(tracker.ready.value)),
+        ]
+    }
+
+    /// A fresh operator with every Meteor and PipelineRun present: start to caches synced and first reconcile.
+    static func startup(target: BenchTarget, options: ScenarioOptions, logger: Logger) async throws -> JSONValue {
+        let meteors = try await target.meteors.list(ListOptions(limit: 1))
+        let runs = try await target.runs.list(ListOptions(limit: 1))
+        let op = try await OperatorUnderTest.start(target: target, workers: options.concurrency, binary: options.operatorBinary, logger: logger)
+        try await op.waitForSync()
+        let synced = seconds(ContinuousClock.now - op.started)
+        await op.waitForFirstReconcile()
+        let first = seconds(ContinuousClock.now - op.started)
+        let writes = try await op.requestsByMethod().filter { $0.key != "GET" }.map(\.value).reduce(0, +)
+        await op.stop()
+        return [
+            "scenario": "startup", "count": .int(Int64(options.count)),
+            "objects": .int(Int64((meteors.metadata.remainingItemCount ?? 0) + Int64(meteors.items.count) + (runs.metadata.remainingItemCount ?? 0) + Int64(runs.items.count))),
+            "seconds": .double((first * 1000).rounded() / 1000), "synced_seconds": .double((synced * 1000).rounded() / 1000),
+            "writes_at_startup": .int(Int64(writes)),
+        ]
+    }
+}
+
+/// Follows Meteors and PipelineRuns with informers of the benchmark's own: when each Meteor got its first
+/// PipelineRun, when it converged (its runs and a written status), when it became Ready.
+final class Tracker: Sendable {
+    struct State {
+        var created: [String: ContinuousClock.Instant] = [:]
+        var firstRun: [String: ContinuousClock.Instant] = [:]
+        var runs: [String: Set<String>] = [:]
+        var statusWritten: Set<String> = []
+        var converged: Set<String> = []
+        var ready: Set<String> = []
+    }
+    let state = Mutex(State())
+    let converged = Countdown()
+    let ready = Countdown()
+    let expectedRuns: Int
+    let informers: [Informer]
+    let tasks: [Task<Void, Never>]
+
+    init(expectedRuns: Int, informers: [Informer], tasks: [Task<Void, Never>]) {
+        self.expectedRuns = expectedRuns
+        self.informers = informers
+        self.tasks = tasks
+    }
+
+    static func start(target: BenchTarget, expectedRuns: Int) async throws -> Tracker {
+        let meteors = Informer(api: target.meteors)
+        let runs = Informer(api: target.runs)
+        let tracker = Tracker(expectedRuns: expectedRuns, informers: [meteors, runs], tasks: [Task { await meteors.run() }, Task { await runs.run() }])
+        await meteors.addHandler { event in
+            guard case let .updated(_, m) = event, let name = m[path: "metadata", "name"]?.stringValue else { return }
+            let written = m[path: "status", "observedGeneration"] == 1 && (m[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == expectedRuns
+            let isReady = m[path: "status", "phase"] == "Ready"
+            tracker.update(name) { s in
+                if written { s.statusWritten.insert(name) }
+                if isReady { s.ready.insert(name) }
+            }
+        }
+        await runs.addHandler { event in
+            guard case let .added(r) = event, let meteor = r[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue, let name = r[path: "metadata", "name"]?.stringValue else { return }
+            let now = ContinuousClock.now
+            tracker.update(meteor) { s in
+                if s.firstRun[meteor] == nil { s.firstRun[meteor] = now }
+                s.runs[meteor, default: []].insert(name)
+            }
+        }
+        await meteors.waitForSync()
+        await runs.waitForSync()
+        return tracker
+    }
+
+    func created(_ name: String) {
+        let now = ContinuousClock.now
+        state.withLock { $0.created[name] = now }
+    }
+
+    func update(_ meteor: String, _ change: (inout State) -> Void) {
+        let (newlyConverged, newlyReady) = state.withLock { s -> (Bool, Bool) in
+            change(&s)
+            var c = false, r = false
+            if !s.converged.contains(meteor), s.statusWritten.contains(meteor), (s.runs[meteor]?.count ?? 0) >= expectedRuns {
+                s.converged.insert(meteor)
+                c = true
+            }
+            if s.ready.contains(meteor), s.converged.contains(meteor) { r = true }
+            return (c, r)
+        }
+        if newlyConverged { converged.tick() }
+        if newlyReady { ready.tick(meteor) }
+    }
+
+    /// Create response to first PipelineRun seen, in seconds (0 when the run was seen first).
+    func latencies() -> [Double] {
+        state.withLock { s in s.created.compactMap { name, t in s.firstRun[name].map { max(0, seconds($0 - t)) } } }
+    }
+
+    func runNames() -> [String] { state.withLock { $0.runs.values.flatMap { $0 }.sorted() } }
+
+    func stop() async {
+        for t in tasks { t.cancel() }
+        for t in tasks { await t.value }
+    }
+}
+
+/// Counts up to a target and wakes a waiter when it is reached (each key counted once).
+final class Countdown: Sendable {
+    let state = Mutex<(count: Int, seen: Set<String>, target: Int?, waiter: CheckedContinuation<Void, Never>?)>((0, [], nil, nil))
+
+    var value: Int { state.withLock { $0.count } }
+
+    func tick(_ key: String? = nil) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let key { guard s.seen.insert(key).inserted else { return nil } }
+            s.count += 1
+            guard let target = s.target, s.count >= target, let w = s.waiter else { return nil }
+            s.waiter = nil
+            return w
+        }
+        waiter?.resume()
+    }
+
+    func wait(for target: Int, timeout: Duration) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { c in
+                    let done = self.state.withLock { s -> Bool in
+                        if s.count >= target { return true }
+                        s.target = target
+                        s.waiter = c
+                        return false
+                    }
+                    if done { c.resume() }
+                }
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            let reached = try await group.next() ?? false
+            group.cancelAll()
+            if !reached {
+                let waiter = self.state.withLock { s -> CheckedContinuation<Void, Never>? in defer { s.waiter = nil }; return s.waiter }
+                waiter?.resume()
+                throw BenchError("timed out at \(self.value) of \(target)")
+            }
+        }
+    }
+}
