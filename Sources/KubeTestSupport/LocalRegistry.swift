@@ -35,6 +35,10 @@ public final class LocalRegistry: Sendable {
             http:
               addr: \(address)
             """.write(to: config, atomically: true, encoding: .utf8)
+        // Someone else's registry on the port would answer our readiness check and serve stale content.
+        if let r = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/v2/"), timeout: .seconds(1)), r.status.code > 0 {
+            throw Failure(message: "\(address) is already in use (a registry left over from an earlier run?)")
+        }
         process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["serve", config.path]

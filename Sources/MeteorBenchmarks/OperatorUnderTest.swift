@@ -19,6 +19,22 @@ public final class OperatorUnderTest: Sendable {
     }
     let mode: Mode
     let firstReconcile: FirstSignal
+    let writes: WriteCounter
+
+    /// Writes by "METHOD resource" (in-process only: a separate process reports methods, not resources).
+    final class WriteCounter: Sendable {
+        let counts = Mutex<[String: Int]>([:])
+        func count(_ m: RequestMetric) {
+            guard m.method != "GET", m.method != "WATCH" else { return }
+            let segments = m.path.split(separator: "/")
+            var rest = Array(segments.dropFirst(segments.first == "api" ? 2 : 3))
+            if rest.first == "namespaces", rest.count >= 3 { rest = Array(rest.dropFirst(2)) }
+            let resource = (rest.first.map(String.init) ?? "?") + (rest.count >= 3 ? "/" + rest[2] : "")
+            counts.withLock { $0["\(m.method) \(resource)", default: 0] += 1 }
+        }
+    }
+
+    public func writesByResource() -> [String: Int] { writes.counts.withLock { $0 } }
     public let started: ContinuousClock.Instant
 
     final class FirstSignal: Sendable {
@@ -44,8 +60,9 @@ public final class OperatorUnderTest: Sendable {
         }
     }
 
-    init(mode: Mode, firstReconcile: FirstSignal, started: ContinuousClock.Instant) {
+    init(mode: Mode, firstReconcile: FirstSignal, started: ContinuousClock.Instant, writes: WriteCounter = WriteCounter()) {
         self.mode = mode
+        self.writes = writes
         self.firstReconcile = firstReconcile
         self.started = started
     }
@@ -76,7 +93,12 @@ public final class OperatorUnderTest: Sendable {
         let metrics = RuntimeMetrics(histogramBuckets: MeteorMetrics.histogramBuckets)
         var options = KubeClient.Options()
         options.qps = 0
-        options.metrics = metrics.clientHook
+        let writes = WriteCounter()
+        let hook = metrics.clientHook
+        options.metrics = { m in
+            hook(m)
+            writes.count(m)
+        }
         options.userAgent = "meteor-operator/bench"
         let client = try KubeClient(configuration: target.cluster, options: options)
         var managerOptions = Manager.Options()
@@ -88,7 +110,7 @@ public final class OperatorUnderTest: Sendable {
         _ = await MeteorReconciler.register(with: manager, namespace: target.namespace, workers: workers, onReconciled: { _, _ in first.fire() }, logger: quiet)
         let group = ServiceGroup(configuration: .init(services: [manager], logger: quiet))
         let task = Task { try await group.run() }
-        return OperatorUnderTest(mode: .inProcess(manager: manager, group: group, task: task, client: client), firstReconcile: first, started: started)
+        return OperatorUnderTest(mode: .inProcess(manager: manager, group: group, task: task, client: client), firstReconcile: first, started: started, writes: writes)
     }
 
     /// Until the first reconcile has finished.

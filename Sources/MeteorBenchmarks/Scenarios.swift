@@ -75,6 +75,11 @@ public enum Scenarios {
 
     static func name(_ i: Int) -> String { "m-\(i)" }
 
+    static func isRead(_ method: String) -> Bool { method == "GET" || method == "WATCH" }
+
+    /// Meteors created one at a time after convergence to measure create-to-PipelineRun latency.
+    static func probes(_ options: ScenarioOptions) -> Int { min(100, max(10, options.count / 20)) }
+
     /// N Meteors created as fast as the server takes them, the operator running: until each has its PipelineRuns
     /// and a written status.
     static func converge(target: BenchTarget, operator op: OperatorUnderTest, tracker: Tracker, options: ScenarioOptions) async throws -> JSONValue {
@@ -87,22 +92,42 @@ public enum Scenarios {
         try await tracker.converged.wait(for: options.count, timeout: options.timeout)
         let elapsed = seconds(ContinuousClock.now - started)
         let after = try await op.requestsByMethod()
+        let byResource = op.writesByResource()
+        let burst = tracker.latencies().sorted()
+
+        // Responsiveness with N present: one Meteor at a time, create response to its first PipelineRun.
+        var probes: [Double] = []
+        for j in 0..<Self.probes(options) {
+            let name = "probe-\(j)"
+            let seen = Task { await tracker.firstRun(of: name) }
+            _ = try await target.meteors.create(Self.meteor(name))
+            let createdAt = ContinuousClock.now
+            let firstRun = await seen.value
+            probes.append(max(0, seconds(firstRun - createdAt)))
+        }
+        try await tracker.converged.wait(for: options.count + probes.count, timeout: options.timeout)
         var perVerb: JSONObject = [:]
         var writes = 0
         for (method, n) in after {
             let delta = n - (before[method] ?? 0)
             perVerb[method] = .double((Double(delta) / Double(options.count) * 100).rounded() / 100)
-            if method != "GET" { writes += delta }
+            if !Self.isRead(method) { writes += delta }
         }
-        let latencies = tracker.latencies().sorted()
-        func percentile(_ p: Double) -> Double {
-            guard !latencies.isEmpty else { return 0 }
-            return (latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] * 10000).rounded() / 10
+        func percentile(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            guard !sorted.isEmpty else { return 0 }
+            return (sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 10000).rounded() / 10
         }
+        var resources: JSONObject = [:]
+        for (k, n) in byResource { resources[k] = .double((Double(n) / Double(options.count) * 100).rounded() / 100) }
+        let eventWrites = byResource.filter { $0.key.hasSuffix(" events") }.map(\.value).reduce(0, +)
         return [
             "scenario": "converge", "count": .int(Int64(options.count)), "seconds": .double((elapsed * 1000).rounded() / 1000),
             "meteors_per_second": .double((Double(options.count) / elapsed).rounded()),
-            "p50_ms": .double(percentile(0.5)), "p99_ms": .double(percentile(0.99)),
+            "p50_ms": .double(percentile(probes, 0.5)), "p99_ms": .double(percentile(probes, 0.99)), "latency_probes": .int(Int64(probes.count)),
+            "burst_p50_ms": .double(percentile(burst, 0.5)), "burst_p99_ms": .double(percentile(burst, 0.99)),
+            "writes_by_resource_per_meteor": .object(resources),
+            "writes_per_meteor_without_events": byResource.isEmpty ? .null : .double((Double(writes - eventWrites) / Double(options.count) * 100).rounded() / 100),
             "requests_per_meteor": .object(perVerb), "writes_per_meteor": .double((Double(writes) / Double(options.count) * 100).rounded() / 100),
             "peak_rss_mib": .double(ProcessStats.peakRSSMiB(pid: op.pid)), "rss_scope": .string(op.scope),
             "concurrency": .int(Int64(options.concurrency)), "converged": .int(Int64(tracker.converged.value)),
@@ -138,7 +163,7 @@ public enum Scenarios {
         var writes = 0, reads = 0
         for (method, n) in after {
             let delta = n - (before[method] ?? 0)
-            if method == "GET" { reads += delta } else { writes += delta }
+            if Self.isRead(method) { reads += delta } else { writes += delta }
         }
         return [
             "scenario": "steady", "count": .int(Int64(options.count)), "seconds": .double(options.steadySeconds),
@@ -162,17 +187,20 @@ public enum Scenarios {
             ]
             _ = try await target.runs.patchStatus(runs[i], .merge(["status": status]))
         }
-        try await tracker.ready.wait(for: options.count, timeout: options.timeout)
+        try await tracker.ready.wait(for: options.count + Self.probes(options), timeout: options.timeout)
         let elapsed = seconds(ContinuousClock.now - started)
         let after = try await op.requestsByMethod()
-        let writes = after.filter { $0.key != "GET" }.map { $0.value - (before[$0.key] ?? 0) }.reduce(0, +)
-        let total = after.filter { $0.key != "GET" }.map(\.value).reduce(0, +)
+        let writes = after.filter { !Self.isRead($0.key) }.map { $0.value - (before[$0.key] ?? 0) }.reduce(0, +)
+        let total = after.filter { !Self.isRead($0.key) }.map(\.value).reduce(0, +)
+        var resources: JSONObject = [:]
+        for (k, n) in op.writesByResource() { resources[k] = .double((Double(n) / Double(options.count + Self.probes(options)) * 100).rounded() / 100) }
         return [
             "scenario": "pipeline-events", "count": .int(Int64(options.count)), "pipeline_runs": .int(Int64(runs.count)),
             "seconds": .double((elapsed * 1000).rounded() / 1000),
             "writes_per_meteor": .double((Double(writes) / Double(options.count) * 100).rounded() / 100),
             "writes_per_meteor_create_to_ready": .double((Double(total) / Double(options.count) * 100).rounded() / 100),
             "ready": .int(Int64(tracker.ready.value)),
+            "writes_by_resource_per_meteor_create_to_ready": .object(resources),
         ]
     }
 
@@ -185,13 +213,15 @@ public enum Scenarios {
         let synced = seconds(ContinuousClock.now - op.started)
         await op.waitForFirstReconcile()
         let first = seconds(ContinuousClock.now - op.started)
-        let writes = try await op.requestsByMethod().filter { $0.key != "GET" }.map(\.value).reduce(0, +)
+        let writes = try await op.requestsByMethod().filter { !Self.isRead($0.key) }.map(\.value).reduce(0, +)
+        let byResource = op.writesByResource()
         await op.stop()
         return [
             "scenario": "startup", "count": .int(Int64(options.count)),
             "objects": .int(Int64((meteors.metadata.remainingItemCount ?? 0) + Int64(meteors.items.count) + (runs.metadata.remainingItemCount ?? 0) + Int64(runs.items.count))),
             "seconds": .double((first * 1000).rounded() / 1000), "synced_seconds": .double((synced * 1000).rounded() / 1000),
             "writes_at_startup": .int(Int64(writes)),
+            "writes_at_startup_by_resource": .object(byResource.mapValues { .int(Int64($0)) }),
         ]
     }
 }
@@ -206,6 +236,7 @@ final class Tracker: Sendable {
         var statusWritten: Set<String> = []
         var converged: Set<String> = []
         var ready: Set<String> = []
+        var runWaiters: [String: [CheckedContinuation<ContinuousClock.Instant, Never>]] = [:]
     }
     let state = Mutex(State())
     let converged = Countdown()
@@ -236,10 +267,15 @@ final class Tracker: Sendable {
         await runs.addHandler { event in
             guard case let .added(r) = event, let meteor = r[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue, let name = r[path: "metadata", "name"]?.stringValue else { return }
             let now = ContinuousClock.now
+            var waiters: [CheckedContinuation<ContinuousClock.Instant, Never>] = []
             tracker.update(meteor) { s in
-                if s.firstRun[meteor] == nil { s.firstRun[meteor] = now }
+                if s.firstRun[meteor] == nil {
+                    s.firstRun[meteor] = now
+                    waiters = s.runWaiters.removeValue(forKey: meteor) ?? []
+                }
                 s.runs[meteor, default: []].insert(name)
             }
+            for w in waiters { w.resume(returning: now) }
         }
         await meteors.waitForSync()
         await runs.waitForSync()
@@ -269,6 +305,18 @@ final class Tracker: Sendable {
     /// Create response to first PipelineRun seen, in seconds (0 when the run was seen first).
     func latencies() -> [Double] {
         state.withLock { s in s.created.compactMap { name, t in s.firstRun[name].map { max(0, seconds($0 - t)) } } }
+    }
+
+    /// When the first PipelineRun of `meteor` was seen (waits for it).
+    func firstRun(of meteor: String) async -> ContinuousClock.Instant {
+        await withCheckedContinuation { c in
+            let seen = state.withLock { s -> ContinuousClock.Instant? in
+                if let t = s.firstRun[meteor] { return t }
+                s.runWaiters[meteor, default: []].append(c)
+                return nil
+            }
+            if let seen { c.resume(returning: seen) }
+        }
     }
 
     func runNames() -> [String] { state.withLock { $0.runs.values.flatMap { $0 }.sorted() } }

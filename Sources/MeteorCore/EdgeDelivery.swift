@@ -92,15 +92,17 @@ extension MeteorReconciler {
         let runsApi = client.dynamic(PipelineRunBuilder.resourceType, namespace: meteor.namespace)
         let earlier = Dictionary((previous.images ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var built = 0, failed = 0
+        var started: [String] = []
         for image in edge.images {
             let runName = EdgePipelineRunBuilder.name(meteor: meteor.name, image: image.name, build: build)
             outcome.runNames.insert(runName)
-            var run = pipelineRuns.store.get(ObjectKey(namespace: meteor.namespace, name: runName))
+            var run = recent.read(ObjectKey(namespace: meteor.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns.store)
             if run == nil {
                 let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: configuration.build)
                 do {
                     run = try await runsApi.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
-                    await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created PipelineRun \(runName) for edge image \(image.name) (\(image.platform)) at \(build.ref)")
+                    recent.record(run)
+                    started.append("\(runName) (\(image.name), \(image.platform))")
                 } catch let e as KubeError where e.isAlreadyExists {}
             }
             var status = EdgeImageStatus(name: image.name, platform: image.platform, repository: image.repository)
@@ -127,6 +129,9 @@ extension MeteorReconciler {
             outcome.images.append(status)
         }
 
+        if !started.isEmpty {
+            await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created edge PipelineRun\(started.count > 1 ? "s" : "") \(started.joined(separator: ", ")) at \(build.ref)")
+        }
         let total = edge.images.count
         if failed > 0 {
             let names = outcome.images.filter { $0.reason == "BuildFailed" }.map(\.name)
@@ -320,9 +325,9 @@ extension MeteorReconciler {
         guard let applications else { return }
         let key = ObjectKey(desired)
         let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
-        guard let current = applications.store.get(key) else {
+        guard let current = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications.store) else {
             do {
-                _ = try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
+                recent.record(try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
                 await events.record(raw, type: .normal, reason: "ApplicationCreated", message: "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(target.cluster)")
             } catch let e as KubeError where e.isAlreadyExists {}
             return
@@ -334,7 +339,7 @@ extension MeteorReconciler {
         let desiredSpec = desired["spec"] ?? .object([:])
         let image = desired[path: "metadata", "annotations", "meteor.zone/image"]
         if MergePatch.apply(desiredSpec, to: current["spec"] ?? .object([:])) != current["spec"] || current[path: "metadata", "annotations", "meteor.zone/image"] != image {
-            _ = try await api.patch(key.name, .merge(["metadata": ["annotations": ["meteor.zone/image": image ?? .null]], "spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator"))
+            recent.record(try await api.patch(key.name, .merge(["metadata": ["annotations": ["meteor.zone/image": image ?? .null]], "spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
             let before = ApplicationState(current)
             await events.record(raw, type: .normal, reason: "ApplicationUpdated", message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(target.cluster)")
         }
@@ -353,14 +358,17 @@ extension MeteorReconciler {
                 app[path: "metadata", "deletionTimestamp"] == nil, let name = app[path: "metadata", "name"]?.stringValue else { continue }
             do {
                 _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
+                recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
             } catch let e as KubeError where e.isNotFound {}
         }
     }
 
     func deploymentStatus(_ meteor: Meteor, _ edge: Edge, settings: EdgeSettings) -> [EdgeDeploymentStatus] {
-        let apps = applicationsOf(meteor, settings: settings)
+        guard let applications else { return [] }
         return edge.targets.compactMap { target in
-            guard let app = apps.first(where: { $0[path: "metadata", "labels", MeteorLabels.target]?.stringValue == target.name }) else { return nil }
+            let key = ObjectKey(namespace: settings.argocdNamespace, name: ArgoApplicationBuilder.name(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name, target: target.name))
+            guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications.store),
+                app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid else { return nil }
             let state = ApplicationState(app)
             var d = EdgeDeploymentStatus(target: target.name, cluster: target.cluster, application: app[path: "metadata", "name"]?.stringValue ?? "")
             d.image = state.pinnedImage

@@ -36,6 +36,8 @@ public final class MeteorReconciler: Sendable {
     public let applications: Informer?
     let events: EventRecorder
     let edgeMemory = EdgeMemory()
+    /// This reconciler's own writes, until its caches show them.
+    let recent = RecentWrites()
     /// Impact metrics (nil when no metrics factory is given).
     public let metrics: MeteorMetrics?
     let configuration: Configuration
@@ -90,7 +92,7 @@ public final class MeteorReconciler: Sendable {
     }
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
-        guard var raw = meteors.store.get(key) else { return .done }
+        guard var raw = recent.read(key, kind: Meteor.resourceType.kind, from: meteors.store) else { return .done }
         let meteor: Meteor
         do {
             meteor = try ResourceCodec.decode(Meteor.self, from: raw, keepOriginal: false)
@@ -114,6 +116,7 @@ public final class MeteorReconciler: Sendable {
         // so only they carry the finalizer; everything else is collected by the garbage collector, one write less.
         if meteor.spec.requestedPipelines.contains(Pipeline.edge.rawValue), configuration.edge != nil, !ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer) {
             raw = try await ObjectHelpers.addFinalizer(MeteorLabels.finalizer, to: raw, api: api)
+            recent.record(raw)
         }
 
         let now = configuration.now()
@@ -159,16 +162,18 @@ public final class MeteorReconciler: Sendable {
         let runs = client.dynamic(PipelineRunBuilder.resourceType, namespace: key.namespace)
         var entries: [Meteor.PipelineStatus] = []
         var states: [(Pipeline, PipelineRunState?)] = []
+        var created: [String] = []
         for pipeline in pipelines {
             let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
-            var run = pipelineRuns.store.get(ObjectKey(namespace: key.namespace, name: runName))
+            var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns.store)
             if run == nil {
                 let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: configuration.build)
                 do {
                     run = try await runs.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
-                    await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created PipelineRun \(runName) for \(pipeline.rawValue) at \(meteor.spec.ref)")
+                    recent.record(run)
+                    created.append("\(runName) (\(pipeline.rawValue))")
                 } catch let e as KubeError where e.isAlreadyExists {
-                    // Created by an earlier attempt the cache has not seen yet.
+                    // Created by an earlier attempt (another process's, after a restart) the cache has not seen yet.
                 }
             }
             var entry = Meteor.PipelineStatus(name: pipeline.rawValue, pipelineRunName: runName)
@@ -188,6 +193,10 @@ public final class MeteorReconciler: Sendable {
             }
             entries.append(entry)
             states.append((pipeline, state))
+        }
+        if !created.isEmpty {
+            // One event for the runs one reconcile starts.
+            await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created PipelineRun\(created.count > 1 ? "s" : "") \(created.joined(separator: ", ")) at \(meteor.spec.ref)")
         }
         var edgeOutcome: EdgeOutcome?
         if requested.contains(.edge), let edge = meteor.spec.edge, let settings = configuration.edge {
@@ -300,9 +309,9 @@ public final class MeteorReconciler: Sendable {
     func ensure(_ desired: JSONValue, _ type: ResourceType) async throws {
         let key = ObjectKey(desired)
         let api = client.dynamic(type, namespace: key.namespace)
-        guard let current = sites[type.kind]?.store.get(key) else {
+        guard let store = sites[type.kind]?.store, let current = recent.read(key, kind: type.kind, from: store) else {
             do {
-                _ = try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator"))
+                recent.record(try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator")))
             } catch let e as KubeError where e.isAlreadyExists {}
             return
         }
@@ -310,7 +319,7 @@ public final class MeteorReconciler: Sendable {
         let desiredSpec = desired["spec"] ?? .object([:])
         // Only the fields we set are compared: defaults the API server or other controllers add are left alone.
         if MergePatch.apply(desiredSpec, to: currentSpec) != currentSpec {
-            _ = try await api.patch(key.name, .merge(["spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator"))
+            recent.record(try await api.patch(key.name, .merge(["spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
         }
     }
 
@@ -321,7 +330,7 @@ public final class MeteorReconciler: Sendable {
 
     func writeStatus(_ status: Meteor.Status, of raw: JSONValue, api: DynamicApi) async throws {
         let desired = try JSONValue(encoding: status)
-        _ = try await ObjectHelpers.patchStatusIfChanged(raw, status: desired, api: api)
+        recent.record(try await ObjectHelpers.patchStatusIfChanged(raw, status: desired, api: api))
     }
 
     /// Unfinished runs other than the current ones (earlier generations, earlier releases) are cancelled: their

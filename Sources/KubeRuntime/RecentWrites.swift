@@ -1,0 +1,57 @@
+import Foundation
+import KubeModels
+import Synchronization
+
+/// Objects a controller wrote itself, kept until its informer cache shows them: reads through it see the
+/// controller's own writes at once, so a reconcile that runs before the watch event arrives neither repeats a
+/// create (a 409) nor rewrites a status it just wrote. controller-runtime leaves this to each reconciler
+/// ("expectations" in kube-controller-manager); here it is one small type.
+///
+/// An entry is dropped when the cache holds the same resourceVersion, a newer one (compared as integers, as every
+/// etcd-backed server's are), or after `ttl`, so someone else's later write is never hidden for long.
+public final class RecentWrites: Sendable {
+    struct Entry {
+        var object: JSONValue
+        var resourceVersion: String
+        var at: ContinuousClock.Instant
+    }
+    let entries = Mutex<[String: Entry]>([:])
+    let ttl: Duration
+
+    public init(ttl: Duration = .seconds(10)) { self.ttl = ttl }
+
+    static func id(_ kind: String, _ key: ObjectKey) -> String { "\(kind)/\(key.namespace ?? "")/\(key.name)" }
+
+    /// Remembers the object a write returned.
+    public func record(_ object: JSONValue?) {
+        guard let object, let kind = object["kind"]?.stringValue, let rv = object[path: "metadata", "resourceVersion"]?.stringValue else { return }
+        let now = ContinuousClock.now
+        entries.withLock { e in
+            e[Self.id(kind, ObjectKey(object))] = Entry(object: object, resourceVersion: rv, at: now)
+            // Bounded: expired entries go whenever another is added.
+            if e.count > 1024 { e = e.filter { now - $0.value.at < self.ttl } }
+        }
+    }
+
+    /// Forgets an object (after deleting it).
+    public func forget(kind: String, _ key: ObjectKey) {
+        _ = entries.withLock { $0.removeValue(forKey: Self.id(kind, key)) }
+    }
+
+    /// The fresher of the cache's copy and the one this controller wrote.
+    public func read(_ key: ObjectKey, kind: String, from store: Store) -> JSONValue? {
+        let cached = store.get(key)
+        let id = Self.id(kind, key)
+        return entries.withLock { e -> JSONValue? in
+            guard let entry = e[id] else { return cached }
+            let cachedRV = cached?[path: "metadata", "resourceVersion"]?.stringValue
+            let caughtUp = cachedRV == entry.resourceVersion
+                || (cachedRV.flatMap { UInt64($0) }).map { c in UInt64(entry.resourceVersion).map { c > $0 } ?? false } == true
+            if caughtUp || ContinuousClock.now - entry.at >= ttl {
+                e.removeValue(forKey: id)
+                return cached
+            }
+            return entry.object
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import Foundation
+import KubeModels
+import MeteorBenchmarks
+import Testing
+
+/// Every meteor-bench scenario at N = 200, checking what each must establish (not how fast): all converged with
+/// their runs and status, no writes in steady state, everything Ready after the Tekton events, a restart that
+/// writes nothing. Timings are BENCHMARKS.md's business, not the tests'.
+@Suite struct BenchmarkScenarioTests {
+    @Test func everyScenarioHoldsItsInvariantsAtSmallN() async throws {
+        var options = ScenarioOptions()
+        options.count = 200
+        options.steadySeconds = 1
+        options.timeout = .seconds(120)
+        let results = try await Scenarios.run(options)
+        let byName = Dictionary(uniqueKeysWithValues: results.map { ($0["scenario"]!.stringValue!, $0) })
+        #expect(Set(byName.keys) == Set(ScenarioOptions.all))
+        let converge = try #require(byName["converge"])
+        let probes = converge["latency_probes"]?.intValue ?? 0
+        #expect(probes >= 10)
+        #expect(converge["converged"]?.intValue == 200 + probes)
+        #expect(converge["ratio"]?.doubleValue ?? 0 > 0)
+        // Per Meteor: its two PipelineRuns, one status write and one event; no reads outside the caches.
+        #expect(converge[path: "writes_by_resource_per_meteor", "POST pipelineruns"]?.doubleValue == 2)
+        #expect(converge[path: "writes_by_resource_per_meteor", "PATCH meteors/status"]?.doubleValue == 1)
+        #expect(converge[path: "writes_by_resource_per_meteor", "POST events"]?.doubleValue == 1)
+        #expect(converge[path: "requests_per_meteor", "GET"]?.doubleValue ?? 0 == 0)
+        #expect(byName["steady"]?["writes"] == 0)
+        #expect(byName["steady"]?["reads"] == 0)
+        #expect(byName["pipeline-events"]?["ready"]?.intValue == 200 + probes)
+        #expect(byName["startup"]?["writes_at_startup"] == 0)
+        #expect((byName["startup"]?["objects"]?.intValue ?? 0) >= 3 * (200 + probes))
+        let table = BenchmarkTable.markdown(results, command: "meteor-bench --count 200")
+        #expect(table.split(separator: "\n").filter { $0.hasPrefix("| ") }.count == 2 + ScenarioOptions.all.count)
+    }
+}
