@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.4.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
     ],
     targets: [
         .target(
@@ -168,15 +169,32 @@ let package = Package(
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Fixtures for tests of the Meteor operator: the embedded server with the operator running, Tekton and Argo CD played.
+        .target(name: "MeteorTestSupport", dependencies: [
+            "KubeTestSupport", "MeteorCore", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeTestSupport"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),
         .testTarget(
             name: "MeteorCoreTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
+                "MeteorCore", "MeteorSandbox", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport", "MeteorTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Faults survived, bad input refused, secrets kept (issue 8's suite); property-based where input is free-form.
+        .testTarget(
+            name: "ReliabilityTests",
+            dependencies: [
+                "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport", "MeteorTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

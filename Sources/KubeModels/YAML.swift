@@ -91,10 +91,12 @@ public enum YAML {
             for (i, k) in JSONValue.orderedKeys(o).enumerated() {
                 let prefix = (inList && i == 0) ? "" : pad
                 let v = o[k]!
+                // Keys are quoted by the same rule as string values (`#`, `: `, `true`… would change meaning).
+                let key = scalarText(.string(k))!
                 if let s = scalarText(v) {
-                    out += "\(prefix)\(k): \(s)\n"
+                    out += "\(prefix)\(key): \(s)\n"
                 } else {
-                    out += "\(prefix)\(k):\n"
+                    out += "\(prefix)\(key):\n"
                     renderValue(v, indent: v.arrayValue != nil ? indent : indent + 1, into: &out, inList: false)
                 }
             }

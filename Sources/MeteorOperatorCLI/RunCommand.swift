@@ -18,8 +18,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "HOST:PORT for /healthz and /readyz; 0 turns it off.") var healthProbeBindAddress = ":8081"
     @Flag(help: "Elect a leader with a Lease, for running several replicas.") var leaderElect = false
     @Option(help: "Namespace of the leader-election Lease (default: the configuration's namespace).") var leaderElectionNamespace: String?
+    @Option(help: "Seconds a follower waits before taking an unrenewed lease.") var leaderElectLeaseDuration: Double = 15
+    @Option(help: "Seconds the leader keeps trying to renew before it gives up leading.") var leaderElectRenewDeadline: Double = 10
+    @Option(help: "Seconds between leader-election attempts.") var leaderElectRetryPeriod: Double = 2
     @Option(help: "Log format: json or text (default: json in a cluster, text elsewhere).") var logFormat: String?
-    @Option(help: "Client-side rate limit, requests per second (0: none).") var qps: Double = 500
+    @Option(help: "Client-side rate limit, requests per second (0: none; the API server's priority and fairness, whose 429s are honoured, then governs).") var qps: Double = 0
     @Option(help: "Client-side burst.") var burst = 1000
     @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
     @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
@@ -37,6 +40,9 @@ struct RunCommand: AsyncParsableCommand {
         if (ingressClass == nil) != (ingressDomain == nil) { throw ValidationError("--ingress-class and --ingress-domain go together") }
         if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if !(leaderElectRetryPeriod > 0 && leaderElectRetryPeriod < leaderElectRenewDeadline && leaderElectRenewDeadline < leaderElectLeaseDuration) {
+            throw ValidationError("leader election needs 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration")
+        }
     }
 
     func run() async throws {
@@ -49,7 +55,10 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             throw Failure(description: "\(error)")
         }
+        // One identity for the Lease and the User-Agent, so the API server's audit (and our tests) can tell replicas apart.
+        let identity = LeaderElector.defaultIdentity()
         var options = KubeClient.Options()
+        options.userAgent = "meteor-operator/\(BuildInfo.version) (\(identity))"
         options.qps = qps
         options.burst = burst
         options.metrics = metrics.clientHook
@@ -80,7 +89,10 @@ struct RunCommand: AsyncParsableCommand {
         managerOptions.metricsBindAddress = metricsBindAddress
         managerOptions.healthProbeBindAddress = healthProbeBindAddress
         if leaderElect {
-            managerOptions.leaderElection = LeaderElector.Configuration(leaseName: "meteor-operator", namespace: leaderElectionNamespace ?? cluster.namespace)
+            managerOptions.leaderElection = LeaderElector.Configuration(
+                leaseName: "meteor-operator", namespace: leaderElectionNamespace ?? cluster.namespace, identity: identity,
+                leaseDuration: .milliseconds(Int64(leaderElectLeaseDuration * 1000)), renewDeadline: .milliseconds(Int64(leaderElectRenewDeadline * 1000)),
+                retryPeriod: .milliseconds(Int64(leaderElectRetryPeriod * 1000)))
         }
         let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: logger)
         var configuration = MeteorReconciler.Configuration()

@@ -4,6 +4,7 @@ import KubeClient
 import KubeModels
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 /// `config/` as kustomize renders it, read without kustomize: resources in order, directories recursed.

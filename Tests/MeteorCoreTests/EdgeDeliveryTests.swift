@@ -6,6 +6,7 @@ import KubeModels
 import KubeRuntime
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 /// Edge delivery end to end: the operator on the embedded API server, a real OCI registry (Debian's

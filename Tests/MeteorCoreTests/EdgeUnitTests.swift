@@ -4,6 +4,7 @@ import KubeClient
 import KubeModels
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 /// A DonkeyCar-style edge spec (the shape of config/samples/meteor_edge_donkeycar.yaml) for a given registry.

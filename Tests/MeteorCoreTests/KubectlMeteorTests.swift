@@ -4,6 +4,7 @@ import KubeClient
 import KubeModels
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 let kubectl = ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].first { FileManager.default.isExecutableFile(atPath: $0) }

@@ -3,6 +3,7 @@ import KubeModels
 import KubeRuntime
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 /// The impact metrics on /metrics follow what happens to Meteors and their PipelineRuns.

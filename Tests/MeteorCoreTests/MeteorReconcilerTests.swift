@@ -5,6 +5,7 @@ import KubeModels
 import KubeRuntime
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelines: [String]? = nil) -> JSONValue {

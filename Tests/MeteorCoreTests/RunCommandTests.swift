@@ -4,6 +4,7 @@ import KubeClient
 import KubeModels
 import KubeTestSupport
 import MeteorCore
+import MeteorTestSupport
 import Testing
 
 /// The built `meteor-operator` binary (swift test builds every product first).

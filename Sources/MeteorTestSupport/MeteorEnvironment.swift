@@ -9,21 +9,21 @@ import MeteorCore
 import ServiceLifecycle
 
 /// The embedded server with the operator's Meteor CRD and Tekton's PipelineRun CRD, and the operator running.
-final class MeteorEnvironment: Sendable {
-    let cluster: TestCluster
-    let manager: Manager
-    let reconciler: MeteorReconciler
+public final class MeteorEnvironment: Sendable {
+    public let cluster: TestCluster
+    public let manager: Manager
+    public let reconciler: MeteorReconciler
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
-    var client: KubeClient { cluster.client }
+    public var client: KubeClient { cluster.client }
 
-    static var operatorCRD: String {
+    public static var operatorCRD: String {
         get throws { try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8) }
     }
 
     /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
-    static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
+    public static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
         configure(&configuration)
@@ -55,17 +55,17 @@ final class MeteorEnvironment: Sendable {
     }
 
     /// Stops the operator (the cluster keeps running).
-    func stopOperator() async throws {
+    public func stopOperator() async throws {
         await group.triggerGracefulShutdown()
         try await task.value
     }
 
-    func shutdown() async {
+    public func shutdown() async {
         try? await stopOperator()
         await cluster.shutdown()
     }
 
-    static func with(referenceCRD: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, _ body: (MeteorEnvironment) async throws -> Void) async throws {
+    public static func with(referenceCRD: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, _ body: (MeteorEnvironment) async throws -> Void) async throws {
         let env = try await start(referenceCRD: referenceCRD, configure: configure)
         do {
             try await body(env)
@@ -79,16 +79,16 @@ final class MeteorEnvironment: Sendable {
 
 /// Waiting on objects and writing PipelineRun status as Tekton's controller would, over any test cluster.
 extension TestCluster {
-    var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
-    var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
-    var applications: DynamicApi { client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd") }
+    public var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
+    public var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
+    public var applications: DynamicApi { client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd") }
 
-    func createNamespace(_ name: String) async throws {
+    public func createNamespace(_ name: String) async throws {
         _ = try await client.dynamic(ResourceType(group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false)).create(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(name)]])
     }
 
     /// What Argo CD's application controller writes (Application has no status subresource: the whole object).
-    func argo(_ app: String, sync: String, health: String, message: String? = nil) async throws {
+    public func argo(_ app: String, sync: String, health: String, message: String? = nil) async throws {
         var healthObject: JSONObject = ["status": .string(health)]
         if let message { healthObject["message"] = .string(message) }
         _ = try await applications.patch(app, .merge(["status": ["sync": ["status": .string(sync)], "health": .object(healthObject)]]), params: WriteParams(fieldValidation: "Strict"))
@@ -96,7 +96,7 @@ extension TestCluster {
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
     @discardableResult
-    func waitFor(_ api: DynamicApi, _ name: String, timeout: Duration = .seconds(20), _ condition: @escaping @Sendable (JSONValue?) -> Bool) async throws -> JSONValue? {
+    public func waitFor(_ api: DynamicApi, _ name: String, timeout: Duration = .seconds(20), _ condition: @escaping @Sendable (JSONValue?) -> Bool) async throws -> JSONValue? {
         try await withThrowingTaskGroup(of: JSONValue??.self) { group in
             group.addTask {
                 while true {
@@ -123,13 +123,13 @@ extension TestCluster {
         }
     }
 
-    struct TimedOut: Error, CustomStringConvertible {
+    public struct TimedOut: Error, CustomStringConvertible {
         var what: String
-        var description: String { "timed out waiting for \(what)" }
+        public var description: String { "timed out waiting for \(what)" }
     }
 
     /// What Tekton's controller writes: Running, then Succeeded with results, or Failed with a message.
-    func tekton(_ run: String, _ outcome: String, results: [String: String] = [:], message: String = "") async throws {
+    public func tekton(_ run: String, _ outcome: String, results: [String: String] = [:], message: String = "") async throws {
         var status: JSONObject = ["startTime": .string(KubeTime.format(Date()))]
         switch outcome {
         case "Running":
@@ -150,7 +150,7 @@ extension TestCluster {
 extension Informer {
     /// Returns once `predicate` holds for the cache, checked after each event (handlers run in registration
     /// order, so handlers registered earlier have seen the event too).
-    func waitUntil(_ predicate: @escaping @Sendable (Store) -> Bool) async {
+    public func waitUntil(_ predicate: @escaping @Sendable (Store) -> Bool) async {
         let seen = Observed(false)
         let store = self.store
         await addHandler { _ in if predicate(store) { seen.update { $0 = true } } }
@@ -159,7 +159,7 @@ extension Informer {
     }
 
     /// Returns once the cache holds the object (event-driven).
-    func waitUntilCached(_ key: ObjectKey) async {
+    public func waitUntilCached(_ key: ObjectKey) async {
         let seen = Observed(false)
         await addHandler { e in if ObjectKey(e.object) == key { seen.update { $0 = true } } }
         if store.get(key) != nil { return }
@@ -167,6 +167,6 @@ extension Informer {
     }
 }
 
-func condition(_ meteor: JSONValue?, _ type: String) -> JSONValue? {
+public func condition(_ meteor: JSONValue?, _ type: String) -> JSONValue? {
     (meteor?[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"]?.stringValue == type }
 }
