@@ -25,6 +25,9 @@ struct APIRequestHandler: HTTPResponder {
         let userAgent = request.headers[.userAgent] ?? ""
         var response: Response
         do {
+            if faults.stopping.withLock({ $0 }) {
+                throw APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "the server is shutting down")
+            }
             if let token, !Self.isPublic(path) {
                 let auth = request.headers[.authorization] ?? ""
                 guard auth == "Bearer \(token)" else {

@@ -67,6 +67,7 @@ public final class EmbeddedAPIServer: Sendable {
 
     /// Starts serving; returns once the listener is bound.
     public func start() async throws {
+        faults.rearm()
         let port = running.withLock { $0.port == 0 ? configuration.port : $0.port }
         let handler = APIRequestHandler(
             core: core, faults: faults, token: configuration.token,
@@ -124,8 +125,9 @@ public final class EmbeddedAPIServer: Sendable {
             r.group = nil
             return t
         }
+        faults.stopping.withLock { $0 = true }
         core.store.closeAllWatches()
-        faults.releaseHeld()
+        faults.releaseHeld(stopping: true)
         await group?.triggerGracefulShutdown()
         _ = try? await task?.value
         gc?.cancel()
@@ -153,7 +155,10 @@ public final class EmbeddedAPIServer: Sendable {
     /// Lets every request held by an `InjectedFault(.hold)` proceed.
     public func releaseHeldRequests() { faults.releaseHeld() }
 
-    public var heldRequestCount: Int { faults.held.withLock { $0.count } }
+    public var heldRequestCount: Int { faults.held.withLock { $0.requests.count } }
+
+    /// Returns once a request is held by an `InjectedFault(.hold)` (event-driven, for tests).
+    public func waitForHeldRequest() async { await faults.waitForHeld() }
 
     /// Cuts every open watch stream (clients see the stream end and resume).
     public func cutWatches() { core.store.closeAllWatches() }

@@ -43,14 +43,51 @@ final class FaultInjector: Sendable {
     let faults = Mutex<[InjectedFault]>([])
     let goneOnNextWatch = Mutex<Int>(0)
     let log = Mutex<[RequestRecord]>([])
-    let held = Mutex<[CheckedContinuation<Void, Never>]>([])
+    let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [CheckedContinuation<Void, Never>])>(([], false, []))
 
+    /// Parks a request until `releaseHeld`; once released (the server is stopping), later holds pass at once.
     func hold() async {
-        await withCheckedContinuation { c in held.withLock { $0.append(c) } }
+        await withCheckedContinuation { c in
+            let (pass, watchers) = held.withLock { h -> (Bool, [CheckedContinuation<Void, Never>]) in
+                if h.released { return (true, []) }
+                h.requests.append(c)
+                defer { h.watchers = [] }
+                return (false, h.watchers)
+            }
+            for w in watchers { w.resume() }
+            if pass { c.resume() }
+        }
     }
 
-    func releaseHeld() {
-        for c in held.withLock({ h -> [CheckedContinuation<Void, Never>] in defer { h = [] }; return h }) { c.resume() }
+    /// Returns once at least one request is held.
+    func waitForHeld() async {
+        await withCheckedContinuation { c in
+            let now = held.withLock { h -> Bool in
+                if !h.requests.isEmpty { return true }
+                h.watchers.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Set while the server stops: requests still arriving on open connections get 503 (a watch opened then
+    /// would otherwise keep the shutdown waiting for its timeout).
+    let stopping = Mutex(false)
+
+    func releaseHeld(stopping: Bool = false) {
+        let requests = held.withLock { h -> [CheckedContinuation<Void, Never>] in
+            if stopping { h.released = true }
+            defer { h.requests = [] }
+            return h.requests
+        }
+        for c in requests { c.resume() }
+    }
+
+    /// A started server holds requests again.
+    func rearm() {
+        held.withLock { $0.released = false }
+        stopping.withLock { $0 = false }
     }
     let logLimit = 200_000
 

@@ -20,6 +20,10 @@ public final class Informer: Sendable {
     let synced = Mutex<(done: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
     /// Counters tests and metrics read: lists made, watches opened.
     let stats = Mutex<(lists: Int, watches: Int)>((0, 0))
+    let lastList = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// When the latest full list was requested: the cache is authoritative for everything written before then.
+    public var lastListStarted: ContinuousClock.Instant? { lastList.withLock { $0 } }
 
     /// `transform` shrinks objects before they are cached (by default `managedFields` are dropped).
     public init(api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, logger: Logger = Logger(label: "informer")) {
@@ -123,8 +127,10 @@ public final class Informer: Sendable {
             do {
                 if resourceVersion == nil {
                     stats.withLock { $0.lists += 1 }
+                    let listStarted = ContinuousClock.now
                     let list = try await api.listAll(ListOptions(labelSelector: labelSelector))
                     let items = transform.map { t in list.items.map(t) } ?? list.items
+                    lastList.withLock { $0 = listStarted }
                     for e in store.replace(items) { await dispatch(e) }
                     resourceVersion = list.metadata.resourceVersion
                     markSynced()

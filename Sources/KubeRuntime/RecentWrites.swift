@@ -7,8 +7,10 @@ import Synchronization
 /// create (a 409) nor rewrites a status it just wrote. controller-runtime leaves this to each reconciler
 /// ("expectations" in kube-controller-manager); here it is one small type.
 ///
-/// An entry is dropped when the cache holds the same resourceVersion, a newer one (compared as integers, as every
-/// etcd-backed server's are), or after `ttl`, so someone else's later write is never hidden for long.
+/// An entry is dropped when the cache holds the same resourceVersion or a newer one (compared as integers, as every
+/// etcd-backed server's are), when the informer sees the object deleted, when the informer re-lists after the write
+/// (a list is authoritative: a server restarted with an empty store must not leave the controller believing in
+/// objects that are gone), or after `ttl`.
 public final class RecentWrites: Sendable {
     struct Entry {
         var object: JSONValue
@@ -18,7 +20,15 @@ public final class RecentWrites: Sendable {
     let entries = Mutex<[String: Entry]>([:])
     let ttl: Duration
 
-    public init(ttl: Duration = .seconds(10)) { self.ttl = ttl }
+    public init(ttl: Duration = .seconds(5)) { self.ttl = ttl }
+
+    /// Forgets objects the informer sees deleted. Call once per informer read through this.
+    public func track(_ informer: Informer) async {
+        let kind = informer.resourceType.kind
+        await informer.addHandler { [self] event in
+            if case .deleted(let o) = event { forget(kind: kind, ObjectKey(o)) }
+        }
+    }
 
     static func id(_ kind: String, _ key: ObjectKey) -> String { "\(kind)/\(key.namespace ?? "")/\(key.name)" }
 
@@ -39,15 +49,17 @@ public final class RecentWrites: Sendable {
     }
 
     /// The fresher of the cache's copy and the one this controller wrote.
-    public func read(_ key: ObjectKey, kind: String, from store: Store) -> JSONValue? {
-        let cached = store.get(key)
+    public func read(_ key: ObjectKey, kind: String, from informer: Informer) -> JSONValue? {
+        let cached = informer.store.get(key)
+        let listed = informer.lastListStarted
         let id = Self.id(kind, key)
         return entries.withLock { e -> JSONValue? in
             guard let entry = e[id] else { return cached }
             let cachedRV = cached?[path: "metadata", "resourceVersion"]?.stringValue
             let caughtUp = cachedRV == entry.resourceVersion
                 || (cachedRV.flatMap { UInt64($0) }).map { c in UInt64(entry.resourceVersion).map { c > $0 } ?? false } == true
-            if caughtUp || ContinuousClock.now - entry.at >= ttl {
+            let relisted = listed.map { $0 > entry.at } ?? false
+            if caughtUp || relisted || ContinuousClock.now - entry.at >= ttl {
                 e.removeValue(forKey: id)
                 return cached
             }

@@ -96,7 +96,7 @@ extension MeteorReconciler {
         for image in edge.images {
             let runName = EdgePipelineRunBuilder.name(meteor: meteor.name, image: image.name, build: build)
             outcome.runNames.insert(runName)
-            var run = recent.read(ObjectKey(namespace: meteor.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns.store)
+            var run = recent.read(ObjectKey(namespace: meteor.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
                 let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: configuration.build)
                 do {
@@ -325,7 +325,7 @@ extension MeteorReconciler {
         guard let applications else { return }
         let key = ObjectKey(desired)
         let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
-        guard let current = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications.store) else {
+        guard let current = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications) else {
             do {
                 recent.record(try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
                 await events.record(raw, type: .normal, reason: "ApplicationCreated", message: "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(target.cluster)")
@@ -367,7 +367,7 @@ extension MeteorReconciler {
         guard let applications else { return [] }
         return edge.targets.compactMap { target in
             let key = ObjectKey(namespace: settings.argocdNamespace, name: ArgoApplicationBuilder.name(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name, target: target.name))
-            guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications.store),
+            guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
                 app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid else { return nil }
             let state = ApplicationState(app)
             var d = EdgeDeploymentStatus(target: target.name, cluster: target.cluster, application: app[path: "metadata", "name"]?.stringValue ?? "")

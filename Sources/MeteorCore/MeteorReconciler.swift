@@ -79,6 +79,7 @@ public final class MeteorReconciler: Sendable {
         }
         await controller.owns(runs)
         for informer in sites.values { await controller.owns(informer) }
+        for informer in [meteors, runs] + Array(sites.values) + (applications.map { [$0] } ?? []) { await reconciler.recent.track(informer) }
         if let applications {
             // Applications live in Argo CD's namespace: they find their Meteor through labels, not ownerReferences.
             await controller.watches(applications) { app in
@@ -92,7 +93,7 @@ public final class MeteorReconciler: Sendable {
     }
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
-        guard var raw = recent.read(key, kind: Meteor.resourceType.kind, from: meteors.store) else { return .done }
+        guard var raw = recent.read(key, kind: Meteor.resourceType.kind, from: meteors) else { return .done }
         let meteor: Meteor
         do {
             meteor = try ResourceCodec.decode(Meteor.self, from: raw, keepOriginal: false)
@@ -165,7 +166,7 @@ public final class MeteorReconciler: Sendable {
         var created: [String] = []
         for pipeline in pipelines {
             let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
-            var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns.store)
+            var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
                 let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: configuration.build)
                 do {
@@ -309,7 +310,7 @@ public final class MeteorReconciler: Sendable {
     func ensure(_ desired: JSONValue, _ type: ResourceType) async throws {
         let key = ObjectKey(desired)
         let api = client.dynamic(type, namespace: key.namespace)
-        guard let store = sites[type.kind]?.store, let current = recent.read(key, kind: type.kind, from: store) else {
+        guard let informer = sites[type.kind], let current = recent.read(key, kind: type.kind, from: informer) else {
             do {
                 recent.record(try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator")))
             } catch let e as KubeError where e.isAlreadyExists {}

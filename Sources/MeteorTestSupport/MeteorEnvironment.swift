@@ -124,7 +124,8 @@ extension TestCluster {
     }
 
     public struct TimedOut: Error, CustomStringConvertible {
-        var what: String
+        public var what: String
+        public init(what: String) { self.what = what }
         public var description: String { "timed out waiting for \(what)" }
     }
 

@@ -1,0 +1,190 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import MeteorCore
+import MeteorTestSupport
+import Synchronization
+import Testing
+
+/// Counts what matters for "no duplicate work" from the embedded server's request log.
+struct RequestTally {
+    var log: [RequestRecord]
+    func count(_ method: String, _ pathSuffix: String, code: Int? = nil) -> Int {
+        log.filter { $0.method == method && $0.path.hasSuffix(pathSuffix) && (code == nil || $0.code == code) }.count
+    }
+    func count(_ method: String, containing: String, code: Int? = nil) -> Int {
+        log.filter { $0.method == method && $0.path.contains(containing) && (code == nil || $0.code == code) }.count
+    }
+}
+
+extension TestCluster {
+    func createMeteors(_ names: [String]) async throws {
+        for name in names {
+            _ = try await meteors.create(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)], "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"]])
+        }
+    }
+
+    /// Waits (on a watch) until every named Meteor satisfies `done`.
+    func waitForAll(_ names: [String], timeout: Duration = .seconds(60), _ done: @escaping @Sendable (JSONValue) -> Bool) async throws {
+        let wanted = Set(names)
+        let informer = Informer(api: meteors)
+        let satisfied = Observed<Set<String>>([])
+        await informer.addHandler { event in
+            switch event {
+            case .added(let m), .updated(_, let m):
+                if let n = m[path: "metadata", "name"]?.stringValue, wanted.contains(n), done(m) { satisfied.update { $0.insert(n) } }
+            case .deleted: break
+            }
+        }
+        let run = Task { await informer.run() }
+        defer { run.cancel() }
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { await satisfied.wait { $0.isSuperset(of: wanted) }; return true }
+            group.addTask { try await Task.sleep(for: timeout); return false }
+            let ok = try await group.next()!
+            group.cancelAll()
+            if !ok { throw TimedOut(what: "\(wanted.subtracting(satisfied.value).sorted().prefix(5)) of \(wanted.count) Meteors") }
+        }
+    }
+
+    /// Plays Tekton: every PipelineRun of these Meteors succeeds.
+    func succeedAllRuns(of names: [String]) async throws {
+        for name in names {
+            for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
+                let run = PipelineRunBuilder.name(meteor: name, pipeline: pipeline, generation: 1)
+                try await tekton(run, "Succeeded", results: ["IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64), "URL": "http://book"])
+            }
+        }
+    }
+
+    /// Every Meteor has exactly its two generation-1 PipelineRuns, and there are no others.
+    func expectExactlyTwoRunsEach(_ names: [String], sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let runs = try await self.runs.list().items
+        let byMeteor = Dictionary(grouping: runs) { $0[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue ?? "" }
+        #expect(runs.count == 2 * names.count, "\(runs.count) PipelineRuns for \(names.count) Meteors", sourceLocation: sourceLocation)
+        for name in names {
+            let mine = byMeteor[name] ?? []
+            let pipelines = mine.compactMap { $0[path: "metadata", "labels", MeteorLabels.pipeline]?.stringValue }.sorted()
+            #expect(pipelines == ["jupyterbook", "jupyterhub"], "\(name): \(pipelines)", sourceLocation: sourceLocation)
+            #expect(mine.allSatisfy { $0[path: "metadata", "labels", MeteorLabels.generation] == "1" }, sourceLocation: sourceLocation)
+        }
+    }
+}
+
+let converged: @Sendable (JSONValue) -> Bool = { $0[path: "status", "observedGeneration"] == 1 && ($0[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == 2 }
+let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "Ready" }
+
+@Suite(.serialized) struct FaultTests {
+    @Test func apiServerRestartsMidReconcileSameAndEmptyStore() async throws {
+        try await MeteorEnvironment.with { env in
+            let c = env.cluster
+            let names = (0..<30).map { "restart-\($0)" }
+            // Hold the first PipelineRun create: the restart lands in the middle of a reconcile.
+            c.server.inject(InjectedFault(.hold, verb: "create", pathContains: "/pipelineruns"))
+            try await c.createMeteors(names)
+            await c.server.waitForHeldRequest()
+            try await c.server.restart()
+            try await c.waitForAll(names, converged)
+            try await c.expectExactlyTwoRunsEach(names)
+            try await c.succeedAllRuns(of: names)
+            try await c.waitForAll(names, isReady)
+
+            // The store is lost and GitOps re-creates the Meteors: the operator re-lists (its old versions are
+            // gone) and builds them again, once each.
+            try await c.server.restart(emptyStore: true)
+            c.server.clearRequestLog()
+            try await c.createMeteors(names)
+            try await c.waitForAll(names, converged)
+            try await c.expectExactlyTwoRunsEach(names)
+            let tally = RequestTally(log: c.server.requestLog)
+            #expect(tally.count("POST", "/pipelineruns", code: 201) == 2 * names.count)
+            #expect(tally.count("POST", "/events") <= 2 * names.count, "no event storm")
+        }
+    }
+
+    @Test func cutWatchesAndGoneStormsLoseNothingAndDuplicateNothing() async throws {
+        try await MeteorEnvironment.with { env in
+            let c = env.cluster
+            // Every 3rd event the server cuts all watches; every 7th it also answers the next watches with 410.
+            let observer = Informer(api: c.client.dynamic(Meteor.resourceType))
+            let seen = Mutex(0)
+            await observer.addHandler { _ in
+                let n = seen.withLock { $0 += 1; return $0 }
+                if n % 3 == 0 { c.server.cutWatches() }
+                if n % 7 == 0 { c.server.expireNextWatches(2) }
+            }
+            let observing = Task { await observer.run() }
+            defer { observing.cancel() }
+            c.server.clearRequestLog()
+            let names = (0..<40).map { "storm-\($0)" }
+            try await c.createMeteors(names)
+            try await c.waitForAll(names, converged)
+            try await c.succeedAllRuns(of: names)
+            try await c.waitForAll(names, isReady)
+            try await c.expectExactlyTwoRunsEach(names)
+            let tally = RequestTally(log: c.server.requestLog)
+            #expect(tally.count("POST", "/pipelineruns", code: 201) == 80)
+            #expect(tally.count("POST", "/pipelineruns", code: 409) <= 4, "creates are not repeated after every re-list")
+            #expect(seen.withLock { $0 } > 40 && tally.count("GET", containing: "/meteors", code: 410) + tally.count("GET", containing: "/meteors", code: 200) > 5)
+        }
+    }
+
+    @Test func conflictsThrottlingServerErrorsAndSlowResponsesAreRetriedToConvergence() async throws {
+        try await MeteorEnvironment.with { env in
+            let c = env.cluster
+            c.server.clearRequestLog()
+            for verb in ["create", "patch"] {
+                c.server.inject(InjectedFault(.status(409, retryAfterSeconds: nil), verb: verb, count: 3))
+                c.server.inject(InjectedFault(.status(429, retryAfterSeconds: 1), verb: verb, count: 2))
+                c.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: verb, count: 3))
+                c.server.inject(InjectedFault(.status(503, retryAfterSeconds: nil), verb: verb, count: 3))
+                c.server.inject(InjectedFault(.delay(.seconds(2)), verb: verb, count: 2))
+            }
+            c.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: "watch", count: 2))
+            let names = (0..<12).map { "faulty-\($0)" }
+            // The test's own creates go first through the same faults: retry them as any client would.
+            for name in names {
+                while true {
+                    do { try await c.createMeteors([name]); break } catch let e as KubeError where e.isAlreadyExists { break } catch {}
+                }
+            }
+            try await c.waitForAll(names, converged)
+            try await c.expectExactlyTwoRunsEach(names)
+            let tally = RequestTally(log: c.server.requestLog)
+            #expect(tally.log.contains { $0.code == 429 } && tally.log.contains { $0.code == 503 } && tally.log.contains { $0.code == 409 })
+        }
+    }
+
+    /// The registry or the git remote is down: the conditions say so, retries back off, nothing is deployed.
+    @Test func unreachableRegistryAndGitRemoteAreNamedAndNothingIsDeployed() async throws {
+        let closed = try LocalRegistry.freePort()
+        try await MeteorEnvironment.with(configure: { c in
+            var edge = EdgeSettings()
+            edge.insecureRegistries = ["127.0.0.1:\(closed)"]
+            edge.verificationRetry = .milliseconds(300)
+            c.edge = edge
+        }) { env in
+            let c = env.cluster
+            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": CosignSigner().publicKeyPEM]))
+            var edge = Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
+                            signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
+                            targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")])
+            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "offline"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge))))
+            let run = EdgePipelineRunBuilder.name(meteor: "offline", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
+            _ = try await c.waitFor(c.runs, run) { $0 != nil }
+            try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
+            let m = try await c.waitFor(c.meteors, "offline") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
+            #expect(condition(m, "ImagesVerified")?["message"]?.stringValue?.contains("127.0.0.1:\(closed)") == true)
+            #expect(try await c.applications.list().items.isEmpty)
+
+            edge.release = .init(tagPattern: "v*")
+            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "no-remote"), spec: .init(url: "http://127.0.0.1:\(closed)/x/car.git", ref: "main", pipelines: ["edge"], edge: edge))))
+            let r = try await c.waitFor(c.meteors, "no-remote") { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" }
+            #expect(condition(r, "ImagesBuilt")?["message"]?.stringValue?.contains("cannot reach") == true)
+            #expect(try await c.runs.list(ListOptions(labelSelector: "\(MeteorLabels.meteor)=no-remote")).items.isEmpty)
+        }
+    }
+}
