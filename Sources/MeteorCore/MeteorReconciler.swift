@@ -123,7 +123,8 @@ public final class MeteorReconciler: Sendable {
         let now = configuration.now()
         let generation = meteor.metadata.generation ?? 1
         var expiration: Date?
-        if let ttl = meteor.spec.ttl, ttl > 0, let created = meteor.metadata.creationTimestamp {
+        // A TTL outside the schema's range (stored under a laxer CRD) is reported as InvalidSpec, never acted on.
+        if let ttl = meteor.spec.ttl, ttl > 0, ttl <= 31_536_000, let created = meteor.metadata.creationTimestamp {
             expiration = created.addingTimeInterval(TimeInterval(ttl))
         }
         if let expiration, now >= expiration {
@@ -326,7 +327,9 @@ public final class MeteorReconciler: Sendable {
 
     func requeue(until expiration: Date?, now: Date) -> ReconcileAction {
         guard let expiration else { return .done }
-        return .requeueAfter(.milliseconds(Int64(max(0, expiration.timeIntervalSince(now)) * 1000) + 1))
+        // At most a day ahead: the expiry is re-checked then (and a far-off date never overflows a Duration).
+        let seconds = min(max(0, expiration.timeIntervalSince(now)), 86_400)
+        return .requeueAfter(.milliseconds(Int64(seconds * 1000) + 1))
     }
 
     func writeStatus(_ status: Meteor.Status, of raw: JSONValue, api: DynamicApi) async throws {

@@ -23,7 +23,7 @@ public final class MeteorEnvironment: Sendable {
     }
 
     /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
-    public static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
+    public static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
         configure(&configuration)
@@ -39,8 +39,8 @@ public final class MeteorEnvironment: Sendable {
         var options = Manager.Options()
         options.metricsBindAddress = nil
         options.healthProbeBindAddress = nil
-        let manager = Manager(client: cluster.client, options: options)
-        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration)
+        let manager = Manager(client: cluster.client, options: options, logger: logger)
+        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
         return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task)
