@@ -173,6 +173,9 @@ public final class EmbeddedAPIServer: Sendable {
 
     public var requestLog: [RequestRecord] { faults.log.withLock { $0 } }
 
+    /// Returns once a request matching `predicate` has been served (event-driven, for tests).
+    public func waitForRequest(_ predicate: @escaping @Sendable (RequestRecord) -> Bool) async { await faults.waitForRequest(predicate) }
+
     public func clearRequestLog() { faults.log.withLock { $0.removeAll() } }
 
     public var currentResourceVersion: UInt64 { core.store.currentRV }

@@ -111,10 +111,35 @@ final class FaultInjector: Sendable {
         }
     }
 
+    typealias RequestWaiter = (predicate: @Sendable (RequestRecord) -> Bool, continuation: CheckedContinuation<Void, Never>)
+    let requestWaiters = Mutex<[RequestWaiter]>([])
+
     func record(_ r: RequestRecord) {
         log.withLock { l in
             l.append(r)
             if l.count > logLimit { l.removeFirst(l.count - logLimit) }
+        }
+        let ready = requestWaiters.withLock { ws -> [CheckedContinuation<Void, Never>] in
+            var done: [CheckedContinuation<Void, Never>] = []
+            ws.removeAll { w in
+                guard w.predicate(r) else { return false }
+                done.append(w.continuation)
+                return true
+            }
+            return done
+        }
+        for c in ready { c.resume() }
+    }
+
+    /// Returns once a request matching `predicate` has been served (including ones already logged).
+    func waitForRequest(_ predicate: @escaping @Sendable (RequestRecord) -> Bool) async {
+        await withCheckedContinuation { c in
+            let seen = requestWaiters.withLock { ws -> Bool in
+                if log.withLock({ $0.contains(where: predicate) }) { return true }
+                ws.append((predicate, c))
+                return false
+            }
+            if seen { c.resume() }
         }
     }
 }

@@ -1,0 +1,111 @@
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import MeteorCore
+import MeteorTestSupport
+import Synchronization
+import Testing
+
+/// The built `meteor-operator` binary (swift test builds every product first).
+let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".build/debug/meteor-operator").path
+
+/// The operator as a real process against the embedded server, killed without warning.
+@Suite(.serialized) struct ProcessFaultTests {
+    static func startOperator(_ kubeconfig: String, extra: [String] = []) throws -> BackgroundProcess {
+        try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text"] + extra)
+    }
+
+    /// SIGKILL at random points while 200 Meteors are reconciled, restarted each time: every Meteor ends with
+    /// exactly its two generation-1 PipelineRuns and a status; no generation ever gets a second run of a pipeline.
+    @Test func sigkillAtRandomPointsOf200ReconcilesLeavesNoDuplicates() async throws {
+        try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            let kubeconfig = try c.writeKubeconfig()
+            let names = (0..<200).map { "kill-\($0)" }
+            // Kill points: after these many PipelineRuns exist (seeded, so a failure can be replayed).
+            var rng = SystemRandomNumberGenerator()
+            let seed = UInt64.random(in: 0...UInt64.max, using: &rng)
+            var generator = SplitMix(seed: seed)
+            let killPoints = (0..<5).map { _ in Int.random(in: 1...399, using: &generator) }.sorted()
+            let runsSeen = Observed(0)
+            let observer = Informer(api: c.runs)
+            await observer.addHandler { e in if case .added = e { runsSeen.update { $0 += 1 } } }
+            let observing = Task { await observer.run() }
+            defer { observing.cancel() }
+
+            var op = try Self.startOperator(kubeconfig)
+            try await c.createMeteors(names)
+            var kills = 0
+            for point in killPoints {
+                await runsSeen.wait { $0 >= point }
+                op.signal(SIGKILL)
+                _ = await op.wait()
+                kills += 1
+                op = try Self.startOperator(kubeconfig)
+            }
+            defer { op.terminate() }
+            try await c.waitForAll(names, timeout: .seconds(120), converged)
+            try await c.expectExactlyTwoRunsEach(names)
+            #expect(kills == 5, "seed \(seed)")
+            op.signal(SIGTERM)
+            #expect(await op.wait() == 0)
+        }
+    }
+
+    /// Two replicas with leader election; the leader is SIGKILLed. The follower takes over after the lease
+    /// expires, and the API server's request log shows the two never wrote at the same time.
+    @Test func followerTakesOverFromAKilledLeaderAndTheyNeverWriteTogether() async throws {
+        try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            let kubeconfig = try c.writeKubeconfig()
+            let lease = ["--leader-elect", "--leader-election-namespace", "default", "--leader-elect-lease-duration", "3", "--leader-elect-renew-deadline", "2", "--leader-elect-retry-period", "0.5"]
+            let a = try Self.startOperator(kubeconfig, extra: lease)
+            defer { a.terminate() }
+            let first = (0..<20).map { "lead-\($0)" }
+            try await c.createMeteors(first)
+            try await c.waitForAll(first, converged)
+            let b = try Self.startOperator(kubeconfig, extra: lease)
+            defer { b.terminate() }
+            let leases = c.client.api(Lease.self, namespace: "default")
+            let holder = try #require(try await leases.get("meteor-operator").spec?.holderIdentity)
+            // A is the leader (it converged the first Meteors alone); B is its follower.
+            await c.server.waitForRequest { $0.path.contains("/leases/") && $0.userAgent.contains("(") && !$0.userAgent.contains(holder) }
+            a.signal(SIGKILL)
+            let killed = Date()
+            _ = await a.wait()
+            let second = (0..<20).map { "follow-\($0)" }
+            try await c.createMeteors(second)
+            try await c.waitForAll(second, timeout: .seconds(30), converged)
+            let newHolder = try await leases.get("meteor-operator").spec?.holderIdentity
+            #expect(newHolder != nil && newHolder != holder)
+            let writes = c.server.requestLog.filter { $0.userAgent.hasPrefix("meteor-operator/") && $0.userAgent.contains(" (") && $0.method != "GET" && !$0.path.contains("/leases") }
+            let byReplica = Dictionary(grouping: writes) { $0.userAgent }
+            #expect(byReplica.count == 2, "\(byReplica.keys)")
+            let leader = byReplica.first { $0.key.contains(holder) }?.value ?? []
+            let follower = byReplica.first { !$0.key.contains(holder) }?.value ?? []
+            let leaderLast = leader.map(\.time).max() ?? .distantPast
+            let followerFirst = follower.map(\.time).min() ?? .distantFuture
+            #expect(leaderLast < followerFirst, "two writers at once")
+            #expect(leaderLast <= killed)
+            // Took over once the lease (3 s) ran out, not before and not much later.
+            let takeover = followerFirst.timeIntervalSince(killed)
+            #expect(takeover > 0 && takeover < 3 + 0.5 + 5, "took over after \(takeover) s")
+        }
+    }
+}
+
+/// A small seeded generator (SplitMix64), so random kill points can be replayed from the printed seed.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
