@@ -645,7 +645,11 @@ final class APIServerCore: Sendable {
         if r.key == Self.crdKey, let served = try? ServedResource.fromCRD(stored.value) {
             registry.register(served)
         }
-        if stored.value[path: "metadata", "ownerReferences"] != nil || stored.value[path: "metadata", "deletionTimestamp"] != nil {
+        // The collector has work only when an object is being deleted or names an owner that does not exist (a
+        // full sweep after every write of an owned object made large clusters crawl).
+        let refs = stored.value[path: "metadata", "ownerReferences"]?.arrayValue ?? []
+        if stored.value[path: "metadata", "deletionTimestamp"] != nil
+            || refs.contains(where: { ref in ref["uid"]?.stringValue.map { store.lookup(uid: $0) == nil } ?? true }) {
             signalGC()
         }
     }

@@ -55,7 +55,7 @@ final class StructuralSchema: Sendable {
         required = json["required"]?.arrayValue?.compactMap(\.stringValue) ?? []
         enumValues = json["enum"]?.arrayValue
         patternText = json["pattern"]?.stringValue
-        pattern = patternText.flatMap { try? NSRegularExpression(pattern: $0) }
+        pattern = patternText.flatMap { try? NSRegularExpression(pattern: Self.re2Anchors($0)) }
         minimum = json["minimum"]?.doubleValue
         maximum = json["maximum"]?.doubleValue
         exclusiveMinimum = json["exclusiveMinimum"]?.boolValue ?? false
@@ -252,5 +252,26 @@ final class StructuralSchema: Sendable {
     /// The schema node at a dotted path (for list-map lookups during server-side apply).
     func child(_ key: String) -> StructuralSchema? {
         properties[key] ?? additionalProperties
+    }
+}
+
+extension StructuralSchema {
+    /// kube-apiserver matches `pattern` with Go's RE2, where `$` (without the m flag) is the end of the text; in
+    /// ICU it also matches before a final newline, so `^a$` would accept "a\n". Unescaped `$` outside a
+    /// character class becomes `\z`.
+    static func re2Anchors(_ pattern: String) -> String {
+        var out = ""
+        var escaped = false, inClass = false
+        for ch in pattern {
+            if escaped { out.append(ch); escaped = false; continue }
+            switch ch {
+            case "\\": escaped = true; out.append(ch)
+            case "[": inClass = true; out.append(ch)
+            case "]": inClass = false; out.append(ch)
+            case "$" where !inClass: out += "\\z"
+            default: out.append(ch)
+            }
+        }
+        return out
     }
 }

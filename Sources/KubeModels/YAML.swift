@@ -74,14 +74,27 @@ public enum YAML {
         case .double: return v.serializedString()
         case .string(let s):
             if s.isEmpty { return "\"\"" }
-            let plain = s.range(of: #"^[A-Za-z_./][A-Za-z0-9_./ -]*$"#, options: .regularExpression) != nil
+            let plain = s.range(of: #"\A[A-Za-z_./][A-Za-z0-9_./ -]*\z"#, options: .regularExpression) != nil
                 && !s.hasSuffix(" ")
                 && !["true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"].contains(s.lowercased())
-            return plain ? s : JSONValue.string(s).serializedString()
+            return plain ? s : yamlQuoted(s)
         case .array(let a) where a.isEmpty: return "[]"
         case .object(let o) where o.isEmpty: return "{}"
         default: return nil
         }
+    }
+
+    /// A double-quoted YAML scalar: JSON's escaping plus the characters YAML treats as line breaks or forbids
+    /// unescaped (DEL, C1 controls, U+2028/U+2029 line and paragraph separators, U+FEFF), which JSON leaves raw.
+    static func yamlQuoted(_ s: String) -> String {
+        var out = ""
+        for scalar in JSONValue.string(s).serializedString().unicodeScalars {
+            switch scalar.value {
+            case 0x7F, 0x80...0x9F, 0x2028, 0x2029, 0xFEFF: out += String(format: "\\u%04X", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     static func renderValue(_ value: JSONValue, indent: Int, into out: inout String, inList: Bool) {

@@ -18,6 +18,8 @@ public final class RecentWrites: Sendable {
         var at: ContinuousClock.Instant
     }
     let entries = Mutex<[String: Entry]>([:])
+    /// Expired entries are dropped when the map doubles past this, so recording stays O(1) amortised.
+    let pruneAt = Mutex(1024)
     let ttl: Duration
 
     public init(ttl: Duration = .seconds(5)) { self.ttl = ttl }
@@ -38,8 +40,13 @@ public final class RecentWrites: Sendable {
         let now = ContinuousClock.now
         entries.withLock { e in
             e[Self.id(kind, ObjectKey(object))] = Entry(object: object, resourceVersion: rv, at: now)
-            // Bounded: expired entries go whenever another is added.
-            if e.count > 1024 { e = e.filter { now - $0.value.at < self.ttl } }
+            // Bounded: expired entries go when the map has doubled since the last pruning.
+            let limit = pruneAt.withLock { $0 }
+            if e.count > limit {
+                e = e.filter { now - $0.value.at < self.ttl }
+                let kept = e.count
+                pruneAt.withLock { $0 = max(1024, kept * 2) }
+            }
         }
     }
 

@@ -35,7 +35,7 @@ public struct EdgeBuild: Sendable, Equatable {
 
     /// The tag the image is pushed under: the release tag when it is a valid image tag, else `buildID`.
     public var imageTag: String {
-        if let tag = release?.tag, tag.range(of: #"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"#, options: .regularExpression) != nil { return tag }
+        if let tag = release?.tag, tag.range(of: #"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\z"#, options: .regularExpression) != nil { return tag }
         return buildID
     }
 }

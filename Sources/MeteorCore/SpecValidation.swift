@@ -56,7 +56,8 @@ public enum SpecValidation {
         return out
     }
 
-    static let dnsLabel = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    // \A and \z, not ^ and $: ICU's $ also matches before a final newline, so "car\n" would pass.
+    static let dnsLabel = #"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\z"#
     static let platforms: Set<String> = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/ppc64le", "linux/s390x", "linux/riscv64"]
 
     static func edgeProblems(_ edge: Edge) -> [SpecProblem] {
@@ -83,7 +84,7 @@ public enum SpecValidation {
                 out.append(SpecProblem(field: "spec.edge.images[\(i)].platform", message: "unsupported platform \(quoted(image.platform)); supported: \(platforms.sorted().joined(separator: ", "))"))
             }
             if let reference = try? RegistryClient.Reference(parsing: image.repository), reference.tag == nil, reference.digest == nil,
-                reference.repository.range(of: "^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", options: .regularExpression) != nil {
+                reference.repository.range(of: #"\A[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\z"#, options: .regularExpression) != nil {
             } else {
                 out.append(SpecProblem(field: "spec.edge.images[\(i)].repository", message: "must be registry-host/repository in lowercase, without tag or digest, got \(quoted(image.repository))"))
             }

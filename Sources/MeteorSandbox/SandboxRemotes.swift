@@ -55,7 +55,7 @@ public final class SandboxRemotes: OCIPushTarget, Sendable {
         router.on("**", method: .head) { request, _ in try self.serve(request.uri.path, query: request.uri.query, head: true) }
         router.post("/sandbox/tags/:tag") { _, context -> Response in
             let tag = try context.parameters.require("tag")
-            guard tag.range(of: #"^[A-Za-z0-9._-]{1,128}$"#, options: .regularExpression) != nil else { return Response(status: .badRequest) }
+            guard tag.range(of: #"\A[A-Za-z0-9._-]{1,128}\z"#, options: .regularExpression) != nil else { return Response(status: .badRequest) }
             self.addTag(tag)
             return Response(status: .created, body: .init(byteBuffer: ByteBuffer(string: "tagged \(tag)\n")))
         }

