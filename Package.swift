@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "MeteorCore", targets: ["MeteorCore"]),
         .executable(name: "meteor-operator", targets: ["MeteorOperatorCLI"]),
         .executable(name: "meteor-bench", targets: ["MeteorBench"]),
+        .executable(name: "meteor-fuzz", targets: ["MeteorFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -161,6 +162,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The fuzzed parsers (a library, so tests replay the regression corpus) and the libFuzzer entry point.
+        .target(name: "MeteorFuzzTargets", dependencies: ["KubeClient", "KubeModels", "MeteorCore"]),
+        .executableTarget(name: "MeteorFuzz", dependencies: ["MeteorFuzzTargets"]),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
         .target(name: "KubeTestSupport", dependencies: [
             "KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime",
@@ -190,7 +194,7 @@ let package = Package(
         .testTarget(
             name: "ReliabilityTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport", "MeteorTestSupport",
+                "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport", "MeteorTestSupport", "MeteorFuzzTargets",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,8 +1,10 @@
+import MeteorFuzzTargets
 import Foundation
 import KubeClient
 import KubeModels
 import MeteorCore
 import PropertyBased
+import KubeTestSupport
 import Testing
 
 /// Random JSON values built from a tape of random bytes (so the library's shrinking of byte arrays shrinks the
@@ -160,5 +162,16 @@ func normalized(_ v: JSONValue) -> JSONValue {
             // Every strict prefix of a payload is refused, never half-accepted.
             #expect(throws: (any Error).self) { try SimpleSigningPayload(Array(valid.prefix(cut))) }
         }
+    }
+}
+
+
+/// Every input in the fuzz corpus (seeds and former crashers) still passes the fuzz targets' checks.
+@Suite struct FuzzCorpusTests {
+    @Test func theRegressionCorpusReplays() throws {
+        let dir = TestCluster.repositoryDirectory.appendingPathComponent("Tests/ReliabilityTests/FuzzCorpus")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+        #expect(files.count >= 4)
+        for f in files { FuzzTargets.run(Array(try Data(contentsOf: dir.appendingPathComponent(f)))) }
     }
 }
