@@ -199,7 +199,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            exclude: ["FuzzCorpus"]
         ),
         .testTarget(
             name: "KubeRuntimeTests",

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-120}"
 swift build --scratch-path .build-fuzz --product meteor-fuzz \
-  -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DFUZZING >&2
+  -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -D -Xswiftc FUZZING >&2
 mkdir -p .fuzz/corpus .fuzz/crashers
 cp -n Tests/ReliabilityTests/FuzzCorpus/* .fuzz/corpus/ 2>/dev/null || true
 .build-fuzz/debug/meteor-fuzz .fuzz/corpus -max_total_time="$seconds" -max_len=8192 \

@@ -22,7 +22,7 @@ public final class RecentWrites: Sendable {
     let pruneAt = Mutex(1024)
     let ttl: Duration
 
-    public init(ttl: Duration = .seconds(5)) { self.ttl = ttl }
+    public init(ttl: Duration = .seconds(30)) { self.ttl = ttl }
 
     /// Forgets objects the informer sees deleted. Call once per informer read through this.
     public func track(_ informer: Informer) async {
