@@ -259,6 +259,9 @@ struct JSONParser {
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         if isInteger, let i = Int64(text) { return .int(i) }
         guard let d = Double(text) else { throw error("invalid number \(text)") }
+        // As Go's encoding/json (kube-apiserver's): a number beyond float64 is an error, not infinity (found by
+        // hack/fuzz.sh: infinity serialised as null and did not read back).
+        guard d.isFinite else { throw error("number \(text.prefix(40)) is out of range") }
         return .double(d)
     }
 }

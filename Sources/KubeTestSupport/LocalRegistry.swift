@@ -77,11 +77,14 @@ public final class LocalRegistry: Sendable {
         public var description: String { message }
     }
 
+    /// Stops the registry. Never blocks the caller (a cooperative thread): the wait for exit and the clean-up of
+    /// its storage happen on a GCD thread.
     public func stop() {
-        if process.isRunning {
-            process.terminate()
+        let process = self.process, directory = self.directory
+        if process.isRunning { process.terminate() }
+        DispatchQueue.global().async {
             process.waitUntilExit()
+            try? FileManager.default.removeItem(at: directory)
         }
-        try? FileManager.default.removeItem(at: directory)
     }
 }
