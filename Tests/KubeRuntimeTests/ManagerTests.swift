@@ -172,7 +172,16 @@ func sample(_ text: String, _ name: String, _ labels: [String: String]) -> Doubl
             try await running.value
             #expect(inFlight.value == "finished")
             #expect(try await c.client.dynamic(meteorType, namespace: "default").get("slow")[path: "status", "phase"] == "Building")
-            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil)
+            // The lease is released in its own task as the manager stops: wait (on a watch) for the release.
+            let leases = c.client.dynamic(Lease.resourceType, namespace: "default")
+            let current = try await leases.get("meteor-operator")
+            if current[path: "spec", "holderIdentity"] != nil {
+                var released = false
+                for try await event in leases.watch(WatchOptions(resourceVersion: current[path: "metadata", "resourceVersion"]?.stringValue, fieldSelector: "metadata.name=meteor-operator", timeoutSeconds: 10)) {
+                    if case .modified(let l) = event, l[path: "spec", "holderIdentity"] == nil { released = true; break }
+                }
+                #expect(released, "the lease was not released")
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ import Testing
 let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".build/debug/meteor-operator").path
 
 /// The operator as a real process against the embedded server, killed without warning.
-@Suite(.serialized) struct ProcessFaultTests {
+@Suite(.serialized, .timeLimit(.minutes(3))) struct ProcessFaultTests {
     static func startOperator(_ kubeconfig: String, extra: [String] = []) throws -> BackgroundProcess {
         try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text"] + extra)
     }
