@@ -7,7 +7,8 @@ import MeteorCore
 /// accept a prefix of what it rejects whole; the regression corpus under Tests/ReliabilityTests/FuzzCorpus replays
 /// every input that once failed.
 public enum FuzzTargets {
-    static func normalized(_ v: JSONValue) -> JSONValue {
+    /// What a value reads back as: integral doubles print as integers (as Go's encoding/json prints float64).
+    public static func normalized(_ v: JSONValue) -> JSONValue {
         switch v {
         case .double(let d) where d == d.rounded() && abs(d) < 1e15: return .int(Int64(d))
         case .array(let a): return .array(a.map(normalized))

@@ -51,7 +51,7 @@ public final class TektonSimulator: Sendable {
             return .requeueAfter(duration)
         }
         let elapsed = now.timeIntervalSince(started)
-        let total = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let total = duration.seconds
         if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
 
         let owner = meteor(of: run)
@@ -140,7 +140,7 @@ public final class ArgoSimulator: Sendable {
         let syncedTo = app[path: "status", "sync", "revision"]
         let reportedImages = app[path: "status", "summary", "images"] ?? .array([])
         if syncedTo == revision, reportedImages == images, app[path: "status", "sync", "status"] == "Synced" { return .done }
-        let total = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let total = duration.seconds
         if app[path: "status", "sync", "status"] == "OutOfSync", let since = app[path: "status", "reconciledAt"]?.stringValue.flatMap(KubeTime.parse),
             app[path: "status", "operationState", "syncResult", "revision"] == revision {
             let elapsed = now.timeIntervalSince(since)
