@@ -157,7 +157,7 @@ public final class EmbeddedAPIServer: Sendable {
 
     public var heldRequestCount: Int { faults.held.withLock { $0.requests.count } }
 
-    /// Returns once a request is held by an `InjectedFault(.hold)` (event-driven, for tests).
+    /// Returns once a request is held by an `InjectedFault(.hold)`, or the caller is cancelled (event-driven, for tests).
     public func waitForHeldRequest() async { await faults.waitForHeld() }
 
     /// Cuts every open watch stream (clients see the stream end and resume).
@@ -173,7 +173,7 @@ public final class EmbeddedAPIServer: Sendable {
 
     public var requestLog: [RequestRecord] { faults.log.withLock { $0 } }
 
-    /// Returns once a request matching `predicate` has been served (event-driven, for tests).
+    /// Returns once a request matching `predicate` has been served, or the caller is cancelled (event-driven, for tests).
     public func waitForRequest(_ predicate: @escaping @Sendable (RequestRecord) -> Bool) async { await faults.waitForRequest(predicate) }
 
     public func clearRequestLog() { faults.log.withLock { $0.removeAll() } }

@@ -43,7 +43,10 @@ final class FaultInjector: Sendable {
     let faults = Mutex<[InjectedFault]>([])
     let goneOnNextWatch = Mutex<Int>(0)
     let log = Mutex<[RequestRecord]>([])
-    let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [CheckedContinuation<Void, Never>])>(([], false, []))
+    let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [Int: CheckedContinuation<Void, Never>])>(([], false, [:]))
+    let nextWaiterID = Mutex(0)
+
+    func waiterID() -> Int { nextWaiterID.withLock { $0 += 1; return $0 } }
 
     /// Parks a request until `releaseHeld`; once released (the server is stopping), later holds pass at once.
     func hold() async {
@@ -51,23 +54,28 @@ final class FaultInjector: Sendable {
             let (pass, watchers) = held.withLock { h -> (Bool, [CheckedContinuation<Void, Never>]) in
                 if h.released { return (true, []) }
                 h.requests.append(c)
-                defer { h.watchers = [] }
-                return (false, h.watchers)
+                defer { h.watchers = [:] }
+                return (false, Array(h.watchers.values))
             }
             for w in watchers { w.resume() }
             if pass { c.resume() }
         }
     }
 
-    /// Returns once at least one request is held.
+    /// Returns once at least one request is held, or the caller is cancelled.
     func waitForHeld() async {
-        await withCheckedContinuation { c in
-            let now = held.withLock { h -> Bool in
-                if !h.requests.isEmpty { return true }
-                h.watchers.append(c)
-                return false
+        let id = waiterID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { c in
+                let now = held.withLock { h -> Bool in
+                    if !h.requests.isEmpty || Task.isCancelled { return true }
+                    h.watchers[id] = c
+                    return false
+                }
+                if now { c.resume() }
             }
-            if now { c.resume() }
+        } onCancel: {
+            held.withLock { $0.watchers.removeValue(forKey: id) }?.resume()
         }
     }
 
@@ -112,7 +120,7 @@ final class FaultInjector: Sendable {
     }
 
     typealias RequestWaiter = (predicate: @Sendable (RequestRecord) -> Bool, continuation: CheckedContinuation<Void, Never>)
-    let requestWaiters = Mutex<[RequestWaiter]>([])
+    let requestWaiters = Mutex<[Int: RequestWaiter]>([:])
 
     func record(_ r: RequestRecord) {
         log.withLock { l in
@@ -120,26 +128,27 @@ final class FaultInjector: Sendable {
             if l.count > logLimit { l.removeFirst(l.count - logLimit) }
         }
         let ready = requestWaiters.withLock { ws -> [CheckedContinuation<Void, Never>] in
-            var done: [CheckedContinuation<Void, Never>] = []
-            ws.removeAll { w in
-                guard w.predicate(r) else { return false }
-                done.append(w.continuation)
-                return true
-            }
-            return done
+            let ids = ws.filter { $0.value.predicate(r) }.map(\.key)
+            return ids.compactMap { ws.removeValue(forKey: $0)?.continuation }
         }
         for c in ready { c.resume() }
     }
 
-    /// Returns once a request matching `predicate` has been served (including ones already logged).
+    /// Returns once a request matching `predicate` has been served (including ones already logged), or the
+    /// caller is cancelled.
     func waitForRequest(_ predicate: @escaping @Sendable (RequestRecord) -> Bool) async {
-        await withCheckedContinuation { c in
-            let seen = requestWaiters.withLock { ws -> Bool in
-                if log.withLock({ $0.contains(where: predicate) }) { return true }
-                ws.append((predicate, c))
-                return false
+        let id = waiterID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { c in
+                let seen = requestWaiters.withLock { ws -> Bool in
+                    if Task.isCancelled || log.withLock({ $0.contains(where: predicate) }) { return true }
+                    ws[id] = (predicate, c)
+                    return false
+                }
+                if seen { c.resume() }
             }
-            if seen { c.resume() }
+        } onCancel: {
+            requestWaiters.withLock { $0.removeValue(forKey: id) }?.continuation.resume()
         }
     }
 }

@@ -96,37 +96,21 @@ extension TestCluster {
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
     @discardableResult
-    public func waitFor(_ api: DynamicApi, _ name: String, timeout: Duration = .seconds(20), _ condition: @escaping @Sendable (JSONValue?) -> Bool) async throws -> JSONValue? {
-        try await withThrowingTaskGroup(of: JSONValue??.self) { group in
-            group.addTask {
-                while true {
-                    let list = try await api.list(ListOptions(fieldSelector: "metadata.name=\(name)"))
-                    let current = list.items.first
-                    if condition(current) { return .some(current) }
-                    for try await event in api.watch(WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false)) {
-                        switch event {
-                        case .added(let o), .modified(let o): if condition(o) { return .some(o) }
-                        case .deleted: if condition(nil) { return .some(nil) }
-                        case .bookmark: break
-                        }
+    public func waitFor(_ api: DynamicApi, _ name: String, timeout: Duration = .seconds(60), _ condition: @escaping @Sendable (JSONValue?) -> Bool) async throws -> JSONValue? {
+        try await within(timeout, name) {
+            while true {
+                let list = try await api.list(ListOptions(fieldSelector: "metadata.name=\(name)"))
+                let current = list.items.first
+                if condition(current) { return current }
+                for try await event in api.watch(WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false)) {
+                    switch event {
+                    case .added(let o), .modified(let o): if condition(o) { return o }
+                    case .deleted: if condition(nil) { return nil }
+                    case .bookmark: break
                     }
                 }
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let found = first else { throw TimedOut(what: name) }
-            return found
         }
-    }
-
-    public struct TimedOut: Error, CustomStringConvertible {
-        public var what: String
-        public init(what: String) { self.what = what }
-        public var description: String { "timed out waiting for \(what)" }
     }
 
     /// What Tekton's controller writes: Running, then Succeeded with results, or Failed with a message.
@@ -151,20 +135,20 @@ extension TestCluster {
 extension Informer {
     /// Returns once `predicate` holds for the cache, checked after each event (handlers run in registration
     /// order, so handlers registered earlier have seen the event too).
-    public func waitUntil(_ predicate: @escaping @Sendable (Store) -> Bool) async {
+    public func waitUntil(sourceLocation: String = #fileID, line: Int = #line, _ predicate: @escaping @Sendable (Store) -> Bool) async throws {
         let seen = Observed(false)
         let store = self.store
         await addHandler { _ in if predicate(store) { seen.update { $0 = true } } }
         if predicate(store) { return }
-        await seen.wait { $0 }
+        try await seen.wait(sourceLocation: sourceLocation, line: line) { $0 }
     }
 
     /// Returns once the cache holds the object (event-driven).
-    public func waitUntilCached(_ key: ObjectKey) async {
+    public func waitUntilCached(_ key: ObjectKey, sourceLocation: String = #fileID, line: Int = #line) async throws {
         let seen = Observed(false)
         await addHandler { e in if ObjectKey(e.object) == key { seen.update { $0 = true } } }
         if store.get(key) != nil { return }
-        await seen.wait { $0 }
+        try await seen.wait(sourceLocation: sourceLocation, line: line) { $0 }
     }
 }
 

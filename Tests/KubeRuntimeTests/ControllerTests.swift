@@ -35,8 +35,8 @@ final class ReconcileProbe: Sendable {
     func calls(_ key: ObjectKey) -> Int { state.value.calls[key, default: 0] }
     var overlaps: Int { state.value.overlaps }
 
-    func wait(until condition: @escaping @Sendable ([ObjectKey: Int]) -> Bool) async {
-        await state.wait { condition($0.calls) }
+    func wait(sourceLocation: String = #fileID, line: Int = #line, until condition: @escaping @Sendable ([ObjectKey: Int]) -> Bool) async throws {
+        try await state.wait(sourceLocation: sourceLocation, line: line) { condition($0.calls) }
     }
 }
 
@@ -65,16 +65,16 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             await controller.start()
             await controller.owns(runs)
             let task = run(controller, informers: [meteors, runs])
-            await probe.wait { $0[ownerKey] == 1 }
+            try await probe.wait { $0[ownerKey] == 1 }
 
             let prs = c.client.dynamic(pipelineRunType, namespace: "default")
             _ = try await prs.create([
                 "metadata": ["name": "owner-book", "ownerReferences": [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "owner", "uid": owner[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": true]]],
                 "spec": ["pipelineRef": ["name": "meteor-jupyterbook"]],
             ])
-            await probe.wait { $0[ownerKey] == 2 }
+            try await probe.wait { $0[ownerKey] == 2 }
             _ = try await prs.patchStatus("owner-book", .merge(["status": ["conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded"]]]]))
-            await probe.wait { $0[ownerKey] == 3 }
+            try await probe.wait { $0[ownerKey] == 3 }
             // A PipelineRun without a controller reference to a Meteor enqueues nothing.
             _ = try await prs.create(["metadata": ["name": "stray"], "spec": ["pipelineRef": ["name": "x"]]])
             _ = try await prs.patch("stray", .merge(["metadata": ["labels": ["a": "b"]]]))
@@ -108,7 +108,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             let last = ["k0", "k1", "k2", "k3"].map { ObjectKey(namespace: "default", name: $0) }
             // Every key ends up reconciled after its last change (the queue re-adds keys changed mid-reconcile).
             await informer.waitForSync()
-            await probe.wait { calls in last.allSatisfy { (calls[$0] ?? 0) >= 2 } }
+            try await probe.wait { calls in last.allSatisfy { (calls[$0] ?? 0) >= 2 } }
             task.cancel()
             await task.value
             #expect(probe.overlaps == 0)
@@ -129,7 +129,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             await controller.start()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "flaky")
-            await probe.wait { $0[key] == 3 }
+            try await probe.wait { $0[key] == 3 }
             #expect(await controller.queue.retries(key) == 0)
             task.cancel()
             await task.value
@@ -154,13 +154,13 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             await controller.start()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "gen")
-            await probe.wait { $0[key] == 1 }
+            try await probe.wait { $0[key] == 1 }
             _ = try await api.patchStatus("gen", .merge(["status": ["phase": "Building"]]))
             _ = try await api.patch("gen", .merge(["metadata": ["labels": ["x": "y"]]]))
             // Both updates reached the informer; neither reached the reconciler.
-            await seen.wait { $0.filter { $0 == "updated default/gen" }.count == 2 }
+            try await seen.wait { $0.filter { $0 == "updated default/gen" }.count == 2 }
             _ = try await api.patch("gen", .merge(["spec": ["ref": "v2"]]))
-            await probe.wait { $0[key] == 2 }
+            try await probe.wait { $0[key] == 2 }
             task.cancel()
             await task.value
             #expect(probe.calls(key) == 2)
@@ -183,13 +183,13 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             await controller.start()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "ttl")
-            await probe.wait { $0[key] == 1 }
+            try await probe.wait { $0[key] == 1 }
             for _ in 0..<1_000_000 where clock.sleeperCount == 0 { await Task.yield() }
             clock.advance(by: .seconds(3599))
             #expect(clock.sleeperCount == 1, "the requeue must still be waiting one second before its deadline")
             #expect(probe.calls(key) == 1)
             clock.advance(by: .seconds(1))
-            await probe.wait { $0[key] == 2 }
+            try await probe.wait { $0[key] == 2 }
             task.cancel()
             await task.value
         }

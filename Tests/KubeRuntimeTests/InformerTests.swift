@@ -23,7 +23,9 @@ final class EventLog: Sendable {
 
     var all: [String] { events.value }
 
-    func wait(until condition: @escaping @Sendable ([String]) -> Bool) async { await events.wait(until: condition) }
+    func wait(sourceLocation: String = #fileID, line: Int = #line, until condition: @escaping @Sendable ([String]) -> Bool) async throws {
+        try await events.wait(sourceLocation: sourceLocation, line: line, until: condition)
+    }
 }
 
 @Suite struct InformerTests {
@@ -39,12 +41,12 @@ final class EventLog: Sendable {
             #expect(log.all == ["added default/pre-existing"])
 
             _ = try await meteors.create(meteor("a"))
-            await log.wait { $0.contains("added default/a") }
+            try await log.wait { $0.contains("added default/a") }
 
             // Cut the stream: the informer resumes from the last version, nothing replays twice.
             c.server.cutWatches()
             _ = try await meteors.create(meteor("b"))
-            await log.wait { $0.contains("added default/b") }
+            try await log.wait { $0.contains("added default/b") }
 
             // 410 while disconnected: changes made meanwhile (a deletion among them) arrive through the re-list diff.
             c.server.expireNextWatches(1)
@@ -53,7 +55,7 @@ final class EventLog: Sendable {
             try await meteors.delete("a")
             _ = try await meteors.patch("b", .merge(["spec": ["ref": "v2"]]))
             _ = try await meteors.create(meteor("c"))
-            await log.wait { $0.contains("added default/c") && $0.contains("deleted default/a") && $0.contains("updated default/b") }
+            try await log.wait { $0.contains("added default/c") && $0.contains("deleted default/a") && $0.contains("updated default/b") }
             #expect(informer.listCount >= 2)
             run.cancel()
             await run.value
@@ -103,13 +105,13 @@ final class EventLog: Sendable {
             // Other kinds move the shared resourceVersion on; only bookmarks tell the Meteor informer.
             for i in 0..<5 { _ = try await c.client.api(ConfigMap.self, namespace: "default").create(ConfigMap(metadata: ObjectMeta(name: "noise-\(i)"))) }
             let target = c.server.currentResourceVersion
-            await bookmarked.wait { $0 >= target }
+            try await bookmarked.wait { $0 >= target }
             c.server.compact()
             c.server.cutWatches()
             _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("after"))
             let log = EventLog()
             await informer.addHandler { log.record($0) }
-            await log.wait { $0.contains("added default/after") }
+            try await log.wait { $0.contains("added default/after") }
             #expect(informer.listCount == 1)
             #expect(informer.watchCount >= 2)
             run.cancel()
@@ -124,7 +126,7 @@ final class EventLog: Sendable {
             let log = EventLog()
             await informer.addHandler { log.record($0) }
             let run = Task { await informer.run() }
-            await log.wait { $0.filter { $0 == "updated default/steady" }.count >= 2 }
+            try await log.wait { $0.filter { $0 == "updated default/steady" }.count >= 2 }
             run.cancel()
             await run.value
             #expect(informer.listCount == 1)

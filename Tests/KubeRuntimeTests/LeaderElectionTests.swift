@@ -31,15 +31,22 @@ final class Leadership: Sendable {
         }
     }
 
-    func wait(until condition: @escaping @Sendable ([String]) -> Bool) async {
-        await state.wait { condition($0.history) }
+    func wait(sourceLocation: String = #fileID, line: Int = #line, until condition: @escaping @Sendable ([String]) -> Bool) async throws {
+        try await state.wait(sourceLocation: sourceLocation, line: line) { condition($0.history) }
     }
 
     var maxConcurrent: Int { state.value.maxConcurrent }
     var history: [String] { state.value.history }
 }
 
+/// Production-like timings (controller-runtime's 15 s / 10 s): a loaded CI machine can stall a renewal for
+/// seconds, and a test that is not about expiry must not lose its lease to that.
 func electionConfig(_ id: String) -> LeaderElector.Configuration {
+    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: "default", identity: id, leaseDuration: .seconds(15), renewDeadline: .seconds(10), retryPeriod: .milliseconds(200))
+}
+
+/// A short lease, for the test that waits for one to expire.
+func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
     LeaderElector.Configuration(leaseName: "meteor-operator", namespace: "default", identity: id, leaseDuration: .seconds(2), renewDeadline: .milliseconds(1500), retryPeriod: .milliseconds(200))
 }
 
@@ -54,7 +61,7 @@ func electionConfig(_ id: String) -> LeaderElector.Configuration {
             let a = LeaderElector(client: c.client, configuration: longLease("a"))
             let b = LeaderElector(client: c.client, configuration: longLease("b"))
             let ta = Task { await a.run { await leadership.lead("a") } }
-            await leadership.wait { $0.contains("+a") }
+            try await leadership.wait { $0.contains("+a") }
             let tb = Task { await b.run { await leadership.lead("b") } }
             #expect(!b.isLeader)
             let stoppedAt = ContinuousClock.now
@@ -62,7 +69,7 @@ func electionConfig(_ id: String) -> LeaderElector.Configuration {
             #expect(await ta.value == .cancelled)
             // Released on the way out (the follower may already have taken it by now).
             #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity != "a")
-            await leadership.wait { $0.contains("+b") }
+            try await leadership.wait { $0.contains("+b") }
             // Released, not expired: the follower needs only its retry period, not the 30 s lease duration.
             #expect(ContinuousClock.now - stoppedAt < .seconds(15))
             #expect(leadership.maxConcurrent == 1)
@@ -79,16 +86,16 @@ func electionConfig(_ id: String) -> LeaderElector.Configuration {
             let leadership = Leadership()
             // The doomed leader talks through its own client; shutting that down is a kill: no renewals, no release.
             let doomedClient = try KubeClient(configuration: TestCluster.clusterConfiguration(c.server))
-            let a = LeaderElector(client: doomedClient, configuration: electionConfig("a"))
-            let b = LeaderElector(client: c.client, configuration: electionConfig("b"))
+            let a = LeaderElector(client: doomedClient, configuration: expiringElectionConfig("a"))
+            let b = LeaderElector(client: c.client, configuration: expiringElectionConfig("b"))
             let ta = Task { await a.run { await leadership.lead("a") } }
-            await leadership.wait { $0.contains("+a") }
+            try await leadership.wait { $0.contains("+a") }
             let tb = Task { await b.run { await leadership.lead("b") } }
             let killedAt = ContinuousClock.now
             try await doomedClient.shutdown()
             // The old leader stops itself after renewDeadline, before the lease can expire for b.
             #expect(await ta.value == .lostLease)
-            await leadership.wait { $0.contains("+b") }
+            try await leadership.wait { $0.contains("+b") }
             let takeover = ContinuousClock.now - killedAt
             // Never before the lease could expire; soon after it does (generous: the machine may be loaded).
             #expect(takeover >= .milliseconds(1800))

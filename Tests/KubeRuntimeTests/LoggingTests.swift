@@ -28,7 +28,7 @@ import Testing
             }
             await controller.start()
             let task = run(controller, informers: [informer])
-            await probe.wait { $0[ObjectKey(namespace: "default", name: "logged")] == 2 }
+            try await probe.wait { $0[ObjectKey(namespace: "default", name: "logged")] == 2 }
             task.cancel()
             await task.value
             var badConfig = TestCluster.clusterConfiguration(c.server)

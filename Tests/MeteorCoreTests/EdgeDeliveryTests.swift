@@ -126,7 +126,7 @@ import Testing
             #expect(deployments.first { $0["target"] == "rpi" }?["image"] == .string("\(f.address)/meteor/donkeycar@\(carDigest)"))
             #expect(deployments.allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
             // The operator's own cache has seen that status too (the metrics follow its informer).
-            await env.reconciler.meteors.waitUntil { MeteorMetrics.deploymentHealth($0.get(ObjectKey(namespace: "default", name: "donkeycar")) ?? [:]) == ["Healthy", "Healthy"] }
+            try await env.reconciler.meteors.waitUntil { MeteorMetrics.deploymentHealth($0.get(ObjectKey(namespace: "default", name: "donkeycar")) ?? [:]) == ["Healthy", "Healthy"] }
             let metrics = env.manager.metrics.render()
             #expect(metrics.contains(#"meteor_signature_verifications_total{result="verified"} 2"#), "\(metrics)")
             #expect(metrics.contains(#"meteor_edge_deployments{health="Healthy"} 2.0"#), "\(metrics)")

@@ -23,7 +23,7 @@ import Testing
             try await c.tekton(book, "Running")
             try await c.tekton(book, "Failed", message: "jupyter-book build: exit 1")
             _ = try await c.waitFor(c.meteors, "m") { $0?[path: "status", "phase"] == "Failed" }
-            await env.reconciler.meteors.waitUntil { ($0.get(ObjectKey(namespace: "default", name: "m"))?[path: "status", "phase"]) == "Failed" }
+            try await env.reconciler.meteors.waitUntil { ($0.get(ObjectKey(namespace: "default", name: "m"))?[path: "status", "phase"]) == "Failed" }
             let text = scrape()
             #expect(text.contains(#"meteor_meteors{phase="Failed"} 1"#), "\(text)")
             #expect(text.contains(#"meteor_meteors{phase="Building"} 0"#))

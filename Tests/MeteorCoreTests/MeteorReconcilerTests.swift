@@ -62,9 +62,9 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(service[path: "spec", "ports"]?.arrayValue?.first?["port"] == 8080)
 
             // Steady state: another reconcile writes nothing.
-            await env.reconciler.sites["Deployment"]!.waitUntilCached(ObjectKey(namespace: "default", name: "demo-book"))
-            await env.reconciler.sites["Service"]!.waitUntilCached(ObjectKey(namespace: "default", name: "demo-book"))
-            await env.reconciler.meteors.waitUntilCached(ObjectKey(namespace: "default", name: "demo"))
+            try await env.reconciler.sites["Deployment"]!.waitUntilCached(ObjectKey(namespace: "default", name: "demo-book"))
+            try await env.reconciler.sites["Service"]!.waitUntilCached(ObjectKey(namespace: "default", name: "demo-book"))
+            try await env.reconciler.meteors.waitUntilCached(ObjectKey(namespace: "default", name: "demo"))
             _ = try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo"))
             env.cluster.server.clearRequestLog()
             #expect(try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo")) == .done)

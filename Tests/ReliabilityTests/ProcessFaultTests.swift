@@ -40,7 +40,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             try await c.createMeteors(names)
             var kills = 0
             for point in killPoints {
-                await runsSeen.wait { $0 >= point }
+                try await runsSeen.wait { $0 >= point }
                 op.signal(SIGKILL)
                 _ = await op.wait()
                 kills += 1
@@ -72,7 +72,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             let leases = c.client.api(Lease.self, namespace: "default")
             let holder = try #require(try await leases.get("meteor-operator").spec?.holderIdentity)
             // A is the leader (it converged the first Meteors alone); B is its follower.
-            await c.server.waitForRequest { $0.path.contains("/leases/") && $0.userAgent.contains("(") && !$0.userAgent.contains(holder) }
+            try await within(defaultWaitTimeout, "the follower's lease request") { await c.server.waitForRequest { $0.path.contains("/leases/") && $0.userAgent.contains("(") && !$0.userAgent.contains(holder) } }
             a.signal(SIGKILL)
             let killed = Date()
             _ = await a.wait()
