@@ -38,6 +38,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.4.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.0"),
     ],
     targets: [
         .target(
@@ -107,6 +108,7 @@ let package = Package(
         .target(
             name: "MeteorSandbox",
             dependencies: [
+                "MeteorShower",
                 "KubeAPIServer",
                 "KubeClient",
                 "KubeModels",
@@ -120,9 +122,27 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Meteor Shower: the web page (server-rendered, live over server-sent events from the informer cache).
+        .target(
+            name: "MeteorShower",
+            dependencies: [
+                "KubeClient",
+                "KubeModels",
+                "KubeRuntime",
+                "MeteorCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "MeteorOperatorCLI",
             dependencies: [
+                "MeteorShower",
                 "KubeClient",
                 "KubeAPIServer",
                 "KubeRuntime",
@@ -185,7 +205,11 @@ let package = Package(
         .testTarget(
             name: "MeteorCoreTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport", "MeteorTestSupport",
+                "MeteorCore", "MeteorSandbox", "MeteorShower", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport", "MeteorTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]

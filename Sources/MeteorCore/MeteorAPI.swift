@@ -130,3 +130,8 @@ public enum MeteorLabels {
     public static let meteorUID = "meteor.zone/uid"
     public static let target = "meteor.zone/target"
 }
+
+/// The operator's version, as `meteor-operator version`, the User-Agent and the Shower's footer report it.
+public enum BuildInfo {
+    public static let version = "0.1.0-dev"
+}

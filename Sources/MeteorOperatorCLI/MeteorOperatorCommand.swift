@@ -1,4 +1,5 @@
 import ArgumentParser
+import MeteorCore
 import Foundation
 import KubeAPIServer
 
@@ -16,10 +17,6 @@ struct VersionCommand: ParsableCommand {
     func run() throws {
         print("meteor-operator \(BuildInfo.version)")
     }
-}
-
-enum BuildInfo {
-    static let version = "0.1.0-dev"
 }
 
 /// Serves the embedded Kubernetes-compatible API server on its own, for poking at it with kubectl.

@@ -5,6 +5,7 @@ import KubeModels
 import KubeRuntime
 import Logging
 import MeteorCore
+import MeteorShower
 import ServiceLifecycle
 
 /// `meteor-operator run`: the operator against a real cluster. Flags use controller-runtime's names.
@@ -31,6 +32,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
     @Option(help: "The Argo CD AppProject edge Applications belong to (manifests/argocd/appproject.yaml).") var argocdProject = "meteor"
     @Option(help: "A registry (host:port) read over plain HTTP when verifying signatures; repeatable.") var insecureRegistry: [String] = []
+    @Option(help: "HOST:PORT to serve the Meteor Shower web page on (default: off).") var showerBindAddress: String?
+    @Option(help: "Namespace the Shower lists and submits Meteors in (default: --namespace, else the configuration's namespace).") var showerNamespace: String?
+    @Flag(help: "Let the Shower submit and delete Meteors (with the operator's credentials; see config/rbac/shower_role.yaml).") var showerAllowSubmit = false
+    @Flag(help: "Let the Shower accept writes without a user from the authenticating proxy's X-Forwarded-User header.") var showerAllowAnonymous = false
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -40,6 +45,10 @@ struct RunCommand: AsyncParsableCommand {
         if (ingressClass == nil) != (ingressDomain == nil) { throw ValidationError("--ingress-class and --ingress-domain go together") }
         if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if let address = showerBindAddress, MeteorShower.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
+        if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil {
+            throw ValidationError("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address")
+        }
         if !(leaderElectRetryPeriod > 0 && leaderElectRetryPeriod < leaderElectRenewDeadline && leaderElectRenewDeadline < leaderElectLeaseDuration) {
             throw ValidationError("leader election needs 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration")
         }
@@ -109,10 +118,17 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             logger.notice("edge delivery is off: the cluster does not serve argoproj.io/v1alpha1 Applications (install Argo CD to enable it)")
         }
-        _ = await MeteorReconciler.register(with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
-        logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)"])
+        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
+        var services: [any Service] = [manager]
+        if let showerBindAddress {
+            var showerOptions = MeteorShower.Options(bindAddress: showerBindAddress, namespace: showerNamespace ?? namespace ?? cluster.namespace)
+            showerOptions.allowSubmit = showerAllowSubmit
+            showerOptions.allowAnonymous = showerAllowAnonymous
+            services.append(MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger))
+        }
+        logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)", "shower": "\(showerBindAddress ?? "off")"])
         let group = ServiceGroup(configuration: .init(
-            services: [manager], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
         try await group.run()
         try await client.shutdown()
     }

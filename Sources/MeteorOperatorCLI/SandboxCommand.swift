@@ -30,6 +30,8 @@ struct SandboxCommand: AsyncParsableCommand {
     @Option(help: "The repository checkout with crds/ and config/samples/ (default: found from the working directory).") var repository: String?
     @Option(help: "Directory with upstream Tekton and Argo CD CRDs (default: ../shared/crds next to the checkout, if present).") var upstreamCRDs: String?
     @Option(help: "HOST:PORT for the operator's /metrics.") var metricsBindAddress = "127.0.0.1:0"
+    @Option(help: "HOST:PORT for the Meteor Shower page (0 picks a free port).") var showerBindAddress = "127.0.0.1:0"
+    @Flag(help: "Do not serve the Meteor Shower page.") var noShower = false
     @Option(help: "Log format: json or text.") var logFormat = "text"
 
     func validate() throws {
@@ -59,6 +61,7 @@ struct SandboxCommand: AsyncParsableCommand {
         options.remotes = !noRemotes
         options.releaseTags = tag
         options.metricsBindAddress = metricsBindAddress
+        options.showerBindAddress = noShower ? nil : showerBindAddress
         options.upstreamCRDs = upstreamCRDs.map { URL(fileURLWithPath: $0) } ?? Sandbox.defaultUpstreamCRDs(repository: checkout)
         do {
             try await Sandbox.run(options, logger: logger) { text in

@@ -7,6 +7,7 @@ import KubeModels
 import KubeRuntime
 import Logging
 import MeteorCore
+import MeteorShower
 import ServiceLifecycle
 
 /// `meteor-operator sandbox`: the embedded API server with the Meteor, Tekton and Argo CD CRDs, the operator
@@ -31,6 +32,8 @@ public struct SandboxOptions: Sendable {
     public var tui = true
     public var metricsBindAddress = "127.0.0.1:0"
     public var healthProbeBindAddress = "127.0.0.1:0"
+    /// Where the Meteor Shower page listens (nil: off). Submitting is allowed without a sign-in proxy here.
+    public var showerBindAddress: String? = "127.0.0.1:0"
 
     public init(repository: URL) { self.repository = repository }
 }
@@ -168,6 +171,14 @@ public enum Sandbox {
         configuration.edge = edge
         let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, logger: logger)
         services.append(manager)
+        var shower: MeteorShower?
+        if let address = options.showerBindAddress {
+            var showerOptions = MeteorShower.Options(bindAddress: address, namespace: options.namespace)
+            showerOptions.allowSubmit = true
+            showerOptions.allowAnonymous = true
+            shower = MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger)
+            services.append(shower!)
+        }
 
         // The simulators, as other controllers of the cluster, with their own manager and client.
         var simulatorOptions = Manager.Options()
@@ -197,6 +208,7 @@ public enum Sandbox {
                 "Meteor sandbox: embedded API server at \(server.url) (simulated Tekton: \(options.tekton), Argo CD: \(options.argo), registry and git: \(options.remotes))",
                 "export KUBECONFIG=\(kubeconfigPath)",
             ]
+            if let shower, let port = await shower.waitUntilListening() { lines.append("Meteor Shower: http://127.0.0.1:\(port)/") }
             if let m = ports.metrics { lines.append("metrics: http://127.0.0.1:\(m)/metrics") }
             if let remotesOrigin { lines.append("publish a release on every git remote: curl -X POST \(remotesOrigin)/sandbox/tags/v1.1.0") }
             lines.append("try: kubectl apply -k config/samples && kubectl get meteors -w")

@@ -1,0 +1,340 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KubeClient
+import KubeModels
+import KubeRuntime
+import Logging
+import MeteorCore
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Meteor Shower: the operator's web page where a data scientist pastes a repository URL and watches the builds
+/// finish. Pages render from the operator's informer cache; live updates are server-sent events fed by the same
+/// cache, so the page never makes the API server do more work than the operator already does. Writes (submit,
+/// delete) go through the operator's client, behind CSRF protection, a per-client rate limit and the identity an
+/// OAuth proxy puts in `X-Forwarded-User`.
+public final class MeteorShower: Service, Sendable {
+    public struct Options: Sendable {
+        /// HOST:PORT to listen on (port 0 picks a free one).
+        public var bindAddress: String
+        /// Where Meteors are listed and submitted.
+        public var namespace: String
+        /// Submitting and deleting are off unless this is set.
+        public var allowSubmit = false
+        /// Without a trusted user header, writes are refused unless this is set.
+        public var allowAnonymous = false
+        /// The header an authenticating proxy in front sets to the signed-in user.
+        public var userHeader = "X-Forwarded-User"
+        /// Writes per client per minute, and the burst allowed at once.
+        public var submitsPerMinute = 6
+        public var submitBurst = 3
+        /// How many recent Events the detail page shows.
+        public var eventLimit = 20
+
+        public init(bindAddress: String, namespace: String) {
+            self.bindAddress = bindAddress
+            self.namespace = namespace
+        }
+    }
+
+    /// Who submitted a Meteor through the page (the proxy's user, or `anonymous`).
+    public static let submitterAnnotation = "meteor.zone/submitted-by"
+
+    let options: Options
+    let client: KubeClient
+    let meteors: Informer
+    let feed: MeteorFeed
+    let limiter: SubmitRateLimiter
+    let logger: Logger
+    let bound = Mutex<Int?>(nil)
+    let boundSignal = AsyncStream<Int>.makeStream()
+
+    /// `meteors` is the operator's Meteor informer (the page reads its cache and follows its events).
+    public init(options: Options, client: KubeClient, meteors: Informer, logger: Logger) {
+        self.options = options
+        self.client = client
+        self.meteors = meteors
+        self.feed = MeteorFeed(namespace: options.namespace)
+        self.limiter = SubmitRateLimiter(perMinute: options.submitsPerMinute, burst: options.submitBurst)
+        self.logger = logger
+    }
+
+    /// The port actually bound, once listening.
+    public var port: Int? { bound.withLock { $0 } }
+
+    /// Returns the port once the page is served.
+    public func waitUntilListening() async -> Int? {
+        if let p = port { return p }
+        for await p in boundSignal.stream { return p }
+        return port
+    }
+
+    public func run() async throws {
+        await feed.attach(to: meteors)
+        guard let (host, port) = Self.parseBindAddress(options.bindAddress) else {
+            throw ShowerError(message: "--shower-bind-address must be HOST:PORT, got \(options.bindAddress)")
+        }
+        var quiet = logger
+        quiet.logLevel = .warning
+        let app = Application(
+            router: router(), configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
+            onServerRunning: { channel in
+                let p = channel.localAddress?.port ?? 0
+                self.bound.withLock { $0 = p }
+                self.boundSignal.continuation.yield(p)
+            },
+            logger: quiet)
+        try await app.runService()
+        feed.finishAll()
+    }
+
+    /// `HOST:PORT` (an empty host listens on every address); nil when it is not that.
+    public static func parseBindAddress(_ address: String) -> (host: String, port: Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        let host = String(address[..<colon])
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    struct ShowerError: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+
+    // MARK: Routes
+
+    func router() -> Router<ShowerContext> {
+        let router = Router(context: ShowerContext.self)
+        router.middlewares.add(SecurityHeaders())
+        router.get("/") { request, _ in self.home(request) }
+        router.post("/meteors") { request, context in try await self.submit(request, context) }
+        router.get("/meteors/:name") { request, context in try await self.detail(request, name: context.parameters.get("name") ?? "") }
+        router.post("/meteors/:name/delete") { request, context in try await self.delete(request, context, name: context.parameters.get("name") ?? "") }
+        router.get("/events") { request, _ in self.events(request) }
+        router.get("/static/shower.css") { _, _ in Self.asset(Templates.stylesheet, type: "text/css; charset=utf-8") }
+        router.get("/static/shower.js") { _, _ in Self.asset(Templates.script, type: "text/javascript; charset=utf-8") }
+        router.get("/healthz") { _, _ in "ok" }
+        return router
+    }
+
+    static func asset(_ text: String, type: String) -> Response {
+        Response(status: .ok, headers: [.contentType: type, .cacheControl: "public, max-age=300"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// The signed-in user from the proxy's header, if any.
+    func user(_ request: Request) -> String? {
+        guard let name = HTTPField.Name(options.userHeader), let value = request.headers[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// Why writes are refused for this request, or nil when they are allowed.
+    func writeRefusal(_ request: Request) -> String? {
+        if !options.allowSubmit { return "Submitting is turned off on this server (start the operator with --shower-allow-submit)." }
+        if user(request) == nil && !options.allowAnonymous {
+            return "Sign in to submit: this page expects the user from an authenticating proxy (\(options.userHeader)); anonymous submission is off (--shower-allow-anonymous)."
+        }
+        return nil
+    }
+
+    func page(_ request: Request, title: String, content: String, events: String, status: HTTPResponse.Status = .ok, csrf: String) -> Response {
+        var context: [String: Any] = ["title": title, "content": content, "events": events, "namespace": options.namespace, "version": BuildInfo.version]
+        if let user = user(request) { context["user"] = user }
+        let html = Templates.render("layout", context)
+        var headers: HTTPFields = [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"]
+        headers[.setCookie] = "\(CSRF.cookie)=\(csrf); Path=/; HttpOnly; SameSite=Strict"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// The token of this browser, or a new one (set again with every page).
+    func csrfToken(_ request: Request) -> String {
+        if let existing = CSRF.cookieValue(in: request.headers[.cookie]), existing.count == 64, existing.allSatisfy(\.isHexDigit) { return existing }
+        return CSRF.newToken()
+    }
+
+    func rows() -> [[String: Any]] {
+        MeteorViews.sorted(meteors.store.list(namespace: options.namespace)).map(MeteorViews.row)
+    }
+
+    func home(_ request: Request, form: [String: Any]? = nil, errors: [String: String] = [:], formError: String? = nil, status: HTTPResponse.Status = .ok) -> Response {
+        let csrf = csrfToken(request)
+        let chosenTTL = (form?["ttl"] as? String) ?? "86400"
+        var context: [String: Any] = [
+            "rows": rows(), "csrf": csrf, "namespace": options.namespace, "errors": errors,
+            "form": form ?? ["url": "", "ref": "main", "jupyterbook": true, "jupyterhub": true],
+            "ttlChoices": TTLChoice.all.map { ["value": $0.value, "label": $0.label, "selected": $0.value == chosenTTL] as [String: Any] },
+        ]
+        if let refusal = writeRefusal(request) { context["submitRefused"] = refusal }
+        if let formError { context["formError"] = formError }
+        return page(request, title: "Meteors", content: Templates.render("home", context), events: "/events", status: status, csrf: csrf)
+    }
+
+    func detail(_ request: Request, name: String) async throws -> Response {
+        let csrf = csrfToken(request)
+        guard let m = meteors.store.get(ObjectKey(namespace: options.namespace, name: name)) else {
+            return message(request, status: .notFound, heading: "Not found", text: "There is no Meteor named \(name) in \(options.namespace).", csrf: csrf)
+        }
+        var context = MeteorViews.detail(m, events: await recentEvents(name))
+        context["csrf"] = csrf
+        context["canDelete"] = writeRefusal(request) == nil
+        return page(request, title: name, content: Templates.render("detail", context), events: "/events?meteor=\(name)", csrf: csrf)
+    }
+
+    func message(_ request: Request, status: HTTPResponse.Status, heading: String, text: String, csrf: String? = nil, headers extra: HTTPFields = [:]) -> Response {
+        var response = page(request, title: heading, content: Templates.render("message", ["heading": heading, "text": text, "alert": status.code >= 400]), events: "", status: status, csrf: csrf ?? csrfToken(request))
+        for field in extra { response.headers.append(field) }
+        return response
+    }
+
+    /// Events about this Meteor, newest first (one list request per page view or change, never a poll).
+    func recentEvents(_ name: String) async -> [JSONValue] {
+        let api = client.dynamic(ResourceType(group: "", version: "v1", kind: "Event", plural: "events", namespaced: true), namespace: options.namespace)
+        guard let list = try? await api.list(ListOptions(fieldSelector: "involvedObject.kind=Meteor,involvedObject.name=\(name)")) else { return [] }
+        let stamp: (JSONValue) -> String = { $0["lastTimestamp"]?.stringValue ?? $0["eventTime"]?.stringValue ?? "" }
+        return Array(list.items.sorted { stamp($0) > stamp($1) }.prefix(options.eventLimit))
+    }
+
+    // MARK: Writes
+
+    /// Refuses a write that is off, anonymous or forged; nil when it may go ahead.
+    func guardWrite(_ request: Request, _ context: ShowerContext, form csrfField: String?) -> Response? {
+        if let refusal = writeRefusal(request) { return message(request, status: .forbidden, heading: "Not allowed", text: refusal) }
+        if request.headers[HTTPField.Name("Sec-Fetch-Site")!] == "cross-site"
+            || !CSRF.matches(cookie: CSRF.cookieValue(in: request.headers[.cookie]), form: csrfField) {
+            logger.warning("shower: refused a write without a valid CSRF token", metadata: ["path": "\(request.uri.path)"])
+            return message(request, status: .forbidden, heading: "Refused", text: "The form's security token is missing or does not match this browser's. Reload the page and try again.")
+        }
+        return nil
+    }
+
+    /// Refuses a write when this client has used up its rate (only writes that reach the API server count).
+    func rateLimit(_ request: Request, _ context: ShowerContext) -> Response? {
+        let client = user(request) ?? context.remoteAddress?.ipAddress ?? "unknown"
+        guard let wait = limiter.take(client) else { return nil }
+        let seconds = max(1, Int(wait.components.seconds) + 1)
+        return message(request, status: .tooManyRequests, heading: "Slow down", text: "Too many submissions from \(client); try again in \(seconds) s.", headers: [.retryAfter: "\(seconds)"])
+    }
+
+    func submit(_ request: Request, _ context: ShowerContext) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        let form = (try? URLEncodedFormDecoder().decode(SubmitForm.self, from: String(buffer: body))) ?? SubmitForm()
+        if let refused = guardWrite(request, context, form: form.csrf) { return refused }
+        let echo: [String: Any] = [
+            "url": form.url ?? "", "ref": form.ref ?? "", "ttl": form.ttl ?? "",
+            "jupyterbook": form.pipelines?.contains("jupyterbook") == true, "jupyterhub": form.pipelines?.contains("jupyterhub") == true,
+        ]
+        let (spec, errors) = Submission.validate(form)
+        guard let spec else { return home(request, form: echo, errors: errors, status: .unprocessableContent) }
+        if let limited = rateLimit(request, context) { return limited }
+        let submitter = user(request) ?? "anonymous"
+        let api = client.dynamic(Meteor.resourceType, namespace: options.namespace)
+        let base = Submission.baseName(for: spec.url)
+        for attempt in 0..<20 {
+            let name = Submission.candidate(base, attempt: attempt)
+            var meteor = Meteor(metadata: ObjectMeta(name: name, namespace: options.namespace), spec: spec)
+            meteor.metadata.annotations = [Self.submitterAnnotation: submitter]
+            meteor.metadata.labels = ["app.kubernetes.io/created-by": "meteor-shower"]
+            do {
+                _ = try await api.create(try JSONValue(encoding: meteor), params: WriteParams(fieldManager: "meteor-shower", fieldValidation: "Strict"))
+                logger.info("shower: submitted", metadata: ["meteor": "\(options.namespace)/\(name)", "url": "\(spec.url)", "submitter": "\(submitter)"])
+                return Response(status: .seeOther, headers: [.location: "/meteors/\(name)"])
+            } catch let e as KubeError where e.isAlreadyExists {
+                continue
+            } catch let e as KubeError {
+                // The API server's admission (the CRD) refused it: show its message against the form.
+                return home(request, form: echo, formError: "The cluster refused this Meteor: \(e.status?.message ?? "\(e)")", status: e.isInvalid ? .unprocessableContent : .badGateway)
+            }
+        }
+        return home(request, form: echo, formError: "Could not find a free name for \(base); delete old Meteors and try again.", status: .conflict)
+    }
+
+    func delete(_ request: Request, _ context: ShowerContext, name: String) async throws -> Response {
+        let body = try await request.body.collect(upTo: 16 * 1024)
+        let form = (try? URLEncodedFormDecoder().decode(SubmitForm.self, from: String(buffer: body))) ?? SubmitForm()
+        if let refused = guardWrite(request, context, form: form.csrf) ?? rateLimit(request, context) { return refused }
+        do {
+            try await client.dynamic(Meteor.resourceType, namespace: options.namespace).delete(name)
+            logger.info("shower: deleted", metadata: ["meteor": "\(options.namespace)/\(name)", "by": "\(user(request) ?? "anonymous")"])
+        } catch let e as KubeError where e.isNotFound {}
+        return Response(status: .seeOther, headers: [.location: "/"])
+    }
+
+    // MARK: Live updates
+
+    /// Server-sent events: the home page gets `reset` (names present) then `row`/`gone`; a detail page
+    /// (`?meteor=NAME`) gets `detail` for that Meteor. Fed by informer events; a comment every 15 s keeps proxies
+    /// from closing an idle stream.
+    func events(_ request: Request) -> Response {
+        let only = request.uri.queryParameters.get("meteor")
+        let subscription = feed.subscribe()
+        let body = ResponseBody { writer in
+            defer { subscription.cancel() }
+            if let only {
+                if let m = self.meteors.store.get(ObjectKey(namespace: self.options.namespace, name: only)) {
+                    try await writer.write(ByteBuffer(string: await self.detailEvent(m)))
+                }
+            } else {
+                let current = MeteorViews.sorted(self.meteors.store.list(namespace: self.options.namespace))
+                try await writer.write(ByteBuffer(string: Self.sse("reset", .array(current.map { .string(MeteorViews.name($0)) }))))
+                for m in current.reversed() { try await writer.write(ByteBuffer(string: Self.rowEvent(m))) }
+            }
+            for await change in subscription.stream {
+                let text: String
+                switch change {
+                case .heartbeat: text = ": keep-alive\n\n"
+                case .changed(let m):
+                    if let only {
+                        guard MeteorViews.name(m) == only else { continue }
+                        text = await self.detailEvent(m)
+                    } else {
+                        text = Self.rowEvent(m)
+                    }
+                case .deleted(let m):
+                    if let only, MeteorViews.name(m) != only { continue }
+                    text = Self.sse("gone", ["name": .string(MeteorViews.name(m))])
+                }
+                try await writer.write(ByteBuffer(string: text))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store", HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
+    }
+
+    static func rowEvent(_ m: JSONValue) -> String {
+        sse("row", ["name": .string(MeteorViews.name(m)), "html": .string(Templates.render("row", MeteorViews.row(m)))])
+    }
+
+    func detailEvent(_ m: JSONValue) async -> String {
+        let context = MeteorViews.detail(m, events: await recentEvents(MeteorViews.name(m)))
+        return Self.sse("detail", ["name": .string(MeteorViews.name(m)), "html": .string(Templates.render("detailBody", context))])
+    }
+
+    /// One SSE message; JSON keeps the data on one line.
+    static func sse(_ event: String, _ data: JSONValue) -> String {
+        "event: \(event)\ndata: \(data.serializedString())\n\n"
+    }
+}
+
+/// The request context: Hummingbird's basics plus the peer address (the rate limit's key when no user is known).
+public struct ShowerContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Headers every response carries: no framing by other sites, no sniffing, a strict content policy (every script
+/// and style is served from here), and no referrer leaking repository URLs.
+struct SecurityHeaders: RouterMiddleware {
+    typealias Context = ShowerContext
+    func handle(_ request: Request, context: ShowerContext, next: (Request, ShowerContext) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[HTTPField.Name("Content-Security-Policy")!] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        return response
+    }
+}

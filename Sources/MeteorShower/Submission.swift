@@ -1,0 +1,143 @@
+import Crypto
+import Foundation
+import KubeModels
+import MeteorCore
+import Synchronization
+
+/// The home page's form as posted (`application/x-www-form-urlencoded`).
+struct SubmitForm: Decodable, Sendable {
+    var url: String?
+    var ref: String?
+    var pipelines: [String]?
+    var ttl: String?
+    var csrf: String?
+}
+
+/// How long a submitted Meteor lives; the CRD allows 0…31536000 seconds.
+struct TTLChoice: Sendable {
+    var value: String
+    var label: String
+    static let all = [
+        TTLChoice(value: "", label: "Until deleted"),
+        TTLChoice(value: "3600", label: "1 hour"),
+        TTLChoice(value: "86400", label: "1 day"),
+        TTLChoice(value: "604800", label: "1 week"),
+        TTLChoice(value: "2592000", label: "30 days"),
+    ]
+}
+
+enum Submission {
+    /// Checks the form with the rules the CRD and the reconciler apply (`SpecValidation`), so the page says what
+    /// the API server would; field errors keyed by form field.
+    static func validate(_ form: SubmitForm) -> (spec: Meteor.Spec?, errors: [String: String]) {
+        var errors: [String: String] = [:]
+        let url = (form.url ?? "").trimmingCharacters(in: .whitespaces)
+        let ref = (form.ref ?? "").trimmingCharacters(in: .whitespaces)
+        var ttl: Int64?
+        if let raw = form.ttl, !raw.isEmpty {
+            if let value = Int64(raw) { ttl = value } else { errors["ttl"] = "must be a whole number of seconds between 0 and 31536000" }
+        }
+        let pipelines = form.pipelines ?? []
+        if url.isEmpty { errors["url"] = "Enter the repository's http or https URL." }
+        if ref.isEmpty { errors["ref"] = "Enter a branch, tag or commit (for example main)." }
+        if pipelines.isEmpty { errors["pipelines"] = "Choose at least one pipeline." }
+        let spec = Meteor.Spec(url: url, ref: ref.isEmpty ? "main" : ref, ttl: ttl, pipelines: pipelines)
+        for problem in SpecValidation.problems(spec) {
+            let field: String
+            switch problem.field {
+            case "spec.url": field = "url"
+            case "spec.ref": field = "ref"
+            case "spec.ttl": field = "ttl"
+            default: field = problem.field.hasPrefix("spec.pipelines") || problem.field == "spec.edge" ? "pipelines" : "form"
+            }
+            if errors[field] == nil { errors[field] = sentence(problem.message) }
+        }
+        if pipelines.contains(Pipeline.edge.rawValue) {
+            errors["pipelines"] = "Edge delivery needs images, a signing key and targets: describe it in a Meteor YAML (config/samples/meteor_edge_donkeycar.yaml)."
+        }
+        return (errors.isEmpty ? spec : nil, errors)
+    }
+
+    static func sentence(_ message: String) -> String {
+        guard let first = message.first else { return message }
+        return first.uppercased() + message.dropFirst() + (message.hasSuffix(".") ? "" : ".")
+    }
+
+    /// A DNS-1123 name from the repository's last path component (`…/meteor-demo.git` → `meteor-demo`), at most
+    /// 40 characters so a suffix and the PipelineRun names built from it still fit.
+    static func baseName(for url: String) -> String {
+        let path = URL(string: url)?.path ?? ""
+        var last = path.split(separator: "/").last.map(String.init) ?? ""
+        if last.hasSuffix(".git") { last.removeLast(4) }
+        var out = ""
+        for c in last.lowercased().unicodeScalars {
+            if ("a"..."z").contains(c) || ("0"..."9").contains(c) { out.unicodeScalars.append(c) } else if !out.isEmpty, !out.hasSuffix("-") { out += "-" }
+        }
+        out = String(out.prefix(40))
+        while out.hasSuffix("-") { out.removeLast() }
+        return out.isEmpty ? "meteor" : out
+    }
+
+    /// The n-th candidate: the base, then `base-2`, `base-3`, …
+    static func candidate(_ base: String, attempt: Int) -> String { attempt == 0 ? base : "\(base)-\(attempt + 1)" }
+}
+
+/// Cross-site request forgery protection: a random token in a `SameSite=Strict` cookie that every form posts
+/// back (double submit), compared in constant time; a browser's `Sec-Fetch-Site: cross-site` is refused outright.
+enum CSRF {
+    static let cookie = "meteor_shower_csrf"
+
+    static func newToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    static func matches(cookie: String?, form: String?) -> Bool {
+        guard let cookie, let form, cookie.count == 64, form.count == 64 else { return false }
+        // Constant time: compare digests byte by byte without an early exit.
+        let a = Array(SHA256.hash(data: Data(cookie.utf8))), b = Array(SHA256.hash(data: Data(form.utf8)))
+        return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    static func cookieValue(in header: String?) -> String? {
+        guard let header else { return nil }
+        for part in header.split(separator: ";") {
+            let kv = part.trimmingCharacters(in: .whitespaces)
+            if kv.hasPrefix(cookie + "=") { return String(kv.dropFirst(cookie.count + 1)) }
+        }
+        return nil
+    }
+}
+
+/// Per-client token buckets for writes: `burst` at once, refilled at `perMinute`.
+final class SubmitRateLimiter: Sendable {
+    let perMinute: Double
+    let burst: Double
+    let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
+
+    init(perMinute: Int, burst: Int) {
+        self.perMinute = Double(perMinute)
+        self.burst = Double(burst)
+    }
+
+    /// Takes a token for `client`; nil when allowed, else how long until the next one.
+    func take(_ client: String, now: ContinuousClock.Instant = .now) -> Duration? {
+        buckets.withLock { all in
+            var bucket = all[client] ?? (burst, now)
+            let elapsed = now - bucket.at
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            bucket.tokens = min(burst, bucket.tokens + seconds * perMinute / 60)
+            bucket.at = now
+            defer {
+                all[client] = bucket
+                // Forget idle clients so the map stays small.
+                if all.count > 10_000 { all = all.filter { $0.value.tokens < burst } }
+            }
+            if bucket.tokens >= 1 {
+                bucket.tokens -= 1
+                return nil
+            }
+            return .seconds((1 - bucket.tokens) * 60 / perMinute)
+        }
+    }
+}

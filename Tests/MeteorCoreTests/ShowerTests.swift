@@ -1,0 +1,277 @@
+import AsyncHTTPClient
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import Logging
+import MeteorCore
+import MeteorShower
+import MeteorTestSupport
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import Testing
+import Yams
+
+/// The Shower served in-process beside the operator, spoken to over HTTP as a browser would.
+struct ShowerHarness {
+    let env: MeteorEnvironment
+    let shower: MeteorShower
+    let base: String
+    let http: HTTPClient
+
+    static func with(allowSubmit: Bool = true, allowAnonymous: Bool = false, burst: Int = 3, _ body: (ShowerHarness) async throws -> Void) async throws {
+        try await MeteorEnvironment.with { env in
+            var options = MeteorShower.Options(bindAddress: "127.0.0.1:0", namespace: "default")
+            options.allowSubmit = allowSubmit
+            options.allowAnonymous = allowAnonymous
+            options.submitBurst = burst
+            options.submitsPerMinute = 1
+            let shower = MeteorShower(options: options, client: env.client, meteors: env.reconciler.meteors, logger: Logger(label: "shower"))
+            let group = ServiceGroup(configuration: .init(services: [shower], logger: Logger(label: "shower")))
+            let running = Task { try await group.run() }
+            defer { Task { await group.triggerGracefulShutdown(); _ = try? await running.value } }
+            let port = try #require(await shower.waitUntilListening())
+            var configuration = HTTPClient.Configuration()
+            configuration.redirectConfiguration = .disallow
+            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            do {
+                try await body(ShowerHarness(env: env, shower: shower, base: "http://127.0.0.1:\(port)", http: http))
+                try await http.shutdown()
+            } catch {
+                try? await http.shutdown()
+                throw error
+            }
+        }
+    }
+
+    struct Reply {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: String
+    }
+
+    func get(_ path: String, headers: [(String, String)] = []) async throws -> Reply {
+        var request = HTTPClientRequest(url: base + path)
+        for (k, v) in headers { request.headers.add(name: k, value: v) }
+        return try await send(request)
+    }
+
+    func post(_ path: String, form: [(String, String)], headers: [(String, String)] = []) async throws -> Reply {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        for (k, v) in headers { request.headers.add(name: k, value: v) }
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+        let encoded = form.map { "\($0.0.addingPercentEncoding(withAllowedCharacters: allowed)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed)!)" }.joined(separator: "&")
+        request.body = .bytes(ByteBuffer(string: encoded))
+        return try await send(request)
+    }
+
+    func send(_ request: HTTPClientRequest) async throws -> Reply {
+        let response = try await http.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 4 * 1024 * 1024)
+        return Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: body))
+    }
+
+    /// A browser session: the CSRF cookie and token a GET of the home page hands out.
+    func session(user: String? = nil) async throws -> (cookie: String, token: String, headers: [(String, String)]) {
+        let page = try await get("/", headers: user.map { [("X-Forwarded-User", $0)] } ?? [])
+        let setCookie = try #require(page.headers.first(name: "Set-Cookie"))
+        let cookie = String(setCookie.split(separator: ";")[0])
+        let token = String(cookie.split(separator: "=")[1])
+        var headers = [("Cookie", cookie)]
+        if let user { headers.append(("X-Forwarded-User", user)) }
+        return (cookie, token, headers)
+    }
+
+    func submit(url: String, ref: String = "main", pipelines: [String] = ["jupyterbook", "jupyterhub"], ttl: String = "3600", user: String? = "alice") async throws -> Reply {
+        let s = try await session(user: user)
+        return try await post("/meteors", form: [("csrf", s.token), ("url", url), ("ref", ref), ("ttl", ttl)] + pipelines.map { ("pipelines[]", $0) }, headers: s.headers)
+    }
+}
+
+@Suite struct ShowerTests {
+    @Test func submittingCreatesANamedMeteorRecordingTheSubmitter() async throws {
+        try await ShowerHarness.with { h in
+            let first = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo.git", ref: "v0.1", pipelines: ["jupyterbook"], ttl: "86400")
+            #expect(first.status == 303)
+            #expect(first.headers.first(name: "Location") == "/meteors/meteor-demo")
+            let m = try await h.env.cluster.meteors.get("meteor-demo")
+            #expect(m[path: "spec", "url"] == "https://github.com/aicoe-aiops/meteor-demo.git")
+            #expect(m[path: "spec", "ref"] == "v0.1")
+            #expect(m[path: "spec", "ttl"] == 86400)
+            #expect(m[path: "spec", "pipelines"] == ["jupyterbook"])
+            #expect(m[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == "alice")
+            // The same repository again: a suffix, not a conflict.
+            let second = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo", user: "bob")
+            #expect(second.headers.first(name: "Location") == "/meteors/meteor-demo-2")
+            #expect(try await h.env.cluster.meteors.get("meteor-demo-2")[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == "bob")
+
+            // The detail page, once the operator has written status.
+            _ = try await h.env.cluster.waitFor(h.env.cluster.meteors, "meteor-demo") { $0?[path: "status", "phase"] == "Building" }
+            try await h.env.reconciler.meteors.waitUntil { $0.get(ObjectKey(namespace: "default", name: "meteor-demo"))?[path: "status", "phase"] == "Building" }
+            let detail = try await h.get("/meteors/meteor-demo")
+            #expect(detail.status == 200)
+            #expect(detail.body.contains("data-condition=\"Ready\""))
+            #expect(detail.body.contains("PipelineRunCreated"), "recent Events are listed")
+            #expect(detail.body.contains("<dt>Submitted by</dt><dd>alice</dd>"))
+            #expect(try await h.get("/meteors/nothing-here").status == 404)
+        }
+    }
+
+    @Test func anonymousAndDisabledWritesAreRefusedWithAReason() async throws {
+        try await ShowerHarness.with { h in
+            let anonymous = try await h.submit(url: "https://github.com/x/y", user: nil)
+            #expect(anonymous.status == 403)
+            #expect(anonymous.body.contains("Sign in to submit"))
+            let home = try await h.get("/")
+            #expect(home.body.contains("anonymous submission is off") && !home.body.contains("id=\"submit-form\""))
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+        }
+        try await ShowerHarness.with(allowSubmit: false) { h in
+            let refused = try await h.submit(url: "https://github.com/x/y")
+            #expect(refused.status == 403)
+            #expect(refused.body.contains("Submitting is turned off"))
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+        }
+        try await ShowerHarness.with(allowAnonymous: true) { (h: ShowerHarness) async throws in
+            #expect(try await h.submit(url: "https://github.com/x/y", user: nil).status == 303)
+            #expect(try await h.env.cluster.meteors.get("y")[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == "anonymous")
+        }
+    }
+
+    @Test func forgedWritesWithoutTheCSRFTokenAreRefused() async throws {
+        try await ShowerHarness.with { h in
+            let form = [("url", "https://github.com/x/forged"), ("ref", "main"), ("pipelines[]", "jupyterhub")]
+            let user = ("X-Forwarded-User", "alice")
+            // No cookie, no token (another site's form).
+            #expect(try await h.post("/meteors", form: form, headers: [user]).status == 403)
+            // A token, but not this browser's.
+            let s = try await h.session(user: "alice")
+            let forged = try await h.post("/meteors", form: [("csrf", String(repeating: "a", count: 64))] + form, headers: s.headers)
+            #expect(forged.status == 403)
+            #expect(forged.body.contains("security token"))
+            // The right token from a cross-site context.
+            #expect(try await h.post("/meteors", form: [("csrf", s.token)] + form, headers: s.headers + [("Sec-Fetch-Site", "cross-site")]).status == 403)
+            // Deleting is guarded the same way.
+            _ = try await h.env.cluster.meteors.create(meteor("keep"))
+            #expect(try await h.post("/meteors/keep/delete", form: [], headers: [user]).status == 403)
+            #expect(try await h.env.cluster.meteors.list().items.map { $0[path: "metadata", "name"]?.stringValue } == ["keep"])
+            // With the token it goes through.
+            let deleted = try await h.post("/meteors/keep/delete", form: [("csrf", s.token)], headers: s.headers)
+            #expect(deleted.status == 303)
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+        }
+    }
+
+    @Test func writesAreRateLimitedPerClient() async throws {
+        try await ShowerHarness.with(burst: 2) { h in
+            #expect(try await h.submit(url: "https://github.com/x/a").status == 303)
+            #expect(try await h.submit(url: "https://github.com/x/b").status == 303)
+            let limited = try await h.submit(url: "https://github.com/x/c")
+            #expect(limited.status == 429)
+            #expect(Int(limited.headers.first(name: "Retry-After") ?? "") ?? 0 >= 1)
+            #expect(limited.body.contains("Too many submissions from alice"))
+            // Another user has a bucket of their own.
+            #expect(try await h.submit(url: "https://github.com/x/c", user: "bob").status == 303)
+            #expect(try await h.env.cluster.meteors.list().items.count == 3)
+        }
+    }
+
+    @Test func invalidInputIsShownAgainstItsFieldAndNothingIsCreated() async throws {
+        try await ShowerHarness.with { h in
+            let cases: [(url: String, ref: String, pipelines: [String], ttl: String, field: String, message: String)] = [
+                ("not a url", "main", ["jupyterhub"], "", "url-error", "Must be an http or https URL with a host"),
+                ("", "main", ["jupyterhub"], "", "url-error", "Enter the repository"),
+                ("https://user:secret@github.com/x/y", "main", ["jupyterhub"], "", "url-error", "Must not embed credentials"),
+                ("https://github.com/x/y", "main; rm -rf /", ["jupyterhub"], "", "ref-error", "May contain only letters"),
+                ("https://github.com/x/y", "main", [], "", "pipelines-error", "Choose at least one pipeline"),
+                ("https://github.com/x/y", "main", ["jupyterhub"], "99999999999", "ttl-error", "Must be between 0 and 31536000 seconds"),
+                ("https://github.com/x/y", "main", ["edge"], "", "pipelines-error", "Edge delivery needs images"),
+            ]
+            for c in cases {
+                let reply = try await h.submit(url: c.url, ref: c.ref, pipelines: c.pipelines, ttl: c.ttl)
+                #expect(reply.status == 422, "\(c)")
+                #expect(reply.body.contains("id=\"\(c.field)\">\(c.message)"), "\(c): \(reply.body.components(separatedBy: "class=\"error\"").dropFirst().first?.prefix(160) ?? "no error shown")")
+                #expect(reply.body.contains("aria-invalid=\"true\"") || c.field == "pipelines-error")
+            }
+            // What was typed comes back, escaped.
+            let echoed = try await h.submit(url: "https://x/\"><script>alert(1)</script>", ref: "bad ref")
+            #expect(!echoed.body.contains("<script>alert(1)"))
+            #expect(echoed.body.contains("&lt;script&gt;alert(1)"))
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+        }
+    }
+
+    /// The form states the CRD's own rules (HTML patterns are anchored implicitly), and every TTL it offers is one
+    /// the CRD admits.
+    @Test func theFormsRulesAreTheCRDs() async throws {
+        let crd = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8))
+        let spec = try #require(crd[path: "spec", "versions"]?.arrayValue?.first?[path: "schema", "openAPIV3Schema", "properties", "spec", "properties"])
+        func html(_ pattern: String) -> String {
+            var p = pattern
+            if p.hasPrefix("^") { p.removeFirst() }
+            if p.hasSuffix("$") { p.removeLast() }
+            return p.replacingOccurrences(of: "\\/", with: "/")
+        }
+        try await ShowerHarness.with { h in
+            let page = try await h.get("/", headers: [("X-Forwarded-User", "alice")]).body
+            func attributes(of id: String) throws -> String {
+                let start = try #require(page.range(of: "id=\"\(id)\""))
+                return String(page[start.lowerBound...].prefix { $0 != ">" })
+            }
+            let url = try attributes(of: "url"), ref = try attributes(of: "ref")
+            #expect(url.contains("pattern=\"\(html(spec[path: "url", "pattern"]!.stringValue!))\""), "\(url)")
+            #expect(url.contains("maxlength=\"\(spec[path: "url", "maxLength"]!.intValue!)\""))
+            let refPattern = html(spec[path: "ref", "pattern"]!.stringValue!).replacingOccurrences(of: ",-]", with: ",\\-]")
+            #expect(ref.contains("pattern=\"\(refPattern)\""), "\(ref) vs \(refPattern)")
+            #expect(ref.contains("maxlength=\"\(spec[path: "ref", "maxLength"]!.intValue!)\""))
+            let (min, max) = (spec[path: "ttl", "minimum"]!.intValue!, spec[path: "ttl", "maximum"]!.intValue!)
+            #expect(try attributes(of: "ttl").contains("data-min=\"\(min)\" data-max=\"\(max)\""))
+            let offered = page.components(separatedBy: "<option value=\"").dropFirst().compactMap { Int64($0.prefix { $0 != "\"" }) }
+            #expect(!offered.isEmpty && offered.allSatisfy { $0 >= min && $0 <= max })
+            let enumerated = spec[path: "pipelines", "items", "enum"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            for box in page.components(separatedBy: "name=\"pipelines[]\" value=\"").dropFirst().map({ String($0.prefix { $0 != "\"" }) }) {
+                #expect(enumerated.contains(box))
+            }
+        }
+    }
+
+    @Test func liveUpdatesStreamFromTheCacheAndAssetsAreServedLocally() async throws {
+        try await ShowerHarness.with { h in
+            _ = try await h.env.cluster.meteors.create(meteor("first"))
+            try await h.env.reconciler.meteors.waitUntilCached(ObjectKey(namespace: "default", name: "first"))
+            let response = try await h.http.execute(HTTPClientRequest(url: h.base + "/events"), timeout: .seconds(120))
+            #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
+            let received = Observed<String>("")
+            let reading = Task {
+                for try await chunk in response.body { received.update { $0 += String(buffer: chunk) } }
+            }
+            defer { reading.cancel() }
+            try await received.wait { $0.contains("event: reset\ndata: [\"first\"]") && $0.contains("event: row") }
+            // A Meteor created by someone else (kubectl) shows up, goes Building, and leaves when deleted.
+            _ = try await h.env.cluster.meteors.create(meteor("second"))
+            try await received.wait { $0.contains("\"name\":\"second\"") && $0.contains("data-name=\\\"second\\\" data-phase=\\\"Building\\\"") }
+            try await h.env.cluster.meteors.delete("second")
+            try await received.wait { $0.contains("event: gone\ndata: {\"name\":\"second\"}") }
+            // Pages render from the cache: serving them reads no Meteor from the API server.
+            h.env.cluster.server.clearRequestLog()
+            #expect(try await h.get("/").body.contains("data-name=\"first\""))
+            #expect(try await h.get("/meteors/first").status == 200)
+            #expect(!h.env.cluster.server.requestLog.contains { $0.path.contains("/meteors") && ($0.verb == "get" || $0.verb == "list") })
+
+            let css = try await h.get("/static/shower.css")
+            #expect(css.status == 200 && css.headers.first(name: "Content-Type")?.hasPrefix("text/css") == true)
+            let page = try await h.get("/")
+            #expect(page.headers.first(name: "Content-Security-Policy")?.contains("default-src 'self'") == true)
+            // No asset from elsewhere: every src and href is local (or a link to a built site).
+            for attribute in ["src=\"", "rel=\"stylesheet\" href=\""] {
+                for value in page.body.components(separatedBy: attribute).dropFirst().map({ $0.prefix { $0 != "\"" } }) {
+                    #expect(value.hasPrefix("/"), "\(value) is not served by the operator")
+                }
+            }
+        }
+    }
+}
