@@ -93,6 +93,17 @@ public final class MeteorReconciler: Sendable {
     }
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
+        do {
+            return try await reconcileMeteor(key)
+        } catch let e as KubeError where e.isNotFound && e.status?.details?.kind == Meteor.resourceType.plural && e.status?.details?.name == key.name {
+            // Deleted while we worked on it (a status write found it gone): nothing left to do, not a failure;
+            // the delete event has already been queued.
+            logger.debug("Meteor deleted during reconcile", metadata: ["object": "\(key)"])
+            return .done
+        }
+    }
+
+    func reconcileMeteor(_ key: ObjectKey) async throws -> ReconcileAction {
         guard var raw = recent.read(key, kind: Meteor.resourceType.kind, from: meteors) else { return .done }
         let meteor: Meteor
         do {

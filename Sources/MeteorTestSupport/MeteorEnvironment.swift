@@ -23,7 +23,9 @@ public final class MeteorEnvironment: Sendable {
     }
 
     /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
-    public static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }) async throws -> MeteorEnvironment {
+    /// `onReconciled` hears every finished reconcile (key, success).
+    public static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in },
+                             onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil) async throws -> MeteorEnvironment {
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
         configure(&configuration)
@@ -40,7 +42,7 @@ public final class MeteorEnvironment: Sendable {
         options.metricsBindAddress = nil
         options.healthProbeBindAddress = nil
         let manager = Manager(client: cluster.client, options: options, logger: logger)
-        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, logger: logger)
+        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, onReconciled: onReconciled, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
         return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task)
@@ -65,8 +67,9 @@ public final class MeteorEnvironment: Sendable {
         await cluster.shutdown()
     }
 
-    public static func with(referenceCRD: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, _ body: (MeteorEnvironment) async throws -> Void) async throws {
-        let env = try await start(referenceCRD: referenceCRD, configure: configure)
+    public static func with(referenceCRD: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil,
+                            _ body: (MeteorEnvironment) async throws -> Void) async throws {
+        let env = try await start(referenceCRD: referenceCRD, configure: configure, onReconciled: onReconciled)
         do {
             try await body(env)
             await env.shutdown()

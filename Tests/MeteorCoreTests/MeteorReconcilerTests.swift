@@ -151,6 +151,25 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
         }
     }
 
+    /// A Meteor deleted while its reconcile is writing status is done with, not a failed reconcile to retry.
+    @Test func aMeteorDeletedMidReconcileIsNotAnError() async throws {
+        let key = ObjectKey(namespace: "default", name: "vanishing")
+        let outcomes = Observed<[Bool]>([])
+        try await MeteorEnvironment.with(onReconciled: { k, ok in if k == key { outcomes.update { $0.append(ok) } } }) { env in
+            let c = env.cluster
+            c.server.inject(InjectedFault(.hold, verb: "patch", pathContains: "/meteors/vanishing/status"))
+            _ = try await c.meteors.create(sampleMeteor("vanishing", pipelines: ["jupyterhub"]))
+            try await within(defaultWaitTimeout, "the status write to be held") { await c.server.waitForHeldRequest() }
+            try await c.meteors.delete("vanishing")
+            c.server.releaseHeldRequests()
+            // The held reconcile is the first to finish (a key is never reconciled twice at once): its status write
+            // found the Meteor gone, which is the end of its work, not a failure to retry.
+            try await outcomes.wait { !$0.isEmpty }
+            #expect(outcomes.value.first == true)
+            #expect(c.server.requestLog.contains { $0.path.hasSuffix("/meteors/vanishing/status") && $0.code == 404 })
+        }
+    }
+
     @Test func ttlExpiryDeletesTheMeteorAndItsChildren() async throws {
         // The reconciler's clock is the test's: an hour passes when the test says so.
         let skew = Observed<TimeInterval>(0)
