@@ -19,7 +19,6 @@ let package = Package(
         .library(name: "MeteorCore", targets: ["MeteorCore"]),
         .executable(name: "meteor-operator", targets: ["MeteorOperatorCLI"]),
         .executable(name: "meteor-bench", targets: ["MeteorBench"]),
-        .executable(name: "meteor-fuzz", targets: ["MeteorFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -182,9 +181,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The fuzzed parsers (a library, so tests replay the regression corpus) and the libFuzzer entry point.
+        // The fuzzed parsers (a library: tests replay the regression corpus; hack/fuzz.sh links libFuzzer to it).
         .target(name: "MeteorFuzzTargets", dependencies: ["KubeClient", "KubeModels", "MeteorCore"]),
-        .executableTarget(name: "MeteorFuzz", dependencies: ["MeteorFuzzTargets"]),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
         .target(name: "KubeTestSupport", dependencies: [
             "KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime",

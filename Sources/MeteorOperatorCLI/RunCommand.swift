@@ -129,7 +129,13 @@ struct RunCommand: AsyncParsableCommand {
         logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)", "shower": "\(showerBindAddress ?? "off")"])
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            // Whatever stopped the group, the client's connections are closed before the process exits.
+            try? await client.shutdown()
+            throw Failure(description: "stopped on an error: \(error)")
+        }
         try await client.shutdown()
     }
 

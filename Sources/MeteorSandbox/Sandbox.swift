@@ -147,7 +147,8 @@ public enum Sandbox {
                 continuation.yield(channel.localAddress?.port ?? 0)
                 continuation.finish()
             }, logger: Logger(label: "sandbox-remotes", factory: { _ in SwiftLogNoOpLogHandler() }))
-            let starter = Task { try await app.runService() }
+            // No signal handling of its own: the sandbox's group stops it (StopOnShutdown).
+            let starter = Task { try await app.runService(gracefulShutdownSignals: []) }
             var port = 0
             for await p in bound { port = p }
             // Started outside the group so its port is known before the operator is configured; stopped with it.

@@ -22,7 +22,7 @@ final class MeteorFeed: Sendable {
 
     let namespace: String
     let heartbeat: Duration
-    let subscribers = Mutex<(next: Int, all: [Int: AsyncStream<Change>.Continuation])>((0, [:]))
+    let subscribers = Mutex<(next: Int, all: [Int: AsyncStream<Change>.Continuation], closed: Bool)>((0, [:], false))
     let attached = Mutex(false)
 
     init(namespace: String, heartbeat: Duration = .seconds(15)) {
@@ -50,10 +50,16 @@ final class MeteorFeed: Sendable {
 
     func subscribe() -> Subscription {
         let (stream, continuation) = AsyncStream<Change>.makeStream(bufferingPolicy: .bufferingNewest(1000))
-        let id = subscribers.withLock { s -> Int in
+        let registered = subscribers.withLock { s -> Int? in
+            if s.closed { return nil }
             s.next += 1
             s.all[s.next] = continuation
             return s.next
+        }
+        guard let id = registered else {
+            // The server is stopping: an empty stream, so the response ends at once.
+            continuation.finish()
+            return Subscription(stream: stream, cancel: {})
         }
         let interval = heartbeat
         let beat = Task {
@@ -72,6 +78,6 @@ final class MeteorFeed: Sendable {
 
     /// Ends every open stream (the server is stopping).
     func finishAll() {
-        for c in subscribers.withLock({ s in defer { s.all = [:] }; return Array(s.all.values) }) { c.finish() }
+        for c in subscribers.withLock({ s in defer { s.all = [:]; s.closed = true }; return Array(s.all.values) }) { c.finish() }
     }
 }

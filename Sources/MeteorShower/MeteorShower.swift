@@ -82,12 +82,18 @@ public final class MeteorShower: Service, Sendable {
             router: router(), configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
             onServerRunning: { channel in
                 let p = channel.localAddress?.port ?? 0
+                self.logger.info("Meteor Shower serving", metadata: ["address": "\(host):\(p)", "namespace": "\(self.options.namespace)", "submit": "\(self.options.allowSubmit)"])
                 self.bound.withLock { $0 = p }
                 self.boundSignal.continuation.yield(p)
             },
             logger: quiet)
-        try await app.runService()
-        feed.finishAll()
+        // As a service of the caller's group: it stops when that group shuts down, not on signals of its own (a
+        // SIGTERM handler here would end the page before the operator and fail the group).
+        try await withGracefulShutdownHandler {
+            try await app.run()
+        } onGracefulShutdown: {
+            self.feed.finishAll()
+        }
     }
 
     /// `HOST:PORT` (an empty host listens on every address); nil when it is not that.

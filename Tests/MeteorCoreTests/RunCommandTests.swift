@@ -51,4 +51,29 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil)
         }
     }
+
+    /// `run --shower-bind-address` serves the page beside the operator; the Shower's flags without it are refused.
+    @Test func theShowerIsServedWhenAskedAndItsFlagsAreChecked() async throws {
+        let refused = try await runProcess(operatorBinary, ["run", "--shower-allow-submit"])
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address"), "\(refused.output)")
+        let badAddress = try await runProcess(operatorBinary, ["run", "--shower-bind-address", "nowhere"])
+        #expect(badAddress.status != 0 && badAddress.output.contains("--shower-bind-address must be HOST:PORT"))
+
+        try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            _ = try await c.meteors.create(sampleMeteor("listed"))
+            let port = try LocalRegistry.freePort()
+            let op = try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+                                                            "--log-format", "json", "--shower-bind-address", "127.0.0.1:\(port)", "--shower-namespace", "default"])
+            defer { op.terminate() }
+            _ = try await op.line(containing: "Meteor Shower serving")
+            _ = try await c.waitFor(c.meteors, "listed") { $0?[path: "status", "phase"] == "Building" }
+            let page = try await runProcess("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/"])
+            #expect(page.output.contains("data-name=\"listed\""), "\(page.output.prefix(300))")
+            #expect(page.output.contains("Submitting is turned off"), "writes are off without --shower-allow-submit")
+            op.signal(SIGTERM)
+            #expect(await op.wait() == 0, "\(op.text)")
+        }
+    }
 }
