@@ -28,7 +28,7 @@ extension TestCluster {
     }
 
     /// Waits (on a watch) until every named Meteor satisfies `done`.
-    func waitForAll(_ names: [String], timeout: Duration = .seconds(60), _ done: @escaping @Sendable (JSONValue) -> Bool) async throws {
+    func waitForAll(_ names: [String], timeout: Duration = .seconds(60 * Scale.factor), _ done: @escaping @Sendable (JSONValue) -> Bool) async throws {
         let wanted = Set(names)
         let informer = Informer(api: meteors)
         let satisfied = Observed<Set<String>>([])
@@ -75,11 +75,11 @@ extension TestCluster {
 let converged: @Sendable (JSONValue) -> Bool = { $0[path: "status", "observedGeneration"] == 1 && ($0[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == 2 }
 let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "Ready" }
 
-@Suite(.serialized, .timeLimit(.minutes(3))) struct FaultTests {
+@Suite(.serialized, .timeLimit(.minutes(3 * Scale.factor))) struct FaultTests {
     @Test func apiServerRestartsMidReconcileSameAndEmptyStore() async throws {
         try await MeteorEnvironment.with { env in
             let c = env.cluster
-            let names = (0..<30).map { "restart-\($0)" }
+            let names = (0..<Scale.of(30)).map { "restart-\($0)" }
             // Hold the first PipelineRun create: the restart lands in the middle of a reconcile.
             c.server.inject(InjectedFault(.hold, verb: "create", pathContains: "/pipelineruns"))
             try await c.createMeteors(names)
@@ -117,16 +117,16 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let observing = Task { await observer.run() }
             defer { observing.cancel() }
             c.server.clearRequestLog()
-            let names = (0..<40).map { "storm-\($0)" }
+            let names = (0..<Scale.of(40)).map { "storm-\($0)" }
             try await c.createMeteors(names)
             try await c.waitForAll(names, converged)
             try await c.succeedAllRuns(of: names)
             try await c.waitForAll(names, isReady)
             try await c.expectExactlyTwoRunsEach(names)
             let tally = RequestTally(log: c.server.requestLog)
-            #expect(tally.count("POST", "/pipelineruns", code: 201) == 80)
+            #expect(tally.count("POST", "/pipelineruns", code: 201) == 2 * names.count)
             #expect(tally.count("POST", "/pipelineruns", code: 409) <= 4, "creates are not repeated after every re-list")
-            #expect(seen.withLock { $0 } > 40 && tally.count("GET", containing: "/meteors", code: 410) + tally.count("GET", containing: "/meteors", code: 200) > 5)
+            #expect(seen.withLock { $0 } > names.count && tally.count("GET", containing: "/meteors", code: 410) + tally.count("GET", containing: "/meteors", code: 200) > 5)
         }
     }
 
@@ -136,7 +136,7 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let c = env.cluster
             c.server.clearRequestLog()
             // The Meteors exist first; the faults then hit the operator's own requests.
-            let names = (0..<12).map { "faulty-\($0)" }
+            let names = (0..<Scale.of(12)).map { "faulty-\($0)" }
             c.server.inject(InjectedFault(.hold, verb: "create", pathContains: "/pipelineruns"))
             try await c.createMeteors(names)
             try await within(defaultWaitTimeout, "a held request") { await c.server.waitForHeldRequest() }

@@ -13,7 +13,7 @@ import Testing
 let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".build/debug/meteor-operator").path
 
 /// The operator as a real process against the embedded server, killed without warning.
-@Suite(.serialized, .timeLimit(.minutes(3))) struct ProcessFaultTests {
+@Suite(.serialized, .timeLimit(.minutes(3 * Scale.factor))) struct ProcessFaultTests {
     static func startOperator(_ kubeconfig: String, extra: [String] = []) throws -> BackgroundProcess {
         try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text"] + extra)
     }
@@ -24,12 +24,12 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
             let kubeconfig = try c.writeKubeconfig()
-            let names = (0..<200).map { "kill-\($0)" }
+            let names = (0..<Scale.of(200)).map { "kill-\($0)" }
             // Kill points: after these many PipelineRuns exist (seeded, so a failure can be replayed).
             var rng = SystemRandomNumberGenerator()
             let seed = UInt64.random(in: 0...UInt64.max, using: &rng)
             var generator = SplitMix(seed: seed)
-            let killPoints = (0..<5).map { _ in Int.random(in: 1...399, using: &generator) }.sorted()
+            let killPoints = (0..<Scale.of(5)).map { _ in Int.random(in: 1...(2 * names.count - 1), using: &generator) }.sorted()
             let runsSeen = Observed(0)
             let observer = Informer(api: c.runs)
             await observer.addHandler { e in if case .added = e { runsSeen.update { $0 += 1 } } }
@@ -47,9 +47,9 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
                 op = try Self.startOperator(kubeconfig)
             }
             defer { op.terminate() }
-            try await c.waitForAll(names, timeout: .seconds(120), converged)
+            try await c.waitForAll(names, timeout: .seconds(120 * Scale.factor), converged)
             try await c.expectExactlyTwoRunsEach(names)
-            #expect(kills == 5, "seed \(seed)")
+            #expect(kills == Scale.of(5), "seed \(seed)")
             op.signal(SIGTERM)
             #expect(await op.wait() == 0)
         }

@@ -62,7 +62,7 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
 
 @Suite struct PropertyTests {
     @Test func jsonRoundTripsExactly() async {
-        await propertyCheck(count: 300, input: json3) { value in
+        await propertyCheck(count: Scale.of(300), input: json3) { value in
             let bytes = value.serialized()
             let parsed = try JSONValue.parse(bytes)
             #expect(parsed == normalized(value))
@@ -71,17 +71,17 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
     }
 
     @Test func truncatedOrRandomJSONNeverCrashes() async {
-        await propertyCheck(count: 300, input: json3, Gen.int(in: 0...200)) { value, cut in
+        await propertyCheck(count: Scale.of(300), input: json3, Gen.int(in: 0...200)) { value, cut in
             let bytes = value.serialized()
             _ = try? JSONValue.parse(Array(bytes.prefix(cut)))
         }
-        await propertyCheck(count: 300, input: anyBytes) { bytes in
+        await propertyCheck(count: Scale.of(300), input: anyBytes) { bytes in
             _ = try? JSONValue.parse(bytes)
         }
     }
 
     @Test func yamlRendersWhatItParsesBack() async {
-        await propertyCheck(count: 200, input: json2) { value in
+        await propertyCheck(count: Scale.of(200), input: json2) { value in
             // YAML has no separate integer and float of the same value in every case; objects are the unit we ship.
             let doc: JSONValue = ["value": value]
             let parsed = try YAML.parse(YAML.render(doc))
@@ -91,7 +91,7 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
 
     /// However a watch stream is cut into chunks, the same events come out; garbage never crashes it.
     @Test func watchDecoderIsIndependentOfChunking() async {
-        await propertyCheck(count: 200, input: json2.array(of: 1...6), Gen.int(in: 1...40).array(of: 1...20)) { objects, cuts in
+        await propertyCheck(count: Scale.of(200), input: json2.array(of: 1...6), Gen.int(in: 1...40).array(of: 1...20)) { objects, cuts in
             let events = objects.map { JSONValue.object(["type": "ADDED", "object": $0]) }
             let stream = events.flatMap { $0.serialized() + [UInt8(ascii: "\n")] }
             var decoder = WatchLineDecoder()
@@ -106,7 +106,7 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
             if let last = try decoder.finish() { out.append(last) }
             #expect(out == events.map(normalized))
         }
-        await propertyCheck(count: 300, input: anyBytes) { bytes in
+        await propertyCheck(count: Scale.of(300), input: anyBytes) { bytes in
             var decoder = WatchLineDecoder(maxLineBytes: 64)
             _ = try? decoder.feed(bytes)
             _ = try? decoder.finish()
@@ -130,19 +130,19 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
             default: return .init(key: key, op: .doesNotExist, values: [])
             }
         }
-        await propertyCheck(count: 300, input: requirement.array(of: 1...4)) { requirements in
+        await propertyCheck(count: Scale.of(300), input: requirement.array(of: 1...4)) { requirements in
             let selector = LabelSelector(requirements)
             let parsed = try LabelSelector.parse(selector.description)
             // Set-based values are a set: order and duplicates do not matter, everything else must survive.
             #expect(parsed.requirements.map { [$0.key, "\($0.op)", Set($0.values).sorted().joined(separator: ",")] } == selector.requirements.map { [$0.key, "\($0.op)", Set($0.values).sorted().joined(separator: ",")] })
         }
-        await propertyCheck(count: 500, input: Gen.ascii.string(of: 0...30)) { text in
+        await propertyCheck(count: Scale.of(500), input: Gen.ascii.string(of: 0...30)) { text in
             _ = try? LabelSelector.parse(text)
         }
     }
 
     @Test func signaturePayloadsAndGitAdvertisementsNeverCrashTheParsers() async {
-        await propertyCheck(count: 300, input: anyBytes) { bytes in
+        await propertyCheck(count: Scale.of(300), input: anyBytes) { bytes in
             _ = try? SimpleSigningPayload(bytes)
             _ = try? GitRemote.parseAdvertisement(bytes)
         }
@@ -150,7 +150,7 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
         let valid = CosignSigner.payload(digest: digest, dockerReference: "quay.io/meteor/car:v1")
         let decoded = try? SimpleSigningPayload(valid)
         #expect(decoded?.dockerManifestDigest == digest)
-        await propertyCheck(count: 300, input: Gen.int(in: 0...(valid.count - 1))) { cut in
+        await propertyCheck(count: Scale.of(300), input: Gen.int(in: 0...(valid.count - 1))) { cut in
             // Every strict prefix of a payload is refused, never half-accepted.
             #expect(throws: (any Error).self) { try SimpleSigningPayload(Array(valid.prefix(cut))) }
         }
