@@ -58,7 +58,8 @@ public final class MeteorReconciler: Sendable {
     /// Wires the informers and the controller into a manager. `namespace` nil watches all namespaces.
     public static func register(with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(), onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, logger: Logger = Logger(label: "meteor")) async -> (MeteorReconciler, Controller) {
         let meteors = manager.informer(for: Meteor.resourceType, namespace: namespace)
-        let runs = manager.informer(for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)")
+        let runs = manager.informer(for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)",
+                                    transform: PipelineRunBuilder.trimmedForCache)
         let events = EventRecorder(client: manager.client, component: "meteor-operator", logger: logger)
         let managed = "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)"
         var siteTypes = [BookSite.deploymentType, BookSite.serviceType]

@@ -96,6 +96,28 @@ public enum PipelineRunBuilder {
     }
 }
 
+extension PipelineRunBuilder {
+    /// What the operator's cache keeps of a PipelineRun: identity, labels and owners, `spec.status` (cancellation)
+    /// and the status fields `PipelineRunState` reads. Tekton's own status (`pipelineSpec`, `childReferences`,
+    /// provenance) and the run's params and workspaces are dropped: the reconciler never reads them, and with
+    /// thousands of runs cached they are most of the memory.
+    public static func trimmedForCache(_ run: JSONValue) -> JSONValue {
+        var metadata: JSONObject = [:]
+        for key in ["name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "labels", "ownerReferences", "finalizers"] {
+            if let v = run[path: "metadata", key] { metadata[key] = v }
+        }
+        var out: JSONObject = ["metadata": .object(metadata)]
+        for key in ["apiVersion", "kind"] { if let v = run[key] { out[key] = v } }
+        if let cancel = run[path: "spec", "status"] { out["spec"] = ["status": cancel] }
+        var status: JSONObject = [:]
+        for key in ["conditions", "results", "startTime", "completionTime"] {
+            if let v = run[path: "status", key] { status[key] = v }
+        }
+        if run["status"] != nil { out["status"] = .object(status) }
+        return .object(out)
+    }
+}
+
 /// What a PipelineRun's status says, in Tekton's terms.
 public struct PipelineRunState: Sendable, Equatable {
     public enum Outcome: Sendable, Equatable { case running, succeeded, failed }
