@@ -24,6 +24,22 @@ public enum ObjectHelpers {
         (object[path: "metadata", "ownerReferences"]?.arrayValue ?? []).first { $0["controller"]?.boolValue == true }
     }
 
+    /// Whether `current` already holds everything `desired` sets: every key of an object (recursively), arrays
+    /// element by element and of the same length, scalars equal (1 and 1.0 alike). What the API server or other
+    /// controllers add — defaults such as a container's `imagePullPolicy` — is ignored, so a controller that only
+    /// patches when this is false makes no write for drift that is not there.
+    public static func satisfies(_ current: JSONValue?, _ desired: JSONValue) -> Bool {
+        switch (desired, current) {
+        case (.object(let want), .object(let have)?):
+            return want.allSatisfy { key, value in value == .null ? have[key] == nil || have[key] == .null : satisfies(have[key], value) }
+        case (.array(let want), .array(let have)?):
+            return want.count == have.count && zip(want, have).allSatisfy { satisfies($1, $0) }
+        case (.int(let a), .double(let b)?): return Double(a) == b
+        case (.double(let a), .int(let b)?): return a == Double(b)
+        default: return current == desired
+        }
+    }
+
     public static func hasFinalizer(_ object: JSONValue, _ finalizer: String) -> Bool {
         (object[path: "metadata", "finalizers"]?.arrayValue ?? []).contains(.string(finalizer))
     }

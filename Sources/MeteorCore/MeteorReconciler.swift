@@ -329,10 +329,10 @@ public final class MeteorReconciler: Sendable {
             } catch let e as KubeError where e.isAlreadyExists {}
             return
         }
-        let currentSpec = current["spec"] ?? .object([:])
         let desiredSpec = desired["spec"] ?? .object([:])
-        // Only the fields we set are compared: defaults the API server or other controllers add are left alone.
-        if MergePatch.apply(desiredSpec, to: currentSpec) != currentSpec {
+        // Only the fields we set are compared, inside lists too: defaults the API server or other controllers add
+        // (a container's imagePullPolicy, a Service's clusterIP) are left alone and cost no write.
+        if !ObjectHelpers.satisfies(current["spec"], desiredSpec) {
             recent.record(try await api.patch(key.name, .merge(["spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
         }
     }

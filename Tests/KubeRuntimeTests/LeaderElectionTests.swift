@@ -124,6 +124,23 @@ func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
         #expect(conditions.count == 1)
     }
 
+    @Test func desiredFieldsAreComparedIgnoringWhatOthersAdd() {
+        let desired: JSONValue = ["replicas": 1, "containers": [["name": "book", "image": "a@sha256:1", "ports": [["containerPort": 8080]]]], "paused": .null]
+        let defaulted: JSONValue = ["replicas": 1.0, "revisionHistoryLimit": 10,
+                                    "containers": [["name": "book", "image": "a@sha256:1", "imagePullPolicy": "IfNotPresent", "ports": [["containerPort": 8080, "protocol": "TCP"]]]]]
+        #expect(ObjectHelpers.satisfies(defaulted, desired))
+        var otherImage = defaulted
+        otherImage[path: "containers"] = [["name": "book", "image": "b", "ports": [["containerPort": 8080]]]]
+        #expect(!ObjectHelpers.satisfies(otherImage, desired))
+        var extraContainer = defaulted
+        extraContainer[path: "containers"] = .array((defaulted["containers"]?.arrayValue ?? []) + [["name": "sidecar"]])
+        #expect(!ObjectHelpers.satisfies(extraContainer, desired), "lists must match in length")
+        var paused = defaulted
+        paused["paused"] = true
+        #expect(!ObjectHelpers.satisfies(paused, desired), "null in desired means absent")
+        #expect(!ObjectHelpers.satisfies(nil, desired))
+    }
+
     @Test func finalizersOwnerReferencesAndStatusWritesOnlyWhenChanged() async throws {
         try await TestCluster.with { c in
             let api = c.client.dynamic(meteorType, namespace: "default")

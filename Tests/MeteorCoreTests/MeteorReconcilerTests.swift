@@ -70,6 +70,28 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo")) == .done)
             #expect(env.cluster.server.requestLog.filter { $0.method != "GET" }.isEmpty)
 
+            // What a real API server adds (container defaults inside the list, other spec defaults) is not drift.
+            let deployments = env.client.dynamic(BookSite.deploymentType, namespace: "default")
+            var defaulted = try #require(deployment[path: "spec", "template", "spec", "containers"]?.arrayValue)
+            defaulted = defaulted.map { c in
+                var c = c
+                c["imagePullPolicy"] = "IfNotPresent"
+                c["terminationMessagePath"] = "/dev/termination-log"
+                return c
+            }
+            let withDefaults = try await deployments.patch("demo-book", .merge(["spec": ["revisionHistoryLimit": 10, "template": ["spec": ["containers": .array(defaulted)]]]]))
+            try await env.reconciler.sites["Deployment"]!.waitUntil { $0.get(ObjectKey(namespace: "default", name: "demo-book"))?[path: "metadata", "resourceVersion"] == withDefaults[path: "metadata", "resourceVersion"] }
+            env.cluster.server.clearRequestLog()
+            #expect(try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo")) == .done)
+            #expect(env.cluster.server.requestLog.filter { $0.method != "GET" }.isEmpty, "defaults were taken for drift")
+            // A real drift (someone changed the image) is put back.
+            defaulted[0]["image"] = "evil/image:latest"
+            let drifted = try await deployments.patch("demo-book", .merge(["spec": ["template": ["spec": ["containers": .array(defaulted)]]]]))
+            try await env.reconciler.sites["Deployment"]!.waitUntil { $0.get(ObjectKey(namespace: "default", name: "demo-book"))?[path: "metadata", "resourceVersion"] == drifted[path: "metadata", "resourceVersion"] }
+            _ = try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo"))
+            let restored = try await deployments.get("demo-book")
+            #expect(restored[path: "spec", "template", "spec", "containers"]?.arrayValue?.first?["image"] == container?["image"])
+
             let events = try await env.client.api(Event.self, namespace: "default").list().items.filter { $0.involvedObject.name == "demo" }
             #expect(events.contains { $0.reason == "PipelineRunCreated" })
             #expect(events.contains { $0.reason == "Ready" })
