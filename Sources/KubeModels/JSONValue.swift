@@ -137,9 +137,9 @@ extension JSONValue {
         self = try JSONValue.parse(data)
     }
 
-    /// Decodes this value as a typed model.
+    /// Decodes this value as a typed model (straight from the tree, see `JSONValueDecoder`).
     public func decode<T: Decodable>(as type: T.Type = T.self) throws -> T {
-        try JSONCoding.decoder.decode(T.self, from: Data(serialized()))
+        try JSONValueDecoder().decode(T.self, from: self)
     }
 }
 
