@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import KubeClient
 import KubeModels
@@ -22,7 +23,29 @@ public final class EventRecorder: Sendable {
     let component: String
     let host: String
     let logger: Logger
-    let cache = Mutex<(entries: [String: Seen], tick: UInt64)>(([:], 0))
+    /// Recent events by key, and their uses in order (a use leaves the key's older uses behind as stale entries,
+    /// skipped when evicting), so eviction of the least recently used is amortised O(1), not a scan per event.
+    struct Cache {
+        var entries: [String: Seen] = [:]
+        var uses = Deque<(key: String, tick: UInt64)>()
+        var tick: UInt64 = 0
+
+        mutating func touch(_ key: String) {
+            uses.append((key, tick))
+            // Bounded: when stale uses pile up, keep only each key's latest.
+            if uses.count > 4 * max(entries.count, 64) {
+                uses = Deque(entries.sorted { $0.value.lastUse < $1.value.lastUse }.map { ($0.key, $0.value.lastUse) })
+            }
+        }
+
+        mutating func evict(downTo limit: Int) {
+            while entries.count > limit, let (key, tick) = uses.popFirst() {
+                if entries[key]?.lastUse == tick { entries.removeValue(forKey: key) }
+            }
+        }
+    }
+
+    let cache = Mutex(Cache())
     let cacheLimit: Int
 
     public init(client: KubeClient, component: String, host: String = ProcessInfo.processInfo.hostName, cacheLimit: Int = 4096, logger: Logger = Logger(label: "events")) {
@@ -46,6 +69,7 @@ public final class EventRecorder: Sendable {
             s.count += 1
             s.lastUse = c.tick
             c.entries[key] = s
+            c.touch(key)
             return s
         }
         if let seen {
@@ -75,9 +99,8 @@ public final class EventRecorder: Sendable {
             _ = try await events.create(body)
             cache.withLock { c in
                 c.entries[key] = Seen(name: eventName, namespace: namespace, count: 1, first: now, lastUse: c.tick)
-                if c.entries.count > cacheLimit, let oldest = c.entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
-                    c.entries.removeValue(forKey: oldest)
-                }
+                c.touch(key)
+                c.evict(downTo: cacheLimit)
             }
         } catch {
             logger.warning("cannot record event", metadata: ["reason": "\(reason)", "error": "\(error)"])

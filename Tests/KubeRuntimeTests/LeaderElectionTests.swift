@@ -185,4 +185,20 @@ func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
             #expect(warning.source?.component == "meteor-operator")
         }
     }
+
+    /// Only the least recently used event is forgotten when the memory is full; a forgotten one starts anew.
+    @Test func theLeastRecentlyUsedEventIsForgotten() async throws {
+        try await TestCluster.with { c in
+            let m = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("lru"))
+            let recorder = EventRecorder(client: c.client, component: "meteor-operator", host: "test", cacheLimit: 2)
+            for reason in ["A", "B", "A", "C", "A", "B"] { await recorder.record(m, type: .normal, reason: reason, message: "m") }
+            let events = try await c.client.api(Event.self, namespace: "default").list().items
+            let byReason = Dictionary(grouping: events, by: { $0.reason ?? "" })
+            // A stayed in memory (used before C evicted the least recent, B): one event, counted 3 times.
+            #expect(byReason["A"]?.count == 1 && byReason["A"]?.first?.count == 3)
+            #expect(byReason["C"]?.count == 1)
+            // B was forgotten when C came, so it was created again rather than counted.
+            #expect(byReason["B"]?.count == 2 && byReason["B"]?.allSatisfy { $0.count == 1 } == true)
+        }
+    }
 }
