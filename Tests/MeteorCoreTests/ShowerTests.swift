@@ -274,4 +274,36 @@ struct ShowerHarness {
             }
         }
     }
+
+    /// Every text colour the stylesheet pairs with a background reads at WCAG AA (contrast at least 4.5:1).
+    @Test func coloursMeetWCAGContrast() async throws {
+        try await ShowerHarness.with { h in
+            let css = try await h.get("/static/shower.css").body
+            var vars: [String: String] = [:]
+            for part in css.components(separatedBy: "--").dropFirst() {
+                let kv = part.split(separator: ":", maxSplits: 1)
+                guard kv.count == 2, let hex = kv[1].split(separator: ";").first?.trimmingCharacters(in: .whitespaces), hex.hasPrefix("#") else { continue }
+                vars[String(kv[0])] = hex
+            }
+            func luminance(_ hex: String) -> Double {
+                let v = Int(hex.dropFirst(), radix: 16)!
+                let channels = [(v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff].map { c -> Double in
+                    let s = Double(c) / 255
+                    return s <= 0.03928 ? s / 12.92 : pow((s + 0.055) / 1.055, 2.4)
+                }
+                return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
+            }
+            func contrast(_ a: String, _ b: String) -> Double {
+                let (la, lb) = (luminance(a), luminance(b))
+                return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
+            }
+            let pairs = [("fg", "bg"), ("muted", "bg"), ("accent", "bg"), ("ready", "ready-bg"), ("failed", "failed-bg"), ("building", "building-bg"), ("waiting", "waiting-bg"), ("failed", "bg")]
+            for (fg, bg) in pairs {
+                let (f, b) = (try #require(vars[fg], "--\(fg)"), try #require(vars[bg], "--\(bg)"))
+                #expect(contrast(f, b) >= 4.5, "--\(fg) on --\(bg): \(contrast(f, b))")
+            }
+            // White on the buttons and the header.
+            #expect(contrast("#ffffff", vars["accent"]!) >= 4.5 && contrast("#ffffff", vars["failed"]!) >= 4.5 && contrast("#ffffff", "#0d1b2a") >= 4.5)
+        }
+    }
 }
