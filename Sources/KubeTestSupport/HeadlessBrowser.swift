@@ -167,6 +167,21 @@ public struct BrowserPage: Sendable {
         try await evaluate(script)
     }
 
+    /// Types text into the focused element, as a keyboard would.
+    public func type(_ text: String) async throws {
+        try await send("Input.insertText", ["text": .string(text)])
+    }
+
+    /// Presses and releases one key (`Tab`, `Enter`, …) on the focused element.
+    public func press(_ key: String) async throws {
+        let codes: [String: (Int64, String?)] = ["Tab": (9, nil), "Enter": (13, "\r"), "Escape": (27, nil), " ": (32, " ")]
+        guard let (code, text) = codes[key] else { throw HeadlessBrowser.Failure("no key code for \(key)") }
+        var down: JSONObject = ["type": text == nil ? "rawKeyDown" : "keyDown", "key": .string(key), "code": .string(key == " " ? "Space" : key), "windowsVirtualKeyCode": .int(code)]
+        if let text { down["text"] = .string(text) }
+        try await send("Input.dispatchKeyEvent", down)
+        try await send("Input.dispatchKeyEvent", ["type": "keyUp", "key": .string(key), "code": .string(key == " " ? "Space" : key), "windowsVirtualKeyCode": .int(code)])
+    }
+
     /// A PNG of the viewport (or the whole page).
     public func screenshot(fullPage: Bool = false) async throws -> Data {
         var params: JSONObject = ["format": "png"]

@@ -6,7 +6,8 @@ import MeteorCore
 import Testing
 
 /// The Meteor Shower in a real browser (headless Chromium) against `meteor-operator sandbox`, as a data scientist
-/// uses it: rows follow the builds live, a submitted repository is followed to Ready on its own page, deleted,
+/// uses it: rows follow the builds live, a repository submitted with the keyboard alone is followed to Ready on
+/// its own page, deleted,
 /// bad input is explained, a forged post is refused, and the layout holds on a phone.
 /// `SHOWER_SCREENSHOT=path` also writes the home page's screenshot there (hack/screenshot.sh, for docs/).
 @Suite(.serialized) struct ShowerBrowserTests {
@@ -73,13 +74,16 @@ import Testing
             #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
             if let path = ProcessInfo.processInfo.environment["SHOWER_SCREENSHOT"] { try png.write(to: URL(fileURLWithPath: path)) }
 
-            // Submit a repository through the form; its page follows it to Ready.
+            // Submit a repository through the form with the keyboard alone: Tab to the URL field, type, Enter.
+            var tabs = 0
+            while try await page.evaluate("document.activeElement && document.activeElement.id") != "url" {
+                tabs += 1
+                try #require(tabs <= 10, "the URL field is not reachable with Tab")
+                try await page.press("Tab")
+            }
+            try await page.type("https://github.com/aicoe-aiops/meteor-demo")
             var mark = page.mark
-            try await page.evaluate("""
-                document.getElementById('url').value = 'https://github.com/aicoe-aiops/meteor-demo';
-                document.getElementById('ref').value = 'main';
-                document.getElementById('submit-form').requestSubmit(); true
-                """)
+            try await page.press("Enter")
             try await page.waitForLoad(after: mark)
             #expect(try await page.evaluate("location.pathname") == "/meteors/meteor-demo")
             try await page.evaluate(Self.recorder)
