@@ -124,6 +124,18 @@ func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
         #expect(conditions.count == 1)
     }
 
+    @Test func cachedObjectsLeaveOutManagedFieldsAndKubectlsCopy() {
+        let applied: JSONValue = ["metadata": ["name": "m", "managedFields": [["manager": "kubectl"]],
+                                               "annotations": ["kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{}}", "meteor.zone/submitted-by": "alice"]], "spec": ["url": "u"]]
+        let cached = Informer.dropManagedFields(applied)
+        #expect(cached[path: "metadata", "managedFields"] == nil)
+        #expect(cached[path: "metadata", "annotations"] == ["meteor.zone/submitted-by": "alice"])
+        #expect(cached["spec"] == applied["spec"])
+        var onlyKubectl = applied
+        onlyKubectl[path: "metadata", "annotations"] = ["kubectl.kubernetes.io/last-applied-configuration": "{}"]
+        #expect(Informer.dropManagedFields(onlyKubectl)[path: "metadata", "annotations"] == nil)
+    }
+
     @Test func desiredFieldsAreComparedIgnoringWhatOthersAdd() {
         let desired: JSONValue = ["replicas": 1, "containers": [["name": "book", "image": "a@sha256:1", "ports": [["containerPort": 8080]]]], "paused": .null]
         let defaulted: JSONValue = ["replicas": 1.0, "revisionHistoryLimit": 10,
