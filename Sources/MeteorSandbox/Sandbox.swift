@@ -177,8 +177,9 @@ public enum Sandbox {
             var showerOptions = MeteorShower.Options(bindAddress: address, namespace: options.namespace)
             showerOptions.allowSubmit = true
             showerOptions.allowAnonymous = true
-            shower = MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger)
-            services.append(shower!)
+            let page = MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger)
+            shower = page
+            services.append(page)
         }
 
         // The simulators, as other controllers of the cluster, with their own manager and client.

@@ -36,6 +36,7 @@ enum Templates {
         <span class="who">{{#user}}Signed in as <strong>{{user}}</strong>{{/user}}{{^user}}namespace <strong>{{namespace}}</strong>{{/user}}</span>
         </header>
         <main id="main">
+        <p class="notice" id="connection" role="status" hidden>Live updates paused: reconnecting to the operator…</p>
         {{{content}}}
         </main>
         <p class="sr-only" role="status" aria-live="polite" id="live"></p>
@@ -217,6 +218,9 @@ enum Templates {
           var url = document.body.dataset.events;
           if (url && window.EventSource) {
             var source = new EventSource(url);
+            var connection = document.getElementById('connection');
+            source.addEventListener('open', function () { if (connection) { connection.hidden = true; } });
+            source.addEventListener('error', function () { if (connection) { connection.hidden = false; } });
             source.addEventListener('reset', function (e) {
               var names = JSON.parse(e.data);
               document.querySelectorAll('#meteors tbody tr').forEach(function (tr) { if (names.indexOf(tr.dataset.name) < 0) { tr.remove(); } });

@@ -127,12 +127,16 @@ import Testing
             try await page.open(base)
             #expect(try await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth") == true)
             #expect(try await page.evaluate("getComputedStyle(document.querySelector('#meteors tbody tr')).display") == "block")
+
+            // While connected the page says nothing about it; when the operator goes away it says updates paused.
+            try await page.waitFor("document.getElementById('connection').hidden === true && document.querySelector('#meteors tbody tr')", "the live stream")
+            sandbox.signal(SIGINT)
+            #expect(await sandbox.wait() == 0, "\(sandbox.text)")
+            try await page.waitFor("document.getElementById('connection').hidden === false", "the paused-updates notice")
             await browser.close()
         } catch {
             await browser.close()
             throw error
         }
-        sandbox.signal(SIGINT)
-        #expect(await sandbox.wait() == 0, "\(sandbox.text)")
     }
 }
