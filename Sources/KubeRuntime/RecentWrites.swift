@@ -24,13 +24,37 @@ public final class RecentWrites: Sendable {
 
     public init(ttl: Duration = .seconds(30)) { self.ttl = ttl }
 
-    /// Forgets objects the informer sees deleted. Call once per informer read through this.
+    /// Forgets objects as the informer catches up with them (its copy is as new as the write) or sees them deleted,
+    /// so an entry lives about as long as the watch lags behind — not until a later read or the TTL. Call once per
+    /// informer read through this.
     public func track(_ informer: Informer) async {
         let kind = informer.resourceType.kind
         await informer.addHandler { [self] event in
-            if case .deleted(let o) = event { forget(kind: kind, ObjectKey(o)) }
+            switch event {
+            case .deleted(let o): forget(kind: kind, ObjectKey(o))
+            case .added(let o), .updated(_, let o): caughtUp(kind: kind, o)
+            }
         }
     }
+
+    /// Whether the cache's version is the written one or newer (integers compared, as etcd-backed servers' are).
+    static func isCaughtUp(cached: String?, written: String) -> Bool {
+        guard let cached else { return false }
+        if cached == written { return true }
+        guard let c = UInt64(cached), let w = UInt64(written) else { return false }
+        return c > w
+    }
+
+    func caughtUp(kind: String, _ object: JSONValue) {
+        let id = Self.id(kind, ObjectKey(object))
+        let rv = object[path: "metadata", "resourceVersion"]?.stringValue
+        entries.withLock { e in
+            if let entry = e[id], Self.isCaughtUp(cached: rv, written: entry.resourceVersion) { e.removeValue(forKey: id) }
+        }
+    }
+
+    /// How many writes are remembered (the cache has not shown them yet).
+    public var count: Int { entries.withLock { $0.count } }
 
     static func id(_ kind: String, _ key: ObjectKey) -> String { "\(kind)/\(key.namespace ?? "")/\(key.name)" }
 
@@ -62,9 +86,7 @@ public final class RecentWrites: Sendable {
         let id = Self.id(kind, key)
         return entries.withLock { e -> JSONValue? in
             guard let entry = e[id] else { return cached }
-            let cachedRV = cached?[path: "metadata", "resourceVersion"]?.stringValue
-            let caughtUp = cachedRV == entry.resourceVersion
-                || (cachedRV.flatMap { UInt64($0) }).map { c in UInt64(entry.resourceVersion).map { c > $0 } ?? false } == true
+            let caughtUp = Self.isCaughtUp(cached: cached?[path: "metadata", "resourceVersion"]?.stringValue, written: entry.resourceVersion)
             let relisted = listed.map { $0 > entry.at } ?? false
             if caughtUp || relisted || ContinuousClock.now - entry.at >= ttl {
                 e.removeValue(forKey: id)

@@ -124,6 +124,29 @@ func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
         #expect(conditions.count == 1)
     }
 
+    /// A remembered write is forgotten as soon as the informer shows it, without waiting for a read or the TTL.
+    @Test func ownWritesAreForgottenWhenTheCacheCatchesUp() async throws {
+        try await TestCluster.with { c in
+            let api = c.client.dynamic(meteorType, namespace: "default")
+            let informer = Informer(api: api)
+            let recent = RecentWrites()
+            await recent.track(informer)
+            let seen = Observed<Set<String>>([])
+            await informer.addHandler { e in seen.update { _ = $0.insert(e.object[path: "metadata", "resourceVersion"]?.stringValue ?? "") } }
+            let running = Task { await informer.run() }
+            defer { running.cancel() }
+            await informer.waitForSync()
+            let created = try await api.create(meteor("mine"))
+            recent.record(created)
+            let patched = try await api.patch("mine", .merge(["metadata": ["labels": ["a": "b"]]]))
+            recent.record(patched)
+            let rv = try #require(patched[path: "metadata", "resourceVersion"]?.stringValue)
+            // Handlers run in registration order: once the later one has seen the patch, tracking has too.
+            try await seen.wait { $0.contains(rv) }
+            #expect(recent.count == 0)
+        }
+    }
+
     @Test func cachedObjectsLeaveOutManagedFieldsAndKubectlsCopy() {
         let applied: JSONValue = ["metadata": ["name": "m", "managedFields": [["manager": "kubectl"]],
                                                "annotations": ["kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{}}", "meteor.zone/submitted-by": "alice"]], "spec": ["url": "u"]]
