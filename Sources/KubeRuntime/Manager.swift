@@ -93,7 +93,7 @@ public final class Manager: Service, Sendable {
 
     /// Returns once the probe and metrics servers listen.
     public func waitForServers() async {
-        let expected = [options.metricsBindAddress, options.healthProbeBindAddress].compactMap { Self.parse($0) }.count
+        let expected = [options.metricsBindAddress, options.healthProbeBindAddress].compactMap { Self.parseBindAddress($0) }.count
         for await _ in boundSignal.stream {
             let b = bound.withLock { $0 }
             if [b.metrics, b.health].compactMap({ $0 }).count >= expected { return }
@@ -105,8 +105,11 @@ public final class Manager: Service, Sendable {
         for i in informers.withLock({ Array($0.values) }) { await i.waitForSync() }
     }
 
-    static func parse(_ address: String?) -> (String, Int)? {
-        guard let address, address != "0", !address.isEmpty, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
+    /// `HOST:PORT` as the bind-address flags take it (an empty host listens on every address); nil for `0`, empty
+    /// or anything that is not that (the server is then off).
+    public static func parseBindAddress(_ address: String?) -> (host: String, port: Int)? {
+        guard let address, address != "0", !address.isEmpty, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+              (0...65535).contains(port) else { return nil }
         let host = String(address[..<colon])
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
@@ -116,10 +119,10 @@ public final class Manager: Service, Sendable {
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                if let (host, port) = Self.parse(self.options.healthProbeBindAddress) {
+                if let (host, port) = Self.parseBindAddress(self.options.healthProbeBindAddress) {
                     group.addTask { await self.serve(host: host, port: port, isMetrics: false) }
                 }
-                if let (host, port) = Self.parse(self.options.metricsBindAddress) {
+                if let (host, port) = Self.parseBindAddress(self.options.metricsBindAddress) {
                     group.addTask { await self.serve(host: host, port: port, isMetrics: true) }
                 }
                 for c in self.controllers.withLock({ $0 }) { await c.start() }

@@ -45,7 +45,7 @@ struct RunCommand: AsyncParsableCommand {
         if (ingressClass == nil) != (ingressDomain == nil) { throw ValidationError("--ingress-class and --ingress-domain go together") }
         if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
-        if let address = showerBindAddress, MeteorShower.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
+        if let address = showerBindAddress, Manager.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
         if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil {
             throw ValidationError("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address")
         }

@@ -73,7 +73,7 @@ public final class MeteorShower: Service, Sendable {
 
     public func run() async throws {
         await feed.attach(to: meteors)
-        guard let (host, port) = Self.parseBindAddress(options.bindAddress) else {
+        guard let (host, port) = Manager.parseBindAddress(options.bindAddress) else {
             throw ShowerError(message: "--shower-bind-address must be HOST:PORT, got \(options.bindAddress)")
         }
         var quiet = logger
@@ -94,13 +94,6 @@ public final class MeteorShower: Service, Sendable {
         } onGracefulShutdown: {
             self.feed.finishAll()
         }
-    }
-
-    /// `HOST:PORT` (an empty host listens on every address); nil when it is not that.
-    public static func parseBindAddress(_ address: String) -> (host: String, port: Int)? {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else { return nil }
-        let host = String(address[..<colon])
-        return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
     struct ShowerError: Error, CustomStringConvertible {
