@@ -30,8 +30,6 @@ final class MeteorFeed: Sendable {
         self.heartbeat = heartbeat
     }
 
-    var subscriberCount: Int { subscribers.withLock { $0.all.count } }
-
     func attach(to informer: Informer) async {
         guard attached.withLock({ a in defer { a = true }; return !a }) else { return }
         let namespace = self.namespace
