@@ -193,7 +193,7 @@ let package = Package(
         ]),
         // Fixtures for tests of the Meteor operator: the embedded server with the operator running, Tekton and Argo CD played.
         .target(name: "MeteorTestSupport", dependencies: [
-            "KubeTestSupport", "MeteorCore", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
+            "KubeTestSupport", "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -57,7 +57,7 @@ struct APIError: Error, Sendable {
         }
         return APIError(
             code: 422, reason: StatusReason.invalid, message: "\(groupKind) \"\(name)\" is invalid: \(summary)",
-            details: StatusDetails(name: name, group: group, kind: kind, causes: causes))
+            details: StatusDetails(name: name.isEmpty ? nil : name, group: group, kind: kind, causes: causes))
     }
 
     static func badRequest(_ message: String) -> APIError {

@@ -342,13 +342,14 @@ struct APIRequestHandler: HTTPResponder {
             from = v
         }
         let bookmarks = Self.isTrue(query["allowWatchBookmarks"])
+        let streamingList = try Self.streamingList(query)
         let timeout = query["timeoutSeconds"].flatMap(Int.init).map { Duration.seconds($0) } ?? defaultWatchTimeout
         let filter = WatchFilter(resourceKey: scope.resource.key, namespace: scope.namespace, labelSelector: selector, fieldSelector: fields)
         let store = core.store
         let forceGone = faults.takeGone()
         let (stream, id) = forceGone
             ? Self.goneStream()
-            : store.watch(filter, from: from, sendInitialState: from == nil)
+            : store.watch(filter, from: from, sendInitialState: streamingList ?? (from == nil), markInitialEventsEnd: streamingList == true && bookmarks)
         let r = scope.resource
         let version = scope.version
         let core = self.core
@@ -388,6 +389,9 @@ struct APIRequestHandler: HTTPResponder {
                         guard bookmarks else { continue }
                         let obj: JSONValue = ["kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)), "metadata": ["resourceVersion": .string(String(rv))]]
                         line = JSONValue.object(["type": "BOOKMARK", "object": obj]).serialized() + [0x0A]
+                    case .initialEventsEnd(let rv):
+                        let obj: JSONValue = ["kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)), "metadata": ["resourceVersion": .string(String(rv)), "annotations": ["k8s.io/initial-events-end": "true"]]]
+                        line = JSONValue.object(["type": "BOOKMARK", "object": obj]).serialized() + [0x0A]
                     case .error(let status):
                         let obj = (try? JSONValue(encoding: status)) ?? .null
                         line = JSONValue.object(["type": "ERROR", "object": obj]).serialized() + [0x0A]
@@ -399,6 +403,22 @@ struct APIRequestHandler: HTTPResponder {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "application/json"], body: body)
+    }
+
+    /// `sendInitialEvents` of a watch (nil when absent), checked as kube-apiserver's ListOptions validation does:
+    /// it needs `resourceVersionMatch=NotOlderThan`, and `resourceVersionMatch` needs it.
+    static func streamingList(_ query: [String: String]) throws -> Bool? {
+        let match = query["resourceVersionMatch"] ?? ""
+        guard let send = query["sendInitialEvents"] else {
+            if !match.isEmpty { throw listOptionsForbidden("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided") }
+            return nil
+        }
+        if match != "NotOlderThan" { throw listOptionsForbidden("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan") }
+        return isTrue(send)
+    }
+
+    static func listOptionsForbidden(_ message: String) -> APIError {
+        APIError.invalid(kind: "ListOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: \(message)", field: "resourceVersionMatch")])
     }
 
     static func goneStream() -> (AsyncStream<WatchFrame>, id: Int) {

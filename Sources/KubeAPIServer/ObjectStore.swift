@@ -67,6 +67,8 @@ struct ChangeRecord: Sendable {
 enum WatchFrame: Sendable {
     case event(WatchEventType, StoredObject)
     case bookmark(UInt64)
+    /// The end of a streaming list's initial events (KEP-3157): a bookmark carrying `k8s.io/initial-events-end`.
+    case initialEventsEnd(UInt64)
     case error(Status)
 }
 
@@ -237,14 +239,20 @@ final class ObjectStore: Sendable {
         }
     }
 
-    /// Opens a watch. `from == nil` starts with synthetic ADDED events for the current state; otherwise the
-    /// history after `from` is replayed, or the watch answers 410 Expired if that version was compacted.
-    func watch(_ filter: WatchFilter, from: UInt64?, sendInitialState: Bool) -> (AsyncStream<WatchFrame>, id: Int) {
+    /// Opens a watch. `sendInitialState` starts with synthetic ADDED events for the current state (then, with
+    /// `markInitialEventsEnd`, the streaming list's end bookmark at the current version); otherwise the history
+    /// after `from` is replayed, or the watch answers 410 Expired if that version was compacted.
+    func watch(_ filter: WatchFilter, from: UInt64?, sendInitialState: Bool, markInitialEventsEnd: Bool = false) -> (AsyncStream<WatchFrame>, id: Int) {
         let (stream, continuation) = AsyncStream<WatchFrame>.makeStream(bufferingPolicy: .bufferingOldest(watchBufferLimit))
         let id: Int = state.withLock { s in
             let id = s.nextWatcherID
             s.nextWatcherID += 1
-            if let from {
+            if sendInitialState {
+                for o in (s.tables[filter.resourceKey] ?? [:]).values.sorted(by: { $0.rv < $1.rv }) where filter.matches(o) {
+                    continuation.yield(.event(.added, o))
+                }
+                if markInitialEventsEnd { continuation.yield(.initialEventsEnd(s.rv)) }
+            } else if let from {
                 if from < s.oldestWatchableRV {
                     continuation.yield(.error(Status(
                         message: "too old resource version: \(from) (\(s.oldestWatchableRV))",
@@ -261,10 +269,6 @@ final class ObjectStore: Sendable {
                 }
                 for r in s.history where r.object.rv > from {
                     if let type = filter.translate(r) { continuation.yield(.event(type, r.object)) }
-                }
-            } else if sendInitialState {
-                for o in (s.tables[filter.resourceKey] ?? [:]).values.sorted(by: { $0.rv < $1.rv }) where filter.matches(o) {
-                    continuation.yield(.event(.added, o))
                 }
             }
             s.watchers[id] = Watcher(filter: filter, continuation: continuation)

@@ -120,6 +120,7 @@ struct ServedResource: Sendable {
                     description: c["description"]?.stringValue ?? "", priority: Int(c["priority"]?.intValue ?? 0), jsonPath: p)
             }
         }
+        causes += metadataSchemaCauses(spec)
         if storage == nil && !versionList.isEmpty {
             causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\": must have exactly one version marked as storage version", field: "spec.versions"))
         }
@@ -133,5 +134,32 @@ struct ServedResource: Sendable {
             categories: names["categories"]?.arrayValue?.compactMap(\.stringValue) ?? [],
             versions: versions, storageVersion: storage!, hasStatus: hasStatus, schemas: schemas, columns: columns,
             isCustom: true, crdName: name)
+    }
+
+    /// The root schema may say nothing of `metadata` but `type: object` and constraints on `name`/`generateName`:
+    /// the API server owns it. kube-apiserver validates the internal form, where schemas identical in every
+    /// version sit once under `spec.validation`, hence the paths.
+    static func metadataSchemaCauses(_ spec: JSONValue) -> [StatusCause] {
+        let versions = spec["versions"]?.arrayValue ?? []
+        var located: [(path: String, schema: JSONValue)] = []
+        if let top = spec[path: "validation", "openAPIV3Schema"] {
+            located = [("spec.validation.openAPIV3Schema", top)]
+        } else {
+            let schemas = versions.map { $0[path: "schema", "openAPIV3Schema"] }
+            if let first = schemas.first ?? nil, schemas.allSatisfy({ $0 == first }) {
+                located = [("spec.validation.openAPIV3Schema", first)]
+            } else {
+                for (i, s) in schemas.enumerated() { if let s { located.append(("spec.versions[\(i)].schema.openAPIV3Schema", s)) } }
+            }
+        }
+        return located.compactMap { path, schema in
+            guard let metadata = schema[path: "properties", "metadata"]?.objectValue else { return nil }
+            let properties = metadata["properties"]?.objectValue ?? [:]
+            let allowed = metadata.keys.allSatisfy { $0 == "type" || $0 == "properties" }
+                && (metadata["type"] == nil || metadata["type"] == "object")
+                && properties.keys.allSatisfy { $0 == "name" || $0 == "generateName" }
+            if allowed { return nil }
+            return StatusCause(reason: "FieldValueForbidden", message: "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified", field: "\(path).properties[metadata]")
+        }
     }
 }

@@ -3,10 +3,31 @@ import KubeAPIServer
 import KubeClient
 import KubeModels
 
-/// An embedded API server with a client connected to it, for tests.
+/// Where an end-to-end test runs: the embedded API server (fast, fault injection, request log) or the kit's real
+/// kube-apiserver (what a cluster really does). Tests parametrised over `Backend.allCases` run on both.
+public enum Backend: String, Sendable, CaseIterable, CustomStringConvertible {
+    case embedded
+    case real
+    public var description: String { rawValue }
+}
+
+/// An API server with a client connected to it, for tests: the embedded server (a server of its own per test) or
+/// the process's shared real control plane (a namespace of its own per test).
 public final class TestCluster: Sendable {
-    public let server: EmbeddedAPIServer
+    public let backend: Backend
+    /// The embedded server; nil on the real control plane.
+    public let embedded: EmbeddedAPIServer?
+    /// The real control plane; nil on the embedded server.
+    public let kit: KitControlPlane?
     public let client: KubeClient
+    /// Where the test's namespaced objects live: `default` on the embedded server, a fresh one on the real.
+    public let namespace: String
+
+    /// The embedded server, for what only it has (fault injection, request log, restarts).
+    public var server: EmbeddedAPIServer {
+        guard let embedded else { preconditionFailure("embedded-only: this test injects faults or reads the request log, which only the embedded server has") }
+        return embedded
+    }
 
     /// `../shared` beside the repository: upstream CRDs and test vectors.
     public static var sharedDirectory: URL {
@@ -26,10 +47,43 @@ public final class TestCluster: Sendable {
         var config = configuration ?? EmbeddedAPIServer.Configuration()
         config.tls = tls
         config.token = token
-        server = try EmbeddedAPIServer(configuration: config)
+        let server = try EmbeddedAPIServer(configuration: config)
         for crd in crds { try server.installCRDs(yaml: try Self.sharedFile(crd)) }
         try await server.start()
+        backend = .embedded
+        embedded = server
+        kit = nil
+        namespace = "default"
         client = try KubeClient(configuration: Self.clusterConfiguration(server), options: clientOptions)
+    }
+
+    init(kit: KitControlPlane, namespace: String, clientOptions: KubeClient.Options) throws {
+        backend = .real
+        embedded = nil
+        self.kit = kit
+        self.namespace = namespace
+        client = try kit.client(options: clientOptions)
+    }
+
+    /// A namespace of its own on the shared real control plane, with `crds` (repository-relative or
+    /// `../shared`-relative paths) installed once per process. Tekton's CRDs come with its controller
+    /// (`KitControlPlane.ensureTekton`), not from here.
+    public static func real(namespacePrefix: String = "test", crds: [String] = [], clientOptions: KubeClient.Options = KubeClient.Options()) async throws -> TestCluster {
+        E2ETally.record(.real)
+        let kit = try await KitControlPlane.shared()
+        for crd in crds { try await kit.install(crd) }
+        return try TestCluster(kit: kit, namespace: try await kit.freshNamespace(namespacePrefix), clientOptions: clientOptions)
+    }
+
+    /// The cluster for `backend`: an embedded server with `crds` installed, or a namespace on the real one.
+    public static func on(_ backend: Backend, crds: [String], namespacePrefix: String = "test") async throws -> TestCluster {
+        switch backend {
+        case .embedded:
+            E2ETally.record(.embedded)
+            return try await TestCluster(crds: crds)
+        case .real:
+            return try await real(namespacePrefix: namespacePrefix, crds: crds)
+        }
     }
 
     public static func clusterConfiguration(_ server: EmbeddedAPIServer) -> ClusterConfiguration {
@@ -39,12 +93,17 @@ public final class TestCluster: Sendable {
     }
 
     public func shutdown() async {
+        if let kit {
+            // Namespace deletion runs on in the background (the namespace controller finishes it).
+            _ = try? await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
+        }
         try? await client.shutdown()
-        await server.stop()
+        if let embedded { await embedded.stop() }
     }
 
-    /// Writes a kubeconfig for the server into a fresh temporary directory and returns its path.
+    /// Writes a kubeconfig for the server (the test's namespace as the context's) into a fresh directory; returns its path.
     public func writeKubeconfig() throws -> String {
+        if let kit { return try kit.writeKubeconfig(namespace: namespace) }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kube-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let path = dir.appendingPathComponent("kubeconfig").path
@@ -55,14 +114,32 @@ public final class TestCluster: Sendable {
     /// Runs `body` with a started cluster and always shuts it down.
     public static func with<T>(tls: Bool = false, token: String? = nil, configuration: EmbeddedAPIServer.Configuration? = nil, clientOptions: KubeClient.Options = KubeClient.Options(), crds: [String] = ["crds/reference/meteor.zone_meteors.yaml"], _ body: (TestCluster) async throws -> T) async throws -> T {
         let cluster = try await TestCluster(tls: tls, token: token, configuration: configuration, clientOptions: clientOptions, crds: crds)
+        return try await cluster.run(body)
+    }
+
+    /// Runs `body` and always shuts the cluster down.
+    public func run<T>(_ body: (TestCluster) async throws -> T) async throws -> T {
         do {
-            let result = try await body(cluster)
-            await cluster.shutdown()
+            let result = try await body(self)
+            await shutdown()
             return result
         } catch {
-            await cluster.shutdown()
+            await shutdown()
             throw error
         }
+    }
+}
+
+/// Counts the end-to-end tests run on each backend into the file `METEOR_E2E_TALLY` names (hack/test prints the sum).
+public enum E2ETally {
+    public static func record(_ backend: Backend) {
+        guard let path = ProcessInfo.processInfo.environment["METEOR_E2E_TALLY"] else { return }
+        // One short O_APPEND write per test: whole lines even when tests run in parallel.
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard fd >= 0 else { return }
+        let line = Array((backend.rawValue + "\n").utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
     }
 }
 

@@ -186,8 +186,8 @@ extension MeteorReconciler {
 
     /// A succeeded run must report a digest of an image in the configured repository.
     static func builtImageProblem(_ state: PipelineRunState, image: Edge.Image, runName: String) -> (reason: String, message: String)? {
-        guard let digest = state.results["IMAGE_DIGEST"], digest.range(of: #"\Asha256:[0-9a-f]{64}\z"#, options: .regularExpression) != nil else {
-            return ("BuildResultMissing", "PipelineRun \(runName) succeeded without an IMAGE_DIGEST result of the form sha256:<64 hex digits>")
+        guard let digest = state.results["IMAGE_DIGEST"], PipelineRunState.isDigest(digest) else {
+            return ("BuildResultMissing", PipelineRunState.missingDigestMessage(runName))
         }
         if let url = state.results["IMAGE_URL"], let pushed = try? RegistryClient.Reference(parsing: url), pushed.repositoryReference != image.repository {
             return ("RepositoryMismatch", "PipelineRun \(runName) pushed to \(pushed.repositoryReference), not \(image.repository)")

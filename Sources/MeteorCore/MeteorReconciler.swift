@@ -191,7 +191,7 @@ public final class MeteorReconciler: Sendable {
                 }
             }
             var entry = Meteor.PipelineStatus(name: pipeline.rawValue, pipelineRunName: runName)
-            let state = run.map(PipelineRunState.init)
+            let state = run.map { PipelineRunState($0).requiringDigest(runName: runName) }
             if let state {
                 entry.ready = state.outcome == .succeeded ? "True" : state.outcome == .failed ? "False" : "Unknown"
                 entry.reason = state.reason

@@ -146,4 +146,24 @@ public struct PipelineRunState: Sendable, Equatable {
         startTime = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse)
         completionTime = run[path: "status", "completionTime"]?.stringValue.flatMap(KubeTime.parse)
     }
+
+    /// Whether `text` is an image digest the operator pins to: `sha256:` and 64 lower-case hex digits.
+    public static func isDigest(_ text: String) -> Bool {
+        text.range(of: #"\Asha256:[0-9a-f]{64}\z"#, options: .regularExpression) != nil
+    }
+
+    /// A run that succeeded without an `IMAGE_DIGEST` the operator can pin to is a failed build: deploying
+    /// `image@<whatever it said>` would fail later, and further from the cause.
+    public func requiringDigest(runName: String) -> PipelineRunState {
+        guard outcome == .succeeded, !(results["IMAGE_DIGEST"].map(Self.isDigest) ?? false) else { return self }
+        var s = self
+        s.outcome = .failed
+        s.reason = "BuildResultMissing"
+        s.message = Self.missingDigestMessage(runName)
+        return s
+    }
+
+    public static func missingDigestMessage(_ runName: String) -> String {
+        "PipelineRun \(runName) succeeded without an IMAGE_DIGEST result of the form sha256:<64 hex digits>"
+    }
 }

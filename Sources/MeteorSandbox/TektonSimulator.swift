@@ -16,6 +16,24 @@ public final class TektonSimulator: Sendable {
     public static let failAnnotation = "sandbox.meteor.zone/fail"
     public static let signatureAnnotation = "sandbox.meteor.zone/signature"
 
+    /// The pipeline tasks of each Pipeline in `manifests/tekton`, in order (a test holds this to the manifests):
+    /// real Tekton's condition messages count them.
+    public static let pipelineTasks: [Pipeline: [String]] = [
+        .jupyterbook: ["clone", "book", "containerfile", "image"],
+        .jupyterhub: ["clone", "containerfile", "image"],
+        .edge: ["clone", "image", "sign"],
+    ]
+
+    /// The Task whose failure fails a pipeline alone (it is used by no other Pipeline); a requested failure fails
+    /// the pipeline at that task, the rest skipped, as Tekton reports it.
+    public static let failingTask: [Pipeline: String] = [.jupyterbook: "meteor-jupyter-book"]
+
+    /// Real Tekton's words for a PipelineRun's progress (PipelineRunStatus's reason messages).
+    public static func tasksMessage(completed: Int, failed: Int = 0, cancelled: Int = 0, incomplete: Int? = nil, skipped: Int = 0) -> String {
+        if let incomplete { return "Tasks Completed: \(completed) (Failed: \(failed), Cancelled \(cancelled)), Incomplete: \(incomplete), Skipped: \(skipped)" }
+        return "Tasks Completed: \(completed) (Failed: \(failed), Cancelled \(cancelled)), Skipped: \(skipped)"
+    }
+
     let client: KubeClient
     let runs: Informer
     let meteors: Informer
@@ -42,10 +60,13 @@ public final class TektonSimulator: Sendable {
             try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Cancelled", message: "PipelineRun \"\(key.name)\" was cancelled", results: [:]))
             return .done
         }
+        let labels = run[path: "metadata", "labels"]
+        let pipelineName = labels?[MeteorLabels.pipeline]?.stringValue ?? ""
+        let tasks = Pipeline(rawValue: pipelineName).flatMap { Self.pipelineTasks[$0] } ?? ["build"]
         guard let started = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse) else {
             let status: JSONValue = [
                 "startTime": .string(KubeTime.format(now)),
-                "conditions": [["type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 3, Skipped: 0", "lastTransitionTime": .string(KubeTime.format(now))]],
+                "conditions": [["type": "Succeeded", "status": "Unknown", "reason": "Running", "message": .string(Self.tasksMessage(completed: 0, incomplete: tasks.count)), "lastTransitionTime": .string(KubeTime.format(now))]],
             ]
             try await write(api, key.name, status)
             return .requeueAfter(duration)
@@ -55,12 +76,13 @@ public final class TektonSimulator: Sendable {
         if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
 
         let owner = meteor(of: run)
-        let labels = run[path: "metadata", "labels"]
-        let pipeline = labels?[MeteorLabels.pipeline]?.stringValue ?? ""
+        let pipeline = pipelineName
         let edgeImage = labels?[MeteorLabels.edgeImage]?.stringValue
         let failOn = Set((owner?[path: "metadata", "annotations", Self.failAnnotation]?.stringValue ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         if failOn.contains(pipeline) || edgeImage.map(failOn.contains) == true {
-            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Failed", message: "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 1 (sandbox: failed on request by \(Self.failAnnotation))", results: [:]))
+            // Fails at the first task after the clone; Tekton skips the rest.
+            let failedAt = min(1, tasks.count - 1)
+            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Failed", message: Self.tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: [:]))
             return .done
         }
         var params: [String: String] = [:]
@@ -82,7 +104,7 @@ public final class TektonSimulator: Sendable {
             results["IMAGE_DIGEST"] = SignatureVerifier.digest(Array("\(image) \(run[path: "metadata", "uid"]?.stringValue ?? "")".utf8))
         }
         if pipeline == Pipeline.jupyterbook.rawValue { results["URL"] = params["site-url"] ?? "" }
-        try await write(api, key.name, Self.finished(now: now, succeeded: true, reason: "Succeeded", message: "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", results: results))
+        try await write(api, key.name, Self.finished(now: now, succeeded: true, reason: "Succeeded", message: Self.tasksMessage(completed: tasks.count), results: results))
         logger.info("sandbox tekton: PipelineRun succeeded", metadata: ["run": "\(key)", "image": "\(image)"])
         return .done
     }

@@ -6,9 +6,15 @@ import KubeRuntime
 import KubeTestSupport
 import Logging
 import MeteorCore
+import MeteorSandbox
 import ServiceLifecycle
 
-/// The embedded server with the operator's Meteor CRD and Tekton's PipelineRun CRD, and the operator running.
+/// A cluster with the operator's Meteor CRD and Tekton's PipelineRun CRD, and the operator running.
+///
+/// On `.embedded` it is an embedded server of its own; Tekton is played by the test (`TestCluster.tekton`) or, with
+/// `tekton: true`, by the sandbox's Tekton simulator. On `.real` it is a namespace of the kit's kube-apiserver with
+/// the real Tekton controller, the kit's fake kubelet and `manifests/tekton` installed in it; the operator watches
+/// only that namespace (other tests share the server).
 public final class MeteorEnvironment: Sendable {
     public let cluster: TestCluster
     public let manager: Manager
@@ -17,23 +23,41 @@ public final class MeteorEnvironment: Sendable {
     let task: Task<Void, any Error>
 
     public var client: KubeClient { cluster.client }
+    public var backend: Backend { cluster.backend }
+    public var namespace: String { cluster.namespace }
 
     public static var operatorCRD: String {
         get throws { try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8) }
     }
 
-    /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation).
-    /// `onReconciled` hears every finished reconcile (key, success).
-    public static func start(referenceCRD: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in },
+    /// How long the simulated Tekton takes per run.
+    public static let simulatedRunTime: Duration = .milliseconds(300)
+
+    /// `referenceCRD` installs the Go operator's laxer CRD instead of ours (to reach reconciler-level validation;
+    /// embedded only: the real server shares one Meteor CRD). `tekton` runs a Tekton (the simulator on the
+    /// embedded server; the real controller is always there on the real one). `onReconciled` hears every
+    /// finished reconcile (key, success).
+    public static func start(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in },
                              onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil) async throws -> MeteorEnvironment {
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
         configure(&configuration)
         let cluster: TestCluster
+        let argo = configuration.edge != nil ? ["crds/argocd/application-crd.yaml"] : []
         if let existing {
             cluster = existing
+        } else if backend == .real {
+            precondition(!referenceCRD, "the real control plane serves the operator's own Meteor CRD only")
+            cluster = try await TestCluster.real(namespacePrefix: "meteor", crds: ["crds/meteor.zone_meteors.yaml"] + argo)
+            do {
+                try await cluster.installTekton()
+                if let edge = configuration.edge { _ = try? await cluster.createNamespace(edge.argocdNamespace) }
+            } catch {
+                await cluster.shutdown()
+                throw error
+            }
         } else {
-            let argo = configuration.edge != nil ? ["crds/argocd/application-crd.yaml"] : []
+            E2ETally.record(.embedded)
             cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + argo + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
             if !referenceCRD { try cluster.server.installCRDs(yaml: try operatorCRD) }
             if let edge = configuration.edge { try await cluster.createNamespace(edge.argocdNamespace) }
@@ -42,8 +66,19 @@ public final class MeteorEnvironment: Sendable {
         options.metricsBindAddress = nil
         options.healthProbeBindAddress = nil
         let manager = Manager(client: cluster.client, options: options, logger: logger)
-        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, onReconciled: onReconciled, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "meteor-test")))
+        let watched: String? = cluster.backend == .real ? cluster.namespace : nil
+        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: watched, configuration: configuration, onReconciled: onReconciled, logger: logger)
+        var services: [any Service] = [manager]
+        if tekton, cluster.backend == .embedded {
+            // The sandbox's Tekton simulator, as another controller of the cluster (its own manager).
+            let simulators = Manager(client: cluster.client, options: options, logger: logger)
+            let runs = simulators.informer(for: PipelineRunBuilder.resourceType)
+            let meteors = simulators.informer(for: Meteor.resourceType)
+            let simulator = TektonSimulator(client: cluster.client, runs: runs, meteors: meteors, remotes: nil, signer: try CosignSigner(), duration: simulatedRunTime, logger: logger)
+            simulators.add(Controller(name: "test-tekton", for: runs, logger: logger) { try await simulator.reconcile($0) })
+            services.append(simulators)
+        }
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
         return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task)
     }
@@ -67,9 +102,9 @@ public final class MeteorEnvironment: Sendable {
         await cluster.shutdown()
     }
 
-    public static func with(referenceCRD: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil,
+    public static func with(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil,
                             _ body: (MeteorEnvironment) async throws -> Void) async throws {
-        let env = try await start(referenceCRD: referenceCRD, configure: configure, onReconciled: onReconciled)
+        let env = try await start(on: backend, referenceCRD: referenceCRD, tekton: tekton, configure: configure, onReconciled: onReconciled)
         do {
             try await body(env)
             await env.shutdown()
@@ -78,13 +113,48 @@ public final class MeteorEnvironment: Sendable {
             throw error
         }
     }
+
+    /// Creates a Meteor whose builds of `failing` fail: on the embedded server through the simulator's
+    /// annotation; on the real one, the pipeline's first build task (after the clone) is made to exit 1 by the
+    /// fake kubelet, so real Tekton reports the failure in its own words. Only pipelines with a Task of their own
+    /// can fail alone on the real server (jupyterbook: `meteor-jupyter-book`).
+    @discardableResult
+    public func createMeteor(_ body: JSONValue, failing: [Pipeline] = []) async throws -> JSONValue {
+        var body = body
+        if !failing.isEmpty {
+            switch backend {
+            case .embedded:
+                body[path: "metadata", "annotations", TektonSimulator.failAnnotation] = .string(failing.map(\.rawValue).joined(separator: ","))
+            case .real:
+                for pipeline in failing {
+                    guard let task = TektonSimulator.failingTask[pipeline] else { preconditionFailure("\(pipeline) cannot fail alone on the real control plane") }
+                    try await cluster.installTekton(failingTask: task)
+                }
+            }
+        }
+        return try await cluster.meteors.create(body)
+    }
 }
 
 /// Waiting on objects and writing PipelineRun status as Tekton's controller would, over any test cluster.
 extension TestCluster {
-    public var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: "default") }
-    public var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: "default") }
+    public var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: namespace) }
+    public var runs: DynamicApi { client.dynamic(PipelineRunBuilder.resourceType, namespace: namespace) }
     public var applications: DynamicApi { client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd") }
+
+    /// On the real control plane: the real Tekton controller and fake kubelet (once per process), the project's
+    /// Pipelines and Tasks in this namespace, and the `pipeline` ServiceAccount the runs use. `failingTask`
+    /// re-applies that Task annotated so the fake kubelet fails its step.
+    public func installTekton(failingTask: String? = nil) async throws {
+        guard let kit else { return }
+        if failingTask == nil {
+            try await kit.ensureTekton()
+            try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "pipeline")
+            try await kit.kubectlOK("-n", namespace, "apply", "-k", TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton").path)
+        } else if let failingTask {
+            try await kit.kubectlOK("-n", namespace, "annotate", "--overwrite", "task", failingTask, "fake-kubelet.tekton.dev/exit-code=1")
+        }
+    }
 
     public func createNamespace(_ name: String) async throws {
         _ = try await client.dynamic(ResourceType(group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false)).create(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(name)]])

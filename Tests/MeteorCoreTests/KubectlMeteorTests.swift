@@ -75,7 +75,8 @@ struct Kubectl {
         let schema = try #require(crd[path: "spec", "versions"]?.arrayValue?.first?[path: "schema", "openAPIV3Schema"])
         var undocumented: [String] = []
         func walk(_ node: JSONValue, _ path: String) {
-            if !path.isEmpty, node["description"]?.stringValue?.isEmpty ?? true {
+            // The root `metadata` is the API server's: a CRD that describes it is refused (see ServedResource).
+            if !path.isEmpty, path != "metadata", node["description"]?.stringValue?.isEmpty ?? true {
                 undocumented.append(path)
             }
             for (k, v) in node["properties"]?.objectValue ?? [:] { walk(v, path.isEmpty ? k : "\(path).\(k)") }

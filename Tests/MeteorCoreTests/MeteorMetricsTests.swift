@@ -54,7 +54,7 @@ import Testing
                 try await c.tekton(run(meteor, pipeline), "Running")
             }
             try await c.tekton(run("ready", .jupyterhub), "Succeeded", results: ["IMAGE_URL": "r/ready:g1", "IMAGE_DIGEST": digest])
-            try await c.tekton(run("ready", .jupyterbook), "Succeeded", results: ["SITE_URL": "http://ready-book/"])
+            try await c.tekton(run("ready", .jupyterbook), "Succeeded", results: ["IMAGE_URL": "r/ready-book:g1", "IMAGE_DIGEST": digest, "URL": "http://ready-book/"])
             try await c.tekton(run("failed", .jupyterbook), "Failed", message: "jupyter-book build: exit 1")
             try await c.tekton(run("expired", .jupyterhub), "Succeeded", results: ["IMAGE_URL": "r/expired:g1", "IMAGE_DIGEST": digest])
             try await cached("ready") { $0?[path: "status", "phase"] == "Ready" }

@@ -282,4 +282,19 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
         #expect(cluster.server.requestLog.filter { $0.verb == "create" && $0.path.hasSuffix("/pipelineruns") && $0.code == 201 }.count == 2)
         await second.shutdown()
     }
+
+    /// A run that "succeeded" without a digest of the form sha256:<hex> is a failed build, not an image to pin.
+    @Test func aSucceededRunWithoutAUsableDigestFailsTheBuild() async throws {
+        try await MeteorEnvironment.with { env in
+            _ = try await env.cluster.meteors.create(sampleMeteor("nodigest", pipelines: ["jupyterhub"]))
+            let hub = PipelineRunBuilder.name(meteor: "nodigest", pipeline: .jupyterhub, generation: 1)
+            _ = try await env.cluster.waitFor(env.cluster.runs, hub) { $0 != nil }
+            try await env.cluster.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/x:g1", "IMAGE_DIGEST": "$(cat /tmp/digest)"])
+            let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "nodigest") { $0?[path: "status", "phase"] == "Failed" })
+            #expect(condition(failed, "JupyterHub")?["status"] == "False")
+            #expect(condition(failed, "JupyterHub")?["message"] == .string(PipelineRunState.missingDigestMessage(hub)))
+            let entry = failed[path: "status", "pipelines"]?.arrayValue?.first
+            #expect(entry?["reason"] == "BuildResultMissing")
+        }
+    }
 }

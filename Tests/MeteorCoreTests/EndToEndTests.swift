@@ -1,0 +1,104 @@
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import MeteorCore
+import MeteorSandbox
+import MeteorTestSupport
+import Testing
+
+/// The operator end to end, on the embedded server (with the sandbox's Tekton simulator) and on the kit's real
+/// kube-apiserver with the real Tekton controller and the fake kubelet: the same test, two backends.
+@Suite struct EndToEndTests {
+    /// A Meteor builds through Tekton to Ready; its status carries what Tekton's runs produced.
+    @Test(arguments: Backend.testable) func meteorBuildsThroughTektonToReady(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            let created = try await env.createMeteor(sampleMeteor("demo"))
+            let ready = try #require(try await env.cluster.waitFor(env.cluster.meteors, "demo", timeout: .seconds(90)) { $0?[path: "status", "phase"] == "Ready" })
+            #expect(condition(ready, "Ready")?["status"] == "True")
+            #expect(condition(ready, "JupyterHub")?["status"] == "True")
+            #expect(condition(ready, "JupyterBook")?["status"] == "True")
+            #expect(ready[path: "status", "observedGeneration"] == 1)
+            let entries = ready[path: "status", "pipelines"]?.arrayValue ?? []
+            for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
+                let name = PipelineRunBuilder.name(meteor: "demo", pipeline: pipeline, generation: 1)
+                let run = try await env.cluster.runs.get(name)
+                #expect(run[path: "metadata", "ownerReferences"]?.arrayValue?.first?["uid"] == created[path: "metadata", "uid"])
+                // Tekton's own words, which the simulator must speak too.
+                let succeeded = (run[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"] == "Succeeded" }
+                #expect(succeeded?["reason"] == "Succeeded")
+                #expect(succeeded?["message"] == .string(TektonSimulator.tasksMessage(completed: TektonSimulator.pipelineTasks[pipeline]!.count)))
+                let state = PipelineRunState(run)
+                let entry = entries.first { $0["name"] == .string(pipeline.rawValue) }
+                #expect(entry?["pipelineRunName"] == .string(name))
+                #expect(entry?["ready"] == "True")
+                #expect(entry?["image"]?.stringValue == state.results["IMAGE_URL"], "\(pipeline): the image Tekton built")
+                #expect(entry?["digest"]?.stringValue == state.results["IMAGE_DIGEST"], "\(pipeline): the digest Tekton reported")
+                #expect(state.results["IMAGE_DIGEST"]?.hasPrefix("sha256:") == true)
+                #expect(state.startTime != nil && state.completionTime != nil)
+            }
+            // The book is served from the image Tekton pushed, pinned by digest.
+            let digest = try #require(entries.first { $0["name"] == "jupyterbook" }?["digest"]?.stringValue)
+            let deployment = try await env.client.dynamic(BookSite.deploymentType, namespace: env.namespace).get("demo-book")
+            let image = deployment[path: "spec", "template", "spec", "containers"]?.arrayValue?.first?["image"]?.stringValue
+            #expect(image?.hasSuffix("@" + digest) == true, "\(image ?? "none")")
+            #expect(entries.first { $0["name"] == "jupyterbook" }?["url"] == .string("http://demo-book.\(env.namespace).svc:8080/"))
+        }
+    }
+
+    /// A failed build fails the Meteor with Tekton's reason and message, and the other pipeline still finishes.
+    @Test(arguments: Backend.testable) func aFailedBuildFailsTheMeteorWithTektonsReason(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            try await env.createMeteor(sampleMeteor("broken"), failing: [.jupyterbook])
+            let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "broken", timeout: .seconds(90)) {
+                $0?[path: "status", "phase"] == "Failed" && condition($0, "JupyterHub")?["status"] == "True"
+            })
+            let book = try #require(condition(failed, "JupyterBook"))
+            #expect(book["status"] == "False")
+            let run = try await env.cluster.runs.get(PipelineRunBuilder.name(meteor: "broken", pipeline: .jupyterbook, generation: 1))
+            let state = PipelineRunState(run)
+            #expect(state.outcome == .failed)
+            #expect(state.reason == "Failed")
+            // Failed at the book task (after the clone), the rest skipped: Tekton's count, the simulator's too.
+            #expect(state.message == TektonSimulator.tasksMessage(completed: 2, failed: 1, skipped: 2))
+            #expect(book["message"]?.stringValue?.contains(state.message) == true, "\(book)")
+            #expect(condition(failed, "Ready")?["status"] == "False")
+        }
+    }
+
+    /// Deleting a Meteor takes its PipelineRuns and book site with it (the garbage collector, through owners).
+    @Test(arguments: Backend.testable) func deletingAMeteorRemovesWhatItMade(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            try await env.createMeteor(sampleMeteor("gone"))
+            _ = try await env.cluster.waitFor(env.cluster.meteors, "gone", timeout: .seconds(90)) { $0?[path: "status", "phase"] == "Ready" }
+            let deployments = env.client.dynamic(BookSite.deploymentType, namespace: env.namespace)
+            _ = try await env.cluster.waitFor(deployments, "gone-book") { $0 != nil }
+            let services = env.client.dynamic(BookSite.serviceType, namespace: env.namespace)
+            var children: [(DynamicApi, String)] = []
+            for api in [env.cluster.runs, deployments, services] {
+                for item in try await api.list(ListOptions(labelSelector: "\(MeteorLabels.meteor)=gone")).items {
+                    children.append((api, item[path: "metadata", "name"]?.stringValue ?? ""))
+                }
+            }
+            #expect(children.count == 4, "two PipelineRuns, the Deployment and the Service")
+            try await env.cluster.meteors.delete("gone")
+            for (api, name) in children {
+                _ = try await env.cluster.waitFor(api, name, timeout: .seconds(60)) { $0 == nil }
+            }
+        }
+    }
+
+    /// A TTL expires the Meteor: the operator deletes it once `status.expirationTimestamp` has passed.
+    @Test(arguments: Backend.testable) func aTTLExpiresTheMeteor(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            let created = try await env.createMeteor(sampleMeteor("brief", ttl: 3))
+            let seen = try await env.cluster.waitFor(env.cluster.meteors, "brief") { $0?[path: "status", "expirationTimestamp"] != nil }
+            let expiry = try #require(seen?[path: "status", "expirationTimestamp"]?.stringValue.flatMap(KubeTime.parse))
+            let creation = try #require(created[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse))
+            #expect(expiry.timeIntervalSince(creation) == 3)
+            _ = try await env.cluster.waitFor(env.cluster.meteors, "brief", timeout: .seconds(60)) { $0 == nil }
+            #expect(Date() >= expiry)
+        }
+    }
+}
