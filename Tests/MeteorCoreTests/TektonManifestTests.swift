@@ -75,6 +75,54 @@ import Testing
         }
     }
 
+    /// Tekton's own admission validation (the kit's `tekton-validate`) accepts every manifest, and, with the
+    /// PipelineRun reconciler's checks (params, types, workspaces, task resolution), every PipelineRun the operator
+    /// makes for every sample. The check bites: the JupyterBook Pipeline's old `$(params.site-url)` result is refused.
+    @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func tektonsOwnValidationAcceptsEveryManifestAndEveryRun() async throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }.sorted()
+        let manifests = try await KitControlPlane.tektonValidate(files.map { Self.directory.appendingPathComponent($0).path })
+        #expect(manifests.status == 0, "\(manifests.output)")
+        #expect(manifests.output.split(separator: "\n").filter { $0.hasPrefix("OK ") }.count == files.count, "\(manifests.output)")
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("runs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let samples = TestCluster.repositoryDirectory.appendingPathComponent("config/samples")
+        var runs: [String] = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: samples.path).sorted() where file.hasPrefix("meteor_") {
+            var raw = try YAML.parse(String(contentsOf: samples.appendingPathComponent(file), encoding: .utf8))
+            raw[path: "metadata", "namespace"] = "samples"
+            raw[path: "metadata", "uid"] = "0b8e4b0e-0000-4000-8000-000000000000"
+            raw[path: "metadata", "generation"] = 1
+            let meteor = try ResourceCodec.decode(Meteor.self, from: raw)
+            var built: [JSONValue] = []
+            for pipeline in Pipeline.allCases where pipeline != .edge && meteor.spec.requestedPipelines.contains(pipeline.rawValue) {
+                built.append(PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: BuildSettings()))
+            }
+            for image in meteor.spec.edge?.images ?? [] {
+                built.append(EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings()))
+            }
+            for run in built {
+                let path = dir.appendingPathComponent("\(run[path: "metadata", "name"]!.stringValue!).json").path
+                try run.serializedString().write(toFile: path, atomically: true, encoding: .utf8)
+                runs.append(path)
+            }
+        }
+        #expect(runs.count >= 5, "jupyterhub and jupyterbook runs and one edge run per DonkeyCar image")
+        let checked = try await KitControlPlane.tektonValidate(["--pipelines", Self.directory.path] + runs)
+        #expect(checked.status == 0, "\(checked.output)")
+        #expect(checked.output.split(separator: "\n").filter { $0.hasPrefix("OK PipelineRun/") }.count == runs.count, "\(checked.output)")
+
+        var old = try YAML.parse(String(contentsOf: Self.directory.appendingPathComponent("pipeline-jupyterbook.yaml"), encoding: .utf8))
+        var results = try #require(old[path: "spec", "results"]?.arrayValue)
+        results[results.firstIndex { $0["name"] == "URL" }!]["value"] = "$(params.site-url)"
+        old[path: "spec", "results"] = .array(results)
+        let oldPath = dir.appendingPathComponent("old-pipeline.json").path
+        try old.serializedString().write(toFile: oldPath, atomically: true, encoding: .utf8)
+        let refused = try await KitControlPlane.tektonValidate([oldPath])
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("INVALID Pipeline/meteor-jupyterbook: invalid value: expected pipeline results to be task result expressions"), "\(refused.output)")
+    }
+
     @Test func scriptsNeverSpliceParamsIntoShellText() throws {
         for task in try Self.manifests() where task["kind"] == "Task" {
             for step in task[path: "spec", "steps"]?.arrayValue ?? [] {
