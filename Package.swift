@@ -198,7 +198,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
-        .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeTestSupport"]),
+        .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeModels", "KubeTestSupport", .product(name: "NIOHTTP1", package: "swift-nio")]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),
         .testTarget(
             name: "MeteorCoreTests",

@@ -49,7 +49,9 @@ struct APIError: Error, Sendable {
     static func invalid(kind: String, group: String, name: String, causes: [StatusCause]) -> APIError {
         let groupKind = group.isEmpty ? kind : "\(kind).\(group)"
         let summary: String
-        let rendered = causes.map { c in (c.field.map { "\($0): " } ?? "") + (c.message ?? "") }
+        // As Go's ErrorList.ToAggregate: identical errors are said once in the message (the causes keep both).
+        var seen = Set<String>()
+        let rendered = causes.map { c in (c.field.map { "\($0): " } ?? "") + (c.message ?? "") }.filter { seen.insert($0).inserted }
         if rendered.count == 1 {
             summary = rendered[0]
         } else {

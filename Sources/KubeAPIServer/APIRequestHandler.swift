@@ -347,9 +347,21 @@ struct APIRequestHandler: HTTPResponder {
         let filter = WatchFilter(resourceKey: scope.resource.key, namespace: scope.namespace, labelSelector: selector, fieldSelector: fields)
         let store = core.store
         let forceGone = faults.takeGone()
-        let (stream, id) = forceGone
-            ? Self.goneStream()
-            : store.watch(filter, from: from, sendInitialState: streamingList ?? (from == nil), markInitialEventsEnd: streamingList == true && bookmarks)
+        // A custom resource's watch cache begins with its CRD's storage: versions before that are too old, as on
+        // kube-apiserver (HTTP 200, then an ERROR event with 410 Expired). Streaming lists send the current state.
+        var tooOld: String?
+        if let from, streamingList != true, scope.resource.isCustom,
+            let crd = scope.resource.crdName.flatMap({ self.core.store.get(APIServerCore.crdKey, "/" + $0) }), from < crd.rv {
+            tooOld = "too old resource version: \(from) (\(crd.rv))"
+        }
+        let (stream, id): (AsyncStream<WatchFrame>, id: Int)
+        if forceGone {
+            (stream, id) = Self.goneStream()
+        } else if let tooOld {
+            (stream, id) = Self.goneStream(message: tooOld)
+        } else {
+            (stream, id) = store.watch(filter, from: from, sendInitialState: streamingList ?? (from == nil), markInitialEventsEnd: streamingList == true && bookmarks)
+        }
         let r = scope.resource
         let version = scope.version
         let core = self.core
@@ -421,9 +433,9 @@ struct APIRequestHandler: HTTPResponder {
         APIError.invalid(kind: "ListOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: \(message)", field: "resourceVersionMatch")])
     }
 
-    static func goneStream() -> (AsyncStream<WatchFrame>, id: Int) {
+    static func goneStream(message: String = "too old resource version (injected)") -> (AsyncStream<WatchFrame>, id: Int) {
         let (s, c) = AsyncStream<WatchFrame>.makeStream()
-        c.yield(.error(Status(message: "too old resource version (injected)", reason: StatusReason.expired, code: 410)))
+        c.yield(.error(Status(message: message, reason: StatusReason.expired, code: 410)))
         c.finish()
         return (s, -1)
     }

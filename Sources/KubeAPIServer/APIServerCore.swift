@@ -136,7 +136,7 @@ final class APIServerCore: Sendable {
         if r.namespaced {
             guard let ns = scope.namespace else { throw APIError.badRequest("the namespace of the object must be set") }
             obj[path: "metadata", "namespace"] = .string(ns)
-            try checkNamespaceAcceptsContent(ns)
+            try checkNamespaceAcceptsContent(ns, resource: r, name: obj[path: "metadata", "name"]?.stringValue ?? "")
         } else {
             obj[path: "metadata", "namespace"] = nil
         }
@@ -179,13 +179,15 @@ final class APIServerCore: Sendable {
         return WriteResult(value: present(stored!.value, version: scope.version, resource: r), code: 201, warnings: warnings)
     }
 
-    func checkNamespaceAcceptsContent(_ ns: String) throws {
+    func checkNamespaceAcceptsContent(_ ns: String, resource: ServedResource, name: String) throws {
         guard let nsObj = store.get(Self.namespacesKey, "/" + ns) else { throw APIError.namespaceNotFound(ns) }
         if nsObj.value[path: "metadata", "deletionTimestamp"] != nil {
+            let what = resource.group.isEmpty ? resource.plural : "\(resource.plural).\(resource.group)"
             throw APIError(
                 code: 403, reason: StatusReason.forbidden,
-                message: "unable to create new content in namespace \(ns) because it is being terminated",
-                details: StatusDetails(causes: [StatusCause(reason: "NamespaceTerminating", message: "namespace \(ns) is being terminated", field: "metadata.namespace")]))
+                message: "\(what) \"\(name)\" is forbidden: unable to create new content in namespace \(ns) because it is being terminated",
+                details: StatusDetails(name: name.isEmpty ? nil : name, group: resource.group.isEmpty ? nil : resource.group, kind: resource.plural,
+                                       causes: [StatusCause(reason: "NamespaceTerminating", message: "namespace \(ns) is being terminated", field: "metadata.namespace")]))
         }
     }
 
@@ -217,7 +219,8 @@ final class APIServerCore: Sendable {
             }
         }
         if kind != r.kind {
-            throw APIError.invalid(kind: r.kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "", causes: [
+            // kube-apiserver names the kind the body claims, not the endpoint's.
+            throw APIError.invalid(kind: kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "", causes: [
                 StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(kind)\": must be \(r.kind)", field: "kind")
             ])
         }
@@ -331,7 +334,7 @@ final class APIServerCore: Sendable {
         let r = scope.resource
         var obj = try checkBody(body, scope: scope)
         var warnings: [String] = []
-        if let ns = scope.namespace, r.namespaced { obj[path: "metadata", "namespace"] = .string(ns); try checkNamespaceAcceptsContent(ns) }
+        if let ns = scope.namespace, r.namespaced { obj[path: "metadata", "namespace"] = .string(ns); try checkNamespaceAcceptsContent(ns, resource: r, name: obj[path: "metadata", "name"]?.stringValue ?? "") }
         var meta = obj["metadata"]!
         meta["uid"] = .string(Self.newUID())
         meta["creationTimestamp"] = .string(Self.now())
@@ -385,7 +388,8 @@ final class APIServerCore: Sendable {
                         proposed = try JSONPatch.apply(patch, to: old)
                     } catch let e as JSONPatchError {
                         if e.isTestFailure {
-                            throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: e.message, field: "")])
+                            // What kube-apiserver 1.36 answers, word for word: no details, no causes.
+                            throw APIError(code: 422, reason: StatusReason.invalid, message: "the server rejected our request due to an error in our request")
                         }
                         throw APIError(code: 422, reason: StatusReason.invalid, message: e.message)
                     }
@@ -409,7 +413,7 @@ final class APIServerCore: Sendable {
                 responseValue = old
                 return .unchanged
             }
-            if let causes = finalizerCauses(old: old, new: next), !causes.isEmpty {
+            if let causes = finalizerCauses(old: old, new: next, custom: r.isCustom), !causes.isEmpty {
                 throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: causes)
             }
             if next[path: "metadata", "deletionTimestamp"] != nil, (next[path: "metadata", "finalizers"]?.arrayValue ?? []).isEmpty {
@@ -488,13 +492,17 @@ final class APIServerCore: Sendable {
         return strip(a) == strip(b)
     }
 
-    func finalizerCauses(old: JSONValue, new: JSONValue) -> [StatusCause]? {
+    func finalizerCauses(old: JSONValue, new: JSONValue, custom: Bool) -> [StatusCause]? {
         guard old[path: "metadata", "deletionTimestamp"] != nil else { return nil }
         let before = Set((old[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue))
         let after = (new[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue)
         let added = after.filter { !before.contains($0) }
         if added.isEmpty { return [] }
-        return [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers \(added)", field: "metadata.finalizers")]
+        let goSlice = "[]string{" + added.map { JSONValue.string($0).serializedString() }.joined(separator: ", ") + "}"
+        let cause = StatusCause(reason: "FieldValueForbidden", message: "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers \(goSlice)", field: "metadata.finalizers")
+        // kube-apiserver validates ObjectMeta on update twice for custom resources (the generic registry's
+        // BeforeUpdate and the strategy), and reports both.
+        return custom ? [cause, cause] : [cause]
     }
 
     /// Moves ownership of the fields an update changed to its manager.
@@ -527,7 +535,7 @@ final class APIServerCore: Sendable {
             throw APIError.badRequest("the API version in the data (\(av)) does not match the expected API version (\(scope.apiVersion))")
         }
         if let k = config["kind"]?.stringValue, k != r.kind {
-            throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(k)\": must be \(r.kind)", field: "kind")])
+            throw APIError.invalid(kind: k, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(k)\": must be \(r.kind)", field: "kind")])
         }
         var owned = ManagedFields.ownedPart(config)
         if scope.isStatus {

@@ -248,7 +248,8 @@ final class ObjectStore: Sendable {
             let id = s.nextWatcherID
             s.nextWatcherID += 1
             if sendInitialState {
-                for o in (s.tables[filter.resourceKey] ?? [:]).values.sorted(by: { $0.rv < $1.rv }) where filter.matches(o) {
+                // In key order, as kube-apiserver's watch cache sends them.
+                for o in (s.tables[filter.resourceKey] ?? [:]).values.sorted(by: { $0.objectKey < $1.objectKey }) where filter.matches(o) {
                     continuation.yield(.event(.added, o))
                 }
                 if markInitialEventsEnd { continuation.yield(.initialEventsEnd(s.rv)) }

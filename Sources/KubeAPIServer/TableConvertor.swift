@@ -43,7 +43,7 @@ enum TableConvertor {
         var t: JSONObject = ["kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": listMeta, "rows": .array(rows)]
         if withColumns {
             t["columnDefinitions"] = .array(cols.map { c in
-                var d: JSONObject = ["name": .string(c.name), "type": .string(c.type == "date" ? "string" : c.type), "format": .string(c.format ?? ""), "description": .string(c.description), "priority": .int(Int64(c.priority))]
+                var d: JSONObject = ["name": .string(c.name), "type": .string(c.type == "date" && !r.isCustom ? "string" : c.type), "format": .string(c.format ?? ""), "description": .string(c.description), "priority": .int(Int64(c.priority))]
                 if c.type == "date" { d["format"] = "" }
                 return .object(d)
             })
