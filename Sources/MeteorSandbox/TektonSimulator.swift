@@ -10,11 +10,14 @@ import MeteorCore
 /// Running to Succeeded (or Failed) after a delay and writes realistic results. Edge runs push an image to the
 /// sandbox registry and sign it with the sandbox key, so the operator's verification is real.
 ///
-/// On the owning Meteor, `sandbox.meteor.zone/fail: jupyterbook,car` fails the named pipelines or edge images, and
+/// On the owning Meteor, `sandbox.meteor.zone/fail: jupyterbook,car` fails the named pipelines or edge images,
+/// `sandbox.meteor.zone/hold: "true"` keeps its runs Running until cancelled, and
 /// `sandbox.meteor.zone/signature: missing|invalid` leaves edge images unsigned or signed with a stranger's key.
 public final class TektonSimulator: Sendable {
     public static let failAnnotation = "sandbox.meteor.zone/fail"
     public static let signatureAnnotation = "sandbox.meteor.zone/signature"
+    /// `sandbox.meteor.zone/hold: "true"` keeps the Meteor's runs Running until cancelled (a long build).
+    public static let holdAnnotation = "sandbox.meteor.zone/hold"
 
     /// The pipeline tasks of each Pipeline in `manifests/tekton`, in order (a test holds this to the manifests):
     /// real Tekton's condition messages count them.
@@ -71,6 +74,7 @@ public final class TektonSimulator: Sendable {
             try await write(api, key.name, status)
             return .requeueAfter(duration)
         }
+        if meteor(of: run)?[path: "metadata", "annotations", Self.holdAnnotation] == "true" { return .done }
         let elapsed = now.timeIntervalSince(started)
         let total = duration.seconds
         if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }

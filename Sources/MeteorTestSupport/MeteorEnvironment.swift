@@ -118,9 +118,17 @@ public final class MeteorEnvironment: Sendable {
     /// annotation; on the real one, the pipeline's first build task (after the clone) is made to exit 1 by the
     /// fake kubelet, so real Tekton reports the failure in its own words. Only pipelines with a Task of their own
     /// can fail alone on the real server (jupyterbook: `meteor-jupyter-book`).
+    /// `holding` keeps every run Running until cancelled: the simulator's hold annotation, or on the real server the
+    /// clone Task made to run until its Pod is deleted (`fake-kubelet.tekton.dev/run-seconds: "-1"`).
     @discardableResult
-    public func createMeteor(_ body: JSONValue, failing: [Pipeline] = []) async throws -> JSONValue {
+    public func createMeteor(_ body: JSONValue, failing: [Pipeline] = [], holding: Bool = false) async throws -> JSONValue {
         var body = body
+        if holding {
+            switch backend {
+            case .embedded: body[path: "metadata", "annotations", TektonSimulator.holdAnnotation] = "true"
+            case .real: try await cluster.kit!.kubectlOK("-n", namespace, "annotate", "--overwrite", "task", "meteor-git-clone", "fake-kubelet.tekton.dev/run-seconds=-1")
+            }
+        }
         if !failing.isEmpty {
             switch backend {
             case .embedded:

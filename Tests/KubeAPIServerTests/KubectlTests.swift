@@ -12,6 +12,8 @@ let kubectlBinaries: [String] = {
         let p = "/usr/lib/google-cloud-sdk/bin/kubectl.1.\(minor)"
         if FileManager.default.isExecutableFile(atPath: p) { found.append(p) }
     }
+    // Under CI a machine without kubectl fails these tests instead of skipping them.
+    if found.isEmpty, ProcessInfo.processInfo.environment["CI"] == "true" { found = ["/usr/bin/kubectl"] }
     return found
 }()
 

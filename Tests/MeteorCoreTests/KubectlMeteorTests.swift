@@ -7,7 +7,9 @@ import MeteorCore
 import MeteorTestSupport
 import Testing
 
+/// The machine's kubectl; under CI its absence fails the tests that need it (they run, with a path that is not there).
 let kubectl = ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    ?? (ProcessInfo.processInfo.environment["CI"] == "true" ? "/usr/bin/kubectl" : nil)
 
 @Suite struct KubectlMeteorTests {
     static let samples = TestCluster.repositoryDirectory.appendingPathComponent("config/samples")
