@@ -86,6 +86,12 @@ public final class TestCluster: Sendable {
         }
     }
 
+    /// Another client of the same server (its own connections: shutting it down is a process dying).
+    public func newClient(options: KubeClient.Options = KubeClient.Options()) throws -> KubeClient {
+        if let kit { return try kit.client(options: options) }
+        return try KubeClient(configuration: Self.clusterConfiguration(server), options: options)
+    }
+
     public static func clusterConfiguration(_ server: EmbeddedAPIServer) -> ClusterConfiguration {
         ClusterConfiguration(
             server: URL(string: server.url)!, caCertificatePEM: server.caCertificatePEM,

@@ -41,22 +41,22 @@ final class Leadership: Sendable {
 
 /// Production-like timings (controller-runtime's 15 s / 10 s): a loaded CI machine can stall a renewal for
 /// seconds, and a test that is not about expiry must not lose its lease to that.
-func electionConfig(_ id: String) -> LeaderElector.Configuration {
-    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: "default", identity: id, leaseDuration: .seconds(15), renewDeadline: .seconds(10), retryPeriod: .milliseconds(200))
+func electionConfig(_ id: String, namespace: String = "default") -> LeaderElector.Configuration {
+    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: namespace, identity: id, leaseDuration: .seconds(15), renewDeadline: .seconds(10), retryPeriod: .milliseconds(200))
 }
 
 /// A short lease, for the test that waits for one to expire.
-func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
-    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: "default", identity: id, leaseDuration: .seconds(2), renewDeadline: .milliseconds(1500), retryPeriod: .milliseconds(200))
+func expiringElectionConfig(_ id: String, namespace: String = "default") -> LeaderElector.Configuration {
+    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: namespace, identity: id, leaseDuration: .seconds(2), renewDeadline: .milliseconds(1500), retryPeriod: .milliseconds(200))
 }
 
 @Suite struct LeaderElectionTests {
-    @Test func gracefulStopHandsOverAtOnce() async throws {
-        try await TestCluster.with { c in
+    @Test(arguments: Backend.testable) func gracefulStopHandsOverAtOnce(_ backend: Backend) async throws {
+        try await TestCluster.on(backend, crds: [], namespacePrefix: "lease").run { c in
             let leadership = Leadership()
             // A long lease: taking over by expiry would need 30 s, taking over a released lease one retry period.
             func longLease(_ id: String) -> LeaderElector.Configuration {
-                LeaderElector.Configuration(leaseName: "meteor-operator", namespace: "default", identity: id, leaseDuration: .seconds(30), renewDeadline: .seconds(20), retryPeriod: .milliseconds(200))
+                LeaderElector.Configuration(leaseName: "meteor-operator", namespace: c.namespace, identity: id, leaseDuration: .seconds(30), renewDeadline: .seconds(20), retryPeriod: .milliseconds(200))
             }
             let a = LeaderElector(client: c.client, configuration: longLease("a"))
             let b = LeaderElector(client: c.client, configuration: longLease("b"))
@@ -68,12 +68,12 @@ func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
             ta.cancel()
             #expect(await ta.value == .cancelled)
             // Released on the way out (the follower may already have taken it by now).
-            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity != "a")
+            #expect(try await c.client.api(Lease.self, namespace: c.namespace).get("meteor-operator").spec?.holderIdentity != "a")
             try await leadership.wait { $0.contains("+b") }
             // Released, not expired: the follower needs only its retry period, not the 30 s lease duration.
             #expect(ContinuousClock.now - stoppedAt < .seconds(15))
             #expect(leadership.maxConcurrent == 1)
-            let lease = try await c.client.api(Lease.self, namespace: "default").get("meteor-operator")
+            let lease = try await c.client.api(Lease.self, namespace: c.namespace).get("meteor-operator")
             #expect(lease.spec?.holderIdentity == "b")
             #expect(lease.spec?.leaseTransitions == 1)
             tb.cancel()
@@ -81,13 +81,13 @@ func expiringElectionConfig(_ id: String) -> LeaderElector.Configuration {
         }
     }
 
-    @Test func killedLeaderIsReplacedAfterTheLeaseExpiresNeverBefore() async throws {
-        try await TestCluster.with { c in
+    @Test(arguments: Backend.testable) func killedLeaderIsReplacedAfterTheLeaseExpiresNeverBefore(_ backend: Backend) async throws {
+        try await TestCluster.on(backend, crds: [], namespacePrefix: "lease").run { c in
             let leadership = Leadership()
             // The doomed leader talks through its own client; shutting that down is a kill: no renewals, no release.
-            let doomedClient = try KubeClient(configuration: TestCluster.clusterConfiguration(c.server))
-            let a = LeaderElector(client: doomedClient, configuration: expiringElectionConfig("a"))
-            let b = LeaderElector(client: c.client, configuration: expiringElectionConfig("b"))
+            let doomedClient = try c.newClient()
+            let a = LeaderElector(client: doomedClient, configuration: expiringElectionConfig("a", namespace: c.namespace))
+            let b = LeaderElector(client: c.client, configuration: expiringElectionConfig("b", namespace: c.namespace))
             let ta = Task { await a.run { await leadership.lead("a") } }
             try await leadership.wait { $0.contains("+a") }
             let tb = Task { await b.run { await leadership.lead("b") } }

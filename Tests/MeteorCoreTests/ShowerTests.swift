@@ -21,9 +21,9 @@ struct ShowerHarness {
     let base: String
     let http: HTTPClient
 
-    static func with(allowSubmit: Bool = true, allowAnonymous: Bool = false, burst: Int = 3, _ body: (ShowerHarness) async throws -> Void) async throws {
-        try await MeteorEnvironment.with { env in
-            var options = MeteorShower.Options(bindAddress: "127.0.0.1:0", namespace: "default")
+    static func with(on backend: Backend = .embedded, allowSubmit: Bool = true, allowAnonymous: Bool = false, burst: Int = 3, _ body: (ShowerHarness) async throws -> Void) async throws {
+        try await MeteorEnvironment.with(on: backend) { env in
+            var options = MeteorShower.Options(bindAddress: "127.0.0.1:0", namespace: env.namespace)
             options.allowSubmit = allowSubmit
             options.allowAnonymous = allowAnonymous
             options.submitBurst = burst
@@ -93,8 +93,8 @@ struct ShowerHarness {
 }
 
 @Suite struct ShowerTests {
-    @Test func submittingCreatesANamedMeteorRecordingTheSubmitter() async throws {
-        try await ShowerHarness.with { h in
+    @Test(arguments: Backend.testable) func submittingCreatesANamedMeteorRecordingTheSubmitter(_ backend: Backend) async throws {
+        try await ShowerHarness.with(on: backend) { h in
             let first = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo.git", ref: "v0.1", pipelines: ["jupyterbook"], ttl: "86400")
             #expect(first.status == 303)
             #expect(first.headers.first(name: "Location") == "/meteors/meteor-demo")
@@ -111,7 +111,7 @@ struct ShowerHarness {
 
             // The detail page, once the operator has written status.
             _ = try await h.env.cluster.waitFor(h.env.cluster.meteors, "meteor-demo") { $0?[path: "status", "phase"] == "Building" }
-            try await h.env.reconciler.meteors.waitUntil { $0.get(ObjectKey(namespace: "default", name: "meteor-demo"))?[path: "status", "phase"] == "Building" }
+            try await h.env.reconciler.meteors.waitUntil { $0.get(ObjectKey(namespace: h.env.namespace, name: "meteor-demo"))?[path: "status", "phase"] == "Building" }
             let detail = try await h.get("/meteors/meteor-demo")
             #expect(detail.status == 200)
             #expect(detail.body.contains("data-condition=\"Ready\""))
