@@ -86,7 +86,10 @@ public final class TektonSimulator: Sendable {
         if failOn.contains(pipeline) || edgeImage.map(failOn.contains) == true {
             // Fails at the first task after the clone; Tekton skips the rest.
             let failedAt = min(1, tasks.count - 1)
-            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Failed", message: Self.tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: [:]))
+            var status = Self.finished(now: now, succeeded: false, reason: "Failed", message: Self.tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: [:])
+            let skipped = tasks.dropFirst(failedAt + 1)
+            if !skipped.isEmpty { status["skippedTasks"] = .array(skipped.map { ["name": .string($0), "reason": "PipelineRun was stopping"] }) }
+            try await write(api, key.name, status)
             return .done
         }
         var params: [String: String] = [:]

@@ -123,5 +123,45 @@ import Testing
             #expect(expired?.message == "TTL of 3s reached; deleting the Meteor and everything it made", "\(events.map { $0.reason ?? "" })")
         }
     }
+}
 
+/// The sandbox's Tekton simulator against the real controller: the same Meteor, one succeeded and one failed run on
+/// each, and their statuses compared field by field, times aside (and values that are the build's own, such as
+/// digests, compared by form).
+@Suite struct TektonSimulatorFidelityTests {
+    /// Status fields only real Tekton writes, and why the simulator need not: nothing of ours reads them, and the
+    /// operator's cache drops them (`PipelineRunBuilder.trimmedForCache`).
+    static let onlyRealTekton: Set<String> = ["childReferences", "pipelineSpec", "provenance", "spanContext"]
+
+    static func shape(_ run: JSONValue) -> JSONValue {
+        let status = run["status"]?.objectValue ?? [:]
+        var out: JSONObject = [:]
+        out["fields"] = .array(status.keys.filter { !onlyRealTekton.contains($0) }.sorted().map(JSONValue.string))
+        out["conditions"] = .array((status["conditions"]?.arrayValue ?? []).map { c in
+            ["type": c["type"] ?? .null, "status": c["status"] ?? .null, "reason": c["reason"] ?? .null, "message": c["message"] ?? .null, "hasTransitionTime": .bool(c["lastTransitionTime"] != nil)]
+        })
+        if let skipped = status["skippedTasks"] { out["skippedTasks"] = skipped }
+        out["results"] = .array((status["results"]?.arrayValue ?? []).map { r in
+            let v = r["value"]?.stringValue ?? ""
+            return ["name": r["name"] ?? .null, "value": .string(PipelineRunState.isDigest(v) ? "<digest>" : v.isEmpty ? "<empty>" : "<text>")]
+        }.sorted { $0.serializedString() < $1.serializedString() })
+        return .object(out)
+    }
+
+    @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func theSimulatorWritesWhatRealTektonWrites() async throws {
+        var shapes: [Backend: [String: JSONValue]] = [:]
+        for backend in Backend.allCases {
+            try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+                try await env.createMeteor(sampleMeteor("same", pipelines: ["jupyterhub", "jupyterbook"]), failing: [.jupyterbook])
+                _ = try await env.cluster.waitFor(env.cluster.meteors, "same", timeout: .seconds(90)) { $0?[path: "status", "phase"] == "Failed" && condition($0, "JupyterHub")?["status"] == "True" }
+                for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
+                    let run = try await env.cluster.runs.get(PipelineRunBuilder.name(meteor: "same", pipeline: pipeline, generation: 1))
+                    shapes[backend, default: [:]][pipeline.rawValue] = Self.shape(run)
+                }
+            }
+        }
+        for pipeline in ["jupyterhub", "jupyterbook"] {
+            #expect(shapes[.embedded]?[pipeline] == shapes[.real]?[pipeline], "\(pipeline):\n  simulator: \(shapes[.embedded]?[pipeline]?.serializedString() ?? "-")\n  Tekton:    \(shapes[.real]?[pipeline]?.serializedString() ?? "-")")
+        }
+    }
 }
