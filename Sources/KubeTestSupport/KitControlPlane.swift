@@ -190,10 +190,8 @@ public final class KitControlPlane: Sendable {
                 kubelet.arguments = ["python3", kit.appendingPathComponent("fake-kubelet.py").path, kubeconfig]
                 kubelet.environment = ProcessInfo.processInfo.environment.merging(["KUBECTL": Self.kubectlPath]) { $1 }
                 kubelet.standardInput = FileHandle.nullDevice
-                let log = FileHandle(forWritingAtPath: dir + "/fake-kubelet.log") ?? {
-                    FileManager.default.createFile(atPath: dir + "/fake-kubelet.log", contents: nil)
-                    return FileHandle(forWritingAtPath: dir + "/fake-kubelet.log")!
-                }()
+                FileManager.default.createFile(atPath: dir + "/fake-kubelet.log", contents: nil)
+                guard let log = FileHandle(forWritingAtPath: dir + "/fake-kubelet.log") else { throw Unavailable.failed("cannot write \(dir)/fake-kubelet.log") }
                 kubelet.standardOutput = log
                 kubelet.standardError = log
                 try kubelet.run()

@@ -8,13 +8,19 @@ import Testing
 /// `meteor-operator sandbox` as a person runs it: the built binary, the samples applied with the machine's
 /// kubectl, every sample Meteor (edge included) reaching Ready, and a clean exit on Ctrl-C (SIGINT).
 @Suite(.serialized) struct SandboxTests {
-    @Test(.enabled(if: kubectl != nil, "no kubectl on this machine"))
-    func samplesReachReadyWithKubectlAndCtrlCExitsCleanly() async throws {
+    /// The sandbox binary with fast simulators, writing its kubeconfig into a fresh directory.
+    static func startSandbox() throws -> (BackgroundProcess, URL, String) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sandbox-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let kubeconfig = dir.appendingPathComponent("sandbox.kubeconfig").path
         let sandbox = try BackgroundProcess(operatorBinary, ["sandbox", "--no-tui", "--tekton-seconds", "0.3", "--argo-seconds", "0.3", "--kubeconfig-out", kubeconfig],
                                             directory: TestCluster.repositoryDirectory)
+        return (sandbox, dir, kubeconfig)
+    }
+
+    @Test(.enabled(if: kubectl != nil, "no kubectl on this machine"))
+    func samplesReachReadyWithKubectlAndCtrlCExitsCleanly() async throws {
+        let (sandbox, dir, kubeconfig) = try Self.startSandbox()
         defer { sandbox.terminate() }
         let export = try await sandbox.line(containing: "export KUBECONFIG=")
         #expect(export == "export KUBECONFIG=\(kubeconfig)")
@@ -71,11 +77,7 @@ import Testing
     static let walkthroughKubectls: [String] = ["/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].filter { FileManager.default.isExecutableFile(atPath: $0) } + [currentKubectl].compactMap { $0 }
 
     @Test(arguments: walkthroughKubectls) func theREADMEWalkthroughWorksWithKubectl(_ binary: String) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("walk-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let kubeconfig = dir.appendingPathComponent("sandbox.kubeconfig").path
-        let sandbox = try BackgroundProcess(operatorBinary, ["sandbox", "--no-tui", "--tekton-seconds", "0.3", "--argo-seconds", "0.3", "--kubeconfig-out", kubeconfig],
-                                            directory: TestCluster.repositoryDirectory)
+        let (sandbox, dir, kubeconfig) = try Self.startSandbox()
         defer { sandbox.terminate() }
         _ = try await sandbox.line(containing: "export KUBECONFIG=")
         let k = Kubectl(binary: binary, kubeconfig: kubeconfig, cacheDir: dir.appendingPathComponent("cache").path)
