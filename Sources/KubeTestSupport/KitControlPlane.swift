@@ -155,12 +155,33 @@ public final class KitControlPlane: Sendable {
             let path = FileManager.default.fileExists(atPath: inRepository) ? inRepository : TestCluster.sharedDirectory.appendingPathComponent(relative).path
             let t = Task {
                 try await self.kubectlOK("apply", "--server-side", "--force-conflicts", "--field-manager=meteor-tests", "-f", path)
-                try await self.kubectlOK("wait", "--for=condition=Established", "--timeout=60s", "-f", path)
+                // Not `kubectl wait`: older kubectl fails outright while the new CRD has no conditions yet.
+                let names = try YAML.parseAll(String(contentsOfFile: path, encoding: .utf8)).compactMap { $0[path: "metadata", "name"]?.stringValue }
+                let client = try self.client()
+                defer { Task { try? await client.shutdown() } }
+                for name in names { try await Self.waitEstablished(client, name) }
             }
             map[relative] = t
             return t
         }
         try await task.value
+    }
+
+    static func waitEstablished(_ client: KubeClient, _ name: String) async throws {
+        let crds = client.dynamic(ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false))
+        @Sendable func established(_ crd: JSONValue?) -> Bool {
+            (crd?[path: "status", "conditions"]?.arrayValue ?? []).contains { $0["type"] == "Established" && $0["status"] == "True" }
+        }
+        try await within(.seconds(60), "CRD \(name) to be Established") {
+            while true {
+                let list = try await crds.list(ListOptions(fieldSelector: "metadata.name=\(name)"))
+                if established(list.items.first) { return }
+                for try await event in crds.watch(WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false)) {
+                    if case .modified(let crd) = event, established(crd) { return }
+                    if case .added(let crd) = event, established(crd) { return }
+                }
+            }
+        }
     }
 
     /// A new namespace for one test (created and Active).

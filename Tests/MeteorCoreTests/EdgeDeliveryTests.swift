@@ -36,12 +36,12 @@ import Testing
         }
     }
 
-    static func withEdge(_ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
+    static func withEdge(on backend: Backend = .embedded, _ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
         #expect(LocalRegistry.isInstalled, "CI must install docker-registry")
         let registry = try await LocalRegistry(port: nil)
         let fixture = Fixture(registry: registry, client: RegistryClient(insecure: true))
         do {
-            try await MeteorEnvironment.with(configure: { c in
+            try await MeteorEnvironment.with(on: backend, configure: { c in
                 var edge = EdgeSettings()
                 edge.insecureRegistries = [registry.address]
                 edge.verificationRetry = .milliseconds(200)
@@ -49,8 +49,8 @@ import Testing
                 edge.minimumReleaseInterval = 1
                 c.edge = edge
             }) { env in
-                let secrets = env.client.api(Secret.self, namespace: "default")
-                _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": fixture.signer.publicKeyPEM]))
+                let secrets = env.client.api(Secret.self, namespace: env.namespace)
+                _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: env.namespace), stringData: ["cosign.pub": fixture.signer.publicKeyPEM]))
                 try await body(env, fixture)
             }
         } catch {
@@ -64,6 +64,66 @@ import Testing
 
     static func donkeycar(_ edge: Edge) throws -> JSONValue {
         try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "donkeycar", namespace: "default"), spec: .init(url: "https://github.com/thoth-station/donkeycar-edge", ref: "main", pipelines: ["edge"], edge: edge)))
+    }
+
+    /// The DonkeyCar sample through the build (played on the embedded server; real Tekton and the fake kubelet on
+    /// the real one, the buildah step reporting what the test pushed), the operator's verification against the real
+    /// registry, Applications pinned by digest, and Argo CD's status (played on both) back to Ready.
+    @Test(needsRegistry, arguments: Backend.testable) func theDonkeyCarIsVerifiedAndDeployedOnBothBackends(_ backend: Backend) async throws {
+        try await Self.withEdge(on: backend) { env, f in
+            let c = env.cluster
+            // One image content for both architectures, so one digest serves as the build's result on both runs.
+            let digest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
+            _ = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
+            if let kit = c.kit {
+                // What buildah would report: the pushed image and its digest (the fake kubelet's result knobs).
+                let patch = #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_URL","value":"$(params.image)"}},"# + #"{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_DIGEST","value":"\#(digest)"}}]"#
+                try await kit.kubectlOK("-n", c.namespace, "patch", "task", "meteor-buildah", "--type=json", "-p", patch)
+            }
+            var sample = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml"), encoding: .utf8))
+            sample[path: "spec", "edge", "images"] = .array((sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
+                var image = image
+                image["repository"] = .string(image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
+                return image
+            })
+            sample[path: "spec", "edge", "release"] = nil
+            sample[path: "metadata", "namespace"] = .string(c.namespace)
+            _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
+            let build = EdgeBuild(ref: "main", release: nil, generation: 1)
+            for (image, repository) in [("car", "donkeycar"), ("twin", "donkeycar-twin")] {
+                let run = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
+                _ = try await c.waitFor(c.runs, run) { $0 != nil }
+                if c.kit == nil { try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g1", "IMAGE_DIGEST": digest]) }
+            }
+            let verified: JSONValue?
+            do {
+                verified = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(90)) { condition($0, "ImagesVerified")?["status"] == "True" }
+            } catch {
+                let meteor = try? await c.meteors.get("donkeycar")
+                let runs = (try? await c.runs.list().items) ?? []
+                let taskRuns = (try? await c.client.dynamic(ResourceType(group: "tekton.dev", version: "v1", kind: "TaskRun", plural: "taskruns", namespaced: true), namespace: c.namespace).list().items) ?? []
+                let failedSteps = taskRuns.map { "\($0[path: "metadata", "name"] ?? .null): \(($0[path: "status", "conditions"]?.arrayValue?.first).map { $0.serializedString() } ?? "-")" }
+                Issue.record("not verified: \(meteor?["status"]?.serializedString() ?? "-")\nruns: \(runs.count)\ntask runs: \(failedSteps)")
+                throw error
+            }
+            #expect((verified?[path: "status", "images"]?.arrayValue ?? []).allSatisfy { $0["verified"] == true && $0["digest"] == .string(digest) })
+            for (target, repository) in [("rpi", "donkeycar"), ("nuc", "donkeycar-twin")] {
+                let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
+                let created = try #require(try await c.waitFor(c.applications, app) { $0 != nil })
+                #expect(created[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/\(repository)=\(f.address)/meteor/\(repository)@\(digest)")])
+                try await c.argo(app, sync: "Synced", health: "Healthy")
+            }
+            let ready = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Ready")?["status"] == "True" }
+            #expect((ready?[path: "status", "deployments"]?.arrayValue ?? []).allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
+            // Deleting the Meteor deletes its Applications in Argo CD's namespace (the finalizer), then the Meteor goes.
+            try await c.meteors.delete("donkeycar")
+            _ = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(60)) { $0 == nil }
+            for target in ["rpi", "nuc"] {
+                let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
+                let gone = try await c.waitFor(c.applications, app, timeout: .seconds(60)) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
+                #expect(gone == nil || gone?[path: "metadata", "deletionTimestamp"] != nil)
+            }
+        }
     }
 
     @Test(needsRegistry) func signedImagesAreDeployedPinnedByDigestAndArgoStatusFlowsBack() async throws {

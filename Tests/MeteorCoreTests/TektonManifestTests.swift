@@ -123,6 +123,17 @@ import Testing
         #expect(refused.output.contains("INVALID Pipeline/meteor-jupyterbook: invalid value: expected pipeline results to be task result expressions"), "\(refused.output)")
     }
 
+    /// A step with neither `script` nor `command` makes Tekton's controller fetch the image's config from its
+    /// registry to find the entrypoint: the edge signing step failed that way on the real control plane
+    /// (PodCreationFailed, "Get https://gcr.io/v2/"), and would in any cluster that cannot reach the registry.
+    @Test func everyStepNamesWhatItRuns() throws {
+        for task in try Self.manifests() where task["kind"] == "Task" {
+            for step in task[path: "spec", "steps"]?.arrayValue ?? [] {
+                #expect(step["script"] != nil || step["command"] != nil, "\(task[path: "metadata", "name"] ?? .null) step \(step["name"] ?? .null) names no command")
+            }
+        }
+    }
+
     @Test func scriptsNeverSpliceParamsIntoShellText() throws {
         for task in try Self.manifests() where task["kind"] == "Task" {
             for step in task[path: "spec", "steps"]?.arrayValue ?? [] {
