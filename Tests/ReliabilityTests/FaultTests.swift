@@ -75,6 +75,8 @@ extension TestCluster {
 let converged: @Sendable (JSONValue) -> Bool = { $0[path: "status", "observedGeneration"] == 1 && ($0[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == 2 }
 let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "Ready" }
 
+/// Faults the API server produces (restarts, cut watches, 410 storms, 409/429/5xx, slow answers). Embedded server
+/// only: these need its fault injection and request log, which a real kube-apiserver does not offer.
 @Suite(.serialized, .timeLimit(.minutes(3 * Scale.factor))) struct FaultTests {
     @Test func apiServerRestartsMidReconcileSameAndEmptyStore() async throws {
         try await MeteorEnvironment.with { env in

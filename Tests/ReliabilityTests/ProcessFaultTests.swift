@@ -12,7 +12,8 @@ import Testing
 /// The built `meteor-operator` binary (swift test builds every product first).
 let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".build/debug/meteor-operator").path
 
-/// The operator as a real process against the embedded server, killed without warning.
+/// The operator as a real process, killed without warning: the SIGKILL test on both backends; the leader hand-over
+/// reads the embedded server's request log (who wrote when), so it stays embedded-only.
 @Suite(.serialized, .timeLimit(.minutes(3 * Scale.factor))) struct ProcessFaultTests {
     static func startOperator(_ kubeconfig: String, extra: [String] = []) throws -> BackgroundProcess {
         try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text"] + extra)
