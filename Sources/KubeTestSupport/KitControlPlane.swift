@@ -62,6 +62,17 @@ public final class KitControlPlane: Sendable {
         return try await task.value
     }
 
+    /// A control plane of the caller's own, apart from the shared one (no Tekton unless asked): for a test whose
+    /// traffic must not meet the shared controllers. `stop()` ends it (the watchdog does too, at process exit).
+    public static func startDedicated() async throws -> KitControlPlane {
+        try await start()
+    }
+
+    /// Stops this control plane (the kit's `down`).
+    public func stop() async {
+        _ = try? await runProcess(kit.appendingPathComponent("down").path, [directory])
+    }
+
     static func start() async throws -> KitControlPlane {
         let kit: URL
         switch locateKit() {

@@ -1,5 +1,6 @@
 import Foundation
 import KubeModels
+import KubeTestSupport
 import MeteorBenchmarks
 import Testing
 
@@ -7,8 +8,21 @@ import Testing
 /// their runs and status, no writes in steady state, everything Ready after the Tekton events, a restart that
 /// writes nothing. Timings are BENCHMARKS.md's business, not the tests'.
 @Suite struct BenchmarkScenarioTests {
-    @Test func everyScenarioHoldsItsInvariantsAtSmallN() async throws {
+    /// On the real backend, a control plane of its own with Tekton's CRDs but no Tekton controller: the scenarios
+    /// play Tekton themselves, and the shared controller would reconcile their runs too.
+    @Test(arguments: Backend.testable) func everyScenarioHoldsItsInvariantsAtSmallN(_ backend: Backend) async throws {
         var options = ScenarioOptions()
+        var plane: KitControlPlane?
+        if backend == .real {
+            E2ETally.record(.real)
+            let dedicated = try await KitControlPlane.startDedicated()
+            plane = dedicated
+            for crd in ["crds/meteor.zone_meteors.yaml", "crds/tekton/300-pipelinerun.yaml"] { try await dedicated.install(crd) }
+            options.kubeconfig = dedicated.kubeconfigPath
+        } else {
+            E2ETally.record(.embedded)
+        }
+        defer { if let plane { Task { await plane.stop() } } }
         options.count = 200
         options.steadySeconds = 1
         options.timeout = .seconds(120)
