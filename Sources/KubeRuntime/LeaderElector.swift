@@ -95,15 +95,22 @@ public final class LeaderElector: Sendable {
     }
 
     /// Renews every retry period; returns `.lostLease` once renewals have failed for `renewDeadline`.
+    ///
+    /// The deadline counts from when the last successful renewal was *sent* (the server may have stamped it any
+    /// time after that), and the loop wakes at the deadline rather than at the next retry period: a follower's
+    /// clock starts when it sees that renewal, so stopping any later than this eats into the margin between
+    /// `renewDeadline` and `leaseDuration` that keeps two leaders apart.
     private func renewLoop() async -> Outcome {
         var lastRenew = ContinuousClock.now
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.retryPeriod)
+            let untilDeadline = lastRenew + configuration.renewDeadline - ContinuousClock.now
+            try? await Task.sleep(for: max(.zero, min(configuration.retryPeriod, untilDeadline)))
             if Task.isCancelled { return .cancelled }
             // A hung request must not keep us leading past the deadline: each attempt gets only the time left.
-            let left = lastRenew + configuration.renewDeadline - ContinuousClock.now
+            let sent = ContinuousClock.now
+            let left = lastRenew + configuration.renewDeadline - sent
             if left > .zero, await attempt(within: left) {
-                lastRenew = ContinuousClock.now
+                lastRenew = sent
             } else if ContinuousClock.now - lastRenew >= configuration.renewDeadline {
                 return .lostLease
             }
