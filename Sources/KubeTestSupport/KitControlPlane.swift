@@ -74,11 +74,7 @@ public final class KitControlPlane: Sendable {
     }
 
     static func start() async throws -> KitControlPlane {
-        let kit: URL
-        switch locateKit() {
-        case .success(let k): kit = k
-        case .failure(let e): throw e
-        }
+        let kit = try locateKit().get()
         let (status, output) = try await runDaemonStarter(kit.appendingPathComponent("up").path, [])
         guard status == 0, let line = output.split(separator: "\n").last(where: { $0.hasPrefix("KUBECONFIG=") }) else {
             throw Unavailable.failed("kit/up exited \(status): \(output.suffix(600))")
@@ -237,11 +233,7 @@ public final class KitControlPlane: Sendable {
 
     /// The kit's Tekton validation command (Tekton's own webhook code).
     public static func tektonValidate(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        let kit: URL
-        switch locateKit() {
-        case .success(let k): kit = k
-        case .failure(let e): throw e
-        }
+        let kit = try locateKit().get()
         let (status, output) = try await runProcess("/bin/bash", ["-c", ". \"$0/lib.sh\" && kit_bin tekton-validate", kit.path])
         guard status == 0, let dir = output.split(separator: "\n").last else { throw Unavailable.failed("cannot unpack tekton-validate: \(output)") }
         return try await runProcess(String(dir) + "/tekton-validate", arguments)
