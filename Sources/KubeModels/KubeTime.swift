@@ -95,3 +95,31 @@ public enum KubeTime {
         return Date(timeIntervalSince1970: Double(secs) + frac)
     }
 }
+
+/// metav1.Duration on the wire: Go's `time.ParseDuration` syntax (`1h0m0s`, `5s`, `1.5h`, `300ms`, `0`), as
+/// Tekton's `spec.timeouts` carry it.
+public enum KubeDuration {
+    static let units: [(String, Double)] = [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("μs", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60), ("h", 3600)]
+
+    /// Seconds, or nil when `text` is not a Go duration.
+    public static func parseSeconds(_ text: String) -> Double? {
+        var rest = Substring(text)
+        var sign = 1.0
+        if let first = rest.first, first == "-" || first == "+" {
+            sign = first == "-" ? -1 : 1
+            rest = rest.dropFirst()
+        }
+        if rest == "0" { return 0 }
+        guard !rest.isEmpty else { return nil }
+        var total = 0.0
+        while !rest.isEmpty {
+            let number = rest.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
+            guard !number.isEmpty, number != ".", let value = Double(number) else { return nil }
+            rest = rest.dropFirst(number.count)
+            guard let (unit, scale) = units.filter({ rest.hasPrefix($0.0) }).max(by: { $0.0.count < $1.0.count }) else { return nil }
+            rest = rest.dropFirst(unit.count)
+            total += value * scale
+        }
+        return sign * total
+    }
+}

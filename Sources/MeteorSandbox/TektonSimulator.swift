@@ -11,7 +11,8 @@ import MeteorCore
 /// sandbox registry and sign it with the sandbox key, so the operator's verification is real.
 ///
 /// On the owning Meteor, `sandbox.meteor.zone/fail: jupyterbook,car` fails the named pipelines or edge images,
-/// `sandbox.meteor.zone/hold: "true"` keeps its runs Running until cancelled, and
+/// `sandbox.meteor.zone/hold: "true"` keeps its runs Running until cancelled or timed out (`spec.timeouts.pipeline`,
+/// reported as Tekton does: `PipelineRunTimeout`), and
 /// `sandbox.meteor.zone/signature: missing|invalid` leaves edge images unsigned or signed with a stranger's key.
 public final class TektonSimulator: Sendable {
     public static let failAnnotation = "sandbox.meteor.zone/fail"
@@ -74,10 +75,20 @@ public final class TektonSimulator: Sendable {
             try await write(api, key.name, status)
             return .requeueAfter(duration)
         }
-        if meteor(of: run)?[path: "metadata", "annotations", Self.holdAnnotation] == "true" { return .done }
         let elapsed = now.timeIntervalSince(started)
+        // Tekton's default pipeline timeout is an hour; "0" means none.
+        let timeoutText = run[path: "spec", "timeouts", "pipeline"]?.stringValue ?? "1h0m0s"
+        let timeout = KubeDuration.parseSeconds(timeoutText).flatMap { $0 > 0 ? $0 : nil }
+        if let timeout, elapsed >= timeout {
+            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "PipelineRunTimeout", message: "PipelineRun \"\(key.name)\" failed to finish within \"\(timeoutText)\"", results: [:]))
+            return .done
+        }
+        let untilTimeout = timeout.map { $0 - elapsed }
+        if meteor(of: run)?[path: "metadata", "annotations", Self.holdAnnotation] == "true" {
+            return untilTimeout.map { .requeueAfter(.milliseconds(Int64($0 * 1000) + 1)) } ?? .done
+        }
         let total = duration.seconds
-        if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
+        if elapsed < total { return .requeueAfter(.milliseconds(Int64((min(total, timeout ?? total) - elapsed) * 1000) + 1)) }
 
         let owner = meteor(of: run)
         let pipeline = pipelineName

@@ -63,6 +63,18 @@ import Testing
         #expect(KubeTime.formatMicro(Date(timeIntervalSince1970: 1.5)) == "1970-01-01T00:00:01.500000Z")
     }
 
+    /// Go's time.ParseDuration, as metav1.Duration (Tekton's `spec.timeouts`) carries it.
+    @Test func durationsParseAsGoDoes() {
+        #expect(KubeDuration.parseSeconds("1h0m0s") == 3600)
+        #expect(KubeDuration.parseSeconds("5s") == 5)
+        #expect(KubeDuration.parseSeconds("1.5h") == 5400)
+        #expect(KubeDuration.parseSeconds("1m30s") == 90)
+        #expect(KubeDuration.parseSeconds("300ms") == 0.3)
+        #expect(KubeDuration.parseSeconds("0") == 0)
+        #expect(KubeDuration.parseSeconds("-2m") == -120)
+        for bad in ["", "5", "s", "1d", "1h junk", ".s"] { #expect(KubeDuration.parseSeconds(bad) == nil, "\(bad)") }
+    }
+
     @Test func yamlScalarsResolveLikeKubernetes() throws {
         let docs = try YAML.parseAll("a: 1\nb: \"1\"\nc: true\nd: 1.5\ne: null\nf: text\n---\n---\nx: [1, two]\n")
         #expect(docs.count == 2)

@@ -123,6 +123,29 @@ import Testing
             #expect(expired?.message == "TTL of 3s reached; deleting the Meteor and everything it made", "\(events.map { $0.reason ?? "" })")
         }
     }
+
+    /// A build that outlives `spec.timeouts.pipeline` fails the Meteor with Tekton's timeout reason and message;
+    /// the simulator's timed-out run has the shape real Tekton's has.
+    @Test(arguments: Backend.testable) func aBuildThatTimesOutFailsTheMeteor(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true, configure: { $0.build.pipelineTimeout = "5s" }) { env in
+            try await env.createMeteor(sampleMeteor("slow", pipelines: ["jupyterhub"]), holding: true)
+            let name = PipelineRunBuilder.name(meteor: "slow", pipeline: .jupyterhub, generation: 1)
+            let run = try #require(try await env.cluster.waitFor(env.cluster.runs, name, timeout: .seconds(60)) { PipelineRunState($0 ?? .null).outcome == .failed })
+            let message = "PipelineRun \"\(name)\" failed to finish within \"5s\""
+            let expected: JSONValue = [
+                "fields": ["completionTime", "conditions", "startTime"],
+                "conditions": [["type": "Succeeded", "status": "False", "reason": "PipelineRunTimeout", "message": .string(message), "hasTransitionTime": true]],
+                "results": [],
+            ]
+            #expect(TektonSimulatorFidelityTests.shape(run) == expected, "\(run["status"]?.serializedString() ?? "")")
+            let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "slow", timeout: .seconds(60)) { $0?[path: "status", "phase"] == "Failed" })
+            let hub = try #require(condition(failed, "JupyterHub"))
+            #expect(hub["status"] == "False")
+            #expect(hub["message"]?.stringValue == message)
+            #expect(condition(failed, "Ready")?["reason"] == "PipelineFailed")
+            #expect(failed[path: "status", "pipelines"]?.arrayValue?.first?["reason"] == "PipelineRunTimeout")
+        }
+    }
 }
 
 /// The sandbox's Tekton simulator against the real controller: the same Meteor, one succeeded and one failed run on
@@ -165,3 +188,4 @@ import Testing
         }
     }
 }
+
