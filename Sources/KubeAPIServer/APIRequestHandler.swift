@@ -23,7 +23,7 @@ struct APIRequestHandler: HTTPResponder {
         let method = request.method
         let verb = Self.verb(method: method, path: path, query: query)
         let userAgent = request.headers[.userAgent] ?? ""
-        var response: Response
+        let response: Response
         do {
             if faults.stopping.withLock({ $0 }) {
                 throw APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "the server is shutting down")
@@ -34,7 +34,8 @@ struct APIRequestHandler: HTTPResponder {
                     throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
                 }
             }
-            if let fault = faults.take(verb: verb, path: path) {
+            var dead: Response?
+            if let fault = faults.take(verb: verb, path: path, userAgent: userAgent) {
                 switch fault {
                 case .status(let code, let retryAfter):
                     throw Self.injected(code: code, retryAfter: retryAfter)
@@ -42,9 +43,17 @@ struct APIRequestHandler: HTTPResponder {
                     try await Task.sleep(for: d)
                 case .hold:
                     await faults.hold()
+                case .silentWatch:
+                    dead = deadWatch(trickle: nil)
+                case .tricklingWatch(let interval):
+                    dead = deadWatch(trickle: interval)
                 }
             }
-            response = try await route(request, path: path, query: query, verb: verb, userAgent: userAgent)
+            if let dead {
+                response = dead
+            } else {
+                response = try await route(request, path: path, query: query, verb: verb, userAgent: userAgent)
+            }
         } catch let e as APIError {
             response = Self.statusResponse(e)
         } catch let e as JSONParseError {
@@ -58,6 +67,26 @@ struct APIRequestHandler: HTTPResponder {
         }
         faults.record(RequestRecord(verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code, time: Date()))
         return response
+    }
+
+    /// A 200 watch that never delivers an event (nothing at all, or one byte of an event that never ends per
+    /// `trickle`) and stays open until the client goes or the server stops, whatever its `timeoutSeconds`.
+    func deadWatch(trickle: Duration?) -> Response {
+        let faults = self.faults
+        let body = ResponseBody { writer in
+            let partial = Array(#"{"type":"ADDED","object":{"kind":"#.utf8)
+            var sent = 0
+            while !faults.stopping.withLock({ $0 }) {
+                try await Task.sleep(for: trickle ?? .milliseconds(100))
+                if trickle != nil {
+                    // The start of an event, then JSON whitespace: never a complete line.
+                    try await writer.write(ByteBuffer(bytes: [sent < partial.count ? partial[sent] : UInt8(ascii: " ")]))
+                    sent += 1
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: body)
     }
 
     static func injected(code: Int, retryAfter: Int?) -> APIError {

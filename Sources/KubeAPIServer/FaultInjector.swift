@@ -11,6 +11,12 @@ public struct InjectedFault: Sendable {
         case delay(Duration)
         /// Hold the request until `releaseHeldRequests()`: a test decides exactly when it proceeds.
         case hold
+        /// A watch answered 200 that then never sends a byte, bookmarks included, and never ends on its own: what
+        /// a client sees of a half-open connection (a load balancer dropping an idle stream, a vanished node).
+        case silentWatch
+        /// A watch answered 200 that sends one byte per interval and never completes an event: a stream that is
+        /// not silent, yet as dead.
+        case tricklingWatch(Duration)
     }
 
     public var kind: Kind
@@ -18,12 +24,15 @@ public struct InjectedFault: Sendable {
     /// path substring; nil matches all.
     public var verb: String?
     public var pathContains: String?
+    /// Only requests whose User-Agent contains this (the operator's, not the test's own clients); nil matches all.
+    public var userAgentContains: String?
     public var remaining: Int
 
-    public init(_ kind: Kind, verb: String? = nil, pathContains: String? = nil, count: Int = 1) {
+    public init(_ kind: Kind, verb: String? = nil, pathContains: String? = nil, userAgentContains: String? = nil, count: Int = 1) {
         self.kind = kind
         self.verb = verb
         self.pathContains = pathContains
+        self.userAgentContains = userAgentContains
         self.remaining = count
     }
 }
@@ -99,10 +108,11 @@ final class FaultInjector: Sendable {
     }
     let logLimit = 200_000
 
-    func take(verb: String, path: String) -> InjectedFault.Kind? {
+    func take(verb: String, path: String, userAgent: String) -> InjectedFault.Kind? {
         faults.withLock { fs in
             guard let i = fs.firstIndex(where: { f in
-                (f.verb == nil || f.verb == verb) && (f.pathContains.map { path.contains($0) } ?? true) && f.remaining > 0
+                (f.verb == nil || f.verb == verb) && (f.pathContains.map { path.contains($0) } ?? true)
+                    && (f.userAgentContains.map { userAgent.contains($0) } ?? true) && f.remaining > 0
             }) else { return nil }
             fs[i].remaining -= 1
             let kind = fs[i].kind

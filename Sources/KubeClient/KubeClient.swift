@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import Synchronization
 
 /// One finished request, for metrics (`rest_client_requests_total{code,method}` and latency).
 public struct RequestMetric: Sendable {
@@ -209,7 +210,9 @@ public final class KubeClient: Sendable {
 
     /// Opens a watch and yields its events as they arrive. An ERROR event ends the stream with its error
     /// (`KubeError.gone` for 410 Expired); an HTTP 410 does the same.
-    public func watchEvents(_ path: String, query: [(String, String)], timeoutSeconds: Int?) -> AsyncThrowingStream<(WatchEventType, JSONValue), any Error> {
+    /// With `idleTimeout`, a stream that delivers no complete event for that long ends with `KubeError.watchIdle`
+    /// (the request's own deadline stops counting once the headers are in).
+    public func watchEvents(_ path: String, query: [(String, String)], timeoutSeconds: Int?, idleTimeout: Duration? = nil) -> AsyncThrowingStream<(WatchEventType, JSONValue), any Error> {
         AsyncThrowingStream { continuation in
             let task = Task {
                 do {
@@ -230,13 +233,31 @@ public final class KubeClient: Sendable {
                         if code == 401 { _ = try? await credentials.token(forceRefresh: true) }
                         throw Self.error(code: code, body: Array(body.readableBytesView))
                     }
-                    var decoder = WatchLineDecoder()
-                    for try await chunk in response.body {
-                        for event in try decoder.feed(chunk.readableBytesView) {
-                            try Self.emit(event, to: continuation)
+                    let activity = WatchActivity()
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            var decoder = WatchLineDecoder()
+                            for try await chunk in response.body {
+                                for event in try decoder.feed(chunk.readableBytesView) {
+                                    activity.last.withLock { $0 = .now }
+                                    try Self.emit(event, to: continuation)
+                                }
+                            }
+                            if let last = try decoder.finish() { try Self.emit(last, to: continuation) }
                         }
+                        if let idleTimeout {
+                            group.addTask {
+                                while true {
+                                    let deadline = activity.last.withLock { $0 } + idleTimeout
+                                    if ContinuousClock.now >= deadline { throw KubeError.watchIdle(path: path, after: idleTimeout) }
+                                    try await Task.sleep(until: deadline)
+                                }
+                            }
+                        }
+                        // The first to end decides: the stream's end, its error, or the idle deadline.
+                        try await group.next()
+                        group.cancelAll()
                     }
-                    if let last = try decoder.finish() { try Self.emit(last, to: continuation) }
                     continuation.finish()
                 } catch let e as KubeError {
                     continuation.finish(throwing: e)
@@ -260,4 +281,9 @@ public final class KubeClient: Sendable {
         }
         continuation.yield((type, object))
     }
+}
+
+/// When a watch last delivered a complete event, for its idle deadline.
+final class WatchActivity: Sendable {
+    let last = Mutex(ContinuousClock.now)
 }

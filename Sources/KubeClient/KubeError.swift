@@ -12,6 +12,8 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
     case invalid(Status)
     case api(Status)
     case transport(String)
+    /// A watch that delivered no event, bookmarks included, within its idle deadline: presumed dead. Resume it.
+    case watchIdle(path: String, after: Duration)
     case decoding(String)
     case configuration(String)
 
@@ -27,6 +29,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self {
         case .transport(let m): return "transport error: \(m)"
+        case .watchIdle(let path, let after): return "watch \(path) delivered nothing, not even a bookmark, for \(after); presumed dead"
         case .decoding(let m): return "decoding error: \(m)"
         case .configuration(let m): return m
         default:
@@ -39,6 +42,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
     public var isConflict: Bool { if case .conflict = self { return true }; return false }
     public var isAlreadyExists: Bool { if case .alreadyExists = self { return true }; return false }
     public var isGone: Bool { if case .gone = self { return true }; return false }
+    public var isWatchIdle: Bool { if case .watchIdle = self { return true }; return false }
     public var isInvalid: Bool { if case .invalid = self { return true }; return false }
 
     /// Classifies a Status the server sent.

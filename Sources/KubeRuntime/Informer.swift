@@ -19,15 +19,19 @@ public final class Informer: Sendable {
     let handlers = Mutex<[Handler]>([])
     let synced = Mutex<(done: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
     /// Counters tests and metrics read: lists made, watches opened.
-    let stats = Mutex<(lists: Int, watches: Int)>((0, 0))
+    let stats = Mutex<(lists: Int, watches: Int, idleResumes: Int)>((0, 0, 0))
     let lastList = Mutex<ContinuousClock.Instant?>(nil)
+    let lastHeard = Mutex<ContinuousClock.Instant?>(nil)
+    let watchIdleTimeout: Duration?
 
     /// When the latest full list was requested: the cache is authoritative for everything written before then.
     public var lastListStarted: ContinuousClock.Instant? { lastList.withLock { $0 } }
 
     /// `transform` shrinks objects before they are cached (by default `managedFields` are dropped).
-    public init(api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, logger: Logger = Logger(label: "informer")) {
+    /// `watchIdleTimeout` is the client-side deadline for a watch that delivers nothing (`WatchOptions.idleTimeout`).
+    public init(api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, watchIdleTimeout: Duration? = WatchOptions.defaultIdleTimeout, logger: Logger = Logger(label: "informer")) {
         self.api = api
+        self.watchIdleTimeout = watchIdleTimeout
         self.labelSelector = labelSelector
         self.resyncPeriod = resyncPeriod
         self.transform = transform
@@ -75,6 +79,14 @@ public final class Informer: Sendable {
 
     public var listCount: Int { stats.withLock { $0.lists } }
     public var watchCount: Int { stats.withLock { $0.watches } }
+    /// Watches ended by the idle deadline and resumed from their last version.
+    public var idleResumeCount: Int { stats.withLock { $0.idleResumes } }
+
+    /// How long since the API server last told this informer anything (a list, an event, a bookmark); nil before
+    /// the first answer. What readiness reads: a long silence is an informer that may be blind.
+    public var silence: Duration? { lastHeard.withLock { $0 }.map { ContinuousClock.now - $0 } }
+
+    private func heard() { lastHeard.withLock { $0 = .now } }
 
     /// Returns once the first list is in the cache, or when the calling task is cancelled.
     public func waitForSync() async {
@@ -140,6 +152,7 @@ public final class Informer: Sendable {
                     let list = try await api.listAll(ListOptions(labelSelector: labelSelector))
                     let items = transform.map { t in list.items.map(t) } ?? list.items
                     lastList.withLock { $0 = listStarted }
+                    heard()
                     for e in store.replace(items) { await dispatch(e) }
                     resourceVersion = list.metadata.resourceVersion
                     markSynced()
@@ -147,8 +160,9 @@ public final class Informer: Sendable {
                 stats.withLock { $0.watches += 1 }
                 // A randomised timeout spreads re-watches of many informers, as client-go does.
                 let timeout = Int.random(in: 240...480)
-                let stream = api.watch(WatchOptions(resourceVersion: resourceVersion, labelSelector: labelSelector, timeoutSeconds: timeout, allowBookmarks: true))
+                let stream = api.watch(WatchOptions(resourceVersion: resourceVersion, labelSelector: labelSelector, timeoutSeconds: timeout, allowBookmarks: true, idleTimeout: watchIdleTimeout))
                 for try await event in stream {
+                    heard()
                     switch event {
                     case .added(let o), .modified(let o):
                         let obj = transform?(o) ?? o
@@ -169,6 +183,10 @@ public final class Informer: Sendable {
             } catch let e as KubeError where e.isGone {
                 logger.debug("watch expired, re-listing", metadata: ["resourceVersion": "\(resourceVersion ?? "")"])
                 resourceVersion = nil
+            } catch let e as KubeError where e.isWatchIdle {
+                // Presumed dead: resume at once from the last version (a relist would be wasted work).
+                stats.withLock { $0.idleResumes += 1 }
+                logger.warning("watch silent past its idle deadline, resuming", metadata: ["error": "\(e)", "resourceVersion": "\(resourceVersion ?? "")"])
             } catch is CancellationError {
                 return
             } catch {

@@ -49,6 +49,11 @@ public final class Manager: Service, Sendable {
         /// `HOST:PORT` for `/healthz` and `/readyz`; nil or "0" turns it off.
         public var healthProbeBindAddress: String? = ":8081"
         public var leaderElection: LeaderElector.Configuration?
+        /// Each informer's client-side watch idle deadline (`WatchOptions.idleTimeout`).
+        public var watchIdleTimeout: Duration? = WatchOptions.defaultIdleTimeout
+        /// `/readyz` fails while an informer has heard nothing from the API server for this long (its watches
+        /// failing, or none of them delivering even a bookmark).
+        public var informerStaleAfter: Duration = .seconds(300)
         public init() {}
     }
 
@@ -75,7 +80,7 @@ public final class Manager: Service, Sendable {
         let key = "\(type)|\(namespace ?? "*")|\(labelSelector ?? "")"
         return informers.withLock { all in
             if let i = all[key] { return i }
-            let i = Informer(api: client.dynamic(type, namespace: namespace), labelSelector: labelSelector, transform: transform, logger: logger)
+            let i = Informer(api: client.dynamic(type, namespace: namespace), labelSelector: labelSelector, transform: transform, watchIdleTimeout: options.watchIdleTimeout, logger: logger)
             all[key] = i
             return i
         }
@@ -85,8 +90,19 @@ public final class Manager: Service, Sendable {
 
     public var metricsFactory: any MetricsFactory { metrics.factory }
 
-    /// Ready once every informer has its first list in cache.
-    public var isReady: Bool { informers.withLock { $0.values.allSatisfy(\.hasSynced) } }
+    /// Ready once every informer has its first list in cache, and while none has been without word from the API
+    /// server for longer than `informerStaleAfter`.
+    public var isReady: Bool { unreadiness == nil }
+
+    /// Why `/readyz` fails, or nil when ready.
+    public var unreadiness: String? {
+        let all = informers.withLock { $0.values.sorted { "\($0.resourceType)" < "\($1.resourceType)" } }
+        if let waiting = all.first(where: { !$0.hasSynced }) { return "informer \(waiting.resourceType) not synced" }
+        if let stale = all.first(where: { ($0.silence ?? .zero) > options.informerStaleAfter }) {
+            return "informer \(stale.resourceType) has heard nothing from the API server for \(Int(stale.silence?.components.seconds ?? 0))s"
+        }
+        return nil
+    }
 
     /// Ports actually bound (useful with port 0).
     public var boundPorts: (metrics: Int?, health: Int?) { bound.withLock { $0 } }
@@ -170,9 +186,10 @@ public final class Manager: Service, Sendable {
         } else {
             router.get("/healthz") { _, _ in "ok" }
             router.get("/readyz") { _, _ -> Response in
-                self.isReady
-                    ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok")))
-                    : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "informers not synced")))
+                if let why = self.unreadiness {
+                    return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: why)))
+                }
+                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok")))
             }
         }
         var quiet = Logger(label: "probe-server")

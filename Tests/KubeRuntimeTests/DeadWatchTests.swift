@@ -1,0 +1,112 @@
+import AsyncHTTPClient
+import Foundation
+import KubeAPIServer
+import KubeClient
+import KubeModels
+import KubeRuntime
+import KubeTestSupport
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+/// Watches on dead connections (kube-rs#1316, client-go's watch deadline): a stream that answers 200 and then
+/// delivers nothing must not blind an informer. The embedded server's `silentWatch` and `tricklingWatch` faults
+/// play the half-open connection; only the informer's own watches get them (path and verb).
+@Suite struct DeadWatchTests {
+    static func serverWithFrequentBookmarks() -> EmbeddedAPIServer.Configuration {
+        var config = EmbeddedAPIServer.Configuration()
+        config.bookmarkInterval = .milliseconds(200)
+        return config
+    }
+
+    /// The watches the server saw for Meteors, in order, and the resourceVersion each one asked for.
+    static func meteorWatches(_ server: EmbeddedAPIServer) -> [String] {
+        server.requestLog.filter { $0.verb == "watch" && $0.path.hasSuffix("/meteors") }.map { record in
+            record.query.split(separator: "&").first { $0.hasPrefix("resourceVersion=") }.map { String($0.dropFirst("resourceVersion=".count)) } ?? ""
+        }
+    }
+
+    @Test(arguments: [InjectedFault.Kind.silentWatch, .tricklingWatch(.milliseconds(100))])
+    func aDeadWatchIsResumedFromItsLastVersionWithinTheIdleDeadline(_ fault: InjectedFault.Kind) async throws {
+        try await TestCluster.with(configuration: Self.serverWithFrequentBookmarks()) { c in
+            let meteors = c.client.dynamic(meteorType, namespace: "default")
+            _ = try await meteors.create(meteor("before"))
+            c.server.inject(InjectedFault(fault, verb: "watch", pathContains: "/meteors"))
+            let informer = Informer(api: c.client.dynamic(meteorType), watchIdleTimeout: .seconds(2))
+            let log = EventLog()
+            await informer.addHandler { log.record($0) }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            // Made while the informer's only watch is dead: it arrives once the watch is given up and resumed.
+            _ = try await meteors.create(meteor("during"))
+            try await log.wait { $0.contains("added default/during") }
+            #expect(informer.idleResumeCount >= 1)
+            #expect(informer.listCount == 1, "resumed, not re-listed")
+            let watches = Self.meteorWatches(c.server)
+            #expect(watches.count >= 2)
+            #expect(watches.count >= 2 && watches[0] == watches[1] && !watches[0].isEmpty, "the second watch starts where the dead one did: \(watches)")
+            run.cancel()
+            await run.value
+        }
+    }
+
+    /// A quiet but live watch (bookmarks only) is never taken for dead: it outlives its idle deadline twice over.
+    /// (The deadline is long because the server shares its process with the whole suite: under that load its
+    /// 100 ms bookmarks have arrived seconds apart.)
+    @Test func aQuietWatchThatSendsBookmarksIsKept() async throws {
+        var config = EmbeddedAPIServer.Configuration()
+        config.bookmarkInterval = .milliseconds(100)
+        try await TestCluster.with(configuration: config) { c in
+            let idle = Duration.seconds(5)
+            let informer = Informer(api: c.client.dynamic(meteorType), watchIdleTimeout: idle)
+            let bookmarks = Observed<[ContinuousClock.Instant]>([])
+            informer.onBookmark { _ in bookmarks.update { $0.append(.now) } }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            try await bookmarks.wait { times in times.count >= 2 && times.last! - times.first! > idle * 2 }
+            #expect(informer.idleResumeCount == 0)
+            #expect(informer.watchCount == 1)
+            run.cancel()
+            await run.value
+        }
+    }
+
+    /// `/readyz` says which informer has heard nothing for too long, and recovers when it hears again.
+    @Test func readinessNamesAnInformerThatHasHeardNothing() async throws {
+        try await TestCluster.with(configuration: Self.serverWithFrequentBookmarks()) { c in
+            var options = Manager.Options()
+            options.metricsBindAddress = nil
+            options.healthProbeBindAddress = "127.0.0.1:0"
+            options.watchIdleTimeout = .seconds(4)
+            options.informerStaleAfter = .seconds(1)
+            let manager = Manager(client: c.client, options: options)
+            let meteors = manager.informer(for: meteorType)
+            manager.add(Controller(name: "meteor", for: meteors, metricsFactory: manager.metricsFactory) { _ in .done })
+            c.server.inject(InjectedFault(.silentWatch, verb: "watch", pathContains: "/meteors"))
+            let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "test")))
+            let running = Task { try await group.run() }
+            await manager.waitForServers()
+            await meteors.waitForSync()
+            let readyz = "http://127.0.0.1:\(manager.boundPorts.health!)/readyz"
+            // Time is the fault here, so the test polls the probe as a kubelet would.
+            let stale = try await Self.poll(readyz) { $0.0 == 503 }
+            #expect(stale.1.hasPrefix("informer meteors.v1alpha1.meteor.zone has heard nothing from the API server for "), "\(stale.1)")
+            let recovered = try await Self.poll(readyz) { $0.0 == 200 }
+            #expect(recovered.1 == "ok")
+            #expect(meteors.idleResumeCount >= 1)
+            await group.triggerGracefulShutdown()
+            try await running.value
+        }
+    }
+
+    static func poll(_ url: String, until condition: @escaping @Sendable ((Int, String)) -> Bool) async throws -> (Int, String) {
+        try await within(.seconds(30), "\(url) to change") {
+            while true {
+                let answer = try await httpGet(url)
+                if condition(answer) { return answer }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}
