@@ -170,7 +170,18 @@ public final class MeteorShower: Service, Sendable {
 
     func detail(_ request: Request, name: String) async throws -> Response {
         let csrf = csrfToken(request)
-        guard let m = meteors.store.get(ObjectKey(namespace: options.namespace, name: name)) else {
+        var found = meteors.store.get(ObjectKey(namespace: options.namespace, name: name))
+        if found == nil {
+            // A submission redirects here at once, often before the cache has heard of the Meteor it created:
+            // ask the API server rather than say "not found" about what the user just made.
+            do {
+                found = try await client.dynamic(Meteor.resourceType, namespace: options.namespace).get(name)
+            } catch let e as KubeError where e.isNotFound {
+            } catch {
+                return message(request, status: .badGateway, heading: "Cluster unavailable", text: "Could not read \(name) from the API server: \(error)", csrf: csrf)
+            }
+        }
+        guard let m = found else {
             return message(request, status: .notFound, heading: "Not found", text: "There is no Meteor named \(name) in \(options.namespace).", csrf: csrf)
         }
         var context = MeteorViews.detail(m, events: await recentEvents(name))

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KubeAPIServer
 import KubeClient
 import KubeModels
 import KubeRuntime
@@ -118,6 +119,26 @@ struct ShowerHarness {
             #expect(detail.body.contains("PipelineRunCreated"), "recent Events are listed")
             #expect(detail.body.contains("<dt>Submitted by</dt><dd>alice</dd>"))
             #expect(try await h.get("/meteors/nothing-here").status == 404)
+        }
+    }
+
+    /// The page a submission redirects to shows the new Meteor even while the cache has not heard of it (here
+    /// the Shower's watch is held at the server). Seen in CI: the browser landed on "Not found", with no live
+    /// updates to follow, and never saw Ready.
+    @Test func theRedirectAfterASubmissionFindsTheMeteorBeforeTheCacheDoes() async throws {
+        try await ShowerHarness.with { h in
+            let c = h.env.cluster
+            c.server.inject(InjectedFault(.hold, verb: "watch", pathContains: "/meteors"))
+            c.server.cutWatches()
+            try await within(defaultWaitTimeout, "the Shower's watch to be held") { await c.server.waitForHeldRequest() }
+            let submitted = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo")
+            #expect(submitted.status == 303)
+            #expect(h.env.reconciler.meteors.store.get(ObjectKey(namespace: h.env.namespace, name: "meteor-demo")) == nil, "the cache has not seen it")
+            let detail = try await h.get("/meteors/meteor-demo")
+            #expect(detail.status == 200)
+            #expect(detail.body.contains("data-name=\"meteor-demo\""))
+            #expect(detail.body.contains("/events?meteor=meteor-demo"), "the page follows it live")
+            c.server.releaseHeldRequests()
         }
     }
 
