@@ -47,6 +47,10 @@ struct APIRequestHandler: HTTPResponder {
                     dead = deadWatch(trickle: nil)
                 case .tricklingWatch(let interval):
                     dead = deadWatch(trickle: interval)
+                case .expiredWatch:
+                    let status = try JSONValue(encoding: Status(message: "too old resource version (injected)", reason: StatusReason.expired, code: 410))
+                    let line = JSONValue.object(["type": "ERROR", "object": status]).serialized() + [0x0A]
+                    dead = Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: line)))
                 }
             }
             if let dead {

@@ -150,6 +150,9 @@ public final class EmbeddedAPIServer: Sendable {
     /// Injects a fault into the next matching requests.
     public func inject(_ fault: InjectedFault) { faults.faults.withLock { $0.append(fault) } }
 
+    /// How many requests injected faults have hit so far (what a test compares with what the client did).
+    public var injectedFaultsServed: Int { faults.served.withLock { $0 } }
+
     public func clearFaults() { faults.faults.withLock { $0.removeAll() } }
 
     /// Lets every request held by an `InjectedFault(.hold)` proceed.

@@ -17,6 +17,9 @@ public struct InjectedFault: Sendable {
         /// A watch answered 200 that sends one byte per interval and never completes an event: a stream that is
         /// not silent, yet as dead.
         case tricklingWatch(Duration)
+        /// A watch answered as kube-apiserver answers one from a compacted version: 200, then one ERROR event with
+        /// 410 Expired. (The request log says 200, as a server's access log would; count the client's re-lists.)
+        case expiredWatch
     }
 
     public var kind: Kind
@@ -50,6 +53,8 @@ public struct RequestRecord: Sendable {
 
 final class FaultInjector: Sendable {
     let faults = Mutex<[InjectedFault]>([])
+    /// How many requests an injected fault has hit.
+    let served = Mutex(0)
     let goneOnNextWatch = Mutex<Int>(0)
     let log = Mutex<[RequestRecord]>([])
     let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [Int: CheckedContinuation<Void, Never>])>(([], false, [:]))
@@ -115,6 +120,7 @@ final class FaultInjector: Sendable {
                     && (f.userAgentContains.map { userAgent.contains($0) } ?? true) && f.remaining > 0
             }) else { return nil }
             fs[i].remaining -= 1
+            served.withLock { $0 += 1 }
             let kind = fs[i].kind
             if fs[i].remaining == 0 { fs.remove(at: i) }
             return kind

@@ -30,6 +30,8 @@ public final class KubeClient: Sendable {
         /// How long to keep trying to connect (AsyncHTTPClient retries refused connections until then).
         public var connectTimeout: Duration = .seconds(10)
         public var userAgent = "meteor-operator/0.1"
+        /// The local clock `serverClock` corrects (a test skews it).
+        public var localClock: @Sendable () -> Date = { Date() }
         public var metrics: (@Sendable (RequestMetric) -> Void)?
         public var logger = Logger(label: "kube-client")
 
@@ -38,6 +40,8 @@ public final class KubeClient: Sendable {
 
     public let configuration: ClusterConfiguration
     public let options: Options
+    /// The API server's clock, from its responses' `Date` headers.
+    public let serverClock: ServerClock
     let http: HTTPClient
     let credentials: CredentialProvider
     let limiter: TokenBucketRateLimiter
@@ -46,6 +50,7 @@ public final class KubeClient: Sendable {
     public init(configuration: ClusterConfiguration, options: Options = Options()) throws {
         self.configuration = configuration
         self.options = options
+        serverClock = ServerClock(local: options.localClock)
         var tls = TLSConfiguration.makeClientConfiguration()
         if let ca = configuration.caCertificatePEM {
             do {
@@ -152,6 +157,7 @@ public final class KubeClient: Sendable {
                 throw KubeError.transport("\(method.rawValue) \(path): \(error)")
             }
             let code = Int(response.status.code)
+            serverClock.observe(dateHeader: response.headers.first(name: "Date"))
             options.metrics?(RequestMetric(method: method.rawValue, path: path, code: code, latency: ContinuousClock.now - started))
             let headers = response.headers.map { ($0.name, $0.value) }
             if (200..<300).contains(code) { return RawResponse(code: code, headers: headers, body: bytes) }
@@ -227,6 +233,7 @@ public final class KubeClient: Sendable {
                     let deadline = Duration.seconds((timeoutSeconds ?? 3600) + 60)
                     let response = try await http.execute(request, timeout: .init(deadline))
                     let code = Int(response.status.code)
+                    serverClock.observe(dateHeader: response.headers.first(name: "Date"))
                     options.metrics?(RequestMetric(method: "WATCH", path: path, code: code, latency: ContinuousClock.now - started))
                     guard code == 200 else {
                         let body = try await response.body.collect(upTo: 1024 * 1024)

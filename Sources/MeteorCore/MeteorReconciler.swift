@@ -16,7 +16,9 @@ public final class MeteorReconciler: Sendable {
         public var build = BuildSettings()
         /// Create children with `fieldValidation=Strict`, so a field the installed Tekton does not know fails loudly.
         public var strictFieldValidation = false
-        public var now: @Sendable () -> Date = { Date() }
+        /// The clock TTLs and condition times are judged by; nil: the API server's (`KubeClient.serverClock`),
+        /// so that a skewed operator clock neither expires Meteors early nor late. Tests move time with it.
+        public var now: (@Sendable () -> Date)?
         /// Serve JupyterBook sites through an Ingress of this class, at `<name>.<namespace>.<ingressDomain>`.
         public var ingressClass: String?
         public var ingressDomain: String?
@@ -132,7 +134,7 @@ public final class MeteorReconciler: Sendable {
             recent.record(raw)
         }
 
-        let now = configuration.now()
+        let now = configuration.now?() ?? client.serverClock.now()
         let generation = meteor.metadata.generation ?? 1
         var expiration: Date?
         // A TTL outside the schema's range (stored under a laxer CRD) is reported as InvalidSpec, never acted on.

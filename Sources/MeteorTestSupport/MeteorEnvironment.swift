@@ -19,6 +19,8 @@ public final class MeteorEnvironment: Sendable {
     public let cluster: TestCluster
     public let manager: Manager
     public let reconciler: MeteorReconciler
+    /// The operator's own client, when it has one (`clientOptions`); shut down with the environment.
+    let ownClient: KubeClient?
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
@@ -37,8 +39,9 @@ public final class MeteorEnvironment: Sendable {
     /// embedded only: the real server shares one Meteor CRD). `tekton` runs a Tekton (the simulator on the
     /// embedded server; the real controller is always there on the real one). `onReconciled` hears every
     /// finished reconcile (key, success).
+    /// `clientOptions` gives the operator a client of its own with those options (a skewed clock, say).
     public static func start(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in },
-                             onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil) async throws -> MeteorEnvironment {
+                             clientOptions: ((inout KubeClient.Options) -> Void)? = nil, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil) async throws -> MeteorEnvironment {
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
         configure(&configuration)
@@ -65,7 +68,13 @@ public final class MeteorEnvironment: Sendable {
         var options = Manager.Options()
         options.metricsBindAddress = nil
         options.healthProbeBindAddress = nil
-        let manager = Manager(client: cluster.client, options: options, logger: logger)
+        var operatorClient = cluster.client
+        if let clientOptions {
+            var o = KubeClient.Options()
+            clientOptions(&o)
+            operatorClient = try cluster.newClient(options: o)
+        }
+        let manager = Manager(client: operatorClient, options: options, logger: logger)
         let watched: String? = cluster.backend == .real ? cluster.namespace : nil
         let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: watched, configuration: configuration, onReconciled: onReconciled, logger: logger)
         var services: [any Service] = [manager]
@@ -80,10 +89,11 @@ public final class MeteorEnvironment: Sendable {
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
-        return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task)
+        return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task, ownClient: clientOptions == nil ? nil : operatorClient)
     }
 
-    init(cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, group: ServiceGroup, task: Task<Void, any Error>) {
+    init(cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, group: ServiceGroup, task: Task<Void, any Error>, ownClient: KubeClient? = nil) {
+        self.ownClient = ownClient
         self.cluster = cluster
         self.manager = manager
         self.reconciler = reconciler
@@ -99,12 +109,13 @@ public final class MeteorEnvironment: Sendable {
 
     public func shutdown() async {
         try? await stopOperator()
+        try? await ownClient?.shutdown()
         await cluster.shutdown()
     }
 
-    public static func with(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil,
-                            _ body: (MeteorEnvironment) async throws -> Void) async throws {
-        let env = try await start(on: backend, referenceCRD: referenceCRD, tekton: tekton, configure: configure, onReconciled: onReconciled)
+    public static func with(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, clientOptions: ((inout KubeClient.Options) -> Void)? = nil,
+                            onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, _ body: (MeteorEnvironment) async throws -> Void) async throws {
+        let env = try await start(on: backend, referenceCRD: referenceCRD, tekton: tekton, configure: configure, clientOptions: clientOptions, onReconciled: onReconciled)
         do {
             try await body(env)
             await env.shutdown()

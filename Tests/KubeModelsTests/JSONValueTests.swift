@@ -63,6 +63,14 @@ import Testing
         #expect(KubeTime.formatMicro(Date(timeIntervalSince1970: 1.5)) == "1970-01-01T00:00:01.500000Z")
     }
 
+    @Test func httpDatesParse() {
+        #expect(KubeTime.parseHTTPDate("Tue, 14 Nov 2023 22:13:20 GMT") == Date(timeIntervalSince1970: 1_700_000_000))
+        #expect(KubeTime.parseHTTPDate("Wed, 02 Dec 2026 00:31:10 GMT").map(KubeTime.format) == "2026-12-02T00:31:10Z")
+        for bad in ["", "Tue, 14 Nov 2023 22:13:20 PST", "Tue, 14 Foo 2023 22:13:20 GMT", "Tue, 32 Nov 2023 22:13:20 GMT", "2023-11-14T22:13:20Z"] {
+            #expect(KubeTime.parseHTTPDate(bad) == nil, "\(bad)")
+        }
+    }
+
     /// Go's time.ParseDuration, as metav1.Duration (Tekton's `spec.timeouts`) carries it.
     @Test func durationsParseAsGoDoes() {
         #expect(KubeDuration.parseSeconds("1h0m0s") == 3600)

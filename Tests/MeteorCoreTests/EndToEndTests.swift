@@ -124,6 +124,26 @@ import Testing
         }
     }
 
+    /// TTLs are judged by the API server's clock (its `Date` headers), not the operator's: an operator an hour
+    /// ahead does not expire a 10-minute Meteor at once, and one an hour behind expires a 3-second one on time.
+    @Test(arguments: Backend.testable) func aSkewedOperatorClockJudgesTTLsByTheServersClock(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, clientOptions: { $0.localClock = { Date().addingTimeInterval(3600) } }) { env in
+            let created = try await env.createMeteor(sampleMeteor("ahead", ttl: 600, pipelines: ["jupyterhub"]))
+            let creation = try #require(created[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse))
+            // A status is written only by a reconcile that found the Meteor unexpired.
+            let kept = try #require(try await env.cluster.waitFor(env.cluster.meteors, "ahead") { $0?[path: "status", "expirationTimestamp"] != nil || $0 == nil })
+            #expect(kept[path: "status", "expirationTimestamp"] == .string(KubeTime.format(creation.addingTimeInterval(600))))
+            let skew = try #require(env.manager.client.serverClock.skew)
+            #expect(abs(skew + 3600) < 5, "the server's clock seen an hour behind the operator's: \(skew)")
+        }
+        try await MeteorEnvironment.with(on: backend, clientOptions: { $0.localClock = { Date().addingTimeInterval(-3600) } }) { env in
+            let created = try await env.createMeteor(sampleMeteor("behind", ttl: 3, pipelines: ["jupyterhub"]))
+            let creation = try #require(created[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse))
+            _ = try await env.cluster.waitFor(env.cluster.meteors, "behind", timeout: defaultWaitTimeout) { $0 == nil }
+            #expect(Date() >= creation.addingTimeInterval(3))
+        }
+    }
+
     /// A build that outlives `spec.timeouts.pipeline` fails the Meteor with Tekton's timeout reason and message;
     /// the simulator's timed-out run has the shape real Tekton's has.
     @Test(arguments: Backend.testable) func aBuildThatTimesOutFailsTheMeteor(_ backend: Backend) async throws {
