@@ -122,6 +122,26 @@ struct ShowerHarness {
         }
     }
 
+    /// Eight people submit the same repository at once: eight Meteors, eight names, each recording its submitter
+    /// (the name is claimed by the create itself; a lost race moves on to the next suffix).
+    @Test func concurrentSubmitsOfOneRepositoryGetOneMeteorEach() async throws {
+        try await ShowerHarness.with { h in
+            let users = (1...8).map { "user\($0)" }
+            let locations = try await withThrowingTaskGroup(of: (String, String?).self) { group in
+                for user in users { group.addTask { (user, try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo", user: user).headers.first(name: "Location")) } }
+                var all: [String: String?] = [:]
+                for try await (user, location) in group { all[user] = location }
+                return all
+            }
+            let names = Set(locations.values.compactMap { $0?.replacingOccurrences(of: "/meteors/", with: "") })
+            #expect(names == Set(["meteor-demo"] + (2...8).map { "meteor-demo-\($0)" }), "\(locations)")
+            for (user, location) in locations {
+                let name = try #require(location?.replacingOccurrences(of: "/meteors/", with: ""))
+                #expect(try await h.env.cluster.meteors.get(name)[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == .string(user))
+            }
+        }
+    }
+
     /// The page a submission redirects to shows the new Meteor even while the cache has not heard of it (here
     /// the Shower's watch is held at the server). Seen in CI: the browser landed on "Not found", with no live
     /// updates to follow, and never saw Ready.

@@ -47,8 +47,10 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             let kubeconfig = try c.writeKubeconfig()
             let names = (0..<Scale.of(backend == .real ? 30 : 200)).map { "kill-\($0)" }
             // Kill points: after these many PipelineRuns exist (seeded, so a failure can be replayed).
+            // `METEOR_KILL_SEED=N` replays a run whose seed a failure printed.
             var rng = SystemRandomNumberGenerator()
-            let seed = UInt64.random(in: 0...UInt64.max, using: &rng)
+            let seed = ProcessInfo.processInfo.environment["METEOR_KILL_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 0...UInt64.max, using: &rng)
+            print("sigkill test (\(backend)): METEOR_KILL_SEED=\(seed)")
             var generator = SplitMix(seed: seed)
             let killPoints = (0..<Scale.of(backend == .real ? 3 : 5)).map { _ in Int.random(in: 1...(2 * names.count - 1), using: &generator) }.sorted()
             let namespaceFlag = backend == .real ? ["--namespace", c.namespace] : []
