@@ -26,6 +26,9 @@ public final class MeteorReconciler: Sendable {
         public var publishImageStreams = false
         /// Edge delivery through Argo CD; nil when the cluster has no Argo CD (edge Meteors then get InvalidSpec).
         public var edge: EdgeSettings?
+        /// Finished superseded PipelineRuns kept per pipeline (edge runs are not pruned), newest first; older ones are
+        /// deleted with their workspace PVCs, so a Meteor changed many times does not pile up builds and storage.
+        public var keepSupersededRuns = 1
         public init() {}
     }
 
@@ -220,7 +223,7 @@ public final class MeteorReconciler: Sendable {
         } else if let settings = configuration.edge {
             try await pruneApplications(meteor, keep: [], settings: settings)
         }
-        try await cancelSuperseded(meteor: meteor, keep: Set(entries.map(\.pipelineRunName)).union(edgeOutcome?.runNames ?? []), runs: runs)
+        try await retireSuperseded(meteor: meteor, keep: Set(entries.map(\.pipelineRunName)).union(edgeOutcome?.runNames ?? []), runs: runs)
         for i in entries.indices where entries[i].ready == "True" {
             guard let pipeline = Pipeline(rawValue: entries[i].name), let image = entries[i].image else { continue }
             switch pipeline {
@@ -353,17 +356,37 @@ public final class MeteorReconciler: Sendable {
 
     /// Unfinished runs other than the current ones (earlier generations, earlier releases) are cancelled: their
     /// results would describe a spec or release that is no longer wanted.
-    func cancelSuperseded(meteor: Meteor, keep: Set<String>, runs: DynamicApi) async throws {
+    /// Superseded runs (owned by this Meteor, not in `keep`): unfinished ones are cancelled; finished ones beyond
+    /// the newest `keepSupersededRuns` of each pipeline (edge runs aside) are deleted, and their workspaces with
+    /// them (Tekton's TaskRuns and the PVC are the run's children).
+    func retireSuperseded(meteor: Meteor, keep: Set<String>, runs: DynamicApi) async throws {
         let selector = LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [meteor.name])])
+        var finished: [String: [(created: String, name: String)]] = [:]
         for run in pipelineRuns.store.list(namespace: meteor.namespace, labelSelector: selector) {
             guard let name = run[path: "metadata", "name"]?.stringValue, !keep.contains(name),
                 (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == meteor.metadata.uid,
-                PipelineRunState(run).outcome == .running,
-                run[path: "spec", "status"]?.stringValue != "Cancelled"
+                run[path: "metadata", "deletionTimestamp"] == nil
             else { continue }
+            let labels = run[path: "metadata", "labels"]
+            // Edge runs stay: the release they built may still be the one deployed (its verification reads them).
+            if PipelineRunState(run).outcome != .running, labels?[MeteorLabels.edgeImage] == nil {
+                let group = labels?[MeteorLabels.pipeline]?.stringValue ?? ""
+                finished[group, default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name))
+                continue
+            }
+            guard run[path: "spec", "status"]?.stringValue != "Cancelled" else { continue }
             do {
                 _ = try await runs.patch(name, .merge(["spec": ["status": "Cancelled"]]))
             } catch let e as KubeError where e.isNotFound {}
+        }
+        for (_, group) in finished {
+            // Newest first (RFC 3339 in UTC sorts as text; the name breaks ties within a second).
+            for old in group.sorted(by: { ($0.created, $0.name) > ($1.created, $1.name) }).dropFirst(max(0, configuration.keepSupersededRuns)) {
+                do {
+                    try await runs.delete(old.name, params: DeleteParams(propagationPolicy: .background))
+                    logger.info("pruned a superseded PipelineRun", metadata: ["object": "\(meteor.namespace ?? "")/\(old.name)"])
+                } catch let e as KubeError where e.isNotFound {}
+            }
         }
     }
 }

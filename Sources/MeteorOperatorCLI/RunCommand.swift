@@ -15,6 +15,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Path to a kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube/config).") var kubeconfig: String?
     @Option(help: "Watch one namespace only (default: all namespaces).") var namespace: String?
     @Option(help: "Concurrent reconciles.") var concurrency = 4
+    @Option(help: "Finished superseded PipelineRuns kept per Meteor and pipeline; older ones are deleted with their workspaces.") var keepSupersededRuns = 1
     @Option(help: "HOST:PORT for /metrics; 0 turns it off.") var metricsBindAddress = ":8080"
     @Option(help: "HOST:PORT for /healthz and /readyz; 0 turns it off.") var healthProbeBindAddress = ":8081"
     @Flag(help: "Elect a leader with a Lease, for running several replicas.") var leaderElect = false
@@ -45,6 +46,7 @@ struct RunCommand: AsyncParsableCommand {
         if (ingressClass == nil) != (ingressDomain == nil) { throw ValidationError("--ingress-class and --ingress-domain go together") }
         if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if keepSupersededRuns < 0 { throw ValidationError("--keep-superseded-runs must be 0 or more") }
         if let address = showerBindAddress, Manager.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
         if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil {
             throw ValidationError("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address")
@@ -107,6 +109,7 @@ struct RunCommand: AsyncParsableCommand {
         var configuration = MeteorReconciler.Configuration()
         configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount)
         configuration.ingressClass = ingressClass
+        configuration.keepSupersededRuns = keepSupersededRuns
         configuration.ingressDomain = ingressDomain
         configuration.publishImageStreams = publishImageStreams
         if argoServed {

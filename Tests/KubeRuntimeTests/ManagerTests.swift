@@ -43,6 +43,9 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
             var clientOptions = KubeClient.Options()
             clientOptions.metrics = metrics.clientHook
             let client = try KubeClient(configuration: TestCluster.clusterConfiguration(c.server), options: clientOptions)
+            // Shut down on every path: a failure below must be reported as one, not end the process in the
+            // client's deinit check.
+            defer { Task { try? await client.shutdown() } }
             var options = Manager.Options()
             options.metricsBindAddress = "127.0.0.1:0"
             options.healthProbeBindAddress = "127.0.0.1:0"
@@ -96,7 +99,6 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
             await group.triggerGracefulShutdown()
             try await running.value
             #expect(try await leaseReleased(c), "the lease was not released")
-            try await client.shutdown()
         }
     }
 }

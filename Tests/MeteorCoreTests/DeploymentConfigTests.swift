@@ -197,6 +197,17 @@ struct Grant: Hashable, CustomStringConvertible {
             }
             _ = try await c.waitFor(c.meteors, "notebooks") { condition($0, "Ready")?["status"] == "True" }
 
+            // A third generation: the cancelled generation-1 runs, now finished, are pruned (the newest superseded
+            // run of each pipeline, generation 2's, stays).
+            for pipeline in [Pipeline.jupyterbook, .jupyterhub] {
+                try await c.tekton(PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1), "Failed", message: "PipelineRun was cancelled")
+            }
+            _ = try await c.meteors.patch("notebooks", .merge(["spec": ["ref": "v3"]]))
+            for pipeline in [Pipeline.jupyterbook, .jupyterhub] {
+                _ = try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1)) { $0 == nil }
+                #expect(try await c.runs.get(PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 2))[path: "metadata", "name"] != nil)
+            }
+
             // Edge: verification reads the key Secret, Applications are created, and deleted with the Meteor.
             let repo = try RegistryClient.Reference(parsing: "\(registry.address)/meteor/donkeycar")
             let client = RegistryClient(insecure: true)

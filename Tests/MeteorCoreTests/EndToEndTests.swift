@@ -110,6 +110,24 @@ import Testing
         }
     }
 
+    /// A Meteor changed again and again keeps its current runs and the newest superseded one per pipeline; older
+    /// ones, once Tekton has finished cancelling them, are deleted (with their workspace PVCs).
+    @Test(arguments: Backend.testable) func supersededRunsArePrunedToTheNewest(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            try await env.createMeteor(sampleMeteor("churn", pipelines: ["jupyterhub"]), holding: true)
+            let run = { (g: Int64) in PipelineRunBuilder.name(meteor: "churn", pipeline: .jupyterhub, generation: g) }
+            _ = try await env.cluster.waitFor(env.cluster.runs, run(1), timeout: .seconds(60)) { $0 != nil }
+            for (g, ref) in [(Int64(2), "v2"), (3, "v3"), (4, "v4")] {
+                _ = try await env.cluster.meteors.patch("churn", .merge(["spec": ["ref": .string(ref)]]))
+                _ = try await env.cluster.waitFor(env.cluster.runs, run(g), timeout: .seconds(60)) { $0 != nil }
+            }
+            for g in [Int64(1), 2] { _ = try await env.cluster.waitFor(env.cluster.runs, run(g), timeout: .seconds(60)) { $0 == nil } }
+            _ = try await env.cluster.waitFor(env.cluster.runs, run(3), timeout: .seconds(60)) { PipelineRunState($0 ?? .null).outcome == .failed }
+            let left = try await env.cluster.runs.list(ListOptions(labelSelector: "\(MeteorLabels.meteor)=churn")).items.compactMap { $0[path: "metadata", "name"]?.stringValue }
+            #expect(Set(left) == [run(3), run(4)], "\(left)")
+        }
+    }
+
     /// A TTL expires the Meteor: the operator deletes it once creation + TTL has passed, and says so in an Event.
     /// (Under load the first reconcile may already find it expired, so the test waits for the deletion itself.)
     @Test(arguments: Backend.testable) func aTTLExpiresTheMeteor(_ backend: Backend) async throws {
