@@ -48,8 +48,7 @@ struct APIRequestHandler: HTTPResponder {
                 case .tricklingWatch(let interval):
                     dead = deadWatch(trickle: interval)
                 case .expiredWatch:
-                    let status = try JSONValue(encoding: Status(message: "too old resource version (injected)", reason: StatusReason.expired, code: 410))
-                    let line = JSONValue.object(["type": "ERROR", "object": status]).serialized() + [0x0A]
+                    let line = Self.errorFrame(Status(message: "too old resource version (injected)", reason: StatusReason.expired, code: 410))
                     dead = Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: line)))
                 }
             }
@@ -379,7 +378,6 @@ struct APIRequestHandler: HTTPResponder {
         let timeout = query["timeoutSeconds"].flatMap(Int.init).map { Duration.seconds($0) } ?? defaultWatchTimeout
         let filter = WatchFilter(resourceKey: scope.resource.key, namespace: scope.namespace, labelSelector: selector, fieldSelector: fields)
         let store = core.store
-        let forceGone = faults.takeGone()
         // A custom resource's watch cache begins with its CRD's storage: versions before that are too old, as on
         // kube-apiserver (HTTP 200, then an ERROR event with 410 Expired). Streaming lists send the current state.
         var tooOld: String?
@@ -388,9 +386,7 @@ struct APIRequestHandler: HTTPResponder {
             tooOld = "too old resource version: \(from) (\(crd.rv))"
         }
         let (stream, id): (AsyncStream<WatchFrame>, id: Int)
-        if forceGone {
-            (stream, id) = Self.goneStream()
-        } else if let tooOld {
+        if let tooOld {
             (stream, id) = Self.goneStream(message: tooOld)
         } else {
             (stream, id) = store.watch(filter, from: from, sendInitialState: streamingList ?? (from == nil), markInitialEventsEnd: streamingList == true && bookmarks)
@@ -438,8 +434,7 @@ struct APIRequestHandler: HTTPResponder {
                         let obj: JSONValue = ["kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)), "metadata": ["resourceVersion": .string(String(rv)), "annotations": ["k8s.io/initial-events-end": "true"]]]
                         line = JSONValue.object(["type": "BOOKMARK", "object": obj]).serialized() + [0x0A]
                     case .error(let status):
-                        let obj = (try? JSONValue(encoding: status)) ?? .null
-                        line = JSONValue.object(["type": "ERROR", "object": obj]).serialized() + [0x0A]
+                        line = Self.errorFrame(status)
                     }
                     try await writer.write(ByteBuffer(bytes: line))
                 }
@@ -466,7 +461,12 @@ struct APIRequestHandler: HTTPResponder {
         APIError.invalid(kind: "ListOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: \(message)", field: "resourceVersionMatch")])
     }
 
-    static func goneStream(message: String = "too old resource version (injected)") -> (AsyncStream<WatchFrame>, id: Int) {
+    /// A watch's ERROR event line carrying `status`.
+    static func errorFrame(_ status: Status) -> [UInt8] {
+        JSONValue.object(["type": "ERROR", "object": (try? JSONValue(encoding: status)) ?? .null]).serialized() + [0x0A]
+    }
+
+    static func goneStream(message: String) -> (AsyncStream<WatchFrame>, id: Int) {
         let (s, c) = AsyncStream<WatchFrame>.makeStream()
         c.yield(.error(Status(message: message, reason: StatusReason.expired, code: 410)))
         c.finish()

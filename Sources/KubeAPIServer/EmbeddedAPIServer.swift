@@ -167,7 +167,7 @@ public final class EmbeddedAPIServer: Sendable {
     public func cutWatches() { core.store.closeAllWatches() }
 
     /// The next `count` watches answer one ERROR event with 410 Expired (HTTP 200, as kube-apiserver does).
-    public func expireNextWatches(_ count: Int = 1) { faults.goneOnNextWatch.withLock { $0 += count } }
+    public func expireNextWatches(_ count: Int = 1) { inject(InjectedFault(.expiredWatch, verb: "watch", count: count)) }
 
     /// Compacts the history: watches and list continuations from older versions get 410.
     public func compact() { core.store.compact() }

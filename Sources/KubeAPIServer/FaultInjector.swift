@@ -55,7 +55,6 @@ final class FaultInjector: Sendable {
     let faults = Mutex<[InjectedFault]>([])
     /// How many requests an injected fault has hit.
     let served = Mutex(0)
-    let goneOnNextWatch = Mutex<Int>(0)
     let log = Mutex<[RequestRecord]>([])
     let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [Int: CheckedContinuation<Void, Never>])>(([], false, [:]))
     let nextWaiterID = Mutex(0)
@@ -124,14 +123,6 @@ final class FaultInjector: Sendable {
             let kind = fs[i].kind
             if fs[i].remaining == 0 { fs.remove(at: i) }
             return kind
-        }
-    }
-
-    func takeGone() -> Bool {
-        goneOnNextWatch.withLock { n in
-            guard n > 0 else { return false }
-            n -= 1
-            return true
         }
     }
 

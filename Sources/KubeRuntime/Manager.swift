@@ -98,8 +98,10 @@ public final class Manager: Service, Sendable {
     public var unreadiness: String? {
         let all = informers.withLock { $0.values.sorted { "\($0.resourceType)" < "\($1.resourceType)" } }
         if let waiting = all.first(where: { !$0.hasSynced }) { return "informer \(waiting.resourceType) not synced" }
-        if let stale = all.first(where: { ($0.silence ?? .zero) > options.informerStaleAfter }) {
-            return "informer \(stale.resourceType) has heard nothing from the API server for \(Int(stale.silence?.components.seconds ?? 0))s"
+        for informer in all {
+            if let silence = informer.silence, silence > options.informerStaleAfter {
+                return "informer \(informer.resourceType) has heard nothing from the API server for \(silence.components.seconds)s"
+            }
         }
         return nil
     }

@@ -85,10 +85,10 @@ public final class TektonSimulator: Sendable {
         }
         let untilTimeout = timeout.map { $0 - elapsed }
         if meteor(of: run)?[path: "metadata", "annotations", Self.holdAnnotation] == "true" {
-            return untilTimeout.map { .requeueAfter(.milliseconds(Int64($0 * 1000) + 1)) } ?? .done
+            return untilTimeout.map { .requeueAfter(.seconds($0) + .milliseconds(1)) } ?? .done
         }
         let total = duration.seconds
-        if elapsed < total { return .requeueAfter(.milliseconds(Int64((min(total, timeout ?? total) - elapsed) * 1000) + 1)) }
+        if elapsed < total { return .requeueAfter(.seconds(min(total, timeout ?? total) - elapsed) + .milliseconds(1)) }
 
         let owner = meteor(of: run)
         let pipeline = pipelineName
