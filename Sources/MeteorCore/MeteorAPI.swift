@@ -109,6 +109,8 @@ public enum MeteorStatusVocabulary {
     public static let failed = "Failed"
     public static let readyCondition = "Ready"
     public static let invalidSpec = "InvalidSpec"
+    /// The API server refused the operator a verb it needs (403): RBAC narrower than the work.
+    public static let forbidden = "Forbidden"
     public static let imagesBuilt = "ImagesBuilt"
     public static let imagesVerified = "ImagesVerified"
     public static let deployed = "Deployed"

@@ -106,6 +106,33 @@ public final class MeteorReconciler: Sendable {
             // the delete event has already been queued.
             logger.debug("Meteor deleted during reconcile", metadata: ["object": "\(key)"])
             return .done
+        } catch let e as KubeError where e.code == 403 {
+            // A permission the work needs is missing (RBAC edited, a narrower Role): say so where users look, then
+            // let the controller's backoff retry it, so the Meteor converges once the permission is back.
+            await reportForbidden(key, e)
+            throw e
+        }
+    }
+
+    /// `Ready=False`, reason `Forbidden`, with the API server's words (they name the verb, the resource and the
+    /// namespace), and a Warning Event once per change. Best effort: the status write may be refused too.
+    func reportForbidden(_ key: ObjectKey, _ error: KubeError) async {
+        guard let raw = recent.read(key, kind: Meteor.resourceType.kind, from: meteors),
+            let meteor = try? ResourceCodec.decode(Meteor.self, from: raw, keepOriginal: false)
+        else { return }
+        let message = "The operator was refused a request it needs: \(error.status?.message ?? "\(error)")"
+        var status = meteor.status ?? Meteor.Status()
+        var conditions = status.conditions ?? []
+        let now = configuration.now?() ?? client.serverClock.now()
+        let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: meteor.metadata.generation ?? 1, lastTransitionTime: now, reason: MeteorStatusVocabulary.forbidden, message: message))
+        guard changed else { return }
+        logger.error("forbidden", metadata: ["object": "\(key)", "error": "\(error)"])
+        await events.record(raw, type: .warning, reason: MeteorStatusVocabulary.forbidden, message: message)
+        status.conditions = conditions
+        do {
+            try await writeStatus(status, of: raw, api: client.dynamic(Meteor.resourceType, namespace: key.namespace))
+        } catch {
+            logger.warning("cannot report the refusal in status", metadata: ["object": "\(key)", "error": "\(error)"])
         }
     }
 

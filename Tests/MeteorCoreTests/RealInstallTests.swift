@@ -52,4 +52,58 @@ import Testing
         #expect(await op.wait() == 0, "\(op.text.suffix(2000))")
         _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
     }
+
+    /// RBAC taken away at run time, with real RBAC: the operator, bound to config/rbac's rules less `create
+    /// pipelineruns`, reports the refusal on the Meteor (Ready=False, reason Forbidden, the server's words naming
+    /// the verb and resource) and in a Warning Event, keeps retrying with backoff, and converges once the
+    /// permission is granted again, without a restart.
+    @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func aPermissionTakenAwayIsReportedAndTheMeteorConvergesWhenItIsBack() async throws {
+        E2ETally.record(.real)
+        let kit = try await KitControlPlane.shared()
+        try await kit.ensureTekton()
+        let repo = TestCluster.repositoryDirectory
+        try await kit.install("crds/meteor.zone_meteors.yaml")
+        let namespace = try await kit.freshNamespace("forbidden")
+        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "pipeline")
+        try await kit.kubectlOK("-n", namespace, "apply", "-k", repo.appendingPathComponent("manifests/tekton").path)
+
+        let full = try String(contentsOf: repo.appendingPathComponent("config/rbac/role.yaml"), encoding: .utf8)
+        let role = "meteor-operator-\(namespace)"
+        let granted = full.replacingOccurrences(of: "name: meteor-operator-manager", with: "name: \(role)")
+        let pipelineRunVerbs = "resources: [pipelineruns]\n    verbs: [list, watch, create, patch, delete]"
+        try #require(granted.contains(pipelineRunVerbs), "config/rbac/role.yaml's PipelineRun rule changed; update this test")
+        let narrowed = granted.replacingOccurrences(of: pipelineRunVerbs, with: "resources: [pipelineruns]\n    verbs: [list, watch, patch, delete]")
+        try await kit.kubectlOK("apply", "-f", "-", input: narrowed)
+        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "operator")
+        try await kit.kubectlOK("create", "clusterrolebinding", role, "--clusterrole=\(role)", "--serviceaccount=\(namespace):operator")
+        // Where another test has installed Argo CD's Application CRD, edge delivery is on and its informer needs
+        // config/rbac's Role in Argo CD's namespace too.
+        _ = try await kit.kubectl(["create", "namespace", "argocd"])
+        try await kit.kubectlOK("apply", "-f", repo.appendingPathComponent("config/rbac/argocd_role.yaml").path)
+        try await kit.kubectlOK("-n", "argocd", "create", "rolebinding", role, "--role=meteor-operator-applications", "--serviceaccount=\(namespace):operator")
+        let token = try await kit.kubectlOK("-n", namespace, "create", "token", "operator", "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
+        let op = try BackgroundProcess(operatorBinary, [
+            "run", "--kubeconfig", try kit.writeKubeconfig(token: token, namespace: namespace), "--namespace", namespace,
+            "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
+        ])
+        defer { op.terminate() }
+        try await kit.kubectlOK("-n", namespace, "apply", "-f", repo.appendingPathComponent("config/samples/meteor_jupyterhub.yaml").path)
+        let refused = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/meteor-demo-image", "--timeout=60s"])
+        #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
+        let message = try await kit.kubectlOK("-n", namespace, "get", "meteor/meteor-demo-image", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+        #expect(message.contains("cannot create resource \"pipelineruns\" in API group \"tekton.dev\""), "\(message)")
+        let events = try await kit.kubectlOK("-n", namespace, "get", "events", "--field-selector", "reason=Forbidden,involvedObject.name=meteor-demo-image", "-o", "jsonpath={.items[*].type}")
+        #expect(events.split(separator: " ").first == "Warning", "\(events)")
+
+        // The permission is back: the next retry builds, and the Meteor becomes Ready.
+        try await kit.kubectlOK("apply", "-f", "-", input: granted)
+        let waited = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "meteor/meteor-demo-image", "--timeout=120s"])
+        #expect(waited.status == 0, "\(waited.output)\n--- operator:\n\(op.text.suffix(4000))")
+        op.signal(SIGTERM)
+        _ = await op.wait()
+        _ = try await kit.kubectl(["-n", "argocd", "delete", "rolebinding", role])
+        _ = try await kit.kubectl(["delete", "clusterrolebinding", role])
+        _ = try await kit.kubectl(["delete", "clusterrole", role])
+        _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
+    }
 }
