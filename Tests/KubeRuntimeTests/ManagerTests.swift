@@ -49,7 +49,13 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
             var options = Manager.Options()
             options.metricsBindAddress = "127.0.0.1:0"
             options.healthProbeBindAddress = "127.0.0.1:0"
-            options.leaderElection = electionConfig("manager-under-test")
+            // A lease that outlasts any stall of this process: in the full suite this test has taken 113 s where
+            // it takes 0.1 s alone, and with a 10 s renew deadline its leader lost the lease (and so never released
+            // it). Releasing on shutdown, not expiry, is what this test is about.
+            var election = electionConfig("manager-under-test")
+            election.leaseDuration = .seconds(180)
+            election.renewDeadline = .seconds(150)
+            options.leaderElection = election
             let manager = Manager(client: client, options: options, metrics: metrics)
             let meteors = manager.informer(for: meteorType)
             let probe = ReconcileProbe()
