@@ -38,6 +38,9 @@ public final class LeaderElector: Sendable {
     let leases: Api<Lease>
     let logger: Logger
     let leading = Mutex(false)
+    /// Set by `resign()`: a replica shutting down stops campaigning.
+    let resigned = Mutex(false)
+    let resignation = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let gauge: Gauge?
     /// The last lease record seen and when (local clock): expiry is judged from when we saw a change, as
     /// client-go does, so clock skew between replicas does not matter.
@@ -57,6 +60,16 @@ public final class LeaderElector: Sendable {
 
     public var isLeader: Bool { leading.withLock { $0 } }
 
+    /// Stops campaigning: a follower's `run` returns `.cancelled` at once (an attempt in flight, which may wait
+    /// long on an API server that has gone away, is cancelled), without ever leading. A leader is unaffected:
+    /// its work ends when it is drained, then the lease is released.
+    public func resign() {
+        resigned.withLock { $0 = true }
+        resignation.continuation.yield()
+    }
+
+    var hasResigned: Bool { resigned.withLock { $0 } }
+
     public enum Outcome: Sendable { case lostLease, cancelled }
 
     /// Campaigns until elected, runs `work` while leading, and returns when leadership is lost (after `work` has
@@ -64,11 +77,26 @@ public final class LeaderElector: Sendable {
     /// is released).
     @discardableResult
     public func run(whileLeading work: @escaping @Sendable () async -> Void) async -> Outcome {
-        while !Task.isCancelled {
-            if await tryAcquireOrRenew() { break }
-            try? await Task.sleep(for: jittered(configuration.retryPeriod))
+        let resigning = resignation.stream
+        let elected = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    if await self.tryAcquireOrRenew() { return !Task.isCancelled }
+                    try? await Task.sleep(for: self.jittered(self.configuration.retryPeriod))
+                }
+                return false
+            }
+            group.addTask {
+                for await _ in resigning { break }
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
         }
-        if Task.isCancelled { return .cancelled }
+        // Cancelled or resigned while campaigning: nothing to release (an acquire cut off in flight that the
+        // server applied leaves a lease that expires, as a crash would).
+        if Task.isCancelled || !elected { return .cancelled }
         setLeading(true)
         logger.info("became leader")
         let outcome: Outcome = await withTaskGroup(of: Outcome.self) { group in
@@ -120,15 +148,20 @@ public final class LeaderElector: Sendable {
 
     /// One acquire-or-renew that counts as failed if it takes longer than `limit`.
     private func attempt(within limit: Duration) async -> Bool {
-        await withTaskGroup(of: Bool?.self) { group in
-            group.addTask { await self.tryAcquireOrRenew() }
+        await Self.result(within: limit) { await self.tryAcquireOrRenew() } ?? false
+    }
+
+    /// `body`'s result, or nil (and `body` cancelled) if it takes longer than `limit`.
+    static func result<T: Sendable>(within limit: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
+        await withTaskGroup(of: T?.self) { group in
+            group.addTask { await body() }
             group.addTask {
                 try? await Task.sleep(for: limit)
                 return nil
             }
             let first = await group.next() ?? nil
             group.cancelAll()
-            return first ?? false
+            return first
         }
     }
 
@@ -188,8 +221,18 @@ public final class LeaderElector: Sendable {
         }
     }
 
-    /// Gives the lease up (holder cleared) so a follower acquires it on its next try.
+    /// Gives the lease up (holder cleared) so a follower acquires it on its next try. A GET and a PUT, given at
+    /// most `releaseTimeout`: an API server that has gone away must not hold a replica that is shutting down
+    /// (the lease then expires, as after a crash).
     func release() async {
+        if await Self.result(within: releaseTimeout, { await self.releaseNow() }) == nil {
+            logger.warning("cannot release lease in time; it will expire", metadata: ["limit": "\(releaseTimeout)"])
+        }
+    }
+
+    var releaseTimeout: Duration { min(configuration.renewDeadline, .seconds(5)) }
+
+    private func releaseNow() async {
         do {
             guard var lease = try await leases.getOptional(configuration.leaseName), lease.spec?.holderIdentity == configuration.identity else { return }
             lease.spec?.holderIdentity = nil

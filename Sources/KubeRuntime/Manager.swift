@@ -133,7 +133,9 @@ public final class Manager: Service, Sendable {
     }
 
     /// Runs until graceful shutdown (SIGTERM/SIGINT through a ServiceGroup) or a lost lease. Shutdown stops
-    /// handing out work, lets in-flight reconciles finish, releases the lease, then stops watches and servers.
+    /// handing out work (and a follower's campaign), lets in-flight reconciles finish, releases the lease, then
+    /// stops watches and servers. Cancellation (a ServiceGroup's `maximumGracefulShutdownDuration` running out)
+    /// cancels the reconciles still in flight.
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -172,6 +174,7 @@ public final class Manager: Service, Sendable {
             }
         } onGracefulShutdown: {
             self.logger.info("shutting down: draining in-flight reconciles")
+            self.elector?.resign()
             let controllers = self.controllers.withLock { $0 }
             Task { for c in controllers { await c.shutDown() } }
         }

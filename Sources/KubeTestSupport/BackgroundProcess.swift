@@ -91,7 +91,14 @@ public final class BackgroundProcess: Sendable {
         return shared.exitStatus.withLock { $0 } ?? -1
     }
 
+    /// SIGTERM, then SIGKILL if it is still running 30 s later: nothing a test started outlives it for long,
+    /// even a process that does not stop on SIGTERM.
     public func terminate() {
-        if process.isRunning { process.terminate() }
+        guard process.isRunning else { return }
+        process.terminate()
+        let process = self.process
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30) {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
     }
 }

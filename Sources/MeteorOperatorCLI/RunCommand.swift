@@ -23,6 +23,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Seconds a follower waits before taking an unrenewed lease.") var leaderElectLeaseDuration: Double = 15
     @Option(help: "Seconds the leader keeps trying to renew before it gives up leading.") var leaderElectRenewDeadline: Double = 10
     @Option(help: "Seconds between leader-election attempts.") var leaderElectRetryPeriod: Double = 2
+    @Option(help: "Seconds SIGTERM waits for in-flight reconciles and the lease's release before it cancels them (controller-runtime's GracefulShutdownTimeout).") var gracefulShutdownTimeout: Double = 30
     @Option(help: "Log format: json or text (default: json in a cluster, text elsewhere).") var logFormat: String?
     @Option(help: "Client-side rate limit, requests per second (0: none; the API server's priority and fairness, whose 429s are honoured, then governs).") var qps: Double = 0
     @Option(help: "Client-side burst.") var burst = 1000
@@ -50,6 +51,9 @@ struct RunCommand: AsyncParsableCommand {
         if let address = showerBindAddress, Manager.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
         if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil {
             throw ValidationError("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address")
+        }
+        if !(gracefulShutdownTimeout > 0) {
+            throw ValidationError("--graceful-shutdown-timeout must be more than 0 seconds")
         }
         if !(leaderElectRetryPeriod > 0 && leaderElectRetryPeriod < leaderElectRenewDeadline && leaderElectRenewDeadline < leaderElectLeaseDuration) {
             throw ValidationError("leader election needs 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration")
@@ -130,8 +134,10 @@ struct RunCommand: AsyncParsableCommand {
             services.append(MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger))
         }
         logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)", "shower": "\(showerBindAddress ?? "off")"])
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(gracefulShutdownTimeout * 1000))
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch {

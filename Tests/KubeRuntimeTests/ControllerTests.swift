@@ -119,8 +119,12 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
         try await TestCluster.with { c in
             _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("flaky"))
             let probe = ReconcileProbe()
+            let outcomes = Observed<[Bool]>([])
             let informer = Informer(api: c.client.dynamic(meteorType))
-            let controller = Controller(name: "retry", for: informer) { key in
+            var options = Controller.Options()
+            // Called once the worker has handled the result (the queue forgot or re-added the key).
+            options.onReconciled = { _, succeeded in outcomes.update { $0.append(succeeded) } }
+            let controller = Controller(name: "retry", for: informer, options: options) { key in
                 probe.begin(key)
                 probe.end(key)
                 if probe.calls(key) < 3 { throw KubeError.transport("simulated failure") }
@@ -129,7 +133,8 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             await controller.start()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "flaky")
-            try await probe.wait { $0[key] == 3 }
+            try await outcomes.wait { $0.contains(true) }
+            #expect(outcomes.value == [false, false, true])
             #expect(await controller.queue.retries(key) == 0)
             task.cancel()
             await task.value

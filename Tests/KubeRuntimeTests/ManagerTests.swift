@@ -162,6 +162,48 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
 }
 
 @Suite struct ShutdownTests {
+    /// A follower told to stop stops at once, though its lease request hangs on an API server that never
+    /// answers (one that has gone away). It used to campaign on after SIGTERM: CI found operator processes
+    /// outliving their tests by minutes.
+    @Test func aFollowerStopsAtOnceThoughItsLeaseRequestNeverReturns() async throws {
+        try await TestCluster.with { c in
+            let now = KubeTime.formatMicro(Date())
+            let held = Lease.Spec(holderIdentity: "elsewhere", leaseDurationSeconds: 3600, acquireTime: now, renewTime: now, leaseTransitions: 0)
+            _ = try await c.client.api(Lease.self, namespace: "default").create(Lease(metadata: ObjectMeta(name: "meteor-operator", namespace: "default"), spec: held))
+            var options = Manager.Options()
+            options.metricsBindAddress = nil
+            options.healthProbeBindAddress = nil
+            options.leaderElection = electionConfig("follower")
+            let manager = Manager(client: c.client, options: options)
+            let reconciles = Observed(0)
+            manager.add(Controller(name: "follower", for: manager.informer(for: meteorType)) { _ in
+                reconciles.update { $0 += 1 }
+                return .done
+            })
+            let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "follower")))
+            let stopped = Observed(false)
+            let running = Task {
+                defer { stopped.update { $0 = true } }
+                try await group.run()
+            }
+            // Its first attempt saw the lease taken; the next one the server holds without answering.
+            await c.server.waitForRequest { $0.path.hasSuffix("/leases/meteor-operator") }
+            c.server.inject(InjectedFault(.hold, verb: "get", pathContains: "/leases/", count: 1000))
+            await c.server.waitForHeldRequest()
+            await group.triggerGracefulShutdown()
+            do {
+                try await stopped.wait(timeout: .seconds(10)) { $0 }
+            } catch {
+                running.cancel()
+                throw error
+            }
+            #expect(reconciles.value == 0)
+            c.server.clearFaults()
+            c.server.releaseHeldRequests()
+            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == "elsewhere")
+        }
+    }
+
     @Test func gracefulShutdownDrainsInFlightReconciles() async throws {
         try await TestCluster.with { c in
             _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("slow"))

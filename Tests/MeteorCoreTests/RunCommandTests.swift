@@ -33,23 +33,85 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
     @Test func runsAgainstTheClusterAndStopsCleanlyOnSIGTERM() async throws {
         try await TestCluster.with(tls: true, token: "op", crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: operatorBinary)
-            process.arguments = ["run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--leader-elect", "--log-format", "json"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            let (exited, continuation) = AsyncStream<Int32>.makeStream()
-            process.terminationHandler = { continuation.yield($0.terminationStatus); continuation.finish() }
-            try process.run()
+            let op = try BackgroundProcess(operatorBinary, [
+                "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--leader-elect", "--log-format", "json",
+            ])
+            defer { op.terminate() }
             _ = try await c.client.dynamic(Meteor.resourceType, namespace: "default").create(sampleMeteor("from-binary"))
-            _ = try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "from-binary", pipeline: .jupyterhub, generation: 1)) { $0 != nil }
-            _ = try await c.waitFor(c.meteors, "from-binary") { $0?[path: "status", "phase"] == "Building" }
-            process.terminate()
-            var status: Int32 = -1
-            for await s in exited { status = s }
-            #expect(status == 0)
+            do {
+                _ = try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "from-binary", pipeline: .jupyterhub, generation: 1)) { $0 != nil }
+                _ = try await c.waitFor(c.meteors, "from-binary") { $0?[path: "status", "phase"] == "Building" }
+            } catch {
+                Issue.record("the operator printed:\n\(op.text.suffix(3000))")
+                throw error
+            }
+            let (status, _) = try await Self.stopped(op)
+            #expect(status == 0, "\(op.text.suffix(3000))")
             #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil)
         }
+    }
+
+    /// SIGTERM while a reconcile waits on a write the API server never answers: the drain gives up after
+    /// --graceful-shutdown-timeout, cancels it, releases the lease and exits 0. Without a bound such an
+    /// operator stayed up forever (CI found operator processes outliving their tests).
+    @Test func aStuckReconcileIsCancelledAfterTheGracefulShutdownTimeout() async throws {
+        let refused = try await runProcess(operatorBinary, ["run", "--graceful-shutdown-timeout", "0"])
+        #expect(refused.status != 0 && refused.output.contains("--graceful-shutdown-timeout must be more than 0 seconds"), "\(refused.output)")
+        try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            c.server.inject(InjectedFault(.hold, pathContains: "/meteors/stuck/status", userAgentContains: "meteor-operator/", count: 1000))
+            _ = try await c.meteors.create(sampleMeteor("stuck"))
+            let op = try Self.leader(c, extra: ["--graceful-shutdown-timeout", "3"])
+            defer { op.signal(SIGKILL) }
+            await c.server.waitForHeldRequest()
+            let (status, took) = try await Self.stopped(op)
+            #expect(status == 0, "exit status \(status); the operator printed:\n\(op.text.suffix(3000))")
+            #expect(took >= .seconds(3) && took < .seconds(15), "stopped after \(took); the operator printed:\n\(op.text.suffix(3000))")
+            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil, "the lease was not released")
+            c.server.releaseHeldRequests()
+        }
+    }
+
+    /// SIGTERM with the API server gone: the lease cannot be released, and the attempt is given up after a few
+    /// seconds (the lease, 600 s here, is what a successor then waits out).
+    @Test func stopsOnSIGTERMWhenTheAPIServerIsGone() async throws {
+        try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            _ = try await c.meteors.create(sampleMeteor("orphaned"))
+            let op = try Self.leader(c)
+            defer { op.signal(SIGKILL) }
+            _ = try await c.waitFor(c.meteors, "orphaned") { $0?[path: "status", "phase"] == "Building" }
+            await c.server.stop()
+            let (_, took) = try await Self.stopped(op)
+            #expect(took < .seconds(15), "stopped after \(took); the operator printed:\n\(op.text.suffix(3000))")
+            #expect(op.text.contains("cannot release lease in time"), "\(op.text.suffix(3000))")
+        }
+    }
+
+    /// The operator as the leader of a long lease (600 s; renew deadline 500 s), so only shutdown ends it.
+    static func leader(_ c: TestCluster, extra: [String] = []) throws -> BackgroundProcess {
+        let op = try BackgroundProcess(operatorBinary, [
+            "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
+            "--leader-elect", "--leader-elect-lease-duration", "600", "--leader-elect-renew-deadline", "500",
+        ] + extra)
+        return op
+    }
+
+    /// SIGTERM once the operator's workers run; its exit status and how long it took to exit (at most 30 s).
+    static func stopped(_ op: BackgroundProcess) async throws -> (Int32, Duration) {
+        _ = try await op.line(containing: "starting workers")
+        let signalled = ContinuousClock.now
+        op.signal(SIGTERM)
+        let stopped = Observed<Int32?>(nil)
+        let waiting = Task { stopped.update { [status = await op.wait()] in $0 = status } }
+        defer { waiting.cancel() }
+        do {
+            try await stopped.wait(timeout: .seconds(30)) { $0 != nil }
+        } catch {
+            Issue.record("still running 30 s after SIGTERM; the operator printed:\n\(op.text.suffix(3000))")
+            throw error
+        }
+        return (stopped.value ?? -1, ContinuousClock.now - signalled)
     }
 
     /// `run --shower-bind-address` serves the page beside the operator; the Shower's flags without it are refused.
