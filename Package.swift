@@ -205,6 +205,7 @@ let package = Package(
             dependencies: [
                 "MeteorCore", "MeteorSandbox", "MeteorShower", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport", "MeteorTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),

@@ -24,6 +24,12 @@ public final class GitHTTPServer: Sendable {
         router.get("**") { request, _ -> Response in
             try await cgi(root: root, path: request.uri.path, query: request.uri.query ?? "")
         }
+        // Fetches and clones POST to git-upload-pack.
+        router.post("**") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: 64 * 1024 * 1024)
+            return try await cgi(root: root, path: request.uri.path, query: request.uri.query ?? "", method: "POST", body: Data(buffer: body),
+                                 contentType: request.headers[.contentType], contentEncoding: request.headers[.contentEncoding], gitProtocol: request.headers[HTTPField.Name("Git-Protocol")!])
+        }
         let (bound, continuation) = AsyncStream<Int>.makeStream()
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { channel in
             continuation.yield(channel.localAddress?.port ?? 0)
@@ -96,19 +102,33 @@ public final class GitHTTPServer: Sendable {
         public var description: String { message }
     }
 
-    /// Runs the CGI program for one GET and turns its output (headers, blank line, body) into a response.
-    static func cgi(root: URL, path: String, query: String) async throws -> Response {
+    /// Runs the CGI program for one request and turns its output (headers, blank line, body) into a response.
+    static func cgi(root: URL, path: String, query: String, method: String = "GET", body: Data? = nil, contentType: String? = nil, contentEncoding: String? = nil, gitProtocol: String? = nil) async throws -> Response {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: backend)
-        process.environment = [
+        var environment = [
             "GIT_PROJECT_ROOT": root.path, "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path, "QUERY_STRING": query,
-            "REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.1", "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "REQUEST_METHOD": method, "REMOTE_ADDR": "127.0.0.1", "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
         ]
+        if let body { environment["CONTENT_LENGTH"] = String(body.count) }
+        if let contentType { environment["CONTENT_TYPE"] = contentType }
+        if let contentEncoding { environment["HTTP_CONTENT_ENCODING"] = contentEncoding }
+        if let gitProtocol { environment["GIT_PROTOCOL"] = gitProtocol }
+        process.environment = environment
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
+        let input = Pipe()
+        process.standardInput = body == nil ? FileHandle.nullDevice : input
         try process.run()
+        if let body {
+            // Written from a GCD thread: a large request can fill the pipe before the CGI reads it.
+            let writer = input.fileHandleForWriting
+            DispatchQueue.global().async {
+                try? writer.write(contentsOf: body)
+                try? writer.close()
+            }
+        }
         let handle = out.fileHandleForReading
         let data = await withCheckedContinuation { (c: CheckedContinuation<Data, Never>) in
             DispatchQueue.global().async {

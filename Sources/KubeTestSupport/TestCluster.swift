@@ -158,14 +158,16 @@ public func meteor(_ name: String, url: String = "https://github.com/aicoe-aiops
     return ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": .object(meta), "spec": ["url": .string(url), "ref": .string(ref)]]
 }
 
-/// Runs a command and returns its exit status and combined output.
-public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws -> (status: Int32, output: String) {
+/// Runs a program to its end; its exit status and what it printed (stdout and stderr together). `environment`
+/// adds to this process's, or is the whole of it with `replacingEnvironment`.
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:], replacingEnvironment: Bool = false, directory: URL? = nil, input: String? = nil) async throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
+    var env = replacingEnvironment ? [:] : ProcessInfo.processInfo.environment
     for (k, v) in environment { env[k] = v }
     process.environment = env
+    if let directory { process.currentDirectoryURL = directory }
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe

@@ -10,12 +10,25 @@ public struct BuildSettings: Sendable {
     public var serviceAccount: String
     public var pipelineTimeout: String
     public var workspaceSize: String
+    /// The UID (and GID and fsGroup) every step runs as, so the workspace one step writes the next can use
+    /// (Tekton's catalog uses 65532); nil leaves it to the images and the cluster (OpenShift's SCCs assign one).
+    public var runAsUser: Int64?
 
-    public init(imageRepositoryPrefix: String = "image-registry.openshift-image-registry.svc:5000", serviceAccount: String = "pipeline", pipelineTimeout: String = "1h0m0s", workspaceSize: String = "1Gi") {
+    public init(imageRepositoryPrefix: String = "image-registry.openshift-image-registry.svc:5000", serviceAccount: String = "pipeline", pipelineTimeout: String = "1h0m0s", workspaceSize: String = "1Gi", runAsUser: Int64? = 65532) {
         self.imageRepositoryPrefix = imageRepositoryPrefix
         self.serviceAccount = serviceAccount
         self.pipelineTimeout = pipelineTimeout
         self.workspaceSize = workspaceSize
+        self.runAsUser = runAsUser
+    }
+
+    /// `spec.taskRunTemplate` of every run: the ServiceAccount, and the Pod's securityContext when a UID is set.
+    var taskRunTemplate: JSONValue {
+        var template: JSONObject = ["serviceAccountName": .string(serviceAccount)]
+        if let uid = runAsUser {
+            template["podTemplate"] = ["securityContext": ["runAsUser": .int(uid), "runAsGroup": .int(uid), "fsGroup": .int(uid)]]
+        }
+        return .object(template)
     }
 }
 
@@ -89,7 +102,7 @@ public enum PipelineRunBuilder {
                     "name": "source",
                     "volumeClaimTemplate": ["spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]],
                 ]],
-                "taskRunTemplate": ["serviceAccountName": .string(settings.serviceAccount)],
+                "taskRunTemplate": settings.taskRunTemplate,
                 "timeouts": ["pipeline": .string(settings.pipelineTimeout)],
             ],
         ]

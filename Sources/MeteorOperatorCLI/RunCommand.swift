@@ -29,6 +29,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Client-side burst.") var burst = 1000
     @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
     @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
+    @Option(help: "UID, GID and fsGroup of every build step (the PipelineRuns' podTemplate); 0 leaves them to the images and the cluster (OpenShift's SCCs).") var buildUid: Int64 = 65532
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
@@ -52,6 +53,7 @@ struct RunCommand: AsyncParsableCommand {
         if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil {
             throw ValidationError("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address")
         }
+        if buildUid < 0 { throw ValidationError("--build-uid must be a UID (0 for none)") }
         if !(gracefulShutdownTimeout > 0) {
             throw ValidationError("--graceful-shutdown-timeout must be more than 0 seconds")
         }
@@ -111,7 +113,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: logger)
         var configuration = MeteorReconciler.Configuration()
-        configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount)
+        configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount, runAsUser: buildUid == 0 ? nil : buildUid)
         configuration.ingressClass = ingressClass
         configuration.keepSupersededRuns = keepSupersededRuns
         configuration.ingressDomain = ingressDomain

@@ -1,0 +1,290 @@
+import Crypto
+import Foundation
+import KubeModels
+import KubeTestSupport
+import MeteorCore
+import Testing
+
+/// The Tasks' step scripts run for real (`TektonStepRunner`: Tekton's substitution, the step's env and
+/// workingDir, the PipelineRun's UID and fsGroup), on fixture repositories served by `git http-backend`, with the
+/// tools the images carry: git, jupyter-book 1.0.2, pip and micropipenv (hack/test installs them in
+/// `METEOR_STEP_TOOLS`). What a container would be is a virtualenv on PATH; what `buildah build` would run of a
+/// generated Containerfile, its COPY and RUN lines, runs in a fresh virtualenv standing in for the base image.
+@Suite(.enabled(if: StepTools.available, "no step tools (hack/test installs them)"), .timeLimit(.minutes(5)))
+struct TektonStepTests {
+    static let tekton = TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton")
+    static let settings = BuildSettings()
+
+    /// A runner for one Task, as the PipelineRuns the operator creates run it (their podTemplate's UID).
+    static func runner(_ file: String, images: [String: TektonStepRunner.Image] = [:]) throws -> TektonStepRunner {
+        var r = try TektonStepRunner(taskFile: tekton.appendingPathComponent(file))
+        let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m", "uid": "u"]]
+        let run = PipelineRunBuilder.build(meteor: Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main")), owner: owner, pipeline: .jupyterbook, settings: settings)
+        let context = run[path: "spec", "taskRunTemplate", "podTemplate", "securityContext"]
+        r.runAsUser = context?["runAsUser"]?.intValue.map { UInt32($0) }
+        r.fsGroup = context?["fsGroup"]?.intValue.map { UInt32($0) }
+        r.images = images
+        return r
+    }
+
+    static func workspace() -> URL { FileManager.default.temporaryDirectory.appendingPathComponent("ws-\(UUID().uuidString)") }
+
+    /// Clones `repository` at `ref` into a new workspace with the clone Task; the workspace and the commit.
+    static func clone(_ git: GitHTTPServer, _ repository: String, ref: String = "main") async throws -> (URL, TektonStepRunner.Outcome) {
+        let ws = workspace()
+        let outcome = try await runner("task-git-clone.yaml").run(params: ["url": git.url(repository), "ref": ref], workspaces: ["source": ws])
+        return (ws, outcome)
+    }
+
+    @Test func theCloneChecksOutTheRefAsTheBuildsNonRootUser() async throws {
+        #expect(Self.settings.runAsUser == 65532, "builds run as Tekton's catalog UID by default")
+        let git = try await GitHTTPServer.start()
+        let commit = try await git.createRepository("plain", files: ["README.md": "hello\n", "notebooks/a.ipynb": Fixtures.notebook(title: "A", code: "1 + 1")])
+        let (ws, outcome) = try await Self.clone(git, "plain")
+        await git.stop()
+        #expect(outcome.succeeded, "\(outcome.output)")
+        #expect(outcome.results["commit"] == commit)
+        #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("notebooks/a.ipynb").path))
+        if getuid() == 0 {
+            // Written by the build's UID into a volume that is root's with the fsGroup: the next step can write too.
+            let owner = try FileManager.default.attributesOfItem(atPath: ws.appendingPathComponent("README.md").path)[.ownerAccountID] as? NSNumber
+            #expect(owner?.uint32Value == 65532)
+        }
+    }
+
+    @Test func aBookIsBuiltWithATocWhenTheRepositoryHasNoneAndItsNotebooksAreNotRun() async throws {
+        let git = try await GitHTTPServer.start()
+        // The repository asks jupyter-book to run every notebook; a run would print the joined marker.
+        try await git.createRepository("book", files: [
+            "intro.md": "# Meteor fixture\n\nA book from a repository.\n",
+            "analysis.ipynb": Fixtures.notebook(title: "Analysis", code: "print('EXECUTED' + '-MARKER')"),
+            "_config.yml": "title: Fixture book\nauthor: Meteor\nexecute:\n  execute_notebooks: force\n",
+        ])
+        let (ws, cloned) = try await Self.clone(git, "book")
+        await git.stop()
+        #expect(cloned.succeeded, "\(cloned.output)")
+        let book = try Self.runner("task-jupyter-book.yaml", images: [StepTools.pythonImage: StepTools.imageWithJupyterBook])
+        let outcome = try await book.run(params: ["site-url": "http://book.example/"], workspaces: ["source": ws])
+        #expect(outcome.succeeded, "\(outcome.output.suffix(3000))")
+        #expect(outcome.results["URL"] == "http://book.example/")
+        let html = ws.appendingPathComponent("_build/html")
+        #expect(FileManager.default.fileExists(atPath: html.appendingPathComponent("index.html").path))
+        let page = try String(contentsOf: html.appendingPathComponent("analysis.html"), encoding: .utf8)
+        #expect(page.contains("Analysis"))
+        #expect(!page.contains("EXECUTED-MARKER"), "the notebook was run although execute-notebooks is off")
+        #expect(try String(contentsOf: ws.appendingPathComponent("_config.yml"), encoding: .utf8).contains("title: Fixture book"), "the repository's own settings are kept")
+        #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("_toc.yml").path))
+    }
+
+    /// ubi9/python-311 has no jupyter-book and its python3 is a virtualenv's: `pip install --user` is refused
+    /// there. The Task installs the pinned version into a new virtualenv instead (from the wheels hack/test
+    /// downloaded, as a mirror would serve them).
+    @Test func withoutJupyterBookInTheImageThePinnedVersionIsInstalledAndUsed() async throws {
+        let image = try await StepTools.bareImage()
+        let ws = Self.workspace()
+        try FileManager.default.createDirectory(at: ws, withIntermediateDirectories: true)
+        try "# Only a page\n".write(to: ws.appendingPathComponent("index.md"), atomically: true, encoding: .utf8)
+        if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", ws.path]) }
+        let book = try Self.runner("task-jupyter-book.yaml", images: [StepTools.pythonImage: image])
+        let outcome = try await book.run(workspaces: ["source": ws])
+        #expect(outcome.succeeded, "\(outcome.output.suffix(3000))")
+        #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("_build/html/index.html").path))
+        #expect(!outcome.output.contains("Can not perform a '--user' install"))
+    }
+
+    @Test func theSiteImageServesOnTheDeploymentsPortAsNonRoot() async throws {
+        let ws = Self.workspace()
+        let outcome = try await Self.runner("task-containerfile.yaml").run(params: ["kind": "book", "base-image": "registry.access.redhat.com/ubi9/nginx-124:9.5"], workspaces: ["source": ws])
+        #expect(outcome.succeeded, "\(outcome.output)")
+        let containerfile = try String(contentsOf: ws.appendingPathComponent("Containerfile"), encoding: .utf8)
+        // The base image's own CMD prints usage and exits: the Deployment would crash-loop.
+        #expect(containerfile.contains("CMD [\"nginx\", \"-g\", \"daemon off;\"]"), "\(containerfile)")
+        #expect(containerfile.contains("EXPOSE \(BookSite.port)"))
+        #expect(BookSite.port >= 1024, "a non-root user cannot listen below 1024")
+    }
+
+    /// Pipfile and Pipfile.lock both go in (`micropipenv install --deploy` checks one against the other), and the
+    /// locked packages are installed in the base image.
+    @Test func aNotebookImageInstallsTheLockedDependencies() async throws {
+        let base = try await StepTools.bareImage()
+        let python = try await StepTools.pythonVersion(base)
+        let git = try await GitHTTPServer.start()
+        try await git.createRepository("locked", files: try await Fixtures.pipenvProject(python: python))
+        let (ws, cloned) = try await Self.clone(git, "locked")
+        await git.stop()
+        #expect(cloned.succeeded, "\(cloned.output)")
+        let written = try await Self.runner("task-containerfile.yaml").run(params: ["kind": "notebook", "base-image": "quay.io/example/notebook:1"], workspaces: ["source": ws])
+        #expect(written.succeeded, "\(written.output)")
+        let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
+        #expect(built.status == 0, "\(built.output.suffix(3000))")
+        let imported = try await runProcess(base.path[0] + "/python3", ["-c", "import six; print(six.__version__)"])
+        #expect(imported.output.trimmingCharacters(in: .whitespacesAndNewlines) == "1.16.0", "\(imported.output)")
+    }
+
+    @Test func aLockForAnotherPythonStopsTheBuildNamingBothVersions() async throws {
+        let base = try await StepTools.bareImage()
+        let python = try await StepTools.pythonVersion(base)
+        let ws = Self.workspace()
+        try FileManager.default.createDirectory(at: ws, withIntermediateDirectories: true)
+        for (name, text) in try await Fixtures.pipenvProject(python: "3.6") { try text.write(to: ws.appendingPathComponent(name), atomically: true, encoding: .utf8) }
+        if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", ws.path]) }
+        let written = try await Self.runner("task-containerfile.yaml").run(params: ["kind": "notebook", "base-image": "quay.io/example/notebook:1"], workspaces: ["source": ws])
+        #expect(written.succeeded, "\(written.output)")
+        let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
+        #expect(built.status != 0)
+        #expect(built.output.contains("Pipfile.lock is locked for Python 3.6 but the base image has Python \(python)"), "\(built.output.suffix(2000))")
+    }
+
+    @Test func requirementsAreInstalledAndARepositoryWithNoLockIsRefusedByName() async throws {
+        let ws = Self.workspace()
+        try FileManager.default.createDirectory(at: ws, withIntermediateDirectories: true)
+        if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", ws.path]) }
+        let containerfileTask = try Self.runner("task-containerfile.yaml")
+        let none = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
+        #expect(!none.succeeded && none.failedStep == "write")
+        #expect(none.output.contains("no Pipfile.lock or requirements.txt: nothing to lock dependencies from"))
+        try "six==1.16.0\n".write(to: ws.appendingPathComponent("requirements.txt"), atomically: true, encoding: .utf8)
+        let written = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
+        #expect(written.succeeded, "\(written.output)")
+        let base = try await StepTools.bareImage()
+        let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
+        #expect(built.status == 0, "\(built.output.suffix(2000))")
+    }
+}
+
+/// The tools hack/test installs for the step tests, and stand-ins for images built from them.
+enum StepTools {
+    static let directory: URL? = {
+        let env = ProcessInfo.processInfo.environment
+        let dir = env["METEOR_STEP_TOOLS"].map { URL(fileURLWithPath: $0) } ?? TestCluster.repositoryDirectory.appendingPathComponent(".build/step-tools")
+        return FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("jupyter-book/bin/jupyter-book").path) ? dir : nil
+    }()
+
+    /// Under CI a missing tool fails the suite's tests instead of skipping them.
+    static var available: Bool { directory != nil || ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    static let pythonImage = "registry.access.redhat.com/ubi9/python-311:9.5"
+
+    /// An image that carries jupyter-book: its virtualenv first on PATH.
+    static var imageWithJupyterBook: TektonStepRunner.Image {
+        let venv = directory?.appendingPathComponent("jupyter-book").path ?? "/nonexistent"
+        return TektonStepRunner.Image(path: ["\(venv)/bin"], environment: ["VIRTUAL_ENV": venv])
+    }
+
+    /// A Python image without jupyter-book, as ubi9/python-311 is: a new virtualenv first on PATH (the image's
+    /// /opt/app-root), pip pointed at the downloaded wheels instead of an index.
+    static func bareImage() async throws -> TektonStepRunner.Image {
+        guard let directory else { throw TektonStepRunner.Failure(message: "no step tools: run hack/test, or set METEOR_STEP_TOOLS") }
+        let venv = FileManager.default.temporaryDirectory.appendingPathComponent("image-\(UUID().uuidString)")
+        // From the system's Python (as the tools are), which the builds' non-root UID can run.
+        let made = try await runProcess("/usr/bin/python3", ["-m", "venv", venv.path])
+        guard made.status == 0 else { throw TektonStepRunner.Failure(message: "venv: \(made.output)") }
+        if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", venv.path]) }
+        return TektonStepRunner.Image(path: ["\(venv.path)/bin"], environment: [
+            "VIRTUAL_ENV": venv.path, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": directory.appendingPathComponent("wheels").path, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        ])
+    }
+
+    /// `X.Y` of an image's python3.
+    static func pythonVersion(_ image: TektonStepRunner.Image) async throws -> String {
+        let r = try await runProcess(image.path[0] + "/python3", ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// What `buildah build` would do with a generated Containerfile, for the instructions these Containerfiles
+    /// use: COPY from the context into a work directory, RUN there with the base image's tools, as the build's
+    /// UID. FROM is the image given; anything else is refused, so a new instruction cannot pass unseen.
+    static func build(containerfile: URL, context: URL, in image: TektonStepRunner.Image) async throws -> (status: Int32, output: String) {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("build-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        var output = ""
+        for line in try String(contentsOf: containerfile, encoding: .utf8).split(separator: "\n") {
+            let words = line.split(separator: " ", maxSplits: 1).map(String.init)
+            guard let instruction = words.first else { continue }
+            let rest = words.count > 1 ? words[1] : ""
+            switch instruction {
+            case "FROM", "EXPOSE", "CMD":
+                continue
+            case "COPY":
+                let parts = rest.split(separator: " ").map(String.init)
+                for source in parts.dropLast() {
+                    let from = context.appendingPathComponent(source), to = root.appendingPathComponent(from.lastPathComponent)
+                    try FileManager.default.copyItem(at: from, to: to)
+                }
+            case "RUN":
+                var env = ["PATH": (image.path + ["/usr/bin", "/bin"]).joined(separator: ":"), "HOME": root.path, "LANG": "C.UTF-8"]
+                for (k, v) in image.environment { env[k] = v }
+                var command = ["/bin/sh", "-c", rest]
+                if getuid() == 0 {
+                    _ = try await runProcess("/bin/chown", ["-R", "65532:65532", root.path])
+                    command = ["/usr/bin/setpriv", "--reuid=65532", "--regid=65532", "--clear-groups", "--"] + command
+                }
+                let r = try await runProcess(command[0], Array(command.dropFirst()), environment: env, replacingEnvironment: true, directory: root)
+                output += r.output
+                if r.status != 0 { return (r.status, output) }
+            default:
+                return (1, output + "unsupported instruction \(instruction)")
+            }
+        }
+        return (0, output)
+    }
+}
+
+/// Fixture repository content.
+enum Fixtures {
+    /// A notebook with a title cell and one code cell, saved without outputs.
+    static func notebook(title: String, code: String) -> String {
+        let nb: JSONValue = [
+            "cells": [
+                ["cell_type": "markdown", "metadata": [:], "source": .array([.string("# \(title)\n")])],
+                ["cell_type": "code", "execution_count": .null, "metadata": [:], "outputs": [], "source": .array([.string(code)])],
+            ],
+            "metadata": ["kernelspec": ["display_name": "Python 3", "language": "python", "name": "python3"]],
+            "nbformat": 4, "nbformat_minor": 5,
+        ]
+        return nb.serializedString()
+    }
+
+    /// A pipenv project locking six 1.16.0 for Python `python`: Pipfile and a Pipfile.lock whose hash is the
+    /// Pipfile's (pipenv's: SHA-256 of its sources, requires and packages as sorted compact JSON).
+    static func pipenvProject(python: String) async throws -> [String: String] {
+        let pipfile = """
+            [[source]]
+            url = "https://pypi.org/simple"
+            verify_ssl = true
+            name = "pypi"
+
+            [packages]
+            six = "==1.16.0"
+
+            [requires]
+            python_version = "\(python)"
+
+            """
+        let meta = "{\"_meta\":{\"requires\":{\"python_version\":\"\(python)\"},\"sources\":[{\"name\":\"pypi\",\"url\":\"https://pypi.org/simple\",\"verify_ssl\":true}]},\"default\":{\"six\":\"==1.16.0\"},\"develop\":{}}"
+        let hash = SHA256.hash(data: Data(meta.utf8)).map { String(format: "%02x", $0) }.joined()
+        let lock = """
+            {
+                "_meta": {
+                    "hash": {"sha256": "\(hash)"},
+                    "pipfile-spec": 6,
+                    "requires": {"python_version": "\(python)"},
+                    "sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": true}]
+                },
+                "default": {
+                    "six": {
+                        "hashes": [
+                            "sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926",
+                            "sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
+                        ],
+                        "index": "pypi",
+                        "version": "==1.16.0"
+                    }
+                },
+                "develop": {}
+            }
+
+            """
+        return ["Pipfile": pipfile, "Pipfile.lock": lock, "notebook.ipynb": notebook(title: "Locked", code: "import six")]
+    }
+}
