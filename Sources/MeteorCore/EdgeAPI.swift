@@ -14,13 +14,23 @@ public struct Edge: Codable, Sendable, Hashable {
         public var platform: String
         /// Where the image is pushed, without tag or digest (e.g. `quay.io/thoth-station/donkeycar`).
         public var repository: String
+        /// Build on any node under emulation (qemu binfmt registered on the nodes) instead of on a node of the
+        /// image's architecture.
+        public var emulated: Bool?
 
-        public init(name: String, dockerfile: String, context: String? = nil, platform: String, repository: String) {
+        public init(name: String, dockerfile: String, context: String? = nil, platform: String, repository: String, emulated: Bool? = nil) {
             self.name = name
             self.dockerfile = dockerfile
             self.context = context
             self.platform = platform
             self.repository = repository
+            self.emulated = emulated
+        }
+
+        /// The node architecture (`kubernetes.io/arch`) of `platform`: `linux/arm64` → `arm64`, `linux/arm/v7` → `arm`.
+        public var architecture: String {
+            let parts = platform.split(separator: "/")
+            return parts.count > 1 ? String(parts[1]) : platform
         }
     }
 

@@ -57,7 +57,13 @@ public enum EdgePipelineRunBuilder {
         ]
         var labels: JSONObject = [MeteorLabels.edgeImage: .string(image.name)]
         if let release = build.release { labels[MeteorLabels.release] = .string(EdgeBuild.slug(release.tag)) }
-        return PipelineRunBuilder.run(name: name(meteor: meteor.name, image: image.name, build: build), meteor: meteor, owner: owner, pipeline: .edge, ref: build.ref, params: params, extraLabels: labels, settings: settings)
+        var run = PipelineRunBuilder.run(name: name(meteor: meteor.name, image: image.name, build: build), meteor: meteor, owner: owner, pipeline: .edge, ref: build.ref, params: params, extraLabels: labels, settings: settings)
+        if image.emulated != true {
+            // buildah builds for the node it runs on unless qemu binfmt emulates another: the build task goes to a
+            // node of the image's architecture (an arm64 image to an arm64 node).
+            run[path: "spec", "taskRunSpecs"] = [["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(image.architecture)]]]]
+        }
+        return run
     }
 }
 

@@ -12,13 +12,17 @@ public struct Meteor: KubeResource, Hashable {
         public var pipelines: [String]?
         /// Edge delivery (used when `pipelines` names `edge`).
         public var edge: Edge?
+        /// The Thoth overlay (`overlays/<name>/`) the notebook image's dependencies come from; absent: the
+        /// repository root's, else the first runtime environment of `.thoth.yaml`.
+        public var overlay: String?
 
-        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil) {
+        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil, overlay: String? = nil) {
             self.url = url
             self.ref = ref
             self.ttl = ttl
             self.pipelines = pipelines
             self.edge = edge
+            self.overlay = overlay
         }
 
         /// The requested pipelines; the schema's default when none are given.

@@ -71,6 +71,9 @@ public enum PipelineRunBuilder {
             params.append(["name": "site-name", "value": .string(meteor.name)])
             params.append(["name": "site-url", "value": .string(BookSite.url(meteor: meteor))])
         }
+        if pipeline == .jupyterhub, let overlay = meteor.spec.overlay {
+            params.append(["name": "overlay", "value": .string(overlay)])
+        }
         return run(name: name(meteor: meteor.name, pipeline: pipeline, generation: generation), meteor: meteor, owner: owner, pipeline: pipeline, ref: meteor.spec.ref, params: params, extraLabels: [:], settings: settings)
     }
 

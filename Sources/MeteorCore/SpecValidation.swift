@@ -32,6 +32,9 @@ public enum SpecValidation {
         } else if spec.ref.contains("..") || spec.ref.hasPrefix("/") || spec.ref.hasPrefix("-") || spec.ref.hasSuffix("/") || spec.ref.hasSuffix(".lock") {
             out.append(SpecProblem(field: "spec.ref", message: "is not a valid git ref name: \(quoted(spec.ref))"))
         }
+        if let overlay = spec.overlay, overlay.utf8.count > 63 || overlay.range(of: overlayName, options: .regularExpression) == nil {
+            out.append(SpecProblem(field: "spec.overlay", message: "must be a Thoth overlay's directory name (letters, digits and - _ . inside, at most 63), got \(quoted(overlay))"))
+        }
         if let ttl = spec.ttl, ttl < 0 || ttl > 31_536_000 {
             out.append(SpecProblem(field: "spec.ttl", message: "must be between 0 and 31536000 seconds, got \(ttl)"))
         }
@@ -57,6 +60,7 @@ public enum SpecValidation {
     }
 
     // \A and \z, not ^ and $: ICU's $ also matches before a final newline, so "car\n" would pass.
+    static let overlayName = #"\A[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\z"#
     static let dnsLabel = #"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\z"#
     static let platforms: Set<String> = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/ppc64le", "linux/s390x", "linux/riscv64"]
 

@@ -107,6 +107,18 @@ import Testing
                 throw error
             }
             #expect((verified?[path: "status", "images"]?.arrayValue ?? []).allSatisfy { $0["verified"] == true && $0["digest"] == .string(digest) })
+            // Each build runs on a node of its image's architecture: the car's on arm64, the twin's on amd64 (on
+            // the real control plane, as Tekton made the build's Pod from the run's taskRunSpecs).
+            for (image, arch) in [("car", "arm64"), ("twin", "amd64")] {
+                let name = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
+                let run = try await c.runs.get(name)
+                #expect(run[path: "spec", "taskRunSpecs"] == [["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(arch)]]]])
+                if c.kit != nil {
+                    let pods = try await c.client.dynamic(ResourceType(group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true), namespace: c.namespace)
+                        .list(ListOptions(labelSelector: "tekton.dev/pipelineRun=\(name),tekton.dev/pipelineTask=image")).items
+                    #expect(pods.count == 1 && pods.allSatisfy { $0[path: "spec", "nodeSelector", "kubernetes.io/arch"] == .string(arch) }, "\(pods.map { $0[path: "spec", "nodeSelector"] ?? .null })")
+                }
+            }
             for (target, repository) in [("rpi", "donkeycar"), ("nuc", "donkeycar-twin")] {
                 let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
                 let created = try #require(try await c.waitFor(c.applications, app) { $0 != nil })

@@ -12,7 +12,7 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
     Edge(
         images: [
             .init(name: "car", dockerfile: "Dockerfile.donkey.arm64", platform: "linux/arm64", repository: "\(registry)/meteor/donkeycar"),
-            .init(name: "twin", dockerfile: "Dockerfile.donkey", platform: "linux/amd64", repository: "\(registry)/meteor/donkeycar-twin"),
+            .init(name: "twin", dockerfile: "Dockerfile.donkey", platform: "linux/amd64", repository: "\(registry)/meteor/donkeycar-twin", emulated: false),
         ],
         signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
         targets: [
@@ -89,6 +89,25 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
     }
 
     /// What the operator creates must be what Argo CD and Tekton accept: validated strictly by their own CRDs.
+    /// buildah builds for the node it runs on: each edge build goes to a node of its image's architecture, unless
+    /// the image asks for an emulated build (qemu binfmt on the nodes).
+    @Test func edgeBuildsAreScheduledOnTheirArchitectureUnlessEmulated() throws {
+        let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m", "uid": "u"]]
+        let meteor = Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main"))
+        let build = EdgeBuild(ref: "main", release: nil, generation: 1)
+        for (platform, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64"), ("linux/arm/v7", "arm")] {
+            let image = Edge.Image(name: "i", dockerfile: "Dockerfile", platform: platform, repository: "quay.io/x/y")
+            let run = EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: image, build: build, settings: BuildSettings())
+            #expect(run[path: "spec", "taskRunSpecs"] == [["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(arch)]]]])
+            // The pipeline task named is the one that builds.
+            let pipeline = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton/pipeline-edge-image.yaml"), encoding: .utf8))
+            let buildTask = (pipeline[path: "spec", "tasks"]?.arrayValue ?? []).first { $0["name"] == "image" }
+            #expect(buildTask?[path: "taskRef", "name"] == "meteor-buildah")
+        }
+        let emulated = Edge.Image(name: "i", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "quay.io/x/y", emulated: true)
+        #expect(EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: emulated, build: build, settings: BuildSettings())[path: "spec", "taskRunSpecs"] == nil)
+    }
+
     @Test func applicationsAndEdgeRunsValidateAgainstUpstreamSchemas() async throws {
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml", "crds/argocd/application-crd.yaml"]) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)

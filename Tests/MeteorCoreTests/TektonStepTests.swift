@@ -135,6 +135,68 @@ struct TektonStepTests {
         #expect(built.output.contains("Pipfile.lock is locked for Python 3.6 but the base image has Python \(python)"), "\(built.output.suffix(2000))")
     }
 
+    /// The Elyra AIDevSecOps tutorial's shape: no lock at the root, Thoth overlays named in .thoth.yaml. The
+    /// first runtime environment is built unless the Meteor names another; an unknown one is refused by name.
+    @Test func thothOverlaysGiveTheNotebookImageItsDependencies() async throws {
+        let base = try await StepTools.bareImage()
+        let python = try await StepTools.pythonVersion(base)
+        let git = try await GitHTTPServer.start()
+        var files: [String: String] = [
+            ".thoth.yaml": """
+                host: khemenu.thoth-station.ninja
+                tls_verify: false
+                requirements_format: pipenv
+                overlays_dir: overlays
+                runtime_environments:
+                  - name: training
+                    operating_system:
+                      name: ubi
+                      version: "9"
+                    python_version: "\(python)"
+                  - name: serving
+                    python_version: "3.6"
+
+                """,
+            "notebooks/intro.ipynb": Fixtures.notebook(title: "Tutorial", code: "import six"),
+        ]
+        for (name, text) in try await Fixtures.pipenvProject(python: python) where name.hasPrefix("Pipfile") { files["overlays/training/\(name)"] = text }
+        for (name, text) in try await Fixtures.pipenvProject(python: "3.6") where name.hasPrefix("Pipfile") { files["overlays/serving/\(name)"] = text }
+        try await git.createRepository("elyra", files: files)
+        defer { Task { await git.stop() } }
+        let containerfileTask = try Self.runner("task-containerfile.yaml")
+
+        let (ws, cloned) = try await Self.clone(git, "elyra")
+        #expect(cloned.succeeded, "\(cloned.output)")
+        let first = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
+        #expect(first.succeeded, "\(first.output)")
+        #expect(first.output.contains("dependencies from the Thoth overlay overlays/training"))
+        let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
+        #expect(built.status == 0, "\(built.output.suffix(2000))")
+        let imported = try await runProcess(base.path[0] + "/python3", ["-c", "import six; print(six.__version__)"])
+        #expect(imported.output.contains("1.16.0"), "\(imported.output)")
+
+        let (ws2, _) = try await Self.clone(git, "elyra")
+        let named = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b", "overlay": "serving"], workspaces: ["source": ws2])
+        #expect(named.succeeded && named.output.contains("overlays/serving"), "\(named.output)")
+        let serving = try await StepTools.build(containerfile: ws2.appendingPathComponent("Containerfile"), context: ws2, in: try await StepTools.bareImage())
+        #expect(serving.output.contains("Pipfile.lock is locked for Python 3.6"), "the serving overlay's own lock was taken: \(serving.output.suffix(1000))")
+
+        let (ws3, _) = try await Self.clone(git, "elyra")
+        let unknown = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b", "overlay": "inference"], workspaces: ["source": ws3])
+        #expect(!unknown.succeeded)
+        #expect(unknown.output.contains("Thoth overlay \"inference\" not found in overlays/ (it has: serving training )"), "\(unknown.output)")
+
+        // The Meteor's spec.overlay is what the run asks for.
+        var meteor = Meteor(metadata: ObjectMeta(name: "elyra", namespace: "ns"), spec: .init(url: git.url("elyra"), ref: "main"))
+        meteor.spec.overlay = "serving"
+        let run = PipelineRunBuilder.build(meteor: meteor, owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "elyra", "uid": "u"]], pipeline: .jupyterhub, settings: Self.settings)
+        #expect((run[path: "spec", "params"]?.arrayValue ?? []).contains(["name": "overlay", "value": "serving"]))
+        // A name that could leave overlays_dir never reaches the run (the CRD's pattern, and the reconciler's check
+        // for Meteors stored under a laxer CRD).
+        meteor.spec.overlay = "../../etc"
+        #expect(SpecValidation.problems(meteor.spec).map(\.field) == ["spec.overlay"])
+    }
+
     @Test func requirementsAreInstalledAndARepositoryWithNoLockIsRefusedByName() async throws {
         let ws = Self.workspace()
         try FileManager.default.createDirectory(at: ws, withIntermediateDirectories: true)
@@ -142,7 +204,7 @@ struct TektonStepTests {
         let containerfileTask = try Self.runner("task-containerfile.yaml")
         let none = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
         #expect(!none.succeeded && none.failedStep == "write")
-        #expect(none.output.contains("no Pipfile.lock or requirements.txt: nothing to lock dependencies from"))
+        #expect(none.output.contains("no Pipfile.lock or requirements.txt in .: nothing to lock dependencies from"))
         try "six==1.16.0\n".write(to: ws.appendingPathComponent("requirements.txt"), atomically: true, encoding: .utf8)
         let written = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
         #expect(written.succeeded, "\(written.output)")
