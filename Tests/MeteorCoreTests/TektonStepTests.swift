@@ -52,6 +52,26 @@ struct TektonStepTests {
         }
     }
 
+    /// The CRD admits any ref, abbreviated commits included, which `git fetch origin <abbrev>` cannot fetch: the
+    /// clone resolves them against the fetched branches and tags; a ref that names nothing is refused by name.
+    @Test func abbreviatedCommitsAreResolvedAndUnknownRefsNamed() async throws {
+        let git = try await GitHTTPServer.start()
+        defer { Task { await git.stop() } }
+        let first = try await git.createRepository("history", files: ["README.md": "one\n"])
+        let second = try await git.commit("history", files: ["README.md": "two\n"], message: "second")
+        let (ws, outcome) = try await Self.clone(git, "history", ref: String(first.prefix(8)))
+        #expect(outcome.succeeded, "\(outcome.output)")
+        #expect(outcome.results["commit"] == first)
+        #expect(try String(contentsOf: ws.appendingPathComponent("README.md"), encoding: .utf8) == "one\n")
+        let (_, full) = try await Self.clone(git, "history", ref: second)
+        #expect(full.succeeded && full.results["commit"] == second, "\(full.output)")
+        let (_, unknown) = try await Self.clone(git, "history", ref: "deadbeef")
+        #expect(!unknown.succeeded)
+        #expect(unknown.output.contains("ref deadbeef: no branch, tag or commit of that name in \(git.url("history"))"), "\(unknown.output)")
+        let (_, branch) = try await Self.clone(git, "history", ref: "no-such-branch")
+        #expect(!branch.succeeded && branch.output.contains("no-such-branch"), "\(branch.output)")
+    }
+
     @Test func aBookIsBuiltWithATocWhenTheRepositoryHasNoneAndItsNotebooksAreNotRun() async throws {
         let git = try await GitHTTPServer.start()
         // The repository asks jupyter-book to run every notebook; a run would print the joined marker.
