@@ -20,6 +20,8 @@ public final class RecentWrites: Sendable {
     let entries = Mutex<[String: Entry]>([:])
     /// Expired entries are dropped when the map doubles past this, so recording stays O(1) amortised.
     let pruneAt = Mutex(1024)
+    /// The caches of tracked informers, by kind: a write a cache already shows is not kept.
+    let stores = Mutex<[String: [Store]]>([:])
     let ttl: Duration
 
     public init(ttl: Duration = .seconds(30)) { self.ttl = ttl }
@@ -29,6 +31,7 @@ public final class RecentWrites: Sendable {
     /// informer read through this.
     public func track(_ informer: Informer) async {
         let kind = informer.resourceType.kind
+        stores.withLock { $0[kind, default: []].append(informer.store) }
         await informer.addHandler { [self] event in
             switch event {
             case .deleted(let o): forget(kind: kind, ObjectKey(o))
@@ -71,6 +74,12 @@ public final class RecentWrites: Sendable {
                 let kept = e.count
                 pruneAt.withLock { $0 = max(1024, kept * 2) }
             }
+        }
+        // The watch event may have come before this call (the informer saw the write before the writer returned),
+        // so its handler found nothing to forget. Checked after the insert: a handler running later forgets it.
+        let key = ObjectKey(object)
+        for store in stores.withLock({ $0[kind] ?? [] }) {
+            if let cached = store.get(key) { caughtUp(kind: kind, cached) }
         }
     }
 

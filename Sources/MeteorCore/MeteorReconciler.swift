@@ -24,6 +24,9 @@ public final class MeteorReconciler: Sendable {
         public var ingressDomain: String?
         /// Publish notebook images as Open Data Hub ImageStreams (set when the cluster serves image.openshift.io/v1).
         public var publishImageStreams = false
+        /// Where the ImageStreams go: Open Data Hub's spawner and dashboard list only those in their own namespace
+        /// (`opendatahub`, `redhat-ods-applications`). nil: the Meteor's namespace.
+        public var notebookImageNamespace: String?
         /// Edge delivery through Argo CD; nil when the cluster has no Argo CD (edge Meteors then get InvalidSpec).
         public var edge: EdgeSettings?
         /// Finished superseded PipelineRuns kept per pipeline (edge runs are not pruned), newest first; older ones are
@@ -71,7 +74,10 @@ public final class MeteorReconciler: Sendable {
         if configuration.ingressClass != nil { siteTypes.append(BookSite.ingressType) }
         if configuration.publishImageStreams { siteTypes.append(NotebookImage.imageStreamType) }
         var sites: [String: Informer] = [:]
-        for t in siteTypes { sites[t.kind] = manager.informer(for: t, namespace: namespace, labelSelector: managed) }
+        for t in siteTypes {
+            let home = t == NotebookImage.imageStreamType ? configuration.notebookImageNamespace ?? namespace : namespace
+            sites[t.kind] = manager.informer(for: t, namespace: home, labelSelector: managed)
+        }
         let applications = configuration.edge.map { manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed) }
         let metrics = MeteorMetrics(factory: manager.metricsFactory)
         await metrics.observe(meteors: meteors, pipelineRuns: runs)
@@ -86,14 +92,15 @@ public final class MeteorReconciler: Sendable {
         await controller.owns(runs)
         for informer in sites.values { await controller.owns(informer) }
         for informer in [meteors, runs] + Array(sites.values) + (applications.map { [$0] } ?? []) { await reconciler.recent.track(informer) }
-        if let applications {
-            // Applications live in Argo CD's namespace: they find their Meteor through labels, not ownerReferences.
-            await controller.watches(applications) { app in
-                guard let ns = app[path: "metadata", "labels", MeteorLabels.meteorNamespace]?.stringValue,
-                    let name = app[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue else { return [] }
-                return [ObjectKey(namespace: ns, name: name)]
-            }
+        // Applications (in Argo CD's namespace) and shared ImageStreams (in Open Data Hub's) find their Meteor
+        // through labels, not ownerReferences.
+        let byLabels: @Sendable (JSONValue) -> [ObjectKey] = { o in
+            guard let ns = o[path: "metadata", "labels", MeteorLabels.meteorNamespace]?.stringValue,
+                let name = o[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue else { return [] }
+            return [ObjectKey(namespace: ns, name: name)]
         }
+        if let applications { await controller.watches(applications, map: byLabels) }
+        if configuration.notebookImageNamespace != nil, let streams = sites[NotebookImage.imageStreamType.kind] { await controller.watches(streams, map: byLabels) }
         manager.add(controller)
         return (reconciler, controller)
     }
@@ -154,12 +161,13 @@ public final class MeteorReconciler: Sendable {
                 try await pruneApplications(meteor, keep: [], settings: edge)
                 edgeMemory.forget(uid: meteor.metadata.uid ?? "")
             }
+            try await pruneSharedImageStreams(meteor)
             try await ObjectHelpers.removeFinalizer(MeteorLabels.finalizer, from: raw, api: api)
             return .done
         }
-        // Only edge Meteors make objects their ownerReferences cannot reach (Applications in Argo CD's namespace),
-        // so only they carry the finalizer; everything else is collected by the garbage collector, one write less.
-        if meteor.spec.requestedPipelines.contains(Pipeline.edge.rawValue), configuration.edge != nil, !ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer) {
+        // Only Meteors that make objects their ownerReferences cannot reach (Applications in Argo CD's namespace,
+        // ImageStreams in Open Data Hub's) carry the finalizer; the garbage collector takes the rest, one write less.
+        if reachesOtherNamespaces(meteor), !ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer) {
             raw = try await ObjectHelpers.addFinalizer(MeteorLabels.finalizer, to: raw, api: api)
             recent.record(raw)
         }
@@ -251,13 +259,24 @@ public final class MeteorReconciler: Sendable {
             try await pruneApplications(meteor, keep: [], settings: settings)
         }
         try await retireSuperseded(meteor: meteor, keep: Set(entries.map(\.pipelineRunName)).union(edgeOutcome?.runNames ?? []), runs: runs)
+        var publishRetry: Duration?
         for i in entries.indices where entries[i].ready == "True" {
             guard let pipeline = Pipeline(rawValue: entries[i].name), let image = entries[i].image else { continue }
             switch pipeline {
             case .jupyterbook:
                 entries[i].url = try await serveBook(meteor, owner: raw, image: image, digest: entries[i].digest)
             case .jupyterhub where configuration.publishImageStreams:
-                try await ensure(NotebookImage.imageStream(meteor, owner: raw, image: image, digest: entries[i].digest), NotebookImage.imageStreamType)
+                do {
+                    try await ensure(NotebookImage.imageStream(meteor, owner: raw, image: image, digest: entries[i].digest, namespace: configuration.notebookImageNamespace), NotebookImage.imageStreamType)
+                } catch let e as KubeError where !e.isConflict {
+                    // The image is built; only its listing in Open Data Hub failed (its namespace missing, say).
+                    // Said in the status and an Event, retried later; the book and the status are not held up.
+                    let target = configuration.notebookImageNamespace ?? meteor.namespace ?? "default"
+                    let why = e.status?.message ?? "\(e)"
+                    entries[i].message = "Built, but not listed in Open Data Hub: the ImageStream in namespace \(target) could not be written: \(why)"
+                    await events.record(raw, type: .warning, reason: "NotebookImageNotPublished", message: entries[i].message!)
+                    publishRetry = .seconds(60)
+                }
             default:
                 break
             }
@@ -325,7 +344,7 @@ public final class MeteorReconciler: Sendable {
         }
         try await writeStatus(status, of: raw, api: api)
         let expiry = requeue(until: expiration, now: now)
-        if let retry = edgeOutcome?.requeueAfter {
+        if let retry = [edgeOutcome?.requeueAfter, publishRetry].compactMap({ $0 }).min() {
             if case .requeueAfter(let d) = expiry, d < retry { return expiry }
             return .requeueAfter(retry)
         }
@@ -366,6 +385,27 @@ public final class MeteorReconciler: Sendable {
         // (a container's imagePullPolicy, a Service's clusterIP) are left alone and cost no write.
         if !ObjectHelpers.satisfies(current["spec"], desiredSpec) {
             recent.record(try await api.patch(key.name, .merge(["spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
+        }
+    }
+
+    /// Whether the Meteor makes objects outside its namespace, which only its finalizer can clean up.
+    func reachesOtherNamespaces(_ meteor: Meteor) -> Bool {
+        let requested = meteor.spec.requestedPipelines
+        if requested.contains(Pipeline.edge.rawValue), configuration.edge != nil { return true }
+        guard requested.contains(Pipeline.jupyterhub.rawValue), configuration.publishImageStreams, let shared = configuration.notebookImageNamespace else { return false }
+        return shared != (meteor.namespace ?? "default")
+    }
+
+    /// Deletes the Meteor's ImageStreams in the shared notebook-image namespace (found by its uid label).
+    func pruneSharedImageStreams(_ meteor: Meteor) async throws {
+        guard configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"),
+            let informer = sites[NotebookImage.imageStreamType.kind], let uid = meteor.metadata.uid else { return }
+        for stream in informer.store.list(namespace: shared, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])])) {
+            guard let name = stream[path: "metadata", "name"]?.stringValue else { continue }
+            do {
+                _ = try await client.dynamic(NotebookImage.imageStreamType, namespace: shared).delete(name, params: DeleteParams(preconditionUID: stream[path: "metadata", "uid"]?.stringValue))
+                recent.forget(kind: NotebookImage.imageStreamType.kind, ObjectKey(stream))
+            } catch let e as KubeError where e.isNotFound {}
         }
     }
 

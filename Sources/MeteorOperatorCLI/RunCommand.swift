@@ -29,6 +29,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Client-side burst.") var burst = 1000
     @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
     @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
+    @Option(help: "Namespace of the notebook ImageStreams on Open Data Hub, whose spawner lists only its own (redhat-ods-applications on RHOAI); empty: the Meteor's namespace.") var notebookImageNamespace = "opendatahub"
     @Option(help: "UID, GID and fsGroup of every build step (the PipelineRuns' podTemplate); 0 leaves them to the images and the cluster (OpenShift's SCCs).") var buildUid: Int64 = 65532
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
@@ -118,6 +119,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.keepSupersededRuns = keepSupersededRuns
         configuration.ingressDomain = ingressDomain
         configuration.publishImageStreams = publishImageStreams
+        configuration.notebookImageNamespace = notebookImageNamespace.isEmpty ? nil : notebookImageNamespace
         if argoServed {
             var edge = EdgeSettings()
             edge.argocdNamespace = argocdNamespace

@@ -154,6 +154,7 @@ struct Grant: Hashable, CustomStringConvertible {
                 """)
             try await c.createNamespace("argocd")
             try await c.createNamespace("meteor-operator-system")
+            try await c.createNamespace("opendatahub")
             let signer = CosignSigner()
             _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
             let op = try BackgroundProcess(operatorBinary, [
@@ -184,7 +185,8 @@ struct Grant: Hashable, CustomStringConvertible {
                 (NotebookImage.imageStreamType, ["spec": ["lookupPolicy": ["local": false]]], { $0?[path: "spec", "lookupPolicy", "local"] == true }),
             ]
             for (type, patch, repaired) in drift {
-                let api = c.client.dynamic(type, namespace: "default")
+                // Notebook ImageStreams go to Open Data Hub's namespace (--notebook-image-namespace's default).
+                let api = c.client.dynamic(type, namespace: type == NotebookImage.imageStreamType ? "opendatahub" : "default")
                 var items = try await api.list(selector).items
                 while items.isEmpty {
                     _ = try await c.waitFor(c.meteors, "notebooks") { $0 != nil }

@@ -102,22 +102,12 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
         let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
         try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
         // OpenShift serves image.openshift.io natively; here a minimal CRD stands in for it.
-        try cluster.server.installCRDs(yaml: """
-            apiVersion: apiextensions.k8s.io/v1
-            kind: CustomResourceDefinition
-            metadata: {name: imagestreams.image.openshift.io}
-            spec:
-              group: image.openshift.io
-              scope: Namespaced
-              names: {kind: ImageStream, plural: imagestreams, singular: imagestream}
-              versions:
-              - name: v1
-                served: true
-                storage: true
-                schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-            """)
+        try cluster.server.installCRDs(yaml: Self.imageStreamCRD)
+
+        try await cluster.createNamespace("opendatahub")
         let env = try await MeteorEnvironment.start(cluster: cluster) { config in
             config.publishImageStreams = true
+            config.notebookImageNamespace = "opendatahub"
             config.ingressClass = "openshift-default"
             config.ingressDomain = "apps.example.com"
         }
@@ -130,12 +120,70 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             try await cluster.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/odh-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let ready = try await cluster.waitFor(cluster.meteors, "odh") { $0?[path: "status", "phase"] == "Ready" }
             #expect(ready?[path: "status", "pipelines"]?.arrayValue?.first { $0["name"] == "jupyterbook" }?["url"] == "https://odh-book.default.apps.example.com/")
-            let streams = cluster.client.dynamic(NotebookImage.imageStreamType, namespace: "default")
-            let stream = try #require(try await cluster.waitFor(streams, "odh-notebook") { $0 != nil })
+            // In Open Data Hub's namespace, the only one its spawner lists, named for the Meteor's namespace too.
+            let streams = cluster.client.dynamic(NotebookImage.imageStreamType, namespace: "opendatahub")
+            let stream = try #require(try await cluster.waitFor(streams, "default-odh-notebook") { $0 != nil })
             #expect(stream[path: "metadata", "labels", "opendatahub.io/notebook-image"] == "true")
+            #expect(stream[path: "metadata", "annotations", "opendatahub.io/notebook-image-name"] == "odh (Meteor)")
             #expect(stream[path: "spec", "tags"]?.arrayValue?.first?[path: "from", "name"] == .string("registry.local/default/odh-jupyterhub@sha256:" + String(repeating: "d", count: 64)))
+            #expect(stream[path: "metadata", "ownerReferences"] == nil, "an ownerReference cannot reach across namespaces")
+            #expect(stream[path: "metadata", "labels", MeteorLabels.meteorUID] == ready?[path: "metadata", "uid"])
             let ingress = try await cluster.client.dynamic(BookSite.ingressType, namespace: "default").get("odh-book")
             #expect(ingress[path: "spec", "ingressClassName"] == "openshift-default")
+            // So the Meteor's finalizer cleans it up: deleting the Meteor deletes the ImageStream, then the Meteor goes.
+            #expect(ready?[path: "metadata", "finalizers"]?.arrayValue?.contains(.string(MeteorLabels.finalizer)) == true)
+            try await cluster.meteors.delete("odh")
+            _ = try await cluster.waitFor(streams, "default-odh-notebook") { $0 == nil }
+            _ = try await cluster.waitFor(cluster.meteors, "odh") { $0 == nil }
+            // Beside the Meteor (no shared namespace configured) it is simply owned by it.
+            let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "odh", "uid": "u-1"]]
+            let local = NotebookImage.imageStream(Meteor(metadata: ObjectMeta(name: "odh", namespace: "default"), spec: .init(url: "https://x/y", ref: "main")), owner: owner, image: "r/i:g1", digest: nil)
+            #expect(local[path: "metadata", "name"] == "odh-notebook" && local[path: "metadata", "ownerReferences"]?.arrayValue?.count == 1)
+        } catch {
+            await env.shutdown()
+            throw error
+        }
+        await env.shutdown()
+    }
+
+    static let imageStreamCRD = """
+            apiVersion: apiextensions.k8s.io/v1
+            kind: CustomResourceDefinition
+            metadata: {name: imagestreams.image.openshift.io}
+            spec:
+              group: image.openshift.io
+              scope: Namespaced
+              names: {kind: ImageStream, plural: imagestreams, singular: imagestream}
+              versions:
+              - name: v1
+                served: true
+                storage: true
+                schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+            """
+
+    /// Open Data Hub's namespace missing: the image is built and the book served all the same; the status and a
+    /// Warning Event say why the image is not listed, and the operator tries again.
+    @Test func aMissingNotebookImageNamespaceIsReportedAndHoldsUpNothingElse() async throws {
+        let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        try cluster.server.installCRDs(yaml: Self.imageStreamCRD)
+        let env = try await MeteorEnvironment.start(cluster: cluster) { config in
+            config.publishImageStreams = true
+            config.notebookImageNamespace = "opendatahub"
+        }
+        do {
+            _ = try await cluster.meteors.create(sampleMeteor("lonely"))
+            for (pipeline, digest) in [(Pipeline.jupyterhub, "d"), (.jupyterbook, "e")] {
+                let run = PipelineRunBuilder.name(meteor: "lonely", pipeline: pipeline, generation: 1)
+                _ = try await cluster.waitFor(cluster.runs, run) { $0 != nil }
+                try await cluster.tekton(run, "Succeeded", results: ["IMAGE_URL": "registry.local/default/lonely-\(pipeline.rawValue):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: digest, count: 64)])
+            }
+            let ready = try await cluster.waitFor(cluster.meteors, "lonely") { $0?[path: "status", "phase"] == "Ready" }
+            let hub = ready?[path: "status", "pipelines"]?.arrayValue?.first { $0["name"] == "jupyterhub" }
+            #expect(hub?["message"]?.stringValue?.contains("Built, but not listed in Open Data Hub: the ImageStream in namespace opendatahub could not be written") == true, "\(hub ?? .null)")
+            #expect(try await cluster.client.dynamic(BookSite.deploymentType, namespace: "default").get("lonely-book")[path: "metadata", "name"] == "lonely-book")
+            let events = try await env.client.api(Event.self, namespace: "default").list().items
+            #expect(events.contains { $0.reason == "NotebookImageNotPublished" && $0.type == "Warning" })
         } catch {
             await env.shutdown()
             throw error
