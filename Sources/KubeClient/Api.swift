@@ -167,6 +167,11 @@ public struct DynamicApi: Sendable {
         return resourceType.objectPath(namespace: resourceType.namespaced ? n : nil, name: escaped)
     }
 
+    /// nil when the object does not exist.
+    public func getOptional(_ name: String) async throws -> JSONValue? {
+        do { return try await get(name) } catch let e as KubeError where e.isNotFound { return nil }
+    }
+
     public func get(_ name: String) async throws -> JSONValue {
         try await client.json(.GET, try item(name))
     }
@@ -280,7 +285,7 @@ public struct Api<K: KubeResource>: Sendable {
 
     /// nil when the object does not exist.
     public func getOptional(_ name: String) async throws -> K? {
-        do { return try await get(name) } catch let e as KubeError where e.isNotFound { return nil }
+        try await dynamic.getOptional(name).map(decode)
     }
 
     public func list(_ options: ListOptions = ListOptions()) async throws -> ObjectList<K> {

@@ -66,8 +66,16 @@ public struct TektonStepRunner: Sendable {
         }
         for w in task[path: "spec", "workspaces"]?.arrayValue ?? [] {
             guard let name = w["name"]?.stringValue else { continue }
-            guard let dir = workspaces[name] else { throw Failure(message: "workspace \(name) not given") }
-            values["workspaces.\(name).path"] = dir.path
+            if let dir = workspaces[name] {
+                values["workspaces.\(name).path"] = dir.path
+                values["workspaces.\(name).bound"] = "true"
+            } else if w["optional"]?.boolValue == true {
+                // Tekton's values for an optional workspace left unbound.
+                values["workspaces.\(name).path"] = ""
+                values["workspaces.\(name).bound"] = "false"
+            } else {
+                throw Failure(message: "workspace \(name) not given")
+            }
         }
         func substitute(_ text: String) -> String {
             var out = text

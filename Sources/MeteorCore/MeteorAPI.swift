@@ -115,6 +115,8 @@ public enum MeteorStatusVocabulary {
     public static let invalidSpec = "InvalidSpec"
     /// The API server refused the operator a verb it needs (403): RBAC narrower than the work.
     public static let forbidden = "Forbidden"
+    /// A build's ServiceAccount or push Secret does not exist in the Meteor's namespace.
+    public static let buildPrerequisiteMissing = "BuildPrerequisiteMissing"
     public static let imagesBuilt = "ImagesBuilt"
     public static let imagesVerified = "ImagesVerified"
     public static let deployed = "Deployed"

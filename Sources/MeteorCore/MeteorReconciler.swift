@@ -32,6 +32,9 @@ public final class MeteorReconciler: Sendable {
         /// Finished superseded PipelineRuns kept per pipeline (edge runs are not pruned), newest first; older ones are
         /// deleted with their workspace PVCs, so a Meteor changed many times does not pile up builds and storage.
         public var keepSupersededRuns = 1
+        /// How long a namespace's ServiceAccount and push Secret lookup is trusted, and how soon a Meteor that
+        /// lacked one is looked at again.
+        public var prerequisiteRecheck: Duration = .seconds(30)
         public init() {}
     }
 
@@ -49,9 +52,11 @@ public final class MeteorReconciler: Sendable {
     /// Impact metrics (nil when no metrics factory is given).
     public let metrics: MeteorMetrics?
     let configuration: Configuration
+    let prerequisites: BuildPrerequisites
     let logger: Logger
 
     public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
+        prerequisites = BuildPrerequisites(client: client, settings: configuration.build, cacheFor: configuration.prerequisiteRecheck)
         self.metrics = metrics
         self.client = client
         self.meteors = meteors
@@ -116,30 +121,49 @@ public final class MeteorReconciler: Sendable {
         } catch let e as KubeError where e.code == 403 {
             // A permission the work needs is missing (RBAC edited, a narrower Role): say so where users look, then
             // let the controller's backoff retry it, so the Meteor converges once the permission is back.
-            await reportForbidden(key, e)
+            await report(key, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
             throw e
+        } catch let missing as PrerequisiteMissing {
+            // Nothing the operator can fix: said in the status, looked at again shortly (a Secret created later).
+            await report(key, reason: MeteorStatusVocabulary.buildPrerequisiteMissing, message: missing.message)
+            return .requeueAfter(configuration.prerequisiteRecheck)
         }
     }
 
-    /// `Ready=False`, reason `Forbidden`, with the API server's words (they name the verb, the resource and the
-    /// namespace), and a Warning Event once per change. Best effort: the status write may be refused too.
-    func reportForbidden(_ key: ObjectKey, _ error: KubeError) async {
+    /// A build needs something its namespace lacks (`BuildPrerequisites`).
+    struct PrerequisiteMissing: Error { var message: String }
+
+    /// The build settings for new runs in `namespace`: the ServiceAccount resolved, the push Secret there.
+    func buildSettings(namespace: String) async throws -> BuildSettings {
+        switch try await prerequisites.check(namespace: namespace) {
+        case .ready(let account):
+            var settings = configuration.build
+            settings.serviceAccount = account
+            return settings
+        case .missing(let message):
+            throw PrerequisiteMissing(message: message)
+        }
+    }
+
+    /// `Ready=False` with `reason` and `message` (for a 403, the API server's words: they name the verb, the
+    /// resource and the namespace), and a Warning Event once per change. Best effort: the status write may be
+    /// refused too.
+    func report(_ key: ObjectKey, reason: String, message: String) async {
         guard let raw = recent.read(key, kind: Meteor.resourceType.kind, from: meteors),
             let meteor = try? ResourceCodec.decode(Meteor.self, from: raw, keepOriginal: false)
         else { return }
-        let message = "The operator was refused a request it needs: \(error.status?.message ?? "\(error)")"
         var status = meteor.status ?? Meteor.Status()
         var conditions = status.conditions ?? []
         let now = configuration.now?() ?? client.serverClock.now()
-        let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: meteor.metadata.generation ?? 1, lastTransitionTime: now, reason: MeteorStatusVocabulary.forbidden, message: message))
+        let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: meteor.metadata.generation ?? 1, lastTransitionTime: now, reason: reason, message: message))
         guard changed else { return }
-        logger.error("forbidden", metadata: ["object": "\(key)", "error": "\(error)"])
-        await events.record(raw, type: .warning, reason: MeteorStatusVocabulary.forbidden, message: message)
+        logger.error("cannot build", metadata: ["object": "\(key)", "reason": "\(reason)", "message": "\(message)"])
+        await events.record(raw, type: .warning, reason: reason, message: message)
         status.conditions = conditions
         do {
             try await writeStatus(status, of: raw, api: client.dynamic(Meteor.resourceType, namespace: key.namespace))
         } catch {
-            logger.warning("cannot report the refusal in status", metadata: ["object": "\(key)", "error": "\(error)"])
+            logger.warning("cannot report in status", metadata: ["object": "\(key)", "error": "\(error)"])
         }
     }
 
@@ -221,7 +245,7 @@ public final class MeteorReconciler: Sendable {
             let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
             var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
-                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: configuration.build)
+                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: try await buildSettings(namespace: key.namespace ?? "default"))
                 do {
                     run = try await runs.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)

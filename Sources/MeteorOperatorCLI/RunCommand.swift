@@ -28,7 +28,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Client-side rate limit, requests per second (0: none; the API server's priority and fairness, whose 429s are honoured, then governs).") var qps: Double = 0
     @Option(help: "Client-side burst.") var burst = 1000
     @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
-    @Option(help: "Service account the PipelineRuns run as.") var pipelineServiceAccount = "pipeline"
+    @Option(help: "Service account the PipelineRuns run as, which must exist in each Meteor's namespace (default: pipeline where OpenShift Pipelines made it, else default).") var pipelineServiceAccount: String?
+    @Option(help: "A kubernetes.io/dockerconfigjson Secret in each Meteor's namespace that builds push (and sign) with (default: the ServiceAccount's own credentials).") var pushSecret: String?
     @Option(help: "Namespace of the notebook ImageStreams on Open Data Hub, whose spawner lists only its own (redhat-ods-applications on RHOAI); empty: the Meteor's namespace.") var notebookImageNamespace = "opendatahub"
     @Option(help: "UID, GID and fsGroup of every build step (the PipelineRuns' podTemplate); 0 leaves them to the images and the cluster (OpenShift's SCCs).") var buildUid: Int64 = 65532
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
@@ -114,7 +115,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: logger)
         var configuration = MeteorReconciler.Configuration()
-        configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount, runAsUser: buildUid == 0 ? nil : buildUid)
+        configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount, pushSecret: pushSecret, runAsUser: buildUid == 0 ? nil : buildUid)
+        if !publishImageStreams, imageRepository == BuildSettings().imageRepositoryPrefix {
+            logger.notice("images are pushed to OpenShift's internal registry (\(imageRepository)), which this cluster does not seem to have: set --image-repository (and --push-secret)")
+        }
         configuration.ingressClass = ingressClass
         configuration.keepSupersededRuns = keepSupersededRuns
         configuration.ingressDomain = ingressDomain

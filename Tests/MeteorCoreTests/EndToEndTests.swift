@@ -164,6 +164,53 @@ import Testing
 
     /// A build that outlives `spec.timeouts.pipeline` fails the Meteor with Tekton's timeout reason and message;
     /// the simulator's timed-out run has the shape real Tekton's has.
+    /// A ServiceAccount or push Secret the namespace lacks is named in the Meteor's status (before any run, so
+    /// not as a failed Pod three objects away); once it is created the builds start, with the credentials bound.
+    @Test(arguments: Backend.testable) func aMissingServiceAccountOrPushSecretIsNamedThenTheBuildsStart(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, configure: {
+            $0.build.serviceAccount = "builder"
+            $0.build.pushSecret = "push-creds"
+            $0.prerequisiteRecheck = .seconds(1)
+        }) { env in
+            let c = env.cluster
+            _ = try await c.meteors.create(sampleMeteor("needy", pipelines: ["jupyterhub"]))
+            let waiting = try await c.waitFor(c.meteors, "needy") { condition($0, "Ready")?["reason"] == "BuildPrerequisiteMissing" }
+            #expect(condition(waiting, "Ready")?["message"]?.stringValue?.contains("ServiceAccount builder (--pipeline-service-account) does not exist in namespace \(c.namespace)") == true)
+            let accounts = c.client.dynamic(ResourceType(group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true), namespace: c.namespace)
+            _ = try await accounts.create(["apiVersion": "v1", "kind": "ServiceAccount", "metadata": ["name": "builder"]])
+            _ = try await c.waitFor(c.meteors, "needy") { condition($0, "Ready")?["message"]?.stringValue?.contains("push Secret push-creds (--push-secret) does not exist") == true }
+            let secrets = c.client.api(Secret.self, namespace: c.namespace)
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "push-creds", namespace: c.namespace), stringData: ["token": "x"]))
+            _ = try await c.waitFor(c.meteors, "needy") { condition($0, "Ready")?["message"]?.stringValue?.contains("is not of type kubernetes.io/dockerconfigjson") == true }
+            #expect(try await c.runs.list().items.isEmpty, "a run was created before its prerequisites existed")
+            try await secrets.delete("push-creds")
+            var config = Secret(metadata: ObjectMeta(name: "push-creds", namespace: c.namespace), stringData: [".dockerconfigjson": #"{"auths":{}}"#])
+            config.type = "kubernetes.io/dockerconfigjson"
+            _ = try await secrets.create(config)
+            let name = PipelineRunBuilder.name(meteor: "needy", pipeline: .jupyterhub, generation: 1)
+            let run = try #require(try await c.waitFor(c.runs, name, timeout: .seconds(60)) { $0 != nil })
+            #expect(run[path: "spec", "taskRunTemplate", "serviceAccountName"] == "builder")
+            #expect((run[path: "spec", "workspaces"]?.arrayValue ?? []).contains(["name": "dockerconfig", "secret": ["secretName": "push-creds", "items": [["key": ".dockerconfigjson", "path": "config.json"]]]]))
+            let events = try await c.client.api(Event.self, namespace: c.namespace).list().items.filter { $0.involvedObject.name == "needy" }
+            #expect(events.contains { $0.reason == "BuildPrerequisiteMissing" && $0.type == "Warning" })
+        }
+    }
+
+    /// Without a configured ServiceAccount, runs use OpenShift Pipelines' `pipeline` where the namespace has it.
+    @Test func theServiceAccountDefaultsToOpenShiftPipelinesOneWhereItExists() async throws {
+        try await MeteorEnvironment.with { env in
+            let c = env.cluster
+            _ = try await c.meteors.create(sampleMeteor("plain", pipelines: ["jupyterhub"]))
+            let first = try #require(try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "plain", pipeline: .jupyterhub, generation: 1)) { $0 != nil })
+            #expect(first[path: "spec", "taskRunTemplate", "serviceAccountName"] == "default")
+            #expect((first[path: "spec", "workspaces"]?.arrayValue ?? []).count == 1, "no push Secret configured, none bound")
+            let prerequisites = BuildPrerequisites(client: c.client, settings: BuildSettings())
+            _ = try await c.client.dynamic(ResourceType(group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true), namespace: c.namespace)
+                .create(["apiVersion": "v1", "kind": "ServiceAccount", "metadata": ["name": "pipeline"]])
+            #expect(try await prerequisites.check(namespace: c.namespace) == .ready(serviceAccount: "pipeline"))
+        }
+    }
+
     @Test(arguments: Backend.testable) func aBuildThatTimesOutFailsTheMeteor(_ backend: Backend) async throws {
         try await MeteorEnvironment.with(on: backend, tekton: true, configure: { $0.build.pipelineTimeout = "5s" }) { env in
             try await env.createMeteor(sampleMeteor("slow", pipelines: ["jupyterhub"]), holding: true)

@@ -60,8 +60,10 @@ import Testing
             #expect(sent.isSubset(of: Set(wanted.keys)), "\(pipeline): sends undeclared params \(sent.subtracting(wanted.keys))")
             #expect(wanted.filter { !$0.value }.keys.allSatisfy(sent.contains), "\(pipeline): required params missing")
             let runWorkspaces = Set((run[path: "spec", "workspaces"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
-            let pipelineWorkspaces = Set((p[path: "spec", "workspaces"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
-            #expect(runWorkspaces == pipelineWorkspaces)
+            let declaredWorkspaces = p[path: "spec", "workspaces"]?.arrayValue ?? []
+            let pipelineWorkspaces = Set(declaredWorkspaces.compactMap { $0["name"]?.stringValue })
+            let requiredWorkspaces = Set(declaredWorkspaces.filter { $0["optional"]?.boolValue != true }.compactMap { $0["name"]?.stringValue })
+            #expect(runWorkspaces.isSubset(of: pipelineWorkspaces) && requiredWorkspaces.isSubset(of: runWorkspaces), "\(pipeline): binds \(runWorkspaces)")
             let results = Set((p[path: "spec", "results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
             #expect(results.isSuperset(of: ["IMAGE_URL", "IMAGE_DIGEST"]))
             if pipeline == .jupyterbook { #expect(results.contains("URL")) }
@@ -99,7 +101,8 @@ import Testing
                 built.append(PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: BuildSettings()))
             }
             for image in meteor.spec.edge?.images ?? [] {
-                built.append(EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings()))
+                // Edge runs with push credentials bound (the dockerconfig workspace), the others without.
+                built.append(EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings(pushSecret: "push-creds")))
             }
             for run in built {
                 let path = dir.appendingPathComponent("\(run[path: "metadata", "name"]!.stringValue!).json").path
