@@ -22,7 +22,8 @@ public final class BuildPrerequisites: Sendable {
     let client: KubeClient
     let settings: BuildSettings
     let cacheFor: Duration
-    let cache = Mutex<[String: (outcome: Outcome, at: ContinuousClock.Instant)]>([:])
+    /// One lookup per namespace at a time: the workers reconciling a namespace's Meteors share it.
+    let cache = Mutex<[String: (lookup: Task<Outcome, any Error>, at: ContinuousClock.Instant)]>([:])
 
     public init(client: KubeClient, settings: BuildSettings, cacheFor: Duration = .seconds(30)) {
         self.client = client
@@ -31,10 +32,19 @@ public final class BuildPrerequisites: Sendable {
     }
 
     public func check(namespace: String) async throws -> Outcome {
-        if let hit = cache.withLock({ $0[namespace] }), ContinuousClock.now - hit.at < cacheFor { return hit.outcome }
-        let outcome = try await lookUp(namespace: namespace)
-        cache.withLock { $0[namespace] = (outcome, .now) }
-        return outcome
+        let lookup = cache.withLock { c in
+            if let hit = c[namespace], ContinuousClock.now - hit.at < cacheFor { return hit.lookup }
+            let task = Task { try await self.lookUp(namespace: namespace) }
+            c[namespace] = (task, .now)
+            return task
+        }
+        do {
+            return try await lookup.value
+        } catch {
+            // A failed lookup (the API server unreachable) is not remembered.
+            cache.withLock { c in if c[namespace]?.lookup == lookup { c[namespace] = nil } }
+            throw error
+        }
     }
 
     func lookUp(namespace: String) async throws -> Outcome {

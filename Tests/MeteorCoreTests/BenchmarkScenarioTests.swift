@@ -34,14 +34,16 @@ import Testing
         #expect(probes >= 10)
         #expect(converge["converged"]?.intValue == 200 + probes)
         #expect(converge["ratio"]?.doubleValue ?? 0 > 0)
-        // Per Meteor: its two PipelineRuns, one status write and one event; no reads outside the caches. (A loaded
+        // Per Meteor: its two PipelineRuns, one status write and one event. (A loaded
         // machine may let the own-write memory lapse before the cache catches up: a rare repeat is tolerated, not more.)
         let runs = converge[path: "writes_by_resource_per_meteor", "POST pipelineruns"]?.doubleValue ?? 0
         let status = converge[path: "writes_by_resource_per_meteor", "PATCH meteors/status"]?.doubleValue ?? 0
         #expect(runs >= 2 && runs <= 2.5, "\(runs) PipelineRun creates per Meteor")
         #expect(status >= 1 && status <= 1.5, "\(status) status writes per Meteor")
         #expect((1...1.5).contains(converge[path: "writes_by_resource_per_meteor", "POST events"]?.doubleValue ?? 0))
-        #expect(converge[path: "requests_per_meteor", "GET"]?.doubleValue ?? 0 == 0)
+        // The only reads outside the caches: the build prerequisites' ServiceAccount lookup, one per namespace per
+        // 30 s (0.01 per Meteor at this count), not one per Meteor.
+        #expect(converge[path: "requests_per_meteor", "GET"]?.doubleValue ?? 0 <= 0.02)
         #expect(byName["steady"]?["writes"] == 0)
         #expect(byName["steady"]?["reads"] == 0)
         #expect(byName["pipeline-events"]?["ready"]?.intValue == 200 + probes)

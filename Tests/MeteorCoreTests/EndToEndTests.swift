@@ -136,9 +136,17 @@ import Testing
             let creation = try #require(created[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse))
             _ = try await env.cluster.waitFor(env.cluster.meteors, "brief", timeout: defaultWaitTimeout) { $0 == nil }
             #expect(Date() >= creation.addingTimeInterval(3))
-            let events = try await env.client.api(Event.self, namespace: env.namespace).list(ListOptions(fieldSelector: "involvedObject.name=brief")).items
-            let expired = events.first { $0.reason == "Expired" }
-            #expect(expired?.message == "TTL of 3s reached; deleting the Meteor and everything it made", "\(events.map { $0.reason ?? "" })")
+            // Recorded once the delete has gone through, so it may follow the Meteor's disappearance.
+            let events = env.client.dynamic(ResourceType(group: "", version: "v1", kind: "Event", plural: "events", namespaced: true), namespace: env.namespace)
+            let expired = try await within(defaultWaitTimeout, "the Expired event") { () async throws -> JSONValue? in
+                let listed = try await events.list(ListOptions(fieldSelector: "involvedObject.name=brief"))
+                if let e = listed.items.first(where: { $0["reason"] == "Expired" }) { return e }
+                for try await event in events.watch(WatchOptions(resourceVersion: listed.metadata.resourceVersion, fieldSelector: "involvedObject.name=brief", allowBookmarks: false)) {
+                    if case .added(let e) = event, e["reason"] == "Expired" { return e }
+                }
+                return nil
+            }
+            #expect(expired?["message"] == "TTL of 3s reached; deleting the Meteor and everything it made")
         }
     }
 
