@@ -30,11 +30,43 @@ public final class OperatorUnderTest: Sendable {
             var rest = Array(segments.dropFirst(segments.first == "api" ? 2 : 3))
             if rest.first == "namespaces", rest.count >= 3 { rest = Array(rest.dropFirst(2)) }
             let resource = (rest.first.map(String.init) ?? "?") + (rest.count >= 3 ? "/" + rest[2] : "")
-            counts.withLock { $0["\(m.method) \(resource)", default: 0] += 1 }
+            let key = "\(m.method) \(resource)"
+            let ready: [CheckedContinuation<Void, Never>] = counts.withLock { c in
+                c[key, default: 0] += 1
+                return waiters.withLock { w in
+                    let n = c[key] ?? 0
+                    let done = w.filter { $0.value.key == key && n >= $0.value.count }
+                    for id in done.keys { w[id] = nil }
+                    return done.values.map(\.continuation)
+                }
+            }
+            for c in ready { c.resume() }
+        }
+
+        let waiters = Mutex<[UUID: (key: String, count: Int, continuation: CheckedContinuation<Void, Never>)]>([:])
+
+        /// Returns once `key` ("PATCH meteors/status") has been counted `count` times, or when cancelled. A write is
+        /// counted when its response has come back, which may be after a watcher has seen its effect.
+        func wait(for key: String, atLeast count: Int) async {
+            let id = UUID()
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let now = counts.withLock { counts -> Bool in
+                        if (counts[key] ?? 0) >= count || Task.isCancelled { return true }
+                        waiters.withLock { $0[id] = (key, count, c) }
+                        return false
+                    }
+                    if now { c.resume() }
+                }
+            } onCancel: {
+                waiters.withLock { $0.removeValue(forKey: id) }?.continuation.resume()
+            }
         }
     }
 
     public func writesByResource() -> [String: Int] { writes.counts.withLock { $0 } }
+    /// Whether `writesByResource` counts anything (in-process only).
+    var countsResources: Bool { if case .inProcess = mode { return true }; return false }
     public let started: ContinuousClock.Instant
 
     final class FirstSignal: Sendable {

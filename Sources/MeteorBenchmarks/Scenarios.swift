@@ -91,6 +91,16 @@ public enum Scenarios {
         }
         try await tracker.converged.wait(for: options.count, timeout: options.timeout)
         let elapsed = seconds(ContinuousClock.now - started)
+        if op.countsResources {
+            // Each converged Meteor has a written status; its write is counted once the response is back.
+            let writes = op.writes, count = options.count, limit = options.timeout
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await writes.wait(for: "PATCH meteors/status", atLeast: count) }
+                group.addTask { try? await Task.sleep(for: limit) }
+                await group.next()
+                group.cancelAll()
+            }
+        }
         let after = try await op.requestsByMethod()
         let byResource = op.writesByResource()
         let burst = tracker.latencies().sorted()
