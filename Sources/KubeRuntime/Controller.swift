@@ -110,19 +110,9 @@ public final class Controller: Sendable {
     public func run() async {
         // Caches first; a shutdown that comes before they sync ends the wait.
         let informers = [primary] + secondaries.withLock { $0 }
-        let stop = stopping.stream
-        let synced = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for i in informers { await i.waitForSync() }
-                return !Task.isCancelled
-            }
-            group.addTask {
-                for await _ in stop { break }
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+        let synced = await unlessStopped(by: stopping.stream) {
+            for i in informers { await i.waitForSync() }
+            return !Task.isCancelled
         }
         guard synced, await !queue.isShuttingDown else { return }
         metrics?.maxConcurrent.record(options.workers)

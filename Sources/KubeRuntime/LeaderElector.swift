@@ -77,22 +77,12 @@ public final class LeaderElector: Sendable {
     /// is released).
     @discardableResult
     public func run(whileLeading work: @escaping @Sendable () async -> Void) async -> Outcome {
-        let resigning = resignation.stream
-        let elected = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                while !Task.isCancelled {
-                    if await self.tryAcquireOrRenew() { return !Task.isCancelled }
-                    try? await Task.sleep(for: self.jittered(self.configuration.retryPeriod))
-                }
-                return false
+        let elected = await unlessStopped(by: resignation.stream) {
+            while !Task.isCancelled {
+                if await self.tryAcquireOrRenew() { return !Task.isCancelled }
+                try? await Task.sleep(for: self.jittered(self.configuration.retryPeriod))
             }
-            group.addTask {
-                for await _ in resigning { break }
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+            return false
         }
         // Cancelled or resigned while campaigning: nothing to release (an acquire cut off in flight that the
         // server applied leaves a lease that expires, as a crash would).
