@@ -194,6 +194,11 @@ struct TektonStepTests {
         #expect(built.status == 0, "\(built.output.suffix(2000))")
         let imported = try await runProcess(base.path[0] + "/python3", ["-c", "import six; print(six.__version__)"])
         #expect(imported.output.contains("1.16.0"), "\(imported.output)")
+        // Its book too, from the notebooks in their folder (no _toc.yml, and no page at the root to start from:
+        // jupyter-book's toc generation stopped with "path does not contain a root file").
+        let book = try await Self.runner("task-jupyter-book.yaml", images: [StepTools.pythonImage: StepTools.imageWithJupyterBook]).run(workspaces: ["source": ws])
+        #expect(book.succeeded, "\(book.output.suffix(2000))")
+        #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("_build/html/notebooks/intro.html").path))
 
         let (ws2, _) = try await Self.clone(git, "elyra")
         let named = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b", "overlay": "serving"], workspaces: ["source": ws2])
