@@ -17,10 +17,15 @@ public final class GitHTTPServer: Sendable {
     public static let backend = "/usr/lib/git-core/git-http-backend"
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: backend) }
 
-    public static func start() async throws -> GitHTTPServer {
+    /// `basicAuth` (username, password): every request must carry them, as a private repository's host asks.
+    public static func start(basicAuth: (username: String, password: String)? = nil) async throws -> GitHTTPServer {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("git-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let router = Router()
+        if let basicAuth {
+            let expected = "Basic " + Data("\(basicAuth.username):\(basicAuth.password)".utf8).base64EncodedString()
+            router.add(middleware: BasicAuthGate(expected: expected))
+        }
         router.get("**") { request, _ -> Response in
             try await cgi(root: root, path: request.uri.path, query: request.uri.query ?? "")
         }
@@ -156,5 +161,17 @@ public final class GitHTTPServer: Sendable {
             }
         }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes[bodyStart...])))
+    }
+}
+
+/// 401 with a Basic challenge unless the request carries the expected Authorization header.
+struct BasicAuthGate: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let expected: String
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard request.headers[.authorization] == expected else {
+            return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Basic realm=\"git\""])
+        }
+        return try await next(request, context)
     }
 }

@@ -101,7 +101,12 @@ public struct TektonStepRunner: Sendable {
             ]
             for (k, v) in stand.environment { env[k] = v }
             for e in step["env"]?.arrayValue ?? [] {
-                if let k = e["name"]?.stringValue { env[k] = substitute(e["value"]?.stringValue ?? "") }
+                guard let k = e["name"]?.stringValue else { continue }
+                var raw = e["value"]?.stringValue ?? ""
+                // A container's /tmp is its own: here, the run's (the Task's HOME=/tmp must not share one
+                // .gitconfig between runs on this machine).
+                if raw == "/tmp" || raw.hasPrefix("/tmp/") { raw = tmp.path + raw.dropFirst(4) }
+                env[k] = substitute(raw)
             }
             // A step's own runAsUser wins over the Pod's, as in Kubernetes.
             let user = step[path: "securityContext", "runAsUser"]?.intValue.map { UInt32($0) } ?? runAsUser

@@ -98,7 +98,7 @@ extension MeteorReconciler {
             outcome.runNames.insert(runName)
             var run = recent.read(ObjectKey(namespace: meteor.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
-                let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: try await buildSettings(namespace: meteor.namespace ?? "default"))
+                let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: try await newRunSettings(meteor))
                 do {
                     run = try await runsApi.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)
@@ -307,7 +307,7 @@ extension MeteorReconciler {
             return (cached.release ?? known, nil)
         }
         do {
-            let refs = try await gitRemote(meteor.spec.url).refs()
+            let refs = try await gitRemote(meteor.spec.url, credentials: try await gitCredentials(meteor)).refs()
             let newest = ReleaseSelection.newest(refs, pattern: release.tagPattern).map { EdgeRelease(tag: $0.tag, commit: $0.commit) }
             edgeMemory.releases.withLock { $0[key] = .init(checked: now, pattern: release.tagPattern, release: newest) }
             if let newest, newest != known {

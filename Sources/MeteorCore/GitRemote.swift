@@ -23,14 +23,27 @@ public struct GitRemote: Sendable {
         public var description: String { message }
     }
 
+    /// HTTP basic credentials for a private repository (a `kubernetes.io/basic-auth` Secret's username and
+    /// password; for GitHub and GitLab, a token as the password).
+    public struct Credentials: Sendable, Equatable {
+        public var username: String
+        public var password: String
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+    }
+
     public let url: String
     let http: HTTPClient
     let timeout: TimeAmount
+    let credentials: Credentials?
 
-    public init(url: String, http: HTTPClient = .shared, timeout: TimeAmount = .seconds(15)) {
+    public init(url: String, http: HTTPClient = .shared, timeout: TimeAmount = .seconds(15), credentials: Credentials? = nil) {
         self.url = url
         self.http = http
         self.timeout = timeout
+        self.credentials = credentials
     }
 
     /// Every ref the remote advertises, annotated tags peeled to their commits.
@@ -39,6 +52,9 @@ public struct GitRemote: Sendable {
         while base.hasSuffix("/") { base.removeLast() }
         var request = HTTPClientRequest(url: base + "/info/refs?service=git-upload-pack")
         request.headers.add(name: "User-Agent", value: "git/2.39 meteor-operator")
+        if let credentials {
+            request.headers.add(name: "Authorization", value: "Basic " + Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString())
+        }
         let response: HTTPClientResponse
         do {
             response = try await http.execute(request, timeout: timeout)
@@ -46,6 +62,9 @@ public struct GitRemote: Sendable {
             throw Failure(message: "cannot reach \(url): \(error)")
         }
         let body = try await response.body.collect(upTo: 16 << 20)
+        if response.status == .unauthorized || response.status == .forbidden {
+            throw Failure(message: "\(url) refused to list its refs (\(response.status.code)): \(credentials == nil ? "a private repository needs spec.gitSecretRef" : "the credentials in spec.gitSecretRef were not accepted")")
+        }
         guard response.status == .ok else {
             throw Failure(message: "\(url) answered \(response.status.code) \(response.status.reasonPhrase) to info/refs")
         }

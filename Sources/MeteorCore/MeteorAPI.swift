@@ -15,8 +15,12 @@ public struct Meteor: KubeResource, Hashable {
         /// The Thoth overlay (`overlays/<name>/`) the notebook image's dependencies come from; absent: the
         /// repository root's, else the first runtime environment of `.thoth.yaml`.
         public var overlay: String?
+        /// A `kubernetes.io/basic-auth` Secret in the Meteor's namespace for a private repository: used by the
+        /// builds' clone and by the operator's own listing of release tags.
+        public var gitSecretRef: Edge.LocalObjectReference?
 
-        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil, overlay: String? = nil) {
+        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil, overlay: String? = nil, gitSecretRef: Edge.LocalObjectReference? = nil) {
+            self.gitSecretRef = gitSecretRef
             self.url = url
             self.ref = ref
             self.ttl = ttl

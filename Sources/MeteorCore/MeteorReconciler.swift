@@ -131,7 +131,10 @@ public final class MeteorReconciler: Sendable {
     }
 
     /// A build needs something its namespace lacks (`BuildPrerequisites`).
-    struct PrerequisiteMissing: Error { var message: String }
+    struct PrerequisiteMissing: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
 
     /// The build settings for new runs in `namespace`: the ServiceAccount resolved, the push Secret there.
     func buildSettings(namespace: String) async throws -> BuildSettings {
@@ -143,6 +146,28 @@ public final class MeteorReconciler: Sendable {
         case .missing(let message):
             throw PrerequisiteMissing(message: message)
         }
+    }
+
+    /// The settings for a new run of `meteor`: its namespace's (`buildSettings`), once its git Secret, if it
+    /// names one, is there and usable.
+    func newRunSettings(_ meteor: Meteor) async throws -> BuildSettings {
+        let settings = try await buildSettings(namespace: meteor.namespace ?? "default")
+        _ = try await gitCredentials(meteor)
+        return settings
+    }
+
+    /// `spec.gitSecretRef`'s username and password; nil without one. A missing or mistyped Secret is a missing
+    /// prerequisite, named in the status.
+    func gitCredentials(_ meteor: Meteor) async throws -> GitRemote.Credentials? {
+        guard let ref = meteor.spec.gitSecretRef else { return nil }
+        let namespace = meteor.namespace ?? "default"
+        guard let secret = try await client.api(Secret.self, namespace: namespace).getOptional(ref.name) else {
+            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) does not exist in namespace \(namespace): create a kubernetes.io/basic-auth Secret with the repository's username and password or access token")
+        }
+        guard secret.type == "kubernetes.io/basic-auth", let username = secret.value("username"), let password = secret.value("password") else {
+            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not a kubernetes.io/basic-auth Secret with username and password")
+        }
+        return GitRemote.Credentials(username: String(decoding: username, as: UTF8.self), password: String(decoding: password, as: UTF8.self))
     }
 
     /// `Ready=False` with `reason` and `message` (for a 403, the API server's words: they name the verb, the
@@ -247,7 +272,7 @@ public final class MeteorReconciler: Sendable {
             let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
             var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
-                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: try await buildSettings(namespace: key.namespace ?? "default"))
+                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: try await newRunSettings(meteor))
                 do {
                     run = try await runs.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)
@@ -378,11 +403,11 @@ public final class MeteorReconciler: Sendable {
     }
 
     /// The remote for a repository URL, through `EdgeSettings.hostOverrides` when its host has one.
-    func gitRemote(_ url: String) -> GitRemote {
+    func gitRemote(_ url: String, credentials: GitRemote.Credentials? = nil) -> GitRemote {
         guard let overrides = configuration.edge?.hostOverrides, !overrides.isEmpty, let components = URLComponents(string: url),
             let host = components.host, let origin = overrides[components.port.map { "\(host):\($0)" } ?? host] ?? overrides["*"]
-        else { return GitRemote(url: url) }
-        return GitRemote(url: origin + "/" + host + components.path)
+        else { return GitRemote(url: url, credentials: credentials) }
+        return GitRemote(url: origin + "/" + host + components.path, credentials: credentials)
     }
 
     /// Runs the built site and returns the URL it is served at.

@@ -110,7 +110,8 @@ public enum PipelineRunBuilder {
                 "workspaces": .array([[
                     "name": "source",
                     "volumeClaimTemplate": ["spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]],
-                ]] + (settings.pushSecret.map { [["name": "dockerconfig", "secret": ["secretName": .string($0), "items": [["key": ".dockerconfigjson", "path": "config.json"]]]]] } ?? [])),
+                ]] + (settings.pushSecret.map { [["name": "dockerconfig", "secret": ["secretName": .string($0), "items": [["key": ".dockerconfigjson", "path": "config.json"]]]]] } ?? [])
+                    + (meteor.spec.gitSecretRef.map { [["name": "git-credentials", "secret": ["secretName": .string($0.name)]]] } ?? [])),
                 "taskRunTemplate": settings.taskRunTemplate,
                 "timeouts": ["pipeline": .string(settings.pipelineTimeout)],
             ],

@@ -204,6 +204,26 @@ import Testing
         }
     }
 
+    /// `spec.gitSecretRef` naming a Secret that is not there, or not basic-auth: named in the status, no run; once
+    /// it is right the runs start with it bound for the clone.
+    @Test func aMissingGitSecretIsNamedThenTheBuildsStartWithIt() async throws {
+        try await MeteorEnvironment.with(configure: { $0.prerequisiteRecheck = .seconds(1) }) { env in
+            let c = env.cluster
+            var body = sampleMeteor("private", pipelines: ["jupyterbook"])
+            body[path: "spec", "gitSecretRef"] = ["name": "repo-creds"]
+            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.waitFor(c.meteors, "private") { condition($0, "Ready")?["message"]?.stringValue?.contains("Secret repo-creds (spec.gitSecretRef) does not exist in namespace \(c.namespace)") == true }
+            let secrets = c.client.api(Secret.self, namespace: c.namespace)
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "repo-creds", namespace: c.namespace), stringData: ["token": "x"]))
+            _ = try await c.waitFor(c.meteors, "private") { condition($0, "Ready")?["message"]?.stringValue?.contains("is not a kubernetes.io/basic-auth Secret") == true }
+            #expect(try await c.runs.list().items.isEmpty)
+            try await secrets.delete("repo-creds")
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "repo-creds", namespace: c.namespace), type: "kubernetes.io/basic-auth", stringData: ["username": "bot", "password": "t"]))
+            let run = try #require(try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "private", pipeline: .jupyterbook, generation: 1)) { $0 != nil })
+            #expect((run[path: "spec", "workspaces"]?.arrayValue ?? []).contains(["name": "git-credentials", "secret": ["secretName": "repo-creds"]]))
+        }
+    }
+
     /// Without a configured ServiceAccount, runs use OpenShift Pipelines' `pipeline` where the namespace has it.
     @Test func theServiceAccountDefaultsToOpenShiftPipelinesOneWhereItExists() async throws {
         try await MeteorEnvironment.with { env in

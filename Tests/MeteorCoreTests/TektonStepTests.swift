@@ -72,6 +72,40 @@ struct TektonStepTests {
         #expect(!branch.succeeded && branch.output.contains("no-such-branch"), "\(branch.output)")
     }
 
+    /// A private repository: without credentials the clone fails at once (no prompt); with the Meteor's
+    /// basic-auth Secret bound as the git-credentials workspace it clones, and the password is in no file the
+    /// step wrote.
+    @Test func aPrivateRepositoryIsClonedWithTheMeteorsBasicAuthSecret() async throws {
+        let git = try await GitHTTPServer.start(basicAuth: ("meteor-bot", "s3cr3t-t0ken"))
+        defer { Task { await git.stop() } }
+        let commit = try await git.createRepository("private", files: ["README.md": "secret notebooks\n"])
+        let (_, refused) = try await Self.clone(git, "private")
+        #expect(!refused.succeeded)
+        #expect(refused.output.contains("could not read Username") || refused.output.contains("Authentication failed"), "\(refused.output)")
+
+        let credentials = Self.workspace()
+        try FileManager.default.createDirectory(at: credentials, withIntermediateDirectories: true)
+        try "meteor-bot".write(to: credentials.appendingPathComponent("username"), atomically: true, encoding: .utf8)
+        try "s3cr3t-t0ken".write(to: credentials.appendingPathComponent("password"), atomically: true, encoding: .utf8)
+        let ws = Self.workspace()
+        let cloned = try await Self.runner("task-git-clone.yaml").run(params: ["url": git.url("private"), "ref": "main"], workspaces: ["source": ws, "git-credentials": credentials])
+        #expect(cloned.succeeded, "\(cloned.output)")
+        #expect(cloned.results["commit"] == commit)
+        let written = try FileManager.default.subpathsOfDirectory(atPath: ws.path).filter { !$0.hasPrefix(".git/objects") }
+        for path in written {
+            let text = (try? String(contentsOf: ws.appendingPathComponent(path), encoding: .utf8)) ?? ""
+            #expect(!text.contains("s3cr3t-t0ken"), "the token was written to \(path)")
+        }
+        // The operator's own listing of its tags, with and without the same credentials.
+        #expect(try await GitRemote(url: git.url("private"), credentials: .init(username: "meteor-bot", password: "s3cr3t-t0ken")).refs().contains { $0.commit == commit })
+        await #expect { _ = try await GitRemote(url: git.url("private")).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("a private repository needs spec.gitSecretRef") == true }
+        // The Meteor's spec.gitSecretRef is what the run binds.
+        var meteor = Meteor(metadata: ObjectMeta(name: "p", namespace: "ns"), spec: .init(url: git.url("private"), ref: "main"))
+        meteor.spec.gitSecretRef = .init(name: "repo-creds")
+        let run = PipelineRunBuilder.build(meteor: meteor, owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "p", "uid": "u"]], pipeline: .jupyterbook, settings: Self.settings)
+        #expect((run[path: "spec", "workspaces"]?.arrayValue ?? []).contains(["name": "git-credentials", "secret": ["secretName": "repo-creds"]]))
+    }
+
     @Test func aBookIsBuiltWithATocWhenTheRepositoryHasNoneAndItsNotebooksAreNotRun() async throws {
         let git = try await GitHTTPServer.start()
         // The repository asks jupyter-book to run every notebook; a run would print the joined marker.
