@@ -23,16 +23,9 @@ public struct GitRemote: Sendable {
         public var description: String { message }
     }
 
-    /// HTTP basic credentials for a private repository (a `kubernetes.io/basic-auth` Secret's username and
-    /// password; for GitHub and GitLab, a token as the password).
-    public struct Credentials: Sendable, Equatable {
-        public var username: String
-        public var password: String
-        public init(username: String, password: String) {
-            self.username = username
-            self.password = password
-        }
-    }
+    /// For a private repository: a `kubernetes.io/basic-auth` Secret's username and password (for GitHub and
+    /// GitLab, a token as the password).
+    public typealias Credentials = BasicCredentials
 
     public let url: String
     let http: HTTPClient
@@ -53,7 +46,7 @@ public struct GitRemote: Sendable {
         var request = HTTPClientRequest(url: base + "/info/refs?service=git-upload-pack")
         request.headers.add(name: "User-Agent", value: "git/2.39 meteor-operator")
         if let credentials {
-            request.headers.add(name: "Authorization", value: "Basic " + Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString())
+            request.headers.add(name: "Authorization", value: credentials.authorization)
         }
         let response: HTTPClientResponse
         do {

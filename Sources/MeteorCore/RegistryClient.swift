@@ -8,14 +8,7 @@ import Synchronization
 /// A Docker Registry HTTP API v2 / OCI distribution client: manifests and blobs, with anonymous, basic and
 /// bearer-token authentication (the token flow a `WWW-Authenticate: Bearer realm=…` challenge asks for).
 public final class RegistryClient: Sendable {
-    public struct Credentials: Sendable {
-        public var username: String
-        public var password: String
-        public init(username: String, password: String) {
-            self.username = username
-            self.password = password
-        }
-    }
+    public typealias Credentials = BasicCredentials
 
     public struct RegistryError: Error, CustomStringConvertible, Sendable {
         public var status: Int
@@ -131,7 +124,7 @@ public final class RegistryClient: Sendable {
     /// Answers `Basic` with the credentials, `Bearer realm=…,service=…` by fetching a token from the realm.
     func authenticate(registry: String, challenge: String, scope: String) async throws {
         let creds = credentials[registry]
-        let basic = creds.map { "Basic " + Data("\($0.username):\($0.password)".utf8).base64EncodedString() }
+        let basic = creds.map(\.authorization)
         if challenge.lowercased().hasPrefix("basic") {
             guard let basic else { throw RegistryError(status: 401, message: "\(registry) requires credentials and none are configured") }
             tokens.withLock { $0[registry + " " + scope] = basic }
