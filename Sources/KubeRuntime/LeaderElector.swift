@@ -38,8 +38,7 @@ public final class LeaderElector: Sendable {
     let leases: Api<Lease>
     let logger: Logger
     let leading = Mutex(false)
-    /// Set by `resign()`: a replica shutting down stops campaigning.
-    let resigned = Mutex(false)
+    /// Yielded by `resign()`: a replica shutting down stops campaigning.
     let resignation = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let gauge: Gauge?
     /// The last lease record seen and when (local clock): expiry is judged from when we saw a change, as
@@ -63,12 +62,7 @@ public final class LeaderElector: Sendable {
     /// Stops campaigning: a follower's `run` returns `.cancelled` at once (an attempt in flight, which may wait
     /// long on an API server that has gone away, is cancelled), without ever leading. A leader is unaffected:
     /// its work ends when it is drained, then the lease is released.
-    public func resign() {
-        resigned.withLock { $0 = true }
-        resignation.continuation.yield()
-    }
-
-    var hasResigned: Bool { resigned.withLock { $0 } }
+    public func resign() { resignation.continuation.yield() }
 
     public enum Outcome: Sendable { case lostLease, cancelled }
 
