@@ -93,12 +93,14 @@ extension MeteorReconciler {
         let earlier = Dictionary((previous.images ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var built = 0, failed = 0
         var started: [String] = []
+        var runSettings: BuildSettings?
         for image in edge.images {
             let runName = EdgePipelineRunBuilder.name(meteor: meteor.name, image: image.name, build: build)
             outcome.runNames.insert(runName)
             var run = recent.read(ObjectKey(namespace: meteor.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
-                let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: try await newRunSettings(meteor))
+                if runSettings == nil { runSettings = try await newRunSettings(meteor) }
+                let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: runSettings!)
                 do {
                     run = try await runsApi.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)

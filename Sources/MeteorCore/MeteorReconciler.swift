@@ -268,11 +268,14 @@ public final class MeteorReconciler: Sendable {
         var entries: [Meteor.PipelineStatus] = []
         var states: [(Pipeline, PipelineRunState?)] = []
         var created: [String] = []
+        // Looked up once, for the first run this reconcile creates.
+        var runSettings: BuildSettings?
         for pipeline in pipelines {
             let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
             var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
             if run == nil {
-                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: try await newRunSettings(meteor))
+                if runSettings == nil { runSettings = try await newRunSettings(meteor) }
+                let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: runSettings!)
                 do {
                     run = try await runs.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)
