@@ -369,7 +369,8 @@ public final class MeteorReconciler: Sendable {
         if !failed.isEmpty {
             status.phase = MeteorStatusVocabulary.failed
             let edgeFailure = edgeOutcome?.conditions.first { $0.status == .false }
-            let detail = failed.map { $0 == Pipeline.edge.rawValue ? "edge (\(edgeFailure.map { "\($0.type): \($0.reason)" } ?? ""))" : $0 }
+            let why = Dictionary(states.compactMap { p, s in s?.failure.map { (p.rawValue, $0) } }, uniquingKeysWith: { a, _ in a })
+            let detail = failed.map { $0 == Pipeline.edge.rawValue ? "edge (\(edgeFailure.map { "\($0.type): \($0.reason)" } ?? ""))" : why[$0].map { [name = $0] in "\(name) (\($0))" } ?? $0 }
             ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: failed == [Pipeline.edge.rawValue] ? (edgeFailure?.reason ?? "EdgeFailed") : "PipelineFailed", message: "Failed: \(detail.joined(separator: ", "))")
         } else if running.isEmpty {
             status.phase = MeteorStatusVocabulary.ready

@@ -148,10 +148,17 @@ public struct PipelineRunState: Sendable, Equatable {
     public var reason: String
     public var message: String
     public var results: [String: String]
+    /// A failed run's own reasons (its non-empty `…_FAILURE` results), nil when it gave none.
+    public var failure: String?
     public var startTime: Date?
     public var completionTime: Date?
 
-    /// Reads `status.conditions[type=Succeeded]` (Unknown/True/False), `status.results` and the times.
+    /// Pipeline results named `…_FAILURE` carry a failed Task's one-line reason (`manifests/tekton`: the Tasks
+    /// record it in a result and fail in a later step, since a failing step reports no results).
+    public static let failureResultSuffix = "_FAILURE"
+
+    /// Reads `status.conditions[type=Succeeded]` (Unknown/True/False), `status.results` and the times; a failed
+    /// run's message leads with the reasons its `…_FAILURE` results give.
     public init(_ run: JSONValue) {
         let succeeded = (run[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"] == "Succeeded" }
         switch succeeded?["status"]?.stringValue {
@@ -162,10 +169,19 @@ public struct PipelineRunState: Sendable, Equatable {
         reason = succeeded?["reason"]?.stringValue ?? (run["status"] == nil ? "Pending" : "Running")
         message = succeeded?["message"]?.stringValue ?? ""
         var results: [String: String] = [:]
+        var reasons: [String] = []
         for r in run[path: "status", "results"]?.arrayValue ?? [] {
-            if let n = r["name"]?.stringValue { results[n] = r["value"]?.stringValue ?? r["value"].map { $0.serializedString() } }
+            guard let n = r["name"]?.stringValue else { continue }
+            let value = r["value"]?.stringValue ?? r["value"].map { $0.serializedString() }
+            results[n] = value
+            if n.hasSuffix(Self.failureResultSuffix), let value, !value.isEmpty { reasons.append(value) }
         }
         self.results = results
+        // A failed build says why in its own words (Tekton's message only counts the failed tasks).
+        if outcome == .failed, !reasons.isEmpty {
+            failure = reasons.joined(separator: "; ")
+            message = failure! + " (\(message.isEmpty ? reason : message))"
+        }
         startTime = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse)
         completionTime = run[path: "status", "completionTime"]?.stringValue.flatMap(KubeTime.parse)
     }

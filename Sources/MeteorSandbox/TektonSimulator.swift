@@ -14,8 +14,11 @@ import MeteorCore
 /// `sandbox.meteor.zone/hold: "true"` keeps its runs Running until cancelled or timed out (`spec.timeouts.pipeline`,
 /// reported as Tekton does: `PipelineRunTimeout`), and
 /// `sandbox.meteor.zone/signature: missing|invalid` leaves edge images unsigned or signed with a stranger's key.
+/// `sandbox.meteor.zone/image-failure: <why>` fails every run at its image task with that reason, as the buildah
+/// Task reports one (its `FAILURE` result, the Pipeline's `IMAGE_FAILURE`).
 public final class TektonSimulator: Sendable {
     public static let failAnnotation = "sandbox.meteor.zone/fail"
+    public static let imageFailureAnnotation = "sandbox.meteor.zone/image-failure"
     public static let signatureAnnotation = "sandbox.meteor.zone/signature"
     /// `sandbox.meteor.zone/hold: "true"` keeps the Meteor's runs Running until cancelled (a long build).
     public static let holdAnnotation = "sandbox.meteor.zone/hold"
@@ -26,6 +29,14 @@ public final class TektonSimulator: Sendable {
         .jupyterbook: ["clone", "book", "containerfile", "image"],
         .jupyterhub: ["clone", "containerfile", "image"],
         .edge: ["clone", "image", "sign"],
+    ]
+
+    /// Each Pipeline's `…_FAILURE` results and the pipeline task whose `FAILURE` result each one is (a test holds
+    /// this to the manifests): "" when that task succeeded, absent when it never ran.
+    public static let failureResults: [Pipeline: [(result: String, task: String)]] = [
+        .jupyterbook: [("CONTAINERFILE_FAILURE", "containerfile"), ("IMAGE_FAILURE", "image")],
+        .jupyterhub: [("CONTAINERFILE_FAILURE", "containerfile"), ("IMAGE_FAILURE", "image")],
+        .edge: [("IMAGE_FAILURE", "image")],
     ]
 
     /// The Task whose failure fails a pipeline alone (it is used by no other Pipeline); a requested failure fails
@@ -96,11 +107,15 @@ public final class TektonSimulator: Sendable {
         let failOn = Set((owner?[path: "metadata", "annotations", Self.failAnnotation]?.stringValue ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         if failOn.contains(pipeline) || edgeImage.map(failOn.contains) == true {
             // Fails at the first task after the clone; Tekton skips the rest.
-            let failedAt = min(1, tasks.count - 1)
-            var status = Self.finished(now: now, succeeded: false, reason: "Failed", message: Self.tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: [:])
-            let skipped = tasks.dropFirst(failedAt + 1)
-            if !skipped.isEmpty { status["skippedTasks"] = .array(skipped.map { ["name": .string($0), "reason": "PipelineRun was stopping"] }) }
-            try await write(api, key.name, status)
+            try await write(api, key.name, Self.failed(now: now, tasks: tasks, at: min(1, tasks.count - 1), results: [:]))
+            return .done
+        }
+        let failures = Pipeline(rawValue: pipeline).flatMap { Self.failureResults[$0] } ?? []
+        if let why = owner?[path: "metadata", "annotations", Self.imageFailureAnnotation]?.stringValue, let failedAt = tasks.firstIndex(of: "image") {
+            // The buildah Task ran and reported why; what came before it reported no failure, what follows is skipped.
+            var results: [String: String] = [:]
+            for (result, task) in failures { if let at = tasks.firstIndex(of: task), at <= failedAt { results[result] = at == failedAt ? why : "" } }
+            try await write(api, key.name, Self.failed(now: now, tasks: tasks, at: failedAt, results: results))
             return .done
         }
         var params: [String: String] = [:]
@@ -109,6 +124,7 @@ public final class TektonSimulator: Sendable {
         }
         let image = params["image"] ?? "registry.sandbox/unknown:latest"
         var results: [String: String] = ["IMAGE_URL": image]
+        for (result, _) in failures { results[result] = "" }
         if pipeline == Pipeline.edge.rawValue, let remotes {
             let reference = try RegistryClient.Reference(parsing: image)
             let digest = try await remotes.pushImage(reference, tag: reference.tag ?? "latest", platform: params["platform"] ?? "linux/amd64", content: "\(key.name) \(params["ref"] ?? "")")
@@ -130,6 +146,14 @@ public final class TektonSimulator: Sendable {
     func meteor(of run: JSONValue) -> JSONValue? {
         guard let owner = ObjectHelpers.controllerOf(run), let name = owner["name"]?.stringValue else { return nil }
         return meteors.store.get(ObjectKey(namespace: run[path: "metadata", "namespace"]?.stringValue, name: name))
+    }
+
+    /// Failed at `tasks[at]`, the tasks after it skipped, in Tekton's words.
+    static func failed(now: Date, tasks: [String], at failedAt: Int, results: [String: String]) -> JSONValue {
+        var status = finished(now: now, succeeded: false, reason: "Failed", message: tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: results)
+        let skipped = tasks.dropFirst(failedAt + 1)
+        if !skipped.isEmpty { status["skippedTasks"] = .array(skipped.map { ["name": .string($0), "reason": "PipelineRun was stopping"] }) }
+        return status
     }
 
     static func finished(now: Date, succeeded: Bool, reason: String, message: String, results: [String: String]) -> JSONValue {

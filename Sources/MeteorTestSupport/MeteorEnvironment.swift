@@ -131,9 +131,24 @@ public final class MeteorEnvironment: Sendable {
     /// can fail alone on the real server (jupyterbook: `meteor-jupyter-book`).
     /// `holding` keeps every run Running until cancelled: the simulator's hold annotation, or on the real server the
     /// clone Task made to run until its Pod is deleted (`fake-kubelet.tekton.dev/run-seconds: "-1"`).
+    /// `imageFailure` fails every run at its image task (the buildah Task), which reports that reason: on the
+    /// embedded server through the simulator's annotation; on the real one, the Task's build step is made to
+    /// write it as its `FAILURE` result and its report step to exit 1 (so real Tekton carries the result of a
+    /// failed TaskRun into the PipelineRun's `IMAGE_FAILURE`).
     @discardableResult
-    public func createMeteor(_ body: JSONValue, failing: [Pipeline] = [], holding: Bool = false) async throws -> JSONValue {
+    public func createMeteor(_ body: JSONValue, failing: [Pipeline] = [], holding: Bool = false, imageFailure: String? = nil) async throws -> JSONValue {
         var body = body
+        if let imageFailure {
+            switch backend {
+            case .embedded: body[path: "metadata", "annotations", TektonSimulator.imageFailureAnnotation] = .string(imageFailure)
+            case .real:
+                let patch: JSONValue = [
+                    ["op": "add", "path": "/spec/steps/0/env/-", "value": ["name": "FAKE_RESULT_FAILURE", "value": .string(imageFailure)]],
+                    ["op": "add", "path": "/spec/steps/1/env", "value": [["name": "FAKE_EXIT_CODE", "value": "1"]]],
+                ]
+                try await cluster.kit!.kubectlOK("-n", namespace, "patch", "task", "meteor-buildah", "--type=json", "-p", patch.serializedString())
+            }
+        }
         if holding {
             switch backend {
             case .embedded: body[path: "metadata", "annotations", TektonSimulator.holdAnnotation] = "true"
@@ -172,6 +187,20 @@ extension TestCluster {
             try await kit.kubectlOK("-n", namespace, "apply", "-k", TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton").path)
         } else if let failingTask {
             try await kit.kubectlOK("-n", namespace, "annotate", "--overwrite", "task", failingTask, "fake-kubelet.tekton.dev/exit-code=1")
+        }
+    }
+
+    /// Waits (on a watch) for an Event about `object` with `reason`; returns it.
+    @discardableResult
+    public func waitForEvent(about object: String, reason: String, timeout: Duration = .seconds(60)) async throws -> JSONValue? {
+        let events = client.dynamic(ResourceType(group: "", version: "v1", kind: "Event", plural: "events", namespaced: true), namespace: namespace)
+        return try await within(timeout, "the \(reason) event") { () async throws -> JSONValue? in
+            let listed = try await events.list(ListOptions(fieldSelector: "involvedObject.name=\(object)"))
+            if let e = listed.items.first(where: { $0["reason"] == .string(reason) }) { return e }
+            for try await event in events.watch(WatchOptions(resourceVersion: listed.metadata.resourceVersion, fieldSelector: "involvedObject.name=\(object)", allowBookmarks: false)) {
+                if case .added(let e) = event, e["reason"] == .string(reason) { return e }
+            }
+            return nil
         }
     }
 

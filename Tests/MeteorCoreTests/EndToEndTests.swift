@@ -67,6 +67,26 @@ import Testing
         }
     }
 
+    /// A build that fails for a reason the Task can name (here: a lock made for another Python) says so in the
+    /// Meteor's status, its Ready condition and its Warning Event, not only in a build log: the buildah Task's
+    /// FAILURE result, through the Pipeline's IMAGE_FAILURE.
+    @Test(arguments: Backend.testable) func aFailedImageBuildSaysWhyInTheMeteorsStatus(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            let why = "could not build Containerfile for linux/amd64: Pipfile.lock is locked for Python 3.6 but the base image has Python 3.11: lock it again with Python 3.11, or choose a base image with Python 3.6"
+            try await env.createMeteor(sampleMeteor("locked", pipelines: ["jupyterhub"]), imageFailure: why)
+            let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "locked", timeout: .seconds(90)) { $0?[path: "status", "phase"] == "Failed" })
+            let run = try await env.cluster.runs.get(PipelineRunBuilder.name(meteor: "locked", pipeline: .jupyterhub, generation: 1))
+            let tekton = try #require((run[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"] == "Succeeded" }?["message"]?.stringValue)
+            #expect(tekton == TektonSimulator.tasksMessage(completed: 3, failed: 1), "failed at the image task, as Tekton counts it")
+            let entry = try #require(failed[path: "status", "pipelines"]?.arrayValue?.first)
+            #expect(entry["message"] == .string("\(why) (\(tekton))"), "\(entry)")
+            #expect(condition(failed, "JupyterHub")?["message"] == .string("\(why) (\(tekton))"))
+            #expect(condition(failed, "Ready")?["message"] == .string("Failed: jupyterhub (\(why))"))
+            let event = try await env.cluster.waitForEvent(about: "locked", reason: "PipelineFailed")
+            #expect(event?["type"] == "Warning" && event?["message"] == .string("Failed: jupyterhub (\(why))"), "\(event?.serializedString() ?? "no event")")
+        }
+    }
+
     /// Deleting a Meteor takes its PipelineRuns and book site with it (the garbage collector, through owners).
     @Test(arguments: Backend.testable) func deletingAMeteorRemovesWhatItMade(_ backend: Backend) async throws {
         try await MeteorEnvironment.with(on: backend, tekton: true) { env in
@@ -137,15 +157,7 @@ import Testing
             _ = try await env.cluster.waitFor(env.cluster.meteors, "brief", timeout: defaultWaitTimeout) { $0 == nil }
             #expect(Date() >= creation.addingTimeInterval(3))
             // Recorded once the delete has gone through, so it may follow the Meteor's disappearance.
-            let events = env.client.dynamic(ResourceType(group: "", version: "v1", kind: "Event", plural: "events", namespaced: true), namespace: env.namespace)
-            let expired = try await within(defaultWaitTimeout, "the Expired event") { () async throws -> JSONValue? in
-                let listed = try await events.list(ListOptions(fieldSelector: "involvedObject.name=brief"))
-                if let e = listed.items.first(where: { $0["reason"] == "Expired" }) { return e }
-                for try await event in events.watch(WatchOptions(resourceVersion: listed.metadata.resourceVersion, fieldSelector: "involvedObject.name=brief", allowBookmarks: false)) {
-                    if case .added(let e) = event, e["reason"] == "Expired" { return e }
-                }
-                return nil
-            }
+            let expired = try await env.cluster.waitForEvent(about: "brief", reason: "Expired", timeout: defaultWaitTimeout)
             #expect(expired?["message"] == "TTL of 3s reached; deleting the Meteor and everything it made")
         }
     }

@@ -4,6 +4,7 @@ import KubeClient
 import KubeModels
 import KubeTestSupport
 import MeteorCore
+import MeteorSandbox
 import Testing
 
 @Suite struct TektonManifestTests {
@@ -129,6 +130,26 @@ import Testing
     /// A step with neither `script` nor `command` makes Tekton's controller fetch the image's config from its
     /// registry to find the entrypoint: the edge signing step failed that way on the real control plane
     /// (PodCreationFailed, "Get https://gcr.io/v2/"), and would in any cluster that cannot reach the registry.
+    /// The sandbox's Tekton knows each Pipeline's tasks (real Tekton's messages count them) and which task each
+    /// `…_FAILURE` result comes from; every Task that records a FAILURE result fails in a later step that reads it.
+    @Test func theSimulatorsPipelinesAreTheManifestsAndFailureResultsAreReported() throws {
+        let all = try Self.manifests()
+        for (pipeline, tasks) in TektonSimulator.pipelineTasks {
+            let manifest = try #require(all.first { $0["kind"] == "Pipeline" && $0[path: "metadata", "name"] == .string(pipeline.tektonPipeline) })
+            let pipelineTasks = (manifest[path: "spec", "tasks"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+            #expect(pipelineTasks == tasks, "\(pipeline)")
+            let failures = (manifest[path: "spec", "results"]?.arrayValue ?? []).filter { $0["name"]?.stringValue?.hasSuffix(PipelineRunState.failureResultSuffix) == true }
+            let declared = failures.map { "\($0["name"]?.stringValue ?? ""): \($0["value"]?.stringValue ?? "")" }
+            #expect(declared == (TektonSimulator.failureResults[pipeline] ?? []).map { "\($0.result): $(tasks.\($0.task).results.FAILURE)" }, "\(pipeline)")
+        }
+        for task in all where task["kind"] == "Task" {
+            let steps = task[path: "spec", "steps"]?.arrayValue ?? []
+            guard (task[path: "spec", "results"]?.arrayValue ?? []).contains(where: { $0["name"] == "FAILURE" }) else { continue }
+            #expect(steps.first?["script"]?.stringValue?.contains("printf '' > \"$(results.FAILURE.path)\"") == true, "\(task[path: "metadata", "name"]!): FAILURE starts empty")
+            #expect(steps.last?["script"]?.stringValue?.contains("if [ -s \"$(results.FAILURE.path)\" ]") == true, "\(task[path: "metadata", "name"]!): its last step fails on a recorded FAILURE")
+        }
+    }
+
     @Test func everyStepNamesWhatItRuns() throws {
         for task in try Self.manifests() where task["kind"] == "Task" {
             for step in task[path: "spec", "steps"]?.arrayValue ?? [] {

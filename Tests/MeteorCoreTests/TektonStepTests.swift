@@ -186,7 +186,31 @@ struct TektonStepTests {
         #expect(written.succeeded, "\(written.output)")
         let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
         #expect(built.status != 0)
-        #expect(built.output.contains("Pipfile.lock is locked for Python 3.6 but the base image has Python \(python)"), "\(built.output.suffix(2000))")
+        let why = "Pipfile.lock is locked for Python 3.6 but the base image has Python \(python): lock it again with Python \(python), or choose a base image with Python 3.6"
+        #expect(built.output.contains(why), "\(built.output.suffix(2000))")
+
+        // The buildah Task, given that build's output and exit status, records the line as its FAILURE result and
+        // fails in its report step; the operator reads it from the PipelineRun's IMAGE_FAILURE.
+        let buildah = try StepTools.buildah(buildOutput: built.output, buildStatus: built.status)
+        let image = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": buildah]).run(params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
+        #expect(!image.succeeded && image.failedStep == "report", "\(image.output)")
+        #expect(image.results["FAILURE"] == "could not build Containerfile for linux/amd64: \(why)", "\(image.results)")
+        #expect(image.results["IMAGE_DIGEST"] == nil, "nothing was pushed")
+        let run: JSONValue = ["status": [
+            "conditions": [["type": "Succeeded", "status": "False", "reason": "Failed", "message": "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0"]],
+            "results": [["name": "CONTAINERFILE_FAILURE", "value": ""], ["name": "IMAGE_FAILURE", "value": .string(image.results["FAILURE"] ?? "")]],
+        ]]
+        #expect(PipelineRunState(run).message == "could not build Containerfile for linux/amd64: \(why) (Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0)")
+
+        // A build that works pushes, and the same Task reports no failure.
+        let good = try StepTools.buildah(buildOutput: "STEP 1/3: FROM b\n", buildStatus: 0, digest: "sha256:" + String(repeating: "ab", count: 32))
+        let pushed = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": good]).run(params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
+        #expect(pushed.succeeded, "\(pushed.output)")
+        #expect(pushed.results["FAILURE"] == "" && pushed.results["IMAGE_URL"] == "registry.example/ns/m:1" && pushed.results["IMAGE_DIGEST"] == "sha256:" + String(repeating: "ab", count: 32), "\(pushed.results)")
+        // A refused push is named too (the registry's last words).
+        let refused = try StepTools.buildah(buildOutput: "", buildStatus: 0, pushOutput: "Error: pushing image: unauthorized: authentication required\n", pushStatus: 125)
+        let denied = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": refused]).run(params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
+        #expect(denied.results["FAILURE"] == "could not push registry.example/ns/m:1: Error: pushing image: unauthorized: authentication required", "\(denied.results)")
     }
 
     /// The Elyra AIDevSecOps tutorial's shape: no lock at the root, Thoth overlays named in .thoth.yaml. The
@@ -262,7 +286,9 @@ struct TektonStepTests {
         if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", ws.path]) }
         let containerfileTask = try Self.runner("task-containerfile.yaml")
         let none = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
-        #expect(!none.succeeded && none.failedStep == "write")
+        // The reason is a result (what the operator puts in the Meteor's status); a later step fails the TaskRun.
+        #expect(!none.succeeded && none.failedStep == "report")
+        #expect(none.results["FAILURE"] == "no Pipfile.lock or requirements.txt in .: nothing to lock dependencies from", "\(none.results)")
         #expect(none.output.contains("no Pipfile.lock or requirements.txt in .: nothing to lock dependencies from"))
         try "six==1.16.0\n".write(to: ws.appendingPathComponent("requirements.txt"), atomically: true, encoding: .utf8)
         let written = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b"], workspaces: ["source": ws])
@@ -285,6 +311,33 @@ enum StepTools {
     static var available: Bool { directory != nil || ProcessInfo.processInfo.environment["CI"] == "true" }
 
     static let pythonImage = "registry.access.redhat.com/ubi9/python-311:9.5"
+
+    /// The buildah image, standing in for it: a `buildah` that replays a build's output and exit status (there is
+    /// no container runtime here; `build(containerfile:)` is what ran the build) and, for `push`, writes
+    /// `--digestfile` or fails as told.
+    static func buildah(buildOutput: String, buildStatus: Int32, pushOutput: String = "", pushStatus: Int32 = 0, digest: String = "sha256:" + String(repeating: "0", count: 64)) throws -> TektonStepRunner.Image {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("buildah-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try buildOutput.write(to: dir.appendingPathComponent("build.out"), atomically: true, encoding: .utf8)
+        try pushOutput.write(to: dir.appendingPathComponent("push.out"), atomically: true, encoding: .utf8)
+        let script = """
+            #!/bin/sh
+            for a in "$@"; do case "$a" in build|push) verb=$a ;; esac; done
+            case "$verb" in
+              build) cat '\(dir.path)/build.out'; exit \(buildStatus) ;;
+              push)
+                cat '\(dir.path)/push.out'
+                [ \(pushStatus) -eq 0 ] || exit \(pushStatus)
+                while [ $# -gt 0 ]; do [ "$1" = --digestfile ] && printf '%s' '\(digest)' > "$2"; shift; done ;;
+            esac
+
+            """
+        let tool = dir.appendingPathComponent("buildah")
+        try script.write(to: tool, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: tool.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir.path)
+        return TektonStepRunner.Image(path: [dir.path])
+    }
 
     /// An image that carries jupyter-book: its virtualenv first on PATH.
     static var imageWithJupyterBook: TektonStepRunner.Image {
