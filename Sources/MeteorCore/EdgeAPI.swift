@@ -140,6 +140,35 @@ public struct EdgeImageStatus: Codable, Sendable, Hashable {
     public var pinnedReference: String? { digest.map { "\(repository)@\($0)" } }
 }
 
+/// `status.imageIndexes[]`: the OCI image index the operator publishes at `repository:tag` when several edge
+/// images of different platforms share a repository (each build pushes the tag for its own platform, so the last
+/// one would win it): the tag then serves every platform, each verified image by its digest.
+public struct EdgeImageIndexStatus: Codable, Sendable, Hashable {
+    public struct Manifest: Codable, Sendable, Hashable {
+        public var platform: String
+        public var digest: String
+        public init(platform: String, digest: String) {
+            self.platform = platform
+            self.digest = digest
+        }
+    }
+    /// `repository:tag`.
+    public var reference: String
+    /// The index's digest, once published.
+    public var digest: String?
+    /// The verified images it lists, by platform.
+    public var manifests: [Manifest]
+    /// Why it is not published (the registry's words); retried.
+    public var message: String?
+
+    public init(reference: String, digest: String? = nil, manifests: [Manifest], message: String? = nil) {
+        self.reference = reference
+        self.digest = digest
+        self.manifests = manifests
+        self.message = message
+    }
+}
+
 /// `status.deployments[]`: one Argo CD Application and what Argo reports.
 public struct EdgeDeploymentStatus: Codable, Sendable, Hashable {
     public var target: String

@@ -32,6 +32,7 @@ public struct EdgeSettings: Sendable {
 struct EdgeOutcome {
     var release: EdgeRelease?
     var images: [EdgeImageStatus] = []
+    var indexes: [EdgeImageIndexStatus] = []
     var deployments: [EdgeDeploymentStatus] = []
     var conditions: [Condition] = []
     var runNames: Set<String> = []
@@ -157,7 +158,12 @@ extension MeteorReconciler {
             condition(MeteorStatusVocabulary.imagesVerified, .unknown, "AwaitingImages", "Verified \(verified.count) of \(total) image(s)")
         }
 
-        // 3. Deploy verified digests; a target whose new image is not verified keeps what it runs.
+        // 3. A repository several platforms share gets one image index at the build's tag.
+        let (indexes, indexFailed) = await publishIndexes(edge, images: outcome.images, tag: build.imageTag, previous: previous.imageIndexes ?? [], meteor: meteor, raw: raw, settings: settings)
+        outcome.indexes = indexes
+        if indexFailed { outcome.requeueAfter = min(outcome.requeueAfter ?? settings.verificationRetry, settings.verificationRetry) }
+
+        // 4. Deploy verified digests; a target whose new image is not verified keeps what it runs.
         let revision = build.release?.commit ?? build.ref
         let byName = Dictionary(outcome.images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for target in edge.targets {
@@ -184,6 +190,62 @@ extension MeteorReconciler {
             condition(MeteorStatusVocabulary.deployed, .unknown, "Progressing", "Deployed \(current.count) of \(edge.targets.count) target(s); " + pending.map { "\($0.application): \($0.syncStatus ?? "Unknown")/\($0.healthStatus ?? "Unknown")" }.joined(separator: ", "))
         }
         return outcome
+    }
+
+    /// Publishes an OCI image index at `repository:tag` for each repository that images of several platforms
+    /// share, once every one of them is verified: the tag each build pushed for its own platform then serves all
+    /// of them. Deployments do not wait for it (they pin each image by its digest); a refused push is a Warning
+    /// Event and a message in the entry, retried. An index already published for the same digests is not pushed
+    /// again.
+    func publishIndexes(_ edge: Edge, images: [EdgeImageStatus], tag: String, previous: [EdgeImageIndexStatus], meteor: Meteor, raw: JSONValue, settings: EdgeSettings) async -> ([EdgeImageIndexStatus], failed: Bool) {
+        let byName = Dictionary(images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var out: [EdgeImageIndexStatus] = []
+        var failed = false
+        for (repository, group) in Dictionary(grouping: edge.images, by: \.repository).sorted(by: { $0.key < $1.key }) where group.count > 1 {
+            let statuses = group.compactMap { byName[$0.name] }
+            guard statuses.count == group.count, statuses.allSatisfy(\.verified) else { continue }
+            let manifests = statuses.compactMap { s in s.digest.map { EdgeImageIndexStatus.Manifest(platform: s.platform, digest: $0) } }.sorted { $0.platform < $1.platform }
+            let reference = "\(repository):\(tag)"
+            if let earlier = previous.first(where: { $0.reference == reference && $0.manifests == manifests && $0.digest != nil }) {
+                out.append(earlier)
+                continue
+            }
+            do {
+                let digest = try await pushIndex(repository: repository, tag: tag, manifests: manifests, namespace: meteor.namespace, settings: settings)
+                out.append(EdgeImageIndexStatus(reference: reference, digest: digest, manifests: manifests))
+                await events.record(raw, type: .normal, reason: "ImageIndexPublished", message: "Published \(reference)@\(digest) for \(manifests.map(\.platform).joined(separator: ", "))")
+            } catch {
+                failed = true
+                let message = "Cannot publish the image index \(reference): \(error)"
+                out.append(EdgeImageIndexStatus(reference: reference, manifests: manifests, message: message))
+                await events.record(raw, type: .warning, reason: "ImageIndexNotPublished", message: message)
+            }
+        }
+        return (out, failed)
+    }
+
+    /// Reads each manifest's media type and size, and PUTs the index (the registry checks that each one is in the
+    /// repository). The builds' push credentials (`BuildSettings.pushSecret`) first, else the signing pull secret's.
+    func pushIndex(repository: String, tag: String, manifests: [EdgeImageIndexStatus.Manifest], namespace: String?, settings: EdgeSettings) async throws -> String {
+        let target = try RegistryClient.Reference(parsing: repository)
+        var credentials: [String: RegistryClient.Credentials] = [:]
+        if let name = configuration.build.pushSecret, let config = try await client.api(Secret.self, namespace: namespace).getOptional(name)?.value(".dockerconfigjson") {
+            credentials = RegistryClient.credentials(dockerConfigJSON: Array(config))
+        }
+        return try await RegistryClient.with(insecure: settings.insecureRegistries.contains(target.registry), credentials: credentials, endpoints: settings.hostOverrides) { registry in
+            var entries: [JSONValue] = []
+            for m in manifests {
+                let child = try await registry.manifest(target, reference: m.digest)
+                let parts = m.platform.split(separator: "/").map(String.init)
+                var platform: JSONObject = ["os": .string(parts[0]), "architecture": .string(parts.count > 1 ? parts[1] : parts[0])]
+                if parts.count > 2 { platform["variant"] = .string(parts[2]) }
+                entries.append(["mediaType": .string(child.mediaType ?? "application/vnd.oci.image.manifest.v1+json"), "digest": .string(m.digest), "size": .int(Int64(child.bytes.count)), "platform": .object(platform)])
+            }
+            let index: JSONValue = ["schemaVersion": 2, "mediaType": .string(RegistryClient.imageIndexType), "manifests": .array(entries)]
+            let bytes = Array(index.serializedString().utf8)
+            try await registry.pushManifest(target, reference: tag, bytes, mediaType: RegistryClient.imageIndexType)
+            return SignatureVerifier.digest(bytes)
+        }
     }
 
     /// A succeeded run must report a digest of an image in the configured repository.
@@ -254,14 +316,8 @@ extension MeteorReconciler {
     func fetchAndVerify(_ pinned: String, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> SignatureVerifier.Verified {
         let verifier = try await signatureVerifier(signing, namespace: namespace)
         let reference = try RegistryClient.Reference(parsing: pinned)
-        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides)
-        do {
-            let verified = try await verifier.verify(image: reference, registry: registry)
-            try? await registry.shutdown()
-            return verified
-        } catch {
-            try? await registry.shutdown()
-            throw error
+        return try await RegistryClient.with(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides) {
+            try await verifier.verify(image: reference, registry: $0)
         }
     }
 

@@ -68,6 +68,7 @@ public struct Meteor: KubeResource, Hashable {
         /// Edge delivery: the release being delivered, its images and where they run.
         public var release: EdgeRelease?
         public var images: [EdgeImageStatus]?
+        public var imageIndexes: [EdgeImageIndexStatus]?
         public var deployments: [EdgeDeploymentStatus]?
 
         public init() {}

@@ -257,6 +257,7 @@ public final class MeteorReconciler: Sendable {
             status.pipelines = nil
             status.stage = nil
             status.images = nil
+            status.imageIndexes = nil
             status.deployments = nil
             try await writeStatus(status, of: raw, api: api)
             return requeue(until: expiration, now: now)
@@ -388,6 +389,7 @@ public final class MeteorReconciler: Sendable {
         status.pipelines = entries
         status.release = edgeOutcome?.release
         status.images = edgeOutcome.map(\.images)
+        status.imageIndexes = edgeOutcome.flatMap { $0.indexes.isEmpty ? nil : $0.indexes }
         status.deployments = edgeOutcome.map(\.deployments)
         status.stage = Meteor.Stage(running: running.isEmpty ? nil : running, succeeded: succeeded.isEmpty ? nil : succeeded, failed: failed.isEmpty ? nil : failed)
         if readyChanged {

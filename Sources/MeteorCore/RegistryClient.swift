@@ -48,6 +48,7 @@ public final class RegistryClient: Sendable {
         public var repositoryReference: String { "\(registry)/\(repository)" }
     }
 
+    public static let imageIndexType = "application/vnd.oci.image.index.v1+json"
     public static let manifestTypes = [
         "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
         "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -87,6 +88,19 @@ public final class RegistryClient: Sendable {
     }
 
     public func shutdown() async throws { try await http.shutdown() }
+
+    /// A client for the length of `body`, shut down after it whatever it throws.
+    public static func with<T>(insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:], _ body: (RegistryClient) async throws -> T) async throws -> T {
+        let registry = RegistryClient(insecure: insecure, credentials: credentials, endpoints: endpoints)
+        do {
+            let result = try await body(registry)
+            try? await registry.shutdown()
+            return result
+        } catch {
+            try? await registry.shutdown()
+            throw error
+        }
+    }
 
     func origin(_ registry: String) -> String { endpoints[registry] ?? endpoints["*"] ?? "\(insecure ? "http" : "https")://\(registry)" }
     func base(_ registry: String) -> String { origin(registry) + "/v2/" }

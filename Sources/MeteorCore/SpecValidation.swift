@@ -79,7 +79,11 @@ public enum SpecValidation {
         }
         if edge.images.isEmpty { out.append(SpecProblem(field: "spec.edge.images", message: "must list at least one image")) }
         var imageNames = Set<String>()
+        var pushedTo: [String: String] = [:]  // repository + platform → image name
         for (i, image) in edge.images.enumerated() {
+            if let other = pushedTo.updateValue(image.name, forKey: "\(image.repository) \(image.platform)") {
+                out.append(SpecProblem(field: "spec.edge.images[\(i)].repository", message: "images \(quoted(other)) and \(quoted(image.name)) push \(image.platform) to the same repository \(image.repository): give each its own repository or platform (images of one repository and different platforms are published together as an image index)"))
+            }
             label(image.name, "spec.edge.images[\(i)].name", max: 40)
             if !imageNames.insert(image.name).inserted { out.append(SpecProblem(field: "spec.edge.images[\(i)].name", message: "duplicate image name \(quoted(image.name))")) }
             relativePath(image.dockerfile, "spec.edge.images[\(i)].dockerfile")

@@ -138,6 +138,63 @@ import Testing
         }
     }
 
+    /// Two platforms built into one repository: each build pushed the tag for its own platform (the last push
+    /// won it), so once both are verified the operator publishes an OCI image index there listing both, read back
+    /// from the real registry. Deployments still pin each device's own digest.
+    @Test(needsRegistry) func imagesOfOneRepositoryArePublishedAsOneIndexOnceVerified() async throws {
+        try await Self.withEdge { env, f in
+            let c = env.cluster
+            let arm = try await f.image("meteor/car", tag: "g1", platform: "linux/arm64", content: "car arm64", signedBy: f.signer)
+            let amd = try await f.image("meteor/car", tag: "g1", platform: "linux/amd64", content: "car amd64", signedBy: f.signer)
+            let repository = "\(f.address)/meteor/car"
+            let edge = Edge(
+                images: [
+                    .init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository),
+                    .init(name: "twin", dockerfile: "Dockerfile", platform: "linux/amd64", repository: repository),
+                ],
+                signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
+                targets: [
+                    .init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy/car", namespace: "donkeycar"),
+                    .init(name: "nuc", cluster: "microshift-nuc", image: "twin", path: "deploy/twin", namespace: "donkeycar"),
+                ])
+            var meteor = try Self.donkeycar(edge)
+            meteor[path: "metadata", "namespace"] = .string(c.namespace)
+            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
+            let build = EdgeBuild(ref: "main", release: nil, generation: 1)
+            for (image, digest) in [("car", arm), ("twin", amd)] {
+                let run = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
+                _ = try await c.waitFor(c.runs, run) { $0 != nil }
+                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(repository):g1", "IMAGE_DIGEST": digest])
+            }
+            let published = try await c.waitFor(c.meteors, "donkeycar") { $0?[path: "status", "imageIndexes"]?.arrayValue?.first?["digest"] != nil }
+            let entry = try #require(published?[path: "status", "imageIndexes"]?.arrayValue?.first)
+            #expect(entry["reference"] == .string("\(repository):g1"))
+            #expect(entry["manifests"] == [["platform": "linux/amd64", "digest": .string(amd)], ["platform": "linux/arm64", "digest": .string(arm)]])
+
+            let stored = try await f.client.manifest(try RegistryClient.Reference(parsing: repository), reference: "g1")
+            #expect(.string(stored.digest) == entry["digest"], "the tag now names the index the status reports")
+            #expect(stored.mediaType == RegistryClient.imageIndexType)
+            let index = try JSONValue.parse(stored.bytes)
+            let listed = (index["manifests"]?.arrayValue ?? []).map { "\($0[path: "platform", "architecture"]?.stringValue ?? "?")=\($0["digest"]?.stringValue ?? "?")" }
+            #expect(Set(listed) == ["arm64=\(arm)", "amd64=\(amd)"], "\(index.serializedString())")
+            for m in index["manifests"]?.arrayValue ?? [] {
+                let child = try await f.client.manifest(try RegistryClient.Reference(parsing: repository), reference: m["digest"]!.stringValue!)
+                #expect(m["size"] == .int(Int64(child.bytes.count)) && m["mediaType"] == child.mediaType.map(JSONValue.string))
+            }
+            let event = try await c.waitForEvent(about: "donkeycar", reason: "ImageIndexPublished")
+            #expect(event?["message"] == .string("Published \(repository):g1@\(stored.digest) for linux/amd64, linux/arm64"))
+            for (target, digest) in [("rpi", arm), ("nuc", amd)] {
+                let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
+                let created = try #require(try await c.waitFor(c.applications, app) { $0 != nil })
+                #expect(created[path: "spec", "source", "kustomize", "images"] == [.string("\(repository)=\(repository)@\(digest)")])
+            }
+            // One platform per image and repository: a second arm64 image into it is refused by name.
+            var clash = edge
+            clash.images.append(.init(name: "spare", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository))
+            #expect(SpecValidation.problems(Meteor.Spec(url: "https://x/y", ref: "main", pipelines: ["edge"], edge: clash)).map(\.message).contains { $0.hasPrefix("images \"car\" and \"spare\" push linux/arm64 to the same repository") })
+        }
+    }
+
     @Test(needsRegistry) func signedImagesAreDeployedPinnedByDigestAndArgoStatusFlowsBack() async throws {
         try await Self.withEdge { env, f in
             let c = env.cluster
