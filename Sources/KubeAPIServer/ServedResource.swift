@@ -62,6 +62,8 @@ struct ServedResource: Sendable {
         .builtin(kind: "Service", plural: "services", namespaced: true, shortNames: ["svc"], hasStatus: true),
         .builtin(group: "apps", kind: "Deployment", plural: "deployments", namespaced: true, shortNames: ["deploy"], hasStatus: true),
         .builtin(group: "networking.k8s.io", kind: "Ingress", plural: "ingresses", namespaced: true, shortNames: ["ing"], hasStatus: true),
+        // Stored and served, not enforced: the embedded server authorizes by token only.
+        .builtin(group: "rbac.authorization.k8s.io", kind: "RoleBinding", plural: "rolebindings", namespaced: true),
         .builtin(
             group: "apiextensions.k8s.io", kind: "CustomResourceDefinition", plural: "customresourcedefinitions",
             namespaced: false, shortNames: ["crd", "crds"], hasStatus: true, listMapKeys: ["status.conditions": ["type"]]),

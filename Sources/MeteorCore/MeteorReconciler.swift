@@ -78,6 +78,8 @@ public final class MeteorReconciler: Sendable {
         var siteTypes = [BookSite.deploymentType, BookSite.serviceType]
         if configuration.ingressClass != nil { siteTypes.append(BookSite.ingressType) }
         if configuration.publishImageStreams { siteTypes.append(NotebookImage.imageStreamType) }
+        // Image-puller RoleBindings beside Meteors whose notebook images Open Data Hub's namespace pulls.
+        if configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != namespace { siteTypes.append(NotebookImage.roleBindingType) }
         var sites: [String: Informer] = [:]
         for t in siteTypes {
             let home = t == NotebookImage.imageStreamType ? configuration.notebookImageNamespace ?? namespace : namespace
@@ -323,6 +325,9 @@ public final class MeteorReconciler: Sendable {
             case .jupyterhub where configuration.publishImageStreams:
                 do {
                     try await ensure(NotebookImage.imageStream(meteor, owner: raw, image: image, digest: entries[i].digest, namespace: configuration.notebookImageNamespace), NotebookImage.imageStreamType)
+                    if let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"), NotebookImage.isInOpenShiftRegistry(image) {
+                        try await ensure(NotebookImage.imagePullerRoleBinding(meteor, owner: raw, pullersNamespace: shared), NotebookImage.roleBindingType, fields: ["subjects"])
+                    }
                 } catch let e as KubeError where !e.isConflict {
                     // The image is built; only its listing in Open Data Hub failed (its namespace missing, say).
                     // Said in the status and an Event, retried later; the book and the status are not held up.
@@ -428,7 +433,7 @@ public final class MeteorReconciler: Sendable {
     }
 
     /// Creates a child, or patches its spec back when it drifted; reads the current one from the cache.
-    func ensure(_ desired: JSONValue, _ type: ResourceType) async throws {
+    func ensure(_ desired: JSONValue, _ type: ResourceType, fields: [String] = ["spec"]) async throws {
         let key = ObjectKey(desired)
         let api = client.dynamic(type, namespace: key.namespace)
         guard let informer = sites[type.kind], let current = recent.read(key, kind: type.kind, from: informer) else {
@@ -437,11 +442,15 @@ public final class MeteorReconciler: Sendable {
             } catch let e as KubeError where e.isAlreadyExists {}
             return
         }
-        let desiredSpec = desired["spec"] ?? .object([:])
         // Only the fields we set are compared, inside lists too: defaults the API server or other controllers add
         // (a container's imagePullPolicy, a Service's clusterIP) are left alone and cost no write.
-        if !ObjectHelpers.satisfies(current["spec"], desiredSpec) {
-            recent.record(try await api.patch(key.name, .merge(["spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
+        var patch: JSONObject = [:]
+        for field in fields {
+            let wanted = desired[field] ?? .object([:])
+            if !ObjectHelpers.satisfies(current[field], wanted) { patch[field] = wanted }
+        }
+        if !patch.isEmpty {
+            recent.record(try await api.patch(key.name, .merge(.object(patch)), params: WriteParams(fieldManager: "meteor-operator")))
         }
     }
 

@@ -60,4 +60,31 @@ public enum NotebookImage {
             ],
         ]
     }
+
+    public static let roleBindingType = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true)
+    /// OpenShift's ClusterRole for pulling from a namespace's repositories of the internal registry.
+    public static let imagePullerRole = "system:image-puller"
+    /// Where OpenShift's internal registry is reached in the cluster (the builds' default `imageRepositoryPrefix`).
+    public static let openShiftRegistryHost = "image-registry.openshift-image-registry.svc:5000"
+
+    /// Whether the image lives in OpenShift's internal registry, under a namespace's repositories.
+    public static func isInOpenShiftRegistry(_ image: String) -> Bool { image.hasPrefix(openShiftRegistryHost + "/") }
+
+    /// Lets the ServiceAccounts of the namespace the ImageStream is in (Open Data Hub's: its spawner's and its
+    /// notebooks') pull the image from the Meteor's namespace of the internal registry, where the build pushed it:
+    /// `system:image-puller` bound in the Meteor's namespace to the group `system:serviceaccounts:<that namespace>`.
+    /// Owned by the Meteor, so it goes with it.
+    public static func imagePullerRoleBinding(_ meteor: Meteor, owner: JSONValue, pullersNamespace: String) -> JSONValue {
+        var metadata: JSONObject = [
+            "name": .string(PipelineRunBuilder.boundedName(meteor.name, suffix: "-notebook-image-puller")),
+            "namespace": .string(meteor.namespace ?? "default"),
+            "labels": [MeteorLabels.meteor: .string(meteor.name), MeteorLabels.pipeline: "jupyterhub", MeteorLabels.managedBy: .string(MeteorLabels.managedByValue)],
+        ]
+        if let ref = ObjectHelpers.controllerReference(to: owner) { metadata["ownerReferences"] = [ref] }
+        return [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": .object(metadata),
+            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": .string(imagePullerRole)],
+            "subjects": [["apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": .string("system:serviceaccounts:\(pullersNamespace)")]],
+        ]
+    }
 }

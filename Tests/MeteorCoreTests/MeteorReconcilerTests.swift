@@ -128,6 +128,10 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(stream[path: "spec", "tags"]?.arrayValue?.first?[path: "from", "name"] == .string("registry.local/default/odh-jupyterhub@sha256:" + String(repeating: "d", count: 64)))
             #expect(stream[path: "metadata", "ownerReferences"] == nil, "an ownerReference cannot reach across namespaces")
             #expect(stream[path: "metadata", "labels", MeteorLabels.meteorUID] == ready?[path: "metadata", "uid"])
+            // An image outside OpenShift's internal registry needs no image-puller RoleBinding (pull secrets are the
+            // registry's business); DeploymentConfigTests sees one made for an internal image, RealInstallTests
+            // its RBAC on a real API server.
+            #expect(try await cluster.client.dynamic(NotebookImage.roleBindingType, namespace: "default").list().items.isEmpty)
             let ingress = try await cluster.client.dynamic(BookSite.ingressType, namespace: "default").get("odh-book")
             #expect(ingress[path: "spec", "ingressClassName"] == "openshift-default")
             // So the Meteor's finalizer cleans it up: deleting the Meteor deletes the ImageStream, then the Meteor goes.

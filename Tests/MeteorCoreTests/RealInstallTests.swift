@@ -106,4 +106,60 @@ import Testing
         _ = try await kit.kubectl(["delete", "clusterrole", role])
         _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
     }
+
+    /// The image-puller RoleBinding the operator writes beside a Meteor grants a ClusterRole it does not hold, which
+    /// real RBAC allows only with `bind` on that role: with config/rbac's rules the create goes through; without
+    /// the `bind` rule it is refused by the escalation check, naming it.
+    @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func theImagePullerRoleBindingNeedsAndHasBindOnThatRoleOnly() async throws {
+        E2ETally.record(.real)
+        let kit = try await KitControlPlane.shared()
+        let repo = TestCluster.repositoryDirectory
+        let namespace = try await kit.freshNamespace("puller")
+        let full = try String(contentsOf: repo.appendingPathComponent("config/rbac/role.yaml"), encoding: .utf8)
+        let role = "meteor-operator-\(namespace)"
+        let granted = full.replacingOccurrences(of: "name: meteor-operator-manager", with: "name: \(role)")
+        let bindRule = "  - apiGroups: [rbac.authorization.k8s.io]\n    resources: [clusterroles]\n    verbs: [bind]\n    resourceNames: [system:image-puller]\n"
+        try #require(granted.contains(bindRule), "config/rbac/role.yaml's bind rule changed; update this test")
+        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "operator")
+        try await kit.kubectlOK("create", "clusterrolebinding", role, "--clusterrole=\(role)", "--serviceaccount=\(namespace):operator")
+        let token = try await kit.kubectlOK("-n", namespace, "create", "token", "operator", "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try kit.client(token: token)
+        let meteor = Meteor(metadata: ObjectMeta(name: "odh", namespace: namespace), spec: .init(url: "https://github.com/x/y", ref: "main"))
+        let rbs = client.dynamic(NotebookImage.roleBindingType, namespace: namespace)
+
+        // OpenShift's bootstrap role, which a vanilla API server lacks (a binding to a missing role is a 404):
+        // its rules as OpenShift ships them.
+        try await kit.kubectlOK("apply", "-f", "-", input: """
+            apiVersion: rbac.authorization.k8s.io/v1
+            kind: ClusterRole
+            metadata: {name: "system:image-puller"}
+            rules:
+              - apiGroups: ["", image.openshift.io]
+                resources: [imagestreams/layers]
+                verbs: [get]
+            """)
+        try await kit.kubectlOK("apply", "-f", "-", input: granted.replacingOccurrences(of: bindRule, with: ""))
+        let binding = NotebookImage.imagePullerRoleBinding(meteor, owner: [:], pullersNamespace: "opendatahub")
+        do { _ = try await rbs.create(binding); Issue.record("created without bind") } catch let e as KubeError {
+            #expect(e.status?.code == 403 && e.status?.message?.contains("attempting to grant RBAC permissions not currently held") == true, "\(e)")
+        }
+
+        try await kit.kubectlOK("apply", "-f", "-", input: granted)
+        // RBAC's cache takes the new rule a moment later; the operator's own retries are what a user sees.
+        let created = try await within(.seconds(30), "the RoleBinding create with bind granted") { () async throws -> JSONValue in
+            while true {
+                do { return try await rbs.create(binding) } catch let e as KubeError where e.status?.code == 403 { try await Task.sleep(for: .milliseconds(200)) }
+            }
+        }
+        #expect(created[path: "roleRef", "name"] == "system:image-puller" && created["subjects"]?.arrayValue?.first?["name"] == "system:serviceaccounts:opendatahub")
+        // bind reaches that one role only.
+        var other = binding
+        other[path: "metadata", "name"] = "other"
+        other[path: "roleRef", "name"] = "cluster-admin"
+        do { _ = try await rbs.create(other); Issue.record("a RoleBinding to cluster-admin went through") } catch let e as KubeError { #expect(e.status?.code == 403) }
+        try await client.shutdown()
+        _ = try await kit.kubectl(["delete", "clusterrolebinding", role])
+        _ = try await kit.kubectl(["delete", "clusterrole", role])
+        _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
+    }
 }
