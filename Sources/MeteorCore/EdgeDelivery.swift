@@ -98,7 +98,7 @@ extension MeteorReconciler {
         for image in edge.images {
             let runName = EdgePipelineRunBuilder.name(meteor: meteor.name, image: image.name, build: build)
             outcome.runNames.insert(runName)
-            var run = recent.read(ObjectKey(namespace: meteor.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
+            var run = ownRun(ObjectKey(namespace: meteor.namespace, name: runName), of: meteor)
             if run == nil {
                 if runSettings == nil { runSettings = try await newRunSettings(meteor) }
                 let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: runSettings!)

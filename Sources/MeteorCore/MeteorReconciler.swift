@@ -275,7 +275,7 @@ public final class MeteorReconciler: Sendable {
         var runSettings: BuildSettings?
         for pipeline in pipelines {
             let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
-            var run = recent.read(ObjectKey(namespace: key.namespace, name: runName), kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns)
+            var run = ownRun(ObjectKey(namespace: key.namespace, name: runName), of: meteor)
             if run == nil {
                 if runSettings == nil { runSettings = try await newRunSettings(meteor) }
                 let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: runSettings!)
@@ -284,7 +284,9 @@ public final class MeteorReconciler: Sendable {
                     recent.record(run)
                     created.append("\(runName) (\(pipeline.rawValue))")
                 } catch let e as KubeError where e.isAlreadyExists {
-                    // Created by an earlier attempt (another process's, after a restart) the cache has not seen yet.
+                    // Created by an earlier attempt (another process's, after a restart) the cache has not seen yet,
+                    // or a run of a deleted Meteor of this name the garbage collector has yet to remove: its
+                    // deletion, or the cache catching up, brings this Meteor back.
                 }
             }
             var entry = Meteor.PipelineStatus(name: pipeline.rawValue, pipelineRunName: runName)
@@ -411,6 +413,15 @@ public final class MeteorReconciler: Sendable {
             return .requeueAfter(retry)
         }
         return expiry
+    }
+
+    /// The cached (or just written) PipelineRun `key` if this Meteor controls it. A run of the same name owned by
+    /// another uid belongs to an earlier Meteor of this name (deleted and created again, or a store that was
+    /// lost and refilled), whose results are not this one's: it counts as absent.
+    func ownRun(_ key: ObjectKey, of meteor: Meteor) -> JSONValue? {
+        guard let run = recent.read(key, kind: PipelineRunBuilder.resourceType.kind, from: pipelineRuns) else { return nil }
+        guard let uid = meteor.metadata.uid, let owner = ObjectHelpers.controllerOf(run)?["uid"]?.stringValue else { return run }
+        return owner == uid ? run : nil
     }
 
     /// The remote for a repository URL, through `EdgeSettings.hostOverrides` when its host has one.

@@ -16,6 +16,40 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 }
 
 @Suite struct MeteorReconcilerTests {
+    /// A Meteor deleted and created again under its name (GitOps re-creating it, a store lost and refilled) finds
+    /// the old one's runs under the names it would use until the garbage collector removes them: a finished
+    /// run owned by another uid is not its own result; the Meteor waits for the name and then builds.
+    @Test func aRunLeftByAnEarlierMeteorOfTheSameNameIsNotTakenForItsOwn() async throws {
+        try await MeteorEnvironment.with { env in
+            let c = env.cluster
+            let name = PipelineRunBuilder.name(meteor: "again", pipeline: .jupyterhub, generation: 1)
+            // The earlier Meteor's run, succeeded; its owner no longer exists (uid "earlier"), and a finalizer keeps
+            // it as the garbage collector's lag would.
+            var old = PipelineRunBuilder.build(meteor: Meteor(metadata: ObjectMeta(name: "again", namespace: c.namespace), spec: .init(url: "https://github.com/x/old", ref: "main")), owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "again", "uid": "earlier"]], pipeline: .jupyterhub, settings: BuildSettings())
+            old[path: "metadata", "ownerReferences"] = [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "again", "uid": "earlier", "controller": true]]
+            old[path: "metadata", "finalizers"] = ["test.meteor.zone/hold"]
+            _ = try await c.runs.create(old)
+            try await c.tekton(name, "Succeeded", results: ["IMAGE_URL": "registry.local/old:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "0", count: 64)])
+            // The operator's cache has it, succeeded, before the Meteor appears.
+            let key = ObjectKey(namespace: c.namespace, name: name)
+            try await env.reconciler.pipelineRuns.waitUntil { $0.get(key)?[path: "status", "completionTime"] != nil }
+
+            let created = try await c.meteors.create(sampleMeteor("again", pipelines: ["jupyterhub"]))
+            let waiting = try await c.waitFor(c.meteors, "again") { $0?[path: "status", "observedGeneration"] == 1 }
+            let entry = waiting?[path: "status", "pipelines"]?.arrayValue?.first
+            #expect(entry?["ready"] == "Unknown" && entry?["image"] == nil, "the earlier Meteor's result is not this one's: \(entry ?? .null)")
+            #expect(waiting?[path: "status", "phase"] == "Building", "\(waiting?["status"]?.serializedString() ?? "")")
+            #expect(ObjectHelpers.controllerOf(try await c.runs.get(name))?["uid"] == "earlier", "still there while this was checked")
+
+            // The collector's delete goes through (here: the finalizer is released), and the Meteor builds.
+            try await c.runs.delete(name)
+            _ = try await c.runs.patch(name, .merge(["metadata": ["finalizers": .null]]))
+            let uid = created[path: "metadata", "uid"]
+            let own = try await c.waitFor(c.runs, name) { $0.flatMap(ObjectHelpers.controllerOf)?["uid"] == uid }
+            #expect(own?[path: "spec", "params"]?.arrayValue?.contains(["name": "url", "value": "https://github.com/AICoE/elyra-aidevsecops-tutorial"]) == true)
+        }
+    }
+
     @Test func meteorBuildsThroughTektonToReady() async throws {
         try await MeteorEnvironment.with { env in
             let created = try await env.cluster.meteors.create(sampleMeteor("demo"))
