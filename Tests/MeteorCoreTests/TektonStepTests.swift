@@ -1,5 +1,8 @@
 import Crypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import KubeModels
 import KubeTestSupport
 import MeteorCore
@@ -49,6 +52,47 @@ struct TektonStepTests {
             // Written by the build's UID into a volume that is root's with the fsGroup: the next step can write too.
             let owner = try FileManager.default.attributesOfItem(atPath: ws.appendingPathComponent("README.md").path)[.ownerAccountID] as? NSNumber
             #expect(owner?.uint32Value == 65532)
+        }
+    }
+
+    /// A private repository over ssh, served by OpenSSH's sshd to one key: the clone uses the Meteor's
+    /// kubernetes.io/ssh-auth Secret (ssh-privatekey, known_hosts) and trusts only the hosts it lists. ssh stops
+    /// for a UID without a passwd entry, as the build's 65532 is in alpine/git (tektoncd/catalog#1341): the step
+    /// says so and how to fix it; as a UID the image knows (nobody, 65534) it clones.
+    @Test(.enabled(if: SSHServer.isInstalled || ProcessInfo.processInfo.environment["CI"] == "true", "no sshd (hack/test installs openssh-server)"))
+    func aPrivateRepositoryIsClonedOverSSHWithTheMeteorsKeySecret() async throws {
+        let git = try await GitHTTPServer.start()
+        defer { Task { await git.stop() } }
+        let commit = try await git.createRepository("by-ssh", files: ["README.md": "over ssh\n"])
+        let key = try await SSHServer.keyPair()
+        let sshd = try await SSHServer.start(root: git.root, authorizedKey: key.publicKey)
+        defer { sshd.stop() }
+        func secret(knownHosts: String?) throws -> URL {
+            let dir = Self.workspace()
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try key.privateKey.write(to: dir.appendingPathComponent("ssh-privatekey"), atomically: true, encoding: .utf8)
+            if let knownHosts { try (knownHosts + "\n").write(to: dir.appendingPathComponent("known_hosts"), atomically: true, encoding: .utf8) }
+            return dir
+        }
+        let params = ["url": sshd.url("by-ssh"), "ref": "main"]
+        var asNobody = try Self.runner("task-git-clone.yaml")
+        if getuid() == 0 { asNobody.runAsUser = 65534 }
+
+        let cloned = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
+        #expect(cloned.succeeded, "\(cloned.output)\n--- sshd:\n\(sshd.log)")
+        #expect(cloned.results["commit"] == commit)
+        #expect(sshd.log.contains("Accepted publickey"), "authenticated by the Secret's key: \(sshd.log)")
+
+        let unlisted = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: nil)])
+        #expect(!unlisted.succeeded && unlisted.output.contains("the ssh Secret has no known_hosts"), "\(unlisted.output)")
+        let other = try await SSHServer.keyPair()
+        let stranger = "[127.0.0.1]:\(sshd.port) " + other.publicKey.split(separator: " ").prefix(2).joined(separator: " ")
+        let spoofed = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: stranger)])
+        #expect(!spoofed.succeeded && spoofed.output.contains("Host key verification failed"), "a host not in known_hosts is refused: \(spoofed.output)")
+
+        if getuid() == 0, getpwuid(65532) == nil {
+            let as65532 = try await Self.runner("task-git-clone.yaml").run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
+            #expect(!as65532.succeeded && as65532.output.contains("ssh cannot run as UID 65532: the git image has no passwd entry for it"), "\(as65532.output)")
         }
     }
 
