@@ -5,7 +5,7 @@ import PackageDescription
 //   KubeModels      shared wire models: JSON values, ObjectMeta, Status, selectors, watch events
 //   KubeClient      Kubernetes API client over AsyncHTTPClient (config, verbs, watch, retries, rate limit)
 //   KubeRuntime     controller runtime: informers, work queue, controllers, leader election, metrics, events
-//   MeteorCore      the Meteor domain: API types, validation, PipelineRun builder, reconciler
+//   MeteorCore      the Meteor domain: API types, validation, PipelineRun builder, reconciler, registry and git remotes
 //   KubeAPIServer   embedded Kubernetes-compatible API server (tests and sandbox); depends only on KubeModels
 //   meteor-operator the executable
 let package = Package(
@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssh.git", from: "0.15.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
@@ -80,6 +81,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSH", package: "swift-nio-ssh"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -18,13 +18,13 @@ public final class SSHServer: Sendable {
     let directory: URL
     let pid: Int32
 
-    /// A new ed25519 key pair made by ssh-keygen: the private key in OpenSSH's format and the public line.
-    public static func keyPair(comment: String = "meteor-test") async throws -> (privateKey: String, publicKey: String) {
+    /// A new key pair (ed25519 unless `type` says) made by ssh-keygen: the private key in OpenSSH's format and the public line.
+    public static func keyPair(type: String = "ed25519", comment: String = "meteor-test") async throws -> (privateKey: String, publicKey: String) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sshkey-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let key = dir.appendingPathComponent("id").path
-        let made = try await runProcess("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key])
+        let made = try await runProcess("/usr/bin/ssh-keygen", ["-q", "-t", type, "-N", "", "-C", comment, "-f", key])
         guard made.status == 0 else { throw Failure(message: "ssh-keygen: \(made.output)") }
         return (try String(contentsOfFile: key, encoding: .utf8), try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
     }

@@ -365,7 +365,7 @@ extension MeteorReconciler {
             return (cached.release ?? known, nil)
         }
         do {
-            let refs = try await gitRemote(meteor.spec.url, credentials: try await gitCredentials(meteor)).refs()
+            let refs = try await listRefs(meteor)
             let newest = ReleaseSelection.newest(refs, pattern: release.tagPattern).map { EdgeRelease(tag: $0.tag, commit: $0.commit) }
             edgeMemory.releases.withLock { $0[key] = .init(checked: now, pattern: release.tagPattern, release: newest) }
             if let newest, newest != known {

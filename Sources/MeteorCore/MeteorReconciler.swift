@@ -158,18 +158,50 @@ public final class MeteorReconciler: Sendable {
         return settings
     }
 
-    /// `spec.gitSecretRef`'s username and password; nil without one. A missing or mistyped Secret is a missing
-    /// prerequisite, named in the status.
-    func gitCredentials(_ meteor: Meteor) async throws -> GitRemote.Credentials? {
-        guard let ref = meteor.spec.gitSecretRef else { return nil }
+    /// How the operator reaches a private repository: `spec.gitSecretRef`'s Secret, read as its type says.
+    public enum GitAccess: Sendable {
+        /// `kubernetes.io/basic-auth` (username, password or token), for http(s) URLs.
+        case basic(GitRemote.Credentials)
+        /// `kubernetes.io/ssh-auth` (ssh-privatekey, known_hosts), for ssh URLs.
+        case ssh(GitSSHRemote.Credentials)
+    }
+
+    /// `spec.gitSecretRef`'s credentials; nil without one. A missing Secret, one of the wrong type for the URL, or
+    /// one without the keys its type needs is a missing prerequisite, named in the status.
+    func gitCredentials(_ meteor: Meteor) async throws -> GitAccess? {
+        let overSSH = GitSSHRemote.Address(meteor.spec.url) != nil
+        guard let ref = meteor.spec.gitSecretRef else {
+            if overSSH { throw PrerequisiteMissing(message: "\(meteor.spec.url) is an ssh address: name a kubernetes.io/ssh-auth Secret (ssh-privatekey, known_hosts) in spec.gitSecretRef") }
+            return nil
+        }
         let namespace = meteor.namespace ?? "default"
+        let wanted = overSSH ? "a kubernetes.io/ssh-auth Secret with ssh-privatekey and known_hosts (ssh-keyscan HOST)" : "a kubernetes.io/basic-auth Secret with the repository's username and password or access token"
         guard let secret = try await client.api(Secret.self, namespace: namespace).getOptional(ref.name) else {
-            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) does not exist in namespace \(namespace): create a kubernetes.io/basic-auth Secret with the repository's username and password or access token")
+            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) does not exist in namespace \(namespace): create \(wanted)")
+        }
+        if overSSH {
+            guard secret.type == "kubernetes.io/ssh-auth", let key = secret.value("ssh-privatekey"), let hosts = secret.value("known_hosts"), !hosts.isEmpty else {
+                throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not \(wanted), which the ssh address \(meteor.spec.url) needs")
+            }
+            return .ssh(GitSSHRemote.Credentials(privateKey: String(decoding: key, as: UTF8.self), knownHosts: String(decoding: hosts, as: UTF8.self)))
         }
         guard secret.type == "kubernetes.io/basic-auth", let username = secret.value("username"), let password = secret.value("password") else {
-            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not a kubernetes.io/basic-auth Secret with username and password")
+            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not \(wanted), which the address \(meteor.spec.url) needs")
         }
-        return GitRemote.Credentials(username: String(decoding: username, as: UTF8.self), password: String(decoding: password, as: UTF8.self))
+        return .basic(GitRemote.Credentials(username: String(decoding: username, as: UTF8.self), password: String(decoding: password, as: UTF8.self)))
+    }
+
+    /// The refs of the Meteor's repository, over ssh or http(s) as its URL says, with its credentials.
+    func listRefs(_ meteor: Meteor) async throws -> [GitRemote.Ref] {
+        switch try await gitCredentials(meteor) {
+        case .ssh(let credentials)?:
+            guard let address = GitSSHRemote.Address(meteor.spec.url) else { throw GitRemote.Failure(message: "\(meteor.spec.url) is not an ssh address") }
+            return try await GitSSHRemote(address: address, credentials: credentials).refs()
+        case .basic(let credentials)?:
+            return try await gitRemote(meteor.spec.url, credentials: credentials).refs()
+        case nil:
+            return try await gitRemote(meteor.spec.url).refs()
+        }
     }
 
     /// `Ready=False` with `reason` and `message` (for a 403, the API server's words: they name the verb, the

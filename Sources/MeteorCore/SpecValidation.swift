@@ -14,7 +14,13 @@ public enum SpecValidation {
 
     public static func problems(_ spec: Meteor.Spec) -> [SpecProblem] {
         var out: [SpecProblem] = []
-        if let url = URL(string: spec.url), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme), let host = url.host, !host.isEmpty {
+        if spec.url.hasPrefix("ssh://") || (!spec.url.contains("://") && spec.url.contains(":")) {
+            // ssh (ssh://[user@]host[:port]/path or user@host:path): a user, never a password, and no host or user
+            // an ssh client could read as an option.
+            if GitSSHRemote.Address(spec.url) == nil || spec.url.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0) }) {
+                out.append(SpecProblem(field: "spec.url", message: "must be an ssh address ssh://[user@]host[:port]/path or user@host:path (no password, no whitespace, host and user not starting with -), got \(quoted(spec.url))"))
+            }
+        } else if let url = URL(string: spec.url), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme), let host = url.host, !host.isEmpty {
             if url.user != nil || url.password != nil {
                 out.append(SpecProblem(field: "spec.url", message: "must not embed credentials; give the pipeline a git Secret instead"))
             }
@@ -22,7 +28,7 @@ public enum SpecValidation {
                 out.append(SpecProblem(field: "spec.url", message: "must not contain whitespace"))
             }
         } else {
-            out.append(SpecProblem(field: "spec.url", message: "must be an http or https URL with a host, got \(quoted(spec.url))"))
+            out.append(SpecProblem(field: "spec.url", message: "must be an http or https URL with a host, or an ssh address, got \(quoted(spec.url))"))
         }
         if spec.url.utf8.count > 2048 { out.append(SpecProblem(field: "spec.url", message: "must be at most 2048 bytes")) }
         if spec.ref.isEmpty || spec.ref.utf8.count > 255 {

@@ -178,3 +178,36 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         await #expect { _ = try await GitRemote(url: "http://127.0.0.1:\(try LocalRegistry.freePort())/x.git").refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("cannot reach") == true }
     }
 }
+
+/// Repository addresses over ssh, as git reads them, and what admission refuses of them.
+@Suite struct GitAddressTests {
+    @Test func sshAddressesParseAsGitReadsThem() {
+        #expect(GitSSHRemote.Address("git@github.com:AICoE/repo.git") == .init(user: "git", host: "github.com", port: 22, path: "AICoE/repo.git"))
+        #expect(GitSSHRemote.Address("ssh://bot@git.example:2222/srv/repo.git") == .init(user: "bot", host: "git.example", port: 2222, path: "/srv/repo.git"))
+        #expect(GitSSHRemote.Address("ssh://git.example/repo.git")?.user == "git")
+        #expect(GitSSHRemote.Address("ssh://bot@git.example:2222/r")?.knownHostsName == "[git.example]:2222")
+        #expect(GitSSHRemote.Address("git@GitHub.com:a/b")?.knownHostsName == "github.com")
+        // What an ssh client would read as an option, a password, no path: not addresses.
+        for bad in ["ssh://-oProxyCommand=touch%20x/repo", "-oProxyCommand=x@host:repo", "ssh://bot:pw@host/repo", "ssh://host", "git@host:", "https://host/repo"] {
+            #expect(GitSSHRemote.Address(bad) == nil, "\(bad)")
+        }
+        var spec = Meteor.Spec(url: "git@github.com:AICoE/repo.git", ref: "main")
+        #expect(SpecValidation.problems(spec).isEmpty)
+        spec.url = "ssh://-oProxyCommand=touch%20x/repo"
+        #expect(SpecValidation.problems(spec).map(\.field) == ["spec.url"])
+        spec.url = "git@host:repo name"
+        #expect(SpecValidation.problems(spec).map(\.field) == ["spec.url"])
+    }
+
+    @Test func knownHostsPatternsAreOpenSSHs() {
+        #expect(OpenSSHKeys.matches("[127.0.0.1]:2222", host: "[127.0.0.1]:2222"))
+        #expect(!OpenSSHKeys.matches("[127.0.0.1]:2222", host: "1"))
+        #expect(OpenSSHKeys.matches("*.example.com,!evil.example.com", host: "git.example.com"))
+        #expect(!OpenSSHKeys.matches("*.example.com,!evil.example.com", host: "evil.example.com"))
+        #expect(OpenSSHKeys.matches("git?.example", host: "git1.example") && !OpenSSHKeys.matches("git?.example", host: "git12.example"))
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+        #expect(OpenSSHKeys.knownHostKeys("github.com \(key)", for: "github.com").count == 1)
+        #expect(OpenSSHKeys.knownHostKeys("github.com \(key)\n@revoked github.com \(key)", for: "github.com").isEmpty, "a revoked key is never trusted")
+        #expect(OpenSSHKeys.knownHostKeys("@cert-authority *.example \(key)", for: "a.example").isEmpty)
+    }
+}

@@ -236,6 +236,28 @@ import Testing
         }
     }
 
+    /// An ssh address needs a kubernetes.io/ssh-auth Secret with known_hosts: without one, or with a basic-auth
+    /// one, the Meteor says which; with it the run clones the address as given and binds the Secret.
+    @Test func anSSHAddressNeedsAnSSHKeySecretWithKnownHosts() async throws {
+        try await MeteorEnvironment.with(configure: { $0.prerequisiteRecheck = .seconds(1) }) { env in
+            let c = env.cluster
+            var body = sampleMeteor("by-ssh", pipelines: ["jupyterbook"])
+            body[path: "spec", "url"] = "git@github.com:AICoE/elyra-aidevsecops-tutorial.git"
+            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.waitFor(c.meteors, "by-ssh") { condition($0, "Ready")?["message"] == "git@github.com:AICoE/elyra-aidevsecops-tutorial.git is an ssh address: name a kubernetes.io/ssh-auth Secret (ssh-privatekey, known_hosts) in spec.gitSecretRef" }
+            let secrets = c.client.api(Secret.self, namespace: c.namespace)
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "repo-key", namespace: c.namespace), type: "kubernetes.io/basic-auth", stringData: ["username": "bot", "password": "t"]))
+            _ = try await c.meteors.patch("by-ssh", .merge(["spec": ["gitSecretRef": ["name": "repo-key"]]]))
+            _ = try await c.waitFor(c.meteors, "by-ssh") { condition($0, "Ready")?["message"]?.stringValue?.contains("is not a kubernetes.io/ssh-auth Secret with ssh-privatekey and known_hosts") == true }
+            #expect(try await c.runs.list().items.isEmpty)
+            try await secrets.delete("repo-key")
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "repo-key", namespace: c.namespace), type: "kubernetes.io/ssh-auth", stringData: ["ssh-privatekey": "k", "known_hosts": "github.com ssh-ed25519 AAAA"]))
+            let run = try #require(try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "by-ssh", pipeline: .jupyterbook, generation: 2)) { $0 != nil })
+            #expect((run[path: "spec", "params"]?.arrayValue ?? []).contains(["name": "url", "value": "git@github.com:AICoE/elyra-aidevsecops-tutorial.git"]))
+            #expect((run[path: "spec", "workspaces"]?.arrayValue ?? []).contains(["name": "git-credentials", "secret": ["secretName": "repo-key"]]))
+        }
+    }
+
     /// Without a configured ServiceAccount, runs use OpenShift Pipelines' `pipeline` where the namespace has it.
     @Test func theServiceAccountDefaultsToOpenShiftPipelinesOneWhereItExists() async throws {
         try await MeteorEnvironment.with { env in

@@ -65,7 +65,8 @@ struct TektonStepTests {
         defer { Task { await git.stop() } }
         let commit = try await git.createRepository("by-ssh", files: ["README.md": "over ssh\n"])
         let key = try await SSHServer.keyPair()
-        let sshd = try await SSHServer.start(root: git.root, authorizedKey: key.publicKey)
+        let ecdsa = try await SSHServer.keyPair(type: "ecdsa")
+        let sshd = try await SSHServer.start(root: git.root, authorizedKey: key.publicKey + "\n" + ecdsa.publicKey)
         defer { sshd.stop() }
         func secret(knownHosts: String?) throws -> URL {
             let dir = Self.workspace()
@@ -89,6 +90,41 @@ struct TektonStepTests {
         let stranger = "[127.0.0.1]:\(sshd.port) " + other.publicKey.split(separator: " ").prefix(2).joined(separator: " ")
         let spoofed = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: stranger)])
         #expect(!spoofed.succeeded && spoofed.output.contains("Host key verification failed"), "a host not in known_hosts is refused: \(spoofed.output)")
+
+        // The operator's own listing of the repository's tags, over the same ssh with the same Secret (NIOSSH: its
+        // image has no ssh or git): refs and peeled annotated tags as git ls-remote gives them.
+        let tagged = try await git.tag("by-ssh", "v1.0.0")
+        let address = try #require(GitSSHRemote.Address(sshd.url("by-ssh")))
+        let refs = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: sshd.knownHosts)).refs()
+        #expect(refs.contains(GitRemote.Ref(name: "refs/heads/main", commit: commit)) && refs.contains(GitRemote.Ref(name: "refs/tags/v1.0.0", commit: tagged)), "\(refs)")
+        let mine = try secret(knownHosts: sshd.knownHosts)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: mine.appendingPathComponent("ssh-privatekey").path)
+        let lsRemote = try await runProcess("/usr/bin/git", ["ls-remote", sshd.url("by-ssh")], environment: ["GIT_SSH_COMMAND": "ssh -i \(mine.appendingPathComponent("ssh-privatekey").path) -o IdentitiesOnly=yes -o UserKnownHostsFile=\(mine.appendingPathComponent("known_hosts").path) -o BatchMode=yes"])
+        let fromGit = lsRemote.output.split(separator: "\n").compactMap { line -> String? in
+            let p = line.split(separator: "\t"); return p.count == 2 && !p[1].hasSuffix("^{}") ? "\(p[1])" : nil
+        }
+        #expect(Set(refs.map(\.name)) == Set(fromGit), "the same refs as git ls-remote: \(lsRemote.output)")
+        // A hashed known_hosts (ssh-keygen -H), as many are, and an ECDSA key.
+        let hashedFile = Self.workspace()
+        try (sshd.knownHosts + "\n").write(to: hashedFile, atomically: true, encoding: .utf8)
+        _ = try await runProcess("/usr/bin/ssh-keygen", ["-H", "-f", hashedFile.path])
+        let hashed = try String(contentsOf: hashedFile, encoding: .utf8)
+        #expect(hashed.hasPrefix("|1|"), "\(hashed)")
+        #expect(try await GitSSHRemote(address: address, credentials: .init(privateKey: ecdsa.privateKey, knownHosts: hashed)).refs().count == refs.count)
+        // Refusals, each in its own words: a host key known_hosts does not list, a host it has no line for, a key
+        // the server does not accept, a key the operator cannot read.
+        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: stranger)).refs() } throws: {
+            ($0 as? GitRemote.Failure)?.message.contains("is not the one spec.gitSecretRef's known_hosts lists for it") == true
+        }
+        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: "elsewhere.example " + other.publicKey)).refs() } throws: {
+            ($0 as? GitRemote.Failure)?.message.contains("known_hosts has no key for [127.0.0.1]:\(sshd.port)") == true
+        }
+        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: other.privateKey, knownHosts: sshd.knownHosts)).refs() } throws: {
+            ($0 as? GitRemote.Failure)?.message.contains("refused the key in spec.gitSecretRef for user \(address.user)") == true
+        }
+        let rsa = try await SSHServer.keyPair(type: "rsa")
+        #expect(throws: GitRemote.Failure.self) { try OpenSSHKeys.privateKey(rsa.privateKey) }
+        do { _ = try OpenSSHKeys.privateKey(rsa.privateKey) } catch let e as GitRemote.Failure { #expect(e.message.contains("a ssh-rsa key, which the operator cannot use")) }
 
         if getuid() == 0, getpwuid(65532) == nil {
             let as65532 = try await Self.runner("task-git-clone.yaml").run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
