@@ -52,6 +52,10 @@ enum Submission {
             }
             if errors[field] == nil { errors[field] = sentence(problem.message) }
         }
+        if errors["url"] == nil, GitSSHRemote.Address(url) != nil {
+            // The page cannot name a Secret, and an ssh address needs one.
+            errors["url"] = "The Shower builds repositories it can reach over http or https; for one over ssh, apply a Meteor with spec.gitSecretRef (a kubernetes.io/ssh-auth Secret)."
+        }
         if pipelines.contains(Pipeline.edge.rawValue) {
             errors["pipelines"] = "Edge delivery needs images, a signing key and targets: describe it in a Meteor YAML (config/samples/meteor_edge_donkeycar.yaml)."
         }
