@@ -150,6 +150,49 @@ import Testing
         }
     }
 
+    /// Every image a step runs or a param defaults to is `registry/repository:version`, never `latest` (digests,
+    /// where pinned, after the tag): what the node pulls does not change under a re-run.
+    @Test func everyImageIsAVersionedTagFromANamedRegistry() throws {
+        var images: [String] = []
+        for manifest in try Self.manifests() {
+            for step in manifest[path: "spec", "steps"]?.arrayValue ?? [] {
+                if let image = step["image"]?.stringValue, !image.hasPrefix("$(") { images.append(image) }
+            }
+            for param in manifest[path: "spec", "params"]?.arrayValue ?? [] where param["name"]?.stringValue?.hasSuffix("image") == true {
+                if let image = param["default"]?.stringValue { images.append(image) }
+            }
+        }
+        #expect(images.count >= 8, "\(images)")
+        for image in images {
+            let match = image.firstMatch(of: #/^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(@sha256:[0-9a-f]{64})?$/#)
+            #expect(match != nil && match?.output.tag != "latest", "\(image)")
+        }
+    }
+
+    /// hack/pin-images.py against a real registry: each tag gets the digest the registry serves for it, in place,
+    /// and a `latest` is refused by name.
+    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed"))
+    func pinImagesPinsEachTagToTheDigestTheRegistryServes() async throws {
+        let registry = try await LocalRegistry(port: nil)
+        defer { registry.stop() }
+        let client = RegistryClient(insecure: true)
+        let repo = try RegistryClient.Reference(parsing: "\(registry.address)/meteor/tool")
+        let digest = try await client.pushImage(repo, tag: "1.0", platform: "linux/amd64", content: "tool")
+        try await client.shutdown()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("pin-\(UUID().uuidString).yaml")
+        try "steps:\n  - image: \(registry.address)/meteor/tool:1.0\n    description: pushes repository:tag\n".write(to: file, atomically: true, encoding: .utf8)
+        let script = TestCluster.repositoryDirectory.appendingPathComponent("hack/pin-images.py").path
+        let pinned = try await runProcess("/usr/bin/python3", [script, "--insecure", registry.address, "--write", file.path])
+        #expect(pinned.status == 0, "\(pinned.output)")
+        #expect(try String(contentsOf: file, encoding: .utf8) == "steps:\n  - image: \(registry.address)/meteor/tool:1.0@\(digest)\n    description: pushes repository:tag\n")
+        // Run again on the pinned file: the same digest, nothing else changes.
+        #expect(try await runProcess("/usr/bin/python3", [script, "--insecure", registry.address, "--write", file.path]).status == 0)
+        #expect(try String(contentsOf: file, encoding: .utf8).components(separatedBy: "@sha256:").count == 2)
+        try "image: \(registry.address)/meteor/tool:latest\n".write(to: file, atomically: true, encoding: .utf8)
+        let refused = try await runProcess("/usr/bin/python3", [script, "--insecure", registry.address, file.path])
+        #expect(refused.status != 0 && refused.output.contains("meteor/tool:latest: name a version, not latest"), "\(refused.output)")
+    }
+
     @Test func everyStepNamesWhatItRuns() throws {
         for task in try Self.manifests() where task["kind"] == "Task" {
             for step in task[path: "spec", "steps"]?.arrayValue ?? [] {
