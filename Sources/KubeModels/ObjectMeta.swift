@@ -66,6 +66,10 @@ public struct ListMeta: Codable, Sendable, Hashable {
 
 /// metav1.Condition.
 public struct Condition: Codable, Sendable, Hashable {
+    /// metav1.Condition's limit on `message` (and the Meteor CRD's maxLength): a longer one is refused, and with
+    /// it the whole status write.
+    public static let maxMessageBytes = 32768
+
     public enum Status: String, Codable, Sendable { case `true` = "True", `false` = "False", unknown = "Unknown" }
 
     public var type: String

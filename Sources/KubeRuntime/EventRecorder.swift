@@ -56,7 +56,12 @@ public final class EventRecorder: Sendable {
         self.logger = logger
     }
 
+    /// Messages are cut to this many bytes (events.k8s.io's limit on a note): an Event says what happened, the
+    /// object's status holds the detail.
+    public static let maxMessageBytes = 1024
+
     public func record(_ object: JSONValue, type: EventType, reason: String, message: String) async {
+        let message = ObjectHelpers.truncated(message, maxBytes: Self.maxMessageBytes)
         let namespace = object[path: "metadata", "namespace"]?.stringValue ?? "default"
         let uid = object[path: "metadata", "uid"]?.stringValue ?? ""
         let name = object[path: "metadata", "name"]?.stringValue ?? ""

@@ -64,10 +64,32 @@ public enum ObjectHelpers {
         }
     }
 
-    /// Sets a condition in a metav1.Condition list: `lastTransitionTime` moves only when the status changes.
+    /// What ends a message cut to fit a limit.
+    public static let truncationMarker = "… (truncated)"
+
+    /// `text` if it fits in `maxBytes` of UTF-8, else as much of it as fits (whole characters) followed by
+    /// `truncationMarker`, in `maxBytes` in all.
+    public static func truncated(_ text: String, maxBytes: Int) -> String {
+        guard text.utf8.count > maxBytes else { return text }
+        let room = max(0, maxBytes - truncationMarker.utf8.count)
+        var used = 0
+        var end = text.startIndex
+        for (index, character) in zip(text.indices, text) {
+            let size = character.utf8.count
+            if used + size > room { break }
+            used += size
+            end = text.index(after: index)
+        }
+        return text[..<end] + truncationMarker
+    }
+
+    /// Sets a condition in a metav1.Condition list: `lastTransitionTime` moves only when the status changes, and
+    /// a message past `Condition.maxMessageBytes` is cut to fit (a longer one would fail the whole status write).
     /// Returns true when the list changed.
     @discardableResult
     public static func setCondition(_ conditions: inout [Condition], _ new: Condition) -> Bool {
+        var new = new
+        new.message = truncated(new.message, maxBytes: Condition.maxMessageBytes)
         if let i = conditions.firstIndex(where: { $0.type == new.type }) {
             var merged = new
             if conditions[i].status == new.status { merged.lastTransitionTime = conditions[i].lastTransitionTime }

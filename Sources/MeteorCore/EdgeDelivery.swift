@@ -124,7 +124,7 @@ extension MeteorReconciler {
             case .failed?:
                 failed += 1
                 status.reason = "BuildFailed"
-                status.message = String((state!.message.isEmpty ? state!.reason : state!.message).prefix(1024))
+                status.message = ObjectHelpers.truncated(state!.message.isEmpty ? state!.reason : state!.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes)
             default:
                 status.reason = "Building"
                 status.message = "PipelineRun \(runName) is \(state?.reason ?? "Pending")"
@@ -433,7 +433,8 @@ extension MeteorReconciler {
             d.revision = state.revision
             d.syncStatus = state.syncStatus ?? "Unknown"
             d.healthStatus = state.healthStatus ?? "Unknown"
-            d.message = state.message
+            // Argo CD's words, which can run long: a status holds a summary (the Application has the rest).
+            d.message = state.message.map { ObjectHelpers.truncated($0, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) }
             return d
         }
     }

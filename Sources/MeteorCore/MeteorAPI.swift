@@ -113,6 +113,9 @@ public enum Pipeline: String, CaseIterable, Sendable {
 
 /// Phases, condition types and reasons the operator writes.
 public enum MeteorStatusVocabulary {
+    /// The most a message in a status list entry (a pipeline, an image, a deployment) holds, so that the CRD's
+    /// 64 targets and 16 images with long messages from Tekton or Argo CD stay far below etcd's object limit.
+    public static let maxEntryMessageBytes = 1024
     public static let building = "Building"
     public static let ready = "Ready"
     public static let failed = "Failed"

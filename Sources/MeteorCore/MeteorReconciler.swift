@@ -326,7 +326,7 @@ public final class MeteorReconciler: Sendable {
             if let state {
                 entry.ready = state.outcome == .succeeded ? "True" : state.outcome == .failed ? "False" : "Unknown"
                 entry.reason = state.reason
-                entry.message = state.outcome == .failed ? state.message : nil
+                entry.message = state.outcome == .failed ? ObjectHelpers.truncated(state.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) : nil
                 entry.startTime = state.startTime
                 entry.completionTime = state.completionTime
                 entry.image = state.results["IMAGE_URL"]

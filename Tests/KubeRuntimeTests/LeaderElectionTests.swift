@@ -112,6 +112,22 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
 }
 
 @Suite struct HelperTests {
+    /// Cut to a byte limit on a character boundary, the marker inside the limit; the same long message set twice
+    /// is no change (the cut is stable, so a steady state writes nothing).
+    @Test func longMessagesAreCutToTheirLimitOnCharacterBoundaries() {
+        for text in [String(repeating: "é", count: 40_000), String(repeating: "👩‍🚀", count: 9_000), String(repeating: "a", count: 32_769)] {
+            let cut = ObjectHelpers.truncated(text, maxBytes: Condition.maxMessageBytes)
+            #expect(cut.utf8.count <= Condition.maxMessageBytes && cut.utf8.count > Condition.maxMessageBytes - 32 && cut.hasSuffix(ObjectHelpers.truncationMarker))
+            #expect(text.hasPrefix(String(cut.dropLast(ObjectHelpers.truncationMarker.count))))
+            var conditions: [Condition] = []
+            let t = Date(timeIntervalSince1970: 0)
+            #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, lastTransitionTime: t, reason: "R", message: text)))
+            #expect(conditions[0].message == cut)
+            #expect(!ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, lastTransitionTime: t, reason: "R", message: text)))
+        }
+        #expect(ObjectHelpers.truncated("short", maxBytes: 10) == "short")
+    }
+
     @Test func conditionsKeepTransitionTimeUnlessStatusChanges() {
         var conditions: [Condition] = []
         let t0 = Date(timeIntervalSince1970: 1000)

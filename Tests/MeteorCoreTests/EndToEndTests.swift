@@ -87,6 +87,31 @@ import Testing
         }
     }
 
+    /// Messages grow with the spec: 64 edge targets (the CRD's most), each with a path, a cluster and an image the
+    /// operator refuses, make an InvalidSpec message past the 32 KiB a condition message may have (the CRD's maxLength,
+    /// metav1.Condition's). The status is still written, its message cut to fit and saying so, and the Event's
+    /// message is cut to 1 KiB.
+    @Test(arguments: Backend.testable) func aHugeInvalidSpecStillGetsItsStatusWithinTheSizeLimits(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true) { env in
+            let c = env.cluster
+            var edge = donkeycarEdge(registry: "registry.example")
+            edge.targets = (0..<64).map { i in
+                .init(name: "t\(i)", cluster: "microshift \(i) " + String(repeating: "c", count: 230), image: "nope-\(i)-" + String(repeating: "i", count: 30), path: "/" + String(repeating: "p", count: 1000), namespace: "donkeycar")
+            }
+            edge.images = (0..<16).map { i in .init(name: "car\(i)", dockerfile: "/" + String(repeating: "d", count: 1000), platform: "linux/arm64", repository: "registry.example/meteor/car\(i)") }
+            var body = try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "huge"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge)))
+            body[path: "metadata", "namespace"] = .string(c.namespace)
+            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict"))
+            let refused = try #require(try await c.waitFor(c.meteors, "huge") { condition($0, "Ready")?["reason"] == "InvalidSpec" })
+            let message = try #require(condition(refused, "Ready")?["message"]?.stringValue)
+            #expect(message.utf8.count <= Condition.maxMessageBytes && message.utf8.count > 30_000, "\(message.utf8.count) bytes")
+            #expect(message.hasPrefix("spec.edge.images[0].dockerfile: must be a relative path") && message.hasSuffix(ObjectHelpers.truncationMarker), "\(message.prefix(80)) … \(message.suffix(80))")
+            #expect(refused[path: "status", "phase"] == "Failed")
+            let event = try #require(try await c.waitForEvent(about: "huge", reason: "InvalidSpec"))
+            #expect((event["message"]?.stringValue?.utf8.count ?? 0) <= EventRecorder.maxMessageBytes && event["message"]?.stringValue?.hasSuffix(ObjectHelpers.truncationMarker) == true)
+        }
+    }
+
     /// Deleting a Meteor takes its PipelineRuns and book site with it (the garbage collector, through owners).
     @Test(arguments: Backend.testable) func deletingAMeteorRemovesWhatItMade(_ backend: Backend) async throws {
         try await MeteorEnvironment.with(on: backend, tekton: true) { env in
