@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Hummingbird
 import HTTPTypes
@@ -11,7 +12,8 @@ struct APIRequestHandler: HTTPResponder {
 
     let core: APIServerCore
     let faults: FaultInjector
-    let token: String?
+    /// The bearer tokens accepted; nil serves without authentication.
+    let tokens: AcceptedTokens?
     let serverAddress: @Sendable () -> String
     let bookmarkInterval: Duration
     let defaultWatchTimeout: Duration
@@ -28,9 +30,11 @@ struct APIRequestHandler: HTTPResponder {
             if faults.stopping.withLock({ $0 }) {
                 throw APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "the server is shutting down")
             }
-            if let token, !Self.isPublic(path) {
+            if let tokens, !Self.isPublic(path) {
                 let auth = request.headers[.authorization] ?? ""
-                guard auth == "Bearer \(token)" else {
+                // Checked when a request starts, as kube-apiserver does: a watch already streaming outlives the
+                // token it began with.
+                guard auth.hasPrefix("Bearer "), tokens.accepts(String(auth.dropFirst(7))) else {
                     throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
                 }
             }
@@ -508,4 +512,11 @@ extension FieldSelector {
         }
         return s
     }
+}
+
+/// The bearer tokens a server accepts now (a token rotated, a ServiceAccount re-created).
+final class AcceptedTokens: Sendable {
+    let current: Mutex<Set<String>>
+    init(_ tokens: Set<String>) { current = Mutex(tokens) }
+    func accepts(_ token: String) -> Bool { current.withLock { $0.contains(token) } }
 }

@@ -46,15 +46,24 @@ public final class EmbeddedAPIServer: Sendable {
     public let configuration: Configuration
     let core: APIServerCore
     let faults = FaultInjector()
+    let tokens: AcceptedTokens?
     let certificate: SelfSignedCertificate?
     let running = Mutex<(task: Task<Void, any Error>?, gc: Task<Void, Never>?, group: ServiceGroup?, port: Int)>((nil, nil, nil, 0))
 
     public init(configuration: Configuration = Configuration()) throws {
         self.configuration = configuration
+        tokens = configuration.token.map { AcceptedTokens([$0]) }
         let store = ObjectStore(historyLimit: configuration.historyLimit)
         core = APIServerCore(store: store, registry: ResourceRegistry())
         core.bootstrap()
         certificate = configuration.tls ? try SelfSignedCertificate() : nil
+    }
+
+    /// From now on, accepts exactly these bearer tokens (the configured one is the first): new requests are
+    /// judged by them, streams already open go on. Only for a server configured with a token.
+    public func acceptTokens(_ accepted: Set<String>) {
+        precondition(tokens != nil, "acceptTokens needs a server configured with a token")
+        tokens?.current.withLock { $0 = accepted }
     }
 
     /// The bound port (after `start`).
@@ -70,7 +79,7 @@ public final class EmbeddedAPIServer: Sendable {
         faults.rearm()
         let port = running.withLock { $0.port == 0 ? configuration.port : $0.port }
         let handler = APIRequestHandler(
-            core: core, faults: faults, token: configuration.token,
+            core: core, faults: faults, tokens: tokens,
             serverAddress: { [weak self] in "\(self?.configuration.host ?? "127.0.0.1"):\(self?.port ?? 0)" },
             bookmarkInterval: configuration.bookmarkInterval, defaultWatchTimeout: configuration.defaultWatchTimeout)
         var logger = Logger(label: "embedded-apiserver")

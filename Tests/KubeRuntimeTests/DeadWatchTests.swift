@@ -110,3 +110,54 @@ import Testing
         }
     }
 }
+
+/// The kubelet rotates a projected ServiceAccount token while the operator's watches are open (and the old one is
+/// revoked, as when the account is re-created). The open stream is not broken for it (kube-apiserver checks a
+/// token when a request starts), new requests carry the new token after at most one 401, and a watch that ends
+/// afterwards is resumed from where it was with the new token, not re-listed.
+@Suite struct TokenRotationTests {
+    @Test func aRotatedTokenKeepsTheOpenWatchAndTheNextWatchResumesWithTheNewOne() async throws {
+        try await TestCluster.with(token: "admin") { c in
+            c.server.acceptTokens(["admin", "first"])
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sa-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let tokenFile = dir.appendingPathComponent("token")
+            try "first".write(to: tokenFile, atomically: true, encoding: .utf8)
+            var options = KubeClient.Options()
+            options.userAgent = "rotation-under-test"
+            let operatorClient = try KubeClient(configuration: ClusterConfiguration(server: URL(string: c.server.url)!, credentials: .tokenFile(tokenFile.path)), options: options)
+            let meteors = c.client.dynamic(meteorType, namespace: "default")
+            let informer = Informer(api: operatorClient.dynamic(meteorType))
+            let log = EventLog()
+            await informer.addHandler { log.record($0) }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+
+            try "second".write(to: tokenFile, atomically: true, encoding: .utf8)
+            c.server.acceptTokens(["admin", "second"])
+            _ = try await meteors.create(meteor("during"))
+            try await log.wait { $0.contains("added default/during") }
+            let mine = { c.server.requestLog.filter { $0.userAgent == "rotation-under-test" } }
+            let watchesSoFar = mine().filter { $0.verb == "watch" }.count
+            #expect(watchesSoFar == 1, "the open watch went on under the revoked token")
+
+            // The stream ends (a server restart, a load balancer): the next watch meets the revoked token once,
+            // re-reads the file and resumes from the last version it saw.
+            c.server.cutWatches()
+            _ = try await meteors.create(meteor("after"))
+            try await log.wait { $0.contains("added default/after") }
+            let codes = mine().filter { $0.verb == "watch" }.map(\.code)
+            #expect(codes == [200, 401, 200], "one watch, one refused with the old token, one resumed with the new")
+            #expect(informer.listCount == 1, "resumed, not re-listed")
+            let versions = DeadWatchTests.meteorWatches(c.server)
+            #expect(versions.count >= 3 && versions.last == versions[versions.count - 2] && versions.last != versions.first, "the new watch starts where the cut one had got to: \(versions)")
+            // Writes carry the new token without a 401 (the credential was already re-read).
+            _ = try await operatorClient.dynamic(meteorType, namespace: "default").create(meteor("written"))
+            let creates = mine().filter { $0.verb == "create" }.map(\.code)
+            #expect(creates == [201])
+            run.cancel()
+            await run.value
+            try await operatorClient.shutdown()
+        }
+    }
+}
