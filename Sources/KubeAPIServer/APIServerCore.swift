@@ -666,10 +666,13 @@ final class APIServerCore: Sendable {
         guard let group = crd[path: "spec", "group"]?.stringValue, let plural = crd[path: "spec", "names", "plural"]?.stringValue else { return }
         let key = "\(group)/\(plural)"
         registry.unregister(key: key)
+        // In etcd's key order (namespace, then name), as the CRD finalizer deletes them; then the resource's watches
+        // end (DifferentialTests: "deleting the CRD ends an open watch").
         let (items, _) = store.list(key, namespace: nil)
-        for o in items {
+        for o in items.sorted(by: { ($0.namespace ?? "", $0.name) < ($1.namespace ?? "", $1.name) }) {
             _ = try? store.guaranteedUpdate(key, o.objectKey) { _ in .delete() }
         }
+        store.closeWatches(resourceKey: key)
     }
 
     func signalGC() { gcSignal.yield(()) }

@@ -302,6 +302,17 @@ final class ObjectStore: Sendable {
         }
     }
 
+    /// Ends the watches of one resource (its CRD deleted: kube-apiserver ends them once the objects' deletions are
+    /// sent, and later requests for it are 404).
+    func closeWatches(resourceKey: String) {
+        state.withLock { s in
+            for (id, w) in s.watchers where w.filter.resourceKey == resourceKey {
+                w.continuation.finish()
+                s.watchers.removeValue(forKey: id)
+            }
+        }
+    }
+
     /// Forgets the change history, as etcd compaction does: watches from older versions get 410 Expired.
     func compact() {
         state.withLock { s in

@@ -263,6 +263,21 @@ import Testing
         Step("a watch from a version the resource never had here is expired") { t in
             try await t.watch([("resourceVersion", "1")])
         },
+        // Last: it deletes the CRD. kube-apiserver sends the deletions of its objects to an open watch and then ends
+        // the watch; the resource then answers 404 (an informer must not take the silence for a live stream).
+        Step("deleting the CRD ends an open watch of its objects, after their deletions, and the resource is then 404") { t in
+            let before = try await t.client.json(.GET, t.widgets)
+            _ = try await t.client.json(.POST, t.widgets, body: widget("last", t: t))
+            var frames: [JSONValue] = []
+            for try await (type, object) in t.client.watchEvents(t.widgets, query: [("watch", "true"), ("resourceVersion", before[path: "metadata", "resourceVersion"]?.stringValue ?? "0")], timeoutSeconds: 60) {
+                guard type != .bookmark else { continue }
+                frames.append(["type": .string(type.rawValue), "name": object[path: "metadata", "name"] ?? .null])
+                if frames.count == 1 { _ = try await t.client.send(.DELETE, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.\(t.group)") }
+            }
+            var code: Int64 = 200
+            do { _ = try await t.client.json(.GET, t.widgets) } catch let e as KubeError { code = Int64(e.code ?? 0) }
+            return ["frames": .array(frames), "listAfter": .int(code)]
+        },
     ]
 }
 

@@ -161,3 +161,61 @@ import Testing
         }
     }
 }
+
+/// The resource an informer watches goes away under it (its CRD deleted, as an uninstall or a botched upgrade
+/// does) and comes back: no crash and no hot loop, `/readyz` names the informer while it cannot list, and once
+/// the CRD is back the informer lists again (the Meteors that went with the CRD leave the cache; new ones arrive)
+/// without a restart.
+@Suite struct ResourceRemovedTests {
+    @Test func anInformerWhoseCRDIsDeletedIsNotReadyAndRecoversWhenItReturns() async throws {
+        try await TestCluster.with(configuration: DeadWatchTests.serverWithFrequentBookmarks()) { c in
+            var options = Manager.Options()
+            options.metricsBindAddress = nil
+            options.healthProbeBindAddress = "127.0.0.1:0"
+            options.informerStaleAfter = .seconds(1)
+            let manager = Manager(client: c.client, options: options)
+            let meteors = manager.informer(for: meteorType)
+            let log = EventLog()
+            await meteors.addHandler { log.record($0) }
+            let reconciled = Observed<Set<String>>([])
+            manager.add(Controller(name: "meteor", for: meteors, metricsFactory: manager.metricsFactory) { key in
+                reconciled.update { _ = $0.insert(key.name) }
+                return .done
+            })
+            let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "test")))
+            let running = Task { try await group.run() }
+            await manager.waitForServers()
+            await meteors.waitForSync()
+            let api = c.client.dynamic(meteorType, namespace: "default")
+            _ = try await api.create(meteor("first"))
+            try await reconciled.wait { $0.contains("first") }
+            let readyz = "http://127.0.0.1:\(manager.boundPorts.health!)/readyz"
+
+            let crds = c.client.dynamic(ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false))
+            let definition = try await crds.get("meteors.meteor.zone")
+            try await crds.delete("meteors.meteor.zone")
+            let gone = try await DeadWatchTests.poll(readyz) { $0.0 == 503 }
+            #expect(gone.1.hasPrefix("informer meteors.v1alpha1.meteor.zone has heard nothing from the API server for "), "\(gone.1)")
+            let listsWhileGone = meteors.listCount
+            #expect(running.isCancelled == false)
+
+            var again = definition
+            again[path: "metadata"] = ["name": "meteors.meteor.zone"]
+            again["status"] = nil
+            _ = try await crds.create(again)
+            _ = try await within(.seconds(30), "the Meteor API served again") {
+                while true {
+                    do { return try await api.create(meteor("second")) } catch let e as KubeError where e.code == 404 { try await Task.sleep(for: .milliseconds(100)) }
+                }
+            }
+            try await reconciled.wait { $0.contains("second") }
+            try await log.wait { $0.contains("deleted default/first") }
+            let back = try await DeadWatchTests.poll(readyz) { $0.0 == 200 }
+            #expect(back.1 == "ok")
+            // Re-listed with backoff while the resource was gone, not in a hot loop.
+            #expect(meteors.listCount - listsWhileGone < 30, "\(meteors.listCount - listsWhileGone) lists")
+            await group.triggerGracefulShutdown()
+            try await running.value
+        }
+    }
+}
