@@ -132,6 +132,8 @@ import Testing
             await informer.addHandler { log.record($0) }
             let run = Task { await informer.run() }
             await informer.waitForSync()
+            // Its watch is open (answered 200 with the first token) before the token rotates.
+            await c.server.waitForRequest { $0.verb == "watch" && $0.userAgent == "rotation-under-test" && $0.code == 200 }
 
             try "second".write(to: tokenFile, atomically: true, encoding: .utf8)
             c.server.acceptTokens(["admin", "second"])
