@@ -49,6 +49,10 @@ public final class MeteorShower: Service, Sendable {
     let limiter: SubmitRateLimiter
     let logger: Logger
     let bound = Mutex<Int?>(nil)
+    /// Names a submit of this page is creating, or created before the cache showed them: concurrent submits of
+    /// one repository take different names instead of all asking the API server for the first and being refused
+    /// in turn.
+    let creating = Mutex<Set<String>>([])
     let boundSignal = AsyncStream<Int>.makeStream()
 
     /// `meteors` is the operator's Meteor informer (the page reads its cache and follows its events).
@@ -73,6 +77,10 @@ public final class MeteorShower: Service, Sendable {
 
     public func run() async throws {
         await feed.attach(to: meteors)
+        // A name this page created stays reserved until the cache shows its Meteor (then the cache says it is taken).
+        await meteors.addHandler { [self] event in
+            if case .added(let o) = event, let name = o[path: "metadata", "name"]?.stringValue { _ = self.creating.withLock { $0.remove(name) } }
+        }
         guard let (host, port) = Manager.parseBindAddress(options.bindAddress) else {
             throw ShowerError(message: "--shower-bind-address must be HOST:PORT, got \(options.bindAddress)")
         }
@@ -241,11 +249,18 @@ public final class MeteorShower: Service, Sendable {
         let base = Submission.baseName(for: spec.url)
         for attempt in 0..<20 {
             let name = Submission.candidate(base, attempt: attempt)
+            // Taken as far as the cache knows, or being created by another submit here: the next name, without a
+            // request (the server still has the last word: another replica, a cache behind).
+            if meteors.store.get(ObjectKey(namespace: options.namespace, name: name)) != nil { continue }
+            guard creating.withLock({ $0.insert(name).inserted }) else { continue }
+            var created = false
+            defer { if !created { _ = creating.withLock { $0.remove(name) } } }
             var meteor = Meteor(metadata: ObjectMeta(name: name, namespace: options.namespace), spec: spec)
             meteor.metadata.annotations = [Self.submitterAnnotation: submitter]
             meteor.metadata.labels = ["app.kubernetes.io/created-by": "meteor-shower"]
             do {
                 _ = try await api.create(try JSONValue(encoding: meteor), params: WriteParams(fieldManager: "meteor-shower", fieldValidation: "Strict"))
+                created = true
                 logger.info("shower: submitted", metadata: ["meteor": "\(options.namespace)/\(name)", "url": "\(spec.url)", "submitter": "\(submitter)"])
                 return Response(status: .seeOther, headers: [.location: "/meteors/\(name)"])
             } catch let e as KubeError where e.isAlreadyExists {
