@@ -1,0 +1,70 @@
+import Crypto
+import Foundation
+import KubeClient
+import KubeModels
+import KubeRuntime
+import Logging
+import MeteorCore
+
+/// SANDBOX SIMULATOR standing in for Argo CD's application controller: an Application whose revision or images
+/// changed goes OutOfSync/Progressing, then, after a delay, Synced/Healthy at that revision. Deleting an
+/// Application removes Argo CD's resources finalizer, as Argo does once the device is cleaned.
+public final class ArgoSimulator: Sendable {
+    let client: KubeClient
+    let applications: Informer
+    let duration: Duration
+    let logger: Logger
+
+    public init(client: KubeClient, applications: Informer, duration: Duration, logger: Logger) {
+        self.client = client
+        self.applications = applications
+        self.duration = duration
+        self.logger = logger
+    }
+
+    public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
+        guard let app = applications.store.get(key) else { return .done }
+        let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
+        if app[path: "metadata", "deletionTimestamp"] != nil {
+            let finalizers = (app[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0.stringValue != ArgoApplicationBuilder.resourcesFinalizer }
+            do {
+                _ = try await api.patch(key.name, .merge(["metadata": ["finalizers": .array(finalizers), "resourceVersion": app[path: "metadata", "resourceVersion"] ?? .null]]))
+            } catch let e as KubeError where e.isNotFound || e.isConflict {}
+            return .done
+        }
+        let revision = app[path: "spec", "source", "targetRevision"] ?? "HEAD"
+        let images = app[path: "spec", "source", "kustomize", "images"] ?? .array([])
+        let now = Date()
+        let syncedTo = app[path: "status", "sync", "revision"]
+        let reportedImages = app[path: "status", "summary", "images"] ?? .array([])
+        if syncedTo == revision, reportedImages == images, app[path: "status", "sync", "status"] == "Synced" { return .done }
+        let total = duration.seconds
+        if app[path: "status", "sync", "status"] == "OutOfSync", let since = app[path: "status", "reconciledAt"]?.stringValue.flatMap(KubeTime.parse),
+            app[path: "status", "operationState", "syncResult", "revision"] == revision {
+            let elapsed = now.timeIntervalSince(since)
+            if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
+            try await patchStatus(api, key.name, [
+                "sync": ["status": "Synced", "revision": revision],
+                "health": ["status": "Healthy", "message": .null],
+                "summary": ["images": images],
+                "reconciledAt": .string(KubeTime.format(now)),
+            ])
+            logger.info("sandbox argo: Application synced", metadata: ["application": "\(key)", "revision": "\(revision.stringValue ?? "")"])
+            return .done
+        }
+        try await patchStatus(api, key.name, [
+            "sync": ["status": "OutOfSync", "revision": syncedTo ?? .null],
+            "health": ["status": "Progressing", "message": .string("sandbox: syncing to \(app[path: "spec", "destination", "name"]?.stringValue ?? "the device")")],
+            "reconciledAt": .string(KubeTime.format(now)),
+            "operationState": ["phase": "Running", "startedAt": .string(KubeTime.format(now)), "operation": ["sync": ["revision": revision]], "syncResult": ["revision": revision]],
+        ])
+        return .requeueAfter(duration)
+    }
+
+    /// Application has no status subresource: Argo CD writes status on the object itself.
+    func patchStatus(_ api: DynamicApi, _ name: String, _ status: JSONObject) async throws {
+        do {
+            _ = try await api.patch(name, .merge(["status": .object(status)]), params: WriteParams(fieldManager: "argocd-application-controller"))
+        } catch let e as KubeError where e.isNotFound {}
+    }
+}
