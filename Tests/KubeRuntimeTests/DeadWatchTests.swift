@@ -72,14 +72,20 @@ import Testing
         }
     }
 
+    /// A manager with its health probes on a free port (no metrics) that calls an informer stale after 1 s.
+    static func probedManager() -> Manager.Options {
+        var options = Manager.Options()
+        options.metricsBindAddress = nil
+        options.healthProbeBindAddress = "127.0.0.1:0"
+        options.informerStaleAfter = .seconds(1)
+        return options
+    }
+
     /// `/readyz` says which informer has heard nothing for too long, and recovers when it hears again.
     @Test func readinessNamesAnInformerThatHasHeardNothing() async throws {
         try await TestCluster.with(configuration: Self.serverWithFrequentBookmarks()) { c in
-            var options = Manager.Options()
-            options.metricsBindAddress = nil
-            options.healthProbeBindAddress = "127.0.0.1:0"
+            var options = Self.probedManager()
             options.watchIdleTimeout = .seconds(4)
-            options.informerStaleAfter = .seconds(1)
             let manager = Manager(client: c.client, options: options)
             let meteors = manager.informer(for: meteorType)
             manager.add(Controller(name: "meteor", for: meteors, metricsFactory: manager.metricsFactory) { _ in .done })
@@ -171,11 +177,7 @@ import Testing
 @Suite struct ResourceRemovedTests {
     @Test func anInformerWhoseCRDIsDeletedIsNotReadyAndRecoversWhenItReturns() async throws {
         try await TestCluster.with(configuration: DeadWatchTests.serverWithFrequentBookmarks()) { c in
-            var options = Manager.Options()
-            options.metricsBindAddress = nil
-            options.healthProbeBindAddress = "127.0.0.1:0"
-            options.informerStaleAfter = .seconds(1)
-            let manager = Manager(client: c.client, options: options)
+            let manager = Manager(client: c.client, options: DeadWatchTests.probedManager())
             let meteors = manager.informer(for: meteorType)
             let log = EventLog()
             await meteors.addHandler { log.record($0) }
