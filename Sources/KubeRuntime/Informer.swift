@@ -23,6 +23,8 @@ public final class Informer: Sendable {
     let lastList = Mutex<ContinuousClock.Instant?>(nil)
     let lastHeard = Mutex<ContinuousClock.Instant?>(nil)
     let watchIdleTimeout: Duration?
+    /// Store changes whose handlers have not all run yet, and who waits for that to reach zero.
+    let inFlight = Mutex<(count: Int, waiters: [CheckedContinuation<Void, Never>])>((0, []))
 
     /// When the latest full list was requested: the cache is authoritative for everything written before then.
     public var lastListStarted: ContinuousClock.Instant? { lastList.withLock { $0 } }
@@ -123,6 +125,33 @@ public final class Informer: Sendable {
         for h in handlers.withLock({ $0 }) { await h(event) }
     }
 
+    /// Changes the store and runs the handlers for what changed, counted in flight from before the store
+    /// changes until the last handler returns: whoever sees the new cache can await `handlersIdle()`.
+    private func apply(_ change: () -> [InformerEvent]) async {
+        inFlight.withLock { $0.count += 1 }
+        for e in change() { await dispatch(e) }
+        let waiters = inFlight.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.count -= 1
+            guard s.count == 0 else { return [] }
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Returns once every store change made so far has been through all handlers (at once when none is in
+    /// flight). A test that sees a state in the cache awaits this before reading what handlers derive from it.
+    public func handlersIdle() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = inFlight.withLock { s -> Bool in
+                if s.count == 0 { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
     /// Runs until the task is cancelled.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
@@ -153,7 +182,7 @@ public final class Informer: Sendable {
                     let items = transform.map { t in list.items.map(t) } ?? list.items
                     lastList.withLock { $0 = listStarted }
                     heard()
-                    for e in store.replace(items) { await dispatch(e) }
+                    await apply { store.replace(items) }
                     resourceVersion = list.metadata.resourceVersion
                     markSynced()
                 }
@@ -167,11 +196,11 @@ public final class Informer: Sendable {
                     case .added(let o), .modified(let o):
                         let obj = transform?(o) ?? o
                         resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
-                        if let e = store.upsert(obj) { await dispatch(e) }
+                        await apply { store.upsert(obj).map { [$0] } ?? [] }
                     case .deleted(let o):
                         let obj = transform?(o) ?? o
                         resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
-                        if let e = store.remove(obj) { await dispatch(e) }
+                        await apply { store.remove(obj).map { [$0] } ?? [] }
                     case .bookmark(let rv):
                         if !rv.isEmpty {
                             resourceVersion = rv

@@ -266,9 +266,9 @@ public final class MeteorReconciler: Sendable {
             do {
                 try await api.delete(meteor.name, params: DeleteParams(propagationPolicy: .background, preconditionUID: meteor.metadata.uid))
                 // After the delete, so a second reconcile from a cache that still shows the Meteor (its delete
-                // gets a 404) does not say it again.
-                await events.record(raw, type: .normal, reason: "Expired", message: "TTL of \(meteor.spec.ttl ?? 0)s reached; deleting the Meteor and everything it made")
+                // gets a 404) does not say it again; counted before the Event, so whoever sees the Event sees the count.
                 metrics?.expired()
+                await events.record(raw, type: .normal, reason: "Expired", message: "TTL of \(meteor.spec.ttl ?? 0)s reached; deleting the Meteor and everything it made")
             } catch let e as KubeError where e.isNotFound {}
             return .done
         }

@@ -254,14 +254,14 @@ extension TestCluster {
 }
 
 extension Informer {
-    /// Returns once `predicate` holds for the cache, checked after each event (handlers run in registration
-    /// order, so handlers registered earlier have seen the event too).
+    /// Returns once `predicate` holds for the cache and every handler has seen the change that made it hold
+    /// (what metrics and other handler-fed state read).
     public func waitUntil(sourceLocation: String = #fileID, line: Int = #line, _ predicate: @escaping @Sendable (Store) -> Bool) async throws {
         let seen = Observed(false)
         let store = self.store
         await addHandler { _ in if predicate(store) { seen.update { $0 = true } } }
-        if predicate(store) { return }
-        try await seen.wait(sourceLocation: sourceLocation, line: line) { $0 }
+        if !predicate(store) { try await seen.wait(sourceLocation: sourceLocation, line: line) { $0 } }
+        await handlersIdle()
     }
 
     /// Returns once the cache holds the object (event-driven).

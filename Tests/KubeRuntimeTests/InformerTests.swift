@@ -70,6 +70,32 @@ final class EventLog: Sendable {
         }
     }
 
+    /// The cache changes before handlers run: a reader that saw the new cache and reads what a later handler
+    /// derives from it (metrics, a queue) first awaits `handlersIdle()`, which waits for the slowest handler.
+    @Test func handlersIdleWaitsForEveryHandlerOfWhatTheCacheAlreadyShows() async throws {
+        try await TestCluster.with { c in
+            let informer = Informer(api: c.client.dynamic(meteorType))
+            let log = Observed<[String]>([])
+            await informer.addHandler { e in if case .added = e { log.update { $0.append("seen") } } }
+            await informer.addHandler { e in
+                guard case .added = e else { return }
+                try? await Task.sleep(for: .milliseconds(300))  // a slow handler, not synchronisation
+                log.update { $0.append("handled") }
+            }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            await informer.handlersIdle()  // nothing in flight: returns at once
+            _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("slow"))
+            try await log.wait { $0.contains("seen") }
+            #expect(informer.store.get(ObjectKey(namespace: "default", name: "slow")) != nil)
+            #expect(log.value == ["seen"])
+            await informer.handlersIdle()
+            #expect(log.value == ["seen", "handled"])
+            run.cancel()
+            await run.value
+        }
+    }
+
     @Test func storeIndexesByNamespaceOwnerAndLabel() async throws {
         try await TestCluster.with { c in
             _ = try await c.client.api(Namespace.self).create(Namespace(metadata: ObjectMeta(name: "other")))
