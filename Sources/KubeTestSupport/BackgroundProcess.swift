@@ -83,6 +83,9 @@ public final class BackgroundProcess: Sendable {
         return String(all.split(separator: "\n").first { $0.contains(marker) } ?? "")
     }
 
+    /// Whether the process has not ended yet.
+    public var isRunning: Bool { process.isRunning }
+
     public func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
     /// Waits for the process to end; returns its exit status.

@@ -68,9 +68,11 @@ public final class TestCluster: Sendable {
     /// A namespace of its own on the shared real control plane, with `crds` (repository-relative or
     /// `../shared`-relative paths) installed once per process. Tekton's CRDs come with its controller
     /// (`KitControlPlane.ensureTekton`), not from here.
-    public static func real(namespacePrefix: String = "test", crds: [String] = [], clientOptions: KubeClient.Options = KubeClient.Options()) async throws -> TestCluster {
+    /// `on` names a control plane of the test's own (`KitControlPlane.startDedicated()`) instead of the shared one.
+    public static func real(on plane: KitControlPlane? = nil, namespacePrefix: String = "test", crds: [String] = [], clientOptions: KubeClient.Options = KubeClient.Options()) async throws -> TestCluster {
         E2ETally.record(.real)
-        let kit = try await KitControlPlane.shared()
+        let kit: KitControlPlane
+        if let plane { kit = plane } else { kit = try await KitControlPlane.shared() }
         for crd in crds { try await kit.install(crd) }
         return try TestCluster(kit: kit, namespace: try await kit.freshNamespace(namespacePrefix), clientOptions: clientOptions)
     }
