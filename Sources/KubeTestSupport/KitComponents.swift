@@ -17,7 +17,7 @@ extension KitControlPlane {
         let arguments: [String]
     }
 
-    var pidFile: (Component) -> String { { "\(self.directory)/\($0.rawValue).pid" } }
+    func pidFile(_ component: Component) -> String { "\(directory)/\(component.rawValue).pid" }
 
     /// The running process of `component`, read from the kit's pid file.
     public func pid(_ component: Component) throws -> Int32 {

@@ -69,7 +69,7 @@ import Testing
             for name in names {
                 try await persistently("creating \(name)") {
                     do {
-                        _ = try await c.meteors.create(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)], "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"]])
+                        _ = try await c.meteors.create(TestCluster.demoMeteor(name))
                     } catch let e as KubeError where e.isAlreadyExists {}  // an earlier attempt's answer was lost
                 }
             }

@@ -22,9 +22,12 @@ struct RequestTally {
 
 extension TestCluster {
     func createMeteors(_ names: [String]) async throws {
-        for name in names {
-            _ = try await meteors.create(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)], "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"]])
-        }
+        for name in names { _ = try await meteors.create(Self.demoMeteor(name)) }
+    }
+
+    /// The Meteor the fault tests create by the hundred: the demo repository, the default pipelines.
+    static func demoMeteor(_ name: String) -> JSONValue {
+        ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)], "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"]]
     }
 
     /// Waits (on a watch) until every named Meteor satisfies `done`.
