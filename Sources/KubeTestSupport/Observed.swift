@@ -95,3 +95,18 @@ public func within<T: Sendable>(_ timeout: Duration, _ what: @autoclosure () -> 
         return value
     }
 }
+
+/// Runs `body` until it succeeds (an error is the state not reached yet, or an outage: the next attempt comes
+/// 200 ms later), for at most two minutes: the chaos test's own writes while the control plane is being killed,
+/// and waits for a state of a real server nothing announces (an admission policy in force).
+public func persistently(_ what: String, _ body: () async throws -> Void) async throws {
+    let deadline = ContinuousClock.now + .seconds(120)
+    while true {
+        do {
+            return try await body()
+        } catch {
+            if ContinuousClock.now > deadline { throw TimedOut(what: "\(what) (last error: \(error))", after: .seconds(120)) }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}

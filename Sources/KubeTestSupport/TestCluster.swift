@@ -138,19 +138,6 @@ public final class TestCluster: Sendable {
     }
 }
 
-/// Counts the end-to-end tests run on each backend into the file `METEOR_E2E_TALLY` names (hack/test prints the sum).
-public enum E2ETally {
-    public static func record(_ backend: Backend) {
-        guard let path = ProcessInfo.processInfo.environment["METEOR_E2E_TALLY"] else { return }
-        // One short O_APPEND write per test: whole lines even when tests run in parallel.
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
-        guard fd >= 0 else { return }
-        let line = Array((backend.rawValue + "\n").utf8)
-        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-    }
-}
-
 /// The Meteor type of the reference CRD, addressed dynamically.
 public let meteorType = ResourceType(group: "meteor.zone", version: "v1alpha1", kind: "Meteor", plural: "meteors", namespaced: true)
 

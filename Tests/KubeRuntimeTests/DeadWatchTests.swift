@@ -46,6 +46,9 @@ import Testing
             let watches = Self.meteorWatches(c.server)
             #expect(watches.count >= 2)
             #expect(watches.count >= 2 && watches[0] == watches[1] && !watches[0].isEmpty, "the second watch starts where the dead one did: \(watches)")
+            let kind = if case .silentWatch = fault { "sends nothing" } else { "trickles a byte per 100 ms, never a whole event" }
+            ReliabilityReport.row("A watch answered 200 that then \(kind) (a half-open connection)", injected: "1 dead watch",
+                                  did: "gave it up at the idle deadline (2 s here, 180 s by default) \(informer.idleResumeCount) time(s), resumed from resourceVersion \(watches.first ?? "?"), re-listed \(informer.listCount - 1) times", lost: "0 events (the object made meanwhile arrived)")
             run.cancel()
             await run.value
         }
@@ -67,6 +70,7 @@ import Testing
             try await bookmarks.wait { times in times.count >= 2 && times.last! - times.first! > idle * 2 }
             #expect(informer.idleResumeCount == 0)
             #expect(informer.watchCount == 1)
+            ReliabilityReport.row("A quiet watch that sends bookmarks only", injected: "\(bookmarks.value.count) bookmarks over twice the idle deadline", did: "kept: \(informer.idleResumeCount) resumes, \(informer.watchCount) watch", lost: "—")
             run.cancel()
             await run.value
         }
@@ -101,6 +105,7 @@ import Testing
             let recovered = try await Self.poll(readyz) { $0.0 == 200 }
             #expect(recovered.1 == "ok")
             #expect(meteors.idleResumeCount >= 1)
+            ReliabilityReport.row("An informer that hears nothing from the API server", injected: "1 silent watch", did: "/readyz 503 \"\(stale.1)\", 200 again after \(meteors.idleResumeCount) resume(s)", lost: "—")
             await group.triggerGracefulShutdown()
             try await running.value
         }
@@ -163,6 +168,8 @@ import Testing
             _ = try await operatorClient.dynamic(meteorType, namespace: "default").create(meteor("written"))
             let creates = mine().filter { $0.verb == "create" }.map(\.code)
             #expect(creates == [201])
+            ReliabilityReport.row("The ServiceAccount token rotated and the old one revoked while a watch is open", injected: "1 rotation, then the stream cut",
+                                  did: "the open watch went on; watches answered \(codes.map(String.init).joined(separator: ", ")) (the 401 re-read the token file), resumed from the version it had reached, \(informer.listCount) list; the next write 201 with no 401", lost: "0 events", suite: "TokenRotationTests")
             run.cancel()
             await run.value
             try await operatorClient.shutdown()
@@ -218,6 +225,8 @@ import Testing
             #expect(back.1 == "ok")
             // Re-listed with backoff while the resource was gone, not in a hot loop.
             #expect(meteors.listCount - listsWhileGone < 30, "\(meteors.listCount - listsWhileGone) lists")
+            ReliabilityReport.row("The Meteor CRD deleted while the informer watches, then installed again", injected: "1 CRD deletion",
+                                  did: "/readyz 503 naming the informer while it could not list; re-listed \(meteors.listCount - listsWhileGone) times with backoff; Ready again and new Meteors reconciled, no restart", lost: "0 (the deleted Meteors left the cache, new ones arrived)", suite: "ResourceRemovedTests")
             await group.triggerGracefulShutdown()
             try await running.value
         }

@@ -198,6 +198,7 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
                 throw error
             }
             #expect(reconciles.value == 0)
+            ReliabilityReport.row("SIGTERM to a follower whose lease request the server holds unanswered", injected: "1 held GET", did: "stopped within 10 s, never reconciled (\(reconciles.value) reconciles), the lease untouched", lost: "—")
             c.server.clearFaults()
             c.server.releaseHeldRequests()
             #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == "elsewhere")

@@ -68,6 +68,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             #expect(status == 0, "exit status \(status); the operator printed:\n\(op.text.suffix(3000))")
             #expect(took >= .seconds(3) && took < .seconds(15), "stopped after \(took); the operator printed:\n\(op.text.suffix(3000))")
             #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil, "the lease was not released")
+            ReliabilityReport.row("SIGTERM while a reconcile waits on a status write the server never answers", injected: "--graceful-shutdown-timeout 3, 1 held write", did: "cancelled the reconcile, released the lease, exit \(status) after \(ReliabilityReport.seconds(took))", lost: "—")
             c.server.releaseHeldRequests()
         }
     }
@@ -85,6 +86,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             let (_, took) = try await Self.stopped(op)
             #expect(took < .seconds(15), "stopped after \(took); the operator printed:\n\(op.text.suffix(3000))")
             #expect(op.text.contains("cannot release lease in time"), "\(op.text.suffix(3000))")
+            ReliabilityReport.row("SIGTERM with the API server gone", injected: "server stopped", did: "exited after \(ReliabilityReport.seconds(took)): \"cannot release lease in time\" (the release given at most 5 s)", lost: "— (the lease expires, as after a crash)")
         }
     }
 

@@ -235,6 +235,8 @@ struct ShowerHarness {
             print("concurrent submits: \(users.count) Meteors, \(refused) creates refused for a taken name")
             #expect(created == users.count)
             #expect(refused == 0, "\(refused) creates refused for a taken name")
+            ReliabilityReport.row("Shower submits of one repository at once, the API server taking 2 s per create", injected: "\(users.count) submits",
+                                  did: "\(created) Meteors, each under its own name and recorded as its submitter's; \(refused) creates refused for a taken name (before: 66)", lost: "0 submits")
         }
     }
 

@@ -95,8 +95,11 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             try await c.server.restart()
             try await c.waitForAll(names, converged)
             try await c.expectExactlyTwoRunsEach(names)
+            let afterRestart = RequestTally(log: c.server.requestLog)
             try await c.succeedAllRuns(of: names)
             try await c.waitForAll(names, isReady)
+            ReliabilityReport.row("API server restarted in the middle of a reconcile (a PipelineRun create held), same store", injected: "\(names.count) Meteors, 1 restart",
+                                  did: "all \(names.count) Ready; \(afterRestart.count("POST", "/pipelineruns", code: 201)) PipelineRuns created, \(afterRestart.count("POST", "/pipelineruns", code: 409)) creates refused as duplicates", lost: "0 Meteors, 0 runs (exactly 2 each)")
 
             // The store is lost and GitOps re-creates the Meteors: the operator re-lists (its old versions are
             // gone) and builds them again, once each.
@@ -108,6 +111,8 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let tally = RequestTally(log: c.server.requestLog)
             #expect(tally.count("POST", "/pipelineruns", code: 201) == 2 * names.count)
             #expect(tally.count("POST", "/events") <= 2 * names.count, "no event storm")
+            ReliabilityReport.row("API server restarted with an empty store, the Meteors created again (GitOps)", injected: "\(names.count) Meteors, 1 restart",
+                                  did: "re-listed and built each once: \(tally.count("POST", "/pipelineruns", code: 201)) PipelineRuns created, \(tally.count("POST", "/events")) Events", lost: "0 Meteors, 0 runs (exactly 2 each)")
         }
     }
 
@@ -151,6 +156,9 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             #expect(tally.count("POST", "/pipelineruns", code: 409) <= 4, "creates are not repeated after every re-list")
             #expect(expired > 0, "the storm reached the operator")
             #expect(env.reconciler.meteors.listCount - listsBefore == expired, "one re-list per 410, none for a cut watch")
+            ReliabilityReport.row("Watch streams cut every 3rd event; the operator's Meteor watches answered 200 + ERROR 410 Expired; a spec change in the storm", injected: "\(seen.withLock { $0 } / 3) cuts, \(expired) forced 410s",
+                                  did: "re-listed \(env.reconciler.meteors.listCount - listsBefore) times (once per 410, never for a cut); \(tally.count("POST", "/pipelineruns", code: 201)) PipelineRuns created (2 for the new generation), \(tally.count("POST", "/pipelineruns", code: 409)) creates refused as duplicates",
+                                  lost: "0 of \(names.count) Meteors, 0 runs")
         }
     }
 
@@ -185,6 +193,9 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             #expect(c.server.injectedFaultsServed == injected)
             #expect(!c.server.requestLog.contains { !$0.userAgent.contains(operatorUnderTest) && [409, 429, 500, 503].contains($0.code) })
             for code in [409, 429, 500, 503] { #expect(mine.contains { $0.code == code }, "the operator met \(code)") }
+            let met = [409, 429, 500, 503].map { code in "\(code) × \(mine.filter { $0.code == code }.count)" }.joined(separator: ", ")
+            ReliabilityReport.row("409, 429 (Retry-After 1 s), 500, 503 and 2 s delays on the operator's creates and patches; 500 on its re-watches", injected: "\(c.server.injectedFaultsServed) faults (only its User-Agent)",
+                                  did: "met \(met) and retried each to convergence", lost: "0 of \(names.count) Meteors, 0 runs (exactly 2 each)")
         }
     }
 
@@ -215,6 +226,8 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let r = try await c.waitFor(c.meteors, "no-remote") { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" }
             #expect(condition(r, "ImagesBuilt")?["message"]?.stringValue?.contains("cannot reach") == true)
             #expect(try await c.runs.list(ListOptions(labelSelector: "\(MeteorLabels.meteor)=no-remote")).items.isEmpty)
+            ReliabilityReport.row("Registry and git remote unreachable (a closed port)", injected: "1 registry, 1 remote",
+                                  did: "ImagesVerified=False RegistryUnavailable, ImagesBuilt=False GitRemoteUnavailable, retried with backoff", lost: "nothing deployed unverified (0 Applications), 0 runs")
         }
     }
 }
