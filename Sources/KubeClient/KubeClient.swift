@@ -15,6 +15,15 @@ public struct RequestMetric: Sendable {
     public var latency: Duration
 }
 
+/// A check every write (any verb but GET and HEAD) made by a task passes before it is sent: a non-nil answer
+/// is why the write must not go out, and the client throws `KubeError.fenced` with it instead. Task-local, so it
+/// covers what a task and its child tasks and unstructured `Task {}`s write, through any client; leader election
+/// sets it around the leader's work, so a leader that has not renewed its lease in time (a process paused and
+/// woken, a starved event loop) writes nothing, even from a task that outlives its cancellation.
+public enum WriteFence {
+    @TaskLocal public static var check: (@Sendable () -> String?)?
+}
+
 /// The Kubernetes API client: HTTP(S) to the API server with authentication, a client-side rate limit,
 /// retries for throttling and transient errors, typed errors from metav1.Status, and streaming watches.
 public final class KubeClient: Sendable {
@@ -123,12 +132,16 @@ public final class KubeClient: Sendable {
         return baseURL + path + "?" + q
     }
 
-    /// Sends a request and returns the response, or throws the API error it carried.
+    /// Sends a request and returns the response, or throws the API error it carried. A write the task's
+    /// `WriteFence` refuses is not sent (`KubeError.fenced`); the fence is asked last, just before each attempt.
     public func send(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, contentType: String = "application/json", accept: String = "application/json") async throws -> RawResponse {
         var attempt = 0
         var refreshedCredentials = false
         while true {
             try await limiter.acquire()
+            if !Self.isIdempotent(method), let fence = WriteFence.check, let why = fence() {
+                throw KubeError.fenced("\(method.rawValue) \(path): \(why)")
+            }
             var request = HTTPClientRequest(url: url(path, query))
             request.method = method
             request.headers.add(name: "Accept", value: accept)

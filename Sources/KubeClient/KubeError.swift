@@ -16,6 +16,8 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
     case watchIdle(path: String, after: Duration)
     case decoding(String)
     case configuration(String)
+    /// A write refused before it was sent, by the task's `WriteFence` (a leader whose lease may have passed on).
+    case fenced(String)
 
     public var status: Status? {
         switch self {
@@ -32,6 +34,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
         case .watchIdle(let path, let after): return "watch \(path) delivered nothing, not even a bookmark, for \(after); presumed dead"
         case .decoding(let m): return "decoding error: \(m)"
         case .configuration(let m): return m
+        case .fenced(let m): return "write not sent: \(m)"
         default:
             let s = status!
             return "\(s.code.map(String.init) ?? "?") \(s.reason ?? ""): \(s.message ?? "")"
@@ -44,6 +47,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
     public var isGone: Bool { if case .gone = self { return true }; return false }
     public var isWatchIdle: Bool { if case .watchIdle = self { return true }; return false }
     public var isInvalid: Bool { if case .invalid = self { return true }; return false }
+    public var isFenced: Bool { if case .fenced = self { return true }; return false }
 
     /// Classifies a Status the server sent.
     public static func from(_ status: Status, httpCode: Int) -> KubeError {

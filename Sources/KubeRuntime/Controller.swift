@@ -110,11 +110,11 @@ public final class Controller: Sendable {
     public func run() async {
         // Caches first; a shutdown that comes before they sync ends the wait.
         let informers = [primary] + secondaries.withLock { $0 }
-        let synced = await unlessStopped(by: stopping.stream) {
+        let synced = await unlessStopped(by: stopping.stream) { () -> Bool? in
             for i in informers { await i.waitForSync() }
             return !Task.isCancelled
         }
-        guard synced, await !queue.isShuttingDown else { return }
+        guard synced == true, await !queue.isShuttingDown else { return }
         metrics?.maxConcurrent.record(options.workers)
         logger.info("starting workers", metadata: ["workers": "\(options.workers)"])
         await withTaskCancellationHandler {

@@ -44,6 +44,9 @@ public final class LeaderElector: Sendable {
     /// The last lease record seen and when (local clock): expiry is judged from when we saw a change, as
     /// client-go does, so clock skew between replicas does not matter.
     let observed = Mutex<(record: Lease.Spec?, at: ContinuousClock.Instant)>((nil, .now))
+    /// Until when (local monotonic clock) this replica may write as the leader: `renewDeadline` after its last
+    /// successful acquire or renewal was sent. nil while not leading.
+    let writableUntil = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(client: KubeClient, configuration: Configuration, metricsFactory: (any MetricsFactory)? = nil, logger: Logger = Logger(label: "leader-election")) {
         precondition(configuration.renewDeadline < configuration.leaseDuration, "renewDeadline must be shorter than leaseDuration")
@@ -59,6 +62,17 @@ public final class LeaderElector: Sendable {
 
     public var isLeader: Bool { leading.withLock { $0 } }
 
+    /// Why a write must not go out now (nil: it may): the `WriteFence` around the leader's work. The deadline is
+    /// the one the renew loop stops at, judged on the monotonic clock, which runs on while a process is stopped:
+    /// a leader paused past its lease (SIGSTOP, a frozen VM) refuses every write the moment it wakes, before its
+    /// renew loop has run, and whatever its work left running after cancellation writes nothing either. (A write
+    /// already past this check when the process froze can still go out; only the server could fence that.)
+    public func fenceReason() -> String? {
+        guard let until = writableUntil.withLock({ $0 }) else { return "not the leader of lease \(configuration.namespace)/\(configuration.leaseName)" }
+        if ContinuousClock.now >= until { return "lease \(configuration.namespace)/\(configuration.leaseName) not renewed within \(configuration.renewDeadline); it may have passed to another replica" }
+        return nil
+    }
+
     /// Stops campaigning: a follower's `run` returns `.cancelled` at once (an attempt in flight, which may wait
     /// long on an API server that has gone away, is cancelled), without ever leading. A leader is unaffected:
     /// its work ends when it is drained, then the lease is released.
@@ -71,25 +85,27 @@ public final class LeaderElector: Sendable {
     /// is released).
     @discardableResult
     public func run(whileLeading work: @escaping @Sendable () async -> Void) async -> Outcome {
-        let elected = await unlessStopped(by: resignation.stream) {
+        let elected = await unlessStopped(by: resignation.stream) { () -> ContinuousClock.Instant? in
             while !Task.isCancelled {
-                if await self.tryAcquireOrRenew() { return !Task.isCancelled }
+                let sent = ContinuousClock.now
+                if await self.tryAcquireOrRenew() { return Task.isCancelled ? nil : sent }
                 try? await Task.sleep(for: self.jittered(self.configuration.retryPeriod))
             }
-            return false
+            return nil
         }
         // Cancelled or resigned while campaigning: nothing to release (an acquire cut off in flight that the
         // server applied leaves a lease that expires, as a crash would).
-        if Task.isCancelled || !elected { return .cancelled }
+        guard !Task.isCancelled, let acquiredAt = elected else { return .cancelled }
+        writableUntil.withLock { $0 = acquiredAt + configuration.renewDeadline }
         setLeading(true)
         logger.info("became leader")
         let outcome: Outcome = await withTaskGroup(of: Outcome.self) { group in
             // Whichever ends first decides: the work finishing (shutdown) or renewals failing (lost lease).
             group.addTask {
-                await work()
+                await WriteFence.$check.withValue({ self.fenceReason() }) { await work() }
                 return .cancelled
             }
-            group.addTask { await self.renewLoop() }
+            group.addTask { await self.renewLoop(from: acquiredAt) }
             let result = await group.next() ?? .cancelled
             group.cancelAll()
             // Wait for the work to stop before anything else: nobody may reconcile after we stop leading.
@@ -112,8 +128,8 @@ public final class LeaderElector: Sendable {
     /// time after that), and the loop wakes at the deadline rather than at the next retry period: a follower's
     /// clock starts when it sees that renewal, so stopping any later than this eats into the margin between
     /// `renewDeadline` and `leaseDuration` that keeps two leaders apart.
-    private func renewLoop() async -> Outcome {
-        var lastRenew = ContinuousClock.now
+    private func renewLoop(from acquiredAt: ContinuousClock.Instant) async -> Outcome {
+        var lastRenew = acquiredAt
         while !Task.isCancelled {
             let untilDeadline = lastRenew + configuration.renewDeadline - ContinuousClock.now
             try? await Task.sleep(for: max(.zero, min(configuration.retryPeriod, untilDeadline)))
@@ -123,6 +139,7 @@ public final class LeaderElector: Sendable {
             let left = lastRenew + configuration.renewDeadline - sent
             if left > .zero, await attempt(within: left) {
                 lastRenew = sent
+                writableUntil.withLock { $0 = sent + configuration.renewDeadline }
             } else if ContinuousClock.now - lastRenew >= configuration.renewDeadline {
                 return .lostLease
             }
@@ -150,6 +167,7 @@ public final class LeaderElector: Sendable {
     }
 
     private func setLeading(_ value: Bool) {
+        if !value { writableUntil.withLock { $0 = nil } }
         leading.withLock { $0 = value }
         gauge?.record(value ? 1 : 0)
     }

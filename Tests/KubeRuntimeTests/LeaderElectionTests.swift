@@ -109,6 +109,105 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             _ = await tb.value
         }
     }
+
+    /// A leader whose clock is an hour behind writes renewTimes an hour old; a follower that compared them with its
+    /// own clock would take the lease at once and two would lead. Ours judges expiry by when it saw the record
+    /// change (its monotonic clock, as client-go does): it waits while the renewals go on, however old their
+    /// stamps, and takes over one lease duration after they stop.
+    @Test(arguments: Backend.testable) func aLeaderWhoseClockIsBehindKeepsItsLeaseWhileItRenews(_ backend: Backend) async throws {
+        try await TestCluster.on(backend, crds: [], namespacePrefix: "lease").run { c in
+            let leases = c.client.api(Lease.self, namespace: c.namespace)
+            let config = expiringElectionConfig("follower", namespace: c.namespace)
+            func stamp() -> String { KubeTime.formatMicro(Date().addingTimeInterval(-3600)) }
+            _ = try await leases.create(Lease(metadata: ObjectMeta(name: config.leaseName, namespace: c.namespace), spec: Lease.Spec(holderIdentity: "slow-clock", leaseDurationSeconds: 3, acquireTime: stamp(), renewTime: stamp(), leaseTransitions: 0)))
+            let leadership = Leadership()
+            let follower = LeaderElector(client: c.client, configuration: config)
+            let following = Task { await follower.run { await leadership.lead("follower") } }
+            // The slow-clock leader renews every 500 ms for three lease durations.
+            var renewals = 0
+            let renewing = ContinuousClock.now
+            while ContinuousClock.now - renewing < config.leaseDuration * 3 {
+                var lease = try await leases.get(config.leaseName)
+                lease.spec?.renewTime = stamp()
+                _ = try await leases.replace(lease)
+                renewals += 1
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(!follower.isLeader, "the follower took a lease that was being renewed")
+            }
+            let stopped = ContinuousClock.now
+            try await leadership.wait { $0.contains("+follower") }
+            let takeover = ContinuousClock.now - stopped
+            #expect(takeover >= .milliseconds(2500) && takeover < .seconds(12), "took over \(takeover) after the renewals stopped")
+            ReliabilityReport.row("A leader whose clock is an hour behind (its renewTimes an hour old)", injected: "\(renewals) renewals stamped −3600 s",
+                                  did: "the follower waited while they went on and took over \(ReliabilityReport.seconds(takeover)) after they stopped (lease 3 s)", lost: "0; two leaders: 0", backend: backend)
+            following.cancel()
+            _ = await following.value
+        }
+    }
+
+    /// A leader whose renewals stall (the server holds them) stops writing at its renew deadline, before the lease
+    /// can pass to anyone: its work is cancelled, and what its work started that outlives cancellation (here a
+    /// fire-and-forget `Task {}` writing ConfigMaps) has each write refused before it is sent (`KubeError.fenced`).
+    /// The same fence makes a leader woken from SIGSTOP past its lease write nothing
+    /// (`ProcessFaultTests.aPausedLeaderThatWakesAfterItsLeaseWasTakenWritesNothing`). Before the fence: the stray
+    /// task's creates went on reaching the server after the leader had lost its lease.
+    @Test func aLeaderPastItsRenewDeadlineSendsNoWriteEvenFromWorkThatOutlivesItsCancellation() async throws {
+        try await TestCluster.with(crds: []) { c in
+            var options = KubeClient.Options()
+            options.userAgent = "stalled-leader"
+            let leaderClient = try c.newClient(options: options)
+            defer { Task { try? await leaderClient.shutdown() } }
+            let config = expiringElectionConfig("stalled")
+            let elector = LeaderElector(client: leaderClient, configuration: config)
+            let attempts = Observed<[(at: ContinuousClock.Instant, sent: Bool)]>([])
+            let done = Observed(false)
+            let configMaps = leaderClient.api(ConfigMap.self, namespace: "default")
+            let stray = Mutex<Task<Void, Never>?>(nil)
+            let leading = Task {
+                await elector.run {
+                    // Unstructured: cancelling the leader's work does not cancel it (it inherits the fence).
+                    stray.withLock { $0 = Task {
+                        var i = 0
+                        while !done.value {
+                            let at = ContinuousClock.now
+                            do {
+                                _ = try await configMaps.create(ConfigMap(metadata: ObjectMeta(name: "stray-\(i)")))
+                                attempts.update { $0.append((at, true)) }
+                            } catch let e as KubeError where e.isFenced {
+                                attempts.update { $0.append((at, false)) }
+                            } catch {
+                                attempts.update { $0.append((at, true)) }
+                            }
+                            i += 1
+                            try? await Task.sleep(for: .milliseconds(50))
+                        }
+                    } }
+                    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                }
+            }
+            try await attempts.wait { $0.filter(\.sent).count >= 3 }
+            let stalled = ContinuousClock.now
+            c.server.inject(InjectedFault(.hold, pathContains: "/leases/", userAgentContains: "stalled-leader", count: 1000))
+            #expect(await leading.value == .lostLease)
+            let lost = ContinuousClock.now
+            let lostWall = Date()
+            try await attempts.wait { $0.filter { $0.at > lost }.count >= 5 }
+            done.update { $0 = true }
+            await stray.withLock { $0 }?.value
+            c.server.releaseHeldRequests()
+            let all = attempts.value
+            // No write once the deadline had passed, whenever the renew loop got round to noticing.
+            let sentLate = all.filter { $0.sent && $0.at >= stalled + config.renewDeadline }.count
+            let refused = all.filter { !$0.sent }.count
+            #expect(sentLate == 0, "\(sentLate) writes sent after the renew deadline")
+            #expect(refused >= 5)
+            let reachedServer = c.server.requestLog.filter { $0.userAgent == "stalled-leader" && $0.method == "POST" && $0.time > lostWall }.count
+            #expect(reachedServer == 0, "\(reachedServer) creates reached the server after the leader lost its lease")
+            #expect(lost - stalled < config.leaseDuration, "stopped leading \(lost - stalled) after its renewals stalled")
+            ReliabilityReport.row("The leader's renewals held by the server, its work leaving a task that ignores cancellation", injected: "renew deadline 1.5 s, \(all.count) writes attempted",
+                                  did: "stopped leading \(ReliabilityReport.seconds(lost - stalled)) after the stall; \(refused) writes refused before sending (KubeError.fenced)", lost: "0; writes sent after the deadline: \(sentLate), reaching the server after the lease was lost: \(reachedServer)")
+        }
+    }
 }
 
 @Suite struct HelperTests {

@@ -74,6 +74,8 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             try await c.waitForAll(names, timeout: .seconds(120 * Scale.factor), converged)
             try await c.expectExactlyTwoRunsEach(names)
             #expect(kills == killPoints.count, "seed \(seed)")
+            ReliabilityReport.row("kill -9 of the operator at seeded points while Meteors reconcile, restarted each time", injected: "\(names.count) Meteors, \(kills) kills, METEOR_KILL_SEED=\(seed)",
+                                  did: "every Meteor converged after the restarts", lost: "0 Meteors, 0 runs; no generation with two runs of a pipeline", backend: backend)
             // The last restart may find everything converged already: SIGTERM only once its signal handling is
             // up (workers start inside the service group), or the signal's default action ends it (status 15).
             _ = try await op.line(containing: "starting workers")
@@ -124,6 +126,58 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             // Took over once the lease (6 s) ran out, not before and not much later.
             let takeover = followerFirst.timeIntervalSince(killed)
             #expect(takeover > 0 && takeover < 6 + 0.5 + 5, "took over after \(takeover) s")
+            ReliabilityReport.row("Two replicas with leader election, the leader kill -9ed", injected: "lease 6 s, 1 kill",
+                                  did: "the follower took over \(String(format: "%.1f", takeover)) s after the kill and converged the next \(second.count) Meteors", lost: "0; overlapping writers in the request log: 0")
+        }
+    }
+
+    static func reportPause(seconds: Double, late: Int, before: Int, converged: Int) {
+        ReliabilityReport.row("The leader paused (SIGSTOP) with reconciles in flight, past its lease; woken (SIGCONT) after the follower took over", injected: "lease 4 s, 1 pause of \(String(format: "%.1f", seconds)) s",
+                              did: "woke, refused to write (its lease not renewed within the deadline, on the monotonic clock) and stopped; the follower converged all \(converged)",
+                              lost: "0; writes by the woken leader after the takeover: \(late) (\(before) before the pause)", test: "aPausedLeaderThatWakesAfterItsLeaseWasTakenWritesNothing")
+    }
+
+    /// The leader is paused (SIGSTOP) with reconciles in flight and work queued, for longer than its lease; the
+    /// follower takes over and writes; then the old leader wakes (SIGCONT). Its monotonic clock tells it at once
+    /// that it has not renewed within its deadline, so it sends no write after the follower's first (the server's
+    /// request log shows who wrote when) and stops.
+    @Test func aPausedLeaderThatWakesAfterItsLeaseWasTakenWritesNothing() async throws {
+        try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            let kubeconfig = try c.writeKubeconfig()
+            let lease = ["--leader-elect", "--leader-election-namespace", "default", "--leader-elect-lease-duration", "4", "--leader-elect-renew-deadline", "3", "--leader-elect-retry-period", "0.5"]
+            let a = try Self.startOperator(kubeconfig, extra: lease)
+            defer { a.terminate() }
+            try await c.createMeteors(["warm-up"])
+            try await Self.saying(a) { try await c.waitForAll(["warm-up"], converged) }
+            let leases = c.client.api(Lease.self, namespace: "default")
+            let holder = try #require(try await leases.get("meteor-operator").spec?.holderIdentity)
+            let b = try Self.startOperator(kubeconfig, extra: lease)
+            defer { b.terminate() }
+            try await within(defaultWaitTimeout, "the follower's lease request") { await c.server.waitForRequest { $0.path.contains("/leases/") && $0.userAgent.contains("(") && !$0.userAgent.contains(holder) } }
+            // The leader's writes are slowed so that it has reconciles in flight and a queue when it is paused.
+            c.server.inject(InjectedFault(.delay(.milliseconds(300)), verb: "create", pathContains: "/pipelineruns", userAgentContains: holder, count: 1000))
+            let names = (0..<40).map { "paused-\($0)" }
+            let meteorCount = names.count
+            try await c.createMeteors(names)
+            let isA: @Sendable (RequestRecord) -> Bool = { $0.userAgent.contains(holder) }
+            let isWrite: @Sendable (RequestRecord) -> Bool = { $0.method != "GET" && !$0.path.contains("/leases") }
+            try await within(defaultWaitTimeout, "the leader's first build of the batch") { await c.server.waitForRequest { isA($0) && $0.path.contains("/pipelineruns") && $0.method == "POST" } }
+            a.signal(SIGSTOP)
+            let paused = Date()
+            try await within(defaultWaitTimeout, "the follower's first write") { await c.server.waitForRequest { !isA($0) && $0.userAgent.contains("(") && isWrite($0) } }
+            a.signal(SIGCONT)
+            let status = await a.wait()
+            let log = c.server.requestLog
+            let followerFirst = try #require(log.filter { !isA($0) && $0.userAgent.contains("(") && isWrite($0) }.map(\.time).min())
+            let late = log.filter { isA($0) && isWrite($0) && $0.time >= followerFirst }
+            #expect(late.isEmpty, "the woken leader wrote after the follower had taken over: \(late.map { "\($0.method) \($0.path) \($0.code)" })\nit printed:\n\(a.text.suffix(3000))")
+            #expect(followerFirst.timeIntervalSince(paused) >= 3, "the follower wrote \(followerFirst.timeIntervalSince(paused)) s after the pause, before the lease could have expired")
+            #expect(a.text.contains("lost leadership"), "the woken leader did not stop leading:\n\(a.text.suffix(3000))")
+            #expect(status != 0 || a.text.contains("stopping"))
+            try await Self.saying(b) { try await c.waitForAll(names, converged) }
+            let beforePause = log.filter { isA($0) && isWrite($0) && $0.time < paused }.count
+            Self.reportPause(seconds: followerFirst.timeIntervalSince(paused), late: late.count, before: beforePause, converged: meteorCount)
         }
     }
 }
