@@ -123,6 +123,9 @@ public enum MeteorStatusVocabulary {
     public static let invalidSpec = "InvalidSpec"
     /// The API server refused the operator a verb it needs (403): RBAC narrower than the work.
     public static let forbidden = "Forbidden"
+    /// The API server refused a request the work needs for another reason (an invalid object, a quota, a full
+    /// Service IP range, a server error that keeps coming back); the message carries the server's words.
+    public static let apiRequestFailed = "APIRequestFailed"
     /// A build's ServiceAccount or push Secret does not exist in the Meteor's namespace.
     public static let buildPrerequisiteMissing = "BuildPrerequisiteMissing"
     public static let imagesBuilt = "ImagesBuilt"

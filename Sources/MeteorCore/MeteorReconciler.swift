@@ -3,6 +3,7 @@ import KubeClient
 import KubeModels
 import KubeRuntime
 import Logging
+import Synchronization
 
 /// Turns a Meteor into PipelineRuns and reports their progress in its status.
 ///
@@ -49,6 +50,8 @@ public final class MeteorReconciler: Sendable {
     let edgeMemory = EdgeMemory()
     /// This reconciler's own writes, until its caches show them.
     let recent = RecentWrites()
+    /// Reconciles in a row that an API error ended, per Meteor (cleared by a reconcile that succeeds).
+    let failedRequests = Mutex<[ObjectKey: Int]>([:])
     /// Impact metrics (nil when no metrics factory is given).
     public let metrics: MeteorMetrics?
     let configuration: Configuration
@@ -114,10 +117,13 @@ public final class MeteorReconciler: Sendable {
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
         do {
-            return try await reconcileMeteor(key)
+            let action = try await reconcileMeteor(key)
+            failedRequests.withLock { _ = $0.removeValue(forKey: key) }
+            return action
         } catch let e as KubeError where e.isNotFound && e.status?.details?.kind == Meteor.resourceType.plural && e.status?.details?.name == key.name {
             // Deleted while we worked on it (a status write found it gone): nothing left to do, not a failure;
             // the delete event has already been queued.
+            failedRequests.withLock { _ = $0.removeValue(forKey: key) }
             logger.debug("Meteor deleted during reconcile", metadata: ["object": "\(key)"])
             return .done
         } catch let e as KubeError where e.code == 403 {
@@ -125,11 +131,34 @@ public final class MeteorReconciler: Sendable {
             // let the controller's backoff retry it, so the Meteor converges once the permission is back.
             await report(key, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
             throw e
+        } catch let e as KubeError where Self.isReportable(e) {
+            // Refused for another reason (422 on an object we made, a quota, "range is full" for a Service IP):
+            // a client error is said at once; a server error or throttling only once it has come back
+            // `reportAfterFailures` times running, so a restarting API server does not flip a Ready Meteor.
+            let failures = failedRequests.withLock { f -> Int in
+                f[key, default: 0] += 1
+                return f[key]!
+            }
+            if (e.code ?? 500) < 500 && e.code != 429 || failures >= Self.reportAfterFailures {
+                await report(key, reason: MeteorStatusVocabulary.apiRequestFailed, message: "The API server refused a request the operator needs (\(failures) time\(failures == 1 ? "" : "s") running): \(e)")
+            }
+            throw e
         } catch let missing as PrerequisiteMissing {
             // Nothing the operator can fix: said in the status, looked at again shortly (a Secret created later).
             await report(key, reason: MeteorStatusVocabulary.buildPrerequisiteMissing, message: missing.message)
             return .requeueAfter(configuration.prerequisiteRecheck)
         }
+    }
+
+    /// How many reconciles in a row a server error (5xx, 429) must fail before the Meteor's status says so.
+    static let reportAfterFailures = 3
+
+    /// API errors worth a status: not a conflict (optimistic concurrency, retried at once), not a missing object
+    /// (a child deleted under us, recreated on the next pass), not a transport failure (no answer at all: the
+    /// status write would not get through either).
+    static func isReportable(_ e: KubeError) -> Bool {
+        guard let code = e.code else { return false }
+        return code != 409 && code != 404
     }
 
     /// A build needs something its namespace lacks (`BuildPrerequisites`).
@@ -530,34 +559,35 @@ public final class MeteorReconciler: Sendable {
         recent.record(try await ObjectHelpers.patchStatusIfChanged(raw, status: desired, api: api))
     }
 
-    /// Unfinished runs other than the current ones (earlier generations, earlier releases) are cancelled: their
-    /// results would describe a spec or release that is no longer wanted.
-    /// Superseded runs (owned by this Meteor, not in `keep`): unfinished ones are cancelled; finished ones beyond
-    /// the newest `keepSupersededRuns` of each pipeline (edge runs aside) are deleted, and their workspaces with
-    /// them (Tekton's TaskRuns and the PVC are the run's children).
+    /// Superseded runs (owned by this Meteor, not in `keep`): per pipeline, the newest `keepSupersededRuns` are
+    /// kept (cancelled if still running: their results would describe a spec or release no longer wanted) and
+    /// the rest are deleted, running or not, with their workspaces (Tekton's TaskRuns and the PVC are the run's
+    /// children). Deleting rather than cancelling the older ones keeps a Meteor changed many times at a bounded
+    /// number of runs even while Tekton is slow to cancel. Edge runs are cancelled, never deleted: the release
+    /// they built may still be the one deployed (its verification reads them).
     func retireSuperseded(meteor: Meteor, keep: Set<String>, runs: DynamicApi) async throws {
         let selector = LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [meteor.name])])
-        var finished: [String: [(created: String, name: String)]] = [:]
+        var superseded: [String: [(created: String, name: String, run: JSONValue)]] = [:]
         for run in pipelineRuns.store.list(namespace: meteor.namespace, labelSelector: selector) {
             guard let name = run[path: "metadata", "name"]?.stringValue, !keep.contains(name),
                 (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == meteor.metadata.uid,
                 run[path: "metadata", "deletionTimestamp"] == nil
             else { continue }
             let labels = run[path: "metadata", "labels"]
-            // Edge runs stay: the release they built may still be the one deployed (its verification reads them).
-            if PipelineRunState(run).outcome != .running, labels?[MeteorLabels.edgeImage] == nil {
-                let group = labels?[MeteorLabels.pipeline]?.stringValue ?? ""
-                finished[group, default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name))
-                continue
-            }
-            guard run[path: "spec", "status"]?.stringValue != "Cancelled" else { continue }
-            do {
-                _ = try await runs.patch(name, .merge(["spec": ["status": "Cancelled"]]))
-            } catch let e as KubeError where e.isNotFound {}
+            // Edge runs form no group: each is only cancelled.
+            let group = labels?[MeteorLabels.edgeImage] != nil ? "edge/\(name)" : labels?[MeteorLabels.pipeline]?.stringValue ?? ""
+            superseded[group, default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name, run))
         }
-        for (_, group) in finished {
+        for (group, members) in superseded {
             // Newest first (RFC 3339 in UTC sorts as text; the name breaks ties within a second).
-            for old in group.sorted(by: { ($0.created, $0.name) > ($1.created, $1.name) }).dropFirst(max(0, configuration.keepSupersededRuns)) {
+            let newestFirst = members.sorted { ($0.created, $0.name) > ($1.created, $1.name) }
+            let kept = group.hasPrefix("edge/") ? newestFirst.count : max(0, configuration.keepSupersededRuns)
+            for old in newestFirst.prefix(kept) where PipelineRunState(old.run).outcome == .running && old.run[path: "spec", "status"]?.stringValue != "Cancelled" {
+                do {
+                    _ = try await runs.patch(old.name, .merge(["spec": ["status": "Cancelled"]]))
+                } catch let e as KubeError where e.isNotFound {}
+            }
+            for old in newestFirst.dropFirst(kept) {
                 do {
                     try await runs.delete(old.name, params: DeleteParams(propagationPolicy: .background))
                     logger.info("pruned a superseded PipelineRun", metadata: ["object": "\(meteor.namespace ?? "")/\(old.name)"])

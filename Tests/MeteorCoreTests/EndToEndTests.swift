@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPIServer
 import KubeClient
 import KubeModels
 import KubeRuntime
@@ -109,6 +110,8 @@ import Testing
             #expect(refused[path: "status", "phase"] == "Failed")
             let event = try #require(try await c.waitForEvent(about: "huge", reason: "InvalidSpec"))
             #expect((event["message"]?.stringValue?.utf8.count ?? 0) <= EventRecorder.maxMessageBytes && event["message"]?.stringValue?.hasSuffix(ObjectHelpers.truncationMarker) == true)
+            ReliabilityReport.row("A spec whose refusal runs long: 64 edge targets and 16 images, each with refused fields", injected: "an InvalidSpec message longer than the CRD's 32 KiB",
+                                  did: "status written: the condition message cut to \(message.utf8.count) bytes ending \"… (truncated)\", the Event's to \(event["message"]?.stringValue?.utf8.count ?? 0)", lost: "0 (before: every status write refused 422)", backend: backend)
         }
     }
 
@@ -173,6 +176,184 @@ import Testing
         }
     }
 
+    /// A Meteor changed 200 times while its builds hang keeps a bounded number of PipelineRuns at every moment
+    /// (superseded ones cancelled, finished ones pruned to the newest) and ends with two: the current run and the
+    /// last superseded one. Its reconciles find its runs in the cache's label index: on the embedded server, where
+    /// the request log says who asked, the operator never read a PipelineRun from the API server but by its
+    /// informer's list.
+    @Test(arguments: Backend.testable) func aMeteorChanged200TimesKeepsABoundedNumberOfRuns(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true, clientOptions: { $0.userAgent = "churn-operator" }) { env in
+            let c = env.cluster
+            let name = "churn200"
+            let run = { @Sendable (g: Int64) in PipelineRunBuilder.name(meteor: name, pipeline: .jupyterhub, generation: g) }
+            // The test's own watch of the Meteor's runs: how many exist at once, and how many there ever were.
+            let seen = Observed<(live: [String: Bool], peak: Int, ever: Set<String>)>(([:], 0, []))
+            let informer = Informer(api: c.runs, labelSelector: "\(MeteorLabels.meteor)=\(name)")
+            await informer.addHandler { e in
+                seen.update { s in
+                    switch e {
+                    case .added(let o), .updated(_, let o):
+                        let n = o[path: "metadata", "name"]?.stringValue ?? ""
+                        s.live[n] = PipelineRunState(o).outcome != .running
+                        s.ever.insert(n)
+                    case .deleted(let o): s.live[o[path: "metadata", "name"]?.stringValue ?? ""] = nil
+                    }
+                    s.peak = max(s.peak, s.live.count)
+                }
+            }
+            let watching = Task { await informer.run() }
+            defer { watching.cancel() }
+            try await env.createMeteor(sampleMeteor(name, pipelines: ["jupyterhub"]), holding: true)
+            _ = try await c.waitFor(c.runs, run(1), timeout: .seconds(60)) { $0 != nil }
+            let last = Int64(201)
+            for g in 2...last {
+                _ = try await c.meteors.patch(name, .merge(["spec": ["ref": .string("v\(g)")]]))
+                // Every tenth change waits for its run, so that many generations are built, not only the last.
+                if g % 10 == 0 { _ = try await c.waitFor(c.runs, run(g), timeout: .seconds(60)) { $0 != nil } }
+            }
+            _ = try await c.waitFor(c.runs, run(last), timeout: .seconds(60)) { $0 != nil }
+            // Settled: the current run and one finished superseded run, nothing else.
+            try await seen.wait(timeout: .seconds(120)) { s in s.live.count == 2 && s.live[run(last)] != nil && s.live.contains { $0.key != run(last) && $0.value } }
+            _ = try await c.waitFor(c.meteors, name) { $0?[path: "status", "observedGeneration"]?.intValue == last }
+            let left = try await c.runs.list(ListOptions(labelSelector: "\(MeteorLabels.meteor)=\(name)")).items
+            let kept = left.first { $0[path: "metadata", "name"]?.stringValue != run(last) }
+            #expect(left.count == 2 && kept.map { PipelineRunState($0).outcome != .running } == true, "\(left.map { $0[path: "metadata", "name"] ?? .null })")
+            let s = seen.value
+            print("churn (\(backend)): 200 changes, \(s.ever.count) runs built, at most \(s.peak) at once, \(left.count) left")
+            #expect(s.ever.count >= 21, "only \(s.ever.count) runs built")
+            #expect(s.peak <= 8, "\(s.peak) runs of one Meteor at once")
+            ReliabilityReport.row("A Meteor changed 200 times while its builds hang", injected: "200 spec changes", did: "built \(s.ever.count) generations, cancelled each superseded run and pruned the finished ones: at most \(s.peak) PipelineRuns at once, \(left.count) left (current and previous)", lost: "0 (observedGeneration \(last))", backend: backend)
+            if backend == .embedded {
+                let reads = c.server.requestLog.filter { $0.userAgent == "churn-operator" && $0.path.contains("/pipelineruns") && ["get", "list"].contains($0.verb) }.count
+                #expect(reads <= 2, "the operator read PipelineRuns from the API server \(reads) times")
+            }
+        }
+    }
+
+    /// A namespace deleted while its Meteors build: the API server (kube-controller-manager's namespace controller
+    /// on the real one) deletes the runs and the Meteors; the operator, which meets 403 NamespaceTerminating on
+    /// what it creates meanwhile, neither crashes nor loops nor loses readiness, and a Meteor in the namespace made
+    /// again under the same name is built, with no restart. (The real server's operator watches only this one
+    /// namespace, so it is the test's own namespace that goes.)
+    @Test(arguments: Backend.testable) func aNamespaceDeletedWhileItsMeteorsBuildLeavesTheOperatorWorking(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true, clientOptions: { $0.userAgent = "namespace-operator" }) { env in
+            let c = env.cluster
+            let ns = backend == .real ? c.namespace : "doomed"
+            if backend == .embedded { try await c.createNamespace(ns) }
+            let meteors = c.client.dynamic(Meteor.resourceType, namespace: ns)
+            let names = (0..<5).map { "doomed-\($0)" }
+            if backend == .real { try await env.cluster.kit!.kubectlOK("-n", ns, "annotate", "--overwrite", "task", "meteor-git-clone", "fake-kubelet.tekton.dev/run-seconds=-1") }
+            for n in names {
+                var m = sampleMeteor(n)
+                if backend == .embedded { m[path: "metadata", "annotations", TektonSimulator.holdAnnotation] = "true" }
+                _ = try await meteors.create(m)
+            }
+            for n in names { _ = try await c.waitFor(meteors, n, timeout: .seconds(60)) { $0?[path: "status", "observedGeneration"] == 1 } }
+            let namespaces = c.client.api(Namespace.self)
+            let deleting = Date()
+            try await namespaces.delete(ns)
+            // The Meteors go first (the part the operator sees); the namespace itself can take minutes on the shared
+            // control plane, whose kube-controller-manager (20 requests/s) is deleting every finished test's namespace.
+            for n in names { _ = try await c.waitFor(meteors, n, timeout: .seconds(180)) { $0 == nil } }
+            do {
+                _ = try await within(.seconds(600), "namespace \(ns) gone") {
+                    while try await namespaces.getOptional(ns) != nil { try await Task.sleep(for: .milliseconds(500)) }
+                }
+            } catch {
+                Issue.record("namespace \(ns) still there: \((try? await namespaces.getOptional(ns)).flatMap { $0 }.map { "\($0.status.map { "\($0)" } ?? "")" } ?? "")")
+                throw error
+            }
+            #expect(env.manager.unreadiness == nil, "\(env.manager.unreadiness ?? "")")
+            if backend == .embedded {
+                let refused = c.server.requestLog.filter { $0.userAgent == "namespace-operator" && $0.time > deleting && $0.code == 403 }
+                print("namespace deleted: the operator's requests refused 403 while it terminated: \(refused.count)")
+                #expect(refused.count <= 4 * names.count, "a loop of refused writes: \(refused.map { "\($0.method) \($0.path)" })")
+            }
+            try await c.createNamespace(ns)
+            if backend == .real { try await c.installTekton() }
+            _ = try await meteors.create(sampleMeteor("reborn"))
+            let reborn = try await c.waitFor(meteors, "reborn", timeout: .seconds(90)) { ($0?[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == 2 }
+            #expect(reborn?[path: "status", "observedGeneration"] == 1)
+            ReliabilityReport.row("A namespace deleted while its Meteors build", injected: "1 namespace, \(names.count) Meteors with running builds", did: "no crash, no loop, /readyz ok; a Meteor in the namespace made again was built with no restart", lost: "— (the namespace's objects go with it)", backend: backend)
+        }
+    }
+
+    /// The API server keeps refusing an object a Meteor needs (its book's Service): on the embedded server a 500
+    /// on every Service create of the operator's, on the real one a ValidatingAdmissionPolicy that denies
+    /// Services in the namespace (the long chaos run met the real thing: 500, "failed to allocate a serviceIP …
+    /// range is full"). The
+    /// Meteor's `Ready` says so in the server's words, with a Warning Event, instead of a status from before the
+    /// builds finished; once the server accepts it again the Meteor becomes Ready with no restart. Before: the
+    /// status went on saying "PipelineRun … is Pending" of runs long finished.
+    @Test(arguments: Backend.testable) func anObjectTheAPIServerKeepsRefusingIsNamedInTheStatusUntilItIsAccepted(_ backend: Backend) async throws {
+        try await MeteorEnvironment.with(on: backend, tekton: true, clientOptions: { $0.userAgent = "refused-operator" }) { env in
+            let c = env.cluster
+            switch backend {
+            case .embedded: c.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: "create", pathContains: "/services", userAgentContains: "refused-operator", count: 100_000))
+            case .real:
+                try await c.kit!.kubectlOK("apply", "-f", "-", input: Self.noServicesPolicy(c.namespace))
+                // In force once the API server's policy informer has it: until a Service of the test's own is refused.
+                try await persistently("the no-Services policy in force") {
+                    let probe = try await c.kit!.kubectl(["-n", c.namespace, "create", "service", "clusterip", "probe", "--tcp=80"])
+                    if probe.status == 0 {
+                        _ = try await c.kit!.kubectl(["-n", c.namespace, "delete", "service", "probe"])
+                        throw TimedOut(what: "the policy", after: .zero)
+                    }
+                }
+            }
+            try await env.createMeteor(sampleMeteor("unserved", pipelines: ["jupyterbook"]))
+            let reason = MeteorStatusVocabulary.apiRequestFailed
+            let refused: JSONValue?
+            do {
+                refused = try await c.waitFor(c.meteors, "unserved", timeout: .seconds(90)) { condition($0, "Ready")?["reason"]?.stringValue == reason }
+            } catch {
+                Issue.record("the Meteor: \(try await c.meteors.get("unserved")[path: "status"] ?? .null)")
+                throw error
+            }
+            let message = condition(refused, "Ready")?["message"]?.stringValue ?? ""
+            let words = backend == .embedded ? "Internal error occurred: injected fault" : "no Services in this namespace (test policy)"
+            #expect(message.contains(words), "\(message)")
+            #expect(refused?[path: "status", "phase"] != "Ready")
+            let event = try await c.waitForEvent(about: "unserved", reason: reason)
+            #expect(event?["type"] == "Warning")
+            switch backend {
+            case .embedded: c.server.clearFaults()
+            case .real: try await c.kit!.kubectlOK("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "no-services-\(c.namespace)")
+            }
+            let served = try await c.waitFor(c.meteors, "unserved", timeout: .seconds(120)) { $0?[path: "status", "phase"] == "Ready" }
+            #expect(condition(served, "Ready")?["status"] == "True")
+            ReliabilityReport.row("The API server refusing the operator's Service creates (embedded: 500 every time; real: a ValidatingAdmissionPolicy denying them)", injected: "every create until lifted",
+                                  did: "Ready=False \(reason) in the server's words, a Warning Event; retried with backoff; Ready once accepted, no restart", lost: "0 (before: a stale \"Pending\" status of finished runs)", backend: backend)
+        }
+    }
+
+    /// A ValidatingAdmissionPolicy (CEL, evaluated by kube-apiserver itself) and its binding that deny every
+    /// Service create in `namespace`.
+    static func noServicesPolicy(_ namespace: String) -> String {
+        """
+        apiVersion: admissionregistration.k8s.io/v1
+        kind: ValidatingAdmissionPolicy
+        metadata: {name: no-services-\(namespace)}
+        spec:
+          failurePolicy: Fail
+          matchConstraints:
+            resourceRules:
+            - {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["services"]}
+          validations:
+          - {expression: "false", message: "no Services in this namespace (test policy)"}
+        ---
+        apiVersion: admissionregistration.k8s.io/v1
+        kind: ValidatingAdmissionPolicyBinding
+        metadata: {name: no-services-\(namespace)}
+        spec:
+          policyName: no-services-\(namespace)
+          validationActions: [Deny]
+          matchResources:
+            namespaceSelector:
+              matchLabels: {kubernetes.io/metadata.name: \(namespace)}
+        """
+    }
+
     /// A TTL expires the Meteor: the operator deletes it once creation + TTL has passed, and says so in an Event.
     /// (Under load the first reconcile may already find it expired, so the test waits for the deletion itself.)
     @Test(arguments: Backend.testable) func aTTLExpiresTheMeteor(_ backend: Backend) async throws {
@@ -198,12 +379,14 @@ import Testing
             #expect(kept[path: "status", "expirationTimestamp"] == .string(KubeTime.format(creation.addingTimeInterval(600))))
             let skew = try #require(env.manager.client.serverClock.skew)
             #expect(abs(skew + 3600) < 5, "the server's clock seen an hour behind the operator's: \(skew)")
+            ReliabilityReport.row("Operator clock an hour ahead of the API server's", injected: "+3600 s", did: "measured the server's clock \(Int(skew.rounded())) s off (its Date headers); a 600 s TTL judged by it", lost: "0 (before: deleted at once)", backend: backend)
         }
         try await MeteorEnvironment.with(on: backend, clientOptions: { $0.localClock = { Date().addingTimeInterval(-3600) } }) { env in
             let created = try await env.createMeteor(sampleMeteor("behind", ttl: 3, pipelines: ["jupyterhub"]))
             let creation = try #require(created[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse))
             _ = try await env.cluster.waitFor(env.cluster.meteors, "behind", timeout: defaultWaitTimeout) { $0 == nil }
             #expect(Date() >= creation.addingTimeInterval(3))
+            ReliabilityReport.row("Operator clock an hour behind the API server's", injected: "−3600 s", did: "a 3 s TTL expired \(String(format: "%.1f", Date().timeIntervalSince(creation))) s after creation, by the server's clock", lost: "— (before: an hour late)", backend: backend)
         }
     }
 
@@ -238,6 +421,8 @@ import Testing
             #expect((run[path: "spec", "workspaces"]?.arrayValue ?? []).contains(["name": "dockerconfig", "secret": ["secretName": "push-creds", "items": [["key": ".dockerconfigjson", "path": "config.json"]]]]))
             let events = try await c.client.api(Event.self, namespace: c.namespace).list().items.filter { $0.involvedObject.name == "needy" }
             #expect(events.contains { $0.reason == "BuildPrerequisiteMissing" && $0.type == "Warning" })
+            ReliabilityReport.row("The namespace's ServiceAccount or push Secret missing, then a Secret of the wrong type", injected: "3 missing prerequisites in turn",
+                                  did: "Ready=False BuildPrerequisiteMissing naming each, a Warning Event; the run made once all existed, with the account and the Secret bound", lost: "0 (no run before its prerequisites)", backend: backend)
         }
     }
 
