@@ -37,7 +37,6 @@ public final class LeaderElector: Sendable {
     public let configuration: Configuration
     let leases: Api<Lease>
     let logger: Logger
-    let leading = Mutex(false)
     /// Yielded by `resign()`: a replica shutting down stops campaigning.
     let resignation = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let gauge: Gauge?
@@ -45,7 +44,7 @@ public final class LeaderElector: Sendable {
     /// client-go does, so clock skew between replicas does not matter.
     let observed = Mutex<(record: Lease.Spec?, at: ContinuousClock.Instant)>((nil, .now))
     /// Until when (local monotonic clock) this replica may write as the leader: `renewDeadline` after its last
-    /// successful acquire or renewal was sent. nil while not leading.
+    /// successful acquire or renewal was sent. nil while not leading (`isLeader` is whether it is set).
     let writableUntil = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(client: KubeClient, configuration: Configuration, metricsFactory: (any MetricsFactory)? = nil, logger: Logger = Logger(label: "leader-election")) {
@@ -60,7 +59,7 @@ public final class LeaderElector: Sendable {
         gauge?.record(0)
     }
 
-    public var isLeader: Bool { leading.withLock { $0 } }
+    public var isLeader: Bool { writableUntil.withLock { $0 != nil } }
 
     /// Why a write must not go out now (nil: it may): the `WriteFence` around the leader's work. The deadline is
     /// the one the renew loop stops at, judged on the monotonic clock, which runs on while a process is stopped:
@@ -96,8 +95,7 @@ public final class LeaderElector: Sendable {
         // Cancelled or resigned while campaigning: nothing to release (an acquire cut off in flight that the
         // server applied leaves a lease that expires, as a crash would).
         guard !Task.isCancelled, let acquiredAt = elected else { return .cancelled }
-        writableUntil.withLock { $0 = acquiredAt + configuration.renewDeadline }
-        setLeading(true)
+        setLeading(until: acquiredAt + configuration.renewDeadline)
         logger.info("became leader")
         let outcome: Outcome = await withTaskGroup(of: Outcome.self) { group in
             // Whichever ends first decides: the work finishing (shutdown) or renewals failing (lost lease).
@@ -112,7 +110,7 @@ public final class LeaderElector: Sendable {
             while await group.next() != nil {}
             return result
         }
-        setLeading(false)
+        setLeading(until: nil)
         if outcome == .cancelled {
             // The calling task is cancelled; the release runs in its own task so its request is not.
             await Task { await self.release() }.value
@@ -139,7 +137,7 @@ public final class LeaderElector: Sendable {
             let left = lastRenew + configuration.renewDeadline - sent
             if left > .zero, await attempt(within: left) {
                 lastRenew = sent
-                writableUntil.withLock { $0 = sent + configuration.renewDeadline }
+                setLeading(until: sent + configuration.renewDeadline)
             } else if ContinuousClock.now - lastRenew >= configuration.renewDeadline {
                 return .lostLease
             }
@@ -166,10 +164,10 @@ public final class LeaderElector: Sendable {
         }
     }
 
-    private func setLeading(_ value: Bool) {
-        if !value { writableUntil.withLock { $0 = nil } }
-        leading.withLock { $0 = value }
-        gauge?.record(value ? 1 : 0)
+    /// Leading, and may write until `until` (nil: no longer leading).
+    private func setLeading(until: ContinuousClock.Instant?) {
+        writableUntil.withLock { $0 = until }
+        gauge?.record(until == nil ? 0 : 1)
     }
 
     func jittered(_ d: Duration) -> Duration { d * Double.random(in: 1.0...1.2) }

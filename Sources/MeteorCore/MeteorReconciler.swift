@@ -126,20 +126,19 @@ public final class MeteorReconciler: Sendable {
             failedRequests.withLock { _ = $0.removeValue(forKey: key) }
             logger.debug("Meteor deleted during reconcile", metadata: ["object": "\(key)"])
             return .done
-        } catch let e as KubeError where e.code == 403 {
-            // A permission the work needs is missing (RBAC edited, a narrower Role): say so where users look, then
-            // let the controller's backoff retry it, so the Meteor converges once the permission is back.
-            await report(key, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
-            throw e
         } catch let e as KubeError where Self.isReportable(e) {
-            // Refused for another reason (422 on an object we made, a quota, "range is full" for a Service IP):
-            // a client error is said at once; a server error or throttling only once it has come back
-            // `reportAfterFailures` times running, so a restarting API server does not flip a Ready Meteor.
+            // Refused: said where users look, then retried with the controller's backoff, so the Meteor converges
+            // once the cause is gone. A missing permission (403: RBAC edited, a narrower Role) and other client
+            // errors (422 on an object we made, a quota) at once; a server error or throttling ("range is full"
+            // for a Service IP) once it has come back `reportAfterFailures` times running, so a restarting API
+            // server does not flip a Ready Meteor.
             let failures = failedRequests.withLock { f -> Int in
                 f[key, default: 0] += 1
-                return f[key]!
+                return f[key, default: 0]
             }
-            if (e.code ?? 500) < 500 && e.code != 429 || failures >= Self.reportAfterFailures {
+            if e.code == 403 {
+                await report(key, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
+            } else if (e.code ?? 500) < 500 && e.code != 429 || failures >= Self.reportAfterFailures {
                 await report(key, reason: MeteorStatusVocabulary.apiRequestFailed, message: "The API server refused a request the operator needs (\(failures) time\(failures == 1 ? "" : "s") running): \(e)")
             }
             throw e
@@ -568,31 +567,37 @@ public final class MeteorReconciler: Sendable {
     func retireSuperseded(meteor: Meteor, keep: Set<String>, runs: DynamicApi) async throws {
         let selector = LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [meteor.name])])
         var superseded: [String: [(created: String, name: String, run: JSONValue)]] = [:]
+        var toCancel: [(name: String, run: JSONValue)] = []
         for run in pipelineRuns.store.list(namespace: meteor.namespace, labelSelector: selector) {
             guard let name = run[path: "metadata", "name"]?.stringValue, !keep.contains(name),
                 (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == meteor.metadata.uid,
                 run[path: "metadata", "deletionTimestamp"] == nil
             else { continue }
             let labels = run[path: "metadata", "labels"]
-            // Edge runs form no group: each is only cancelled.
-            let group = labels?[MeteorLabels.edgeImage] != nil ? "edge/\(name)" : labels?[MeteorLabels.pipeline]?.stringValue ?? ""
-            superseded[group, default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name, run))
+            if labels?[MeteorLabels.edgeImage] != nil {
+                toCancel.append((name, run))
+            } else {
+                superseded[labels?[MeteorLabels.pipeline]?.stringValue ?? "", default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name, run))
+            }
         }
-        for (group, members) in superseded {
+        var toDelete: [String] = []
+        for (_, members) in superseded {
             // Newest first (RFC 3339 in UTC sorts as text; the name breaks ties within a second).
             let newestFirst = members.sorted { ($0.created, $0.name) > ($1.created, $1.name) }
-            let kept = group.hasPrefix("edge/") ? newestFirst.count : max(0, configuration.keepSupersededRuns)
-            for old in newestFirst.prefix(kept) where PipelineRunState(old.run).outcome == .running && old.run[path: "spec", "status"]?.stringValue != "Cancelled" {
-                do {
-                    _ = try await runs.patch(old.name, .merge(["spec": ["status": "Cancelled"]]))
-                } catch let e as KubeError where e.isNotFound {}
-            }
-            for old in newestFirst.dropFirst(kept) {
-                do {
-                    try await runs.delete(old.name, params: DeleteParams(propagationPolicy: .background))
-                    logger.info("pruned a superseded PipelineRun", metadata: ["object": "\(meteor.namespace ?? "")/\(old.name)"])
-                } catch let e as KubeError where e.isNotFound {}
-            }
+            let kept = max(0, configuration.keepSupersededRuns)
+            toCancel += newestFirst.prefix(kept).map { ($0.name, $0.run) }
+            toDelete += newestFirst.dropFirst(kept).map(\.name)
+        }
+        for old in toCancel where PipelineRunState(old.run).outcome == .running && old.run[path: "spec", "status"]?.stringValue != "Cancelled" {
+            do {
+                _ = try await runs.patch(old.name, .merge(["spec": ["status": "Cancelled"]]))
+            } catch let e as KubeError where e.isNotFound {}
+        }
+        for old in toDelete {
+            do {
+                try await runs.delete(old, params: DeleteParams(propagationPolicy: .background))
+                logger.info("pruned a superseded PipelineRun", metadata: ["object": "\(meteor.namespace ?? "")/\(old)"])
+            } catch let e as KubeError where e.isNotFound {}
         }
     }
 }
