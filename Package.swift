@@ -151,6 +151,7 @@ let package = Package(
                 "MeteorCore",
                 "MeteorSandbox",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -196,7 +197,11 @@ let package = Package(
         ]),
         // Fixtures for tests of the Meteor operator: the embedded server with the operator running, Tekton and Argo CD played.
         .target(name: "MeteorTestSupport", dependencies: [
-            "KubeTestSupport", "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
+            "KubeTestSupport", "MeteorCore", "MeteorSandbox", "MeteorShower", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Yams", package: "Yams"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -220,8 +225,10 @@ let package = Package(
         .testTarget(
             name: "ReliabilityTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport", "MeteorTestSupport", "MeteorFuzzTargets",
+                "MeteorCore", "MeteorSandbox", "MeteorShower", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport", "MeteorTestSupport", "MeteorFuzzTargets",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -12,8 +12,8 @@ struct APIRequestHandler: HTTPResponder {
 
     let core: APIServerCore
     let faults: FaultInjector
-    /// The bearer tokens accepted; nil serves without authentication.
-    let tokens: AcceptedTokens?
+    /// Who a bearer token stands for, and what they may do.
+    let authentication: Authentication
     let serverAddress: @Sendable () -> String
     let bookmarkInterval: Duration
     let defaultWatchTimeout: Duration
@@ -25,19 +25,22 @@ struct APIRequestHandler: HTTPResponder {
         let method = request.method
         let verb = Self.verb(method: method, path: path, query: query)
         let userAgent = request.headers[.userAgent] ?? ""
+        var caller = Caller(userAgent: userAgent, requester: .admin)
         let response: Response
         do {
             if faults.stopping.withLock({ $0 }) {
                 throw APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "the server is shutting down")
             }
-            if let tokens, !Self.isPublic(path) {
-                let auth = request.headers[.authorization] ?? ""
-                // Checked when a request starts, as kube-apiserver does: a watch already streaming outlives the
-                // token it began with.
-                guard auth.hasPrefix("Bearer "), tokens.accepts(String(auth.dropFirst(7))) else {
-                    throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
-                }
+            // Checked when a request starts, as kube-apiserver does: a watch already streaming outlives the
+            // token it began with.
+            guard let requester = authentication.authenticate(request.headers[.authorization]) else {
+                if Self.isPublic(path) { return try await route(request, path: path, query: query, verb: verb, caller: Caller(userAgent: userAgent, requester: .admin)) }
+                throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
             }
+            caller = Caller(userAgent: userAgent, requester: requester, impersonation: try Authentication.requestedImpersonation(
+                user: request.headers[HTTPField.Name("Impersonate-User")!],
+                groups: request.headers[values: HTTPField.Name("Impersonate-Group")!],
+                uid: request.headers[HTTPField.Name("Impersonate-Uid")!]))
             var dead: Response?
             if let fault = faults.take(verb: verb, path: path, userAgent: userAgent) {
                 switch fault {
@@ -59,7 +62,7 @@ struct APIRequestHandler: HTTPResponder {
             if let dead {
                 response = dead
             } else {
-                response = try await route(request, path: path, query: query, verb: verb, userAgent: userAgent)
+                response = try await route(request, path: path, query: query, verb: verb, caller: caller)
             }
         } catch let e as APIError {
             response = Self.statusResponse(e)
@@ -72,7 +75,7 @@ struct APIRequestHandler: HTTPResponder {
         } catch {
             response = Self.statusResponse(APIError(code: 500, reason: StatusReason.internalError, message: "Internal error occurred: \(error)"))
         }
-        faults.record(RequestRecord(verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code, time: Date()))
+        faults.record(RequestRecord(verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code, time: Date(), user: caller.user.name, impersonatedBy: caller.impersonation == nil ? nil : caller.requester.name))
         return response
     }
 
@@ -142,7 +145,7 @@ struct APIRequestHandler: HTTPResponder {
 
     // MARK: Routing
 
-    func route(_ request: Request, path: String, query: [String: String], verb: String, userAgent: String) async throws -> Response {
+    func route(_ request: Request, path: String, query: [String: String], verb: String, caller: Caller) async throws -> Response {
         let segments = path.split(separator: "/").map(String.init)
         switch segments.first {
         case nil:
@@ -160,7 +163,7 @@ struct APIRequestHandler: HTTPResponder {
                 guard let list = Discovery.resourceList(core.registry, group: "", version: segments[1]) else { throw APIError.pathNotFound() }
                 return Self.json(list)
             }
-            return try await resource(request, group: "", version: segments[1], rest: Array(segments.dropFirst(2)), query: query, verb: verb, userAgent: userAgent)
+            return try await resource(request, group: "", version: segments[1], rest: Array(segments.dropFirst(2)), query: query, verb: verb, caller: caller)
         case "apis":
             if segments.count == 1 { return Self.json(Discovery.groupList(core.registry)) }
             if segments.count == 2 {
@@ -171,7 +174,7 @@ struct APIRequestHandler: HTTPResponder {
                 guard let list = Discovery.resourceList(core.registry, group: segments[1], version: segments[2]) else { throw APIError.pathNotFound() }
                 return Self.json(list)
             }
-            return try await resource(request, group: segments[1], version: segments[2], rest: Array(segments.dropFirst(3)), query: query, verb: verb, userAgent: userAgent)
+            return try await resource(request, group: segments[1], version: segments[2], rest: Array(segments.dropFirst(3)), query: query, verb: verb, caller: caller)
         default:
             throw APIError.pathNotFound()
         }
@@ -202,7 +205,8 @@ struct APIRequestHandler: HTTPResponder {
         return Self.json(doc)
     }
 
-    func resource(_ request: Request, group: String, version: String, rest: [String], query: [String: String], verb: String, userAgent: String) async throws -> Response {
+    func resource(_ request: Request, group: String, version: String, rest: [String], query: [String: String], verb: String, caller: Caller) async throws -> Response {
+        let userAgent = caller.userAgent
         var namespace: String?
         var parts = rest
         if parts.first == "namespaces", parts.count >= 3, !["status", "finalize"].contains(parts[2]) {
@@ -218,6 +222,9 @@ struct APIRequestHandler: HTTPResponder {
         if let subresource, subresource != "status" || !served.hasStatus { throw APIError.pathNotFound() }
         if served.namespaced, namespace == nil, name != nil { throw APIError.pathNotFound() }
         let scope = RequestScope(resource: served, version: version, namespace: namespace, name: name, subresource: subresource)
+        var attributes = AuthorizationAttributes(user: caller.requester, verb: verb, apiGroup: group, resource: plural, subresource: subresource, namespace: namespace, name: name)
+        if let impersonation = caller.impersonation { attributes.user = try authentication.impersonate(caller.requester, impersonation, for: attributes) }
+        if !authentication.authorize(attributes) { throw Authentication.forbidden(attributes) }
         let accept = request.headers[.accept] ?? ""
         let wantsTable = accept.contains("as=Table")
 
@@ -515,8 +522,14 @@ extension FieldSelector {
 }
 
 /// The bearer tokens a server accepts now (a token rotated, a ServiceAccount re-created).
-final class AcceptedTokens: Sendable {
-    let current: Mutex<Set<String>>
-    init(_ tokens: Set<String>) { current = Mutex(tokens) }
-    func accepts(_ token: String) -> Bool { current.withLock { $0.contains(token) } }
+/// Who sent a request, as far as the handler chain needs it.
+struct Caller: Sendable {
+    var userAgent: String
+    /// The authenticated user.
+    var requester: UserInfo
+    /// Whom the request asks to act as (checked against the resource it names).
+    var impersonation: ImpersonationRequest?
+
+    /// The user the request acts as, for the record.
+    var user: UserInfo { impersonation.map { UserInfo(name: $0.user, groups: $0.groups) } ?? requester }
 }

@@ -46,13 +46,13 @@ public final class EmbeddedAPIServer: Sendable {
     public let configuration: Configuration
     let core: APIServerCore
     let faults = FaultInjector()
-    let tokens: AcceptedTokens?
+    let authentication: Authentication
     let certificate: SelfSignedCertificate?
     let running = Mutex<(task: Task<Void, any Error>?, gc: Task<Void, Never>?, group: ServiceGroup?, port: Int)>((nil, nil, nil, 0))
 
     public init(configuration: Configuration = Configuration()) throws {
         self.configuration = configuration
-        tokens = configuration.token.map { AcceptedTokens([$0]) }
+        authentication = Authentication(token: configuration.token)
         let store = ObjectStore(historyLimit: configuration.historyLimit)
         core = APIServerCore(store: store, registry: ResourceRegistry())
         core.bootstrap()
@@ -62,8 +62,23 @@ public final class EmbeddedAPIServer: Sendable {
     /// From now on, accepts exactly these bearer tokens (the configured one is the first): new requests are
     /// judged by them, streams already open go on. Only for a server configured with a token.
     public func acceptTokens(_ accepted: Set<String>) {
-        precondition(tokens != nil, "acceptTokens needs a server configured with a token")
-        tokens?.current.withLock { $0 = accepted }
+        precondition(authentication.requiresToken, "acceptTokens needs a server configured with a token")
+        authentication.state.withLock { s in
+            s.users = s.users.filter { $0.value != .admin }
+            for token in accepted { s.users[token] = .admin }
+        }
+    }
+
+    /// A bearer token that authenticates as `user` (a ServiceAccount's, a person's), on a server with or without
+    /// a configured token.
+    public func addToken(_ token: String, for user: UserInfo) {
+        authentication.state.withLock { $0.users[token] = user }
+    }
+
+    /// Decides every later request (resource requests and impersonation), as RBAC does on a real cluster; nil
+    /// allows everything again.
+    public func authorize(with authorizer: Authorizer?) {
+        authentication.state.withLock { $0.authorizer = authorizer }
     }
 
     /// The bound port (after `start`).
@@ -79,7 +94,7 @@ public final class EmbeddedAPIServer: Sendable {
         faults.rearm()
         let port = running.withLock { $0.port == 0 ? configuration.port : $0.port }
         let handler = APIRequestHandler(
-            core: core, faults: faults, tokens: tokens,
+            core: core, faults: faults, authentication: authentication,
             serverAddress: { [weak self] in "\(self?.configuration.host ?? "127.0.0.1"):\(self?.port ?? 0)" },
             bookmarkInterval: configuration.bookmarkInterval, defaultWatchTimeout: configuration.defaultWatchTimeout)
         var logger = Logger(label: "embedded-apiserver")

@@ -49,6 +49,10 @@ public struct RequestRecord: Sendable {
     public var userAgent: String
     public var code: Int
     public var time: Date
+    /// Who it acted as: the authenticated user or, with impersonation headers, the impersonated one.
+    public var user: String = UserInfo.admin.name
+    /// The authenticated requester, when the request impersonated `user`.
+    public var impersonatedBy: String?
 }
 
 final class FaultInjector: Sendable {

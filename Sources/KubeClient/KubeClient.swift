@@ -24,6 +24,26 @@ public enum WriteFence {
     @TaskLocal public static var check: (@Sendable () -> String?)?
 }
 
+/// Who a client's requests act as: Kubernetes user impersonation (`Impersonate-User`, one `Impersonate-Group` per
+/// group, `Impersonate-Uid`). The API server checks that the client's own identity may `impersonate` each of them,
+/// then authorizes the request as the impersonated user, so RBAC decides what a person may do, not the program
+/// acting for them.
+public struct Impersonation: Sendable, Equatable {
+    public var user: String
+    public var groups: [String]
+    public var uid: String?
+
+    public init(user: String, groups: [String] = [], uid: String? = nil) {
+        self.user = user
+        self.groups = groups
+        self.uid = uid
+    }
+
+    var headers: [(String, String)] {
+        [("Impersonate-User", user)] + groups.map { ("Impersonate-Group", $0) } + (uid.map { [("Impersonate-Uid", $0)] } ?? [])
+    }
+}
+
 /// The Kubernetes API client: HTTP(S) to the API server with authentication, a client-side rate limit,
 /// retries for throttling and transient errors, typed errors from metav1.Status, and streaming watches.
 public final class KubeClient: Sendable {
@@ -51,7 +71,11 @@ public final class KubeClient: Sendable {
     public let options: Options
     /// The API server's clock, from its responses' `Date` headers.
     public let serverClock: ServerClock
+    /// Who this client acts as; nil for its own identity.
+    public let impersonation: Impersonation?
     let http: HTTPClient
+    /// False for a view made by `impersonating(_:)`: the client it came from owns the connections.
+    let ownsHTTP: Bool
     let credentials: CredentialProvider
     let limiter: TokenBucketRateLimiter
     let baseURL: String
@@ -84,6 +108,8 @@ public final class KubeClient: Sendable {
         httpConfig.httpVersion = .automatic
         httpConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
+        ownsHTTP = true
+        impersonation = nil
         credentials = CredentialProvider(configuration.credentials)
         limiter = TokenBucketRateLimiter(qps: options.qps, burst: options.burst)
         var base = configuration.server.absoluteString
@@ -96,7 +122,35 @@ public final class KubeClient: Sendable {
         try self.init(configuration: KubeConfigLoader.load(.init(kubeconfigPath: kubeconfig, context: context)), options: options)
     }
 
-    public func shutdown() async throws { try await http.shutdown() }
+    /// The same client acting as `who`: its connections, credentials and rate limit, with every request sent as
+    /// that user. Shutting the view down does nothing; the client it came from owns the connections.
+    public func impersonating(_ who: Impersonation) -> KubeClient {
+        KubeClient(sharing: self, impersonation: who)
+    }
+
+    init(sharing other: KubeClient, impersonation: Impersonation) {
+        configuration = other.configuration
+        options = other.options
+        serverClock = other.serverClock
+        http = other.http
+        ownsHTTP = false
+        credentials = other.credentials
+        limiter = other.limiter
+        baseURL = other.baseURL
+        self.impersonation = impersonation
+    }
+
+    public func shutdown() async throws {
+        if ownsHTTP { try await http.shutdown() }
+    }
+
+    /// The headers every request carries: what it accepts, who sends it, and as whom.
+    func identify(_ request: inout HTTPClientRequest, accept: String, token: String?) {
+        request.headers.add(name: "Accept", value: accept)
+        request.headers.add(name: "User-Agent", value: options.userAgent)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        for (name, value) in impersonation?.headers ?? [] { request.headers.add(name: name, value: value) }
+    }
 
     public var defaultNamespace: String { configuration.namespace }
 
@@ -134,7 +188,8 @@ public final class KubeClient: Sendable {
 
     /// Sends a request and returns the response, or throws the API error it carried. A write the task's
     /// `WriteFence` refuses is not sent (`KubeError.fenced`); the fence is asked last, just before each attempt.
-    public func send(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, contentType: String = "application/json", accept: String = "application/json") async throws -> RawResponse {
+    /// `headers` go out as given, after the client's own (a test's raw impersonation headers, say).
+    public func send(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, contentType: String = "application/json", accept: String = "application/json", headers extra: [(String, String)] = []) async throws -> RawResponse {
         var attempt = 0
         var refreshedCredentials = false
         while true {
@@ -144,11 +199,8 @@ public final class KubeClient: Sendable {
             }
             var request = HTTPClientRequest(url: url(path, query))
             request.method = method
-            request.headers.add(name: "Accept", value: accept)
-            request.headers.add(name: "User-Agent", value: options.userAgent)
-            if let token = try await credentials.token(forceRefresh: refreshedCredentials && attempt > 0) {
-                request.headers.add(name: "Authorization", value: "Bearer \(token)")
-            }
+            identify(&request, accept: accept, token: try await credentials.token(forceRefresh: refreshedCredentials && attempt > 0))
+            for (name, value) in extra { request.headers.add(name: name, value: value) }
             if let body {
                 request.headers.add(name: "Content-Type", value: contentType)
                 request.body = .bytes(ByteBuffer(bytes: body))
@@ -237,11 +289,7 @@ public final class KubeClient: Sendable {
                 do {
                     try await limiter.acquire()
                     var request = HTTPClientRequest(url: url(path, query))
-                    request.headers.add(name: "Accept", value: "application/json")
-                    request.headers.add(name: "User-Agent", value: options.userAgent)
-                    if let token = try await credentials.token() {
-                        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-                    }
+                    identify(&request, accept: "application/json", token: try await credentials.token())
                     let started = ContinuousClock.now
                     let deadline = Duration.seconds((timeoutSeconds ?? 3600) + 60)
                     let response = try await http.execute(request, timeout: .init(deadline))

@@ -6,6 +6,7 @@ import KubeRuntime
 import Logging
 import MeteorCore
 import MeteorShower
+import Crypto
 import ServiceLifecycle
 
 /// `meteor-operator run`: the operator against a real cluster. Flags use controller-runtime's names.
@@ -39,8 +40,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "A registry (host:port) read over plain HTTP when verifying signatures; repeatable.") var insecureRegistry: [String] = []
     @Option(help: "HOST:PORT to serve the Meteor Shower web page on (default: off).") var showerBindAddress: String?
     @Option(help: "Namespace the Shower lists and submits Meteors in (default: --namespace, else the configuration's namespace).") var showerNamespace: String?
-    @Flag(help: "Let the Shower submit and delete Meteors (with the operator's credentials; see config/rbac/shower_role.yaml).") var showerAllowSubmit = false
-    @Flag(help: "Let the Shower accept writes without a user from the authenticating proxy's X-Forwarded-User header.") var showerAllowAnonymous = false
+    @Flag(help: "Let the Shower submit and delete Meteors, acting as the signed-in user (Kubernetes impersonation; see config/shower).") var showerAllowSubmit = false
+    @Option(help: "An address or CIDR of the authenticating proxy in front of the Shower, whose X-Forwarded-User is believed; repeatable. Nobody else's is.") var showerTrustedProxy: [String] = []
+    @Option(help: "A group the Shower passes on (Impersonate-Group) when the proxy's X-Forwarded-Groups names it; repeatable. The operator needs impersonate on each.") var showerForwardGroup: [String] = []
+    @Option(help: "A file holding the key (32 bytes or more) that signs the Shower's CSRF tokens, shared by replicas (default: a random key per process).") var showerSessionKeyFile: String?
+    @Flag(help: "Let the Shower accept writes without a user from a trusted proxy, made with the operator's own identity.") var showerAllowAnonymous = false
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -52,8 +56,11 @@ struct RunCommand: AsyncParsableCommand {
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if keepSupersededRuns < 0 { throw ValidationError("--keep-superseded-runs must be 0 or more") }
         if let address = showerBindAddress, Manager.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
-        if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil {
-            throw ValidationError("--shower-allow-submit, --shower-allow-anonymous and --shower-namespace need --shower-bind-address")
+        if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil || !showerTrustedProxy.isEmpty || showerSessionKeyFile != nil {
+            throw ValidationError("--shower-allow-submit, --shower-allow-anonymous, --shower-namespace, --shower-trusted-proxy and --shower-session-key-file need --shower-bind-address")
+        }
+        for proxy in showerTrustedProxy where AddressRange(proxy) == nil {
+            throw ValidationError("--shower-trusted-proxy must be an IP address or CIDR (127.0.0.1/32, fd00::/8), got \(proxy)")
         }
         if buildUid < 0 { throw ValidationError("--build-uid must be a UID (0 for none)") }
         if !(gracefulShutdownTimeout > 0) {
@@ -139,6 +146,17 @@ struct RunCommand: AsyncParsableCommand {
             var showerOptions = MeteorShower.Options(bindAddress: showerBindAddress, namespace: showerNamespace ?? namespace ?? cluster.namespace)
             showerOptions.allowSubmit = showerAllowSubmit
             showerOptions.allowAnonymous = showerAllowAnonymous
+            showerOptions.trustedProxies = showerTrustedProxy.compactMap(AddressRange.init)
+            showerOptions.forwardedGroups = Set(showerForwardGroup)
+            if let showerSessionKeyFile {
+                guard let key = FileManager.default.contents(atPath: showerSessionKeyFile), key.count >= 32 else {
+                    throw Failure(description: "--shower-session-key-file \(showerSessionKeyFile): needs a readable file of 32 bytes or more (openssl rand -hex 32)")
+                }
+                showerOptions.sessionKey = SymmetricKey(data: key)
+            }
+            if showerAllowSubmit, showerTrustedProxy.isEmpty, !showerAllowAnonymous {
+                logger.warning("the Shower believes no proxy (--shower-trusted-proxy): nobody can sign in, so it is read-only")
+            }
             services.append(MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger))
         }
         logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)", "shower": "\(showerBindAddress ?? "off")"])

@@ -9,12 +9,14 @@ import MeteorCore
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import Crypto
 
 /// Meteor Shower: the operator's web page where a data scientist pastes a repository URL and watches the builds
 /// finish. Pages render from the operator's informer cache; live updates are server-sent events fed by the same
 /// cache, so the page never makes the API server do more work than the operator already does. Writes (submit,
-/// delete) go through the operator's client, behind CSRF protection, a per-client rate limit and the identity an
-/// OAuth proxy puts in `X-Forwarded-User`.
+/// delete) act as the person: the user (and configured groups) an authenticating proxy in front asserts, believed
+/// only from the proxy's address, go to the API server as Kubernetes impersonation, so RBAC decides what each
+/// person may do. They are also behind server-signed CSRF tokens and a bounded per-user rate limit.
 public final class MeteorShower: Service, Sendable {
     public struct Options: Sendable {
         /// HOST:PORT to listen on (port 0 picks a free one).
@@ -23,13 +25,25 @@ public final class MeteorShower: Service, Sendable {
         public var namespace: String
         /// Submitting and deleting are off unless this is set.
         public var allowSubmit = false
-        /// Without a trusted user header, writes are refused unless this is set.
+        /// Without a user from a trusted proxy, writes are refused unless this is set; anonymous writes go with
+        /// the operator's own identity (the sandbox's mode).
         public var allowAnonymous = false
+        /// Peers whose user headers are believed: the authenticating proxy's addresses. Nobody else's are.
+        public var trustedProxies: [AddressRange] = []
         /// The header an authenticating proxy in front sets to the signed-in user.
         public var userHeader = "X-Forwarded-User"
-        /// Writes per client per minute, and the burst allowed at once.
+        /// The header it sets to the user's groups (comma-separated).
+        public var groupsHeader = "X-Forwarded-Groups"
+        /// Groups passed on to the API server when the proxy asserts them (the operator must be allowed to
+        /// impersonate each); other groups are dropped.
+        public var forwardedGroups: Set<String> = []
+        /// Signs CSRF tokens; replicas behind one Service need the same key (`--shower-session-key-file`).
+        public var sessionKey = SymmetricKey(size: .bits256)
+        /// Writes per user (or, anonymous, per peer address) per minute, the burst allowed at once, and how many
+        /// users and peers the limiter remembers.
         public var submitsPerMinute = 6
         public var submitBurst = 3
+        public var rateLimitCapacity = 4096
         /// How many recent Events the detail page shows.
         public var eventLimit = 20
 
@@ -47,6 +61,7 @@ public final class MeteorShower: Service, Sendable {
     let meteors: Informer
     let feed: MeteorFeed
     let limiter: SubmitRateLimiter
+    let csrf: CSRFTokens
     let logger: Logger
     let bound = Mutex<Int?>(nil)
     /// Names a submit of this page is creating, or created before the cache showed them: concurrent submits of
@@ -61,7 +76,8 @@ public final class MeteorShower: Service, Sendable {
         self.client = client
         self.meteors = meteors
         self.feed = MeteorFeed(namespace: options.namespace)
-        self.limiter = SubmitRateLimiter(perMinute: options.submitsPerMinute, burst: options.submitBurst)
+        self.limiter = SubmitRateLimiter(perMinute: options.submitsPerMinute, burst: options.submitBurst, capacity: options.rateLimitCapacity)
+        self.csrf = CSRFTokens(key: options.sessionKey)
         self.logger = logger
     }
 
@@ -114,9 +130,9 @@ public final class MeteorShower: Service, Sendable {
     func router() -> Router<ShowerContext> {
         let router = Router(context: ShowerContext.self)
         router.middlewares.add(SecurityHeaders())
-        router.get("/") { request, _ in self.home(request) }
+        router.get("/") { request, context in self.home(request, context) }
         router.post("/meteors") { request, context in try await self.submit(request, context) }
-        router.get("/meteors/:name") { request, context in try await self.detail(request, name: context.parameters.get("name") ?? "") }
+        router.get("/meteors/:name") { request, context in try await self.detail(request, context, name: context.parameters.get("name") ?? "") }
         router.post("/meteors/:name/delete") { request, context in try await self.delete(request, context, name: context.parameters.get("name") ?? "") }
         router.get("/events") { request, _ in self.events(request) }
         router.get("/static/shower.css") { _, _ in Self.asset(Templates.stylesheet, type: "text/css; charset=utf-8") }
@@ -129,55 +145,51 @@ public final class MeteorShower: Service, Sendable {
         Response(status: .ok, headers: [.contentType: type, .cacheControl: "public, max-age=300"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    /// The signed-in user from the proxy's header, if any.
-    func user(_ request: Request) -> String? {
-        guard let name = HTTPField.Name(options.userHeader), let value = request.headers[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-        return value
-    }
-
-    /// Why writes are refused for this request, or nil when they are allowed.
-    func writeRefusal(_ request: Request) -> String? {
+    /// Why writes are refused for this visitor, or nil when they are allowed.
+    func writeRefusal(_ visitor: Visitor) -> String? {
         if !options.allowSubmit { return "Submitting is turned off on this server (start the operator with --shower-allow-submit)." }
-        if user(request) == nil && !options.allowAnonymous {
-            return "Sign in to submit: this page expects the user from an authenticating proxy (\(options.userHeader)); anonymous submission is off (--shower-allow-anonymous)."
+        if visitor.user == nil && !options.allowAnonymous {
+            return "Sign in to submit: this page takes the user from the authenticating proxy in front of it (\(options.userHeader), believed only from --shower-trusted-proxy addresses); anonymous submission is off (--shower-allow-anonymous)."
         }
         return nil
     }
 
-    func page(_ request: Request, title: String, content: String, events: String, status: HTTPResponse.Status = .ok, csrf: String) -> Response {
+    func page(_ visitor: Visitor, title: String, content: String, events: String, status: HTTPResponse.Status = .ok, csrf: String) -> Response {
         var context: [String: Any] = ["title": title, "content": content, "events": events, "namespace": options.namespace, "version": BuildInfo.version]
-        if let user = user(request) { context["user"] = user }
+        if let user = visitor.user { context["user"] = user }
         let html = Templates.render("layout", context)
         var headers: HTTPFields = [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"]
-        headers[.setCookie] = "\(CSRF.cookie)=\(csrf); Path=/; HttpOnly; SameSite=Strict"
+        headers[.setCookie] = "\(CSRFTokens.cookie)=\(csrf); Path=/; HttpOnly; SameSite=Strict" + (visitor.secure ? "; Secure" : "")
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
     }
 
-    /// The token of this browser, or a new one (set again with every page).
-    func csrfToken(_ request: Request) -> String {
-        if let existing = CSRF.cookieValue(in: request.headers[.cookie]), existing.count == 64, existing.allSatisfy(\.isHexDigit) { return existing }
-        return CSRF.newToken()
+    /// This browser's token when this server minted it for this visitor, else a new one (set with every page).
+    func csrfToken(_ request: Request, _ visitor: Visitor) -> String {
+        if let existing = CSRFTokens.cookieValue(in: request.headers[.cookie]), csrf.verifies(existing, for: visitor.sessionIdentity) { return existing }
+        return csrf.mint(for: visitor.sessionIdentity)
     }
 
     func rows() -> [[String: Any]] {
         MeteorViews.sorted(meteors.store.list(namespace: options.namespace)).map(MeteorViews.row)
     }
 
-    func home(_ request: Request, form: [String: Any]? = nil, errors: [String: String] = [:], formError: String? = nil, status: HTTPResponse.Status = .ok) -> Response {
-        let csrf = csrfToken(request)
+    func home(_ request: Request, _ shower: ShowerContext, form: [String: Any]? = nil, errors: [String: String] = [:], formError: String? = nil, status: HTTPResponse.Status = .ok) -> Response {
+        let visitor = visitor(request, shower)
+        let csrf = csrfToken(request, visitor)
         let chosenTTL = (form?["ttl"] as? String) ?? "86400"
         var context: [String: Any] = [
             "rows": rows(), "csrf": csrf, "namespace": options.namespace, "errors": errors,
             "form": form ?? ["url": "", "ref": "main", "jupyterbook": true, "jupyterhub": true],
             "ttlChoices": TTLChoice.all.map { ["value": $0.value, "label": $0.label, "selected": $0.value == chosenTTL] as [String: Any] },
         ]
-        if let refusal = writeRefusal(request) { context["submitRefused"] = refusal }
+        if let refusal = writeRefusal(visitor) { context["submitRefused"] = refusal }
         if let formError { context["formError"] = formError }
-        return page(request, title: "Meteors", content: Templates.render("home", context), events: "/events", status: status, csrf: csrf)
+        return page(visitor, title: "Meteors", content: Templates.render("home", context), events: "/events", status: status, csrf: csrf)
     }
 
-    func detail(_ request: Request, name: String) async throws -> Response {
-        let csrf = csrfToken(request)
+    func detail(_ request: Request, _ shower: ShowerContext, name: String) async throws -> Response {
+        let visitor = visitor(request, shower)
+        let csrf = csrfToken(request, visitor)
         var found = meteors.store.get(ObjectKey(namespace: options.namespace, name: name))
         if found == nil {
             // A submission redirects here at once, often before the cache has heard of the Meteor it created:
@@ -186,20 +198,20 @@ public final class MeteorShower: Service, Sendable {
                 found = try await client.dynamic(Meteor.resourceType, namespace: options.namespace).get(name)
             } catch let e as KubeError where e.isNotFound {
             } catch {
-                return message(request, status: .badGateway, heading: "Cluster unavailable", text: "Could not read \(name) from the API server: \(error)", csrf: csrf)
+                return message(request, visitor, status: .badGateway, heading: "Cluster unavailable", text: "Could not read \(name) from the API server: \(error)", csrf: csrf)
             }
         }
         guard let m = found else {
-            return message(request, status: .notFound, heading: "Not found", text: "There is no Meteor named \(name) in \(options.namespace).", csrf: csrf)
+            return message(request, visitor, status: .notFound, heading: "Not found", text: "There is no Meteor named \(name) in \(options.namespace).", csrf: csrf)
         }
         var context = MeteorViews.detail(m, events: await recentEvents(name))
         context["csrf"] = csrf
-        context["canDelete"] = writeRefusal(request) == nil
-        return page(request, title: name, content: Templates.render("detail", context), events: "/events?meteor=\(name)", csrf: csrf)
+        context["canDelete"] = writeRefusal(visitor) == nil
+        return page(visitor, title: name, content: Templates.render("detail", context), events: "/events?meteor=\(name)", csrf: csrf)
     }
 
-    func message(_ request: Request, status: HTTPResponse.Status, heading: String, text: String, csrf: String? = nil, headers extra: HTTPFields = [:]) -> Response {
-        var response = page(request, title: heading, content: Templates.render("message", ["heading": heading, "text": text, "alert": status.code >= 400]), events: "", status: status, csrf: csrf ?? csrfToken(request))
+    func message(_ request: Request, _ visitor: Visitor, status: HTTPResponse.Status, heading: String, text: String, csrf: String? = nil, headers extra: HTTPFields = [:]) -> Response {
+        var response = page(visitor, title: heading, content: Templates.render("message", ["heading": heading, "text": text, "alert": status.code >= 400]), events: "", status: status, csrf: csrf ?? csrfToken(request, visitor))
         for field in extra { response.headers.append(field) }
         return response
     }
@@ -215,37 +227,51 @@ public final class MeteorShower: Service, Sendable {
     // MARK: Writes
 
     /// Refuses a write that is off, anonymous or forged; nil when it may go ahead.
-    func guardWrite(_ request: Request, _ context: ShowerContext, form csrfField: String?) -> Response? {
-        if let refusal = writeRefusal(request) { return message(request, status: .forbidden, heading: "Not allowed", text: refusal) }
+    func guardWrite(_ request: Request, _ visitor: Visitor, form csrfField: String?) -> Response? {
+        if let refusal = writeRefusal(visitor) { return message(request, visitor, status: .forbidden, heading: "Not allowed", text: refusal) }
         if request.headers[HTTPField.Name("Sec-Fetch-Site")!] == "cross-site"
-            || !CSRF.matches(cookie: CSRF.cookieValue(in: request.headers[.cookie]), form: csrfField) {
-            logger.warning("shower: refused a write without a valid CSRF token", metadata: ["path": "\(request.uri.path)"])
-            return message(request, status: .forbidden, heading: "Refused", text: "The form's security token is missing or does not match this browser's. Reload the page and try again.")
+            || !csrf.accepts(cookie: CSRFTokens.cookieValue(in: request.headers[.cookie]), form: csrfField, identity: visitor.sessionIdentity) {
+            logger.warning("shower: refused a write without a valid CSRF token", metadata: ["path": "\(request.uri.path)", "peer": "\(visitor.peer)"])
+            return message(request, visitor, status: .forbidden, heading: "Refused", text: "The form's security token is missing, was not issued by this server, or was issued to someone else. Reload the page and try again.")
         }
         return nil
     }
 
-    /// Refuses a write when this client has used up its rate (only writes that reach the API server count).
-    func rateLimit(_ request: Request, _ context: ShowerContext) -> Response? {
-        let client = user(request) ?? context.remoteAddress?.ipAddress ?? "unknown"
-        guard let wait = limiter.take(client) else { return nil }
+    /// Refuses a write when this user (or anonymous peer) has used up its rate (only writes that reach the API
+    /// server count).
+    func rateLimit(_ request: Request, _ visitor: Visitor) -> Response? {
+        guard let wait = limiter.take(visitor.rateLimitKey) else { return nil }
         let seconds = max(1, Int(wait.components.seconds) + 1)
-        return message(request, status: .tooManyRequests, heading: "Slow down", text: "Too many submissions from \(client); try again in \(seconds) s.", headers: [.retryAfter: "\(seconds)"])
+        return message(request, visitor, status: .tooManyRequests, heading: "Slow down", text: "Too many submissions from \(visitor.user ?? visitor.peer); try again in \(seconds) s.", headers: [.retryAfter: "\(seconds)"])
+    }
+
+    /// The client a visitor's writes go through: acting as the signed-in user, or the operator's own when anonymous
+    /// writes are allowed.
+    func writer(_ visitor: Visitor) -> KubeClient {
+        visitor.impersonation.map { client.impersonating($0) } ?? client
+    }
+
+    /// The API server's refusal of a write, said on the page with its words (RBAC's included) and a fitting code.
+    static func refusalStatus(_ e: KubeError) -> HTTPResponse.Status {
+        if e.isInvalid { return .unprocessableContent }
+        if e.code == 403 { return .forbidden }
+        return .badGateway
     }
 
     func submit(_ request: Request, _ context: ShowerContext) async throws -> Response {
+        let visitor = visitor(request, context)
         let body = try await request.body.collect(upTo: 64 * 1024)
         let form = (try? URLEncodedFormDecoder().decode(SubmitForm.self, from: String(buffer: body))) ?? SubmitForm()
-        if let refused = guardWrite(request, context, form: form.csrf) { return refused }
+        if let refused = guardWrite(request, visitor, form: form.csrf) { return refused }
         let echo: [String: Any] = [
             "url": form.url ?? "", "ref": form.ref ?? "", "ttl": form.ttl ?? "",
             "jupyterbook": form.pipelines?.contains("jupyterbook") == true, "jupyterhub": form.pipelines?.contains("jupyterhub") == true,
         ]
         let (spec, errors) = Submission.validate(form)
-        guard let spec else { return home(request, form: echo, errors: errors, status: .unprocessableContent) }
-        if let limited = rateLimit(request, context) { return limited }
-        let submitter = user(request) ?? "anonymous"
-        let api = client.dynamic(Meteor.resourceType, namespace: options.namespace)
+        guard let spec else { return home(request, context, form: echo, errors: errors, status: .unprocessableContent) }
+        if let limited = rateLimit(request, visitor) { return limited }
+        let submitter = visitor.user ?? "anonymous"
+        let api = writer(visitor).dynamic(Meteor.resourceType, namespace: options.namespace)
         let base = Submission.baseName(for: spec.url)
         for attempt in 0..<20 {
             let name = Submission.candidate(base, attempt: attempt)
@@ -266,21 +292,26 @@ public final class MeteorShower: Service, Sendable {
             } catch let e as KubeError where e.isAlreadyExists {
                 continue
             } catch let e as KubeError {
-                // The API server's admission (the CRD) refused it: show its message against the form.
-                return home(request, form: echo, formError: "The cluster refused this Meteor: \(e.status?.message ?? "\(e)")", status: e.isInvalid ? .unprocessableContent : .badGateway)
+                // The API server refused it (its RBAC for this user, the CRD's admission): its words against the form.
+                logger.info("shower: a submit was refused", metadata: ["submitter": "\(submitter)", "error": "\(e)"])
+                return home(request, context, form: echo, formError: "The cluster refused this Meteor: \(e.status?.message ?? "\(e)")", status: Self.refusalStatus(e))
             }
         }
-        return home(request, form: echo, formError: "Could not find a free name for \(base); delete old Meteors and try again.", status: .conflict)
+        return home(request, context, form: echo, formError: "Could not find a free name for \(base); delete old Meteors and try again.", status: .conflict)
     }
 
     func delete(_ request: Request, _ context: ShowerContext, name: String) async throws -> Response {
         let body = try await request.body.collect(upTo: 16 * 1024)
         let form = (try? URLEncodedFormDecoder().decode(SubmitForm.self, from: String(buffer: body))) ?? SubmitForm()
-        if let refused = guardWrite(request, context, form: form.csrf) ?? rateLimit(request, context) { return refused }
+        let visitor = visitor(request, context)
+        if let refused = guardWrite(request, visitor, form: form.csrf) ?? rateLimit(request, visitor) { return refused }
         do {
-            try await client.dynamic(Meteor.resourceType, namespace: options.namespace).delete(name)
-            logger.info("shower: deleted", metadata: ["meteor": "\(options.namespace)/\(name)", "by": "\(user(request) ?? "anonymous")"])
-        } catch let e as KubeError where e.isNotFound {}
+            try await writer(visitor).dynamic(Meteor.resourceType, namespace: options.namespace).delete(name)
+            logger.info("shower: deleted", metadata: ["meteor": "\(options.namespace)/\(name)", "by": "\(visitor.user ?? "anonymous")"])
+        } catch let e as KubeError where e.isNotFound {
+        } catch let e as KubeError {
+            return message(request, visitor, status: Self.refusalStatus(e), heading: "Not deleted", text: "The cluster refused to delete \(name): \(e.status?.message ?? "\(e)")")
+        }
         return Response(status: .seeOther, headers: [.location: "/"])
     }
 

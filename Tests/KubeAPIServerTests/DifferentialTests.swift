@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPIServer
 import KubeClient
 import NIOHTTP1
 import KubeModels
@@ -263,6 +264,23 @@ import Testing
         Step("a watch from a version the resource never had here is expired") { t in
             try await t.watch([("resourceVersion", "1")])
         },
+        // Impersonation, as kube-apiserver 1.36 answers it (its constrained impersonation words a refusal with the
+        // request's own attributes and the verb impersonate-on:user-info:VERB).
+        Step("impersonation: groups without a user are refused") { t in
+            try await t.answer(.GET, t.configmaps, headers: [("Impersonate-Group", "devs"), ("Impersonate-Group", "ops")])
+        },
+        Step("impersonation: a requester who may not impersonate is refused in the request's terms") { t in
+            try await t.answer(.GET, t.configmaps, via: t.outsider.impersonating(Impersonation(user: "alice")))
+        },
+        Step("impersonation: a named object, refused to the requester") { t in
+            try await t.answer(.DELETE, t.configmaps + "/x", via: t.outsider.impersonating(Impersonation(user: "alice", groups: ["devs"])))
+        },
+        Step("impersonation: the impersonated user's own RBAC decides") { t in
+            try await t.answer(.DELETE, t.configmaps + "/x", via: t.client.impersonating(Impersonation(user: "alice")))
+        },
+        Step("impersonation: what the impersonated user may do goes through") { t in
+            try await t.answer(.GET, t.configmaps, fields: [["kind"]], via: t.client.impersonating(Impersonation(user: "admin-by-group", groups: ["system:masters"])))
+        },
         // Last: it deletes the CRD. kube-apiserver sends the deletions of its objects to an open watch and then ends
         // the watch; the resource then answers 404 (an informer must not take the silence for a live stream).
         Step("deleting the CRD ends an open watch of its objects, after their deletions, and the resource is then 404") { t in
@@ -284,16 +302,21 @@ import Testing
 /// One of the two servers under comparison, with the same names on both.
 final class DiffTarget: Sendable {
     let client: KubeClient
+    /// A user the server knows and grants nothing (a fresh ServiceAccount's token).
+    let outsider: KubeClient
     let namespace: String
     let group: String
     let close: @Sendable () async -> Void
 
-    init(client: KubeClient, namespace: String, group: String, close: @escaping @Sendable () async -> Void) {
+    init(client: KubeClient, outsider: KubeClient, namespace: String, group: String, close: @escaping @Sendable () async -> Void) {
         self.client = client
+        self.outsider = outsider
         self.namespace = namespace
         self.group = group
         self.close = close
     }
+
+    static let outsiderName = "nobody"
 
     var widgets: String { "/apis/\(group)/v1/namespaces/\(namespace)/widgets" }
     var configmaps: String { "/api/v1/namespaces/\(namespace)/configmaps" }
@@ -309,7 +332,11 @@ final class DiffTarget: Sendable {
         let client = try kit.client(options: options())
         let namespace = "diff-\(tag)"
         _ = try await client.json(.POST, "/api/v1/namespaces", body: ["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(namespace)]])
-        return DiffTarget(client: client, namespace: namespace, group: "d\(tag).example.com") {
+        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", outsiderName)
+        let token = try await kit.kubectlOK("-n", namespace, "create", "token", outsiderName, "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
+        let outsider = try kit.client(token: token, options: options())
+        return DiffTarget(client: client, outsider: outsider, namespace: namespace, group: "d\(tag).example.com") {
+            try? await outsider.shutdown()
             _ = try? await client.send(.DELETE, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.d\(tag).example.com")
             _ = try? await client.send(.DELETE, "/api/v1/namespaces/\(namespace)")
             try? await client.shutdown()
@@ -321,7 +348,15 @@ final class DiffTarget: Sendable {
         let client = try KubeClient(configuration: TestCluster.clusterConfiguration(cluster.server), options: options())
         let namespace = "diff-\(tag)"
         _ = try await client.json(.POST, "/api/v1/namespaces", body: ["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(namespace)]])
-        return DiffTarget(client: client, namespace: namespace, group: "d\(tag).example.com") {
+        // RBAC as a fresh cluster has it, for what these steps ask: system:masters may do anything, nobody else anything.
+        cluster.server.authorize { $0.user.groups.contains("system:masters") }
+        let token = "outsider-\(tag)"
+        cluster.server.addToken(token, for: UserInfo(name: "system:serviceaccount:\(namespace):\(outsiderName)", groups: ["system:serviceaccounts", "system:serviceaccounts:\(namespace)", UserInfo.authenticated]))
+        var configuration = TestCluster.clusterConfiguration(cluster.server)
+        configuration.credentials = .token(token)
+        let outsider = try KubeClient(configuration: configuration, options: options())
+        return DiffTarget(client: client, outsider: outsider, namespace: namespace, group: "d\(tag).example.com") {
+            try? await outsider.shutdown()
             try? await client.shutdown()
             await cluster.shutdown()
         }
@@ -329,10 +364,12 @@ final class DiffTarget: Sendable {
 
     /// What a client reads of an answer: the code; for a Status its reason, message and details; for an object
     /// the `fields` asked for (and whether the `present` ones are there); the Warning headers when asked.
-    func answer(_ method: HTTPMethod, _ path: String, _ body: JSONValue? = nil, raw: [UInt8]? = nil, contentType: String? = nil, query: [(String, String)] = [], fields: [[String]] = [], present: [[String]] = [], warnings: Bool = false) async throws -> JSONValue {
+    /// `via` sends it with another client (another identity), `headers` adds raw headers.
+    func answer(_ method: HTTPMethod, _ path: String, _ body: JSONValue? = nil, raw: [UInt8]? = nil, contentType: String? = nil, query: [(String, String)] = [], fields: [[String]] = [], present: [[String]] = [], warnings: Bool = false,
+                via: KubeClient? = nil, headers: [(String, String)] = []) async throws -> JSONValue {
         let type = contentType ?? "application/json"
         do {
-            let r = try await client.send(method, path, query: query, body: raw ?? body?.serialized(), contentType: type)
+            let r = try await (via ?? client).send(method, path, query: query, body: raw ?? body?.serialized(), contentType: type, headers: headers)
             let v = (try? JSONValue.parse(r.body)) ?? .null
             var out: JSONObject = ["code": .int(Int64(r.code))]
             if v["kind"] == "Status" { out["status"] = Self.status(v) }

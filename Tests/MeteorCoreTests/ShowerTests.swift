@@ -15,87 +15,11 @@ import ServiceLifecycle
 import Testing
 import Yams
 
-/// The Shower served in-process beside the operator, spoken to over HTTP as a browser would.
-struct ShowerHarness {
-    let env: MeteorEnvironment
-    let shower: MeteorShower
-    let base: String
-    let http: HTTPClient
-
-    static func with(on backend: Backend = .embedded, allowSubmit: Bool = true, allowAnonymous: Bool = false, burst: Int = 3, _ body: (ShowerHarness) async throws -> Void) async throws {
-        try await MeteorEnvironment.with(on: backend) { env in
-            var options = MeteorShower.Options(bindAddress: "127.0.0.1:0", namespace: env.namespace)
-            options.allowSubmit = allowSubmit
-            options.allowAnonymous = allowAnonymous
-            options.submitBurst = burst
-            options.submitsPerMinute = 1
-            let shower = MeteorShower(options: options, client: env.client, meteors: env.reconciler.meteors, logger: Logger(label: "shower"))
-            let group = ServiceGroup(configuration: .init(services: [shower], logger: Logger(label: "shower")))
-            let running = Task { try await group.run() }
-            defer { Task { await group.triggerGracefulShutdown(); _ = try? await running.value } }
-            let port = try #require(await shower.waitUntilListening())
-            var configuration = HTTPClient.Configuration()
-            configuration.redirectConfiguration = .disallow
-            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            do {
-                try await body(ShowerHarness(env: env, shower: shower, base: "http://127.0.0.1:\(port)", http: http))
-                try await http.shutdown()
-            } catch {
-                try? await http.shutdown()
-                throw error
-            }
-        }
-    }
-
-    struct Reply {
-        var status: Int
-        var headers: HTTPHeaders
-        var body: String
-    }
-
-    func get(_ path: String, headers: [(String, String)] = []) async throws -> Reply {
-        var request = HTTPClientRequest(url: base + path)
-        for (k, v) in headers { request.headers.add(name: k, value: v) }
-        return try await send(request)
-    }
-
-    func post(_ path: String, form: [(String, String)], headers: [(String, String)] = []) async throws -> Reply {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-        for (k, v) in headers { request.headers.add(name: k, value: v) }
-        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
-        let encoded = form.map { "\($0.0.addingPercentEncoding(withAllowedCharacters: allowed)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed)!)" }.joined(separator: "&")
-        request.body = .bytes(ByteBuffer(string: encoded))
-        return try await send(request)
-    }
-
-    func send(_ request: HTTPClientRequest) async throws -> Reply {
-        let response = try await http.execute(request, timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 4 * 1024 * 1024)
-        return Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: body))
-    }
-
-    /// A browser session: the CSRF cookie and token a GET of the home page hands out.
-    func session(user: String? = nil) async throws -> (cookie: String, token: String, headers: [(String, String)]) {
-        let page = try await get("/", headers: user.map { [("X-Forwarded-User", $0)] } ?? [])
-        let setCookie = try #require(page.headers.first(name: "Set-Cookie"))
-        let cookie = String(setCookie.split(separator: ";")[0])
-        let token = String(cookie.split(separator: "=")[1])
-        var headers = [("Cookie", cookie)]
-        if let user { headers.append(("X-Forwarded-User", user)) }
-        return (cookie, token, headers)
-    }
-
-    func submit(url: String, ref: String = "main", pipelines: [String] = ["jupyterbook", "jupyterhub"], ttl: String = "3600", user: String? = "alice") async throws -> Reply {
-        let s = try await session(user: user)
-        return try await post("/meteors", form: [("csrf", s.token), ("url", url), ("ref", ref), ("ttl", ttl)] + pipelines.map { ("pipelines[]", $0) }, headers: s.headers)
-    }
-}
-
 @Suite struct ShowerTests {
+    /// The page as installed: its ServiceAccount holds only `config/shower`'s grants, and each submitter's own RBAC
+    /// (meteor-editor in the namespace) lets the create through.
     @Test(arguments: Backend.testable) func submittingCreatesANamedMeteorRecordingTheSubmitter(_ backend: Backend) async throws {
-        try await ShowerHarness.with(on: backend) { h in
+        try await ShowerHarness.with(on: backend, identity: .showerServiceAccount(people: ["alice", "bob"])) { h in
             let first = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo.git", ref: "v0.1", pipelines: ["jupyterbook"], ttl: "86400")
             #expect(first.status == 303)
             #expect(first.headers.first(name: "Location") == "/meteors/meteor-demo")

@@ -6,7 +6,10 @@ import KubeRuntime
 import KubeTestSupport
 import Logging
 import MeteorCore
+@testable import MeteorShower
+import Crypto
 import MeteorTestSupport
+import NIOHTTP1
 import Testing
 
 @Suite(.serialized) struct SecurityTests {
@@ -80,6 +83,191 @@ import Testing
             try await lax.shutdown()
             #expect(capture.text.contains("TLS verification of the API server is disabled"))
             #expect(capture.text.contains("\"level\":\"warning\""))
+        }
+    }
+
+    // MARK: The Shower acts as its user (issue 15, item 1)
+
+    /// An attacker who can reach the page (any Pod of the cluster) sends the header the sign-in proxy would.
+    /// The page believes it only from the proxy's address: here the proxy is 10.0.0.0/8 and the request comes from
+    /// 127.0.0.1, so the attacker is anonymous, the page read-only, and nothing reaches the API server. A header
+    /// naming a system user from the proxy itself is not acted on either.
+    @Test func aForgedIdentityHeaderFromAnUntrustedPeerGrantsNothing() async throws {
+        try await ShowerHarness.with(trustedProxies: ["10.0.0.0/8"]) { h in
+            let page = try await h.get("/", headers: [("X-Forwarded-User", "alice")])
+            #expect(!page.body.contains("alice"), "the page does not greet the forged user")
+            #expect(page.body.contains("Sign in to submit"))
+            let forged = try await h.submit(url: "https://github.com/x/forged", user: "alice")
+            #expect(forged.status == 403)
+            #expect(forged.body.contains("Sign in to submit"))
+            _ = try await h.env.cluster.meteors.create(meteor("theirs"))
+            let s = try await h.session(user: "alice")
+            #expect(try await h.post("/meteors/theirs/delete", form: [("csrf", s.token)], headers: s.headers).status == 403)
+            // The only Meteor write the server saw is the test's own create of "theirs".
+            let writes = h.env.cluster.server.requestLog.filter { $0.path.contains("/meteors") && ["create", "delete"].contains($0.verb) }
+            #expect(writes.map(\.verb) == ["create"], "the page sent writes for a forged user: \(writes)")
+            #expect(try await h.env.cluster.meteors.list().items.count == 1)
+        }
+        try await ShowerHarness.with { h in
+            let system = try await h.submit(url: "https://github.com/x/system", user: "system:admin")
+            #expect(system.status == 403, "the page never acts as a system user")
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+        }
+    }
+
+    /// CSRF tokens are the server's: a value the client made up (the old double-submit check accepted any cookie
+    /// that matched the form), a token with its signature altered, one minted for another user, and one minted by
+    /// another server's key are all refused; the token the page minted for this user goes through.
+    @Test func csrfTokensTheServerDidNotMintForThisUserAreRefused() async throws {
+        let otherKey = SymmetricKey(size: .bits256)
+        try await ShowerHarness.with { h in
+            let form = [("url", "https://github.com/x/forged"), ("ref", "main"), ("pipelines[]", "jupyterhub")]
+            func attempt(_ token: String, user: String = "alice") async throws -> Int {
+                try await h.post("/meteors", form: [("csrf", token)] + form, headers: [("Cookie", "\(CSRFTokens.cookie)=\(token)"), ("X-Forwarded-User", user)]).status
+            }
+            #expect(try await attempt(String(repeating: "a", count: 64)) == 403, "made up by the client, in the old format")
+            let alice = try await h.session(user: "alice")
+            let tampered = String(alice.token.dropLast()) + (alice.token.hasSuffix("0") ? "1" : "0")
+            #expect(try await attempt(tampered) == 403, "its signature altered")
+            let bob = try await h.session(user: "bob")
+            #expect(try await attempt(bob.token, user: "alice") == 403, "minted for bob, used as alice")
+            #expect(try await attempt(CSRFTokens(key: otherKey).mint(for: "user:alice")) == 403, "minted by another key")
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+            #expect(try await attempt(alice.token) == 303, "the page's own token for alice")
+        }
+        // Replicas sharing a key (--shower-session-key-file) accept each other's tokens.
+        try await ShowerHarness.with(configure: { $0.sessionKey = otherKey }) { (h: ShowerHarness) async throws in
+            let token = CSRFTokens(key: otherKey).mint(for: "user:alice")
+            let response = try await h.post("/meteors", form: [("csrf", token), ("url", "https://github.com/x/shared"), ("ref", "main"), ("pipelines[]", "jupyterhub")], headers: [("Cookie", "\(CSRFTokens.cookie)=\(token)"), ("X-Forwarded-User", "alice")])
+            #expect(response.status == 303)
+        }
+    }
+
+    /// Writes carry the person's identity: the page's ServiceAccount may only impersonate, so whether a create or
+    /// delete goes through is the person's RBAC. alice (meteor-editor in the namespace) submits and deletes;
+    /// mallory (no binding) is refused in the API server's words and nothing of hers is made or removed; the
+    /// ServiceAccount itself cannot create a Meteor. On the real control plane this is real RBAC with the shipped
+    /// `config/shower/shower_role.yaml`.
+    @Test(arguments: Backend.testable) func writesActAsTheSignedInUserSoTheirRBACDecides(_ backend: Backend) async throws {
+        try await ShowerHarness.with(on: backend, identity: .showerServiceAccount(people: ["alice"])) { h in
+            let ns = h.env.namespace
+            let refused = try await h.submit(url: "https://github.com/x/mallorys", user: "mallory")
+            #expect(refused.status == 403)
+            #expect(refused.body.contains("User &quot;mallory&quot; cannot create resource &quot;meteors&quot;") || refused.body.contains("User \"mallory\" cannot create resource \"meteors\""), "\(refused.body.prefix(3000))")
+            #expect(try await h.env.cluster.meteors.list().items.isEmpty)
+
+            let created = try await h.submit(url: "https://github.com/x/alices", user: "alice")
+            #expect(created.status == 303)
+            #expect(try await h.env.cluster.meteors.get("alices")[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == "alice")
+
+            let mallory = try await h.session(user: "mallory")
+            let notDeleted = try await h.post("/meteors/alices/delete", form: [("csrf", mallory.token)], headers: mallory.headers)
+            #expect(notDeleted.status == 403)
+            #expect(notDeleted.body.contains("cannot delete resource"))
+            #expect(try await h.env.cluster.meteors.get("alices")[path: "metadata", "name"] == "alices")
+
+            // The page's own identity cannot write a Meteor: the writes above were the people's.
+            let own = h.pageClient
+            await #expect(throws: KubeError.self) { _ = try await own.dynamic(Meteor.resourceType, namespace: ns).create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "by-the-page", namespace: ns), spec: .init(url: "https://github.com/x/y", ref: "main", pipelines: ["jupyterhub"])))) }
+
+            let alice = try await h.session(user: "alice")
+            #expect(try await h.post("/meteors/alices/delete", form: [("csrf", alice.token)], headers: alice.headers).status == 303)
+            if let server = h.env.cluster.embedded {
+                let writes = server.requestLog.filter { $0.path.contains("/meteors") && ["create", "delete"].contains($0.verb) && $0.impersonatedBy != nil }
+                #expect(writes.map { "\($0.verb) \($0.user) \($0.code)" } == ["create mallory 403", "create alice 201", "delete mallory 403", "delete alice 200"])
+                #expect(Set(writes.compactMap(\.impersonatedBy)) == [ShowerHarness.serviceAccountUser(ns)])
+            }
+        }
+    }
+
+    /// Groups the proxy asserts are passed on only when configured (--shower-forward-group): a binding to a
+    /// group works for its members then, and a group the operator was not told to forward is dropped (here one
+    /// that would grant everything).
+    @Test func onlyConfiguredGroupsArePassedOn() async throws {
+        try await ShowerHarness.with(identity: .showerServiceAccount(people: []), configure: { $0.forwardedGroups = ["data-science"] }) { (h: ShowerHarness) async throws in
+            let ns = h.env.namespace
+            let page = ShowerHarness.serviceAccountUser(ns)
+            h.env.cluster.server.authorize { a in
+                if a.user == .admin { return true }
+                if a.user.name == page { return a.verb == "impersonate" && (a.resource == "users" || (a.resource == "groups" && a.name == "data-science")) }
+                if a.user.groups.contains("cluster-admins") { return true }
+                return a.user.groups.contains("data-science") && a.namespace == ns && a.resource == "meteors"
+            }
+            func submit(_ user: String, groups: String, url: String) async throws -> Int {
+                let s = try await h.session(user: user)
+                return try await h.post("/meteors", form: [("csrf", s.token), ("url", url), ("ref", "main"), ("ttl", "3600"), ("pipelines[]", "jupyterhub")], headers: s.headers + [("X-Forwarded-Groups", groups)]).status
+            }
+            #expect(try await submit("carol", groups: "data-science", url: "https://github.com/x/carols") == 303)
+            #expect(try await submit("dave", groups: "cluster-admins", url: "https://github.com/x/daves") == 403)
+            #expect(try await h.env.cluster.meteors.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue } == ["carols"])
+        }
+    }
+
+    /// The rate limit follows the signed-in user, or the peer when anonymous: an anonymous client changing the
+    /// identity header on every request (the old limiter keyed on it) still runs out. The limiter's table stays
+    /// bounded under a flood of new keys and never drops the key it is serving.
+    @Test func theRateLimitCannotBeDodgedByChangingHeadersAndItsTableStaysBounded() async throws {
+        try await ShowerHarness.with(allowAnonymous: true, burst: 2, trustedProxies: []) { h in
+            #expect(try await h.submit(url: "https://github.com/x/a", user: "u1").status == 303)
+            #expect(try await h.submit(url: "https://github.com/x/b", user: "u2").status == 303)
+            let limited = try await h.submit(url: "https://github.com/x/c", user: "u3")
+            #expect(limited.status == 429)
+            #expect(limited.body.contains("Too many submissions from 127.0.0.1"))
+        }
+        let limiter = SubmitRateLimiter(perMinute: 1, burst: 1, capacity: 100)
+        let start = ContinuousClock.now
+        #expect(limiter.take("peer:victim", now: start) == nil)
+        for i in 0..<10_000 {
+            _ = limiter.take("peer:10.\(i / 65536).\(i / 256 % 256).\(i % 256)", now: start + .milliseconds(i))
+            #expect(limiter.count <= 100)
+        }
+        #expect(limiter.take("peer:newest", now: start + .seconds(11)) == nil)
+        #expect(limiter.take("peer:newest", now: start + .seconds(11)) != nil, "the key being served is kept")
+    }
+
+    /// `config/shower` as installed: the page on the Pod's loopback behind an oauth2-proxy sidecar that sets the
+    /// user headers, believed from 127.0.0.1 only; the Service and the NetworkPolicy reach the proxy's port and
+    /// metrics only; the page's ServiceAccount may impersonate users and read its namespace, and may not create or
+    /// delete Meteors itself. On the real control plane the rendered install is accepted by a server-side dry run.
+    @Test func theShowerInstallPutsThePageBehindItsProxy() async throws {
+        let repo = TestCluster.repositoryDirectory
+        let rendered = try await runProcess(KitControlPlane.kubectlPath, ["kustomize", repo.appendingPathComponent("config/shower").path])
+        #expect(rendered.status == 0, "\(rendered.output)")
+        let docs = try YAML.parseAll(rendered.output)
+        let deployment = try #require(docs.first { $0["kind"] == "Deployment" })
+        let containers = deployment[path: "spec", "template", "spec", "containers"]?.arrayValue ?? []
+        let manager = try #require(containers.first { $0["name"] == "manager" })
+        let args = manager["args"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        #expect(args.contains("--shower-bind-address=127.0.0.1:8082"))
+        #expect(args.contains("--shower-trusted-proxy=127.0.0.1/32"))
+        #expect(!args.contains("--shower-allow-anonymous"))
+        #expect(args.contains { $0.hasPrefix("--shower-session-key-file=") })
+        let proxy = try #require(containers.first { $0["name"] == "oauth2-proxy" })
+        let proxyArgs = proxy["args"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        #expect(proxyArgs.contains("--upstream=http://127.0.0.1:8082/") && proxyArgs.contains("--pass-user-headers=true"))
+        let help = try await runProcess(operatorBinary, ["run", "--help"])
+        for arg in args.dropFirst() { #expect(help.output.contains(String(arg.split(separator: "=")[0])), "\(arg)") }
+        let service = try #require(docs.first { $0["kind"] == "Service" && $0[path: "metadata", "name"] == "meteor-shower" })
+        #expect(service[path: "spec", "ports"]?.arrayValue?.first?["targetPort"] == "shower")
+        #expect(proxy["ports"]?.arrayValue?.first?["name"] == "shower")
+        let policy = try #require(docs.first { $0["kind"] == "NetworkPolicy" })
+        let ports = (policy[path: "spec", "ingress"]?.arrayValue ?? []).flatMap { $0["ports"]?.arrayValue ?? [] }.compactMap { $0["port"]?.intValue }
+        #expect(Set(ports) == [4180, 8080])
+        // No grant lets the page's identity create or delete Meteors; it impersonates users and reads one namespace.
+        let showerRoles = docs.filter { ["ClusterRole", "Role"].contains($0["kind"]?.stringValue) && ($0[path: "metadata", "name"]?.stringValue ?? "").contains("shower") }
+        let rules = showerRoles.flatMap { r in (r["rules"]?.arrayValue ?? []).map { (r["kind"]?.stringValue ?? "", $0) } }
+        for (kind, rule) in rules {
+            let verbs = rule["verbs"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            #expect(!(rule["resources"]?.arrayValue ?? []).contains("meteors") || verbs == ["get"], "\(rule)")
+            if kind == "ClusterRole" { #expect(verbs == ["impersonate"], "cluster-wide, the page only impersonates: \(rule)") }
+        }
+        if KitControlPlane.testsEnabled {
+            let kit = try await KitControlPlane.shared()
+            for ns in ["meteor-operator-system", "data-science", "argocd"] { _ = try await kit.kubectl(["create", "namespace", ns]) }
+            try await kit.install("crds/meteor.zone_meteors.yaml")
+            let dryRun = try await kit.kubectl(["apply", "--dry-run=server", "-f", "-"], input: rendered.output)
+            #expect(dryRun.status == 0, "\(dryRun.output)")
+            #expect(dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator created (server dry run)") || dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator configured (server dry run)"), "\(dryRun.output)")
         }
     }
 }
