@@ -232,7 +232,8 @@ extension MeteorReconciler {
         if let name = configuration.build.pushSecret, let config = try await client.api(Secret.self, namespace: namespace).getOptional(name)?.value(".dockerconfigjson") {
             credentials = RegistryClient.credentials(dockerConfigJSON: Array(config))
         }
-        return try await RegistryClient.with(insecure: settings.insecureRegistries.contains(target.registry), credentials: credentials, endpoints: settings.hostOverrides) { registry in
+        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(target.registry), credentials: credentials, endpoints: settings.hostOverrides, egress: egress)
+        do {
             var entries: [JSONValue] = []
             for m in manifests {
                 let child = try await registry.manifest(target, reference: m.digest)
@@ -316,9 +317,8 @@ extension MeteorReconciler {
     func fetchAndVerify(_ pinned: String, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> SignatureVerifier.Verified {
         let verifier = try await signatureVerifier(signing, namespace: namespace)
         let reference = try RegistryClient.Reference(parsing: pinned)
-        return try await RegistryClient.with(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides) {
-            try await verifier.verify(image: reference, registry: $0)
-        }
+        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides, egress: egress)
+        return try await verifier.verify(image: reference, registry: registry)
     }
 
     struct EdgeConfigurationError: Error {

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,14 +29,13 @@ public struct GitRemote: Sendable {
     public typealias Credentials = BasicCredentials
 
     public let url: String
-    let http: HTTPClient
-    let timeout: TimeAmount
+    let egress: EgressPolicy
     let credentials: Credentials?
 
-    public init(url: String, http: HTTPClient = .shared, timeout: TimeAmount = .seconds(15), credentials: Credentials? = nil) {
+    /// `egress` decides where the listing may connect (the URL is a Meteor's: by default nowhere inside the cluster).
+    public init(url: String, credentials: Credentials? = nil, egress: EgressPolicy = EgressPolicy()) {
         self.url = url
-        self.http = http
-        self.timeout = timeout
+        self.egress = egress
         self.credentials = credentials
     }
 
@@ -48,23 +48,24 @@ public struct GitRemote: Sendable {
         if let credentials {
             request.headers.add(name: "Authorization", value: credentials.authorization)
         }
-        let response: HTTPClientResponse
+        let response: RemoteResponse
         do {
-            response = try await http.execute(request, timeout: timeout)
+            response = try await egress.fetch(request)
+        } catch let refused as EgressPolicy.Refused {
+            throw Failure(message: "will not list the refs of \(url): \(refused.message)")
         } catch {
             throw Failure(message: "cannot reach \(url): \(error)")
         }
-        let body = try await response.body.collect(upTo: 16 << 20)
-        if response.status == .unauthorized || response.status == .forbidden {
-            throw Failure(message: "\(url) refused to list its refs (\(response.status.code)): \(credentials == nil ? "a private repository needs spec.gitSecretRef" : "the credentials in spec.gitSecretRef were not accepted")")
+        if response.status == 401 || response.status == 403 {
+            throw Failure(message: "\(url) refused to list its refs (\(response.status)): \(credentials == nil ? "a private repository needs spec.gitSecretRef" : "the credentials in spec.gitSecretRef were not accepted")")
         }
-        guard response.status == .ok else {
-            throw Failure(message: "\(url) answered \(response.status.code) \(response.status.reasonPhrase) to info/refs")
+        guard response.status == 200 else {
+            throw Failure(message: "\(url) answered \(response.status) \(HTTPResponseStatus(statusCode: response.status).reasonPhrase) to info/refs")
         }
         guard response.headers.first(name: "Content-Type") == "application/x-git-upload-pack-advertisement" else {
-            throw Failure(message: "\(url) does not speak git's smart HTTP protocol (Content-Type \(response.headers.first(name: "Content-Type") ?? "none"))")
+            throw Failure(message: "\(url) does not speak git's smart HTTP protocol")
         }
-        return try Self.parseAdvertisement(Array(body.readableBytesView))
+        return try Self.parseAdvertisement(response.body)
     }
 
     /// Parses a v0 upload-pack advertisement: `# service=` header, flush, `<sha> <ref>\0<caps>`, `<sha> <ref>`…, flush.

@@ -56,11 +56,15 @@ public struct GitSSHRemote: Sendable {
     public let address: Address
     let credentials: Credentials
     let timeout: TimeAmount
+    let egress: EgressPolicy
 
-    public init(address: Address, credentials: Credentials, timeout: TimeAmount = .seconds(15)) {
+    /// `egress` decides where the listing may connect (the address is a Meteor's: by default nowhere inside the
+    /// cluster); the connection goes to the address it checked.
+    public init(address: Address, credentials: Credentials, timeout: TimeAmount = .seconds(15), egress: EgressPolicy = EgressPolicy()) {
         self.address = address
         self.credentials = credentials
         self.timeout = timeout
+        self.egress = egress
     }
 
     /// Every ref the remote advertises, annotated tags peeled to their commits.
@@ -84,9 +88,13 @@ public struct GitSSHRemote: Sendable {
                     try channel.pipeline.syncOperations.addHandlers([handler, FailOnError(advertisement)])
                 }
             }
+        let checked: String?
+        do { checked = try await egress.admit(host: address.host, port: address.port) } catch let refused as EgressPolicy.Refused {
+            throw GitRemote.Failure(message: "will not list the refs of \(address.host): \(refused.message)")
+        }
         let connection: Channel
         do {
-            connection = try await bootstrap.connect(host: address.host, port: address.port).get()
+            connection = try await bootstrap.connect(host: checked ?? address.host, port: address.port).get()
         } catch {
             throw GitRemote.Failure(message: "cannot reach \(address.host):\(address.port): \(error)")
         }

@@ -36,7 +36,21 @@ public final class MeteorReconciler: Sendable {
         /// How long a namespace's ServiceAccount and push Secret lookup is trusted, and how soon a Meteor that
         /// lacked one is looked at again.
         public var prerequisiteRecheck: Duration = .seconds(30)
+        /// Where the operator may connect for what a Meteor names (its repository, its images' registries).
+        public var egress = EgressPolicy()
         public init() {}
+    }
+
+    /// The egress policy with what the admin configured allowed as named: the builds' image registry, insecure
+    /// registries and mirrors (`EdgeSettings`).
+    var egress: EgressPolicy {
+        var policy = configuration.egress
+        if let registry = configuration.build.imageRepositoryPrefix.split(separator: "/").first { policy.allow(endpoint: String(registry)) }
+        if let edge = configuration.edge {
+            for registry in edge.insecureRegistries { policy.allow(endpoint: registry) }
+            for origin in edge.hostOverrides.values { policy.allow(originOf: origin) }
+        }
+        return policy
     }
 
     public let client: KubeClient
@@ -224,7 +238,7 @@ public final class MeteorReconciler: Sendable {
         switch try await gitCredentials(meteor) {
         case .ssh(let credentials)?:
             guard let address = GitSSHRemote.Address(meteor.spec.url) else { throw GitRemote.Failure(message: "\(meteor.spec.url) is not an ssh address") }
-            return try await GitSSHRemote(address: address, credentials: credentials).refs()
+            return try await GitSSHRemote(address: address, credentials: credentials, egress: egress).refs()
         case .basic(let credentials)?:
             return try await gitRemote(meteor.spec.url, credentials: credentials).refs()
         case nil:
@@ -488,8 +502,8 @@ public final class MeteorReconciler: Sendable {
     func gitRemote(_ url: String, credentials: GitRemote.Credentials? = nil) -> GitRemote {
         guard let overrides = configuration.edge?.hostOverrides, !overrides.isEmpty, let components = URLComponents(string: url),
             let host = components.host, let origin = overrides[components.port.map { "\(host):\($0)" } ?? host] ?? overrides["*"]
-        else { return GitRemote(url: url, credentials: credentials) }
-        return GitRemote(url: origin + "/" + host + components.path, credentials: credentials)
+        else { return GitRemote(url: url, credentials: credentials, egress: egress) }
+        return GitRemote(url: origin + "/" + host + components.path, credentials: credentials, egress: egress)
     }
 
     /// Runs the built site and returns the URL it is served at.

@@ -54,23 +54,29 @@ public final class RegistryClient: Sendable {
         "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 
-    let http: HTTPClient
     let insecure: Bool
     let credentials: [String: Credentials]
     let endpoints: [String: String]
+    let egress: EgressPolicy
     let tokens = Mutex<[String: String]>([:])
 
     /// `insecure` talks plain HTTP (loopback registries). `credentials` by registry host. `endpoints` sends a
     /// registry host's requests to another origin (`http://127.0.0.1:5001`), as a mirror does (`*`: every host); the
-    /// sandbox uses it.
-    public init(insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:]) {
+    /// sandbox uses it. `egress` decides where requests may go (registries are named by Meteors: by default nowhere
+    /// inside the cluster); the endpoints, configured by the admin, are allowed as named.
+    public init(insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:], egress: EgressPolicy = EgressPolicy()) {
         self.insecure = insecure
         self.credentials = credentials
         self.endpoints = endpoints
-        var config = HTTPClient.Configuration(redirectConfiguration: .follow(max: 5, allowCycles: false), timeout: .init(connect: .seconds(5), read: .seconds(30)))
-        config.httpVersion = .automatic
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        var egress = egress
+        for origin in endpoints.values { egress.allow(originOf: origin) }
+        self.egress = egress
     }
+
+    /// The most a manifest may weigh (the distribution spec's recommended limit), a signature blob, a token answer.
+    public static let manifestLimit = 4 << 20
+    public static let blobLimit = 16 << 20
+    public static let tokenLimit = 1 << 20
 
     /// Reads registry credentials from a `kubernetes.io/dockerconfigjson` Secret's `.dockerconfigjson`.
     public static func credentials(dockerConfigJSON: [UInt8]) -> [String: Credentials] {
@@ -87,21 +93,6 @@ public final class RegistryClient: Sendable {
         return out
     }
 
-    public func shutdown() async throws { try await http.shutdown() }
-
-    /// A client for the length of `body`, shut down after it whatever it throws.
-    public static func with<T>(insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:], _ body: (RegistryClient) async throws -> T) async throws -> T {
-        let registry = RegistryClient(insecure: insecure, credentials: credentials, endpoints: endpoints)
-        do {
-            let result = try await body(registry)
-            try? await registry.shutdown()
-            return result
-        } catch {
-            try? await registry.shutdown()
-            throw error
-        }
-    }
-
     func origin(_ registry: String) -> String { endpoints[registry] ?? endpoints["*"] ?? "\(insecure ? "http" : "https")://\(registry)" }
     func base(_ registry: String) -> String { origin(registry) + "/v2/" }
 
@@ -112,8 +103,9 @@ public final class RegistryClient: Sendable {
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
-    /// One request, answering an authentication challenge once.
-    func send(_ method: HTTPMethod, registry: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, scope: String) async throws -> Response {
+    /// One request, answering an authentication challenge once; the body capped at `limit`. Blob downloads may be
+    /// redirected to the registry's storage on another host (admitted like the registry, without credentials).
+    func send(_ method: HTTPMethod, registry: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, scope: String, limit: Int? = nil, redirects: EgressPolicy.Redirects = .sameHost) async throws -> Response {
         var attempt = 0
         while true {
             var request = HTTPClientRequest(url: path.hasPrefix("http") ? path : base(registry) + path)
@@ -123,9 +115,13 @@ public final class RegistryClient: Sendable {
                 request.headers.add(name: "Authorization", value: token)
             }
             if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-            let response = try await http.execute(request, timeout: .seconds(60))
-            var buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
-            let r = Response(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: buffer.readBytes(length: buffer.readableBytes) ?? [])
+            let response: RemoteResponse
+            do {
+                response = try await egress.fetch(request, limit: limit, redirects: redirects)
+            } catch let refused as EgressPolicy.Refused {
+                throw RegistryError(status: 0, message: "\(registry): \(refused.message)")
+            }
+            let r = Response(status: response.status, headers: response.headers.map { ($0.name, $0.value) }, body: response.body)
             if r.status == 401, attempt == 0, let challenge = r.header("WWW-Authenticate") {
                 try await authenticate(registry: registry, challenge: challenge, scope: scope)
                 attempt += 1
@@ -152,18 +148,46 @@ public final class RegistryClient: Sendable {
         guard let realm = params["realm"], var url = URLComponents(string: realm) else {
             throw RegistryError(status: 401, message: "\(registry): unsupported authentication challenge")
         }
+        if let why = realmRefusal(url, registry: registry) {
+            throw RegistryError(status: 401, message: "\(registry): its token realm \(EgressPolicy.display(realm)) \(why); the operator sends no credentials there (allow the host with --egress-allow)")
+        }
         var items = url.queryItems ?? []
         if let service = params["service"] { items.append(URLQueryItem(name: "service", value: service)) }
         items.append(URLQueryItem(name: "scope", value: params["scope"] ?? scope))
         url.queryItems = items
         var request = HTTPClientRequest(url: url.string ?? realm)
         if let basic { request.headers.add(name: "Authorization", value: basic) }
-        let response = try await http.execute(request, timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 1024 * 1024)
-        guard response.status.code == 200, let json = try? JSONValue.parse(body.readableBytesView),
+        let response: RemoteResponse
+        do {
+            response = try await egress.fetch(request, limit: Self.tokenLimit)
+        } catch let refused as EgressPolicy.Refused {
+            throw RegistryError(status: 0, message: "\(registry): token request: \(refused.message)")
+        }
+        guard response.status == 200, let json = try? JSONValue.parse(response.body),
             let token = json["token"]?.stringValue ?? json["access_token"]?.stringValue
-        else { throw RegistryError(status: Int(response.status.code), message: "\(registry): token request to \(realm) failed with \(response.status.code)") }
+        else { throw RegistryError(status: response.status, message: "\(registry): token request to \(EgressPolicy.display(realm)) failed with \(response.status)") }
         tokens.withLock { $0[registry + " " + scope] = "Bearer \(token)" }
+    }
+
+    /// Registries whose token service is on a host of its own (the realm they name), known here.
+    static let tokenHosts = ["docker.io": "auth.docker.io", "registry-1.docker.io": "auth.docker.io", "index.docker.io": "auth.docker.io"]
+
+    /// Why credentials must not go to `realm`, or nil: a realm is HTTPS on the registry's own host (the host its
+    /// requests go to, for a mirrored one), a known token host of that registry, or a host the admin allowed; plain
+    /// HTTP only for a registry itself reached over plain HTTP.
+    func realmRefusal(_ realm: URLComponents, registry: String) -> String? {
+        guard let host = realm.host?.lowercased() else { return "names no host" }
+        let registryHost = String(registry.lowercased().split(separator: ":").first ?? "")
+        let originHost = URLComponents(string: origin(registry))?.host?.lowercased()
+        let port = realm.port ?? (realm.scheme == "https" ? 443 : 80)
+        let allowed = egress.isAllowed(host: host, port: port) || !egress.enforced
+        guard host == registryHost || host == originHost || Self.tokenHosts[registryHost] == host || allowed else {
+            return "is on another host than the registry (\(host))"
+        }
+        if realm.scheme?.lowercased() != "https", !(realm.scheme?.lowercased() == "http" && (insecure || origin(registry).hasPrefix("http:")) && (host == registryHost || host == originHost)) {
+            return "is not HTTPS"
+        }
+        return nil
     }
 
     func check(_ r: Response, _ what: String) throws {
@@ -176,7 +200,7 @@ public final class RegistryClient: Sendable {
     /// A manifest by tag or digest: its exact bytes and their digest (checked when asked by digest).
     public func manifest(_ repository: Reference, reference: String) async throws -> (bytes: [UInt8], digest: String, mediaType: String?) {
         let scope = "repository:\(repository.repository):pull"
-        let r = try await send(.GET, registry: repository.registry, path: "\(repository.repository)/manifests/\(reference)", headers: [("Accept", Self.manifestTypes.joined(separator: ", "))], scope: scope)
+        let r = try await send(.GET, registry: repository.registry, path: "\(repository.repository)/manifests/\(reference)", headers: [("Accept", Self.manifestTypes.joined(separator: ", "))], scope: scope, limit: Self.manifestLimit)
         try check(r, "manifest \(repository.repositoryReference):\(reference)")
         let digest = SignatureVerifier.digest(r.body)
         if reference.hasPrefix("sha256:"), digest != reference {
@@ -187,7 +211,7 @@ public final class RegistryClient: Sendable {
 
     /// A blob's bytes (callers check the digest where it matters).
     public func blob(_ repository: Reference, digest: String) async throws -> [UInt8] {
-        let r = try await send(.GET, registry: repository.registry, path: "\(repository.repository)/blobs/\(digest)", scope: "repository:\(repository.repository):pull")
+        let r = try await send(.GET, registry: repository.registry, path: "\(repository.repository)/blobs/\(digest)", scope: "repository:\(repository.repository):pull", limit: Self.blobLimit, redirects: .anyAdmittedHost)
         try check(r, "blob \(digest)")
         return r.body
     }

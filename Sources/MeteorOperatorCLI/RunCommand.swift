@@ -38,6 +38,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
     @Option(help: "The Argo CD AppProject edge Applications belong to (manifests/argocd/appproject.yaml).") var argocdProject = "meteor"
     @Option(help: "A registry (host:port) read over plain HTTP when verifying signatures; repeatable.") var insecureRegistry: [String] = []
+    @Option(help: "A host, host:port or CIDR the operator may reach for what Meteors name (repositories, registries, token realms) though it is inside the cluster or private; repeatable.") var egressAllow: [String] = []
+    @Option(help: "The cluster's Service and Pod ranges, never reached for what Meteors name; repeatable (default: common distributions' ranges).") var clusterCidr: [String] = []
     @Option(help: "HOST:PORT to serve the Meteor Shower web page on (default: off).") var showerBindAddress: String?
     @Option(help: "Namespace the Shower lists and submits Meteors in (default: --namespace, else the configuration's namespace).") var showerNamespace: String?
     @Flag(help: "Let the Shower submit and delete Meteors, acting as the signed-in user (Kubernetes impersonation; see config/shower).") var showerAllowSubmit = false
@@ -63,6 +65,12 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--shower-trusted-proxy must be an IP address or CIDR (127.0.0.1/32, fd00::/8), got \(proxy)")
         }
         if buildUid < 0 { throw ValidationError("--build-uid must be a UID (0 for none)") }
+        for allowed in egressAllow where EgressPolicy.Allowance(allowed) == nil {
+            throw ValidationError("--egress-allow must be a host, host:port or CIDR, got \(allowed)")
+        }
+        for range in clusterCidr where AddressRange(range) == nil {
+            throw ValidationError("--cluster-cidr must be a CIDR (10.96.0.0/12), got \(range)")
+        }
         if !(gracefulShutdownTimeout > 0) {
             throw ValidationError("--graceful-shutdown-timeout must be more than 0 seconds")
         }
@@ -128,6 +136,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         configuration.ingressClass = ingressClass
         configuration.keepSupersededRuns = keepSupersededRuns
+        configuration.egress = EgressPolicy(allowing: egressAllow.compactMap(EgressPolicy.Allowance.init), clusterRanges: clusterCidr.isEmpty ? EgressPolicy.defaultClusterRanges : clusterCidr.compactMap(AddressRange.init))
         configuration.ingressDomain = ingressDomain
         configuration.publishImageStreams = publishImageStreams
         configuration.notebookImageNamespace = notebookImageNamespace.isEmpty ? nil : notebookImageNamespace

@@ -276,3 +276,9 @@ extension Informer {
 public func condition(_ meteor: JSONValue?, _ type: String) -> JSONValue? {
     (meteor?[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"]?.stringValue == type }
 }
+
+extension EgressPolicy {
+    /// The operator's egress policy with loopback allowed, as an admin would allow an in-house git server
+    /// (`--egress-allow 127.0.0.0/8`): for tests whose fixtures (git http-backend, sshd, registries) listen there.
+    public static var loopbackFixtures: EgressPolicy { EgressPolicy(allowing: [.range(AddressRange("127.0.0.0/8")!)]) }
+}

@@ -39,9 +39,11 @@ import Testing
     static func withEdge(on backend: Backend = .embedded, _ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
         #expect(LocalRegistry.isInstalled, "CI must install docker-registry")
         let registry = try await LocalRegistry(port: nil)
-        let fixture = Fixture(registry: registry, client: RegistryClient(insecure: true))
+        let fixture = Fixture(registry: registry, client: RegistryClient(insecure: true, egress: .unrestricted))
         do {
             try await MeteorEnvironment.with(on: backend, configure: { c in
+                // Repositories come from git http-backend on loopback, as from an allowed in-house git server.
+                c.egress = .loopbackFixtures
                 var edge = EdgeSettings()
                 edge.insecureRegistries = [registry.address]
                 edge.verificationRetry = .milliseconds(200)
@@ -54,11 +56,9 @@ import Testing
                 try await body(env, fixture)
             }
         } catch {
-            try? await fixture.client.shutdown()
             registry.stop()
             throw error
         }
-        try? await fixture.client.shutdown()
         registry.stop()
     }
 

@@ -162,7 +162,7 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         let v2commit = try await git.commit("donkeycar", files: ["model.py": "speed = 2\n"], message: "faster")
         let v2 = try await git.tag("donkeycar", "v1.10.0")
         #expect(v2 == v2commit && v1 != v2)
-        let refs = try await GitRemote(url: git.url("donkeycar")).refs()
+        let refs = try await GitRemote(url: git.url("donkeycar"), egress: .loopbackFixtures).refs()
         let newest = try #require(ReleaseSelection.newest(refs, pattern: "v*"))
         #expect(newest.tag == "v1.10.0" && newest.commit == v2)
 
@@ -174,8 +174,8 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             #expect(refs.first { $0.name == name }?.commit == String(parts[0]), "\(name)")
         }
 
-        await #expect { _ = try await GitRemote(url: git.url("missing")).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("404") == true }
-        await #expect { _ = try await GitRemote(url: "http://127.0.0.1:\(try LocalRegistry.freePort())/x.git").refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("cannot reach") == true }
+        await #expect { _ = try await GitRemote(url: git.url("missing"), egress: .loopbackFixtures).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("404") == true }
+        await #expect { _ = try await GitRemote(url: "http://127.0.0.1:\(try LocalRegistry.freePort())/x.git", egress: .loopbackFixtures).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("cannot reach") == true }
     }
 }
 

@@ -175,10 +175,9 @@ import Testing
     func pinImagesPinsEachTagToTheDigestTheRegistryServes() async throws {
         let registry = try await LocalRegistry(port: nil)
         defer { registry.stop() }
-        let client = RegistryClient(insecure: true)
+        let client = RegistryClient(insecure: true, egress: .unrestricted)
         let repo = try RegistryClient.Reference(parsing: "\(registry.address)/meteor/tool")
         let digest = try await client.pushImage(repo, tag: "1.0", platform: "linux/amd64", content: "tool")
-        try await client.shutdown()
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pin-\(UUID().uuidString).yaml")
         try "steps:\n  - image: \(registry.address)/meteor/tool:1.0\n    description: pushes repository:tag\n".write(to: file, atomically: true, encoding: .utf8)
         let script = TestCluster.repositoryDirectory.appendingPathComponent("hack/pin-images.py").path

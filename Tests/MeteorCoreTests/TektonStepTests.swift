@@ -95,7 +95,7 @@ struct TektonStepTests {
         // image has no ssh or git): refs and peeled annotated tags as git ls-remote gives them.
         let tagged = try await git.tag("by-ssh", "v1.0.0")
         let address = try #require(GitSSHRemote.Address(sshd.url("by-ssh")))
-        let refs = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: sshd.knownHosts)).refs()
+        let refs = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: sshd.knownHosts), egress: .loopbackFixtures).refs()
         #expect(refs.contains(GitRemote.Ref(name: "refs/heads/main", commit: commit)) && refs.contains(GitRemote.Ref(name: "refs/tags/v1.0.0", commit: tagged)), "\(refs)")
         let mine = try secret(knownHosts: sshd.knownHosts)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: mine.appendingPathComponent("ssh-privatekey").path)
@@ -110,16 +110,16 @@ struct TektonStepTests {
         _ = try await runProcess("/usr/bin/ssh-keygen", ["-H", "-f", hashedFile.path])
         let hashed = try String(contentsOf: hashedFile, encoding: .utf8)
         #expect(hashed.hasPrefix("|1|"), "\(hashed)")
-        #expect(try await GitSSHRemote(address: address, credentials: .init(privateKey: ecdsa.privateKey, knownHosts: hashed)).refs().count == refs.count)
+        #expect(try await GitSSHRemote(address: address, credentials: .init(privateKey: ecdsa.privateKey, knownHosts: hashed), egress: .loopbackFixtures).refs().count == refs.count)
         // Refusals, each in its own words: a host key known_hosts does not list, a host it has no line for, a key
         // the server does not accept, a key the operator cannot read.
-        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: stranger)).refs() } throws: {
+        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: stranger), egress: .loopbackFixtures).refs() } throws: {
             ($0 as? GitRemote.Failure)?.message.contains("is not the one spec.gitSecretRef's known_hosts lists for it") == true
         }
-        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: "elsewhere.example " + other.publicKey)).refs() } throws: {
+        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: "elsewhere.example " + other.publicKey), egress: .loopbackFixtures).refs() } throws: {
             ($0 as? GitRemote.Failure)?.message.contains("known_hosts has no key for [127.0.0.1]:\(sshd.port)") == true
         }
-        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: other.privateKey, knownHosts: sshd.knownHosts)).refs() } throws: {
+        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: other.privateKey, knownHosts: sshd.knownHosts), egress: .loopbackFixtures).refs() } throws: {
             ($0 as? GitRemote.Failure)?.message.contains("refused the key in spec.gitSecretRef for user \(address.user)") == true
         }
         let rsa = try await SSHServer.keyPair(type: "rsa")
@@ -177,8 +177,8 @@ struct TektonStepTests {
             #expect(!text.contains("s3cr3t-t0ken"), "the token was written to \(path)")
         }
         // The operator's own listing of its tags, with and without the same credentials.
-        #expect(try await GitRemote(url: git.url("private"), credentials: .init(username: "meteor-bot", password: "s3cr3t-t0ken")).refs().contains { $0.commit == commit })
-        await #expect { _ = try await GitRemote(url: git.url("private")).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("a private repository needs spec.gitSecretRef") == true }
+        #expect(try await GitRemote(url: git.url("private"), credentials: .init(username: "meteor-bot", password: "s3cr3t-t0ken"), egress: .loopbackFixtures).refs().contains { $0.commit == commit })
+        await #expect { _ = try await GitRemote(url: git.url("private"), egress: .loopbackFixtures).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("a private repository needs spec.gitSecretRef") == true }
         // The Meteor's spec.gitSecretRef is what the run binds.
         var meteor = Meteor(metadata: ObjectMeta(name: "p", namespace: "ns"), spec: .init(url: git.url("private"), ref: "main"))
         meteor.spec.gitSecretRef = .init(name: "repo-creds")

@@ -10,6 +10,7 @@ import MeteorCore
 import Crypto
 import MeteorTestSupport
 import NIOHTTP1
+import Synchronization
 import Testing
 
 @Suite(.serialized) struct SecurityTests {
@@ -270,4 +271,141 @@ import Testing
             #expect(dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator created (server dry run)") || dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator configured (server dry run)"), "\(dryRun.output)")
         }
     }
+
+    // MARK: What a Meteor names cannot make the operator reach inside the cluster (issue 15, item 2)
+
+    /// The policy's verdicts, with a hostile resolver: addresses inside the cluster are refused whatever they are
+    /// written as; a name is resolved once and every address it resolves to is checked (a rebinding answer with
+    /// one public and one loopback address is refused); the address checked is the one connected to; what the
+    /// admin allowed is allowed as named.
+    @Test func theEgressPolicyRefusesTheClusterAndTheHost() async throws {
+        let lookups = Mutex<[String]>([])
+        var policy = EgressPolicy()
+        policy.resolve = { host in
+            lookups.withLock { $0.append(host) }
+            switch host {
+            case "rebind.example": return ["93.184.216.34", "127.0.0.1"]
+            case "public.example": return ["93.184.216.34"]
+            case "cluster.example": return ["10.96.0.10"]
+            default: throw EgressPolicy.Refused(message: "NXDOMAIN")
+            }
+        }
+        let refused: [(String, Int, String)] = [
+            ("127.0.0.1", 6443, "loopback"), ("::1", 443, "loopback"), ("::ffff:127.0.0.1", 80, "loopback"), ("0.0.0.0", 80, "unspecified"),
+            ("169.254.169.254", 80, "link-local"), ("fe80::1", 80, "link-local"), ("10.96.0.1", 443, "the cluster's range 10.96.0.0/12"),
+            ("kubernetes.default.svc", 443, "cluster-internal"), ("kubernetes.default", 443, "Kubernetes API server"), ("localhost", 80, "loopback"),
+            ("registry", 5000, "single-label"), ("metadata.google.internal", 80, "metadata"), ("meteor.ns.svc.cluster.local", 80, "cluster-internal"),
+            ("rebind.example", 443, "resolves to 127.0.0.1"), ("cluster.example", 443, "resolves to 10.96.0.10"),
+        ]
+        for (host, port, why) in refused {
+            await #expect(throws: EgressPolicy.Refused.self, "\(host)") { _ = try await policy.admit(host: host, port: port) }
+            do { _ = try await policy.admit(host: host, port: port) } catch let e as EgressPolicy.Refused { #expect(e.message.contains(why), "\(host): \(e.message)") }
+        }
+        lookups.withLock { $0 = [] }
+        #expect(try await policy.admit(host: "public.example", port: 443) == "93.184.216.34", "the checked address is the one to connect to")
+        #expect(lookups.withLock { $0 } == ["public.example"], "resolved once")
+        policy.allowed = [.host("git.corp.example"), .hostPort("127.0.0.1", 8443), .range(AddressRange("10.96.0.0/16")!)]
+        #expect(try await policy.admit(host: "git.corp.example", port: 22) == nil, "allowed by name: connected to by name")
+        #expect(try await policy.admit(host: "127.0.0.1", port: 8443) == nil)
+        await #expect(throws: EgressPolicy.Refused.self) { _ = try await policy.admit(host: "127.0.0.1", port: 6443) }
+        #expect(try await policy.admit(host: "10.96.0.1", port: 443) == "10.96.0.1")
+        #expect(EgressPolicy.Allowance("git.corp.example:8443") == .hostPort("git.corp.example", 8443))
+        #expect(EgressPolicy.Allowance("[fd00::1]:5000") == .hostPort("fd00::1", 5000))
+        #expect(EgressPolicy.Allowance("10.0.0.0/8") == .range(AddressRange("10.0.0.0/8")!))
+        #expect(EgressPolicy.Allowance("not a host") == nil)
+    }
+
+    /// Meteors whose repository or registry is the API server, cloud metadata or a cluster Service: the operator
+    /// says why in the status and sends nothing there (the embedded API server, on loopback, logs no request for
+    /// a repository path); a repository on an allowed host is still read.
+    @Test func meteorsNamingAddressesInsideTheClusterAreRefusedWithTheReason() async throws {
+        try await MeteorEnvironment.with(configure: { c in
+            var edge = EdgeSettings()
+            edge.verificationRetry = .milliseconds(300)
+            c.edge = edge
+        }) { env in
+            let c = env.cluster
+            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": CosignSigner().publicKeyPEM]))
+            func edge(_ repository: String, release: Bool) -> Edge {
+                Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository)],
+                     signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
+                     targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")],
+                     release: release ? .init(tagPattern: "v*") : nil)
+            }
+            let remotes = [
+                ("api-server", "http://127.0.0.1:\(c.server.port)/repo.git", "is loopback"),
+                ("metadata", "http://169.254.169.254/latest/meta-data.git", "link-local"),
+                ("kubernetes", "https://kubernetes.default.svc/repo.git", "cluster-internal"),
+            ]
+            for (name, url, _) in remotes {
+                _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: name), spec: .init(url: url, ref: "main", pipelines: ["edge"], edge: edge("quay.io/x/car", release: true)))))
+            }
+            for (name, _, why) in remotes {
+                let m = try await c.waitFor(c.meteors, name) { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" }
+                #expect(condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true, "\(name): \(condition(m, "ImagesBuilt")?["message"] ?? .null)")
+            }
+            #expect(!c.server.requestLog.contains { $0.path.contains("repo.git") || $0.path.contains("info/refs") }, "nothing reached the API server's port")
+
+            // A registry at the metadata address: the built image is not fetched from there.
+            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "metadata-registry"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge("169.254.169.254/meteor/car", release: false)))))
+            let run = EdgePipelineRunBuilder.name(meteor: "metadata-registry", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
+            _ = try await c.waitFor(c.runs, run) { $0 != nil }
+            try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "169.254.169.254/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
+            let m = try await c.waitFor(c.meteors, "metadata-registry") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
+            #expect(condition(m, "ImagesVerified")?["message"]?.stringValue?.contains("link-local") == true, "\(condition(m, "ImagesVerified") ?? .null)")
+            #expect(try await c.applications.list().items.isEmpty)
+            ReliabilityReport.row("Meteors naming the API server's port, 169.254.169.254 and kubernetes.default.svc as their repository, and 169.254.169.254 as their registry", injected: "4 Meteors",
+                                  did: "GitRemoteUnavailable / RegistryUnavailable naming why (loopback, link-local, cluster-internal), no connection made", lost: "0 requests reached the API server's port; 0 Applications")
+        }
+    }
+
+    /// Hostile remotes on a host the admin allowed: a redirect to another host, to a loopback port not allowed, in
+    /// a loop; a body that never ends (slow loris); a manifest past the size limit; a token realm on another host.
+    /// Each is refused with its reason within the deadline, and no credentials go to the realm.
+    @Test func hostileRemotesAreRefusedWithinTheirLimits() async throws {
+        let apiPort = try LocalRegistry.freePort()
+        let server = try await HostileHTTPServer.start { path, _ in
+            switch path {
+            case "/elsewhere.git/info/refs": return .redirect("http://localhost:1/elsewhere.git/info/refs")
+            case "/api.git/info/refs": return .redirect("http://127.0.0.1:\(apiPort)/api/v1/secrets")
+            case "/loop.git/info/refs": return .redirect("/loop.git/info/refs?again")
+            case "/slow.git/info/refs": return .trickle(.milliseconds(200))
+            case "/v2/huge/manifests/v1": return .huge(5 << 20)
+            case "/v2/realm/manifests/v1": return .reply(401, headers: [("WWW-Authenticate", "Bearer realm=\"https://localhost:1/token\",service=\"x\"")])
+            case "/v2/plainrealm/manifests/v1": return .reply(401, headers: [("WWW-Authenticate", "Bearer realm=\"http://metadata.example/token\",service=\"x\"")])
+            default: return .reply(404)
+            }
+        }
+        defer { Task { await server.stop() } }
+        var policy = EgressPolicy(allowing: [.hostPort("127.0.0.1", server.port)])
+        policy.deadline = .seconds(2)
+        func gitFailure(_ repo: String) async -> String {
+            do {
+                _ = try await GitRemote(url: "http://\(server.address)/\(repo).git", egress: policy).refs()
+                return "listed"
+            } catch { return "\(error)" }
+        }
+        #expect(await gitFailure("elsewhere").contains("redirected to another host (localhost)"))
+        #expect(await gitFailure("api").contains("127.0.0.1:\(apiPort) is loopback"))
+        #expect(await gitFailure("loop").contains("redirected more than 5 times"))
+        let started = ContinuousClock.now
+        #expect(await gitFailure("slow").contains("did not answer in full within 2"))
+        #expect(ContinuousClock.now - started < .seconds(10), "the deadline covers the body")
+
+        let registry = RegistryClient(insecure: true, credentials: [server.address: .init(username: "bot", password: "s3cr3t")], egress: policy)
+        func registryFailure(_ repo: String) async -> String {
+            do {
+                _ = try await registry.manifest(try .init(parsing: "\(server.address)/\(repo)"), reference: "v1")
+                return "read"
+            } catch { return "\(error)" }
+        }
+        #expect(await registryFailure("huge").contains("answered more than \(RegistryClient.manifestLimit) bytes"))
+        #expect(await registryFailure("realm").contains("is on another host than the registry (localhost)"))
+        #expect(await registryFailure("plainrealm").contains("is on another host than the registry (metadata.example)"))
+        #expect(!server.requests.contains { $0.path.contains("token") }, "no token request went anywhere")
+        #expect(server.requests.allSatisfy { $0.authorization == nil }, "no credentials were sent")
+        ReliabilityReport.row("Hostile remotes: redirects to another host, to a loopback port and in a loop; a body trickling forever; a 5 MiB manifest; token realms on other hosts", injected: "7 remotes",
+                              did: "each refused with its reason within the 2 s deadline", lost: "0 credentials sent, 0 requests past the allowed host:port")
+    }
+
 }
