@@ -6,7 +6,8 @@ import PackageDescription
 //   KubeClient      Kubernetes API client over AsyncHTTPClient (config, verbs, watch, retries, rate limit)
 //   KubeRuntime     controller runtime: informers, work queue, controllers, leader election, metrics, events
 //   MeteorCore      the Meteor domain: API types, validation, PipelineRun builder, reconciler, registry and git remotes
-//   KubeAPIServer   embedded Kubernetes-compatible API server (tests and sandbox); depends only on KubeModels
+//   KubeAPIServer   embedded Kubernetes-compatible API server (tests and sandbox); depends only on KubeModels (and KubeTLS)
+//   KubeTLS         a self-signed serving certificate (the embedded server's, the metrics endpoint's)
 //   meteor-operator the executable
 let package = Package(
     name: "meteor-operator",
@@ -64,7 +65,11 @@ let package = Package(
             dependencies: [
                 "KubeClient",
                 "KubeModels",
+                "KubeTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -88,11 +93,22 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // A self-signed serving certificate, for the embedded server and the metrics endpoint.
+        .target(
+            name: "KubeTLS",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         .target(
             name: "KubeAPIServer",
             dependencies: [
                 "KubeModels",
+                "KubeTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -229,6 +245,7 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

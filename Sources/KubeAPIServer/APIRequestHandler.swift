@@ -243,6 +243,7 @@ struct APIRequestHandler: HTTPResponder {
             if served.namespaced && namespace == nil { throw APIError.pathNotFound() }
             if name != nil { throw APIError.methodNotAllowed() }
             let body = try await readBody(request)
+            if Authentication.reviewKeys.contains(served.key) { return Self.json(try authentication.review(served.key, body), status: .created) }
             let result = try core.create(scope, body: body, options: writeOptions(query, userAgent: userAgent))
             return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
         case "update":

@@ -31,6 +31,8 @@ public struct AuthorizationAttributes: Sendable, Equatable {
     public var subresource: String?
     public var namespace: String?
     public var name: String?
+    /// For a non-resource request (`/metrics`, `/healthz`): its path; the resource fields are then empty.
+    public var path: String?
 }
 
 /// Decides whether a request may go ahead; true allows it. The embedded server has no RBAC of its own: a test
@@ -119,4 +121,39 @@ final class Authentication: Sendable {
         return APIError(code: 403, reason: StatusReason.forbidden, message: message, details: StatusDetails(name: a.name, group: a.apiGroup.isEmpty ? nil : a.apiGroup, kind: kind ?? a.resource))
     }
 
+}
+
+extension Authentication {
+    static let reviewKeys: Set<String> = ["authentication.k8s.io/tokenreviews", "authorization.k8s.io/subjectaccessreviews"]
+
+    /// A TokenReview or SubjectAccessReview answered as kube-apiserver answers it (never stored): the token's user,
+    /// or whether the user may do what the review asks, by the authorizer in force.
+    func review(_ key: String, _ body: JSONValue) throws -> JSONValue {
+        var out = body
+        out["metadata"] = body["metadata"] ?? .object([:])
+        if key == "authentication.k8s.io/tokenreviews" {
+            guard let token = body[path: "spec", "token"]?.stringValue, !token.isEmpty else {
+                throw APIError.invalid(kind: "TokenReview", group: "authentication.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: token must not be empty", field: "spec.token")])
+            }
+            if let user = state.withLock({ $0.users[token] }) {
+                out["status"] = ["authenticated": true, "user": ["username": .string(user.name), "groups": .array(user.groups.map(JSONValue.string))]]
+            } else {
+                out["status"] = ["user": [:], "error": "[invalid bearer token, token lookup failed]"]
+            }
+            return out
+        }
+        let spec = body["spec"] ?? .object([:])
+        let user = UserInfo(name: spec["user"]?.stringValue ?? "", groups: spec["groups"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        let attributes: AuthorizationAttributes
+        if let r = spec["resourceAttributes"] {
+            attributes = AuthorizationAttributes(user: user, verb: r["verb"]?.stringValue ?? "", apiGroup: r["group"]?.stringValue ?? "", resource: r["resource"]?.stringValue ?? "",
+                                                 subresource: r["subresource"]?.stringValue, namespace: r["namespace"]?.stringValue, name: r["name"]?.stringValue)
+        } else if let n = spec["nonResourceAttributes"] {
+            attributes = AuthorizationAttributes(user: user, verb: n["verb"]?.stringValue ?? "", apiGroup: "", resource: "", namespace: nil, name: nil, path: n["path"]?.stringValue ?? "")
+        } else {
+            throw APIError.invalid(kind: "SubjectAccessReview", group: "authorization.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified", field: "spec.resourceAttributes")])
+        }
+        out["status"] = ["allowed": .bool(authorize(attributes))]
+        return out
+    }
 }

@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import KubeTLS
 import Synchronization
 
 /// A Kubernetes-compatible API server in memory, on loopback, for tests and the sandbox. Real clients

@@ -62,8 +62,11 @@ struct ServedResource: Sendable {
         .builtin(kind: "Service", plural: "services", namespaced: true, shortNames: ["svc"], hasStatus: true),
         .builtin(group: "apps", kind: "Deployment", plural: "deployments", namespaced: true, shortNames: ["deploy"], hasStatus: true),
         .builtin(group: "networking.k8s.io", kind: "Ingress", plural: "ingresses", namespaced: true, shortNames: ["ing"], hasStatus: true),
-        // Stored and served, not enforced: the embedded server authorizes by token only.
+        // Stored and served, not enforced: the embedded server authorizes through its `Authorizer`, not RBAC objects.
         .builtin(group: "rbac.authorization.k8s.io", kind: "RoleBinding", plural: "rolebindings", namespaced: true),
+        // Answered, never stored (`Authentication.review`): how delegated authentication and authorization ask.
+        .builtin(group: "authentication.k8s.io", kind: "TokenReview", plural: "tokenreviews", namespaced: false),
+        .builtin(group: "authorization.k8s.io", kind: "SubjectAccessReview", plural: "subjectaccessreviews", namespaced: false),
         .builtin(
             group: "apiextensions.k8s.io", kind: "CustomResourceDefinition", plural: "customresourcedefinitions",
             namespaced: false, shortNames: ["crd", "crds"], hasStatus: true, listMapKeys: ["status.conditions": ["type"]]),

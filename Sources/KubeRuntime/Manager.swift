@@ -1,5 +1,10 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import KubeTLS
+import NIOCore
+import NIOSSL
 import KubeClient
 import KubeModels
 import Logging
@@ -46,6 +51,12 @@ public final class Manager: Service, Sendable {
     public struct Options: Sendable {
         /// `HOST:PORT` for `/metrics`; nil or "0" turns it off.
         public var metricsBindAddress: String? = ":8080"
+        /// Serve `/metrics` over HTTPS to callers the API server authenticates (TokenReview) and authorizes to
+        /// `get` the path (SubjectAccessReview), as controller-runtime's `--metrics-secure`.
+        public var metricsSecure = false
+        /// A directory with `tls.crt` and `tls.key` for secure metrics (a Secret mounted there); nil: a self-signed
+        /// certificate made at start.
+        public var metricsCertificateDirectory: String?
         /// `HOST:PORT` for `/healthz` and `/readyz`; nil or "0" turns it off.
         public var healthProbeBindAddress: String? = ":8081"
         public var leaderElection: LeaderElector.Configuration?
@@ -181,10 +192,43 @@ public final class Manager: Service, Sendable {
         logger.info("manager stopped")
     }
 
+    /// The metrics server's TLS configuration: the mounted certificate, or a self-signed one.
+    func metricsTLS() throws -> TLSConfiguration {
+        let pem: (certificate: String, key: String)
+        if let dir = options.metricsCertificateDirectory {
+            do {
+                pem = (try String(contentsOfFile: dir + "/tls.crt", encoding: .utf8), try String(contentsOfFile: dir + "/tls.key", encoding: .utf8))
+            } catch {
+                throw ServeError(message: "metrics certificate: cannot read \(dir)/tls.crt and tls.key: \(error)")
+            }
+        } else {
+            let generated = try SelfSignedCertificate(commonName: "meteor-operator-metrics", hosts: ["localhost", ProcessInfo.processInfo.hostName])
+            pem = (generated.certificatePEM, generated.privateKeyPEM)
+        }
+        return TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pem.certificate.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pem.key.utf8), format: .pem)))
+    }
+
+    struct ServeError: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+
     private func serve(host: String, port: Int, isMetrics: Bool) async {
         let router = Router()
+        var server: HTTPServerBuilder = .http1()
         if isMetrics {
             let metrics = self.metrics
+            if options.metricsSecure {
+                do {
+                    server = try .tls(tlsConfiguration: metricsTLS())
+                } catch {
+                    logger.error("metrics server failed", metadata: ["error": "\(error)"])
+                    return
+                }
+                router.add(middleware: DelegatedAuthMiddleware(auth: DelegatedAuth(client: client), logger: logger))
+            }
             router.get("/metrics") { _, _ in
                 Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
             }
@@ -200,7 +244,7 @@ public final class Manager: Service, Sendable {
         var quiet = Logger(label: "probe-server")
         quiet.logLevel = .warning
         let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
+            router: router, server: server, configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
             onServerRunning: { channel in
                 let p = channel.localAddress?.port
                 self.bound.withLock { b in if isMetrics { b.metrics = p } else { b.health = p } }
@@ -211,6 +255,29 @@ public final class Manager: Service, Sendable {
             try await app.run()
         } catch {
             if !Task.isCancelled { logger.error("\(isMetrics ? "metrics" : "health") server failed", metadata: ["error": "\(error)"]) }
+        }
+    }
+}
+
+/// Lets a request through when `DelegatedAuth` allows it: 401 without a valid token, 403 for a user without the
+/// right, 500 when the API server cannot be asked.
+struct DelegatedAuthMiddleware<Context: RequestContext>: RouterMiddleware {
+    let auth: DelegatedAuth
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let verdict: DelegatedAuth.Verdict
+        do {
+            verdict = try await auth.check(authorization: request.headers[.authorization], path: request.uri.path)
+        } catch {
+            logger.warning("metrics: could not authorize a scrape", metadata: ["error": "\(error)"])
+            return Response(status: .internalServerError, body: .init(byteBuffer: ByteBuffer(string: "Authorization error (the API server could not be asked)\n")))
+        }
+        switch verdict {
+        case .allowed: return try await next(request, context)
+        case .unauthenticated: return Response(status: .unauthorized, body: .init(byteBuffer: ByteBuffer(string: "Unauthorized\n")))
+        case .forbidden(let user):
+            return Response(status: .forbidden, body: .init(byteBuffer: ByteBuffer(string: "Forbidden (user=\(user), verb=get, resource=, subresource=)\n")))
         }
     }
 }

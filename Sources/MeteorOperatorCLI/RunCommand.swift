@@ -18,6 +18,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Concurrent reconciles.") var concurrency = 4
     @Option(help: "Finished superseded PipelineRuns kept per Meteor and pipeline; older ones are deleted with their workspaces.") var keepSupersededRuns = 1
     @Option(help: "HOST:PORT for /metrics; 0 turns it off.") var metricsBindAddress = ":8080"
+    @Flag(help: "Serve /metrics over HTTPS to callers the API server authenticates and allows get on /metrics (TokenReview, SubjectAccessReview), as controller-runtime's --metrics-secure.") var metricsSecure = false
+    @Option(help: "Directory with tls.crt and tls.key for --metrics-secure (default: a self-signed certificate).") var metricsCertDir: String?
     @Option(help: "HOST:PORT for /healthz and /readyz; 0 turns it off.") var healthProbeBindAddress = ":8081"
     @Flag(help: "Elect a leader with a Lease, for running several replicas.") var leaderElect = false
     @Option(help: "Namespace of the leader-election Lease (default: the configuration's namespace).") var leaderElectionNamespace: String?
@@ -63,6 +65,11 @@ struct RunCommand: AsyncParsableCommand {
         }
         for proxy in showerTrustedProxy where AddressRange(proxy) == nil {
             throw ValidationError("--shower-trusted-proxy must be an IP address or CIDR (127.0.0.1/32, fd00::/8), got \(proxy)")
+        }
+        if metricsCertDir != nil, !metricsSecure { throw ValidationError("--metrics-cert-dir needs --metrics-secure") }
+        if let (host, _) = Manager.parseBindAddress(metricsBindAddress), !metricsSecure, !["127.0.0.1", "::1", "localhost"].contains(host) {
+            // Said, not refused: a cluster's NetworkPolicy may already keep the port private.
+            FileHandle.standardError.write(Data("meteor-operator: /metrics on \(metricsBindAddress) is open to anyone who reaches it; --metrics-secure puts it behind the API server's authentication\n".utf8))
         }
         if buildUid < 0 { throw ValidationError("--build-uid must be a UID (0 for none)") }
         for allowed in egressAllow where EgressPolicy.Allowance(allowed) == nil {
@@ -121,6 +128,8 @@ struct RunCommand: AsyncParsableCommand {
 
         var managerOptions = Manager.Options()
         managerOptions.metricsBindAddress = metricsBindAddress
+        managerOptions.metricsSecure = metricsSecure
+        managerOptions.metricsCertificateDirectory = metricsCertDir
         managerOptions.healthProbeBindAddress = healthProbeBindAddress
         if leaderElect {
             managerOptions.leaderElection = LeaderElector.Configuration(

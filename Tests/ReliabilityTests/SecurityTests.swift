@@ -10,6 +10,8 @@ import MeteorCore
 import Crypto
 import MeteorTestSupport
 import NIOHTTP1
+import NIOSSL
+import AsyncHTTPClient
 import Synchronization
 import Testing
 
@@ -253,7 +255,7 @@ import Testing
         #expect(proxy["ports"]?.arrayValue?.first?["name"] == "shower")
         let policy = try #require(docs.first { $0["kind"] == "NetworkPolicy" })
         let ports = (policy[path: "spec", "ingress"]?.arrayValue ?? []).flatMap { $0["ports"]?.arrayValue ?? [] }.compactMap { $0["port"]?.intValue }
-        #expect(Set(ports) == [4180, 8080])
+        #expect(Set(ports) == [4180, 8443])
         // No grant lets the page's identity create or delete Meteors; it impersonates users and reads one namespace.
         let showerRoles = docs.filter { ["ClusterRole", "Role"].contains($0["kind"]?.stringValue) && ($0[path: "metadata", "name"]?.stringValue ?? "").contains("shower") }
         let rules = showerRoles.flatMap { r in (r["rules"]?.arrayValue ?? []).map { (r["kind"]?.stringValue ?? "", $0) } }
@@ -406,6 +408,77 @@ import Testing
         #expect(server.requests.allSatisfy { $0.authorization == nil }, "no credentials were sent")
         ReliabilityReport.row("Hostile remotes: redirects to another host, to a loopback port and in a loop; a body trickling forever; a 5 MiB manifest; token realms on other hosts", injected: "7 remotes",
                               did: "each refused with its reason within the 2 s deadline", lost: "0 credentials sent, 0 requests past the allowed host:port")
+    }
+
+    // MARK: Metrics behind the API server's authentication (issue 15, item 5)
+
+    /// `run --metrics-secure`, as config/manager runs it: /metrics over HTTPS, 401 without a token the API server
+    /// knows, 403 for a user not allowed `get` on /metrics, the metrics for one who is. On the real control plane the
+    /// operator holds exactly config/rbac's grants (so its TokenReview and SubjectAccessReview are proven granted)
+    /// and the scraper is bound to config/rbac's meteor-operator-metrics-reader; on the embedded server an
+    /// authorizer holds the same rules.
+    @Test(arguments: Backend.testable) func metricsAreServedOnlyToScrapersTheAPIServerAllows(_ backend: Backend) async throws {
+        let c = try await TestCluster.on(backend, crds: ["crds/tekton/300-pipelinerun.yaml"])
+        defer { Task { await c.shutdown() } }
+        let kubeconfig: String
+        let scraper: String, stranger: String
+        if let kit = c.kit {
+            let repo = TestCluster.repositoryDirectory
+            try await kit.install("crds/meteor.zone_meteors.yaml")
+            _ = try await kit.kubectl(["create", "namespace", "meteor-operator-system"])
+            _ = try await kit.kubectlOK("apply", "-k", repo.appendingPathComponent("config/rbac").path)
+            for sa in ["scraper", "stranger"] { _ = try await kit.kubectlOK("-n", c.namespace, "create", "serviceaccount", sa) }
+            _ = try await kit.kubectlOK("create", "clusterrolebinding", "metrics-reader-\(c.namespace)", "--clusterrole=meteor-operator-metrics-reader", "--serviceaccount=\(c.namespace):scraper")
+            func token(_ namespace: String, _ sa: String) async throws -> String {
+                try await kit.kubectlOK("-n", namespace, "create", "token", sa, "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            kubeconfig = try kit.writeKubeconfig(token: try await token("meteor-operator-system", "meteor-operator"), namespace: c.namespace)
+            scraper = try await token(c.namespace, "scraper")
+            stranger = try await token(c.namespace, "stranger")
+        } else {
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            scraper = "scraper-token"
+            stranger = "stranger-token"
+            c.server.addToken(scraper, for: UserInfo(name: "system:serviceaccount:default:scraper", groups: [UserInfo.authenticated]))
+            c.server.addToken(stranger, for: UserInfo(name: "system:serviceaccount:default:stranger", groups: [UserInfo.authenticated]))
+            c.server.authorize { a in
+                if a.path != nil { return a.user.name.hasSuffix(":scraper") && a.path == "/metrics" && a.verb == "get" }
+                return a.user == .admin
+            }
+            kubeconfig = try c.writeKubeconfig()
+        }
+        let port = try LocalRegistry.freePort()
+        let op = try BackgroundProcess(operatorBinary, [
+            "run", "--kubeconfig", kubeconfig, "--namespace", c.namespace, "--metrics-secure", "--metrics-bind-address", "127.0.0.1:\(port)",
+            "--health-probe-bind-address", "0", "--log-format", "text",
+        ])
+        defer { op.terminate() }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        defer { Task { try? await http.shutdown() } }
+        func scrape(_ token: String?) async throws -> (Int, String) {
+            var request = HTTPClientRequest(url: "https://127.0.0.1:\(port)/metrics")
+            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            let response = try await http.execute(request, timeout: .seconds(10))
+            return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 4 << 20)))
+        }
+        // Listening: the process binds the port once it has started; connection refusals come back at once.
+        var first: (Int, String)?
+        let deadline = ContinuousClock.now + .seconds(60)
+        while first == nil, ContinuousClock.now < deadline, op.isRunning {
+            first = try? await scrape(nil)
+            if first == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(first?.0 == 401, "no token: \(String(describing: first))\n\(op.text.suffix(2000))")
+        #expect(try await scrape("not-a-token").0 == 401)
+        let forbidden = try await scrape(stranger)
+        #expect(forbidden.0 == 403 && forbidden.1.contains("stranger"), "\(forbidden)")
+        let allowed = try await scrape(scraper)
+        #expect(allowed.0 == 200 && allowed.1.contains("rest_client_requests_total"), "\(allowed.0) \(allowed.1.prefix(300))\n\(op.text.suffix(2000))")
+        // Plain HTTP gets nothing.
+        await #expect(throws: (any Error).self) { _ = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20) }
+        #expect(!op.text.contains("forbidden"), "the operator's own reviews were refused:\n\(op.text.suffix(2000))")
     }
 
 }

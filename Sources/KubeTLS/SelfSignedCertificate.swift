@@ -3,12 +3,13 @@ import Foundation
 import SwiftASN1
 import X509
 
-/// A self-signed serving certificate for loopback (CA and leaf in one, so clients trust it as their CA).
-struct SelfSignedCertificate: Sendable {
-    let certificatePEM: String
-    let privateKeyPEM: String
+/// A self-signed serving certificate (CA and leaf in one, so clients trust it as their CA): the embedded API
+/// server's on loopback, the metrics endpoint's when no certificate is mounted (as controller-runtime does).
+public struct SelfSignedCertificate: Sendable {
+    public let certificatePEM: String
+    public let privateKeyPEM: String
 
-    init(commonName: String = "meteor-embedded-apiserver", hosts: [String] = ["localhost"], ips: [[UInt8]] = [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]]) throws {
+    public init(commonName: String = "meteor-embedded-apiserver", hosts: [String] = ["localhost"], ips: [[UInt8]] = [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]]) throws {
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName { CommonName(commonName) }
         let now = Date()
