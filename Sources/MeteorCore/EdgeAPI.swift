@@ -48,13 +48,15 @@ public struct Edge: Codable, Sendable, Hashable {
         public init(name: String) { self.name = name }
     }
 
+    /// How signatures are read. Which keys may sign is the cluster admin's (`EdgeTrustPolicy`).
     public struct Signing: Codable, Sendable, Hashable {
-        /// A Secret in the Meteor's namespace holding the PEM PKIX ECDSA P-256 public key (key `cosign.pub` by default).
-        public var publicKeySecretRef: SecretKeyRef
+        /// Narrows the keys the trust policies allow to this one: a Secret in the Meteor's namespace holding the PEM
+        /// PKIX ECDSA P-256 public key (key `cosign.pub` by default). A key no policy trusts is refused.
+        public var publicKeySecretRef: SecretKeyRef?
         /// A `kubernetes.io/dockerconfigjson` Secret with credentials for reading signatures from the registry.
         public var pullSecretRef: LocalObjectReference?
 
-        public init(publicKeySecretRef: SecretKeyRef, pullSecretRef: LocalObjectReference? = nil) {
+        public init(publicKeySecretRef: SecretKeyRef? = nil, pullSecretRef: LocalObjectReference? = nil) {
             self.publicKeySecretRef = publicKeySecretRef
             self.pullSecretRef = pullSecretRef
         }
@@ -98,11 +100,22 @@ public struct Edge: Codable, Sendable, Hashable {
     public var targets: [Target]
     public var release: Release?
 
-    public init(images: [Image], signing: Signing, targets: [Target], release: Release? = nil) {
+    public init(images: [Image], signing: Signing = Signing(), targets: [Target], release: Release? = nil) {
         self.images = images
         self.signing = signing
         self.targets = targets
         self.release = release
+    }
+
+    enum CodingKeys: String, CodingKey { case images, signing, targets, release }
+
+    /// `signing` may be absent (the trust policies say which keys verify).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        images = try c.decode([Image].self, forKey: .images)
+        signing = try c.decodeIfPresent(Signing.self, forKey: .signing) ?? Signing()
+        targets = try c.decode([Target].self, forKey: .targets)
+        release = try c.decodeIfPresent(Release.self, forKey: .release)
     }
 }
 

@@ -79,7 +79,11 @@ public enum ArgoApplicationBuilder {
 
     /// An Application in `namespace` (Argo CD's), in `project`, syncing `target.path` at `revision` with the
     /// target's image replaced by `pinnedImage` (`repository@sha256:…`).
-    public static func build(meteor: Meteor, target: Edge.Target, image: Edge.Image, pinnedImage: String, revision: String, namespace: String, project: String) -> JSONValue {
+    /// The fingerprint of the key the deployed image was verified with: a later change of the trust policies is
+    /// judged against it.
+    public static let keyAnnotation = "meteor.zone/key-fingerprint"
+
+    public static func build(meteor: Meteor, target: Edge.Target, image: Edge.Image, pinnedImage: String, keyFingerprint: String? = nil, revision: String, namespace: String, project: String) -> JSONValue {
         let meteorNamespace = meteor.namespace ?? "default"
         return [
             "apiVersion": "argoproj.io/v1alpha1",
@@ -95,7 +99,8 @@ public enum ArgoApplicationBuilder {
                     MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
                     "app.kubernetes.io/part-of": "meteor",
                 ],
-                "annotations": ["meteor.zone/image": .string(pinnedImage), "meteor.zone/platform": .string(image.platform)],
+                "annotations": keyFingerprint.map { ["meteor.zone/image": .string(pinnedImage), "meteor.zone/platform": .string(image.platform), .init(keyAnnotation): .string($0)] }
+                    ?? ["meteor.zone/image": .string(pinnedImage), "meteor.zone/platform": .string(image.platform)],
                 "finalizers": [.string(resourcesFinalizer)],
             ],
             "spec": [

@@ -39,10 +39,16 @@ struct EdgeOutcome {
     var requeueAfter: Duration?
 }
 
+/// Why there is no release to deliver (or only the last known one).
+struct ReleaseProblem: Sendable {
+    var reason: String
+    var message: String
+}
+
 /// In-memory state that saves the network: when each release's remote was last read, and when each unverified
 /// digest was last tried. Lost on restart, which only means one early check.
 final class EdgeMemory: Sendable {
-    struct ReleaseCheck { var checked: Date; var pattern: String; var release: EdgeRelease? }
+    struct ReleaseCheck { var checked: Date; var pattern: String; var release: EdgeRelease?; var problem: ReleaseProblem? }
     let releases = Mutex<[String: ReleaseCheck]>([:])
     let verifications = Mutex<[String: Date]>([:])
     /// Digests verified since start (by Meteor UID and pinned reference), with the key's fingerprint: a reconcile
@@ -61,6 +67,7 @@ final class EdgeMemory: Sendable {
 extension MeteorReconciler {
     func reconcileEdge(_ meteor: Meteor, _ edge: Edge, raw: JSONValue, previous: Meteor.Status, settings: EdgeSettings, now: Date) async throws -> EdgeOutcome {
         let generation = meteor.metadata.generation ?? 1
+        let trust = self.trust
         var outcome = EdgeOutcome()
         func condition(_ type: String, _ status: Condition.Status, _ reason: String, _ message: String) {
             outcome.conditions.append(Condition(type: type, status: status, observedGeneration: generation, lastTransitionTime: now, reason: reason, message: message))
@@ -71,12 +78,12 @@ extension MeteorReconciler {
         if let release = edge.release {
             let interval = settings.releaseIntervalOverride ?? max(settings.minimumReleaseInterval, release.interval ?? settings.defaultReleaseInterval)
             outcome.requeueAfter = .seconds(interval)
-            let (current, problem) = await currentRelease(meteor, release, interval: interval, previous: previous.release, now: now)
-            if let problem {
+            let (current, problem, fresh) = await currentRelease(meteor, release, interval: interval, previous: previous.release, now: now)
+            if let problem, fresh {
                 await events.record(raw, type: .warning, reason: problem.reason, message: problem.message)
             }
             guard let current else {
-                let problem = problem ?? (reason: "NoMatchingTag", message: "no tag matches \(release.tagPattern)")
+                let problem = problem ?? ReleaseProblem(reason: "NoMatchingTag", message: "no tag matches \(release.tagPattern)")
                 condition(MeteorStatusVocabulary.imagesBuilt, .false, problem.reason, problem.message)
                 condition(MeteorStatusVocabulary.imagesVerified, .unknown, "AwaitingImages", "No release to build yet")
                 condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "No release to deploy yet")
@@ -119,7 +126,7 @@ extension MeteorReconciler {
                     status.reason = problem.reason
                     status.message = problem.message
                 } else {
-                    status = try await verify(status, earlier: earlier[image.name], edge: edge, meteor: meteor, raw: raw, settings: settings, now: now)
+                    status = try await verify(status, image: image, earlier: earlier[image.name], edge: edge, meteor: meteor, raw: raw, settings: settings, trust: trust, now: now)
                 }
             case .failed?:
                 failed += 1
@@ -163,23 +170,37 @@ extension MeteorReconciler {
         outcome.indexes = indexes
         if indexFailed { outcome.requeueAfter = min(outcome.requeueAfter ?? settings.verificationRetry, settings.verificationRetry) }
 
-        // 4. Deploy verified digests; a target whose new image is not verified keeps what it runs.
+        // 4. Deploy verified digests to targets whose cluster trusts the key they verified with; a target whose new
+        // image is not verified keeps what it runs, unless the key that signed that is no longer trusted there.
         let revision = build.release?.commit ?? build.ref
+        let namespace = meteor.namespace ?? "default"
         let byName = Dictionary(outcome.images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        for target in edge.targets {
-            guard let image = edge.images.first(where: { $0.name == target.image }), let status = byName[target.image], status.verified, let pinned = status.pinnedReference else { continue }
-            let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, revision: revision, namespace: settings.argocdNamespace, project: settings.project)
-            try await ensureApplication(desired, meteor: meteor, raw: raw, target: target)
+        var untrustedTargets: [String] = []
+        let deployable = { (target: Edge.Target) -> (Edge.Image, EdgeImageStatus, String)? in
+            guard let image = edge.images.first(where: { $0.name == target.image }), let status = byName[target.image], status.verified, let pinned = status.pinnedReference,
+                let fingerprint = status.keyFingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: target.cluster, namespace: namespace) else { return nil }
+            return (image, status, pinned)
         }
+        for target in edge.targets {
+            if let (image, status, pinned) = deployable(target) {
+                let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, keyFingerprint: status.keyFingerprint, revision: revision, namespace: settings.argocdNamespace, project: settings.project)
+                try await ensureApplication(desired, meteor: meteor, raw: raw, target: target)
+            } else if let image = edge.images.first(where: { $0.name == target.image }), byName[target.image]?.verified == true {
+                untrustedTargets.append("\(target.name) (\(target.cluster)): key \(byName[target.image]?.keyFingerprint ?? "") is not trusted for \(image.repository) there")
+            }
+        }
+        let stopped = try await stopUntrustedDelivery(meteor, edge, trust: trust, keepDeployable: Set(edge.targets.filter { deployable($0) != nil }.map(\.name)), raw: raw, settings: settings)
         try await pruneApplications(meteor, keep: Set(edge.targets.map(\.name)), settings: settings)
         outcome.deployments = deploymentStatus(meteor, edge, settings: settings)
 
-        let wantedImage = { (target: Edge.Target) in byName[target.image]?.verified == true ? byName[target.image]?.pinnedReference : nil }
+        let wantedImage = { (target: Edge.Target) in deployable(target)?.2 }
         let current = edge.targets.filter { t in
             outcome.deployments.first { $0.target == t.name }.map { $0.image == wantedImage(t) && $0.syncStatus == "Synced" && $0.healthStatus == "Healthy" } ?? false
         }
         let degraded = outcome.deployments.filter { $0.healthStatus == "Degraded" }
-        if !degraded.isEmpty {
+        if !stopped.isEmpty || !untrustedTargets.isEmpty {
+            condition(MeteorStatusVocabulary.deployed, .false, "KeyNotTrusted", (stopped + untrustedTargets).joined(separator: "; "))
+        } else if !degraded.isEmpty {
             condition(MeteorStatusVocabulary.deployed, .false, "Degraded", degraded.map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(separator: "; "))
         } else if current.count == edge.targets.count {
             condition(MeteorStatusVocabulary.deployed, .true, "Synced", "Deployed to \(edge.targets.map(\.cluster).joined(separator: ", ")): synced and healthy")
@@ -260,122 +281,30 @@ extension MeteorReconciler {
         return nil
     }
 
-    /// Verifies a built digest unless it was verified before (same digest) or tried too recently.
-    func verify(_ status: EdgeImageStatus, earlier: EdgeImageStatus?, edge: Edge, meteor: Meteor, raw: JSONValue, settings: EdgeSettings, now: Date) async throws -> EdgeImageStatus {
-        var status = status
-        guard let pinned = status.pinnedReference else { return status }
-        if let earlier, earlier.digest == status.digest, earlier.repository == status.repository {
-            if earlier.verified { return earlier.withRun(status.pipelineRunName) }
-            let key = "\(meteor.metadata.uid ?? "")/\(pinned)"
-            if edgeMemory.verified.withLock({ $0[key] }) == nil, let last = edgeMemory.verifications.withLock({ $0[key] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds {
-                var kept = earlier.withRun(status.pipelineRunName)
-                kept.verified = false
-                return kept
-            }
-        }
-        let memoryKey = "\(meteor.metadata.uid ?? "")/\(pinned)"
-        if let fingerprint = edgeMemory.verified.withLock({ $0[memoryKey] }) {
-            status.verified = true
-            status.keyFingerprint = fingerprint
-            return status
-        }
-        edgeMemory.verifications.withLock { $0[memoryKey] = now }
-        do {
-            let result = try await fetchAndVerify(pinned, signing: edge.signing, namespace: meteor.namespace, settings: settings)
-            edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
-            metrics?.verification("verified")
-            status.verified = true
-            status.keyFingerprint = result.keyFingerprint
-            status.reason = nil
-            status.message = nil
-            await events.record(raw, type: .normal, reason: "ImageVerified", message: "Verified the signature of \(pinned) with key \(result.keyFingerprint)")
-        } catch let failure as SignatureFailure {
-            metrics?.verification(failure.reason)
-            status.reason = failure.reason
-            status.message = failure.description
-            await events.record(raw, type: .warning, reason: "VerificationFailed", message: "\(pinned): \(failure.reason): \(failure.description); it will not be deployed")
-        } catch let failure as EdgeConfigurationError {
-            metrics?.verification(failure.reason)
-            status.reason = failure.reason
-            status.message = failure.message
-            await events.record(raw, type: .warning, reason: failure.reason, message: failure.message)
-        } catch let failure as RegistryClient.RegistryError {
-            metrics?.verification("RegistryUnavailable")
-            status.reason = "RegistryUnavailable"
-            status.message = "\(pinned): \(failure.message)"
-            await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)
-        } catch {
-            metrics?.verification("RegistryUnavailable")
-            status.reason = "RegistryUnavailable"
-            status.message = "\(pinned): \(error)"
-            await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)
-        }
-        return status
-    }
-
-    /// Reads the key and credentials from their Secrets and verifies `pinned` against the registry.
-    func fetchAndVerify(_ pinned: String, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> SignatureVerifier.Verified {
-        let verifier = try await signatureVerifier(signing, namespace: namespace)
-        let reference = try RegistryClient.Reference(parsing: pinned)
-        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides, egress: egress)
-        return try await verifier.verify(image: reference, registry: registry)
-    }
-
-    struct EdgeConfigurationError: Error {
-        var reason: String
-        var message: String
-    }
-
-    func secret(_ name: String, namespace: String?, purpose: String) async throws -> Secret {
-        do {
-            return try await client.api(Secret.self, namespace: namespace).get(name)
-        } catch let e as KubeError where e.isNotFound {
-            throw EdgeConfigurationError(reason: "SecretNotFound", message: "Secret \(name) (\(purpose)) does not exist in namespace \(namespace ?? "default")")
-        }
-    }
-
-    func signatureVerifier(_ signing: Edge.Signing, namespace: String?) async throws -> SignatureVerifier {
-        let ref = signing.publicKeySecretRef
-        let key = ref.key ?? "cosign.pub"
-        let secret = try await secret(ref.name, namespace: namespace, purpose: "the signing public key")
-        guard let pem = secret.value(key) else {
-            throw EdgeConfigurationError(reason: "KeyNotFound", message: "Secret \(ref.name) has no key \(key) holding the public key")
-        }
-        do {
-            return try SignatureVerifier(publicKeyPEM: String(decoding: pem, as: UTF8.self))
-        } catch let failure as SignatureFailure {
-            throw EdgeConfigurationError(reason: failure.reason, message: "Secret \(ref.name) key \(key): \(failure.description)")
-        }
-    }
-
-    func pullCredentials(_ signing: Edge.Signing, namespace: String?) async throws -> [String: RegistryClient.Credentials] {
-        guard let name = signing.pullSecretRef?.name else { return [:] }
-        let secret = try await secret(name, namespace: namespace, purpose: "registry pull credentials")
-        guard let config = secret.value(".dockerconfigjson") else {
-            throw EdgeConfigurationError(reason: "InvalidPullSecret", message: "Secret \(name) is not a kubernetes.io/dockerconfigjson Secret (no .dockerconfigjson key)")
-        }
-        return RegistryClient.credentials(dockerConfigJSON: Array(config))
-    }
-
     /// The release to deliver: re-read from the remote once per interval; the last known one when it cannot be read.
-    func currentRelease(_ meteor: Meteor, _ release: Edge.Release, interval: Int64, previous: EdgeRelease?, now: Date) async -> (EdgeRelease?, (reason: String, message: String)?) {
+    /// The release and, when the last check of the remote found none or failed, why; `fresh` when the remote was
+    /// read now (a reconcile between checks says what the last check found, not something else).
+    func currentRelease(_ meteor: Meteor, _ release: Edge.Release, interval: Int64, previous: EdgeRelease?, now: Date) async -> (EdgeRelease?, ReleaseProblem?, fresh: Bool) {
         let key = meteor.metadata.uid ?? "\(meteor.namespace ?? "")/\(meteor.name)"
         let known = previous.flatMap { ReleaseSelection.matches($0.tag, pattern: release.tagPattern) ? $0 : nil }
         if let cached = edgeMemory.releases.withLock({ $0[key] }), cached.pattern == release.tagPattern, now.timeIntervalSince(cached.checked) < Double(interval) {
-            return (cached.release ?? known, nil)
+            return (cached.release ?? known, cached.problem, false)
         }
+        let found: EdgeRelease?
+        let problem: ReleaseProblem?
         do {
             let refs = try await listRefs(meteor)
-            let newest = ReleaseSelection.newest(refs, pattern: release.tagPattern).map { EdgeRelease(tag: $0.tag, commit: $0.commit) }
-            edgeMemory.releases.withLock { $0[key] = .init(checked: now, pattern: release.tagPattern, release: newest) }
-            if let newest, newest != known {
-                await events.record(try JSONValue(encoding: meteor), type: .normal, reason: "ReleaseFound", message: "Delivering \(newest.tag) (\(newest.commit ?? "unknown commit")) from \(meteor.spec.url)")
+            found = ReleaseSelection.newest(refs, pattern: release.tagPattern).map { EdgeRelease(tag: $0.tag, commit: $0.commit) }
+            problem = found == nil ? ReleaseProblem(reason: "NoMatchingTag", message: "No tag on \(meteor.spec.url) matches \(release.tagPattern)") : nil
+            if let found, found != known, let raw = try? JSONValue(encoding: meteor) {
+                await events.record(raw, type: .normal, reason: "ReleaseFound", message: "Delivering \(found.tag) (\(found.commit ?? "unknown commit")) from \(meteor.spec.url)")
             }
-            return (newest, newest == nil ? (reason: "NoMatchingTag", message: "No tag on \(meteor.spec.url) matches \(release.tagPattern)") : nil)
         } catch {
-            edgeMemory.releases.withLock { $0[key] = .init(checked: now, pattern: release.tagPattern, release: known) }
-            return (known, (reason: "GitRemoteUnavailable", message: "Cannot list tags of \(meteor.spec.url): \(error)"))
+            found = known
+            problem = ReleaseProblem(reason: "GitRemoteUnavailable", message: "Cannot list tags of \(meteor.spec.url): \(error)")
         }
+        edgeMemory.releases.withLock { $0[key] = .init(checked: now, pattern: release.tagPattern, release: found, problem: problem) }
+        return (found, problem, true)
     }
 
     /// Creates the Application, or patches its spec and image annotation when they differ; never touches status.
@@ -390,6 +319,8 @@ extension MeteorReconciler {
             } catch let e as KubeError where e.isAlreadyExists {}
             return
         }
+        // Being removed (delivery stopped, Argo CD taking its resources off the device): created again once gone.
+        if current[path: "metadata", "deletionTimestamp"] != nil { return }
         guard current[path: "metadata", "labels", MeteorLabels.meteorUID] == desired[path: "metadata", "labels", MeteorLabels.meteorUID] else {
             await events.record(raw, type: .warning, reason: "ApplicationConflict", message: "Application \(key.name) exists and belongs to another Meteor; not touching it")
             return
@@ -401,6 +332,32 @@ extension MeteorReconciler {
             let before = ApplicationState(current)
             await events.record(raw, type: .normal, reason: "ApplicationUpdated", message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(target.cluster)")
         }
+    }
+
+    /// Deletes the Applications of targets that are not about to be given a trusted image and whose deployed image
+    /// was verified with a key the policies no longer trust for that cluster (rotated out, revoked, narrowed), or
+    /// that record no key: what runs on the device is presumed compromised, and Argo CD removes it (the
+    /// Application's resources finalizer). Delivery resumes when an image signed by a trusted key is verified.
+    /// Returns what was stopped, for the Deployed condition.
+    func stopUntrustedDelivery(_ meteor: Meteor, _ edge: Edge, trust: EdgeTrust, keepDeployable: Set<String>, raw: JSONValue, settings: EdgeSettings) async throws -> [String] {
+        var stopped: [String] = []
+        let namespace = meteor.namespace ?? "default"
+        for app in applicationsOf(meteor, settings: settings) {
+            guard let targetName = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue, !keepDeployable.contains(targetName),
+                let target = edge.targets.first(where: { $0.name == targetName }), let image = edge.images.first(where: { $0.name == target.image }),
+                app[path: "metadata", "deletionTimestamp"] == nil, let name = app[path: "metadata", "name"]?.stringValue else { continue }
+            let fingerprint = app[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue
+            if let fingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: target.cluster, namespace: namespace) { continue }
+            do {
+                _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
+                recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
+            } catch let e as KubeError where e.isNotFound {}
+            let what = "\(ApplicationState(app).pinnedImage ?? image.repository) on \(target.cluster)"
+            let why = "delivery of \(what) stopped: it was verified with key \(fingerprint ?? "(unrecorded)"), which no EdgeTrustPolicy trusts for \(image.repository) there any more"
+            stopped.append(why)
+            await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(name): \(why)")
+        }
+        return stopped
     }
 
     /// The Meteor's Applications, from the cache.

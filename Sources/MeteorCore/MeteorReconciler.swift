@@ -60,6 +60,8 @@ public final class MeteorReconciler: Sendable {
     public let sites: [String: Informer]
     /// Argo CD Applications the operator made, in Argo CD's namespace (when edge delivery is on).
     public let applications: Informer?
+    /// The cluster admin's EdgeTrustPolicies (when edge delivery is on).
+    public let trustPolicies: Informer?
     let events: EventRecorder
     let edgeMemory = EdgeMemory()
     /// This reconciler's own writes, until its caches show them.
@@ -72,7 +74,8 @@ public final class MeteorReconciler: Sendable {
     let prerequisites: BuildPrerequisites
     let logger: Logger
 
-    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
+    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, trustPolicies: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
+        self.trustPolicies = trustPolicies
         prerequisites = BuildPrerequisites(client: client, settings: configuration.build, cacheFor: configuration.prerequisiteRecheck)
         self.metrics = metrics
         self.client = client
@@ -103,9 +106,10 @@ public final class MeteorReconciler: Sendable {
             sites[t.kind] = manager.informer(for: t, namespace: home, labelSelector: managed)
         }
         let applications = configuration.edge.map { manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed) }
+        let trustPolicies = configuration.edge.map { _ in manager.informer(for: EdgeTrustPolicy.resourceType) }
         let metrics = MeteorMetrics(factory: manager.metricsFactory)
         await metrics.observe(meteors: meteors, pipelineRuns: runs)
-        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, events: events, configuration: configuration, metrics: metrics, logger: logger)
+        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, trustPolicies: trustPolicies, events: events, configuration: configuration, metrics: metrics, logger: logger)
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
@@ -124,6 +128,12 @@ public final class MeteorReconciler: Sendable {
             return [ObjectKey(namespace: ns, name: name)]
         }
         if let applications { await controller.watches(applications, map: byLabels) }
+        // A trust policy changed (a key added, rotated, revoked): every edge Meteor is judged again.
+        if let trustPolicies {
+            await controller.watches(trustPolicies) { _ in
+                meteors.store.list().filter { $0[path: "spec", "edge"] != nil }.map { ObjectKey($0) }
+            }
+        }
         if configuration.notebookImageNamespace != nil, let streams = sites[NotebookImage.imageStreamType.kind] { await controller.watches(streams, map: byLabels) }
         manager.add(controller)
         return (reconciler, controller)

@@ -238,8 +238,32 @@ public final class RegistryClient: Sendable {
 
 
 extension SignatureVerifier {
-    /// Verifies `image` (which must name its digest) by reading its cosign signature from the registry.
-    public func verify(image: RegistryClient.Reference, registry: RegistryClient) async throws -> Verified {
+    /// An image's cosign signature as its registry stores it: the `.sig` tag's manifest, and its blobs (each read
+    /// once, however many keys are tried).
+    public final class StoredSignature: Sendable {
+        public let digest: String
+        public let manifest: JSONValue
+        let image: RegistryClient.Reference
+        let registry: RegistryClient
+        let blobs = Mutex<[String: [UInt8]]>([:])
+
+        init(digest: String, manifest: JSONValue, image: RegistryClient.Reference, registry: RegistryClient) {
+            self.digest = digest
+            self.manifest = manifest
+            self.image = image
+            self.registry = registry
+        }
+
+        public func blob(_ digest: String) async throws -> [UInt8] {
+            if let cached = blobs.withLock({ $0[digest] }) { return cached }
+            let bytes = try await registry.blob(image, digest: digest)
+            blobs.withLock { $0[digest] = bytes }
+            return bytes
+        }
+    }
+
+    /// Reads the signature of `image` (which must name its digest) from the registry.
+    public static func fetchSignature(image: RegistryClient.Reference, registry: RegistryClient) async throws -> StoredSignature {
         guard let digest = image.digest else { throw SignatureFailure.malformedPayload("\(image) names no digest; verify a digest, not a tag") }
         let signatureManifest: [UInt8]
         do {
@@ -249,8 +273,12 @@ extension SignatureVerifier {
         }
         let manifest: JSONValue
         do { manifest = try JSONValue.parse(signatureManifest) } catch { throw SignatureFailure.malformedPayload("signature manifest: \(error)") }
-        return try await verify(signatureManifest: manifest, digest: digest, repository: image.repositoryReference) { d in
-            try await registry.blob(image, digest: d)
-        }
+        return StoredSignature(digest: digest, manifest: manifest, image: image, registry: registry)
+    }
+
+    /// Verifies `image` (which must name its digest) by reading its cosign signature from the registry.
+    public func verify(image: RegistryClient.Reference, registry: RegistryClient) async throws -> Verified {
+        let signature = try await Self.fetchSignature(image: image, registry: registry)
+        return try await verify(signatureManifest: signature.manifest, digest: signature.digest, repository: image.repositoryReference) { try await signature.blob($0) }
     }
 }

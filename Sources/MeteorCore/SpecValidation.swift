@@ -103,7 +103,7 @@ public enum SpecValidation {
                 out.append(SpecProblem(field: "spec.edge.images[\(i)].repository", message: "must be registry-host/repository in lowercase, without tag or digest, got \(quoted(image.repository))"))
             }
         }
-        label(edge.signing.publicKeySecretRef.name, "spec.edge.signing.publicKeySecretRef.name", max: 253)
+        if let key = edge.signing.publicKeySecretRef { label(key.name, "spec.edge.signing.publicKeySecretRef.name", max: 253) }
         if let pull = edge.signing.pullSecretRef { label(pull.name, "spec.edge.signing.pullSecretRef.name", max: 253) }
         if edge.targets.isEmpty { out.append(SpecProblem(field: "spec.edge.targets", message: "must list at least one target")) }
         var targetNames = Set<String>()

@@ -111,6 +111,7 @@ struct RunCommand: AsyncParsableCommand {
         let preflightClient = try KubeClient(configuration: cluster, options: preflightOptions)
         var publishImageStreams = false
         var argoServed = false
+        var trustServed = false
         do {
             try await Self.preflight(preflightClient, server: cluster.server.absoluteString)
             // Open Data Hub's JupyterHub lists notebook images from ImageStreams, where the cluster has them.
@@ -119,6 +120,9 @@ struct RunCommand: AsyncParsableCommand {
             // Edge delivery needs Argo CD's Application kind.
             let argo = try? await preflightClient.json(.GET, "/apis/argoproj.io/v1alpha1")
             argoServed = (argo?["resources"]?.arrayValue ?? []).contains { $0["name"] == "applications" }
+            // ...and the cluster admin's EdgeTrustPolicies, which say which keys may sign what is deployed.
+            let meteorGroup = try? await preflightClient.json(.GET, "/apis/meteor.zone/v1alpha1")
+            trustServed = (meteorGroup?["resources"]?.arrayValue ?? []).contains { $0["name"] == "edgetrustpolicies" }
             try await preflightClient.shutdown()
         } catch {
             try? await preflightClient.shutdown()
@@ -149,7 +153,9 @@ struct RunCommand: AsyncParsableCommand {
         configuration.ingressDomain = ingressDomain
         configuration.publishImageStreams = publishImageStreams
         configuration.notebookImageNamespace = notebookImageNamespace.isEmpty ? nil : notebookImageNamespace
-        if argoServed {
+        if argoServed, !trustServed {
+            logger.notice("edge delivery is off: the EdgeTrustPolicy CRD is not installed (kubectl apply -f crds/meteor.zone_edgetrustpolicies.yaml); it says which keys may sign what is deployed to devices")
+        } else if argoServed {
             var edge = EdgeSettings()
             edge.argocdNamespace = argocdNamespace
             edge.project = argocdProject

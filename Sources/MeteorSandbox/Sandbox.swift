@@ -77,11 +77,13 @@ public enum Sandbox {
     /// Installs the Meteor CRD from the checkout, and Tekton's PipelineRun (and Argo CD's Application) CRDs from
     /// `upstream` when they are there, permissive stand-ins otherwise.
     public static func installCRDs(_ server: EmbeddedAPIServer, repository: URL, upstream: URL?, argo: Bool, logger: Logger) throws {
-        let ours = repository.appendingPathComponent("crds/meteor.zone_meteors.yaml")
-        do {
-            try server.installCRDs(yaml: try String(contentsOf: ours, encoding: .utf8))
-        } catch {
-            throw Failure(description: "cannot install the Meteor CRD from \(ours.path): \(error)")
+        for file in ["crds/meteor.zone_meteors.yaml", "crds/meteor.zone_edgetrustpolicies.yaml"] {
+            let ours = repository.appendingPathComponent(file)
+            do {
+                try server.installCRDs(yaml: try String(contentsOf: ours, encoding: .utf8))
+            } catch {
+                throw Failure(description: "cannot install the operator's CRD from \(ours.path): \(error)")
+            }
         }
         var crds: [(file: String, fallback: ResourceType, status: Bool)] = [("tekton/300-pipelinerun.yaml", PipelineRunBuilder.resourceType, true)]
         if argo { crds.append(("argocd/application-crd.yaml", ArgoApplicationBuilder.resourceType, false)) }
@@ -239,6 +241,14 @@ public enum Sandbox {
             var secret = Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: options.namespace), stringData: ["cosign.pub": signer.publicKeyPEM])
             secret.metadata.labels = ["app.kubernetes.io/part-of": "meteor-sandbox"]
             _ = try await secrets.create(secret)
+        }
+        // The cluster admin's word on who may sign what reaches the (simulated) devices: the sandbox's key, for
+        // every image and cluster.
+        let policies = client.dynamic(EdgeTrustPolicy.resourceType)
+        if (try? await policies.get("sandbox")) == nil {
+            var policy = EdgeTrustPolicy(name: "sandbox", spec: .init(keys: [.init(name: "sandbox-release", publicKey: signer.publicKeyPEM)], images: ["*"], clusters: ["*"]))
+            policy.metadata.labels = ["app.kubernetes.io/part-of": "meteor-sandbox"]
+            _ = try await policies.create(try JSONValue(encoding: policy))
         }
     }
 

@@ -32,6 +32,18 @@ public final class MeteorEnvironment: Sendable {
         get throws { try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8) }
     }
 
+    /// Every CRD the operator owns (`crds/`, as its kustomization lists them), as one multi-document YAML.
+    public static var operatorCRDs: String {
+        get throws {
+            let dir = TestCluster.repositoryDirectory.appendingPathComponent("crds")
+            let kustomization = try YAML.parse(String(contentsOf: dir.appendingPathComponent("kustomization.yaml"), encoding: .utf8))
+            return try (kustomization["resources"]?.arrayValue ?? []).compactMap(\.stringValue).map { try String(contentsOf: dir.appendingPathComponent($0), encoding: .utf8) }.joined(separator: "\n---\n")
+        }
+    }
+
+    /// The operator's CRD files, repository-relative, for the real control plane.
+    public static let operatorCRDFiles = ["crds/meteor.zone_meteors.yaml", "crds/meteor.zone_edgetrustpolicies.yaml"]
+
     /// How long the simulated Tekton takes per run.
     public static let simulatedRunTime: Duration = .milliseconds(300)
 
@@ -51,7 +63,7 @@ public final class MeteorEnvironment: Sendable {
             cluster = existing
         } else if backend == .real {
             precondition(!referenceCRD, "the real control plane serves the operator's own Meteor CRD only")
-            cluster = try await TestCluster.real(namespacePrefix: "meteor", crds: ["crds/meteor.zone_meteors.yaml"] + argo)
+            cluster = try await TestCluster.real(namespacePrefix: "meteor", crds: operatorCRDFiles + argo)
             do {
                 try await cluster.installTekton()
                 if let edge = configuration.edge { _ = try? await cluster.createNamespace(edge.argocdNamespace) }
@@ -62,7 +74,7 @@ public final class MeteorEnvironment: Sendable {
         } else {
             E2ETally.record(.embedded)
             cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + argo + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
-            if !referenceCRD { try cluster.server.installCRDs(yaml: try operatorCRD) }
+            if !referenceCRD { try cluster.server.installCRDs(yaml: try operatorCRDs) }
             if let edge = configuration.edge { try await cluster.createNamespace(edge.argocdNamespace) }
         }
         var options = Manager.Options()
@@ -281,4 +293,23 @@ extension EgressPolicy {
     /// The operator's egress policy with loopback allowed, as an admin would allow an in-house git server
     /// (`--egress-allow 127.0.0.0/8`): for tests whose fixtures (git http-backend, sshd, registries) listen there.
     public static var loopbackFixtures: EgressPolicy { EgressPolicy(allowing: [.range(AddressRange("127.0.0.0/8")!)]) }
+}
+
+extension TestCluster {
+    /// An EdgeTrustPolicy named `name` trusting `signer`'s key for `images` on `clusters` (everything by default),
+    /// as the cluster admin would write it.
+    @discardableResult
+    public func trust(_ name: String = "trust-all", publicKeyPEM: String, images: [String] = ["*"], clusters: [String] = ["*"], namespaces: [String]? = nil, revoked: Bool = false) async throws -> JSONValue {
+        let policy = EdgeTrustPolicy(name: name, spec: .init(keys: [.init(name: "release", publicKey: publicKeyPEM, revoked: revoked ? true : nil)], images: images, clusters: clusters, namespaces: namespaces))
+        let api = client.dynamic(EdgeTrustPolicy.resourceType)
+        // Cluster-scoped: on the shared real control plane, a name of this test's own.
+        var body = try JSONValue(encoding: policy)
+        let scoped = kit == nil ? name : "\(name)-\(namespace)"
+        body[path: "metadata", "name"] = .string(scoped)
+        if let existing = try? await api.get(scoped) {
+            body[path: "metadata", "resourceVersion"] = existing[path: "metadata", "resourceVersion"]
+            return try await api.replace(body)
+        }
+        return try await api.create(body)
+    }
 }

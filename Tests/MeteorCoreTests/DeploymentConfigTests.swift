@@ -140,7 +140,7 @@ struct Grant: Hashable, CustomStringConvertible {
         let registry = try await LocalRegistry(port: nil)
         defer { registry.stop() }
         try await TestCluster.with(clientOptions: testClient, crds: ["crds/tekton/300-pipelinerun.yaml", "crds/argocd/application-crd.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             try c.server.installCRDs(yaml: """
                 apiVersion: apiextensions.k8s.io/v1
                 kind: CustomResourceDefinition
@@ -157,6 +157,7 @@ struct Grant: Hashable, CustomStringConvertible {
             try await c.createNamespace("opendatahub")
             let signer = CosignSigner()
             _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
+            try await c.trust(publicKeyPEM: signer.publicKeyPEM)
             let op = try BackgroundProcess(operatorBinary, [
                 "run", "--kubeconfig", try c.writeKubeconfig(), "--leader-elect", "--leader-election-namespace", "meteor-operator-system",
                 "--ingress-class", "nginx", "--ingress-domain", "apps.example", "--insecure-registry", registry.address,

@@ -53,6 +53,8 @@ import Testing
             }) { env in
                 let secrets = env.client.api(Secret.self, namespace: env.namespace)
                 _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: env.namespace), stringData: ["cosign.pub": fixture.signer.publicKeyPEM]))
+                // The cluster admin trusts the fixture's key for the fixture registry's images, on every cluster.
+                try await env.cluster.trust(publicKeyPEM: fixture.signer.publicKeyPEM, images: ["\(registry.address)/*"])
                 try await body(env, fixture)
             }
         } catch {

@@ -110,7 +110,7 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
 
     @Test func applicationsAndEdgeRunsValidateAgainstUpstreamSchemas() async throws {
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml", "crds/argocd/application-crd.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             try await c.createNamespace("argocd")
             let edge = donkeycarEdge(registry: "quay.io")
             var meteor = Meteor(metadata: ObjectMeta(name: "donkeycar", namespace: "default"), spec: .init(url: "https://github.com/x/donkeycar", ref: "main", pipelines: ["edge"], edge: edge))

@@ -18,7 +18,7 @@ let kubectl = ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"]
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.samples.path).filter { $0.hasPrefix("meteor_") && $0.hasSuffix(".yaml") }
         #expect(files.count == 4)
         try await TestCluster.with(crds: []) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             for f in files {
                 let doc = try #require(try YAML.parse(String(contentsOf: Self.samples.appendingPathComponent(f), encoding: .utf8)))
                 let created = try await c.meteors.create(doc, params: WriteParams(fieldValidation: "Strict"))
@@ -91,7 +91,7 @@ struct Kubectl {
     /// Every Meteor the Go operator's CRD accepts within the pipelines it knows is accepted here with the same fields.
     @Test func acceptsWhatTheReferenceCRDAccepts() async throws {
         try await TestCluster.with(crds: []) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             let bodies: [JSONValue] = [
                 ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "minimal"], "spec": ["url": "https://github.com/a/b", "ref": "main"]],
                 ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "full"], "spec": ["url": "http://git.example/x.git", "ref": "v1.2.3", "ttl": 0, "pipelines": ["jupyterbook"]]],

@@ -134,7 +134,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 
     @Test func openDataHubGetsAnImageStreamAndIngressServesTheBook() async throws {
         let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
-        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
         // OpenShift serves image.openshift.io natively; here a minimal CRD stands in for it.
         try cluster.server.installCRDs(yaml: Self.imageStreamCRD)
 
@@ -203,7 +203,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
     /// Warning Event say why the image is not listed, and the operator tries again.
     @Test func aMissingNotebookImageNamespaceIsReportedAndHoldsUpNothingElse() async throws {
         let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
-        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
         try cluster.server.installCRDs(yaml: Self.imageStreamCRD)
         let env = try await MeteorEnvironment.start(cluster: cluster) { config in
             config.publishImageStreams = true
@@ -353,7 +353,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 
     @Test func restartAfterCreatingRunsButBeforeRecordingMakesNoDuplicates() async throws {
         let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
-        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
         // Status writes fail: the operator dies, as it were, between creating runs and recording them.
         cluster.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: "patch", pathContains: "/meteors/twice/status", count: 1000))
         let first = try await MeteorEnvironment.start(cluster: cluster)

@@ -32,7 +32,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
 
     @Test func runsAgainstTheClusterAndStopsCleanlyOnSIGTERM() async throws {
         try await TestCluster.with(tls: true, token: "op", crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             let op = try BackgroundProcess(operatorBinary, [
                 "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--leader-elect", "--log-format", "json",
             ])
@@ -58,7 +58,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
         let refused = try await runProcess(operatorBinary, ["run", "--graceful-shutdown-timeout", "0"])
         #expect(refused.status != 0 && refused.output.contains("--graceful-shutdown-timeout must be more than 0 seconds"), "\(refused.output)")
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             c.server.inject(InjectedFault(.hold, pathContains: "/meteors/stuck/status", userAgentContains: "meteor-operator/", count: 1000))
             _ = try await c.meteors.create(sampleMeteor("stuck"))
             let op = try Self.leader(c, extra: ["--graceful-shutdown-timeout", "3"])
@@ -77,7 +77,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
     /// seconds (the lease, 600 s here, is what a successor then waits out).
     @Test func stopsOnSIGTERMWhenTheAPIServerIsGone() async throws {
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             _ = try await c.meteors.create(sampleMeteor("orphaned"))
             let op = try Self.leader(c)
             defer { op.signal(SIGKILL) }
@@ -125,7 +125,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
         #expect(badAddress.status != 0 && badAddress.output.contains("--shower-bind-address must be HOST:PORT"))
 
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             _ = try await c.meteors.create(sampleMeteor("listed"))
             let port = try LocalRegistry.freePort()
             let op = try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",

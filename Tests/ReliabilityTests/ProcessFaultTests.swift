@@ -41,7 +41,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
         } else {
             E2ETally.record(.embedded)
             cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
-            try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
         }
         try await cluster.run { c in
             let kubeconfig = try c.writeKubeconfig()
@@ -89,7 +89,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
     /// expires, and the API server's request log shows the two never wrote at the same time.
     @Test func followerTakesOverFromAKilledLeaderAndTheyNeverWriteTogether() async throws {
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             let kubeconfig = try c.writeKubeconfig()
             // Lease 6 s, renew deadline 4 s. With 3 s and 2 s, one CI run left 5 of the first 20 Meteors unconverged
             // for 60 s with the leader alone; a leader that misses its renew deadline under load stops, as it must,
@@ -143,7 +143,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
     /// request log shows who wrote when) and stops.
     @Test func aPausedLeaderThatWakesAfterItsLeaseWasTakenWritesNothing() async throws {
         try await TestCluster.with(crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             let kubeconfig = try c.writeKubeconfig()
             let lease = ["--leader-elect", "--leader-election-namespace", "default", "--leader-elect-lease-duration", "4", "--leader-elect-renew-deadline", "3", "--leader-elect-retry-period", "0.5"]
             let a = try Self.startOperator(kubeconfig, extra: lease)

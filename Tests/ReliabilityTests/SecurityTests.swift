@@ -23,7 +23,7 @@ import Testing
         let registryPassword = "s3cr3t-registry-pw-91ac"
         let capture = LogCapture()
         let cluster = try await TestCluster(token: apiToken, crds: ["crds/tekton/300-pipelinerun.yaml", "crds/argocd/application-crd.yaml"])
-        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+        try cluster.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
         try await cluster.createNamespace("argocd")
         let closed = try LocalRegistry.freePort()
         let env = try await MeteorEnvironment.start(cluster: cluster, logger: capture.logger("meteor", level: .trace)) { c in
@@ -33,7 +33,9 @@ import Testing
         }
         do {
             let secrets = cluster.client.api(Secret.self, namespace: "default")
-            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": CosignSigner().publicKeyPEM]))
+            let signer = CosignSigner()
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
+            try await cluster.trust(publicKeyPEM: signer.publicKeyPEM)
             let dockerConfig = #"{"auths":{"127.0.0.1:\#(closed)":{"username":"bot","password":"\#(registryPassword)"}}}"#
             _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "pull", namespace: "default"), type: "kubernetes.io/dockerconfigjson", stringData: [".dockerconfigjson": dockerConfig]))
             let edge = Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
@@ -327,7 +329,9 @@ import Testing
             c.edge = edge
         }) { env in
             let c = env.cluster
-            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": CosignSigner().publicKeyPEM]))
+            let signer = CosignSigner()
+            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
+            try await c.trust(publicKeyPEM: signer.publicKeyPEM)
             func edge(_ repository: String, release: Bool) -> Edge {
                 Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository)],
                      signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
@@ -343,8 +347,15 @@ import Testing
                 _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: name), spec: .init(url: url, ref: "main", pipelines: ["edge"], edge: edge("quay.io/x/car", release: true)))))
             }
             for (name, _, why) in remotes {
-                let m = try await c.waitFor(c.meteors, name) { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" }
+                let m = try await c.waitFor(c.meteors, name) { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" || condition($0, "Ready")?["reason"] == "InvalidSpec" }
                 #expect(condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true, "\(name): \(condition(m, "ImagesBuilt")?["message"] ?? .null)")
+            }
+            // A reconcile before the next check of the remote (a spec change here) says what the last check found.
+            // It used to say "no tag matches v*" until the remote was read again, 5 minutes later.
+            for (name, _, why) in remotes {
+                _ = try await c.meteors.patch(name, .merge(["spec": ["ttl": 86400]]))
+                let m = try await c.waitFor(c.meteors, name) { $0?[path: "status", "observedGeneration"] == 2 }
+                #expect(condition(m, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" && condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true, "\(name): \(condition(m, "ImagesBuilt") ?? .null)")
             }
             #expect(!c.server.requestLog.contains { $0.path.contains("repo.git") || $0.path.contains("info/refs") }, "nothing reached the API server's port")
 
@@ -436,7 +447,7 @@ import Testing
             scraper = try await token(c.namespace, "scraper")
             stranger = try await token(c.namespace, "stranger")
         } else {
-            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRD)
+            try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             scraper = "scraper-token"
             stranger = "stranger-token"
             c.server.addToken(scraper, for: UserInfo(name: "system:serviceaccount:default:scraper", groups: [UserInfo.authenticated]))
@@ -479,6 +490,145 @@ import Testing
         // Plain HTTP gets nothing.
         await #expect(throws: (any Error).self) { _ = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20) }
         #expect(!op.text.contains("forbidden"), "the operator's own reviews were refused:\n\(op.text.suffix(2000))")
+    }
+
+    // MARK: Only keys the cluster admin trusts deploy to devices (issue 15, item 3)
+
+    /// An edge environment on the embedded server with a real registry: the operator, a registry client for the
+    /// test, and a way to push a signed image.
+    struct EdgeBench {
+        let env: MeteorEnvironment
+        let registry: LocalRegistry
+        let client = RegistryClient(insecure: true, egress: .unrestricted)
+        var c: TestCluster { env.cluster }
+
+        func image(_ repository: String, tag: String, platform: String = "linux/arm64", signedBy signer: CosignSigner?) async throws -> String {
+            let repo = try RegistryClient.Reference(parsing: "\(registry.address)/\(repository)")
+            let digest = try await client.pushImage(repo, tag: tag, platform: platform, content: "\(repository) \(tag)")
+            if let signer { try await sign(repository, digest: digest, with: signer) }
+            return digest
+        }
+
+        func sign(_ repository: String, digest: String, with signer: CosignSigner) async throws {
+            let repo = try RegistryClient.Reference(parsing: "\(registry.address)/\(repository)")
+            try await client.push(try signer.sign(digest: digest, dockerReference: "\(registry.address)/\(repository)"), to: repo)
+        }
+
+        /// A Meteor whose images (name, repository, cluster) each run on a target of their name on that cluster (and
+        /// on the `extra` targets: name, cluster, image), built at once by the test.
+        func deliver(_ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = []) async throws {
+            let edge = Edge(images: images.map { .init(name: $0.0, dockerfile: "Dockerfile", platform: "linux/arm64", repository: "\(registry.address)/\($0.1)") },
+                            signing: .init(publicKeySecretRef: key.map { .init(name: $0) }),
+                            targets: images.map { .init(name: $0.0, cluster: $0.2, image: $0.0, path: "deploy", namespace: "car") }
+                                + extra.map { .init(name: $0.0, cluster: $0.1, image: $0.2, path: "deploy", namespace: "car") })
+            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: name), spec: .init(url: "https://github.com/x/\(name)", ref: "main", pipelines: ["edge"], edge: edge))))
+            for (image, digest) in zip(images, digests) {
+                let run = EdgePipelineRunBuilder.name(meteor: name, image: image.0, build: EdgeBuild(ref: "main", release: nil, generation: 1))
+                _ = try await c.waitFor(c.runs, run) { $0 != nil }
+                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest])
+            }
+        }
+
+        func application(_ meteor: String, _ target: String) -> String { ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: meteor, target: target) }
+
+        static func with(_ body: (EdgeBench) async throws -> Void) async throws {
+            let registry = try await LocalRegistry(port: nil)
+            defer { registry.stop() }
+            try await MeteorEnvironment.with(configure: { c in
+                var edge = EdgeSettings()
+                edge.insecureRegistries = [registry.address]
+                edge.verificationRetry = .milliseconds(200)
+                c.edge = edge
+            }) { env in try await body(EdgeBench(env: env, registry: registry)) }
+        }
+    }
+
+    /// Keys are the cluster admin's: with no EdgeTrustPolicy nothing deploys; an author's own key that no policy
+    /// trusts is refused though the signature is good; a key trusted for one device cluster does not deploy to
+    /// another; and the legitimate paths — the admin's key, or an author narrowing to it — deploy.
+    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed"))
+    func onlyKeysATrustPolicyAllowsDeployAndOnlyWhereItAllows() async throws {
+        try await EdgeBench.with { b in
+            let c = b.c
+            let admin = CosignSigner(), author = CosignSigner()
+            let adminFingerprint = try SignatureVerifier(publicKeyPEM: admin.publicKeyPEM).fingerprint
+            let secrets = c.client.api(Secret.self, namespace: "default")
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "author-key", namespace: "default"), stringData: ["cosign.pub": author.publicKeyPEM]))
+            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "admin-key", namespace: "default"), stringData: ["cosign.pub": admin.publicKeyPEM]))
+
+            // No policy: not deployed, and the status says why.
+            try await b.deliver("unpoliced", images: [("car", "edge/unpoliced", "microshift-rpi")], digests: [try await b.image("edge/unpoliced", tag: "g1", signedBy: admin)])
+            let unpoliced = try await c.waitFor(c.meteors, "unpoliced") { condition($0, "ImagesVerified")?["reason"] == "NoTrustPolicy" }
+            #expect(condition(unpoliced, "ImagesVerified")?["message"]?.stringValue?.contains("no EdgeTrustPolicy trusts a key for \(b.registry.address)/edge/unpoliced on microshift-rpi") == true)
+
+            try await c.trust("fleet", publicKeyPEM: admin.publicKeyPEM, images: ["\(b.registry.address)/edge/*"], clusters: ["microshift-rpi"])
+            // The author signs with a key of their own and names it: refused, whatever the signature.
+            try await b.deliver("authored", images: [("car", "edge/authored", "microshift-rpi")], digests: [try await b.image("edge/authored", tag: "g1", signedBy: author)], key: "author-key")
+            let authored = try await c.waitFor(c.meteors, "authored") { condition($0, "ImagesVerified")?["reason"] == "KeyNotTrusted" }
+            #expect(condition(authored, "ImagesVerified")?["message"]?.stringValue?.contains("the key in Secret author-key") == true)
+            // Signed by the author, without naming a key: the admin's key does not verify it.
+            try await b.deliver("sneaky", images: [("car", "edge/sneaky", "microshift-rpi")], digests: [try await b.image("edge/sneaky", tag: "g1", signedBy: author)])
+            _ = try await c.waitFor(c.meteors, "sneaky") { condition($0, "ImagesVerified")?["reason"] == "SignatureInvalid" }
+
+            // The admin's key: deployed to the car, whose cluster the policy names; not the same image to a second
+            // device on another cluster; and no key at all for an image that only runs on that cluster.
+            try await b.deliver("fleet", images: [("car", "edge/car", "microshift-rpi"), ("twin", "edge/twin", "microshift-nuc")],
+                                digests: [try await b.image("edge/car", tag: "g1", signedBy: admin), try await b.image("edge/twin", tag: "g1", signedBy: admin)],
+                                extra: [("car-on-nuc", "microshift-nuc", "car")])
+            let car = try await c.waitFor(c.applications, b.application("fleet", "car")) { $0 != nil }
+            #expect(car?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == adminFingerprint)
+            let fleet = try await c.waitFor(c.meteors, "fleet") { condition($0, "Deployed")?["reason"] == "KeyNotTrusted" && condition($0, "ImagesVerified")?["reason"] == "NoTrustPolicy" }
+            #expect(condition(fleet, "Deployed")?["message"]?.stringValue?.contains("car-on-nuc (microshift-nuc): key \(adminFingerprint) is not trusted") == true, "\(condition(fleet, "Deployed") ?? .null)")
+            #expect(condition(fleet, "ImagesVerified")?["message"]?.stringValue?.contains("edge/twin on microshift-nuc") == true, "\(condition(fleet, "ImagesVerified") ?? .null)")
+            // An author narrowing to the admin's key: deployed.
+            try await b.deliver("narrowed", images: [("car", "edge/narrowed", "microshift-rpi")], digests: [try await b.image("edge/narrowed", tag: "g1", signedBy: admin)], key: "admin-key")
+            _ = try await c.waitFor(c.applications, b.application("narrowed", "car")) { $0 != nil }
+
+            // The policy's arrival judged the waiting Meteor again: its image, signed by the admin's key, is delivered.
+            _ = try await c.waitFor(c.applications, b.application("unpoliced", "car")) { $0 != nil }
+            let apps = try await c.applications.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue }.sorted()
+            #expect(apps == [b.application("fleet", "car"), b.application("narrowed", "car"), b.application("unpoliced", "car")].sorted(), "\(apps)")
+            ReliabilityReport.row("Edge images signed by keys the cluster admin did not trust: no policy, an author's own key (named and not), a key trusted for another device cluster",
+                                  injected: "4 Meteors, 5 images", did: "NoTrustPolicy, KeyNotTrusted, SignatureInvalid, Deployed=False KeyNotTrusted for the other cluster; the admin's key deployed",
+                                  lost: "0 Applications for untrusted images")
+        }
+    }
+
+    /// A key revoked in the policy stops delivery of what it signed (the Application is deleted, the Meteor says so,
+    /// a Warning Event); once the image is signed with the rotated-in key, delivery resumes with that key recorded.
+    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed"))
+    func aRevokedKeyStopsDeliveryAndTheRotatedKeyResumesIt() async throws {
+        try await EdgeBench.with { b in
+            let c = b.c
+            let old = CosignSigner(), new = CosignSigner()
+            let oldFingerprint = try SignatureVerifier(publicKeyPEM: old.publicKeyPEM).fingerprint, newFingerprint = try SignatureVerifier(publicKeyPEM: new.publicKeyPEM).fingerprint
+            try await c.trust("fleet", publicKeyPEM: old.publicKeyPEM, images: ["\(b.registry.address)/edge/*"])
+            let digest = try await b.image("edge/car", tag: "g1", signedBy: old)
+            try await b.deliver("car", images: [("car", "edge/car", "microshift-rpi")], digests: [digest])
+            let app = b.application("car", "car")
+            _ = try await c.waitFor(c.applications, app) { $0?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == oldFingerprint }
+
+            // Rotation: the old key revoked, a new one trusted.
+            let policies = c.client.dynamic(EdgeTrustPolicy.resourceType)
+            var policy = try await policies.get("fleet")
+            policy[path: "spec", "keys"] = [["name": "old", "publicKey": .string(old.publicKeyPEM), "revoked": true], ["name": "new", "publicKey": .string(new.publicKeyPEM)]]
+            _ = try await policies.replace(policy)
+            _ = try await c.waitFor(c.applications, app) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
+            let stopped = try await c.waitFor(c.meteors, "car") { condition($0, "Deployed")?["reason"] == "KeyNotTrusted" }
+            #expect(condition(stopped, "Deployed")?["message"]?.stringValue?.contains("delivery of \(b.registry.address)/edge/car@\(digest) on microshift-rpi stopped") == true, "\(condition(stopped, "Deployed") ?? .null)")
+            #expect(try await c.waitForEvent(about: "car", reason: "DeliveryStopped") != nil)
+            // Argo CD removes what it deployed, then lets the Application go.
+            _ = try await c.applications.patch(app, .merge(["metadata": ["finalizers": []]]))
+            _ = try await c.waitFor(c.applications, app) { $0 == nil }
+
+            // Signed again with the new key: delivered again, with that key recorded.
+            try await b.sign("edge/car", digest: digest, with: new)
+            let resumed = try await c.waitFor(c.applications, app) { $0?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == newFingerprint }
+            #expect(resumed?[path: "metadata", "annotations", "meteor.zone/image"]?.stringValue == "\(b.registry.address)/edge/car@\(digest)")
+            ReliabilityReport.row("A signing key revoked (and a new one trusted) while its image runs on a device", injected: "1 EdgeTrustPolicy change",
+                                  did: "Application deleted (Deployed=False KeyNotTrusted, Warning DeliveryStopped); re-delivered once signed with the new key, which the Application records",
+                                  lost: "0 deployments left running on a revoked key")
+        }
     }
 
 }

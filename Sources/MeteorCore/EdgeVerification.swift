@@ -1,0 +1,160 @@
+import Foundation
+import KubeClient
+import KubeModels
+
+/// Verification of built edge images against the keys the cluster admin trusts (`EdgeTrustPolicy`), narrowed by
+/// the Meteor's own key when it names one.
+extension MeteorReconciler {
+    /// What the trust policies in force say (from the cache; empty without edge delivery).
+    var trust: EdgeTrust {
+        let policies = trustPolicies?.store.list().compactMap { try? $0.decode(as: EdgeTrustPolicy.self) } ?? []
+        return EdgeTrust(policies: policies)
+    }
+
+    /// The keys a signature of `image` may verify with: those trusted for its repository on the cluster of any target
+    /// that runs it, narrowed to the Meteor's own key when it names one. Throws `EdgeConfigurationError` when none is
+    /// left, saying why.
+    func candidateKeys(_ image: Edge.Image, edge: Edge, meteor: Meteor, trust: EdgeTrust) async throws -> [TrustedKey] {
+        let namespace = meteor.namespace ?? "default"
+        let clusters = edge.targets.filter { $0.image == image.name }.map(\.cluster)
+        var keys = trust.candidates(repository: image.repository, clusters: clusters, namespace: namespace)
+        let scope = "\(image.repository) on \(clusters.isEmpty ? "no target" : clusters.joined(separator: ", ")) for namespace \(namespace)"
+        if let ref = edge.signing.publicKeySecretRef {
+            let own = try await signatureVerifier(ref, namespace: meteor.namespace)
+            if trust.revoked.contains(own.fingerprint) {
+                throw EdgeConfigurationError(reason: "KeyRevoked", message: "the key in Secret \(ref.name) (\(own.fingerprint)) is revoked by an EdgeTrustPolicy")
+            }
+            keys = keys.filter { $0.fingerprint == own.fingerprint }
+            if keys.isEmpty {
+                throw EdgeConfigurationError(reason: "KeyNotTrusted", message: "the key in Secret \(ref.name) (\(own.fingerprint)) is not trusted by any EdgeTrustPolicy for \(scope); the cluster admin decides which keys may sign")
+            }
+        }
+        if keys.isEmpty {
+            throw EdgeConfigurationError(reason: "NoTrustPolicy", message: "no EdgeTrustPolicy trusts a key for \(scope)" + (trust.unusable.isEmpty ? "" : " (unusable keys: \(trust.unusable.joined(separator: "; ")))"))
+        }
+        return keys
+    }
+
+    /// Verifies a built digest unless it was verified before with a key still trusted (same digest) or tried too
+    /// recently. An earlier verification by a key the policies no longer trust counts for nothing: it is verified
+    /// again with the keys trusted now.
+    func verify(_ status: EdgeImageStatus, image: Edge.Image, earlier: EdgeImageStatus?, edge: Edge, meteor: Meteor, raw: JSONValue, settings: EdgeSettings, trust: EdgeTrust, now: Date) async throws -> EdgeImageStatus {
+        var status = status
+        guard let pinned = status.pinnedReference else { return status }
+        let keys: [TrustedKey]
+        do {
+            keys = try await candidateKeys(image, edge: edge, meteor: meteor, trust: trust)
+        } catch let failure as EdgeConfigurationError {
+            return await refuse(status, pinned: pinned, failure: failure, raw: raw)
+        }
+        let trusted = Set(keys.map(\.fingerprint))
+        let memoryKey = "\(meteor.metadata.uid ?? "")/\(pinned)"
+        if let earlier, earlier.digest == status.digest, earlier.repository == status.repository {
+            if earlier.verified, let fingerprint = earlier.keyFingerprint, trusted.contains(fingerprint) { return earlier.withRun(status.pipelineRunName) }
+            if !earlier.verified, edgeMemory.verified.withLock({ $0[memoryKey] }) == nil, let last = edgeMemory.verifications.withLock({ $0[memoryKey] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds {
+                var kept = earlier.withRun(status.pipelineRunName)
+                kept.verified = false
+                return kept
+            }
+        }
+        if let fingerprint = edgeMemory.verified.withLock({ $0[memoryKey] }), trusted.contains(fingerprint) {
+            status.verified = true
+            status.keyFingerprint = fingerprint
+            return status
+        }
+        edgeMemory.verifications.withLock { $0[memoryKey] = now }
+        do {
+            let (result, key) = try await fetchAndVerify(pinned, keys: keys, signing: edge.signing, namespace: meteor.namespace, settings: settings)
+            edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
+            metrics?.verification("verified")
+            status.verified = true
+            status.keyFingerprint = result.keyFingerprint
+            status.reason = nil
+            status.message = nil
+            await events.record(raw, type: .normal, reason: "ImageVerified", message: "Verified the signature of \(pinned) with key \(key.label), \(result.keyFingerprint)")
+        } catch let failure as SignatureFailure {
+            metrics?.verification(failure.reason)
+            status.reason = failure.reason
+            status.message = keys.count > 1 ? "\(failure.description) (tried \(keys.count) trusted keys: \(keys.map(\.label).joined(separator: ", ")))" : failure.description
+            await events.record(raw, type: .warning, reason: "VerificationFailed", message: "\(pinned): \(failure.reason): \(status.message!); it will not be deployed")
+        } catch let failure as EdgeConfigurationError {
+            return await refuse(status, pinned: pinned, failure: failure, raw: raw)
+        } catch let failure as RegistryClient.RegistryError {
+            metrics?.verification("RegistryUnavailable")
+            status.reason = "RegistryUnavailable"
+            status.message = "\(pinned): \(failure.message)"
+            await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)
+        } catch {
+            metrics?.verification("RegistryUnavailable")
+            status.reason = "RegistryUnavailable"
+            status.message = "\(pinned): \(error)"
+            await events.record(raw, type: .warning, reason: "RegistryUnavailable", message: status.message!)
+        }
+        return status
+    }
+
+    func refuse(_ status: EdgeImageStatus, pinned: String, failure: EdgeConfigurationError, raw: JSONValue) async -> EdgeImageStatus {
+        var status = status
+        metrics?.verification(failure.reason)
+        status.verified = false
+        status.keyFingerprint = nil
+        status.reason = failure.reason
+        status.message = failure.message
+        await events.record(raw, type: .warning, reason: failure.reason, message: "\(pinned): \(failure.message); it will not be deployed")
+        return status
+    }
+
+    /// Reads the signature of `pinned` once and verifies it with the first of `keys` that it verifies with.
+    func fetchAndVerify(_ pinned: String, keys: [TrustedKey], signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> (SignatureVerifier.Verified, TrustedKey) {
+        let reference = try RegistryClient.Reference(parsing: pinned)
+        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides, egress: egress)
+        let signature = try await SignatureVerifier.fetchSignature(image: reference, registry: registry)
+        var failure: SignatureFailure = .missingSignature("no trusted key")
+        for key in keys {
+            do {
+                return (try await key.verifier.verify(signatureManifest: signature.manifest, digest: signature.digest, repository: reference.repositoryReference) { try await signature.blob($0) }, key)
+            } catch let f as SignatureFailure {
+                failure = f
+            }
+        }
+        throw failure
+    }
+
+    struct EdgeConfigurationError: Error {
+        var reason: String
+        var message: String
+    }
+
+    func secret(_ name: String, namespace: String?, purpose: String) async throws -> Secret {
+        do {
+            return try await client.api(Secret.self, namespace: namespace).get(name)
+        } catch let e as KubeError where e.isNotFound {
+            throw EdgeConfigurationError(reason: "SecretNotFound", message: "Secret \(name) (\(purpose)) does not exist in namespace \(namespace ?? "default")")
+        } catch let e as KubeError where e.code == 403 {
+            throw EdgeConfigurationError(reason: "SecretForbidden", message: "the operator may not read Secret \(name) (\(purpose)) in namespace \(namespace ?? "default"): bind the ClusterRole meteor-operator-secret-reader there (config/rbac/secret_reader_role.yaml)")
+        }
+    }
+
+    /// The Meteor's own key (a narrowing of what the policies trust).
+    func signatureVerifier(_ ref: Edge.SecretKeyRef, namespace: String?) async throws -> SignatureVerifier {
+        let key = ref.key ?? "cosign.pub"
+        let secret = try await secret(ref.name, namespace: namespace, purpose: "the signing public key")
+        guard let pem = secret.value(key) else {
+            throw EdgeConfigurationError(reason: "KeyNotFound", message: "Secret \(ref.name) has no key \(key) holding the public key")
+        }
+        do {
+            return try SignatureVerifier(publicKeyPEM: String(decoding: pem, as: UTF8.self))
+        } catch let failure as SignatureFailure {
+            throw EdgeConfigurationError(reason: failure.reason, message: "Secret \(ref.name) key \(key): \(failure.description)")
+        }
+    }
+
+    func pullCredentials(_ signing: Edge.Signing, namespace: String?) async throws -> [String: RegistryClient.Credentials] {
+        guard let name = signing.pullSecretRef?.name else { return [:] }
+        let secret = try await secret(name, namespace: namespace, purpose: "registry pull credentials")
+        guard let config = secret.value(".dockerconfigjson") else {
+            throw EdgeConfigurationError(reason: "InvalidPullSecret", message: "Secret \(name) is not a kubernetes.io/dockerconfigjson Secret (no .dockerconfigjson key)")
+        }
+        return RegistryClient.credentials(dockerConfigJSON: Array(config))
+    }
+}
