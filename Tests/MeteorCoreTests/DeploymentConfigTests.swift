@@ -89,10 +89,14 @@ struct Grant: Hashable, CustomStringConvertible {
         #expect(!runtime.contains { $0.hasPrefix("RUN ") }, "the runtime stage has no shell to run anything")
     }
 
-    /// The grants the operator's ServiceAccount gets from config/rbac (through its bindings).
-    static func operatorGrants() throws -> Set<Grant> {
-        let docs = try Kustomize.render(config.appendingPathComponent("rbac"))
+    /// The grants the operator's ServiceAccount gets from config/rbac (through its bindings), and from the ClusterRoles
+    /// config/rbac ships for namespaces to bind (`optIn`: meteor-operator-secret-reader) as if bound in `meteorNamespace`.
+    static func operatorGrants(meteorNamespace: String = "default", optIn: Set<String> = ["meteor-operator-secret-reader"]) throws -> Set<Grant> {
+        var docs = try Kustomize.render(config.appendingPathComponent("rbac"))
         let subject: JSONValue = ["kind": "ServiceAccount", "name": "meteor-operator", "namespace": "meteor-operator-system"]
+        for role in optIn {
+            docs.append(["kind": "RoleBinding", "metadata": ["name": .string(role), "namespace": .string(meteorNamespace)], "roleRef": ["kind": "ClusterRole", "name": .string(role)], "subjects": [subject]])
+        }
         var grants = Set<Grant>()
         for binding in docs where ["ClusterRoleBinding", "RoleBinding"].contains(binding["kind"]?.stringValue ?? "") {
             guard (binding["subjects"]?.arrayValue ?? []).contains(subject) else { continue }

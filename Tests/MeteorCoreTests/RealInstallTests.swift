@@ -109,6 +109,69 @@ import Testing
         _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
     }
 
+    /// Secrets are read only where a namespace lets the operator (issue 15, item 4): with config/rbac's grants the
+    /// operator cannot get a Secret anywhere — not a Meteor's git credentials, not Argo CD's cluster Secrets — and a
+    /// Meteor naming one says so in the API server's words; once its namespace binds config/rbac's
+    /// meteor-operator-secret-reader, the operator reads it and builds, without a restart.
+    @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func secretsAreReadOnlyWhereANamespaceBindsTheReader() async throws {
+        E2ETally.record(.real)
+        let kit = try await KitControlPlane.shared()
+        try await kit.ensureTekton()
+        let repo = TestCluster.repositoryDirectory
+        for crd in MeteorEnvironment.operatorCRDFiles { try await kit.install(crd) }
+        let namespace = try await kit.freshNamespace("secrets")
+        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "pipeline")
+        try await kit.kubectlOK("-n", namespace, "apply", "-k", repo.appendingPathComponent("manifests/tekton").path)
+        let role = "meteor-operator-\(namespace)"
+        let granted = try String(contentsOf: repo.appendingPathComponent("config/rbac/role.yaml"), encoding: .utf8).replacingOccurrences(of: "name: meteor-operator-manager", with: "name: \(role)")
+        try await kit.kubectlOK("apply", "-f", "-", input: granted)
+        try await kit.kubectlOK("apply", "-f", repo.appendingPathComponent("config/rbac/secret_reader_role.yaml").path)
+        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "operator")
+        try await kit.kubectlOK("create", "clusterrolebinding", role, "--clusterrole=\(role)", "--serviceaccount=\(namespace):operator")
+        _ = try await kit.kubectl(["create", "namespace", "argocd"])
+        try await kit.kubectlOK("apply", "-f", repo.appendingPathComponent("config/rbac/argocd_role.yaml").path)
+        try await kit.kubectlOK("-n", "argocd", "create", "rolebinding", role, "--role=meteor-operator-applications", "--serviceaccount=\(namespace):operator")
+        let me = "--as=system:serviceaccount:\(namespace):operator"
+        for ns in [namespace, "argocd", "kube-system"] {
+            #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", ns, me]).output.hasPrefix("no"), "get secrets in \(ns)")
+        }
+        try await kit.kubectlOK("-n", namespace, "create", "secret", "generic", "repo-creds", "--type=kubernetes.io/basic-auth", "--from-literal=username=bot", "--from-literal=password=t0ken")
+        let token = try await kit.kubectlOK("-n", namespace, "create", "token", "operator", "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
+        let op = try BackgroundProcess(operatorBinary, [
+            "run", "--kubeconfig", try kit.writeKubeconfig(token: token, namespace: namespace), "--namespace", namespace,
+            "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
+        ])
+        defer { op.terminate() }
+        try await kit.kubectlOK("-n", namespace, "apply", "-f", "-", input: """
+            apiVersion: meteor.zone/v1alpha1
+            kind: Meteor
+            metadata: {name: private}
+            spec: {url: "https://git.example.com/team/private.git", ref: main, pipelines: [jupyterhub], gitSecretRef: {name: repo-creds}}
+            """)
+        let refused = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/private", "--timeout=60s"])
+        #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
+        let message = try await kit.kubectlOK("-n", namespace, "get", "meteor/private", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+        #expect(message.contains("cannot get resource \"secrets\""), "\(message)")
+        #expect(try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "name").isEmpty, "nothing is built without its credentials")
+
+        // The namespace lets the operator read its Secrets: the next retry reads them and builds.
+        try await kit.kubectlOK("-n", namespace, "create", "rolebinding", "meteor-operator-secret-reader", "--clusterrole=meteor-operator-secret-reader", "--serviceaccount=\(namespace):operator")
+        #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", namespace, me]).output.hasPrefix("yes"))
+        #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", "argocd", me]).output.hasPrefix("no"), "still not Argo CD's cluster Secrets")
+        let built = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.phase}=Building", "meteor/private", "--timeout=120s"])
+        #expect(built.status == 0, "\(built.output)\n--- operator:\n\(op.text.suffix(4000))")
+        let runs = try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "jsonpath={.items[*].spec.workspaces[?(@.name==\"git-credentials\")].secret.secretName}")
+        #expect(runs.contains("repo-creds"), "the run clones with the Secret: \(runs)")
+        ReliabilityReport.row("A Meteor naming a Secret in a namespace that has not let the operator read Secrets (real RBAC), then binding meteor-operator-secret-reader", injected: "1 gitSecretRef",
+                              did: "Ready=False Forbidden naming get secrets, nothing built; built once the namespace bound the reader, no restart", lost: "0 (no cluster-wide Secret read: not Argo CD's cluster Secrets)")
+        op.signal(SIGTERM)
+        _ = await op.wait()
+        _ = try await kit.kubectl(["-n", "argocd", "delete", "rolebinding", role])
+        _ = try await kit.kubectl(["delete", "clusterrolebinding", role])
+        _ = try await kit.kubectl(["delete", "clusterrole", role])
+        _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
+    }
+
     /// The image-puller RoleBinding the operator writes beside a Meteor grants a ClusterRole it does not hold, which
     /// real RBAC allows only with `bind` on that role: with config/rbac's rules the create goes through; without
     /// the `bind` rule it is refused by the escalation check, naming it.
