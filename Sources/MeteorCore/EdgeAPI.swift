@@ -138,6 +138,8 @@ public struct EdgeImageStatus: Codable, Sendable, Hashable {
     public var digest: String?
     public var verified: Bool
     public var keyFingerprint: String?
+    /// The commit it was built from, which its Applications sync.
+    public var commit: String?
     /// Why it is not (yet) verified: a SignatureFailure reason, `Building` or `BuildFailed`.
     public var reason: String?
     public var message: String?

@@ -122,7 +122,8 @@ extension MeteorReconciler {
             case .succeeded?:
                 built += 1
                 status.digest = state!.results["IMAGE_DIGEST"]
-                if let problem = Self.builtImageProblem(state!, image: image, runName: runName) {
+                status.commit = Self.builtCommit(state!, build: build)
+                if let problem = Self.builtImageProblem(state!, image: image, build: build, runName: runName) {
                     status.reason = problem.reason
                     status.message = problem.message
                 } else {
@@ -172,18 +173,17 @@ extension MeteorReconciler {
 
         // 4. Deploy verified digests to targets whose cluster trusts the key they verified with; a target whose new
         // image is not verified keeps what it runs, unless the key that signed that is no longer trusted there.
-        let revision = build.release?.commit ?? build.ref
         let namespace = meteor.namespace ?? "default"
         let byName = Dictionary(outcome.images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var untrustedTargets: [String] = []
         let deployable = { (target: Edge.Target) -> (Edge.Image, EdgeImageStatus, String)? in
-            guard let image = edge.images.first(where: { $0.name == target.image }), let status = byName[target.image], status.verified, let pinned = status.pinnedReference,
+            guard let image = edge.images.first(where: { $0.name == target.image }), let status = byName[target.image], status.verified, let pinned = status.pinnedReference, status.commit != nil,
                 let fingerprint = status.keyFingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: target.cluster, namespace: namespace) else { return nil }
             return (image, status, pinned)
         }
         for target in edge.targets {
             if let (image, status, pinned) = deployable(target) {
-                let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, keyFingerprint: status.keyFingerprint, revision: revision, namespace: settings.argocdNamespace, project: settings.project)
+                let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, keyFingerprint: status.keyFingerprint, revision: status.commit!, namespace: settings.argocdNamespace, project: settings.project)
                 try await ensureApplication(desired, meteor: meteor, raw: raw, target: target)
             } else if let image = edge.images.first(where: { $0.name == target.image }), byName[target.image]?.verified == true {
                 untrustedTargets.append("\(target.name) (\(target.cluster)): key \(byName[target.image]?.keyFingerprint ?? "") is not trusted for \(image.repository) there")
@@ -270,10 +270,26 @@ extension MeteorReconciler {
         }
     }
 
-    /// A succeeded run must report a digest of an image in the configured repository.
-    static func builtImageProblem(_ state: PipelineRunState, image: Edge.Image, runName: String) -> (reason: String, message: String)? {
+    /// The commit a run built: its COMMIT result, or for a release the tag's commit when the run reports none.
+    static func builtCommit(_ state: PipelineRunState, build: EdgeBuild) -> String? {
+        if let reported = state.results["COMMIT"], isCommit(reported) { return reported }
+        if let release = build.release?.commit { return release }
+        return isCommit(build.ref) ? build.ref : nil
+    }
+
+    static func isCommit(_ s: String) -> Bool { (s.count == 40 || s.count == 64) && s.allSatisfy { $0.isHexDigit && !$0.isUppercase } }
+
+    /// A succeeded run must report a digest of an image in the configured repository, and the commit it built: the
+    /// release tag's when it built a release (a tag moved between listing and cloning is not believed).
+    static func builtImageProblem(_ state: PipelineRunState, image: Edge.Image, build: EdgeBuild, runName: String) -> (reason: String, message: String)? {
         guard let digest = state.results["IMAGE_DIGEST"], PipelineRunState.isDigest(digest) else {
             return ("BuildResultMissing", PipelineRunState.missingDigestMessage(runName))
+        }
+        if let release = build.release?.commit, let reported = state.results["COMMIT"], isCommit(reported), reported != release {
+            return ("CommitMismatch", "PipelineRun \(runName) built commit \(reported), but release \(build.release?.tag ?? build.ref) is commit \(release)")
+        }
+        if builtCommit(state, build: build) == nil {
+            return ("CommitUnknown", "PipelineRun \(runName) reported no COMMIT result; devices are given a commit, never a branch (\(build.ref))")
         }
         if let url = state.results["IMAGE_URL"], let pushed = try? RegistryClient.Reference(parsing: url), pushed.repositoryReference != image.repository {
             return ("RepositoryMismatch", "PipelineRun \(runName) pushed to \(pushed.repositoryReference), not \(image.repository)")

@@ -97,9 +97,21 @@ public final class SandboxRemotes: OCIPushTarget, Sendable {
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body.serialized())))
     }
 
+    /// The commit the stand-in says `ref` of the repository at `path` (`/github.com/org/repo`) is.
+    static func commit(path: String, ref: String) -> String {
+        Insecure.SHA1.hash(data: Data("\(path) \(ref)".utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The commit a clone of `repositoryURL` at `ref` gets from the stand-in (a tag, or `main`; any other ref as if
+    /// it were a branch there).
+    public static func commit(repositoryURL: String, ref: String) -> String {
+        let components = URLComponents(string: repositoryURL)
+        return commit(path: "/" + (components?.host ?? "") + (components?.path ?? ""), ref: ref)
+    }
+
     /// A v0 upload-pack advertisement: `main` and lightweight tags, commits derived from the URL so they are stable.
     static func advertisement(url: String, tags: [String]) -> [UInt8] {
-        func commit(_ name: String) -> String { Insecure.SHA1.hash(data: Data("\(url) \(name)".utf8)).map { String(format: "%02x", $0) }.joined() }
+        func commit(_ name: String) -> String { Self.commit(path: url, ref: name) }
         func pkt(_ line: String) -> String { String(format: "%04x", line.utf8.count + 4) + line }
         var out = pkt("# service=git-upload-pack\n") + "0000"
         out += pkt("\(commit("main")) HEAD\0symref=HEAD:refs/heads/main agent=meteor-sandbox\n")

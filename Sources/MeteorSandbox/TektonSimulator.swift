@@ -134,6 +134,8 @@ public final class TektonSimulator: Sendable {
             default: try await remotes.push(try signer.sign(digest: digest, dockerReference: image), to: reference)
             }
             results["IMAGE_DIGEST"] = digest
+            // What the clone Task reports: the commit the stand-in remote has for the ref.
+            results["COMMIT"] = SandboxRemotes.commit(repositoryURL: params["url"] ?? "", ref: params["ref"] ?? "main")
         } else {
             results["IMAGE_DIGEST"] = SignatureVerifier.digest(Array("\(image) \(run[path: "metadata", "uid"]?.stringValue ?? "")".utf8))
         }

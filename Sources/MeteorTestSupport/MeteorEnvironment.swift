@@ -255,6 +255,14 @@ extension TestCluster {
         case "Succeeded":
             status["conditions"] = [["type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(KubeTime.format(Date()))]]
             status["completionTime"] = .string(KubeTime.format(Date()))
+            var results = results
+            // The clone Task's commit, as the edge Pipeline reports it, for a build of a branch (a release's build
+            // is the tag's commit, which the operator knows): derived from the ref when the test gives none.
+            if results["IMAGE_DIGEST"] != nil, results["COMMIT"] == nil, let run = try? await runs.get(run),
+               run[path: "metadata", "labels", MeteorLabels.edgeImage] != nil, run[path: "metadata", "labels", MeteorLabels.release] == nil {
+                let ref = (run[path: "spec", "params"]?.arrayValue ?? []).first { $0["name"] == "ref" }?["value"]?.stringValue ?? ""
+                results["COMMIT"] = Self.commit(of: ref)
+            }
             status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] })
         default:
             status["conditions"] = [["type": "Succeeded", "status": "False", "reason": "Failed", "message": .string(message), "lastTransitionTime": .string(KubeTime.format(Date()))]]
@@ -296,6 +304,11 @@ extension EgressPolicy {
 }
 
 extension TestCluster {
+    /// The commit the tests' stand-in for the clone Task reports for `ref`.
+    public static func commit(of ref: String) -> String {
+        SignatureVerifier.digest(Array("commit \(ref)".utf8)).dropFirst("sha256:".count).prefix(40).description
+    }
+
     /// An EdgeTrustPolicy named `name` trusting `signer`'s key for `images` on `clusters` (everything by default),
     /// as the cluster admin would write it.
     @discardableResult

@@ -233,7 +233,7 @@ struct Grant: Hashable, CustomStringConvertible {
             let app = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "car", target: "rpi")
             _ = try await c.waitFor(c.applications, app) { $0 != nil }
             _ = try await c.applications.patch(app, .merge(["spec": ["source": ["targetRevision": "someone-elses"]]]))
-            _ = try await c.waitFor(c.applications, app) { $0?[path: "spec", "source", "targetRevision"] == "main" }
+            _ = try await c.waitFor(c.applications, app) { $0?[path: "spec", "source", "targetRevision"] == .string(TestCluster.commit(of: "main")) }
             _ = try await c.meteors.delete("car")
             _ = try await c.waitFor(c.meteors, "car") { $0 == nil }
             _ = try await c.waitFor(c.applications, app) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }

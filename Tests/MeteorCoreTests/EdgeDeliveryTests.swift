@@ -77,10 +77,13 @@ import Testing
             // One image content for both architectures, so one digest serves as the build's result on both runs.
             let digest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
             _ = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
+            let commit = TestCluster.commit(of: "main")
             if let kit = c.kit {
-                // What buildah would report: the pushed image and its digest (the fake kubelet's result knobs).
+                // What buildah would report: the pushed image and its digest (the fake kubelet's result knobs); what
+                // the clone would: the commit it checked out.
                 let patch = #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_URL","value":"$(params.image)"}},"# + #"{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_DIGEST","value":"\#(digest)"}}]"#
                 try await kit.kubectlOK("-n", c.namespace, "patch", "task", "meteor-buildah", "--type=json", "-p", patch)
+                try await kit.kubectlOK("-n", c.namespace, "patch", "task", "meteor-git-clone", "--type=json", "-p", #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_commit","value":"\#(commit)"}}]"#)
             }
             var sample = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml"), encoding: .utf8))
             sample[path: "spec", "edge", "images"] = .array((sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
@@ -125,6 +128,8 @@ import Testing
                 let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
                 let created = try #require(try await c.waitFor(c.applications, app) { $0 != nil })
                 #expect(created[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/\(repository)=\(f.address)/meteor/\(repository)@\(digest)")])
+                // The commit the image was built from, reported by the clone through the Pipeline's COMMIT: never the branch.
+                #expect(created[path: "spec", "source", "targetRevision"] == .string(commit))
                 try await c.argo(app, sync: "Synced", health: "Healthy")
             }
             let ready = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Ready")?["status"] == "True" }
@@ -237,7 +242,7 @@ import Testing
             let rpiApp = try #require(try await c.waitFor(c.applications, rpi) { $0 != nil })
             #expect(rpiApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar=\(f.address)/meteor/donkeycar@\(carDigest)")])
             #expect(rpiApp[path: "spec", "destination"] == ["name": "microshift-rpi", "namespace": "donkeycar"])
-            #expect(rpiApp[path: "spec", "source", "targetRevision"] == "main")
+            #expect(rpiApp[path: "spec", "source", "targetRevision"] == .string(TestCluster.commit(of: "main")), "the commit built, not the branch")
             #expect(rpiApp[path: "spec", "source", "path"] == "deploy/car")
             let nucApp = try #require(try await c.waitFor(c.applications, nuc) { $0 != nil })
             #expect(nucApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar-twin=\(f.address)/meteor/donkeycar-twin@\(twinDigest)")])

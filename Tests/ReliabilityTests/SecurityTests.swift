@@ -516,7 +516,7 @@ import Testing
 
         /// A Meteor whose images (name, repository, cluster) each run on a target of their name on that cluster (and
         /// on the `extra` targets: name, cluster, image), built at once by the test.
-        func deliver(_ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = []) async throws {
+        func deliver(_ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = [], results: [String: String] = [:]) async throws {
             let edge = Edge(images: images.map { .init(name: $0.0, dockerfile: "Dockerfile", platform: "linux/arm64", repository: "\(registry.address)/\($0.1)") },
                             signing: .init(publicKeySecretRef: key.map { .init(name: $0) }),
                             targets: images.map { .init(name: $0.0, cluster: $0.2, image: $0.0, path: "deploy", namespace: "car") }
@@ -525,7 +525,7 @@ import Testing
             for (image, digest) in zip(images, digests) {
                 let run = EdgePipelineRunBuilder.name(meteor: name, image: image.0, build: EdgeBuild(ref: "main", release: nil, generation: 1))
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
-                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest])
+                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest].merging(results) { $1 })
             }
         }
 
@@ -628,6 +628,26 @@ import Testing
             ReliabilityReport.row("A signing key revoked (and a new one trusted) while its image runs on a device", injected: "1 EdgeTrustPolicy change",
                                   did: "Application deleted (Deployed=False KeyNotTrusted, Warning DeliveryStopped); re-delivered once signed with the new key, which the Application records",
                                   lost: "0 deployments left running on a revoked key")
+        }
+    }
+
+    /// Devices sync the commit an image was built from, never a branch that may have moved since: a build that
+    /// reports no commit (a Pipeline without the COMMIT result, a forged result) is not deployed; one that does is
+    /// pinned to it.
+    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed"))
+    func devicesGetTheCommitTheImageWasBuiltFromNeverABranch() async throws {
+        try await EdgeBench.with { b in
+            let c = b.c
+            let signer = CosignSigner()
+            try await c.trust(publicKeyPEM: signer.publicKeyPEM)
+            try await b.deliver("unpinned", images: [("car", "edge/unpinned", "microshift-rpi")], digests: [try await b.image("edge/unpinned", tag: "g1", signedBy: signer)], results: ["COMMIT": "main"])
+            let refused = try await c.waitFor(c.meteors, "unpinned") { condition($0, "ImagesVerified")?["reason"] == "CommitUnknown" }
+            #expect(condition(refused, "ImagesVerified")?["message"]?.stringValue?.contains("never a branch (main)") == true)
+            try await b.deliver("pinned", images: [("car", "edge/pinned", "microshift-rpi")], digests: [try await b.image("edge/pinned", tag: "g1", signedBy: signer)])
+            let app = try await c.waitFor(c.applications, b.application("pinned", "car")) { $0 != nil }
+            #expect(app?[path: "spec", "source", "targetRevision"] == .string(TestCluster.commit(of: "main")))
+            #expect(try await c.waitFor(c.meteors, "pinned") { $0?[path: "status", "images"]?.arrayValue?.first?["commit"] != nil }?[path: "status", "images"]?.arrayValue?.first?["commit"] == .string(TestCluster.commit(of: "main")))
+            #expect(try await c.applications.list().items.count == 1, "nothing deployed for the build without a commit")
         }
     }
 
