@@ -14,14 +14,14 @@ public struct CosignSigner: Sendable {
     public var publicKeyPEM: String { key.publicKey.pemRepresentation }
 
     /// The simple-signing payload for `digest`, claiming `dockerReference` (repository[:tag]).
-    public static func payload(digest: String, dockerReference: String) -> [UInt8] {
+    public static func payload(digest: String, dockerReference: String, annotations: [String: String] = [:]) -> [UInt8] {
         let payload: JSONValue = [
             "critical": [
                 "identity": ["docker-reference": .string(dockerReference)],
                 "image": ["docker-manifest-digest": .string(digest)],
                 "type": .string(SimpleSigningPayload.cosignType),
             ],
-            "optional": .null,
+            "optional": annotations.isEmpty ? .null : .object(annotations.mapValues(JSONValue.string)),
         ]
         return payload.serialized()
     }
@@ -38,8 +38,9 @@ public struct CosignSigner: Sendable {
         public var tag: String
     }
 
-    public func sign(digest: String, dockerReference: String) throws -> SignatureArtifact {
-        let payload = Self.payload(digest: digest, dockerReference: dockerReference)
+    /// `annotations` go in the payload's `optional` object, as `cosign sign -a key=value` puts them.
+    public func sign(digest: String, dockerReference: String, annotations: [String: String] = [:]) throws -> SignatureArtifact {
+        let payload = Self.payload(digest: digest, dockerReference: dockerReference, annotations: annotations)
         return Self.artifact(payload: payload, signature: try signature(for: payload), digest: digest)
     }
 

@@ -48,8 +48,8 @@ extension MeteorReconciler {
             return await refuse(status, pinned: pinned, failure: failure, raw: raw)
         }
         let trusted = Set(keys.map(\.fingerprint))
-        let memoryKey = "\(meteor.metadata.uid ?? "")/\(pinned)"
-        if let earlier, earlier.digest == status.digest, earlier.repository == status.repository {
+        let memoryKey = "\(meteor.metadata.uid ?? "")/\(pinned)@\(status.commit ?? "")"
+        if let earlier, earlier.digest == status.digest, earlier.repository == status.repository, earlier.commit == status.commit {
             if earlier.verified, let fingerprint = earlier.keyFingerprint, trusted.contains(fingerprint) { return earlier.withRun(status.pipelineRunName) }
             if !earlier.verified, edgeMemory.verified.withLock({ $0[memoryKey] }) == nil, let last = edgeMemory.verifications.withLock({ $0[memoryKey] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds {
                 var kept = earlier.withRun(status.pipelineRunName)
@@ -64,7 +64,7 @@ extension MeteorReconciler {
         }
         edgeMemory.verifications.withLock { $0[memoryKey] = now }
         do {
-            let (result, key) = try await fetchAndVerify(pinned, keys: keys, signing: edge.signing, namespace: meteor.namespace, settings: settings)
+            let (result, key) = try await fetchAndVerify(pinned, keys: keys, built: status.commit, signing: edge.signing, namespace: meteor.namespace, settings: settings)
             edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
             metrics?.verification("verified")
             status.verified = true
@@ -93,6 +93,18 @@ extension MeteorReconciler {
         return status
     }
 
+    /// A signature that names a commit must name the one built: an image signed for another commit (an older build
+    /// replayed as this one's) is refused, and where the key's policy requires it, one that names none.
+    static func checkSignedCommit(_ payload: SimpleSigningPayload, built: String?, key: TrustedKey) throws {
+        if let signed = payload.annotations[SimpleSigningPayload.commitAnnotation] {
+            guard signed == built else {
+                throw SignatureFailure.refusedClaims(reason: "CommitMismatch", message: "the signature is for commit \(signed), but this build is of \(built ?? "an unknown commit"): an image built from another commit is not deployed as this one")
+            }
+        } else if key.requiresSignedCommit {
+            throw SignatureFailure.refusedClaims(reason: "CommitNotSigned", message: "EdgeTrustPolicy \(key.policy) requires signatures to name the commit built (\(SimpleSigningPayload.commitAnnotation)); this one names none")
+        }
+    }
+
     func refuse(_ status: EdgeImageStatus, pinned: String, failure: EdgeConfigurationError, raw: JSONValue) async -> EdgeImageStatus {
         var status = status
         metrics?.verification(failure.reason)
@@ -104,15 +116,18 @@ extension MeteorReconciler {
         return status
     }
 
-    /// Reads the signature of `pinned` once and verifies it with the first of `keys` that it verifies with.
-    func fetchAndVerify(_ pinned: String, keys: [TrustedKey], signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> (SignatureVerifier.Verified, TrustedKey) {
+    /// Reads the signature of `pinned` once and verifies it with the first of `keys` that it verifies with, for the
+    /// commit `built`.
+    func fetchAndVerify(_ pinned: String, keys: [TrustedKey], built: String?, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> (SignatureVerifier.Verified, TrustedKey) {
         let reference = try RegistryClient.Reference(parsing: pinned)
         let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides, egress: egress)
         let signature = try await SignatureVerifier.fetchSignature(image: reference, registry: registry)
         var failure: SignatureFailure = .missingSignature("no trusted key")
         for key in keys {
             do {
-                return (try await key.verifier.verify(signatureManifest: signature.manifest, digest: signature.digest, repository: reference.repositoryReference) { try await signature.blob($0) }, key)
+                let verified = try await key.verifier.verify(signatureManifest: signature.manifest, digest: signature.digest, repository: reference.repositoryReference,
+                                                             accept: { try Self.checkSignedCommit($0, built: built, key: key) }) { try await signature.blob($0) }
+                return (verified, key)
             } catch let f as SignatureFailure {
                 failure = f
             }

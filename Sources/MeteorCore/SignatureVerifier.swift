@@ -12,6 +12,8 @@ public enum SignatureFailure: Error, Equatable, CustomStringConvertible, Sendabl
     case malformedPayload(String)
     case digestMismatch(expected: String, signed: String)
     case identityMismatch(expected: String, signed: String)
+    /// A valid signature whose annotations the caller does not accept (signed for another commit, say).
+    case refusedClaims(reason: String, message: String)
 
     public var reason: String {
         switch self {
@@ -23,6 +25,7 @@ public enum SignatureFailure: Error, Equatable, CustomStringConvertible, Sendabl
         case .malformedPayload: return "PayloadMalformed"
         case .digestMismatch: return "DigestMismatch"
         case .identityMismatch: return "IdentityMismatch"
+        case .refusedClaims(let reason, _): return reason
         }
     }
 
@@ -36,6 +39,7 @@ public enum SignatureFailure: Error, Equatable, CustomStringConvertible, Sendabl
         case .malformedPayload(let m): return "the signature payload is not a cosign simple-signing payload: \(m)"
         case .digestMismatch(let e, let s): return "the signature is for \(s), not the built image \(e)"
         case .identityMismatch(let e, let s): return "the signature names \(s), not the repository \(e)"
+        case .refusedClaims(_, let m): return m
         }
     }
 }
@@ -45,8 +49,12 @@ public struct SimpleSigningPayload: Sendable, Equatable {
     public var dockerManifestDigest: String
     public var dockerReference: String
     public var type: String
+    /// The signer's annotations (`cosign sign -a key=value`), the payload's `optional` object.
+    public var annotations: [String: String]
 
     public static let cosignType = "cosign container image signature"
+    /// The annotation the edge Pipeline signs the built commit under.
+    public static let commitAnnotation = "meteor.zone/commit"
 
     public init(_ bytes: [UInt8]) throws {
         let json: JSONValue
@@ -63,6 +71,7 @@ public struct SimpleSigningPayload: Sendable, Equatable {
         dockerManifestDigest = digest
         dockerReference = reference
         self.type = type
+        annotations = (json["optional"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
     }
 }
 
@@ -134,8 +143,9 @@ public struct SignatureVerifier: Sendable {
     }
 
     /// Verifies from a signature manifest (the `.sig` tag's OCI manifest) and a way to fetch its blobs. Any one
-    /// simple-signing layer that verifies is enough, as with cosign.
-    public func verify(signatureManifest: JSONValue, digest: String, repository: String, fetchBlob: (String) async throws -> [UInt8]) async throws -> Verified {
+    /// simple-signing layer that verifies, and whose payload `accept` does not refuse (throwing a SignatureFailure),
+    /// is enough, as with cosign (which appends a layer per signing).
+    public func verify(signatureManifest: JSONValue, digest: String, repository: String, accept: (SimpleSigningPayload) throws -> Void = { _ in }, fetchBlob: (String) async throws -> [UInt8]) async throws -> Verified {
         let layers = (signatureManifest["layers"]?.arrayValue ?? []).filter { $0["mediaType"]?.stringValue == Self.simpleSigningMediaType }
         guard !layers.isEmpty else { throw SignatureFailure.missingSignature("the signature manifest has no simple-signing layer") }
         var lastFailure: SignatureFailure = .missingSignature("no layer carries \(Self.signatureAnnotation)")
@@ -155,6 +165,7 @@ public struct SignatureVerifier: Sendable {
                 try verifySignature(payload: blob, signatureBase64: signature)
                 let payload = try SimpleSigningPayload(blob)
                 try Self.checkClaims(payload, digest: digest, repository: repository)
+                try accept(payload)
                 return Verified(digest: digest, payload: payload, keyFingerprint: fingerprint)
             } catch let f as SignatureFailure {
                 lastFailure = f

@@ -32,12 +32,15 @@ public struct EdgeTrustPolicy: Codable, Sendable, Hashable {
         public var clusters: [String]
         /// Meteor namespaces allowed; all when nil.
         public var namespaces: [String]?
+        /// Signatures must name the commit built (`meteor.zone/commit`).
+        public var requireSignedCommit: Bool?
 
-        public init(keys: [Key], images: [String], clusters: [String], namespaces: [String]? = nil) {
+        public init(keys: [Key], images: [String], clusters: [String], namespaces: [String]? = nil, requireSignedCommit: Bool? = nil) {
             self.keys = keys
             self.images = images
             self.clusters = clusters
             self.namespaces = namespaces
+            self.requireSignedCommit = requireSignedCommit
         }
     }
 
@@ -58,6 +61,8 @@ public struct TrustedKey: Sendable, Hashable {
     public var name: String
     public var policy: String
     public var verifier: SignatureVerifier
+    /// Its policy requires signatures to name the commit built.
+    public var requiresSignedCommit = false
 
     /// `name (policy)`, for messages.
     public var label: String { "\(name) (EdgeTrustPolicy \(policy))" }
@@ -107,7 +112,8 @@ public struct EdgeTrust: Sendable {
     public func keys(repository: String, cluster: String, namespace: String) -> [TrustedKey] {
         policies.filter { applies($0, repository: repository, cluster: cluster, namespace: namespace) }.flatMap { policy in
             (parsed[policy.metadata.name ?? ""] ?? []).compactMap { entry in
-                revoked.contains(entry.verifier.fingerprint) ? nil : TrustedKey(fingerprint: entry.verifier.fingerprint, name: entry.key.name, policy: policy.metadata.name ?? "", verifier: entry.verifier)
+                revoked.contains(entry.verifier.fingerprint) ? nil : TrustedKey(fingerprint: entry.verifier.fingerprint, name: entry.key.name, policy: policy.metadata.name ?? "", verifier: entry.verifier,
+                                                                                  requiresSignedCommit: policy.spec.requireSignedCommit == true)
             }
         }
     }

@@ -502,16 +502,16 @@ import Testing
         let client = RegistryClient(insecure: true, egress: .unrestricted)
         var c: TestCluster { env.cluster }
 
-        func image(_ repository: String, tag: String, platform: String = "linux/arm64", signedBy signer: CosignSigner?) async throws -> String {
+        func image(_ repository: String, tag: String, platform: String = "linux/arm64", signedBy signer: CosignSigner?, annotations: [String: String] = [:]) async throws -> String {
             let repo = try RegistryClient.Reference(parsing: "\(registry.address)/\(repository)")
             let digest = try await client.pushImage(repo, tag: tag, platform: platform, content: "\(repository) \(tag)")
-            if let signer { try await sign(repository, digest: digest, with: signer) }
+            if let signer { try await sign(repository, digest: digest, with: signer, annotations: annotations) }
             return digest
         }
 
-        func sign(_ repository: String, digest: String, with signer: CosignSigner) async throws {
+        func sign(_ repository: String, digest: String, with signer: CosignSigner, annotations: [String: String] = [:]) async throws {
             let repo = try RegistryClient.Reference(parsing: "\(registry.address)/\(repository)")
-            try await client.push(try signer.sign(digest: digest, dockerReference: "\(registry.address)/\(repository)"), to: repo)
+            try await client.push(try signer.sign(digest: digest, dockerReference: "\(registry.address)/\(repository)", annotations: annotations), to: repo)
         }
 
         /// A Meteor whose images (name, repository, cluster) each run on a target of their name on that cluster (and
@@ -648,6 +648,38 @@ import Testing
             #expect(app?[path: "spec", "source", "targetRevision"] == .string(TestCluster.commit(of: "main")))
             #expect(try await c.waitFor(c.meteors, "pinned") { $0?[path: "status", "images"]?.arrayValue?.first?["commit"] != nil }?[path: "status", "images"]?.arrayValue?.first?["commit"] == .string(TestCluster.commit(of: "main")))
             #expect(try await c.applications.list().items.count == 1, "nothing deployed for the build without a commit")
+        }
+    }
+
+    /// An older image, signed when it was built from an older commit, is not deployed as a new build's: the sign
+    /// Task signs the commit built (`meteor.zone/commit`), and a signature for another commit is refused. A policy
+    /// that requires the commit refuses signatures without one. A rollback is a spec change to the older ref, built
+    /// and signed for that commit (a new generation, with its Events), never a digest slipped in.
+    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed"))
+    func anImageSignedForAnotherCommitIsNotDeployedAsThisBuild() async throws {
+        try await EdgeBench.with { b in
+            let c = b.c
+            let signer = CosignSigner()
+            try await c.trust("fleet", publicKeyPEM: signer.publicKeyPEM, images: ["\(b.registry.address)/edge/*"])
+            try await c.trust("strict", publicKeyPEM: signer.publicKeyPEM, images: ["\(b.registry.address)/strict/*"])
+            var strict = try await c.client.dynamic(EdgeTrustPolicy.resourceType).get("strict")
+            strict[path: "spec", "requireSignedCommit"] = true
+            _ = try await c.client.dynamic(EdgeTrustPolicy.resourceType).replace(strict)
+            let built = TestCluster.commit(of: "main"), older = TestCluster.commit(of: "v0.9.0")
+            let commit = SimpleSigningPayload.commitAnnotation
+
+            try await b.deliver("replayed", images: [("car", "edge/replayed", "microshift-rpi")], digests: [try await b.image("edge/replayed", tag: "g1", signedBy: signer, annotations: [commit: older])])
+            let replayed = try await c.waitFor(c.meteors, "replayed") { condition($0, "ImagesVerified")?["reason"] == "CommitMismatch" }
+            #expect(condition(replayed, "ImagesVerified")?["message"]?.stringValue?.contains("the signature is for commit \(older), but this build is of \(built)") == true, "\(condition(replayed, "ImagesVerified") ?? .null)")
+
+            try await b.deliver("unsigned-commit", images: [("car", "strict/car", "microshift-rpi")], digests: [try await b.image("strict/car", tag: "g1", signedBy: signer)])
+            _ = try await c.waitFor(c.meteors, "unsigned-commit") { condition($0, "ImagesVerified")?["reason"] == "CommitNotSigned" }
+
+            try await b.deliver("current", images: [("car", "strict/current", "microshift-rpi")], digests: [try await b.image("strict/current", tag: "g1", signedBy: signer, annotations: [commit: built])])
+            _ = try await c.waitFor(c.applications, b.application("current", "car")) { $0?[path: "spec", "source", "targetRevision"] == .string(built) }
+            #expect(try await c.applications.list().items.count == 1, "only the image signed for the commit built is deployed")
+            ReliabilityReport.row("An older signed image reported as a new build's digest; a signature without the commit where the policy requires it", injected: "2 images",
+                                  did: "CommitMismatch, CommitNotSigned; the image signed for the commit built is deployed at that commit", lost: "0 Applications for replayed images")
         }
     }
 
