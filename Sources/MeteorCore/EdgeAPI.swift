@@ -73,13 +73,16 @@ public struct Edge: Codable, Sendable, Hashable {
         public var path: String
         /// Namespace on the device.
         public var namespace: String
+        /// Every other image its manifests run, by digest (`repository@sha256:…`): verified and pinned like the built one.
+        public var images: [String]?
 
-        public init(name: String, cluster: String, image: String, path: String, namespace: String) {
+        public init(name: String, cluster: String, image: String, path: String, namespace: String, images: [String]? = nil) {
             self.name = name
             self.cluster = cluster
             self.image = image
             self.path = path
             self.namespace = namespace
+            self.images = images
         }
     }
 

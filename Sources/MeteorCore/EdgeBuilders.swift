@@ -83,7 +83,8 @@ public enum ArgoApplicationBuilder {
     /// judged against it.
     public static let keyAnnotation = "meteor.zone/key-fingerprint"
 
-    public static func build(meteor: Meteor, target: Edge.Target, image: Edge.Image, pinnedImage: String, keyFingerprint: String? = nil, revision: String, namespace: String, project: String) -> JSONValue {
+    /// `pinnedImage` replaces the built image; `extraImages` (`repository@sha256:…`) pin the target's other images.
+    public static func build(meteor: Meteor, target: Edge.Target, image: Edge.Image, pinnedImage: String, extraImages: [String] = [], keyFingerprint: String? = nil, revision: String, namespace: String, project: String) -> JSONValue {
         let meteorNamespace = meteor.namespace ?? "default"
         return [
             "apiVersion": "argoproj.io/v1alpha1",
@@ -109,7 +110,7 @@ public enum ArgoApplicationBuilder {
                     "repoURL": .string(meteor.spec.url),
                     "targetRevision": .string(revision),
                     "path": .string(target.path),
-                    "kustomize": ["images": [.string("\(image.repository)=\(pinnedImage)")]],
+                    "kustomize": ["images": .array([.string("\(image.repository)=\(pinnedImage)")] + extraImages.map { .string("\(SignatureVerifier.repositoryPart($0))=\($0)") })],
                 ],
                 "destination": ["name": .string(target.cluster), "namespace": .string(target.namespace)],
                 "syncPolicy": [
@@ -128,12 +129,15 @@ public struct ApplicationState: Sendable, Equatable {
     public var syncStatus: String?
     public var healthStatus: String?
     public var message: String?
+    /// The images Argo CD reports the Application's resources run (`status.summary.images`).
+    public var runningImages: [String]
 
     public init(_ app: JSONValue) {
         pinnedImage = app[path: "metadata", "annotations", "meteor.zone/image"]?.stringValue
         revision = app[path: "spec", "source", "targetRevision"]?.stringValue
         syncStatus = app[path: "status", "sync", "status"]?.stringValue
         healthStatus = app[path: "status", "health", "status"]?.stringValue
+        runningImages = app[path: "status", "summary", "images"]?.arrayValue?.compactMap(\.stringValue) ?? []
         message = app[path: "status", "health", "message"]?.stringValue
             ?? (app[path: "status", "conditions"]?.arrayValue ?? []).compactMap { $0["message"]?.stringValue }.first
     }

@@ -54,6 +54,9 @@ final class EdgeMemory: Sendable {
     /// Digests verified since start (by Meteor UID and pinned reference), with the key's fingerprint: a reconcile
     /// that runs before the cache shows the status it wrote does not verify again.
     let verified = Mutex<[String: String]>([:])
+    /// Targets whose delivery was stopped because their manifests ran unpinned images (by Meteor UID and target),
+    /// with what they were given then: not delivered again until the commit or the pinned image changes.
+    let unpinnedStops = Mutex<[String: String]>([:])
 
     /// Drops what is remembered for a deleted Meteor.
     func forget(uid: String) {
@@ -61,6 +64,7 @@ final class EdgeMemory: Sendable {
         releases.withLock { _ = $0.removeValue(forKey: uid) }
         verifications.withLock { $0 = $0.filter { !$0.key.hasPrefix(prefix) } }
         verified.withLock { $0 = $0.filter { !$0.key.hasPrefix(prefix) } }
+        unpinnedStops.withLock { $0 = $0.filter { !$0.key.hasPrefix(prefix) } }
     }
 }
 
@@ -181,15 +185,28 @@ extension MeteorReconciler {
                 let fingerprint = status.keyFingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: target.cluster, namespace: namespace) else { return nil }
             return (image, status, pinned)
         }
+        var refusedExtras: [String] = []
+        var deployed: Set<String> = []
         for target in edge.targets {
             if let (image, status, pinned) = deployable(target) {
-                let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, keyFingerprint: status.keyFingerprint, revision: status.commit!, namespace: settings.argocdNamespace, project: settings.project)
+                if let problem = await extraImagesProblem(target, edge: edge, meteor: meteor, trust: trust, settings: settings) {
+                    refusedExtras.append("\(target.name) (\(target.cluster)): \(problem)")
+                    continue
+                }
+                let given = "\(status.commit ?? "") \(pinned) \((target.images ?? []).joined(separator: ","))"
+                if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(target.name)"] }), stoppedFor == given {
+                    refusedExtras.append("\(target.name) (\(target.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images")
+                    continue
+                }
+                deployed.insert(target.name)
+                let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, extraImages: target.images ?? [], keyFingerprint: status.keyFingerprint, revision: status.commit!, namespace: settings.argocdNamespace, project: settings.project)
                 try await ensureApplication(desired, meteor: meteor, raw: raw, target: target)
             } else if let image = edge.images.first(where: { $0.name == target.image }), byName[target.image]?.verified == true {
                 untrustedTargets.append("\(target.name) (\(target.cluster)): key \(byName[target.image]?.keyFingerprint ?? "") is not trusted for \(image.repository) there")
             }
         }
-        let stopped = try await stopUntrustedDelivery(meteor, edge, trust: trust, keepDeployable: Set(edge.targets.filter { deployable($0) != nil }.map(\.name)), raw: raw, settings: settings)
+        var stopped = try await stopUntrustedDelivery(meteor, edge, trust: trust, keepDeployable: deployed, raw: raw, settings: settings)
+        stopped += try await stopUnpinnedDelivery(meteor, raw: raw, settings: settings)
         try await pruneApplications(meteor, keep: Set(edge.targets.map(\.name)), settings: settings)
         outcome.deployments = deploymentStatus(meteor, edge, settings: settings)
 
@@ -198,8 +215,9 @@ extension MeteorReconciler {
             outcome.deployments.first { $0.target == t.name }.map { $0.image == wantedImage(t) && $0.syncStatus == "Synced" && $0.healthStatus == "Healthy" } ?? false
         }
         let degraded = outcome.deployments.filter { $0.healthStatus == "Degraded" }
-        if !stopped.isEmpty || !untrustedTargets.isEmpty {
-            condition(MeteorStatusVocabulary.deployed, .false, "KeyNotTrusted", (stopped + untrustedTargets).joined(separator: "; "))
+        if !stopped.isEmpty || !untrustedTargets.isEmpty || !refusedExtras.isEmpty {
+            let reason = !refusedExtras.isEmpty || stopped.contains { $0.contains("not pinned") } ? "UnverifiedImage" : "KeyNotTrusted"
+            condition(MeteorStatusVocabulary.deployed, .false, reason, (stopped + untrustedTargets + refusedExtras).joined(separator: "; "))
         } else if !degraded.isEmpty {
             condition(MeteorStatusVocabulary.deployed, .false, "Degraded", degraded.map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(separator: "; "))
         } else if current.count == edge.targets.count {
@@ -372,6 +390,28 @@ extension MeteorReconciler {
             let why = "delivery of \(what) stopped: it was verified with key \(fingerprint ?? "(unrecorded)"), which no EdgeTrustPolicy trusts for \(image.repository) there any more"
             stopped.append(why)
             await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(name): \(why)")
+        }
+        return stopped
+    }
+
+    /// Deletes Applications whose resources Argo CD reports running an image the operator did not pin and verify
+    /// (a second container, an init container, a tag): delivery of that target stops until its manifests run only
+    /// what is declared (`targets[].images`). Returns what was stopped.
+    func stopUnpinnedDelivery(_ meteor: Meteor, raw: JSONValue, settings: EdgeSettings) async throws -> [String] {
+        var stopped: [String] = []
+        for app in applicationsOf(meteor, settings: settings) where app[path: "metadata", "deletionTimestamp"] == nil {
+            let unpinned = Self.unpinnedImages(app)
+            guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue, let target = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue else { continue }
+            let state = ApplicationState(app)
+            let extras = (app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).dropFirst().compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) }
+            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(target)"] = "\(state.revision ?? "") \(state.pinnedImage ?? "") \(extras.joined(separator: ","))" }
+            do {
+                _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
+                recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
+            } catch let e as KubeError where e.isNotFound {}
+            let why = "\(name) runs \(unpinned.joined(separator: ", ")), not pinned and verified: declare every image its manifests run in spec.edge.targets[].images, by digest"
+            stopped.append(why)
+            await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(why)")
         }
         return stopped
     }

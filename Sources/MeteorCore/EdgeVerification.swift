@@ -172,4 +172,35 @@ extension MeteorReconciler {
         }
         return RegistryClient.credentials(dockerConfigJSON: Array(config))
     }
+
+    /// Why a target's other images (`targets[].images`, by digest) may not be deployed to its cluster, or nil when
+    /// each verifies with a key trusted for its repository there. Verifications are remembered per Meteor, image and
+    /// cluster until the trust policies change what they trust.
+    func extraImagesProblem(_ target: Edge.Target, edge: Edge, meteor: Meteor, trust: EdgeTrust, settings: EdgeSettings) async -> String? {
+        let namespace = meteor.namespace ?? "default"
+        for extra in target.images ?? [] {
+            let repository = SignatureVerifier.repositoryPart(extra)
+            let keys = trust.keys(repository: repository, cluster: target.cluster, namespace: namespace)
+            guard !keys.isEmpty else { return "\(extra): no EdgeTrustPolicy trusts a key for \(repository) on \(target.cluster)" }
+            let memoryKey = "\(meteor.metadata.uid ?? "")/extra/\(target.cluster)/\(extra)"
+            if let fingerprint = edgeMemory.verified.withLock({ $0[memoryKey] }), keys.contains(where: { $0.fingerprint == fingerprint }) { continue }
+            do {
+                // Not built here: no commit to hold its signature to.
+                let (result, _) = try await fetchAndVerify(extra, keys: keys, built: nil, signing: edge.signing, namespace: meteor.namespace, settings: settings)
+                edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
+            } catch let failure as SignatureFailure {
+                return "\(extra): \(failure.reason): \(failure.description)"
+            } catch {
+                return "\(extra): \(error)"
+            }
+        }
+        return nil
+    }
+
+    /// Images Argo CD reports an Application's resources running that it was not given pinned and verified: the
+    /// manifests run something the operator never checked. Tags or digests other than the pinned ones count.
+    static func unpinnedImages(_ app: JSONValue) -> [String] {
+        let given = Set((app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) })
+        return ApplicationState(app).runningImages.filter { !given.contains($0) }
+    }
 }

@@ -116,6 +116,10 @@ public enum SpecValidation {
             }
             relativePath(target.path, "spec.edge.targets[\(i)].path")
             label(target.namespace, "spec.edge.targets[\(i)].namespace", max: 63)
+            for (j, extra) in (target.images ?? []).enumerated() {
+                let pinned = (try? RegistryClient.Reference(parsing: extra)).map { $0.digest != nil && $0.tag == nil } ?? false
+                if !pinned { out.append(SpecProblem(field: "spec.edge.targets[\(i)].images[\(j)]", message: "must name an image by digest, host/repository@sha256:<64 hex>, got \(quoted(extra))")) }
+            }
         }
         for (i, image) in edge.images.enumerated() where !edge.targets.contains(where: { $0.image == image.name }) {
             out.append(SpecProblem(field: "spec.edge.images[\(i)]", message: "image \(quoted(image.name)) is deployed by no target"))

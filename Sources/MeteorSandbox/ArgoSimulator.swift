@@ -33,7 +33,8 @@ public final class ArgoSimulator: Sendable {
             return .done
         }
         let revision = app[path: "spec", "source", "targetRevision"] ?? "HEAD"
-        let images = app[path: "spec", "source", "kustomize", "images"] ?? .array([])
+        // What the synced resources run, as Argo CD reports it: each kustomize override's new image.
+        let images = JSONValue.array((app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map { .string(String($0)) } })
         let now = Date()
         let syncedTo = app[path: "status", "sync", "revision"]
         let reportedImages = app[path: "status", "summary", "images"] ?? .array([])

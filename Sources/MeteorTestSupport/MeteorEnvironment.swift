@@ -74,7 +74,12 @@ public final class MeteorEnvironment: Sendable {
         } else {
             E2ETally.record(.embedded)
             cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + argo + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
-            if !referenceCRD { try cluster.server.installCRDs(yaml: try operatorCRDs) }
+            if !referenceCRD {
+                try cluster.server.installCRDs(yaml: try operatorCRDs)
+            } else if configuration.edge != nil {
+                // Edge delivery needs the EdgeTrustPolicy CRD beside the Go operator's Meteor CRD.
+                try cluster.server.installCRDs(yaml: try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_edgetrustpolicies.yaml"), encoding: .utf8))
+            }
             if let edge = configuration.edge { try await cluster.createNamespace(edge.argocdNamespace) }
         }
         var options = Manager.Options()
@@ -221,10 +226,13 @@ extension TestCluster {
     }
 
     /// What Argo CD's application controller writes (Application has no status subresource: the whole object).
-    public func argo(_ app: String, sync: String, health: String, message: String? = nil) async throws {
+    /// Plays Argo CD's status; `images`, what the synced resources run (`status.summary.images`).
+    public func argo(_ app: String, sync: String, health: String, message: String? = nil, images: [String]? = nil) async throws {
         var healthObject: JSONObject = ["status": .string(health)]
         if let message { healthObject["message"] = .string(message) }
-        _ = try await applications.patch(app, .merge(["status": ["sync": ["status": .string(sync)], "health": .object(healthObject)]]), params: WriteParams(fieldValidation: "Strict"))
+        var status: JSONObject = ["sync": ["status": .string(sync)], "health": .object(healthObject)]
+        if let images { status["summary"] = ["images": .array(images.map(JSONValue.string))] }
+        _ = try await applications.patch(app, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
     }
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.

@@ -516,10 +516,11 @@ import Testing
 
         /// A Meteor whose images (name, repository, cluster) each run on a target of their name on that cluster (and
         /// on the `extra` targets: name, cluster, image), built at once by the test.
-        func deliver(_ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = [], results: [String: String] = [:]) async throws {
+        func deliver(_ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = [], results: [String: String] = [:],
+                     otherImages: [String: [String]] = [:]) async throws {
             let edge = Edge(images: images.map { .init(name: $0.0, dockerfile: "Dockerfile", platform: "linux/arm64", repository: "\(registry.address)/\($0.1)") },
                             signing: .init(publicKeySecretRef: key.map { .init(name: $0) }),
-                            targets: images.map { .init(name: $0.0, cluster: $0.2, image: $0.0, path: "deploy", namespace: "car") }
+                            targets: images.map { .init(name: $0.0, cluster: $0.2, image: $0.0, path: "deploy", namespace: "car", images: otherImages[$0.0]) }
                                 + extra.map { .init(name: $0.0, cluster: $0.1, image: $0.2, path: "deploy", namespace: "car") })
             _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: name), spec: .init(url: "https://github.com/x/\(name)", ref: "main", pipelines: ["edge"], edge: edge))))
             for (image, digest) in zip(images, digests) {
@@ -680,6 +681,51 @@ import Testing
             #expect(try await c.applications.list().items.count == 1, "only the image signed for the commit built is deployed")
             ReliabilityReport.row("An older signed image reported as a new build's digest; a signature without the commit where the policy requires it", injected: "2 images",
                                   did: "CommitMismatch, CommitNotSigned; the image signed for the commit built is deployed at that commit", lost: "0 Applications for replayed images")
+        }
+    }
+
+    /// Every image a target runs is pinned and verified: images its manifests run besides the built one are declared
+    /// by digest, verified against the trust policies for its cluster and pinned in the Application, or the target
+    /// is not deployed; and when Argo CD reports the synced resources running an image that was not given pinned
+    /// (an undeclared sidecar, a tag), that target's delivery is stopped and stays stopped until the commit or the
+    /// declaration changes.
+    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed"))
+    func everyImageATargetRunsIsPinnedAndVerifiedOrItsDeliveryStops() async throws {
+        try await EdgeBench.with { b in
+            let c = b.c
+            let signer = CosignSigner()
+            try await c.trust(publicKeyPEM: signer.publicKeyPEM, images: ["\(b.registry.address)/edge/*"])
+            let sidecar = "\(b.registry.address)/edge/sidecar@\(try await b.image("edge/sidecar", tag: "v1", signedBy: signer))"
+            let unsigned = "\(b.registry.address)/edge/unsigned@\(try await b.image("edge/unsigned", tag: "v1", signedBy: nil))"
+
+            // Declared and signed: pinned beside the built image.
+            let declaredDigest = try await b.image("edge/declared", tag: "g1", signedBy: signer)
+            try await b.deliver("declared", images: [("car", "edge/declared", "microshift-rpi")], digests: [declaredDigest], otherImages: ["car": [sidecar]])
+            let app = try #require(try await c.waitFor(c.applications, b.application("declared", "car")) { $0 != nil })
+            let pinned = "\(b.registry.address)/edge/declared@\(declaredDigest)"
+            #expect(app[path: "spec", "source", "kustomize", "images"] == [.string("\(b.registry.address)/edge/declared=\(pinned)"), .string("\(b.registry.address)/edge/sidecar=\(sidecar)")])
+            try await c.argo(b.application("declared", "car"), sync: "Synced", health: "Healthy", images: [pinned, sidecar])
+            _ = try await c.waitFor(c.meteors, "declared") { condition($0, "Deployed")?["status"] == "True" }
+
+            // Declared but unsigned: not deployed.
+            try await b.deliver("unsigned", images: [("car", "edge/unsigned-car", "microshift-rpi")], digests: [try await b.image("edge/unsigned-car", tag: "g1", signedBy: signer)], otherImages: ["car": [unsigned]])
+            let refused = try await c.waitFor(c.meteors, "unsigned") { condition($0, "Deployed")?["reason"] == "UnverifiedImage" }
+            #expect(condition(refused, "Deployed")?["message"]?.stringValue?.contains("\(unsigned): SignatureMissing") == true, "\(condition(refused, "Deployed") ?? .null)")
+
+            // Undeclared: the manifests run a tag nobody pinned; delivery stops when Argo CD says so.
+            let sneakyDigest = try await b.image("edge/sneaky", tag: "g1", signedBy: signer)
+            try await b.deliver("sneaky", images: [("car", "edge/sneaky", "microshift-rpi")], digests: [sneakyDigest])
+            let sneaky = b.application("sneaky", "car")
+            _ = try await c.waitFor(c.applications, sneaky) { $0 != nil }
+            try await c.argo(sneaky, sync: "Synced", health: "Healthy", images: ["\(b.registry.address)/edge/sneaky@\(sneakyDigest)", "docker.io/library/busybox:latest"])
+            _ = try await c.waitFor(c.applications, sneaky) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
+            #expect(try await c.waitForEvent(about: "sneaky", reason: "DeliveryStopped")?["message"]?.stringValue?.contains("docker.io/library/busybox:latest") == true)
+            _ = try await c.applications.patch(sneaky, .merge(["metadata": ["finalizers": []]]))
+            let stopped = try await c.waitFor(c.meteors, "sneaky") { condition($0, "Deployed")?["message"]?.stringValue?.contains("delivery stopped, its manifests ran images not pinned") == true }
+            #expect(condition(stopped, "Deployed")?["reason"] == "UnverifiedImage")
+            #expect(try await c.applications.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue } == [b.application("declared", "car")], "neither refused target was (re)delivered")
+            ReliabilityReport.row("Images a target runs besides the built one: declared but unsigned; undeclared, reported by Argo CD after sync", injected: "2 targets",
+                                  did: "Deployed=False UnverifiedImage; the undeclared one's Application deleted (DeliveryStopped) and not delivered again for that commit", lost: "0 targets left running unverified images")
         }
     }
 
