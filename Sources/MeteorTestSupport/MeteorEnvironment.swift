@@ -317,6 +317,15 @@ extension TestCluster {
         SignatureVerifier.digest(Array("commit \(ref)".utf8)).dropFirst("sha256:".count).prefix(40).description
     }
 
+    /// A new signing key that the cluster admin trusts for every image and cluster, its public half also in the
+    /// Secret `secret` of the test's namespace (what edge Meteors name in spec.edge.signing).
+    public func trustedSigner(secret: String = "cosign-pub") async throws -> CosignSigner {
+        let signer = CosignSigner()
+        _ = try await client.api(Secret.self, namespace: namespace).create(Secret(metadata: ObjectMeta(name: secret, namespace: namespace), stringData: ["cosign.pub": signer.publicKeyPEM]))
+        try await trust(publicKeyPEM: signer.publicKeyPEM)
+        return signer
+    }
+
     /// An EdgeTrustPolicy named `name` trusting `signer`'s key for `images` on `clusters` (everything by default),
     /// as the cluster admin would write it.
     @discardableResult

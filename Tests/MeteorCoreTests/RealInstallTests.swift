@@ -73,11 +73,33 @@ import Testing
         let pipelineRunVerbs = "resources: [pipelineruns]\n    verbs: [list, watch, create, patch, delete]"
         try #require(granted.contains(pipelineRunVerbs), "config/rbac/role.yaml's PipelineRun rule changed; update this test")
         let narrowed = granted.replacingOccurrences(of: pipelineRunVerbs, with: "resources: [pipelineruns]\n    verbs: [list, watch, patch, delete]")
-        try await kit.kubectlOK("apply", "-f", "-", input: narrowed)
+        try await Self.withOperator(kit, namespace: namespace, clusterRole: narrowed, named: role) { op in
+            try await kit.kubectlOK("-n", namespace, "apply", "-f", repo.appendingPathComponent("config/samples/meteor_jupyterhub.yaml").path)
+            let refused = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/meteor-demo-image", "--timeout=60s"])
+            #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
+            let message = try await kit.kubectlOK("-n", namespace, "get", "meteor/meteor-demo-image", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+            #expect(message.contains("cannot create resource \"pipelineruns\" in API group \"tekton.dev\""), "\(message)")
+            let events = try await kit.kubectlOK("-n", namespace, "get", "events", "--field-selector", "reason=Forbidden,involvedObject.name=meteor-demo-image", "-o", "jsonpath={.items[*].type}")
+            #expect(events.split(separator: " ").first == "Warning", "\(events)")
+
+            // The permission is back: the next retry builds, and the Meteor becomes Ready.
+            try await kit.kubectlOK("apply", "-f", "-", input: granted)
+            let waited = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "meteor/meteor-demo-image", "--timeout=120s"])
+            #expect(waited.status == 0, "\(waited.output)\n--- operator:\n\(op.text.suffix(4000))")
+            ReliabilityReport.row("create pipelineruns taken from the operator's ClusterRole while it runs, then given back (real RBAC)", injected: "1 verb",
+                                  did: "Ready=False Forbidden with the server's message naming verb and resource, a Warning Event, retried with backoff; Ready once granted, no restart", lost: "0")
+        }
+    }
+
+    /// The operator as its own process, watching `namespace`, with `clusterRole` (config/rbac's manager role, as
+    /// given, named `name`) bound to a ServiceAccount of that namespace and config/rbac's Role in Argo CD's namespace
+    /// (where another test has installed Argo CD's Application CRD, edge delivery is on and its informer needs it).
+    /// Stopped with SIGTERM and everything removed after `body`.
+    static func withOperator(_ kit: KitControlPlane, namespace: String, clusterRole: String, named role: String, _ body: (BackgroundProcess) async throws -> Void) async throws {
+        let repo = TestCluster.repositoryDirectory
+        try await kit.kubectlOK("apply", "-f", "-", input: clusterRole)
         try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "operator")
         try await kit.kubectlOK("create", "clusterrolebinding", role, "--clusterrole=\(role)", "--serviceaccount=\(namespace):operator")
-        // Where another test has installed Argo CD's Application CRD, edge delivery is on and its informer needs
-        // config/rbac's Role in Argo CD's namespace too.
         _ = try await kit.kubectl(["create", "namespace", "argocd"])
         try await kit.kubectlOK("apply", "-f", repo.appendingPathComponent("config/rbac/argocd_role.yaml").path)
         try await kit.kubectlOK("-n", "argocd", "create", "rolebinding", role, "--role=meteor-operator-applications", "--serviceaccount=\(namespace):operator")
@@ -87,26 +109,22 @@ import Testing
             "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
         ])
         defer { op.terminate() }
-        try await kit.kubectlOK("-n", namespace, "apply", "-f", repo.appendingPathComponent("config/samples/meteor_jupyterhub.yaml").path)
-        let refused = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/meteor-demo-image", "--timeout=60s"])
-        #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
-        let message = try await kit.kubectlOK("-n", namespace, "get", "meteor/meteor-demo-image", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
-        #expect(message.contains("cannot create resource \"pipelineruns\" in API group \"tekton.dev\""), "\(message)")
-        let events = try await kit.kubectlOK("-n", namespace, "get", "events", "--field-selector", "reason=Forbidden,involvedObject.name=meteor-demo-image", "-o", "jsonpath={.items[*].type}")
-        #expect(events.split(separator: " ").first == "Warning", "\(events)")
+        do {
+            try await body(op)
+        } catch {
+            await removeOperator(kit, op, namespace: namespace, role: role)
+            throw error
+        }
+        await removeOperator(kit, op, namespace: namespace, role: role)
+    }
 
-        // The permission is back: the next retry builds, and the Meteor becomes Ready.
-        try await kit.kubectlOK("apply", "-f", "-", input: granted)
-        let waited = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "meteor/meteor-demo-image", "--timeout=120s"])
-        #expect(waited.status == 0, "\(waited.output)\n--- operator:\n\(op.text.suffix(4000))")
-        ReliabilityReport.row("create pipelineruns taken from the operator's ClusterRole while it runs, then given back (real RBAC)", injected: "1 verb",
-                              did: "Ready=False Forbidden with the server's message naming verb and resource, a Warning Event, retried with backoff; Ready once granted, no restart", lost: "0")
+    static func removeOperator(_ kit: KitControlPlane, _ op: BackgroundProcess, namespace: String, role: String) async {
         op.signal(SIGTERM)
         _ = await op.wait()
-        _ = try await kit.kubectl(["-n", "argocd", "delete", "rolebinding", role])
-        _ = try await kit.kubectl(["delete", "clusterrolebinding", role])
-        _ = try await kit.kubectl(["delete", "clusterrole", role])
-        _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
+        _ = try? await kit.kubectl(["-n", "argocd", "delete", "rolebinding", role])
+        _ = try? await kit.kubectl(["delete", "clusterrolebinding", role])
+        _ = try? await kit.kubectl(["delete", "clusterrole", role])
+        _ = try? await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
     }
 
     /// Secrets are read only where a namespace lets the operator (issue 15, item 4): with config/rbac's grants the
@@ -124,52 +142,36 @@ import Testing
         try await kit.kubectlOK("-n", namespace, "apply", "-k", repo.appendingPathComponent("manifests/tekton").path)
         let role = "meteor-operator-\(namespace)"
         let granted = try String(contentsOf: repo.appendingPathComponent("config/rbac/role.yaml"), encoding: .utf8).replacingOccurrences(of: "name: meteor-operator-manager", with: "name: \(role)")
-        try await kit.kubectlOK("apply", "-f", "-", input: granted)
         try await kit.kubectlOK("apply", "-f", repo.appendingPathComponent("config/rbac/secret_reader_role.yaml").path)
-        try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "operator")
-        try await kit.kubectlOK("create", "clusterrolebinding", role, "--clusterrole=\(role)", "--serviceaccount=\(namespace):operator")
-        _ = try await kit.kubectl(["create", "namespace", "argocd"])
-        try await kit.kubectlOK("apply", "-f", repo.appendingPathComponent("config/rbac/argocd_role.yaml").path)
-        try await kit.kubectlOK("-n", "argocd", "create", "rolebinding", role, "--role=meteor-operator-applications", "--serviceaccount=\(namespace):operator")
-        let me = "--as=system:serviceaccount:\(namespace):operator"
-        for ns in [namespace, "argocd", "kube-system"] {
-            #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", ns, me]).output.hasPrefix("no"), "get secrets in \(ns)")
-        }
         try await kit.kubectlOK("-n", namespace, "create", "secret", "generic", "repo-creds", "--type=kubernetes.io/basic-auth", "--from-literal=username=bot", "--from-literal=password=t0ken")
-        let token = try await kit.kubectlOK("-n", namespace, "create", "token", "operator", "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
-        let op = try BackgroundProcess(operatorBinary, [
-            "run", "--kubeconfig", try kit.writeKubeconfig(token: token, namespace: namespace), "--namespace", namespace,
-            "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
-        ])
-        defer { op.terminate() }
-        try await kit.kubectlOK("-n", namespace, "apply", "-f", "-", input: """
-            apiVersion: meteor.zone/v1alpha1
-            kind: Meteor
-            metadata: {name: private}
-            spec: {url: "https://git.example.com/team/private.git", ref: main, pipelines: [jupyterhub], gitSecretRef: {name: repo-creds}}
-            """)
-        let refused = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/private", "--timeout=60s"])
-        #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
-        let message = try await kit.kubectlOK("-n", namespace, "get", "meteor/private", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
-        #expect(message.contains("cannot get resource \"secrets\""), "\(message)")
-        #expect(try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "name").isEmpty, "nothing is built without its credentials")
+        try await Self.withOperator(kit, namespace: namespace, clusterRole: granted, named: role) { op in
+            let me = "--as=system:serviceaccount:\(namespace):operator"
+            for ns in [namespace, "argocd", "kube-system"] {
+                #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", ns, me]).output.hasPrefix("no"), "get secrets in \(ns)")
+            }
+            try await kit.kubectlOK("-n", namespace, "apply", "-f", "-", input: """
+                apiVersion: meteor.zone/v1alpha1
+                kind: Meteor
+                metadata: {name: private}
+                spec: {url: "https://git.example.com/team/private.git", ref: main, pipelines: [jupyterhub], gitSecretRef: {name: repo-creds}}
+                """)
+            let refused = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/private", "--timeout=60s"])
+            #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
+            let message = try await kit.kubectlOK("-n", namespace, "get", "meteor/private", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+            #expect(message.contains("cannot get resource \"secrets\""), "\(message)")
+            #expect(try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "name").isEmpty, "nothing is built without its credentials")
 
-        // The namespace lets the operator read its Secrets: the next retry reads them and builds.
-        try await kit.kubectlOK("-n", namespace, "create", "rolebinding", "meteor-operator-secret-reader", "--clusterrole=meteor-operator-secret-reader", "--serviceaccount=\(namespace):operator")
-        #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", namespace, me]).output.hasPrefix("yes"))
-        #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", "argocd", me]).output.hasPrefix("no"), "still not Argo CD's cluster Secrets")
-        let built = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.phase}=Building", "meteor/private", "--timeout=120s"])
-        #expect(built.status == 0, "\(built.output)\n--- operator:\n\(op.text.suffix(4000))")
-        let runs = try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "jsonpath={.items[*].spec.workspaces[?(@.name==\"git-credentials\")].secret.secretName}")
-        #expect(runs.contains("repo-creds"), "the run clones with the Secret: \(runs)")
-        ReliabilityReport.row("A Meteor naming a Secret in a namespace that has not let the operator read Secrets (real RBAC), then binding meteor-operator-secret-reader", injected: "1 gitSecretRef",
-                              did: "Ready=False Forbidden naming get secrets, nothing built; built once the namespace bound the reader, no restart", lost: "0 (no cluster-wide Secret read: not Argo CD's cluster Secrets)")
-        op.signal(SIGTERM)
-        _ = await op.wait()
-        _ = try await kit.kubectl(["-n", "argocd", "delete", "rolebinding", role])
-        _ = try await kit.kubectl(["delete", "clusterrolebinding", role])
-        _ = try await kit.kubectl(["delete", "clusterrole", role])
-        _ = try await kit.kubectl(["delete", "namespace", namespace, "--wait=false"])
+            // The namespace lets the operator read its Secrets: the next retry reads them and builds.
+            try await kit.kubectlOK("-n", namespace, "create", "rolebinding", "meteor-operator-secret-reader", "--clusterrole=meteor-operator-secret-reader", "--serviceaccount=\(namespace):operator")
+            #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", namespace, me]).output.hasPrefix("yes"))
+            #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", "argocd", me]).output.hasPrefix("no"), "still not Argo CD's cluster Secrets")
+            let built = try await kit.kubectl(["-n", namespace, "wait", "--for=jsonpath={.status.phase}=Building", "meteor/private", "--timeout=120s"])
+            #expect(built.status == 0, "\(built.output)\n--- operator:\n\(op.text.suffix(4000))")
+            let runs = try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "jsonpath={.items[*].spec.workspaces[?(@.name==\"git-credentials\")].secret.secretName}")
+            #expect(runs.contains("repo-creds"), "the run clones with the Secret: \(runs)")
+            ReliabilityReport.row("A Meteor naming a Secret in a namespace that has not let the operator read Secrets (real RBAC), then binding meteor-operator-secret-reader", injected: "1 gitSecretRef",
+                                  did: "Ready=False Forbidden naming get secrets, nothing built; built once the namespace bound the reader, no restart", lost: "0 (no cluster-wide Secret read: not Argo CD's cluster Secrets)")
+        }
     }
 
     /// The image-puller RoleBinding the operator writes beside a Meteor grants a ClusterRole it does not hold, which

@@ -209,9 +209,7 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             c.edge = edge
         }) { env in
             let c = env.cluster
-            let signer = CosignSigner()
-            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
-            try await c.trust(publicKeyPEM: signer.publicKeyPEM)
+            _ = try await c.trustedSigner()
             var edge = Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
                             signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
                             targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")])

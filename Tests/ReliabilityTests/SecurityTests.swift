@@ -33,9 +33,7 @@ import Testing
         }
         do {
             let secrets = cluster.client.api(Secret.self, namespace: "default")
-            let signer = CosignSigner()
-            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
-            try await cluster.trust(publicKeyPEM: signer.publicKeyPEM)
+            _ = try await cluster.trustedSigner()
             let dockerConfig = #"{"auths":{"127.0.0.1:\#(closed)":{"username":"bot","password":"\#(registryPassword)"}}}"#
             _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "pull", namespace: "default"), type: "kubernetes.io/dockerconfigjson", stringData: [".dockerconfigjson": dockerConfig]))
             let edge = Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
@@ -329,9 +327,7 @@ import Testing
             c.edge = edge
         }) { env in
             let c = env.cluster
-            let signer = CosignSigner()
-            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
-            try await c.trust(publicKeyPEM: signer.publicKeyPEM)
+            _ = try await c.trustedSigner()
             func edge(_ repository: String, release: Bool) -> Edge {
                 Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository)],
                      signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
