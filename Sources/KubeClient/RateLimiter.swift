@@ -1,4 +1,5 @@
 import Foundation
+import KubeModels
 import Synchronization
 
 /// Client-side token bucket (client-go's `QPS` and `Burst`): `acquire` waits until a token is free.
@@ -19,7 +20,7 @@ public final class TokenBucketRateLimiter: Sendable {
         return state.withLock { s in
             let now = ContinuousClock.now
             let elapsed = now - s.last
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.seconds
             s.tokens = min(Double(burst), s.tokens + seconds * qps)
             s.last = now
             s.tokens -= 1

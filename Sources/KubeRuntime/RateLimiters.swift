@@ -1,4 +1,5 @@
 import Foundation
+import KubeModels
 
 /// How long to wait before retrying a key, client-go's `workqueue.RateLimiter`.
 public protocol RetryRateLimiter: Sendable {
@@ -49,7 +50,7 @@ public struct BucketRateLimiter: RetryRateLimiter {
     public mutating func when(_ key: String, now: ContinuousClock.Instant) -> Duration {
         if let last {
             let elapsed = now - last
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.seconds
             tokens = min(Double(burst), tokens + seconds * qps)
         }
         last = now

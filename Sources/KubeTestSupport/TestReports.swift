@@ -1,4 +1,5 @@
 import Foundation
+import KubeModels
 
 /// What a test run reports beside its pass/fail, into files hack/test names by environment variable and sums up
 /// after the run.
@@ -38,6 +39,6 @@ public enum ReliabilityReport {
 
     /// A duration as a row states it: seconds to one decimal ("1.4 s").
     public static func seconds(_ d: Duration) -> String {
-        String(format: "%.1f s", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        String(format: "%.1f s", d.seconds)
     }
 }

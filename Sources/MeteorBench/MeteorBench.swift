@@ -83,7 +83,7 @@ struct APIServerThroughput: AsyncParsableCommand {
                 }
             }
             let d = ContinuousClock.now - started
-            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+            return d.seconds
         }
 
         let createSeconds = try await timed(count) { i in
@@ -106,8 +106,8 @@ struct APIServerThroughput: AsyncParsableCommand {
             "create_per_second": .double((Double(count) / createSeconds).rounded()),
             "get_per_second": .double((Double(count) / getSeconds).rounded()),
             "patch_per_second": .double((Double(count) / patchSeconds).rounded()),
-            "list_all_typed_ms": .double((seconds(listDuration) * 1000).rounded()),
-            "list_all_json_ms": .double((seconds(dynamicDuration) * 1000).rounded()),
+            "list_all_typed_ms": .double((listDuration.seconds * 1000).rounded()),
+            "list_all_json_ms": .double((dynamicDuration.seconds * 1000).rounded()),
             "listed": .int(Int64(all.items.count)), "selected": .int(Int64(selected.items.count)),
             "process_rss_mib": .double(rss),
         ]
@@ -125,7 +125,6 @@ struct APIServerThroughput: AsyncParsableCommand {
     }
 }
 
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
 /// Keys through the work queue: adds (with duplicates) and get/done by N workers.
 struct WorkQueueThroughput: AsyncParsableCommand {
@@ -161,7 +160,7 @@ struct WorkQueueThroughput: AsyncParsableCommand {
             }
             var processed = 0
             for await n in group { processed += n }
-            let s = seconds(ContinuousClock.now - started)
+            let s = (ContinuousClock.now - started).seconds
             let result: JSONValue = ["scenario": "workqueue", "count": .int(Int64(total)), "adds": .int(Int64(total * 2)), "processed": .int(Int64(processed)), "workers": .int(Int64(workers)), "seconds": .double((s * 1000).rounded() / 1000), "keys_per_second": .double((Double(processed) / s).rounded())]
             print(result.serializedString())
         }
@@ -195,11 +194,11 @@ struct InformerThroughput: AsyncParsableCommand {
         let listStart = ContinuousClock.now
         let run = Task { await informer.run() }
         await informer.waitForSync()
-        let listSeconds = seconds(ContinuousClock.now - listStart)
+        let listSeconds = (ContinuousClock.now - listStart).seconds
         let watchStart = ContinuousClock.now
         try await parallel(events) { i in _ = try await cms.create(["metadata": ["name": .string("new-\(i)")]]) }
         for await _ in seen.stream { break }
-        let watchSeconds = seconds(ContinuousClock.now - watchStart)
+        let watchSeconds = (ContinuousClock.now - watchStart).seconds
         run.cancel()
         await run.value
         let result: JSONValue = [

@@ -80,7 +80,6 @@ func parallel(_ n: Int, width: Int, _ op: @escaping @Sendable (Int) async throws
     }
 }
 
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
 /// Linux process figures from /proc.
 enum ProcessStats {

@@ -90,7 +90,7 @@ public enum Scenarios {
             tracker.created(Self.name(i))
         }
         try await tracker.converged.wait(for: options.count, timeout: options.timeout)
-        let elapsed = seconds(ContinuousClock.now - started)
+        let elapsed = (ContinuousClock.now - started).seconds
         if op.countsResources {
             // Each converged Meteor has a written status; its write is counted once the response is back.
             let writes = op.writes, count = options.count, limit = options.timeout
@@ -113,7 +113,7 @@ public enum Scenarios {
             _ = try await target.meteors.create(Self.meteor(name))
             let createdAt = ContinuousClock.now
             let firstRun = await seen.value
-            probes.append(max(0, seconds(firstRun - createdAt)))
+            probes.append(max(0, (firstRun - createdAt).seconds))
         }
         try await tracker.converged.wait(for: options.count + probes.count, timeout: options.timeout)
         var perVerb: JSONObject = [:]
@@ -158,7 +158,7 @@ public enum Scenarios {
             }
             _ = try await meteors.patchStatus(Self.name(i), .merge(["status": ["phase": "Building", "observedGeneration": 1]]))
         }
-        let elapsed = seconds(ContinuousClock.now - started)
+        let elapsed = (ContinuousClock.now - started).seconds
         return ["scenario": "baseline", "count": .int(Int64(options.count)), "seconds": .double((elapsed * 1000).rounded() / 1000),
                 "writes_per_meteor": 4, "concurrency": .int(Int64(options.concurrency))]
     }
@@ -198,7 +198,7 @@ public enum Scenarios {
             _ = try await target.runs.patchStatus(runs[i], .merge(["status": status]))
         }
         try await tracker.ready.wait(for: options.count + Self.probes(options), timeout: options.timeout)
-        let elapsed = seconds(ContinuousClock.now - started)
+        let elapsed = (ContinuousClock.now - started).seconds
         let after = try await op.requestsByMethod()
         let writes = after.filter { !Self.isRead($0.key) }.map { $0.value - (before[$0.key] ?? 0) }.reduce(0, +)
         let total = after.filter { !Self.isRead($0.key) }.map(\.value).reduce(0, +)
@@ -220,9 +220,9 @@ public enum Scenarios {
         let runs = try await target.runs.list(ListOptions(limit: 1))
         let op = try await OperatorUnderTest.start(target: target, workers: options.concurrency, binary: options.operatorBinary, logger: logger)
         try await op.waitForSync()
-        let synced = seconds(ContinuousClock.now - op.started)
+        let synced = (ContinuousClock.now - op.started).seconds
         await op.waitForFirstReconcile()
-        let first = seconds(ContinuousClock.now - op.started)
+        let first = (ContinuousClock.now - op.started).seconds
         let writes = try await op.requestsByMethod().filter { !Self.isRead($0.key) }.map(\.value).reduce(0, +)
         let byResource = op.writesByResource()
         await op.stop()
@@ -314,7 +314,7 @@ final class Tracker: Sendable {
 
     /// Create response to first PipelineRun seen, in seconds (0 when the run was seen first).
     func latencies() -> [Double] {
-        state.withLock { s in s.created.compactMap { name, t in s.firstRun[name].map { max(0, seconds($0 - t)) } } }
+        state.withLock { s in s.created.compactMap { name, t in s.firstRun[name].map { max(0, ($0 - t).seconds) } } }
     }
 
     /// When the first PipelineRun of `meteor` was seen (waits for it).

@@ -461,7 +461,3 @@ extension EdgeImageStatus {
     }
 }
 
-extension Duration {
-    /// The duration in (fractional) seconds.
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KubeModels
 import Synchronization
 
 /// Cross-site request forgery protection: tokens the server mints and signs, HMAC-SHA256 with its session key
@@ -111,8 +112,7 @@ final class SubmitRateLimiter: Sendable {
 
     func refilled(_ b: Bucket, _ now: ContinuousClock.Instant) -> Bucket {
         let elapsed = now - b.at
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Bucket(tokens: min(burst, b.tokens + seconds * perMinute / 60), at: b.at)
+        return Bucket(tokens: min(burst, b.tokens + elapsed.seconds * perMinute / 60), at: b.at)
     }
 
     /// Down to three quarters of the capacity: full buckets first, then the least recently seen.
