@@ -19,7 +19,7 @@ public final class Informer: Sendable {
     let handlers = Mutex<[Handler]>([])
     let synced = Mutex<(done: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
     /// Counters tests and metrics read: lists made, watches opened.
-    let stats = Mutex<(lists: Int, watches: Int, idleResumes: Int)>((0, 0, 0))
+    let stats = Mutex<(lists: Int, watches: Int, idleResumes: Int, lastRetryDelay: Duration?)>((0, 0, 0, nil))
     let lastList = Mutex<ContinuousClock.Instant?>(nil)
     let lastHeard = Mutex<ContinuousClock.Instant?>(nil)
     let watchIdleTimeout: Duration?
@@ -83,6 +83,8 @@ public final class Informer: Sendable {
     public var watchCount: Int { stats.withLock { $0.watches } }
     /// Watches ended by the idle deadline and resumed from their last version.
     public var idleResumeCount: Int { stats.withLock { $0.idleResumes } }
+    /// How long the last failed list or watch waited before trying again (nil before any failure).
+    public var lastRetryDelay: Duration? { stats.withLock { $0.lastRetryDelay } }
 
     /// How long since the API server last told this informer anything (a list, an event, a bookmark); nil before
     /// the first answer. What readiness reads: a long silence is an informer that may be blind.
@@ -185,6 +187,9 @@ public final class Informer: Sendable {
                     await apply { store.replace(items) }
                     resourceVersion = list.metadata.resourceVersion
                     markSynced()
+                    // The server answered in full: back off from scratch next time (a long outage must not leave
+                    // every later hiccup waiting the longest delay).
+                    failures = 0
                 }
                 stats.withLock { $0.watches += 1 }
                 // A randomised timeout spreads re-watches of many informers, as client-go does.
@@ -222,6 +227,7 @@ public final class Informer: Sendable {
                 if Task.isCancelled { return }
                 failures += 1
                 let delay = Duration.milliseconds(min(30_000, 100 * (1 << min(failures, 9))))
+                stats.withLock { $0.lastRetryDelay = delay }
                 logger.warning("list/watch failed, retrying", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
                 if case .api(let s)? = error as? KubeError, s.code == 504 { resourceVersion = nil }
                 try? await Task.sleep(for: delay)
