@@ -53,8 +53,8 @@ public final class Controller: Sendable {
         queue = WorkQueue(rateLimiter: options.rateLimiter, clock: options.clock, metrics: metricsFactory.map { QueueMetrics(name: name, factory: $0) })
     }
 
-    /// Registers the primary's handler. Call before the informers run.
-    public func start() async {
+    /// Queues the primary's changes: registers its handler. Call before the informers run.
+    public func enqueuePrimaryChanges() async {
         let queue = self.queue
         let generationOnly = options.generationChangedOnly
         await primary.addHandler { event in

@@ -156,7 +156,7 @@ public final class Manager: Service, Sendable {
                 if let (host, port) = Self.parseBindAddress(self.options.metricsBindAddress) {
                     group.addTask { await self.serve(host: host, port: port, isMetrics: true) }
                 }
-                for c in self.controllers.withLock({ $0 }) { await c.start() }
+                for c in self.controllers.withLock({ $0 }) { await c.enqueuePrimaryChanges() }
                 for i in self.informers.withLock({ Array($0.values) }) {
                     group.addTask { await i.run() }
                 }

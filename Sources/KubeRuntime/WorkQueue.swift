@@ -103,12 +103,6 @@ public actor WorkQueue<Key: Hashable & Sendable> {
         addAfter(key, limiter.when(String(describing: key), now: clock.now))
     }
 
-    /// The backoff delay the next failure of `key` would get, without recording one.
-    public func nextBackoff(_ key: Key) -> Duration {
-        var copy = limiter
-        return copy.when(String(describing: key), now: clock.now)
-    }
-
     public func forget(_ key: Key) { limiter.forget(String(describing: key)) }
 
     public func retries(_ key: Key) -> Int { limiter.retries(String(describing: key)) }
@@ -121,8 +115,6 @@ public actor WorkQueue<Key: Hashable & Sendable> {
         getters.removeAll()
         for g in gs { g.resume(returning: nil) }
     }
-
-    public var processingCount: Int { processing.count }
 }
 
 /// The work queue's metrics, under client-go's names (`workqueue_*{name}`).

@@ -589,12 +589,13 @@ public final class MeteorReconciler: Sendable {
     /// number of runs even while Tekton is slow to cancel. Edge runs are cancelled, never deleted: the release
     /// they built may still be the one deployed (its verification reads them).
     func retireSuperseded(meteor: Meteor, keep: Set<String>, runs: DynamicApi) async throws {
-        let selector = LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [meteor.name])])
+        guard let uid = meteor.metadata.uid else { return }
         var superseded: [String: [(created: String, name: String, run: JSONValue)]] = [:]
         var toCancel: [(name: String, run: JSONValue)] = []
-        for run in pipelineRuns.store.list(namespace: meteor.namespace, labelSelector: selector) {
+        // The store's owner index: the runs this Meteor (this uid, not an earlier one of its name) controls.
+        for run in pipelineRuns.store.owned(by: uid) {
             guard let name = run[path: "metadata", "name"]?.stringValue, !keep.contains(name),
-                (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == meteor.metadata.uid,
+                (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == uid, run[path: "metadata", "namespace"]?.stringValue == meteor.namespace,
                 run[path: "metadata", "deletionTimestamp"] == nil
             else { continue }
             let labels = run[path: "metadata", "labels"]

@@ -62,7 +62,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
                 probe.end(key)
                 return .done
             }
-            await controller.start()
+            await controller.enqueuePrimaryChanges()
             await controller.owns(runs)
             let task = run(controller, informers: [meteors, runs])
             try await probe.wait { $0[ownerKey] == 1 }
@@ -99,7 +99,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
                 probe.end(key)
                 return .done
             }
-            await controller.start()
+            await controller.enqueuePrimaryChanges()
             let task = run(controller, informers: [informer])
             // Many rapid changes to the same four keys while workers are busy with them.
             for round in 0..<15 {
@@ -130,7 +130,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
                 if probe.calls(key) < 3 { throw KubeError.transport("simulated failure") }
                 return .done
             }
-            await controller.start()
+            await controller.enqueuePrimaryChanges()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "flaky")
             try await outcomes.wait { $0.contains(true) }
@@ -156,7 +156,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
                 probe.end(key)
                 return .done
             }
-            await controller.start()
+            await controller.enqueuePrimaryChanges()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "gen")
             try await probe.wait { $0[key] == 1 }
@@ -185,7 +185,7 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
                 probe.end(key)
                 return .requeueAfter(.seconds(3600))
             }
-            await controller.start()
+            await controller.enqueuePrimaryChanges()
             let task = run(controller, informers: [informer])
             let key = ObjectKey(namespace: "default", name: "ttl")
             try await probe.wait { $0[key] == 1 }

@@ -26,7 +26,7 @@ import Testing
                 if probe.calls(key) == 1 { throw KubeError.transport("cannot reach \(key) with Authorization: Bearer <redacted>") }
                 return .done
             }
-            await controller.start()
+            await controller.enqueuePrimaryChanges()
             let task = run(controller, informers: [informer])
             try await probe.wait { $0[ObjectKey(namespace: "default", name: "logged")] == 2 }
             task.cancel()
