@@ -79,6 +79,11 @@ public enum ArgoApplicationBuilder {
 
     /// An Application in `namespace` (Argo CD's), in `project`, syncing `target.path` at `revision` with the
     /// target's image replaced by `pinnedImage` (`repository@sha256:…`).
+    /// The images an Application was given pinned (the new image of each kustomize override), the built one first.
+    public static func pinnedImages(_ app: JSONValue) -> [String] {
+        (app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) }
+    }
+
     /// The fingerprint of the key the deployed image was verified with: a later change of the trust policies is
     /// judged against it.
     public static let keyAnnotation = "meteor.zone/key-fingerprint"

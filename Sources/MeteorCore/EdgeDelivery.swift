@@ -193,7 +193,7 @@ extension MeteorReconciler {
                     refusedExtras.append("\(target.name) (\(target.cluster)): \(problem)")
                     continue
                 }
-                let given = "\(status.commit ?? "") \(pinned) \((target.images ?? []).joined(separator: ","))"
+                let given = Self.delivery(commit: status.commit, pinned: pinned, extras: target.images ?? [])
                 if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(target.name)"] }), stoppedFor == given {
                     refusedExtras.append("\(target.name) (\(target.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images")
                     continue
@@ -205,8 +205,8 @@ extension MeteorReconciler {
                 untrustedTargets.append("\(target.name) (\(target.cluster)): key \(byName[target.image]?.keyFingerprint ?? "") is not trusted for \(image.repository) there")
             }
         }
-        var stopped = try await stopUntrustedDelivery(meteor, edge, trust: trust, keepDeployable: deployed, raw: raw, settings: settings)
-        stopped += try await stopUnpinnedDelivery(meteor, raw: raw, settings: settings)
+        let untrusted = try await stopUntrustedDelivery(meteor, edge, trust: trust, keepDeployable: deployed, raw: raw, settings: settings)
+        let unpinned = try await stopUnpinnedDelivery(meteor, raw: raw, settings: settings)
         try await pruneApplications(meteor, keep: Set(edge.targets.map(\.name)), settings: settings)
         outcome.deployments = deploymentStatus(meteor, edge, settings: settings)
 
@@ -215,9 +215,9 @@ extension MeteorReconciler {
             outcome.deployments.first { $0.target == t.name }.map { $0.image == wantedImage(t) && $0.syncStatus == "Synced" && $0.healthStatus == "Healthy" } ?? false
         }
         let degraded = outcome.deployments.filter { $0.healthStatus == "Degraded" }
-        if !stopped.isEmpty || !untrustedTargets.isEmpty || !refusedExtras.isEmpty {
-            let reason = !refusedExtras.isEmpty || stopped.contains { $0.contains("not pinned") } ? "UnverifiedImage" : "KeyNotTrusted"
-            condition(MeteorStatusVocabulary.deployed, .false, reason, (stopped + untrustedTargets + refusedExtras).joined(separator: "; "))
+        if !untrusted.isEmpty || !unpinned.isEmpty || !untrustedTargets.isEmpty || !refusedExtras.isEmpty {
+            let reason = refusedExtras.isEmpty && unpinned.isEmpty ? "KeyNotTrusted" : "UnverifiedImage"
+            condition(MeteorStatusVocabulary.deployed, .false, reason, (untrusted + unpinned + untrustedTargets + refusedExtras).joined(separator: "; "))
         } else if !degraded.isEmpty {
             condition(MeteorStatusVocabulary.deployed, .false, "Degraded", degraded.map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(separator: "; "))
         } else if current.count == edge.targets.count {
@@ -271,21 +271,31 @@ extension MeteorReconciler {
         if let name = configuration.build.pushSecret, let config = try await client.api(Secret.self, namespace: namespace).getOptional(name)?.value(".dockerconfigjson") {
             credentials = RegistryClient.credentials(dockerConfigJSON: Array(config))
         }
-        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(target.registry), credentials: credentials, endpoints: settings.hostOverrides, egress: egress)
-        do {
-            var entries: [JSONValue] = []
-            for m in manifests {
-                let child = try await registry.manifest(target, reference: m.digest)
-                let parts = m.platform.split(separator: "/").map(String.init)
-                var platform: JSONObject = ["os": .string(parts[0]), "architecture": .string(parts.count > 1 ? parts[1] : parts[0])]
-                if parts.count > 2 { platform["variant"] = .string(parts[2]) }
-                entries.append(["mediaType": .string(child.mediaType ?? "application/vnd.oci.image.manifest.v1+json"), "digest": .string(m.digest), "size": .int(Int64(child.bytes.count)), "platform": .object(platform)])
-            }
-            let index: JSONValue = ["schemaVersion": 2, "mediaType": .string(RegistryClient.imageIndexType), "manifests": .array(entries)]
-            let bytes = Array(index.serializedString().utf8)
-            try await registry.pushManifest(target, reference: tag, bytes, mediaType: RegistryClient.imageIndexType)
-            return SignatureVerifier.digest(bytes)
+        let registry = registryClient(for: target, credentials: credentials, settings: settings)
+        var entries: [JSONValue] = []
+        for m in manifests {
+            let child = try await registry.manifest(target, reference: m.digest)
+            let parts = m.platform.split(separator: "/").map(String.init)
+            var platform: JSONObject = ["os": .string(parts[0]), "architecture": .string(parts.count > 1 ? parts[1] : parts[0])]
+            if parts.count > 2 { platform["variant"] = .string(parts[2]) }
+            entries.append(["mediaType": .string(child.mediaType ?? "application/vnd.oci.image.manifest.v1+json"), "digest": .string(m.digest), "size": .int(Int64(child.bytes.count)), "platform": .object(platform)])
         }
+        let index: JSONValue = ["schemaVersion": 2, "mediaType": .string(RegistryClient.imageIndexType), "manifests": .array(entries)]
+        let bytes = Array(index.serializedString().utf8)
+        try await registry.pushManifest(target, reference: tag, bytes, mediaType: RegistryClient.imageIndexType)
+        return SignatureVerifier.digest(bytes)
+    }
+
+    /// A registry client for `reference`'s registry: plain HTTP where the admin said so, its mirror, this operator's
+    /// egress policy.
+    func registryClient(for reference: RegistryClient.Reference, credentials: [String: RegistryClient.Credentials], settings: EdgeSettings) -> RegistryClient {
+        RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: credentials, endpoints: settings.hostOverrides, egress: egress)
+    }
+
+    /// What a target is given to run — the commit, the pinned image, its other images — as one value: a target whose
+    /// delivery was stopped for undeclared images stays stopped while this stays the same.
+    static func delivery(commit: String?, pinned: String?, extras: [String]) -> String {
+        "\(commit ?? "") \(pinned ?? "") \(extras.joined(separator: ","))"
     }
 
     /// The commit a run built: its COMMIT result, or for a release the tag's commit when the run reports none.
@@ -403,8 +413,8 @@ extension MeteorReconciler {
             let unpinned = Self.unpinnedImages(app)
             guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue, let target = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue else { continue }
             let state = ApplicationState(app)
-            let extras = (app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).dropFirst().compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) }
-            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(target)"] = "\(state.revision ?? "") \(state.pinnedImage ?? "") \(extras.joined(separator: ","))" }
+            let extras = Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst())
+            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(target)"] = Self.delivery(commit: state.revision, pinned: state.pinnedImage, extras: extras) }
             do {
                 _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
                 recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))

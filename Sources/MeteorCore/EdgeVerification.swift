@@ -120,7 +120,7 @@ extension MeteorReconciler {
     /// commit `built`.
     func fetchAndVerify(_ pinned: String, keys: [TrustedKey], built: String?, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> (SignatureVerifier.Verified, TrustedKey) {
         let reference = try RegistryClient.Reference(parsing: pinned)
-        let registry = RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: try await pullCredentials(signing, namespace: namespace), endpoints: settings.hostOverrides, egress: egress)
+        let registry = registryClient(for: reference, credentials: try await pullCredentials(signing, namespace: namespace), settings: settings)
         let signature = try await SignatureVerifier.fetchSignature(image: reference, registry: registry)
         var failure: SignatureFailure = .missingSignature("no trusted key")
         for key in keys {
@@ -200,7 +200,7 @@ extension MeteorReconciler {
     /// Images Argo CD reports an Application's resources running that it was not given pinned and verified: the
     /// manifests run something the operator never checked. Tags or digests other than the pinned ones count.
     static func unpinnedImages(_ app: JSONValue) -> [String] {
-        let given = Set((app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) })
+        let given = Set(ArgoApplicationBuilder.pinnedImages(app))
         return ApplicationState(app).runningImages.filter { !given.contains($0) }
     }
 }

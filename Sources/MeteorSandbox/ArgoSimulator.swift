@@ -34,7 +34,7 @@ public final class ArgoSimulator: Sendable {
         }
         let revision = app[path: "spec", "source", "targetRevision"] ?? "HEAD"
         // What the synced resources run, as Argo CD reports it: each kustomize override's new image.
-        let images = JSONValue.array((app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map { .string(String($0)) } })
+        let images = JSONValue.array(ArgoApplicationBuilder.pinnedImages(app).map(JSONValue.string))
         let now = Date()
         let syncedTo = app[path: "status", "sync", "revision"]
         let reportedImages = app[path: "status", "summary", "images"] ?? .array([])
