@@ -59,6 +59,7 @@ public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
     public struct ParseError: Error, Sendable, CustomStringConvertible {
         public var message: String
         public var description: String { message }
+        public init(message: String) { self.message = message }
     }
 
     /// Parses the selector grammar of k8s.io/apimachinery/pkg/labels.

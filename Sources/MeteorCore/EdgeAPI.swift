@@ -62,11 +62,64 @@ public struct Edge: Codable, Sendable, Hashable {
         }
     }
 
-    /// A device cluster registered in Argo CD and what runs on it.
+    /// Argo CD clusters chosen by the labels of their cluster Secrets (as ApplicationSet's cluster generator
+    /// chooses them): `matchLabels` and `matchExpressions`, ANDed.
+    public struct ClusterSelector: Codable, Sendable, Hashable {
+        public struct Expression: Codable, Sendable, Hashable {
+            public var key: String
+            /// `In`, `NotIn`, `Exists`, `DoesNotExist`.
+            public var `operator`: String
+            public var values: [String]?
+            public init(key: String, operator: String, values: [String]? = nil) {
+                self.key = key
+                self.operator = `operator`
+                self.values = values
+            }
+        }
+        public var matchLabels: [String: String]?
+        public var matchExpressions: [Expression]?
+
+        public init(matchLabels: [String: String]? = nil, matchExpressions: [Expression]? = nil) {
+            self.matchLabels = matchLabels
+            self.matchExpressions = matchExpressions
+        }
+
+        /// The selector, or why it is not one.
+        public func labelSelector() throws -> LabelSelector {
+            var requirements: [LabelSelector.Requirement] = []
+            for (key, value) in (matchLabels ?? [:]).sorted(by: { $0.key < $1.key }) {
+                try LabelSelector.validateKey(key)
+                try LabelSelector.validateValue(value)
+                requirements.append(.init(key: key, op: .equals, values: [value]))
+            }
+            for e in matchExpressions ?? [] {
+                try LabelSelector.validateKey(e.key)
+                let values = e.values ?? []
+                for v in values { try LabelSelector.validateValue(v) }
+                switch e.operator {
+                case "In", "NotIn":
+                    guard !values.isEmpty else { throw LabelSelector.ParseError(message: "operator \(e.operator) on \(e.key) needs values") }
+                    requirements.append(.init(key: e.key, op: e.operator == "In" ? .in : .notIn, values: values))
+                case "Exists", "DoesNotExist":
+                    guard values.isEmpty else { throw LabelSelector.ParseError(message: "operator \(e.operator) on \(e.key) takes no values") }
+                    requirements.append(.init(key: e.key, op: e.operator == "Exists" ? .exists : .doesNotExist))
+                default:
+                    throw LabelSelector.ParseError(message: "unknown operator \(e.operator) on \(e.key) (In, NotIn, Exists, DoesNotExist)")
+                }
+            }
+            guard !requirements.isEmpty else { throw LabelSelector.ParseError(message: "selects every cluster; name at least one label") }
+            return LabelSelector(requirements)
+        }
+    }
+
+    /// A device cluster registered in Argo CD (or every cluster whose Secret's labels match) and what runs there.
     public struct Target: Codable, Sendable, Hashable {
         public var name: String
-        /// The Argo CD cluster name (the `name` of its cluster Secret), e.g. `microshift-rpi`.
-        public var cluster: String
+        /// The Argo CD cluster name (the `name` of its cluster Secret), e.g. `microshift-rpi`; or `clusterSelector`.
+        public var cluster: String?
+        /// Every Argo CD cluster whose Secret's labels match: one Application per cluster, created and pruned as
+        /// clusters are labelled and unlabelled.
+        public var clusterSelector: ClusterSelector?
         /// Which `images[].name` it runs.
         public var image: String
         /// The kustomize directory in the repository that deploys it.
@@ -76,14 +129,46 @@ public struct Edge: Codable, Sendable, Hashable {
         /// Every other image its manifests run, by digest (`repository@sha256:…`): verified and pinned like the built one.
         public var images: [String]?
 
-        public init(name: String, cluster: String, image: String, path: String, namespace: String, images: [String]? = nil) {
+        public init(name: String, cluster: String? = nil, clusterSelector: ClusterSelector? = nil, image: String, path: String, namespace: String, images: [String]? = nil) {
             self.name = name
             self.cluster = cluster
+            self.clusterSelector = clusterSelector
             self.image = image
             self.path = path
             self.namespace = namespace
             self.images = images
         }
+    }
+
+    /// Targets delivered in stages: a later stage gets a release only once the earlier one has been Synced and
+    /// Healthy for its soak time and its gate (a verification PipelineRun) succeeded.
+    public struct Rollout: Codable, Sendable, Hashable {
+        public struct Stage: Codable, Sendable, Hashable {
+            public var name: String
+            /// Names in `spec.edge.targets`.
+            public var targets: [String]
+            /// Seconds the stage's Applications must stay Synced and Healthy before the next stage starts.
+            public var soakSeconds: Int64?
+            /// A verification run that must succeed before the next stage starts.
+            public var gate: Gate?
+
+            public init(name: String, targets: [String], soakSeconds: Int64? = nil, gate: Gate? = nil) {
+                self.name = name
+                self.targets = targets
+                self.soakSeconds = soakSeconds
+                self.gate = gate
+            }
+        }
+
+        /// A Tekton Pipeline in the Meteor's namespace, run once per release and stage after the soak with params
+        /// `url`, `commit`, `images` (the stage's pinned images, space-separated), `stage` and `clusters`.
+        public struct Gate: Codable, Sendable, Hashable {
+            public var pipelineRef: String
+            public init(pipelineRef: String) { self.pipelineRef = pipelineRef }
+        }
+
+        public var stages: [Stage]
+        public init(stages: [Stage]) { self.stages = stages }
     }
 
     public struct Release: Codable, Sendable, Hashable {
@@ -102,15 +187,17 @@ public struct Edge: Codable, Sendable, Hashable {
     public var signing: Signing
     public var targets: [Target]
     public var release: Release?
+    public var rollout: Rollout?
 
-    public init(images: [Image], signing: Signing = Signing(), targets: [Target], release: Release? = nil) {
+    public init(images: [Image], signing: Signing = Signing(), targets: [Target], release: Release? = nil, rollout: Rollout? = nil) {
         self.images = images
         self.signing = signing
         self.targets = targets
         self.release = release
+        self.rollout = rollout
     }
 
-    enum CodingKeys: String, CodingKey { case images, signing, targets, release }
+    enum CodingKeys: String, CodingKey { case images, signing, targets, release, rollout }
 
     /// `signing` may be absent (the trust policies say which keys verify).
     public init(from decoder: any Decoder) throws {
@@ -119,6 +206,7 @@ public struct Edge: Codable, Sendable, Hashable {
         signing = try c.decodeIfPresent(Signing.self, forKey: .signing) ?? Signing()
         targets = try c.decode([Target].self, forKey: .targets)
         release = try c.decodeIfPresent(Release.self, forKey: .release)
+        rollout = try c.decodeIfPresent(Rollout.self, forKey: .rollout)
     }
 }
 
@@ -204,5 +292,103 @@ public struct EdgeDeploymentStatus: Codable, Sendable, Hashable {
         self.target = target
         self.cluster = cluster
         self.application = application
+    }
+}
+
+/// `status.targets[]`: how many of a target's devices run what they should, and the few that do not (never one
+/// entry per device: a selector may match a fleet).
+public struct EdgeTargetStatus: Codable, Sendable, Hashable {
+    public var name: String
+    /// The selector, as `kubectl get -l` reads it, for a target chosen by labels.
+    public var clusterSelector: String?
+    /// Clusters it deploys to (Applications wanted).
+    public var desired: Int
+    public var synced: Int
+    public var healthy: Int
+    public var degraded: Int
+    /// At most `limit` Applications that are not Synced and Healthy.
+    public var notHealthy: [EdgeDeploymentStatus]?
+
+    public static let limit = 5
+
+    public init(name: String, clusterSelector: String? = nil, desired: Int = 0, synced: Int = 0, healthy: Int = 0, degraded: Int = 0, notHealthy: [EdgeDeploymentStatus]? = nil) {
+        self.name = name
+        self.clusterSelector = clusterSelector
+        self.desired = desired
+        self.synced = synced
+        self.healthy = healthy
+        self.degraded = degraded
+        self.notHealthy = notHealthy
+    }
+}
+
+/// What a target was given to run: recorded per target when all its devices ran it Synced and Healthy, and given
+/// back when a later release is rolled back.
+public struct EdgeDelivered: Codable, Sendable, Hashable {
+    public var target: String
+    /// The built image, pinned by digest.
+    public var image: String
+    /// The commit its Applications sync.
+    public var revision: String
+    /// The target's other images, pinned.
+    public var images: [String]?
+    /// The key the image was verified with.
+    public var keyFingerprint: String?
+
+    public init(target: String, image: String, revision: String, images: [String]? = nil, keyFingerprint: String? = nil) {
+        self.target = target
+        self.image = image
+        self.revision = revision
+        self.images = images
+        self.keyFingerprint = keyFingerprint
+    }
+
+    /// The same delivery, whoever it was recorded for.
+    func sameDelivery(as other: EdgeDelivered) -> Bool {
+        image == other.image && revision == other.revision && (images ?? []) == (other.images ?? [])
+    }
+}
+
+/// `status.rollout`: where a staged delivery (`spec.edge.rollout`) stands.
+public struct EdgeRolloutStatus: Codable, Sendable, Hashable {
+    public struct Halt: Codable, Sendable, Hashable {
+        /// The first stage rolled back.
+        public var stage: String
+        /// `Degraded` or `GateFailed`.
+        public var reason: String
+        public var message: String
+        public var time: Date?
+        public init(stage: String, reason: String, message: String, time: Date?) {
+            self.stage = stage
+            self.reason = reason
+            self.message = message
+            self.time = time
+        }
+    }
+
+    /// Identifies the release being rolled out (its images and commit); another one starts over.
+    public var delivery: String?
+    /// The release in words: the tag or commit.
+    public var release: String?
+    /// The stage being delivered; absent once every stage has it.
+    public var stage: String?
+    /// When that stage started.
+    public var since: Date?
+    /// Since when its Applications have all been Synced and Healthy (the soak).
+    public var healthySince: Date?
+    /// Why it waits.
+    public var waiting: String?
+    /// The stage's gate PipelineRun.
+    public var gateRun: String?
+    public var completed: Bool?
+    public var paused: Bool?
+    /// Delivery of this release was stopped and the stage rolled back.
+    public var halted: Halt?
+    /// What each target last ran Synced and Healthy on every device.
+    public var lastHealthy: [EdgeDelivered]?
+
+    public init(delivery: String? = nil, release: String? = nil) {
+        self.delivery = delivery
+        self.release = release
     }
 }

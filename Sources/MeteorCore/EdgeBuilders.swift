@@ -65,6 +65,22 @@ public enum EdgePipelineRunBuilder {
         }
         return run
     }
+
+    /// The PipelineRun of a rollout stage's gate: the user's Pipeline (in the Meteor's namespace), given the release
+    /// and where the stage runs it. No workspaces: what the gate needs, it declares and fetches itself.
+    public static func gate(meteor: Meteor, owner: JSONValue, name: String, stage: String, pipelineRef: String, commit: String, images: [String], clusters: [String], settings: BuildSettings) -> JSONValue {
+        let params: [JSONValue] = [
+            ["name": "url", "value": .string(meteor.spec.url)],
+            ["name": "commit", "value": .string(commit)],
+            ["name": "images", "value": .string(images.joined(separator: " "))],
+            ["name": "stage", "value": .string(stage)],
+            ["name": "clusters", "value": .string(clusters.joined(separator: " "))],
+        ]
+        var run = PipelineRunBuilder.run(name: name, meteor: meteor, owner: owner, pipeline: .edge, ref: commit, params: params, extraLabels: [MeteorLabels.gate: .string(stage)], settings: settings)
+        run[path: "spec", "pipelineRef", "name"] = .string(pipelineRef)
+        run[path: "spec", "workspaces"] = nil
+        return run
+    }
 }
 
 /// Argo CD `Application`s that deploy a verified image, pinned by digest, to a device cluster.
@@ -73,12 +89,12 @@ public enum ArgoApplicationBuilder {
     /// Argo CD's own finalizer: deleting the Application removes what it deployed from the device.
     public static let resourcesFinalizer = "resources-finalizer.argocd.argoproj.io"
 
+    /// Named after the Meteor and the target (and, for a target choosing clusters by label, the cluster: see
+    /// `EdgePlacement.application`).
     public static func name(meteorNamespace: String, meteor: String, target: String) -> String {
         PipelineRunBuilder.boundedName("\(meteorNamespace)-\(meteor)", suffix: "-\(target)")
     }
 
-    /// An Application in `namespace` (Argo CD's), in `project`, syncing `target.path` at `revision` with the
-    /// target's image replaced by `pinnedImage` (`repository@sha256:…`).
     /// The images an Application was given pinned (the new image of each kustomize override), the built one first.
     public static func pinnedImages(_ app: JSONValue) -> [String] {
         (app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) }
@@ -88,14 +104,17 @@ public enum ArgoApplicationBuilder {
     /// judged against it.
     public static let keyAnnotation = "meteor.zone/key-fingerprint"
 
-    /// `pinnedImage` replaces the built image; `extraImages` (`repository@sha256:…`) pin the target's other images.
-    public static func build(meteor: Meteor, target: Edge.Target, image: Edge.Image, pinnedImage: String, extraImages: [String] = [], keyFingerprint: String? = nil, revision: String, namespace: String, project: String) -> JSONValue {
+    /// An Application in `namespace` (Argo CD's), in `project`, syncing the target's path at `revision` on the
+    /// placement's cluster. `pinnedImage` (`repository@sha256:…`) replaces the built image; `extraImages` pin the
+    /// target's other images.
+    public static func build(meteor: Meteor, placement: EdgePlacement, image: Edge.Image, pinnedImage: String, extraImages: [String] = [], keyFingerprint: String? = nil, revision: String, namespace: String, project: String) -> JSONValue {
         let meteorNamespace = meteor.namespace ?? "default"
+        let target = placement.target
         return [
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Application",
             "metadata": [
-                "name": .string(name(meteorNamespace: meteorNamespace, meteor: meteor.name, target: target.name)),
+                "name": .string(placement.application(meteorNamespace: meteorNamespace, meteor: meteor.name)),
                 "namespace": .string(namespace),
                 "labels": [
                     MeteorLabels.meteor: .string(meteor.name),
@@ -117,7 +136,7 @@ public enum ArgoApplicationBuilder {
                     "path": .string(target.path),
                     "kustomize": ["images": .array([.string("\(image.repository)=\(pinnedImage)")] + extraImages.map { .string("\(SignatureVerifier.repositoryPart($0))=\($0)") })],
                 ],
-                "destination": ["name": .string(target.cluster), "namespace": .string(target.namespace)],
+                "destination": ["name": .string(placement.cluster), "namespace": .string(target.namespace)],
                 "syncPolicy": [
                     "automated": ["prune": true, "selfHeal": true],
                     "syncOptions": ["CreateNamespace=true"],

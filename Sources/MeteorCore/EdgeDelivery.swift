@@ -24,6 +24,10 @@ public struct EdgeSettings: Sendable {
     /// least the operator accepts.
     public var defaultReleaseInterval: Int64 = 300
     public var minimumReleaseInterval: Int64 = 10
+    /// Targets may choose Argo CD clusters by label (`clusterSelector`): the operator watches Argo CD's cluster
+    /// Secrets (trimmed to name and labels as they arrive), which needs `config/rbac/argocd_cluster_reader_role.yaml`.
+    /// Off by default: listing Secrets in Argo CD's namespace can read device credentials.
+    public var clusterSelectors = false
 
     public init() {}
 }
@@ -34,6 +38,8 @@ struct EdgeOutcome {
     var images: [EdgeImageStatus] = []
     var indexes: [EdgeImageIndexStatus] = []
     var deployments: [EdgeDeploymentStatus] = []
+    var targets: [EdgeTargetStatus] = []
+    var rollout: EdgeRolloutStatus?
     var conditions: [Condition] = []
     var runNames: Set<String> = []
     var requeueAfter: Duration?
@@ -91,7 +97,10 @@ extension MeteorReconciler {
                 condition(MeteorStatusVocabulary.imagesBuilt, .false, problem.reason, problem.message)
                 condition(MeteorStatusVocabulary.imagesVerified, .unknown, "AwaitingImages", "No release to build yet")
                 condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "No release to deploy yet")
-                outcome.deployments = deploymentStatus(meteor, edge, settings: settings)
+                let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
+                let found = deploymentStatus(meteor, placements, settings: settings)
+                outcome.deployments = placements.filter { !$0.selected }.compactMap { found[$0.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name)] }
+                outcome.rollout = previous.rollout
                 return outcome
             }
             outcome.release = current
@@ -175,58 +184,105 @@ extension MeteorReconciler {
         outcome.indexes = indexes
         if indexFailed { outcome.requeueAfter = min(outcome.requeueAfter ?? settings.verificationRetry, settings.verificationRetry) }
 
-        // 4. Deploy verified digests to targets whose cluster trusts the key they verified with; a target whose new
-        // image is not verified keeps what it runs, unless the key that signed that is no longer trusted there.
+        // 4. Where each target runs (its cluster, or every cluster its selector matches) and what it is given: the
+        // verified digest where its cluster trusts the key it verified with; a staged rollout (`spec.edge.rollout`)
+        // gives it only once its stage starts, and gives a rolled-back stage what last ran healthy there. A target
+        // whose new image is not verified keeps what it runs, unless the key that signed that is no longer trusted.
         let namespace = meteor.namespace ?? "default"
+        let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
         let byName = Dictionary(outcome.images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let wanted = { (target: Edge.Target) -> EdgeDelivered? in
+            guard let status = byName[target.image], status.verified, let pinned = status.pinnedReference, let commit = status.commit else { return nil }
+            return EdgeDelivered(target: target.name, image: pinned, revision: commit, images: target.images, keyFingerprint: status.keyFingerprint)
+        }
+        let trusted = { (p: EdgePlacement, delivered: EdgeDelivered) -> Bool in
+            guard let image = edge.images.first(where: { $0.name == p.target.image }), let fingerprint = delivered.keyFingerprint else { return false }
+            return trust.trusts(fingerprint, repository: image.repository, cluster: p.cluster, namespace: namespace)
+        }
+        let application = { (p: EdgePlacement) in p.application(meteorNamespace: namespace, meteor: meteor.name) }
+        var allowed: Set<String>?
+        var rollBack: Set<String> = []
+        var lastHealthy: [String: EdgeDelivered] = [:]
+        if let rollout = edge.rollout {
+            let plan = try await planRollout(rollout, meteor: meteor, edge: edge, raw: raw, placements: placements, wanted: wanted, previous: previous.rollout, release: build.release.map { "\($0.tag) (\($0.commit ?? build.ref))" } ?? build.ref, settings: settings, now: now)
+            outcome.rollout = plan.status
+            if let run = plan.status.gateRun { outcome.runNames.insert(run) }
+            if let after = plan.requeueAfter { outcome.requeueAfter = min(outcome.requeueAfter ?? after, after) }
+            allowed = plan.deliver
+            rollBack = plan.rollBack
+            for d in plan.status.lastHealthy ?? [] { lastHealthy[d.target] = d }
+        }
         var untrustedTargets: [String] = []
-        let deployable = { (target: Edge.Target) -> (Edge.Image, EdgeImageStatus, String)? in
-            guard let image = edge.images.first(where: { $0.name == target.image }), let status = byName[target.image], status.verified, let pinned = status.pinnedReference, status.commit != nil,
-                let fingerprint = status.keyFingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: target.cluster, namespace: namespace) else { return nil }
-            return (image, status, pinned)
-        }
-        var refusedExtras: [String] = []
+        var refused: [String] = []
         var deployed: Set<String> = []
-        for target in edge.targets {
-            if let (image, status, pinned) = deployable(target) {
-                if let problem = await extraImagesProblem(target, edge: edge, meteor: meteor, trust: trust, settings: settings) {
-                    refusedExtras.append("\(target.name) (\(target.cluster)): \(problem)")
+        for p in placements {
+            guard let image = edge.images.first(where: { $0.name == p.target.image }) else { continue }
+            let name = application(p)
+            let given: EdgeDelivered?
+            if rollBack.contains(p.target.name) {
+                given = lastHealthy[p.target.name].flatMap { trusted(p, $0) ? $0 : nil }
+                if given == nil, let app = applicationsOf(meteor, settings: settings).first(where: { $0[path: "metadata", "name"]?.stringValue == name }), app[path: "metadata", "deletionTimestamp"] == nil {
+                    // It never ran a release healthy (or what it ran is no longer trusted there): nothing to return to.
+                    try await deleteApplication(app, settings: settings)
+                }
+            } else if allowed.map({ $0.contains(p.target.name) }) ?? true, let delivered = wanted(p.target) {
+                guard trusted(p, delivered) else {
+                    untrustedTargets.append("\(p.target.name) (\(p.cluster)): key \(delivered.keyFingerprint ?? "") is not trusted for \(image.repository) there")
                     continue
                 }
-                let given = Self.delivery(commit: status.commit, pinned: pinned, extras: target.images ?? [])
-                if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(target.name)"] }), stoppedFor == given {
-                    refusedExtras.append("\(target.name) (\(target.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images")
+                if let problem = await extraImagesProblem(p, edge: edge, meteor: meteor, trust: trust, settings: settings) {
+                    refused.append("\(p.target.name) (\(p.cluster)): \(problem)")
                     continue
                 }
-                deployed.insert(target.name)
-                let desired = ArgoApplicationBuilder.build(meteor: meteor, target: target, image: image, pinnedImage: pinned, extraImages: target.images ?? [], keyFingerprint: status.keyFingerprint, revision: status.commit!, namespace: settings.argocdNamespace, project: settings.project)
-                try await ensureApplication(desired, meteor: meteor, raw: raw, target: target)
-            } else if let image = edge.images.first(where: { $0.name == target.image }), byName[target.image]?.verified == true {
-                untrustedTargets.append("\(target.name) (\(target.cluster)): key \(byName[target.image]?.keyFingerprint ?? "") is not trusted for \(image.repository) there")
+                let delivery = Self.delivery(commit: delivered.revision, pinned: delivered.image, extras: delivered.images ?? [])
+                if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(name)"] }), stoppedFor == delivery {
+                    refused.append("\(p.target.name) (\(p.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images")
+                    continue
+                }
+                given = delivered
+            } else {
+                given = nil
             }
+            guard let given else { continue }
+            deployed.insert(name)
+            let desired = ArgoApplicationBuilder.build(meteor: meteor, placement: p, image: image, pinnedImage: given.image, extraImages: given.images ?? [], keyFingerprint: given.keyFingerprint, revision: given.revision, namespace: settings.argocdNamespace, project: settings.project)
+            try await ensureApplication(desired, meteor: meteor, raw: raw, cluster: p.cluster)
         }
-        let untrusted = try await stopUntrustedDelivery(meteor, edge, trust: trust, keepDeployable: deployed, raw: raw, settings: settings)
+        let untrusted = try await stopUntrustedDelivery(meteor, edge, trust: trust, keep: deployed, raw: raw, settings: settings)
         let unpinned = try await stopUnpinnedDelivery(meteor, raw: raw, settings: settings)
-        try await pruneApplications(meteor, keep: Set(edge.targets.map(\.name)), settings: settings)
-        outcome.deployments = deploymentStatus(meteor, edge, settings: settings)
-
-        let wantedImage = { (target: Edge.Target) in deployable(target)?.2 }
-        let current = edge.targets.filter { t in
-            outcome.deployments.first { $0.target == t.name }.map { $0.image == wantedImage(t) && $0.syncStatus == "Synced" && $0.healthStatus == "Healthy" } ?? false
+        try await pruneApplications(meteor, keep: Set(placements.map(application)), settings: settings)
+        let found = deploymentStatus(meteor, placements, settings: settings)
+        outcome.deployments = placements.filter { !$0.selected }.compactMap { found[application($0)] }
+        outcome.targets = edge.targets.map { t in
+            let mine = placements.filter { $0.target.name == t.name }
+            return EdgeTargetStatus.summarise(t, deployments: mine.compactMap { found[application($0)] }, desired: mine.count)
         }
-        let degraded = outcome.deployments.filter { $0.healthStatus == "Degraded" }
-        if !untrusted.isEmpty || !unpinned.isEmpty || !untrustedTargets.isEmpty || !refusedExtras.isEmpty {
-            let reason = refusedExtras.isEmpty && unpinned.isEmpty ? "KeyNotTrusted" : "UnverifiedImage"
-            condition(MeteorStatusVocabulary.deployed, .false, reason, (untrusted + unpinned + untrustedTargets + refusedExtras).joined(separator: "; "))
+
+        let current = placements.filter { p in
+            guard let d = found[application(p)], let w = wanted(p.target) else { return false }
+            return d.image == w.image && d.syncStatus == "Synced" && d.healthStatus == "Healthy"
+        }
+        let degraded = placements.compactMap { found[application($0)] }.filter { $0.healthStatus == "Degraded" }
+        let unplaced = edge.targets.filter { t in !placements.contains { $0.target.name == t.name } }
+        let clusters = Set(placements.map(\.cluster)).sorted()
+        if !untrusted.isEmpty || !unpinned.isEmpty || !untrustedTargets.isEmpty || !refused.isEmpty {
+            let reason = refused.isEmpty && unpinned.isEmpty ? "KeyNotTrusted" : "UnverifiedImage"
+            condition(MeteorStatusVocabulary.deployed, .false, reason, ObjectHelpers.truncated((untrusted + unpinned + untrustedTargets + refused).joined(separator: "; "), maxBytes: 4096))
+        } else if let halted = outcome.rollout?.halted {
+            condition(MeteorStatusVocabulary.deployed, .false, "RolledBack", "\(halted.message); stage \(halted.stage) returned to what last ran healthy there, and \(outcome.rollout?.release ?? "the release") is not delivered further")
         } else if !degraded.isEmpty {
-            condition(MeteorStatusVocabulary.deployed, .false, "Degraded", degraded.map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(separator: "; "))
-        } else if current.count == edge.targets.count {
-            condition(MeteorStatusVocabulary.deployed, .true, "Synced", "Deployed to \(edge.targets.map(\.cluster).joined(separator: ", ")): synced and healthy")
+            condition(MeteorStatusVocabulary.deployed, .false, "Degraded", degraded.prefix(5).map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(separator: "; ") + (degraded.count > 5 ? "; and \(degraded.count - 5) more" : ""))
+        } else if !unplaced.isEmpty {
+            condition(MeteorStatusVocabulary.deployed, .unknown, "NoMatchingClusters", unplaced.map { "target \($0.name) selects no Argo CD cluster (\((try? $0.clusterSelector?.labelSelector())?.description ?? ""))" }.joined(separator: "; "))
+        } else if current.count == placements.count, outcome.rollout.map({ $0.completed == true }) ?? true {
+            condition(MeteorStatusVocabulary.deployed, .true, "Synced", "Deployed to \(clusters.count <= 5 ? clusters.joined(separator: ", ") : "\(clusters.count) clusters"): synced and healthy")
         } else if verified.count < total {
-            condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "Deployed \(current.count) of \(edge.targets.count) target(s); waiting for verified images")
+            condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "Deployed \(current.count) of \(placements.count) target(s); waiting for verified images")
+        } else if let rollout = outcome.rollout, rollout.completed != true {
+            condition(MeteorStatusVocabulary.deployed, .unknown, rollout.paused == true ? "RolloutPaused" : "RollingOut", rollout.waiting ?? "Rolling out")
         } else {
-            let pending = outcome.deployments.filter { d in !current.contains { $0.name == d.target } }
-            condition(MeteorStatusVocabulary.deployed, .unknown, "Progressing", "Deployed \(current.count) of \(edge.targets.count) target(s); " + pending.map { "\($0.application): \($0.syncStatus ?? "Unknown")/\($0.healthStatus ?? "Unknown")" }.joined(separator: ", "))
+            let pending = placements.filter { p in !current.contains(p) }.prefix(5).map { p in found[application(p)].map { "\($0.application): \($0.syncStatus ?? "Unknown")/\($0.healthStatus ?? "Unknown")" } ?? "\(application(p)): not created" }
+            condition(MeteorStatusVocabulary.deployed, .unknown, "Progressing", "Deployed \(current.count) of \(placements.count) target(s); " + pending.joined(separator: ", "))
         }
         return outcome
     }
@@ -352,14 +408,14 @@ extension MeteorReconciler {
     }
 
     /// Creates the Application, or patches its spec and image annotation when they differ; never touches status.
-    func ensureApplication(_ desired: JSONValue, meteor: Meteor, raw: JSONValue, target: Edge.Target) async throws {
+    func ensureApplication(_ desired: JSONValue, meteor: Meteor, raw: JSONValue, cluster: String) async throws {
         guard let applications else { return }
         let key = ObjectKey(desired)
         let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
         guard let current = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications) else {
             do {
                 recent.record(try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
-                await events.record(raw, type: .normal, reason: "ApplicationCreated", message: "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(target.cluster)")
+                await events.record(raw, type: .normal, reason: "ApplicationCreated", message: "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(cluster)")
             } catch let e as KubeError where e.isAlreadyExists {}
             return
         }
@@ -374,29 +430,26 @@ extension MeteorReconciler {
         if MergePatch.apply(desiredSpec, to: current["spec"] ?? .object([:])) != current["spec"] || current[path: "metadata", "annotations", "meteor.zone/image"] != image {
             recent.record(try await api.patch(key.name, .merge(["metadata": ["annotations": ["meteor.zone/image": image ?? .null]], "spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
             let before = ApplicationState(current)
-            await events.record(raw, type: .normal, reason: "ApplicationUpdated", message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(target.cluster)")
+            await events.record(raw, type: .normal, reason: "ApplicationUpdated", message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(cluster)")
         }
     }
 
-    /// Deletes the Applications of targets that are not about to be given a trusted image and whose deployed image
-    /// was verified with a key the policies no longer trust for that cluster (rotated out, revoked, narrowed), or
-    /// that record no key: what runs on the device is presumed compromised, and Argo CD removes it (the
-    /// Application's resources finalizer). Delivery resumes when an image signed by a trusted key is verified.
+    /// Deletes the Applications not about to be given a trusted image (`keep`, by name) whose deployed image was
+    /// verified with a key the policies no longer trust for that cluster (rotated out, revoked, narrowed), or that
+    /// record no key: what runs on the device is presumed compromised, and Argo CD removes it (the Application's
+    /// resources finalizer). Delivery resumes when an image signed by a trusted key is verified.
     /// Returns what was stopped, for the Deployed condition.
-    func stopUntrustedDelivery(_ meteor: Meteor, _ edge: Edge, trust: EdgeTrust, keepDeployable: Set<String>, raw: JSONValue, settings: EdgeSettings) async throws -> [String] {
+    func stopUntrustedDelivery(_ meteor: Meteor, _ edge: Edge, trust: EdgeTrust, keep: Set<String>, raw: JSONValue, settings: EdgeSettings) async throws -> [String] {
         var stopped: [String] = []
         let namespace = meteor.namespace ?? "default"
         for app in applicationsOf(meteor, settings: settings) {
-            guard let targetName = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue, !keepDeployable.contains(targetName),
+            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name), let targetName = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue,
                 let target = edge.targets.first(where: { $0.name == targetName }), let image = edge.images.first(where: { $0.name == target.image }),
-                app[path: "metadata", "deletionTimestamp"] == nil, let name = app[path: "metadata", "name"]?.stringValue else { continue }
+                let cluster = app[path: "spec", "destination", "name"]?.stringValue, app[path: "metadata", "deletionTimestamp"] == nil else { continue }
             let fingerprint = app[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue
-            if let fingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: target.cluster, namespace: namespace) { continue }
-            do {
-                _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
-                recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
-            } catch let e as KubeError where e.isNotFound {}
-            let what = "\(ApplicationState(app).pinnedImage ?? image.repository) on \(target.cluster)"
+            if let fingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: cluster, namespace: namespace) { continue }
+            try await deleteApplication(app, settings: settings)
+            let what = "\(ApplicationState(app).pinnedImage ?? image.repository) on \(cluster)"
             let why = "delivery of \(what) stopped: it was verified with key \(fingerprint ?? "(unrecorded)"), which no EdgeTrustPolicy trusts for \(image.repository) there any more"
             stopped.append(why)
             await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(name): \(why)")
@@ -411,14 +464,11 @@ extension MeteorReconciler {
         var stopped: [String] = []
         for app in applicationsOf(meteor, settings: settings) where app[path: "metadata", "deletionTimestamp"] == nil {
             let unpinned = Self.unpinnedImages(app)
-            guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue, let target = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue else { continue }
+            guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue else { continue }
             let state = ApplicationState(app)
             let extras = Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst())
-            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(target)"] = Self.delivery(commit: state.revision, pinned: state.pinnedImage, extras: extras) }
-            do {
-                _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
-                recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
-            } catch let e as KubeError where e.isNotFound {}
+            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(name)"] = Self.delivery(commit: state.revision, pinned: state.pinnedImage, extras: extras) }
+            try await deleteApplication(app, settings: settings)
             let why = "\(name) runs \(unpinned.joined(separator: ", ")), not pinned and verified: declare every image its manifests run in spec.edge.targets[].images, by digest"
             stopped.append(why)
             await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(why)")
@@ -432,35 +482,91 @@ extension MeteorReconciler {
         return applications.store.list(namespace: settings.argocdNamespace, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])]))
     }
 
-    /// Deletes Applications of targets no longer in the spec (all of them when `keep` is empty).
+    /// Deletes Applications no placement wants any more (a target removed, a cluster unlabelled or gone; all of
+    /// them when `keep` is empty).
     func pruneApplications(_ meteor: Meteor, keep: Set<String>, settings: EdgeSettings) async throws {
         for app in applicationsOf(meteor, settings: settings) {
-            guard let target = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue, !keep.contains(target),
-                app[path: "metadata", "deletionTimestamp"] == nil, let name = app[path: "metadata", "name"]?.stringValue else { continue }
-            do {
-                _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
-                recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
-            } catch let e as KubeError where e.isNotFound {}
+            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name), app[path: "metadata", "deletionTimestamp"] == nil else { continue }
+            try await deleteApplication(app, settings: settings)
         }
     }
 
-    func deploymentStatus(_ meteor: Meteor, _ edge: Edge, settings: EdgeSettings) -> [EdgeDeploymentStatus] {
-        guard let applications else { return [] }
-        return edge.targets.compactMap { target in
-            let key = ObjectKey(namespace: settings.argocdNamespace, name: ArgoApplicationBuilder.name(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name, target: target.name))
+    /// Deletes an Application the operator made (this one: its UID as precondition); Argo CD's finalizer takes its
+    /// resources off the device first.
+    func deleteApplication(_ app: JSONValue, settings: EdgeSettings) async throws {
+        guard let name = app[path: "metadata", "name"]?.stringValue else { return }
+        do {
+            _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
+            recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
+        } catch let e as KubeError where e.isNotFound {}
+    }
+
+    /// The placements' Applications, by name, as Argo CD reports them.
+    func deploymentStatus(_ meteor: Meteor, _ placements: [EdgePlacement], settings: EdgeSettings) -> [String: EdgeDeploymentStatus] {
+        guard let applications else { return [:] }
+        var out: [String: EdgeDeploymentStatus] = [:]
+        for p in placements {
+            let key = ObjectKey(namespace: settings.argocdNamespace, name: p.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name))
             guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
-                app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid else { return nil }
+                app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid else { continue }
             let state = ApplicationState(app)
-            var d = EdgeDeploymentStatus(target: target.name, cluster: target.cluster, application: app[path: "metadata", "name"]?.stringValue ?? "")
+            var d = EdgeDeploymentStatus(target: p.target.name, cluster: p.cluster, application: key.name)
             d.image = state.pinnedImage
             d.revision = state.revision
             d.syncStatus = state.syncStatus ?? "Unknown"
             d.healthStatus = state.healthStatus ?? "Unknown"
             // Argo CD's words, which can run long: a status holds a summary (the Application has the rest).
             d.message = state.message.map { ObjectHelpers.truncated($0, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) }
-            return d
+            out[key.name] = d
         }
+        return out
     }
+
+    /// Plans a staged rollout from what the Applications report, creates the gate run it asks for, and tells the
+    /// user what happened.
+    func planRollout(_ rollout: Edge.Rollout, meteor: Meteor, edge: Edge, raw: JSONValue, placements: [EdgePlacement], wanted: (Edge.Target) -> EdgeDelivered?,
+                     previous: EdgeRolloutStatus?, release: String, settings: EdgeSettings, now: Date) async throws -> RolloutPlan {
+        let namespace = meteor.namespace ?? "default"
+        var everyTarget: [String: EdgeDelivered]? = [:]
+        for t in edge.targets {
+            guard let w = wanted(t) else { everyTarget = nil; break }
+            everyTarget?[t.name] = w
+        }
+        var devices: [String: [RolloutPlanner.Device]] = [:]
+        if let applications {
+            for p in placements {
+                let key = ObjectKey(namespace: settings.argocdNamespace, name: p.application(meteorNamespace: namespace, meteor: meteor.name))
+                guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
+                    app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid, app[path: "metadata", "deletionTimestamp"] == nil else {
+                    devices[p.target.name, default: []].append(.init(application: key.name, cluster: p.cluster, state: ApplicationState(.object([:])), given: nil))
+                    continue
+                }
+                let state = ApplicationState(app)
+                let given = state.pinnedImage.map { EdgeDelivered(target: p.target.name, image: $0, revision: state.revision ?? "", images: Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst()).nilIfEmpty) }
+                devices[p.target.name, default: []].append(.init(application: key.name, cluster: p.cluster, state: state, given: given))
+            }
+        }
+        let paused = meteor.metadata.annotations?[MeteorAnnotations.rollout] == "paused"
+        let plan = RolloutPlanner.plan(rollout, previous: previous, wanted: everyTarget, release: release, devices: devices,
+                                       gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor).map(PipelineRunState.init) },
+                                       paused: paused, meteor: meteor.name, now: now)
+        for e in plan.events { await events.record(raw, type: e.warning ? .warning : .normal, reason: e.reason, message: e.message) }
+        if let (stage, run) = plan.gate, let gate = stage.gate, let everyTarget, ownRun(ObjectKey(namespace: meteor.namespace, name: run), of: meteor) == nil {
+            let images = stage.targets.compactMap { everyTarget[$0]?.image }
+            let clusters = placements.filter { stage.targets.contains($0.target.name) }.map(\.cluster)
+            let body = EdgePipelineRunBuilder.gate(meteor: meteor, owner: raw, name: run, stage: stage.name, pipelineRef: gate.pipelineRef, commit: everyTarget.values.first?.revision ?? meteor.spec.ref,
+                                                   images: Array(Set(images)).sorted(), clusters: Array(Set(clusters)).sorted(), settings: try await newRunSettings(meteor))
+            do {
+                recent.record(try await client.dynamic(PipelineRunBuilder.resourceType, namespace: meteor.namespace).create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
+                await events.record(raw, type: .normal, reason: "GateStarted", message: "Started gate PipelineRun \(run) (\(gate.pipelineRef)) for stage \(stage.name)")
+            } catch let e as KubeError where e.isAlreadyExists {}
+        }
+        return plan
+    }
+}
+
+extension Array {
+    var nilIfEmpty: [Element]? { isEmpty ? nil : self }
 }
 
 extension EdgeImageStatus {

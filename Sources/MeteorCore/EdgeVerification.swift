@@ -16,7 +16,7 @@ extension MeteorReconciler {
     /// left, saying why.
     func candidateKeys(_ image: Edge.Image, edge: Edge, meteor: Meteor, trust: EdgeTrust) async throws -> [TrustedKey] {
         let namespace = meteor.namespace ?? "default"
-        let clusters = edge.targets.filter { $0.image == image.name }.map(\.cluster)
+        let clusters = Array(Set(EdgePlacement.resolve(edge, clusters: argoClusters).filter { $0.target.image == image.name }.map(\.cluster))).sorted()
         var keys = trust.candidates(repository: image.repository, clusters: clusters, namespace: namespace)
         let scope = "\(image.repository) on \(clusters.isEmpty ? "no target" : clusters.joined(separator: ", ")) for namespace \(namespace)"
         if let ref = edge.signing.publicKeySecretRef {
@@ -176,13 +176,14 @@ extension MeteorReconciler {
     /// Why a target's other images (`targets[].images`, by digest) may not be deployed to its cluster, or nil when
     /// each verifies with a key trusted for its repository there. Verifications are remembered per Meteor, image and
     /// cluster until the trust policies change what they trust.
-    func extraImagesProblem(_ target: Edge.Target, edge: Edge, meteor: Meteor, trust: EdgeTrust, settings: EdgeSettings) async -> String? {
+    func extraImagesProblem(_ placement: EdgePlacement, edge: Edge, meteor: Meteor, trust: EdgeTrust, settings: EdgeSettings) async -> String? {
         let namespace = meteor.namespace ?? "default"
-        for extra in target.images ?? [] {
+        let cluster = placement.cluster
+        for extra in placement.target.images ?? [] {
             let repository = SignatureVerifier.repositoryPart(extra)
-            let keys = trust.keys(repository: repository, cluster: target.cluster, namespace: namespace)
-            guard !keys.isEmpty else { return "\(extra): no EdgeTrustPolicy trusts a key for \(repository) on \(target.cluster)" }
-            let memoryKey = "\(meteor.metadata.uid ?? "")/extra/\(target.cluster)/\(extra)"
+            let keys = trust.keys(repository: repository, cluster: cluster, namespace: namespace)
+            guard !keys.isEmpty else { return "\(extra): no EdgeTrustPolicy trusts a key for \(repository) on \(cluster)" }
+            let memoryKey = "\(meteor.metadata.uid ?? "")/extra/\(cluster)/\(extra)"
             if let fingerprint = edgeMemory.verified.withLock({ $0[memoryKey] }), keys.contains(where: { $0.fingerprint == fingerprint }) { continue }
             do {
                 // Not built here: no commit to hold its signature to.

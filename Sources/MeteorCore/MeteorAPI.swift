@@ -70,6 +70,10 @@ public struct Meteor: KubeResource, Hashable {
         public var images: [EdgeImageStatus]?
         public var imageIndexes: [EdgeImageIndexStatus]?
         public var deployments: [EdgeDeploymentStatus]?
+        /// Per target: devices desired, synced, healthy, degraded.
+        public var targets: [EdgeTargetStatus]?
+        /// A staged delivery's progress.
+        public var rollout: EdgeRolloutStatus?
 
         public init() {}
     }
@@ -148,6 +152,14 @@ public enum MeteorLabels {
     public static let meteorNamespace = "meteor.zone/namespace"
     public static let meteorUID = "meteor.zone/uid"
     public static let target = "meteor.zone/target"
+    /// On rollout gate PipelineRuns: the stage they verify.
+    public static let gate = "meteor.zone/gate"
+}
+
+/// Annotations users set on a Meteor.
+public enum MeteorAnnotations {
+    /// `paused` holds a staged rollout where it is (no stage starts, no new release goes out); removing it resumes.
+    public static let rollout = "meteor.zone/rollout"
 }
 
 /// The operator's version, as `meteor-operator version`, the User-Agent and the Shower's footer report it.

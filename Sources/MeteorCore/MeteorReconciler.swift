@@ -62,6 +62,8 @@ public final class MeteorReconciler: Sendable {
     public let applications: Informer?
     /// The cluster admin's EdgeTrustPolicies (when edge delivery is on).
     public let trustPolicies: Informer?
+    /// Argo CD's cluster Secrets, trimmed to name and labels (when edge delivery is on).
+    public let clusters: Informer?
     let events: EventRecorder
     let edgeMemory = EdgeMemory()
     /// This reconciler's own writes, until its caches show them.
@@ -74,8 +76,9 @@ public final class MeteorReconciler: Sendable {
     let prerequisites: BuildPrerequisites
     let logger: Logger
 
-    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, trustPolicies: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
+    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, trustPolicies: Informer? = nil, clusters: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
         self.trustPolicies = trustPolicies
+        self.clusters = clusters
         prerequisites = BuildPrerequisites(client: client, settings: configuration.build, cacheFor: configuration.prerequisiteRecheck)
         self.metrics = metrics
         self.client = client
@@ -107,9 +110,10 @@ public final class MeteorReconciler: Sendable {
         }
         let applications = configuration.edge.map { manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed) }
         let trustPolicies = configuration.edge.map { _ in manager.informer(for: EdgeTrustPolicy.resourceType) }
+        let clusters = configuration.edge.flatMap { $0.clusterSelectors ? $0 : nil }.map { manager.informer(for: ArgoClusters.secretType, namespace: $0.argocdNamespace, labelSelector: ArgoClusters.labelSelector, transform: ArgoClusters.trimmedForCache) }
         let metrics = MeteorMetrics(factory: manager.metricsFactory)
         await metrics.observe(meteors: meteors, pipelineRuns: runs)
-        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, trustPolicies: trustPolicies, events: events, configuration: configuration, metrics: metrics, logger: logger)
+        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, trustPolicies: trustPolicies, clusters: clusters, events: events, configuration: configuration, metrics: metrics, logger: logger)
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
@@ -132,6 +136,12 @@ public final class MeteorReconciler: Sendable {
         if let trustPolicies {
             await controller.watches(trustPolicies) { _ in
                 meteors.store.list().filter { $0[path: "spec", "edge"] != nil }.map { ObjectKey($0) }
+            }
+        }
+        // A cluster registered, relabelled or removed: Meteors whose targets select clusters by label are judged again.
+        if let clusters {
+            await controller.watches(clusters) { _ in
+                meteors.store.list().filter { m in (m[path: "spec", "edge", "targets"]?.arrayValue ?? []).contains { $0["clusterSelector"] != nil } }.map { ObjectKey($0) }
             }
         }
         if configuration.notebookImageNamespace != nil, let streams = sites[NotebookImage.imageStreamType.kind] { await controller.watches(streams, map: byLabels) }
@@ -334,6 +344,9 @@ public final class MeteorReconciler: Sendable {
         if configuration.edge == nil, let i = meteor.spec.requestedPipelines.firstIndex(of: Pipeline.edge.rawValue) {
             problems.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "edge delivery needs Argo CD (argoproj.io/v1alpha1 Application), which this cluster does not serve"))
         }
+        if let edge = configuration.edge, !edge.clusterSelectors, let i = meteor.spec.edge?.targets.firstIndex(where: { $0.clusterSelector != nil }) {
+            problems.append(SpecProblem(field: "spec.edge.targets[\(i)].clusterSelector", message: "choosing clusters by label is off on this operator: the cluster admin enables it with --edge-cluster-selectors and config/rbac/argocd_cluster_reader_role.yaml (it lets the operator list Argo CD's cluster Secrets)"))
+        }
         if !problems.isEmpty {
             let message = problems.map(\.description).joined(separator: "; ")
             let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: MeteorStatusVocabulary.invalidSpec, message: message))
@@ -482,6 +495,8 @@ public final class MeteorReconciler: Sendable {
         status.images = edgeOutcome.map(\.images)
         status.imageIndexes = edgeOutcome.flatMap { $0.indexes.isEmpty ? nil : $0.indexes }
         status.deployments = edgeOutcome.map(\.deployments)
+        status.targets = edgeOutcome.map(\.targets)
+        status.rollout = edgeOutcome?.rollout
         status.stage = Meteor.Stage(running: running.isEmpty ? nil : running, succeeded: succeeded.isEmpty ? nil : succeeded, failed: failed.isEmpty ? nil : failed)
         if readyChanged {
             if !failed.isEmpty {
@@ -599,7 +614,7 @@ public final class MeteorReconciler: Sendable {
                 run[path: "metadata", "deletionTimestamp"] == nil
             else { continue }
             let labels = run[path: "metadata", "labels"]
-            if labels?[MeteorLabels.edgeImage] != nil {
+            if labels?[MeteorLabels.edgeImage] != nil || labels?[MeteorLabels.gate] != nil {
                 toCancel.append((name, run))
             } else {
                 superseded[labels?[MeteorLabels.pipeline]?.stringValue ?? "", default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name, run))

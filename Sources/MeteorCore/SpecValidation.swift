@@ -111,8 +111,17 @@ public enum SpecValidation {
             label(target.name, "spec.edge.targets[\(i)].name", max: 40)
             if !targetNames.insert(target.name).inserted { out.append(SpecProblem(field: "spec.edge.targets[\(i)].name", message: "duplicate target name \(quoted(target.name))")) }
             if !imageNames.contains(target.image) { out.append(SpecProblem(field: "spec.edge.targets[\(i)].image", message: "names no image in spec.edge.images: \(quoted(target.image))")) }
-            if target.cluster.isEmpty || target.cluster.utf8.count > 253 || target.cluster.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) }) {
-                out.append(SpecProblem(field: "spec.edge.targets[\(i)].cluster", message: "must name an Argo CD cluster (1 to 253 characters, no whitespace), got \(quoted(target.cluster))"))
+            switch (target.cluster, target.clusterSelector) {
+            case (let cluster?, nil):
+                if cluster.isEmpty || cluster.utf8.count > 253 || cluster.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) }) {
+                    out.append(SpecProblem(field: "spec.edge.targets[\(i)].cluster", message: "must name an Argo CD cluster (1 to 253 characters, no whitespace), got \(quoted(cluster))"))
+                }
+            case (nil, let selector?):
+                do { _ = try selector.labelSelector() } catch {
+                    out.append(SpecProblem(field: "spec.edge.targets[\(i)].clusterSelector", message: "is not a label selector: \(error)"))
+                }
+            default:
+                out.append(SpecProblem(field: "spec.edge.targets[\(i)]", message: "must name exactly one of cluster and clusterSelector"))
             }
             relativePath(target.path, "spec.edge.targets[\(i)].path")
             label(target.namespace, "spec.edge.targets[\(i)].namespace", max: 63)
@@ -123,6 +132,30 @@ public enum SpecValidation {
         }
         for (i, image) in edge.images.enumerated() where !edge.targets.contains(where: { $0.image == image.name }) {
             out.append(SpecProblem(field: "spec.edge.images[\(i)]", message: "image \(quoted(image.name)) is deployed by no target"))
+        }
+        if let rollout = edge.rollout {
+            var stageNames = Set<String>()
+            var staged: [String: String] = [:]
+            if rollout.stages.isEmpty { out.append(SpecProblem(field: "spec.edge.rollout.stages", message: "must list at least one stage")) }
+            for (i, stage) in rollout.stages.enumerated() {
+                label(stage.name, "spec.edge.rollout.stages[\(i)].name", max: 40)
+                if !stageNames.insert(stage.name).inserted { out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].name", message: "duplicate stage name \(quoted(stage.name))")) }
+                for (j, target) in stage.targets.enumerated() {
+                    if !targetNames.contains(target) {
+                        out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].targets[\(j)]", message: "names no target in spec.edge.targets: \(quoted(target))"))
+                    } else if let other = staged[target] {
+                        out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].targets[\(j)]", message: "target \(quoted(target)) is already in stage \(quoted(other))"))
+                    }
+                    staged[target] = staged[target] ?? stage.name
+                }
+                if let soak = stage.soakSeconds, soak < 0 || soak > 604_800 {
+                    out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].soakSeconds", message: "must be between 0 and 604800 seconds, got \(soak)"))
+                }
+                if let gate = stage.gate { label(gate.pipelineRef, "spec.edge.rollout.stages[\(i)].gate.pipelineRef", max: 253) }
+            }
+            for target in edge.targets where staged[target.name] == nil && !rollout.stages.isEmpty {
+                out.append(SpecProblem(field: "spec.edge.rollout.stages", message: "target \(quoted(target.name)) is in no stage: a staged rollout names every target once"))
+            }
         }
         if let release = edge.release {
             if release.tagPattern.isEmpty || release.tagPattern.utf8.count > 255 || release.tagPattern.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0) }) {

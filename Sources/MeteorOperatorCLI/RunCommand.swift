@@ -39,6 +39,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
     @Option(help: "The Argo CD AppProject edge Applications belong to (manifests/argocd/appproject.yaml).") var argocdProject = "meteor"
+    @Flag(help: "Let edge targets choose Argo CD clusters by label (spec.edge.targets[].clusterSelector): watches Argo CD's cluster Secrets, which needs config/rbac/argocd_cluster_reader_role.yaml.") var edgeClusterSelectors = false
     @Option(help: "A registry (host:port) read over plain HTTP when verifying signatures; repeatable.") var insecureRegistry: [String] = []
     @Option(help: "A host, host:port or CIDR the operator may reach for what Meteors name (repositories, registries, token realms) though it is inside the cluster or private; repeatable.") var egressAllow: [String] = []
     @Option(help: "The cluster's Service and Pod ranges, never reached for what Meteors name; repeatable (default: common distributions' ranges).") var clusterCidr: [String] = []
@@ -159,6 +160,7 @@ struct RunCommand: AsyncParsableCommand {
             var edge = EdgeSettings()
             edge.argocdNamespace = argocdNamespace
             edge.project = argocdProject
+            edge.clusterSelectors = edgeClusterSelectors
             edge.insecureRegistries = Set(insecureRegistry)
             configuration.edge = edge
         } else {

@@ -122,7 +122,7 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             _ = try await c.runs.create(run, params: WriteParams(fieldValidation: "Strict"))
             let apps = c.client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd")
             let pinned = "quay.io/meteor/donkeycar@sha256:" + String(repeating: "f", count: 64)
-            let app = ArgoApplicationBuilder.build(meteor: meteor, target: edge.targets[0], image: edge.images[0], pinnedImage: pinned, revision: build.release!.commit!, namespace: "argocd", project: "meteor")
+            let app = ArgoApplicationBuilder.build(meteor: meteor, placement: EdgePlacement(target: edge.targets[0], cluster: edge.targets[0].cluster!), image: edge.images[0], pinnedImage: pinned, revision: build.release!.commit!, namespace: "argocd", project: "meteor")
             let stored = try await apps.create(app, params: WriteParams(fieldValidation: "Strict"))
             #expect(stored[path: "spec", "source", "kustomize", "images"] == [.string("quay.io/meteor/donkeycar=\(pinned)")])
             #expect(stored[path: "spec", "destination", "name"] == "microshift-rpi")
