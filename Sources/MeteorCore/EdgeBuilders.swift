@@ -155,6 +155,9 @@ public struct ApplicationState: Sendable, Equatable {
     public var message: String?
     /// The images Argo CD reports the Application's resources run (`status.summary.images`).
     public var runningImages: [String]
+    /// Argo CD's status is about the spec as it is now (`status.sync.comparedTo.source` is `spec.source`): right
+    /// after the operator changes the image or revision, the status still describes the last one.
+    public var comparedToSpec: Bool
 
     public init(_ app: JSONValue) {
         pinnedImage = app[path: "metadata", "annotations", "meteor.zone/image"]?.stringValue
@@ -162,6 +165,7 @@ public struct ApplicationState: Sendable, Equatable {
         syncStatus = app[path: "status", "sync", "status"]?.stringValue
         healthStatus = app[path: "status", "health", "status"]?.stringValue
         runningImages = app[path: "status", "summary", "images"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        comparedToSpec = app[path: "status", "sync", "comparedTo", "source"].map { $0 == app[path: "spec", "source"] } ?? false
         message = app[path: "status", "health", "message"]?.stringValue
             ?? (app[path: "status", "conditions"]?.arrayValue ?? []).compactMap { $0["message"]?.stringValue }.first
     }

@@ -33,9 +33,9 @@ enum RolloutPlanner {
         var state: ApplicationState
         var given: EdgeDelivered?
 
-        /// Runs `wanted` (and Argo CD, when it reports images, reports that image running).
+        /// Runs `wanted`: given it, and Argo CD's report is about it (and, when it reports images, has it running).
         func runs(_ wanted: EdgeDelivered?) -> Bool {
-            guard let wanted, let given, given.sameDelivery(as: wanted) else { return false }
+            guard let wanted, let given, given.sameDelivery(as: wanted), state.comparedToSpec else { return false }
             return state.runningImages.isEmpty || state.runningImages.contains(wanted.image)
         }
         func healthy(at wanted: EdgeDelivered?) -> Bool { runs(wanted) && state.isSyncedAndHealthy }

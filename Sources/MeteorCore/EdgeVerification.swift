@@ -199,9 +199,13 @@ extension MeteorReconciler {
     }
 
     /// Images Argo CD reports an Application's resources running that it was not given pinned and verified: the
-    /// manifests run something the operator never checked. Tags or digests other than the pinned ones count.
+    /// manifests run something the operator never checked. Tags or digests other than the pinned ones count. Judged
+    /// only on a report about the spec as it is (Synced, compared to this source): until Argo CD has synced a new
+    /// image, it still reports the old one running.
     static func unpinnedImages(_ app: JSONValue) -> [String] {
+        let state = ApplicationState(app)
+        guard state.comparedToSpec, state.syncStatus == "Synced" else { return [] }
         let given = Set(ArgoApplicationBuilder.pinnedImages(app))
-        return ApplicationState(app).runningImages.filter { !given.contains($0) }
+        return state.runningImages.filter { !given.contains($0) }
     }
 }

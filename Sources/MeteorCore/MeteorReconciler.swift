@@ -172,7 +172,9 @@ public final class MeteorReconciler: Sendable {
             }
             if e.code == 403 {
                 await report(key, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
-            } else if (e.code ?? 500) < 500 && e.code != 429 || failures >= Self.reportAfterFailures {
+            } else if (e.code ?? 500) < 500 && e.code != 429 || failures >= Self.reportAfterFailures, Self.reportsCount(failures) {
+                // The count is rewritten at 1, 2, 3, then 4, 8, 16, …: each rewrite is a status write, and a write
+                // that changed the Meteor queues it again at once, past the controller's backoff.
                 await report(key, reason: MeteorStatusVocabulary.apiRequestFailed, message: "The API server refused a request the operator needs (\(failures) time\(failures == 1 ? "" : "s") running): \(e)")
             }
             throw e
@@ -185,6 +187,9 @@ public final class MeteorReconciler: Sendable {
 
     /// How many reconciles in a row a server error (5xx, 429) must fail before the Meteor's status says so.
     static let reportAfterFailures = 3
+
+    /// Whether the `failures`-th failure in a row is written to the status: the first three, then powers of two.
+    static func reportsCount(_ failures: Int) -> Bool { failures <= 3 || failures & (failures - 1) == 0 }
 
     /// API errors worth a status: not a conflict (optimistic concurrency, retried at once), not a missing object
     /// (a child deleted under us, recreated on the next pass), not a transport failure (no answer at all: the

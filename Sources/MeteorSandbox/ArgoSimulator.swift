@@ -45,7 +45,7 @@ public final class ArgoSimulator: Sendable {
             let elapsed = now.timeIntervalSince(since)
             if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
             try await patchStatus(api, key.name, [
-                "sync": ["status": "Synced", "revision": revision],
+                "sync": ["status": "Synced", "revision": revision, "comparedTo": ["source": app[path: "spec", "source"] ?? .null, "destination": app[path: "spec", "destination"] ?? .null]],
                 "health": ["status": "Healthy", "message": .null],
                 "summary": ["images": images],
                 "reconciledAt": .string(KubeTime.format(now)),
@@ -54,7 +54,7 @@ public final class ArgoSimulator: Sendable {
             return .done
         }
         try await patchStatus(api, key.name, [
-            "sync": ["status": "OutOfSync", "revision": syncedTo ?? .null],
+            "sync": ["status": "OutOfSync", "revision": syncedTo ?? .null, "comparedTo": ["source": app[path: "spec", "source"] ?? .null, "destination": app[path: "spec", "destination"] ?? .null]],
             "health": ["status": "Progressing", "message": .string("sandbox: syncing to \(app[path: "spec", "destination", "name"]?.stringValue ?? "the device")")],
             "reconciledAt": .string(KubeTime.format(now)),
             "operationState": ["phase": "Running", "startedAt": .string(KubeTime.format(now)), "operation": ["sync": ["revision": revision]], "syncResult": ["revision": revision]],

@@ -226,11 +226,14 @@ extension TestCluster {
     }
 
     /// What Argo CD's application controller writes (Application has no status subresource: the whole object).
-    /// Plays Argo CD's status; `images`, what the synced resources run (`status.summary.images`).
+    /// Plays Argo CD's status about the Application's spec as it is now (`sync.comparedTo.source`); `images`, what
+    /// the synced resources run (`status.summary.images`).
     public func argo(_ app: String, sync: String, health: String, message: String? = nil, images: [String]? = nil) async throws {
         var healthObject: JSONObject = ["status": .string(health)]
         if let message { healthObject["message"] = .string(message) }
-        var status: JSONObject = ["sync": ["status": .string(sync)], "health": .object(healthObject)]
+        let spec = try await applications.get(app)["spec"]
+        let compared: JSONValue = ["source": spec?["source"] ?? .null, "destination": spec?["destination"] ?? .null]
+        var status: JSONObject = ["sync": ["status": .string(sync), "comparedTo": compared], "health": .object(healthObject)]
         if let images { status["summary"] = ["images": .array(images.map(JSONValue.string))] }
         _ = try await applications.patch(app, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
     }

@@ -36,7 +36,7 @@ import Testing
         }
     }
 
-    static func withEdge(on backend: Backend = .embedded, _ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
+    static func withEdge(on backend: Backend = .embedded, edge configure: (inout EdgeSettings) -> Void = { _ in }, _ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
         #expect(LocalRegistry.isInstalled, "CI must install docker-registry")
         let registry = try await LocalRegistry(port: nil)
         let fixture = Fixture(registry: registry, client: RegistryClient(insecure: true, egress: .unrestricted))
@@ -49,6 +49,7 @@ import Testing
                 edge.verificationRetry = .milliseconds(200)
                 edge.defaultReleaseInterval = 1
                 edge.minimumReleaseInterval = 1
+                configure(&edge)
                 c.edge = edge
             }) { env in
                 let secrets = env.client.api(Secret.self, namespace: env.namespace)

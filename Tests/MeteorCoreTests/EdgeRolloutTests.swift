@@ -25,6 +25,7 @@ import Testing
             app[path: "spec", "source", "targetRevision"] = .string(delivered.revision)
             if running { app[path: "status", "summary", "images"] = [.string(delivered.image)] }
         }
+        app[path: "status", "sync", "comparedTo", "source"] = app[path: "spec", "source"]
         return .init(application: "app-\(cluster)", cluster: cluster, state: ApplicationState(app), given: delivered)
     }
 
@@ -155,6 +156,24 @@ import Testing
         status.completed = true
         let p = Self.plan(status, wanted: nil, devices: [:], at: 0)
         #expect(p.deliver.isEmpty && p.rollBack.isEmpty && p.status.completed == true && p.status.delivery == "abc")
+    }
+
+    /// Right after the operator gives an Application a new image, Argo CD still reports the old one running (Synced,
+    /// compared to the old source): that is not an unpinned image, and delivery is not stopped for it. A report
+    /// about the current source that lists an image not given is.
+    @Test func theUnpinnedImageAuditJudgesOnlyReportsAboutTheCurrentSpec() {
+        var app: JSONValue = ["spec": ["source": ["repoURL": "https://g/r", "targetRevision": "c2", "kustomize": ["images": ["r/twin=r/twin@sha256:2"]]]]]
+        var old = app[path: "spec", "source"]!
+        old["targetRevision"] = "c1"
+        old["kustomize"] = ["images": ["r/twin=r/twin@sha256:1"]]
+        app["status"] = ["sync": ["status": "Synced", "comparedTo": ["source": old]], "summary": ["images": ["r/twin@sha256:1"]]]
+        #expect(MeteorReconciler.unpinnedImages(app).isEmpty)
+        app[path: "status", "sync", "comparedTo", "source"] = app[path: "spec", "source"]
+        app[path: "status", "sync", "status"] = "OutOfSync"
+        #expect(MeteorReconciler.unpinnedImages(app).isEmpty, "not synced yet: the live resources are still the old ones")
+        app[path: "status", "sync", "status"] = "Synced"
+        app[path: "status", "summary", "images"] = ["r/twin@sha256:2", "docker.io/library/redis:7"]
+        #expect(MeteorReconciler.unpinnedImages(app) == ["docker.io/library/redis:7"])
     }
 
     @Test func selectorsPlaceOneApplicationPerMatchingClusterAndCountsStayBounded() throws {
