@@ -330,6 +330,32 @@ import Testing
         }
     }
 
+    /// A refusal that keeps coming back is retried with the controller's backoff, not in a loop of the operator's
+    /// own making: each report of it is a status write, and a write that changes the Meteor queues it again at once.
+    /// The report's count is written at 1, 2, 3, then powers of two, so nine failures in a row make at most three
+    /// status writes of a server error (reported from the third). Before: one write per failure, and the Meteor was
+    /// reconciled about 27 times a second (seen when a status the CRD refused was retried 1,634 times in a minute).
+    @Test func aRepeatedRefusalIsRetriedWithBackoffNotRequeuedByItsOwnReport() async throws {
+        let failures = Observed(0)
+        try await MeteorEnvironment.with(tekton: true, clientOptions: { $0.userAgent = "refused-operator" }, onReconciled: { key, ok in
+            if key.name == "unserved", !ok { failures.update { $0 += 1 } }
+        }) { env in
+            let c = env.cluster
+            c.server.inject(InjectedFault(.status(500, retryAfterSeconds: nil), verb: "create", pathContains: "/services", userAgentContains: "refused-operator", count: 100_000))
+            try await env.createMeteor(sampleMeteor("unserved", pipelines: ["jupyterbook"]))
+            try await failures.wait(timeout: .seconds(60)) { $0 >= 9 }
+            c.server.clearFaults()
+            let log = c.server.requestLog.filter { $0.userAgent.contains("refused-operator") }
+            let refusedCreates = log.filter { $0.verb == "create" && $0.path.contains("/services") && $0.code == 500 }.count
+            let reports = log.filter { $0.path.hasSuffix("/meteors/unserved/status") && $0.method != "GET" }.map(\.time)
+            #expect(refusedCreates >= 9)
+            // Status writes: the first ones while building (before the site's Service was needed), then the reports.
+            let firstRefusal = try #require(log.first { $0.path.contains("/services") && $0.code == 500 }?.time)
+            let reportWrites = reports.filter { $0 > firstRefusal }.count
+            #expect(reportWrites <= 4, "\(reportWrites) status writes for \(refusedCreates) refusals")
+        }
+    }
+
     /// A ValidatingAdmissionPolicy (CEL, evaluated by kube-apiserver itself) and its binding that deny every
     /// Service create in `namespace`.
     static func noServicesPolicy(_ namespace: String) -> String {
