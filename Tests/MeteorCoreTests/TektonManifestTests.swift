@@ -116,6 +116,22 @@ import Testing
         #expect(checked.status == 0, "\(checked.output)")
         #expect(checked.output.split(separator: "\n").filter { $0.hasPrefix("OK PipelineRun/") }.count == runs.count, "\(checked.output)")
 
+        // The sample rollout gate (manifests/tekton/samples), and the gate run the operator makes for it.
+        let gates = Self.directory.appendingPathComponent("samples")
+        let gateFiles = try FileManager.default.contentsOfDirectory(atPath: gates.path).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }.sorted()
+        let gateChecked = try await KitControlPlane.tektonValidate(gateFiles.map { gates.appendingPathComponent($0).path })
+        #expect(gateChecked.status == 0 && gateChecked.output.split(separator: "\n").filter { $0.hasPrefix("OK ") }.count == 2, "\(gateChecked.output)")
+        let gateDir = dir.appendingPathComponent("gate-pipelines")
+        try FileManager.default.createDirectory(at: gateDir, withIntermediateDirectories: true)
+        for file in gateFiles { try FileManager.default.copyItem(at: gates.appendingPathComponent(file), to: gateDir.appendingPathComponent(file)) }
+        let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "donkeycar", "namespace": "samples", "uid": "0b8e4b0e-0000-4000-8000-000000000000", "generation": 1], "spec": ["url": "https://github.com/thoth-station/donkeycar-edge", "ref": "main"]]
+        let gateRun = EdgePipelineRunBuilder.gate(meteor: try ResourceCodec.decode(Meteor.self, from: owner), owner: owner, name: "donkeycar-gate-twin-0123abcd", stage: "twin", pipelineRef: "meteor-edge-gate",
+                                                  commit: String(repeating: "a", count: 40), images: ["quay.io/o/twin@sha256:" + String(repeating: "b", count: 64)], clusters: ["nuc-1", "nuc-2"], settings: BuildSettings())
+        let gateRunPath = dir.appendingPathComponent("gate-run.json").path
+        try gateRun.serializedString().write(toFile: gateRunPath, atomically: true, encoding: .utf8)
+        let gateRunChecked = try await KitControlPlane.tektonValidate(["--pipelines", gateDir.path, gateRunPath])
+        #expect(gateRunChecked.status == 0 && gateRunChecked.output.contains("OK PipelineRun/donkeycar-gate-twin-0123abcd"), "\(gateRunChecked.output)")
+
         var old = try YAML.parse(String(contentsOf: Self.directory.appendingPathComponent("pipeline-jupyterbook.yaml"), encoding: .utf8))
         var results = try #require(old[path: "spec", "results"]?.arrayValue)
         results[results.firstIndex { $0["name"] == "URL" }!]["value"] = "$(params.site-url)"

@@ -152,6 +152,19 @@ struct TektonStepTests {
         #expect(!branch.succeeded && branch.output.contains("no-such-branch"), "\(branch.output)")
     }
 
+    /// The sample rollout gate's check: the stage's images pinned by digest pass and are counted; a tag, or a stage
+    /// on no cluster, fails it naming why.
+    @Test func theSampleGatePassesPinnedImagesAndFailsATag() async throws {
+        let gate = try TektonStepRunner(taskFile: Self.tekton.appendingPathComponent("samples/task-edge-gate-check.yaml"))
+        let pinned = "quay.io/o/twin@sha256:" + String(repeating: "a", count: 64)
+        let passed = try await gate.run(params: ["images": "\(pinned) \(pinned.replacingOccurrences(of: "twin", with: "car"))", "clusters": "nuc-1 nuc-2"], workspaces: [:])
+        #expect(passed.succeeded && passed.results["CHECKED"] == "2", "\(passed.output)")
+        let tagged = try await gate.run(params: ["images": "\(pinned) quay.io/o/twin:latest", "clusters": "nuc-1"], workspaces: [:])
+        #expect(!tagged.succeeded && tagged.output.contains("not pinned by digest: quay.io/o/twin:latest"), "\(tagged.output)")
+        let nowhere = try await gate.run(params: ["images": pinned, "clusters": " "], workspaces: [:])
+        #expect(!nowhere.succeeded && nowhere.output.contains("the stage runs on no cluster"), "\(nowhere.output)")
+    }
+
     /// A private repository: without credentials the clone fails at once (no prompt); with the Meteor's
     /// basic-auth Secret bound as the git-credentials workspace it clones, and the password is in no file the
     /// step wrote.
