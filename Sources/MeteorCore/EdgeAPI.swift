@@ -311,6 +311,11 @@ public struct EdgeTargetStatus: Codable, Sendable, Hashable {
 
     public static let limit = 5
 
+    /// `twins: 2/3 healthy, 1 degraded`, as the sandbox's table and the Shower show a fleet.
+    public var summary: String {
+        "\(name): \(healthy)/\(desired) healthy" + (degraded > 0 ? ", \(degraded) degraded" : "")
+    }
+
     public init(name: String, clusterSelector: String? = nil, desired: Int = 0, synced: Int = 0, healthy: Int = 0, degraded: Int = 0, notHealthy: [EdgeDeploymentStatus]? = nil) {
         self.name = name
         self.clusterSelector = clusterSelector
@@ -386,6 +391,14 @@ public struct EdgeRolloutStatus: Codable, Sendable, Hashable {
     public var halted: Halt?
     /// What each target last ran Synced and Healthy on every device.
     public var lastHealthy: [EdgeDelivered]?
+
+    /// Where the rollout stands in a few words (the sandbox's table, the Shower): `stage twin`, `paused at twin`,
+    /// `rolled back at twin (Degraded)`, `all stages`.
+    public var summary: String {
+        if let halted { return "rolled back at \(halted.stage) (\(halted.reason))" }
+        if completed == true { return "all stages" }
+        return (paused == true ? "paused at " : "stage ") + (stage ?? "?")
+    }
 
     public init(delivery: String? = nil, release: String? = nil) {
         self.delivery = delivery

@@ -171,6 +171,8 @@ public enum Sandbox {
         if let remotesOrigin { edge.hostOverrides = ["*": remotesOrigin] }
         edge.verificationRetry = .seconds(5)
         edge.releaseIntervalOverride = options.releaseInterval
+        // The sandbox's device clusters are chosen by label too (the fleet sample).
+        edge.clusterSelectors = true
         configuration.edge = edge
         let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, logger: logger)
         services.append(manager)
@@ -197,7 +199,7 @@ public enum Sandbox {
         }
         if options.argo {
             let apps = simulators.informer(for: ArgoApplicationBuilder.resourceType, namespace: edge.argocdNamespace)
-            let argo = ArgoSimulator(client: simulatorClient, applications: apps, duration: options.argoDuration, logger: logger)
+            let argo = ArgoSimulator(client: simulatorClient, applications: apps, meteors: simulators.informer(for: Meteor.resourceType), duration: options.argoDuration, logger: logger)
             simulators.add(Controller(name: "sandbox-argocd", for: apps, logger: logger) { try await argo.reconcile($0) })
         }
         services.append(simulators)
@@ -216,6 +218,7 @@ public enum Sandbox {
             if let m = ports.metrics { lines.append("metrics: http://127.0.0.1:\(m)/metrics") }
             if let remotesOrigin { lines.append("publish a release on every git remote: curl -X POST \(remotesOrigin)/sandbox/tags/v1.1.0") }
             lines.append("try: kubectl apply -k config/samples && kubectl get meteors -w")
+            lines.append("a fleet, staged twin → car: kubectl apply -k config/samples/fleet && kubectl get meteor donkeycar-fleet -o wide -w")
             let banner = lines.joined(separator: "\n") + "\n"
             if options.tui { view.setHeader(banner) } else { announce(banner) }
             if options.applySamples {
@@ -242,6 +245,13 @@ public enum Sandbox {
             secret.metadata.labels = ["app.kubernetes.io/part-of": "meteor-sandbox"]
             _ = try await secrets.create(secret)
         }
+        // Argo CD's device clusters, as `argocd cluster add` registers them, labelled for the fleet sample: two
+        // digital twins (NUCs) and a car (a Raspberry Pi). No credentials: the devices are simulated.
+        let clusters = client.api(Secret.self, namespace: "argocd")
+        for (name, role) in Self.devices where try await clusters.getOptional("cluster-\(name)") == nil {
+            let labels = ["argocd.argoproj.io/secret-type": "cluster", "meteor.zone/fleet": "donkeycar", "meteor.zone/role": role, "app.kubernetes.io/part-of": "meteor-sandbox"]
+            _ = try await clusters.create(Secret(metadata: ObjectMeta(name: "cluster-\(name)", namespace: "argocd", labels: labels), stringData: ["name": name, "server": "https://\(name).sandbox:6443"]))
+        }
         // The cluster admin's word on who may sign what reaches the (simulated) devices: the sandbox's key, for
         // every image and cluster.
         let policies = client.dynamic(EdgeTrustPolicy.resourceType)
@@ -251,6 +261,9 @@ public enum Sandbox {
             _ = try await policies.create(try JSONValue(encoding: policy))
         }
     }
+
+    /// The simulated device clusters and their `meteor.zone/role`.
+    public static let devices = [("microshift-nuc", "twin"), ("microshift-nuc-2", "twin"), ("microshift-rpi", "car")]
 
     /// Creates the Meteors listed in `config/samples/kustomization.yaml` (existing ones are left alone).
     public static func applySamples(_ client: KubeClient, options: SandboxOptions) async throws {

@@ -1,6 +1,7 @@
 import Foundation
 import KubeModels
 import KubeRuntime
+import MeteorCore
 import ServiceLifecycle
 import Synchronization
 
@@ -57,9 +58,13 @@ public final class StatusView: Service, Sendable {
             } + (m[path: "status", "images"]?.arrayValue ?? []).map { i in
                 "\(i["name"]?.stringValue ?? "?"):\(i["verified"] == true ? "verified" : (i["reason"]?.stringValue ?? "building"))"
             }
-            let deployments = (m[path: "status", "deployments"]?.arrayValue ?? []).map { d in
+            var deployments = (m[path: "status", "deployments"]?.arrayValue ?? []).map { d in
                 "\(d["target"]?.stringValue ?? "?"):\(d["syncStatus"]?.stringValue ?? "Unknown")/\(d["healthStatus"]?.stringValue ?? "Unknown")"
             }
+            // Targets choosing clusters by label are counted, and a staged rollout says where it stands.
+            let targets = (m[path: "status", "targets"]?.arrayValue ?? []).compactMap { try? $0.decode(as: EdgeTargetStatus.self) }
+            deployments += targets.filter { $0.clusterSelector != nil }.map { "[\($0.summary)]" }
+            if let rollout = try? m[path: "status", "rollout"]?.decode(as: EdgeRolloutStatus.self) { deployments.append("rollout: \(rollout.summary)") }
             let created = m[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse)
             rows.append([
                 m[path: "metadata", "namespace"]?.stringValue ?? "", m[path: "metadata", "name"]?.stringValue ?? "", phase(m),

@@ -10,7 +10,8 @@ import MeteorCore
 /// Running to Succeeded (or Failed) after a delay and writes realistic results. Edge runs push an image to the
 /// sandbox registry and sign it with the sandbox key, so the operator's verification is real.
 ///
-/// On the owning Meteor, `sandbox.meteor.zone/fail: jupyterbook,car` fails the named pipelines or edge images,
+/// On the owning Meteor, `sandbox.meteor.zone/fail: jupyterbook,car,gate` fails the named pipelines, edge images or
+/// rollout gates,
 /// `sandbox.meteor.zone/hold: "true"` keeps its runs Running until cancelled or timed out (`spec.timeouts.pipeline`,
 /// reported as Tekton does: `PipelineRunTimeout`), and
 /// `sandbox.meteor.zone/signature: missing|invalid` leaves edge images unsigned or signed with a stranger's key.
@@ -77,7 +78,9 @@ public final class TektonSimulator: Sendable {
         }
         let labels = run[path: "metadata", "labels"]
         let pipelineName = labels?[MeteorLabels.pipeline]?.stringValue ?? ""
-        let tasks = Pipeline(rawValue: pipelineName).flatMap { Self.pipelineTasks[$0] } ?? ["build"]
+        let gate = labels?[MeteorLabels.gate]?.stringValue
+        // A rollout gate runs the sample gate Pipeline (manifests/tekton/samples): one check task.
+        let tasks = gate != nil ? ["check"] : Pipeline(rawValue: pipelineName).flatMap { Self.pipelineTasks[$0] } ?? ["build"]
         guard let started = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse) else {
             let status: JSONValue = [
                 "startTime": .string(KubeTime.format(now)),
@@ -108,6 +111,15 @@ public final class TektonSimulator: Sendable {
         if failOn.contains(pipeline) || edgeImage.map(failOn.contains) == true {
             // Fails at the first task after the clone; Tekton skips the rest.
             try await write(api, key.name, Self.failed(now: now, tasks: tasks, at: min(1, tasks.count - 1), results: [:]))
+            return .done
+        }
+        if gate != nil {
+            if failOn.contains("gate") {
+                try await write(api, key.name, Self.failed(now: now, tasks: tasks, at: 0, results: [:]))
+                return .done
+            }
+            let images = (run[path: "spec", "params"]?.arrayValue ?? []).first { $0["name"] == "images" }?["value"]?.stringValue ?? ""
+            try await write(api, key.name, Self.finished(now: now, succeeded: true, reason: "Succeeded", message: Self.tasksMessage(completed: 1), results: ["CHECKED": String(images.split(separator: " ").count)]))
             return .done
         }
         let failures = Pipeline(rawValue: pipeline).flatMap { Self.failureResults[$0] } ?? []

@@ -57,7 +57,13 @@ enum MeteorViews {
             "phaseClass": stateClass(phase),
             "pipelines": pipelines,
             "deployments": deployments(m),
+            "fleets": (m[path: "status", "targets"]?.arrayValue ?? []).compactMap { try? $0.decode(as: EdgeTargetStatus.self) }.filter { $0.clusterSelector != nil }.map { t -> [String: Any] in
+                ["summary": t.summary, "healthClass": t.degraded > 0 ? "state-failed" : t.healthy == t.desired ? "state-ready" : "state-building"]
+            },
         ]
+        if let rollout = try? m[path: "status", "rollout"]?.decode(as: EdgeRolloutStatus.self) {
+            row["rollout"] = ["summary": rollout.summary, "waiting": rollout.waiting ?? "", "stateClass": rollout.halted != nil ? "state-failed" : rollout.completed == true ? "state-ready" : "state-building"] as [String: Any]
+        }
         if let book { row["book"] = book }
         if let image { row["image"] = image }
         if let expires = m[path: "status", "expirationTimestamp"]?.stringValue { row["expires"] = expires }

@@ -101,7 +101,7 @@ enum Templates {
         <td data-label="Pipelines"><ul class="pipelines">{{#pipelines}}<li><span class="badge {{stateClass}}">{{name}}: {{state}}</span></li>{{/pipelines}}</ul></td>
         <td data-label="Results">{{#book}}<a class="book" href="{{book}}" rel="noopener noreferrer">JupyterBook site</a>{{/book}} {{#image}}<code class="image" title="notebook image">{{image}}</code>{{/image}}</td>
         <td data-label="Expires">{{#expires}}<time datetime="{{expires}}" data-expires="{{expires}}">{{expires}}</time>{{/expires}}{{^expires}}never{{/expires}}</td>
-        <td data-label="Deployments">{{#deployments}}<span class="badge {{healthClass}}">{{target}}: {{sync}}/{{health}}</span> {{/deployments}}</td>
+        <td data-label="Deployments">{{#deployments}}<span class="badge {{healthClass}}">{{target}}: {{sync}}/{{health}}</span> {{/deployments}}{{#fleets}}<span class="badge {{healthClass}}">{{summary}}</span> {{/fleets}}{{#rollout}}<span class="badge {{stateClass}}" data-role="rollout">rollout: {{summary}}</span>{{/rollout}}</td>
         </tr>
         """
 
@@ -139,6 +139,8 @@ enum Templates {
         {{#images}}<p><strong>{{name}}</strong> ({{platform}}) {{repository}}{{#digest}}@<code>{{digest}}</code>{{/digest}} {{#verified}}<span class="badge state-ready">signature verified</span>{{#key}} key <code>{{key}}</code>{{/key}}{{/verified}}{{^verified}}<span class="badge state-failed">not verified{{#reason}}: {{reason}}{{/reason}}</span>{{/verified}}</p>{{/images}}
         {{^empty(deployments)}}<h2>Deployments</h2>{{/empty(deployments)}}
         {{#deployments}}<p><span class="badge {{healthClass}}">{{target}} on {{cluster}}: {{sync}}/{{health}}</span></p>{{/deployments}}
+        {{#fleets}}<p><span class="badge {{healthClass}}">{{summary}}</span></p>{{/fleets}}
+        {{#rollout}}<h2>Rollout</h2><p><span class="badge {{stateClass}}" data-role="rollout">{{summary}}</span> {{waiting}}</p>{{/rollout}}
         <h2>Recent events</h2>
         <ul class="events">{{#events}}<li><span class="badge {{typeClass}}">{{type}}</span> <strong>{{reason}}</strong> {{message}}{{#count}} (×{{count}}){{/count}} <time datetime="{{when}}">{{when}}</time></li>{{/events}}</ul>
         </div>

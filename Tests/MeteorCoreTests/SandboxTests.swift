@@ -99,6 +99,48 @@ import Testing
         #expect(await sandbox.wait() == 0, "\(sandbox.text)")
     }
 
+    /// The README's fleet walkthrough: the fleet sample goes to the two simulated twins, soaks, passes its gate and
+    /// reaches the car; a new release tag with a twin made to turn Degraded rolls the twins back, and the car keeps
+    /// the first release.
+    @Test(.enabled(if: kubectl != nil, "no kubectl on this machine"))
+    func theFleetRollsOutTwinThenCarAndADegradedTwinRollsBack() async throws {
+        let (sandbox, dir, kubeconfig) = try Self.startSandbox()
+        defer { sandbox.terminate() }
+        _ = try await sandbox.line(containing: "export KUBECONFIG=")
+        let publish = try await sandbox.line(containing: "publish a release on every git remote: curl -X POST ")
+        let tagURL = String(publish.split(separator: " ").last!).replacingOccurrences(of: "v1.1.0", with: "v1.2.0")
+        let k = Kubectl(binary: kubectl!, kubeconfig: kubeconfig, cacheDir: dir.appendingPathComponent("cache").path)
+        let fleet = TestCluster.repositoryDirectory.appendingPathComponent("config/samples/fleet").path
+        #expect(try await k.ok("apply", "-k", fleet).contains("meteor.meteor.zone/donkeycar-fleet created"))
+        for stage in ["twin", "car"] {
+            let waited = try await k.run("wait", "--for=jsonpath={.status.rollout.stage}=\(stage)", "meteor/donkeycar-fleet", "--timeout=60s")
+            #expect(waited.status == 0, "stage \(stage): \(waited.output)\n--- sandbox:\n\(sandbox.text.suffix(3000))")
+        }
+        let ready = try await k.run("wait", "--for=condition=Ready", "meteor/donkeycar-fleet", "--timeout=60s")
+        #expect(ready.status == 0, "\(ready.output)")
+        let apps = { (target: String) async throws -> [String] in
+            try await k.ok("get", "applications", "-n", "argocd", "-l", "meteor.zone/target=\(target)", "-o", "jsonpath={range .items[*]}{.spec.destination.name}={.metadata.annotations.meteor\\.zone/image}{\"\\n\"}{end}").split(separator: "\n").map(String.init).sorted()
+        }
+        let twinsV1 = try await apps("twins"), carsV1 = try await apps("cars")
+        #expect(twinsV1.map { $0.split(separator: "=")[0] }.sorted() == ["microshift-nuc", "microshift-nuc-2"] && carsV1.map { $0.split(separator: "=")[0] } == ["microshift-rpi"], "\(twinsV1) \(carsV1)")
+        #expect(try await k.ok("get", "meteor", "donkeycar-fleet", "-o", "wide").contains("v1.0.0"))
+
+        // A bad release: one twin will turn Degraded on it.
+        _ = try await k.ok("annotate", "meteor", "donkeycar-fleet", "sandbox.meteor.zone/degrade=microshift-nuc-2")
+        #expect(try await runProcess("/usr/bin/curl", ["-sf", "-X", "POST", tagURL]).status == 0)
+        let halted = try await k.run("wait", "--for=jsonpath={.status.rollout.halted.reason}=Degraded", "meteor/donkeycar-fleet", "--timeout=90s")
+        #expect(halted.status == 0, "\(halted.output)\n--- sandbox:\n\(sandbox.text.suffix(3000))")
+        #expect(try await k.ok("get", "meteor", "donkeycar-fleet", "-o", "jsonpath={.status.conditions[?(@.type==\"Deployed\")].reason}") == "RolledBack")
+        // Back on the first release's images (Argo's sync of the rollback), and the car never moved.
+        let back = try await k.run("wait", "-n", "argocd", "--for=jsonpath={.metadata.annotations.meteor\\.zone/image}=\(twinsV1[1].split(separator: "=")[1])", "application", "-l", "meteor.zone/target=twins", "--timeout=60s")
+        #expect(back.status == 0, "\(back.output)")
+        #expect(try await apps("cars") == carsV1)
+        let events = try await k.ok("get", "events", "--field-selector", "involvedObject.name=donkeycar-fleet", "-o", "jsonpath={range .items[*]}{.reason}{\" \"}{.count}{\" \"}{.firstTimestamp}{\" \"}{.message}{\"\\n\"}{end}")
+        #expect(events.split(separator: "\n").filter { $0.hasPrefix("RolledBack ") && $0.contains("turned Degraded running v1.2.0") }.count == 1, "\(events)")
+        sandbox.signal(SIGINT)
+        #expect(await sandbox.wait() == 0)
+    }
+
     @Test func theTableShowsPhasePipelinesAndDeployments() throws {
         let created = KubeTime.format(Date(timeIntervalSince1970: 1000))
         let meteor: JSONValue = [
@@ -113,6 +155,11 @@ import Testing
         let lines = table.split(separator: "\n")
         #expect(lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["NAMESPACE", "NAME", "PHASE", "PIPELINES", "DEPLOYMENTS", "AGE"])
         #expect(lines[1].contains("car:verified twin:SignatureMissing") && lines[1].contains("rpi:Synced/Healthy") && lines[1].hasSuffix("5m"))
+        var fleet = meteor
+        fleet[path: "status", "targets"] = [["name": "twins", "clusterSelector": "role=twin", "desired": 3, "synced": 3, "healthy": 2, "degraded": 1], ["name": "rpi", "desired": 1, "synced": 1, "healthy": 1, "degraded": 0]]
+        fleet[path: "status", "rollout"] = ["stage": "twin", "halted": ["stage": "twin", "reason": "Degraded", "message": "nuc-2 turned Degraded"]]
+        let row = StatusView.render([fleet], now: Date(timeIntervalSince1970: 1300)).split(separator: "\n")[1]
+        #expect(row.contains("rpi:Synced/Healthy [twins: 2/3 healthy, 1 degraded] rollout: rolled back at twin (Degraded)"), "\(row)")
     }
 }
 
