@@ -224,11 +224,17 @@ import Testing
     }
 
     /// 500 matching clusters: 500 Applications, and a status that counts them instead of listing them.
-    @Test(EdgeDeliveryTests.needsRegistry) func statusStaysSmallWithFiveHundredMatchingClusters() async throws {
-        try await EdgeDeliveryTests.withEdge(edge: { $0.clusterSelectors = true }) { env, f in
+    @Test(EdgeDeliveryTests.needsRegistry, arguments: Backend.testable) func statusStaysSmallWithFiveHundredMatchingClusters(_ backend: Backend) async throws {
+        try await EdgeDeliveryTests.withEdge(on: backend, edge: { $0.clusterSelectors = true }) { env, f in
             let c = env.cluster
+            defer { Task { try? await Self.cleanUp(c) } }
             let digest = try await Self.images(c, f, tag: "g1", ref: "main", content: "fleet")
-            for i in 0..<500 { try await Self.register(c, "twin-\(i)", role: "twin") }
+            for chunk in stride(from: 0, to: 500, by: 25) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for i in chunk..<chunk + 25 { group.addTask { try await Self.register(c, "twin-\(i)", role: "twin") } }
+                    try await group.waitForAll()
+                }
+            }
             try await Self.register(c, "rpi-1", role: "car")
             let meteor = try Self.fleetMeteor(c, f, targets: [
                 .init(name: "twins", clusterSelector: Self.selector(c, role: "twin"), image: "twin", path: "deploy/twin", namespace: "donkeycar"),
@@ -236,18 +242,22 @@ import Testing
             ])
             _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
             try await Self.builds(c, f, generation: 1, digest: digest)
-            let counted = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(120)) { $0?[path: "status", "targets"]?.arrayValue?.first?["desired"] == 500 && $0?[path: "status", "targets"]?.arrayValue?.first?["notHealthy"]?.arrayValue?.count == 5 }
+            let counted = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(180)) { $0?[path: "status", "targets"]?.arrayValue?.first?["desired"] == 500 && $0?[path: "status", "targets"]?.arrayValue?.first?["notHealthy"]?.arrayValue?.count == 5 }
             let apps = try await c.applications.listAll(ListOptions(labelSelector: "\(MeteorLabels.meteorNamespace)=\(c.namespace)")).items
             #expect(apps.count == 501)
             // Long Argo CD messages on every device: still counts and five entries.
-            for app in apps.prefix(50) {
-                try await c.argo(app[path: "metadata", "name"]!.stringValue!, sync: "OutOfSync", health: "Degraded", message: String(repeating: "ImagePullBackOff ", count: 200))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for app in apps.prefix(50) {
+                    group.addTask { try await c.argo(app[path: "metadata", "name"]!.stringValue!, sync: "OutOfSync", health: "Degraded", message: String(repeating: "ImagePullBackOff ", count: 200)) }
+                }
+                try await group.waitForAll()
             }
             let degraded = try await Self.meteor(c) { ($0?[path: "status", "targets"]?.arrayValue?.reduce(Int64(0)) { $0 + ($1["degraded"]?.intValue ?? 0) } ?? 0) == 50 }
             let bytes = try #require(degraded?["status"]).serializedString().utf8.count
             #expect(bytes < 32 * 1024, "status is \(bytes) bytes")
             #expect(condition(degraded, "Deployed")?["message"]?.stringValue?.hasSuffix("; and 45 more") == true)
             _ = counted
+            try await Self.cleanUp(c)
         }
     }
 

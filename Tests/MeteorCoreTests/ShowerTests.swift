@@ -7,7 +7,7 @@ import KubeRuntime
 import KubeTestSupport
 import Logging
 import MeteorCore
-import MeteorShower
+@testable import MeteorShower
 import MeteorTestSupport
 import NIOCore
 import NIOHTTP1
@@ -264,6 +264,22 @@ import Yams
     }
 
     /// Every text colour the stylesheet pairs with a background reads at WCAG AA (contrast at least 4.5:1).
+    /// A fleet's counts and a staged rollout's stage are on the row and the detail page, so a data scientist sees the
+    /// release reach the twins, then the car, or stop.
+    @Test func theRowAndDetailShowFleetCountsAndTheRolloutStage() throws {
+        var meteor: JSONValue = ["metadata": ["name": "donkeycar-fleet", "namespace": "default"], "spec": ["url": "https://github.com/o/r", "ref": "main", "pipelines": ["edge"]]]
+        meteor["status"] = ["phase": "Building",
+                            "targets": [["name": "twins", "clusterSelector": "role=twin", "desired": 2, "synced": 2, "healthy": 1, "degraded": 0], ["name": "rpi", "desired": 1, "synced": 0, "healthy": 0, "degraded": 0]],
+                            "rollout": ["stage": "twin", "waiting": "Stage twin: 1 of 2 Application(s) synced and healthy at v1.0.0"]]
+        let row = Templates.render("row", MeteorViews.row(meteor))
+        #expect(row.contains(">twins: 1/2 healthy</span>") && !row.contains("rpi: 0/1"), "\(row)")
+        #expect(row.contains("data-role=\"rollout\">rollout: stage twin</span>"), "\(row)")
+        let detail = Templates.render("detailBody", MeteorViews.detail(meteor, events: []))
+        #expect(detail.contains("<h2>Rollout</h2>") && detail.contains("Stage twin: 1 of 2 Application(s) synced and healthy at v1.0.0"), "\(detail)")
+        meteor[path: "status", "rollout", "halted"] = ["stage": "twin", "reason": "Degraded", "message": "nuc-2 turned Degraded"]
+        #expect(Templates.render("row", MeteorViews.row(meteor)).contains("state-failed\" data-role=\"rollout\">rollout: rolled back at twin (Degraded)"))
+    }
+
     @Test func coloursMeetWCAGContrast() async throws {
         try await ShowerHarness.with { h in
             let css = try await h.get("/static/shower.css").body
