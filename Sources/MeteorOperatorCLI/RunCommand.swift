@@ -124,6 +124,7 @@ struct RunCommand: AsyncParsableCommand {
             // ...and the cluster admin's EdgeTrustPolicies, which say which keys may sign what is deployed.
             let meteorGroup = try? await preflightClient.json(.GET, "/apis/meteor.zone/v1alpha1")
             trustServed = (meteorGroup?["resources"]?.arrayValue ?? []).contains { $0["name"] == "edgetrustpolicies" }
+            if argoServed, trustServed, edgeClusterSelectors { try await Self.preflightClusterSecrets(preflightClient, namespace: argocdNamespace) }
             try await preflightClient.shutdown()
         } catch {
             try? await preflightClient.shutdown()
@@ -201,6 +202,25 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     /// Fails fast with one line when the cluster cannot be reached or the Meteor CRD is not served.
+    /// `--edge-cluster-selectors` watches Argo CD's cluster Secrets: without list and watch there, the informer would
+    /// retry forever and nothing would reconcile, so the operator stops at once and says what to apply.
+    /// (SelfSubjectAccessReview; a server that does not serve it is not asked.)
+    static func preflightClusterSecrets(_ client: KubeClient, namespace: String) async throws {
+        let reviews = client.dynamic(ResourceType(group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", namespaced: false))
+        for verb in ["list", "watch"] {
+            let review: JSONValue = ["apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": ["resourceAttributes": ["namespace": .string(namespace), "verb": .string(verb), "resource": "secrets"]]]
+            let answer: JSONValue
+            do {
+                answer = try await reviews.create(review)
+            } catch let e as KubeError where e.isNotFound {
+                return
+            }
+            guard answer[path: "status", "allowed"] == true else {
+                throw Failure(description: "--edge-cluster-selectors needs \(verb) on secrets in namespace \(namespace) (kubectl apply -f config/rbac/argocd_cluster_reader_role.yaml)")
+            }
+        }
+    }
+
     static func preflight(_ client: KubeClient, server: String) async throws {
         do {
             let resources = try await client.json(.GET, "/apis/meteor.zone/v1alpha1")

@@ -242,7 +242,11 @@ import Testing
             ])
             _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
             try await Self.builds(c, f, generation: 1, digest: digest)
-            let counted = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(180)) { $0?[path: "status", "targets"]?.arrayValue?.first?["desired"] == 500 && $0?[path: "status", "targets"]?.arrayValue?.first?["notHealthy"]?.arrayValue?.count == 5 }
+            let counted = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(180)) { m in
+                // Every cluster in the operator's cache (the car's Secret was registered last) and an Application each.
+                let targets = m?[path: "status", "targets"]?.arrayValue ?? []
+                return targets.map { $0["desired"] } == [500, 1] && targets.first?["notHealthy"]?.arrayValue?.count == 5
+            }
             let apps = try await c.applications.listAll(ListOptions(labelSelector: "\(MeteorLabels.meteorNamespace)=\(c.namespace)")).items
             #expect(apps.count == 501)
             // Long Argo CD messages on every device: still counts and five entries.

@@ -95,7 +95,7 @@ import Testing
     /// given, named `name`) bound to a ServiceAccount of that namespace and config/rbac's Role in Argo CD's namespace
     /// (where another test has installed Argo CD's Application CRD, edge delivery is on and its informer needs it).
     /// Stopped with SIGTERM and everything removed after `body`.
-    static func withOperator(_ kit: KitControlPlane, namespace: String, clusterRole: String, named role: String, _ body: (BackgroundProcess) async throws -> Void) async throws {
+    static func withOperator(_ kit: KitControlPlane, namespace: String, clusterRole: String, named role: String, arguments: [String] = [], _ body: (BackgroundProcess) async throws -> Void) async throws {
         let repo = TestCluster.repositoryDirectory
         try await kit.kubectlOK("apply", "-f", "-", input: clusterRole)
         try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "operator")
@@ -107,7 +107,7 @@ import Testing
         let op = try BackgroundProcess(operatorBinary, [
             "run", "--kubeconfig", try kit.writeKubeconfig(token: token, namespace: namespace), "--namespace", namespace,
             "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
-        ])
+        ] + arguments)
         defer { op.terminate() }
         do {
             try await body(op)
@@ -171,6 +171,49 @@ import Testing
             #expect(runs.contains("repo-creds"), "the run clones with the Secret: \(runs)")
             ReliabilityReport.row("A Meteor naming a Secret in a namespace that has not let the operator read Secrets (real RBAC), then binding meteor-operator-secret-reader", injected: "1 gitSecretRef",
                                   did: "Ready=False Forbidden naming get secrets, nothing built; built once the namespace bound the reader, no restart", lost: "0 (no cluster-wide Secret read: not Argo CD's cluster Secrets)")
+        }
+    }
+
+    /// Fleets are the cluster admin's opt-in (issue 19): `--edge-cluster-selectors` without
+    /// config/rbac/argocd_cluster_reader_role.yaml stops the operator at start, naming the file, instead of an
+    /// informer refused forever; with it, the operator may list and watch Secrets in Argo CD's namespace only (not
+    /// get them, not elsewhere), and it runs.
+    @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func clusterSelectionIsAnOptInThatReadsArgoCDsNamespaceOnly() async throws {
+        E2ETally.record(.real)
+        let kit = try await KitControlPlane.shared()
+        let repo = TestCluster.repositoryDirectory
+        try await kit.ensureTekton()
+        for crd in MeteorEnvironment.operatorCRDFiles + ["crds/argocd/application-crd.yaml"] { try await kit.install(crd) }
+        let namespace = try await kit.freshNamespace("fleet")
+        let role = "meteor-operator-\(namespace)"
+        let granted = try String(contentsOf: repo.appendingPathComponent("config/rbac/role.yaml"), encoding: .utf8).replacingOccurrences(of: "name: meteor-operator-manager", with: "name: \(role)")
+        try await Self.withOperator(kit, namespace: namespace, clusterRole: granted, named: role, arguments: ["--edge-cluster-selectors"]) { op in
+            #expect(await op.wait() != 0)
+            #expect(op.text.contains("--edge-cluster-selectors needs list on secrets in namespace argocd (kubectl apply -f config/rbac/argocd_cluster_reader_role.yaml)"), "\(op.text.suffix(2000))")
+        }
+        let namespace2 = try await kit.freshNamespace("fleet")
+        let role2 = "meteor-operator-\(namespace2)"
+        let reader = try String(contentsOf: repo.appendingPathComponent("config/rbac/argocd_cluster_reader_role.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "name: meteor-operator-argocd-clusters", with: "name: \(role2)-clusters").replacingOccurrences(of: "namespace: meteor-operator-system", with: "namespace: \(namespace2)")
+            .replacingOccurrences(of: "name: meteor-operator\n", with: "name: operator\n")
+        try await kit.kubectlOK("apply", "-f", "-", input: reader)
+        defer { Task { _ = try? await kit.kubectl(["-n", "argocd", "delete", "role,rolebinding", "\(role2)-clusters"]) } }
+        let granted2 = granted.replacingOccurrences(of: "name: \(role)", with: "name: \(role2)")
+        try await Self.withOperator(kit, namespace: namespace2, clusterRole: granted2, named: role2, arguments: ["--edge-cluster-selectors"]) { op in
+            let me = "--as=system:serviceaccount:\(namespace2):operator"
+            for verb in ["list", "watch"] { #expect(try await kit.kubectl(["auth", "can-i", verb, "secrets", "-n", "argocd", me]).output.hasPrefix("yes"), "\(verb)") }
+            #expect(try await kit.kubectl(["auth", "can-i", "get", "secrets", "-n", "argocd", me]).output.hasPrefix("no"))
+            #expect(try await kit.kubectl(["auth", "can-i", "list", "secrets", "-n", "kube-system", me]).output.hasPrefix("no"))
+            try await kit.kubectlOK("-n", namespace2, "apply", "-f", "-", input: """
+                apiVersion: meteor.zone/v1alpha1
+                kind: Meteor
+                metadata: {name: book}
+                spec: {url: "https://github.com/aicoe-aiops/meteor-demo", ref: main, pipelines: [jupyterbook]}
+                """)
+            // Running, caches synced (the cluster Secrets' among them): the Meteor is reconciled.
+            let seen = try await kit.kubectl(["-n", namespace2, "wait", "--for=jsonpath={.status.observedGeneration}=1", "meteor/book", "--timeout=60s"])
+            #expect(seen.status == 0, "\(seen.output)\n--- operator:\n\(op.text.suffix(3000))")
+            #expect(!op.text.contains("forbidden"), "\(op.text.suffix(3000))")
         }
     }
 
