@@ -176,8 +176,15 @@ import Testing
             #expect(condition(twinStage, "Deployed")?["reason"] == "RollingOut")
             #expect(try await c.applications.getOptional(Self.app(c, "car")) == nil, "the car waits for the twin")
 
-            // The twins synced and healthy: soak, then the gate.
+            // Held by the fleet's operators: the twins synced and healthy, yet no soak, no gate, no car.
+            _ = try await c.meteors.patch("donkeycar", .merge(["metadata": ["annotations": [MeteorAnnotations.rollout: "paused"]]]))
             for cluster in ["nuc-1", "nuc-2"] { try await c.argo(Self.app(c, "twins", cluster), sync: "Synced", health: "Healthy", images: [twinV1]) }
+            let paused = try await Self.meteor(c) { $0?[path: "status", "targets"]?.arrayValue?.first?["healthy"] == 2 && $0?[path: "status", "rollout", "paused"] == true }
+            #expect(condition(paused, "Deployed")?["reason"] == "RolloutPaused" && paused?[path: "status", "rollout", "waiting"] == "Paused (annotation meteor.zone/rollout=paused) at stage twin")
+            #expect(paused?[path: "status", "rollout", "gateRun"] == nil && paused?[path: "status", "rollout", "healthySince"] == nil)
+            #expect(try await c.runs.list().items.filter { $0[path: "metadata", "labels", MeteorLabels.gate] != nil }.isEmpty)
+            // Resumed: soak, then the gate.
+            _ = try await c.meteors.patch("donkeycar", .merge(["metadata": ["annotations": [MeteorAnnotations.rollout: .null]]]))
             let gating = try await Self.meteor(c) { $0?[path: "status", "rollout", "gateRun"] != nil }
             let gate = try #require(gating?[path: "status", "rollout", "gateRun"]?.stringValue)
             #expect(gating?[path: "status", "rollout", "healthySince"] != nil)
