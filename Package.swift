@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "KubeModels",
             dependencies: [
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "Yams", package: "Yams")
             ]
         ),
         .target(
@@ -204,30 +204,37 @@ let package = Package(
         // The fuzzed parsers (a library: tests replay the regression corpus; hack/fuzz.sh links libFuzzer to it).
         .target(name: "MeteorFuzzTargets", dependencies: ["KubeClient", "KubeModels", "MeteorCore"]),
         // Fixtures shared by test targets: an embedded API server with CRDs installed and a client for it.
-        .target(name: "KubeTestSupport", dependencies: [
-            "KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime",
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HTTPTypes", package: "swift-http-types"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        .target(
+            name: "KubeTestSupport",
+            dependencies: [
+                "KubeClient", "KubeAPIServer", "KubeModels", "KubeRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         // Fixtures for tests of the Meteor operator: the embedded server with the operator running, Tekton and Argo CD played.
-        .target(name: "MeteorTestSupport", dependencies: [
-            "KubeTestSupport", "MeteorCore", "MeteorSandbox", "MeteorShower", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "Yams", package: "Yams"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "MeteorTestSupport",
+            dependencies: [
+                "KubeTestSupport", "MeteorCore", "MeteorSandbox", "MeteorShower", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "KubeModelsTests", dependencies: ["KubeModels"]),
-        .testTarget(name: "KubeAPIServerTests", dependencies: ["KubeAPIServer", "KubeClient", "KubeModels", "KubeTestSupport", .product(name: "NIOHTTP1", package: "swift-nio")]),
+        .testTarget(
+            name: "KubeAPIServerTests",
+            dependencies: ["KubeAPIServer", "KubeClient", "KubeModels", "KubeTestSupport", .product(name: "NIOHTTP1", package: "swift-nio")]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeAPIServer", "KubeTestSupport"]),
         .testTarget(
             name: "MeteorCoreTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "MeteorShower", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport", "MeteorTestSupport",
+                "MeteorCore", "MeteorSandbox", "MeteorShower", "MeteorBenchmarks", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeTestSupport",
+                "MeteorTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -241,7 +248,8 @@ let package = Package(
         .testTarget(
             name: "ReliabilityTests",
             dependencies: [
-                "MeteorCore", "MeteorSandbox", "MeteorShower", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport", "MeteorTestSupport", "MeteorFuzzTargets",
+                "MeteorCore", "MeteorSandbox", "MeteorShower", "KubeRuntime", "KubeClient", "KubeAPIServer", "KubeModels", "KubeTestSupport",
+                "MeteorTestSupport", "MeteorFuzzTargets",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -26,7 +26,8 @@ struct APIError: Error, Sendable {
     }
 
     static func namespaceNotFound(_ ns: String) -> APIError {
-        APIError(code: 404, reason: StatusReason.notFound, message: "namespaces \"\(ns)\" not found", details: StatusDetails(name: ns, kind: "namespaces"))
+        APIError(
+            code: 404, reason: StatusReason.notFound, message: "namespaces \"\(ns)\" not found", details: StatusDetails(name: ns, kind: "namespaces"))
     }
 
     static func alreadyExists(_ r: ServedResource, name: String) -> APIError {
@@ -71,7 +72,9 @@ struct APIError: Error, Sendable {
     }
 
     static func pathNotFound() -> APIError {
-        APIError(code: 404, reason: StatusReason.notFound, message: "the server could not find the requested resource", details: StatusDetails(causes: [StatusCause(reason: "UnexpectedServerResponse", message: "404 page not found")]))
+        APIError(
+            code: 404, reason: StatusReason.notFound, message: "the server could not find the requested resource",
+            details: StatusDetails(causes: [StatusCause(reason: "UnexpectedServerResponse", message: "404 page not found")]))
     }
 
     static func gone(_ message: String) -> APIError {

@@ -34,13 +34,17 @@ struct APIRequestHandler: HTTPResponder {
             // Checked when a request starts, as kube-apiserver does: a watch already streaming outlives the
             // token it began with.
             guard let requester = authentication.authenticate(request.headers[.authorization]) else {
-                if Self.isPublic(path) { return try await route(request, path: path, query: query, verb: verb, caller: Caller(userAgent: userAgent, requester: .admin)) }
+                if Self.isPublic(path) {
+                    return try await route(request, path: path, query: query, verb: verb, caller: Caller(userAgent: userAgent, requester: .admin))
+                }
                 throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
             }
-            caller = Caller(userAgent: userAgent, requester: requester, impersonation: try Authentication.requestedImpersonation(
-                user: request.headers[HTTPField.Name("Impersonate-User")!],
-                groups: request.headers[values: HTTPField.Name("Impersonate-Group")!],
-                uid: request.headers[HTTPField.Name("Impersonate-Uid")!]))
+            caller = Caller(
+                userAgent: userAgent, requester: requester,
+                impersonation: try Authentication.requestedImpersonation(
+                    user: request.headers[HTTPField.Name("Impersonate-User")!],
+                    groups: request.headers[values: HTTPField.Name("Impersonate-Group")!],
+                    uid: request.headers[HTTPField.Name("Impersonate-Uid")!]))
             var dead: Response?
             if let fault = faults.take(verb: verb, path: path, userAgent: userAgent) {
                 switch fault {
@@ -75,7 +79,10 @@ struct APIRequestHandler: HTTPResponder {
         } catch {
             response = Self.statusResponse(APIError(code: 500, reason: StatusReason.internalError, message: "Internal error occurred: \(error)"))
         }
-        faults.record(RequestRecord(verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code, time: Date(), user: caller.user.name, impersonatedBy: caller.impersonation == nil ? nil : caller.requester.name))
+        faults.record(
+            RequestRecord(
+                verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code,
+                time: Date(), user: caller.user.name, impersonatedBy: caller.impersonation == nil ? nil : caller.requester.name))
         return response
     }
 
@@ -101,11 +108,24 @@ struct APIRequestHandler: HTTPResponder {
 
     static func injected(code: Int, retryAfter: Int?) -> APIError {
         switch code {
-        case 409: return APIError(code: 409, reason: StatusReason.conflict, message: "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (injected)")
-        case 429: return APIError(code: 429, reason: StatusReason.tooManyRequests, message: "Too many requests, please try again later. (injected)", details: StatusDetails(retryAfterSeconds: retryAfter ?? 1), retryAfter: retryAfter ?? 1)
-        case 503: return APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "The server is currently unable to handle the request (injected)", retryAfter: retryAfter)
+        case 409:
+            return APIError(
+                code: 409, reason: StatusReason.conflict,
+                message:
+                    "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (injected)"
+            )
+        case 429:
+            return APIError(
+                code: 429, reason: StatusReason.tooManyRequests, message: "Too many requests, please try again later. (injected)",
+                details: StatusDetails(retryAfterSeconds: retryAfter ?? 1), retryAfter: retryAfter ?? 1)
+        case 503:
+            return APIError(
+                code: 503, reason: StatusReason.serviceUnavailable, message: "The server is currently unable to handle the request (injected)",
+                retryAfter: retryAfter)
         case 410: return APIError.gone("too old resource version (injected)")
-        default: return APIError(code: code, reason: StatusReason.internalError, message: "Internal error occurred: injected fault", retryAfter: retryAfter)
+        default:
+            return APIError(
+                code: code, reason: StatusReason.internalError, message: "Internal error occurred: injected fault", retryAfter: retryAfter)
         }
     }
 
@@ -153,7 +173,10 @@ struct APIRequestHandler: HTTPResponder {
         case "healthz", "readyz", "livez":
             return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
         case "version":
-            return Self.json(["major": "1", "minor": "33", "gitVersion": "v1.33.0-meteor-embedded", "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64"])
+            return Self.json([
+                "major": "1", "minor": "33", "gitVersion": "v1.33.0-meteor-embedded", "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
+            ])
         case "openapi":
             if segments.count == 2, segments[1] == "v2" { return Self.openAPIV2(accept: request.headers[.accept] ?? "") }
             return try openAPI(segments)
@@ -163,7 +186,8 @@ struct APIRequestHandler: HTTPResponder {
                 guard let list = Discovery.resourceList(core.registry, group: "", version: segments[1]) else { throw APIError.pathNotFound() }
                 return Self.json(list)
             }
-            return try await resource(request, group: "", version: segments[1], rest: Array(segments.dropFirst(2)), query: query, verb: verb, caller: caller)
+            return try await resource(
+                request, group: "", version: segments[1], rest: Array(segments.dropFirst(2)), query: query, verb: verb, caller: caller)
         case "apis":
             if segments.count == 1 { return Self.json(Discovery.groupList(core.registry)) }
             if segments.count == 2 {
@@ -171,10 +195,13 @@ struct APIRequestHandler: HTTPResponder {
                 return Self.json(Discovery.group(g.0, versions: g.1))
             }
             if segments.count == 3 {
-                guard let list = Discovery.resourceList(core.registry, group: segments[1], version: segments[2]) else { throw APIError.pathNotFound() }
+                guard let list = Discovery.resourceList(core.registry, group: segments[1], version: segments[2]) else {
+                    throw APIError.pathNotFound()
+                }
                 return Self.json(list)
             }
-            return try await resource(request, group: segments[1], version: segments[2], rest: Array(segments.dropFirst(3)), query: query, verb: verb, caller: caller)
+            return try await resource(
+                request, group: segments[1], version: segments[2], rest: Array(segments.dropFirst(3)), query: query, verb: verb, caller: caller)
         default:
             throw APIError.pathNotFound()
         }
@@ -205,7 +232,9 @@ struct APIRequestHandler: HTTPResponder {
         return Self.json(doc)
     }
 
-    func resource(_ request: Request, group: String, version: String, rest: [String], query: [String: String], verb: String, caller: Caller) async throws -> Response {
+    func resource(
+        _ request: Request, group: String, version: String, rest: [String], query: [String: String], verb: String, caller: Caller
+    ) async throws -> Response {
         let userAgent = caller.userAgent
         var namespace: String?
         var parts = rest
@@ -222,8 +251,11 @@ struct APIRequestHandler: HTTPResponder {
         if let subresource, subresource != "status" || !served.hasStatus { throw APIError.pathNotFound() }
         if served.namespaced, namespace == nil, name != nil { throw APIError.pathNotFound() }
         let scope = RequestScope(resource: served, version: version, namespace: namespace, name: name, subresource: subresource)
-        var attributes = AuthorizationAttributes(user: caller.requester, verb: verb, apiGroup: group, resource: plural, subresource: subresource, namespace: namespace, name: name)
-        if let impersonation = caller.impersonation { attributes.user = try authentication.impersonate(caller.requester, impersonation, for: attributes) }
+        var attributes = AuthorizationAttributes(
+            user: caller.requester, verb: verb, apiGroup: group, resource: plural, subresource: subresource, namespace: namespace, name: name)
+        if let impersonation = caller.impersonation {
+            attributes.user = try authentication.impersonate(caller.requester, impersonation, for: attributes)
+        }
         if !authentication.authorize(attributes) { throw Authentication.forbidden(attributes) }
         let accept = request.headers[.accept] ?? ""
         let wantsTable = accept.contains("as=Table")
@@ -232,7 +264,10 @@ struct APIRequestHandler: HTTPResponder {
         case "get":
             let obj = try core.get(scope)
             if wantsTable {
-                return Self.json(TableConvertor.table([obj], resource: served, version: version, listMeta: ["resourceVersion": obj[path: "metadata", "resourceVersion"] ?? ""], includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
+                return Self.json(
+                    TableConvertor.table(
+                        [obj], resource: served, version: version, listMeta: ["resourceVersion": obj[path: "metadata", "resourceVersion"] ?? ""],
+                        includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
             }
             return Self.json(obj)
         case "list":
@@ -255,7 +290,11 @@ struct APIRequestHandler: HTTPResponder {
             guard name != nil else { throw APIError.methodNotAllowed() }
             let contentType = (request.headers[.contentType] ?? "").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
             guard let type = PatchType(rawValue: contentType) else {
-                throw APIError(code: 415, reason: StatusReason.unsupportedMediaType, message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+                throw APIError(
+                    code: 415, reason: StatusReason.unsupportedMediaType,
+                    message:
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                )
             }
             let body = try await readBody(request, yaml: type == .apply)
             let result = try core.patch(scope, type: type, patch: body, options: writeOptions(query, userAgent: userAgent))
@@ -269,13 +308,23 @@ struct APIRequestHandler: HTTPResponder {
             options.preconditionRV = body[path: "preconditions", "resourceVersion"]?.stringValue
             options.dryRun = query["dryRun"] == "All" || (body["dryRun"]?.arrayValue?.isEmpty == false)
             if let p = options.propagationPolicy, !["Foreground", "Background", "Orphan"].contains(p) {
-                throw APIError.invalid(kind: "DeleteOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(p)\": supported values: \"Foreground\", \"Background\", \"Orphan\"", field: "propagationPolicy")])
+                throw APIError.invalid(
+                    kind: "DeleteOptions", group: "meta.k8s.io", name: "",
+                    causes: [
+                        StatusCause(
+                            reason: "FieldValueNotSupported",
+                            message: "Unsupported value: \"\(p)\": supported values: \"Foreground\", \"Background\", \"Orphan\"",
+                            field: "propagationPolicy")
+                    ])
             }
             let result = try core.delete(scope, options: options)
             return Self.json(result.value, status: .init(code: result.code))
         case "deletecollection":
             let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
-            let listed = try core.list(scope, labelSelector: selector, fieldSelector: try FieldSelector.parseOrBadRequest(query["fieldSelector"], resourceKey: scope.resource.key), limit: nil, continueToken: nil)
+            let listed = try core.list(
+                scope, labelSelector: selector,
+                fieldSelector: try FieldSelector.parseOrBadRequest(query["fieldSelector"], resourceKey: scope.resource.key), limit: nil,
+                continueToken: nil)
             var deleted: [JSONValue] = []
             for o in listed.items {
                 let s = RequestScope(resource: served, version: version, namespace: served.namespaced ? o.namespace : nil, name: o.name)
@@ -291,7 +340,11 @@ struct APIRequestHandler: HTTPResponder {
         var o = WriteOptions()
         o.dryRun = query["dryRun"] == "All"
         if let d = query["dryRun"], !d.isEmpty, d != "All" {
-            throw APIError.invalid(kind: "CreateOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(d)\": supported values: \"All\"", field: "dryRun")])
+            throw APIError.invalid(
+                kind: "CreateOptions", group: "meta.k8s.io", name: "",
+                causes: [
+                    StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(d)\": supported values: \"All\"", field: "dryRun")
+                ])
         }
         o.fieldManager = query["fieldManager"]
         o.fieldValidation = query["fieldValidation"] ?? "Warn"
@@ -328,7 +381,9 @@ struct APIRequestHandler: HTTPResponder {
         let contentType = request.headers[.contentType] ?? ""
         if contentType.contains("protobuf") {
             // Protobuf is not served; client-go falls back to JSON on 415.
-            throw APIError(code: 415, reason: StatusReason.unsupportedMediaType, message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+            throw APIError(
+                code: 415, reason: StatusReason.unsupportedMediaType,
+                message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
         }
         if yaml || contentType.contains("yaml") {
             let text = String(decoding: bytes, as: UTF8.self)
@@ -354,7 +409,10 @@ struct APIRequestHandler: HTTPResponder {
         let r = scope.resource
         if wantsTable {
             let objects = result.items.map { core.present($0.value, version: scope.version, resource: r) }
-            return Self.json(TableConvertor.table(objects, resource: r, version: scope.version, listMeta: .object(listMeta), includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
+            return Self.json(
+                TableConvertor.table(
+                    objects, resource: r, version: scope.version, listMeta: .object(listMeta),
+                    includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
         }
         // Splice the stored bytes into the list rather than re-serialising every object.
         var out: [UInt8] = []
@@ -394,14 +452,16 @@ struct APIRequestHandler: HTTPResponder {
         // kube-apiserver (HTTP 200, then an ERROR event with 410 Expired). Streaming lists send the current state.
         var tooOld: String?
         if let from, streamingList != true, scope.resource.isCustom,
-            let crd = scope.resource.crdName.flatMap({ self.core.store.get(APIServerCore.crdKey, "/" + $0) }), from < crd.rv {
+            let crd = scope.resource.crdName.flatMap({ self.core.store.get(APIServerCore.crdKey, "/" + $0) }), from < crd.rv
+        {
             tooOld = "too old resource version: \(from) (\(crd.rv))"
         }
         let (stream, id): (AsyncStream<WatchFrame>, id: Int)
         if let tooOld {
             (stream, id) = Self.goneStream(message: tooOld)
         } else {
-            (stream, id) = store.watch(filter, from: from, sendInitialState: streamingList ?? (from == nil), markInitialEventsEnd: streamingList == true && bookmarks)
+            (stream, id) = store.watch(
+                filter, from: from, sendInitialState: streamingList ?? (from == nil), markInitialEventsEnd: streamingList == true && bookmarks)
         }
         let r = scope.resource
         let version = scope.version
@@ -430,7 +490,10 @@ struct APIRequestHandler: HTTPResponder {
                         line += Array("{\"type\":\"\(type.rawValue)\",\"object\":".utf8)
                         if wantsTable {
                             let value = core.present(o.value, version: version, resource: r)
-                            TableConvertor.table([value], resource: r, version: version, listMeta: ["resourceVersion": .string(String(o.rv))], includeObject: query["includeObject"] ?? "PartialObjectMetadata", withColumns: first).write(to: &line)
+                            TableConvertor.table(
+                                [value], resource: r, version: version, listMeta: ["resourceVersion": .string(String(o.rv))],
+                                includeObject: query["includeObject"] ?? "PartialObjectMetadata", withColumns: first
+                            ).write(to: &line)
                             first = false
                         } else if version == r.storageVersion {
                             line += o.bytes
@@ -440,10 +503,16 @@ struct APIRequestHandler: HTTPResponder {
                         line += Array("}\n".utf8)
                     case .bookmark(let rv):
                         guard bookmarks else { continue }
-                        let obj: JSONValue = ["kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)), "metadata": ["resourceVersion": .string(String(rv))]]
+                        let obj: JSONValue = [
+                            "kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)),
+                            "metadata": ["resourceVersion": .string(String(rv))],
+                        ]
                         line = JSONValue.object(["type": "BOOKMARK", "object": obj]).serialized() + [0x0A]
                     case .initialEventsEnd(let rv):
-                        let obj: JSONValue = ["kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)), "metadata": ["resourceVersion": .string(String(rv)), "annotations": ["k8s.io/initial-events-end": "true"]]]
+                        let obj: JSONValue = [
+                            "kind": .string(r.kind), "apiVersion": .string(r.apiVersion(version)),
+                            "metadata": ["resourceVersion": .string(String(rv)), "annotations": ["k8s.io/initial-events-end": "true"]],
+                        ]
                         line = JSONValue.object(["type": "BOOKMARK", "object": obj]).serialized() + [0x0A]
                     case .error(let status):
                         line = Self.errorFrame(status)
@@ -470,7 +539,9 @@ struct APIRequestHandler: HTTPResponder {
     }
 
     static func listOptionsForbidden(_ message: String) -> APIError {
-        APIError.invalid(kind: "ListOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: \(message)", field: "resourceVersionMatch")])
+        APIError.invalid(
+            kind: "ListOptions", group: "meta.k8s.io", name: "",
+            causes: [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: \(message)", field: "resourceVersionMatch")])
     }
 
     /// A watch's ERROR event line carrying `status`.

@@ -64,7 +64,10 @@ final class APIServerCore: Sendable {
             _ = try? store.guaranteedUpdate(Self.namespacesKey, "/" + ns) { _ in
                 .put([
                     "apiVersion": "v1", "kind": "Namespace",
-                    "metadata": ["name": .string(ns), "uid": .string(Self.newUID()), "creationTimestamp": .string(Self.now()), "labels": ["kubernetes.io/metadata.name": .string(ns)]],
+                    "metadata": [
+                        "name": .string(ns), "uid": .string(Self.newUID()), "creationTimestamp": .string(Self.now()),
+                        "labels": ["kubernetes.io/metadata.name": .string(ns)],
+                    ],
                     "spec": ["finalizers": ["kubernetes"]], "status": ["phase": "Active"],
                 ])
             }
@@ -94,7 +97,9 @@ final class APIServerCore: Sendable {
         var remaining: Int64?
     }
 
-    func list(_ scope: RequestScope, labelSelector: LabelSelector, fieldSelector: FieldSelector?, limit: Int?, continueToken: String?) throws -> ListResult {
+    func list(
+        _ scope: RequestScope, labelSelector: LabelSelector, fieldSelector: FieldSelector?, limit: Int?, continueToken: String?
+    ) throws -> ListResult {
         let (all, currentRV) = store.list(scope.resource.key, namespace: scope.namespace)
         var rv = currentRV
         var start: String?
@@ -103,7 +108,9 @@ final class APIServerCore: Sendable {
                 let tokenRV = token["rv"]?.intValue, let s = token["start"]?.stringValue
             else { throw APIError.badRequest("continue key is not valid: illegal base64 data at input byte 0") }
             if store.isCompacted(UInt64(tokenRV)) {
-                throw APIError.gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+                throw APIError.gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
+                )
             }
             start = s
             rv = UInt64(tokenRV)
@@ -143,7 +150,11 @@ final class APIServerCore: Sendable {
         var name = obj[path: "metadata", "name"]?.stringValue ?? ""
         if name.isEmpty {
             guard let prefix = obj[path: "metadata", "generateName"]?.stringValue, !prefix.isEmpty else {
-                throw APIError.invalid(kind: r.kind, group: r.group, name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: name or generateName is required", field: "metadata.name")])
+                throw APIError.invalid(
+                    kind: r.kind, group: r.group, name: "",
+                    causes: [
+                        StatusCause(reason: "FieldValueRequired", message: "Required value: name or generateName is required", field: "metadata.name")
+                    ])
             }
             name = String(prefix.prefix(58)) + String((0..<5).map { _ in Self.generateNameAlphabet.randomElement()! })
             obj[path: "metadata", "name"] = .string(name)
@@ -186,8 +197,10 @@ final class APIServerCore: Sendable {
             throw APIError(
                 code: 403, reason: StatusReason.forbidden,
                 message: "\(what) \"\(name)\" is forbidden: unable to create new content in namespace \(ns) because it is being terminated",
-                details: StatusDetails(name: name.isEmpty ? nil : name, group: resource.group.isEmpty ? nil : resource.group, kind: resource.plural,
-                                       causes: [StatusCause(reason: "NamespaceTerminating", message: "namespace \(ns) is being terminated", field: "metadata.namespace")]))
+                details: StatusDetails(
+                    name: name.isEmpty ? nil : name, group: resource.group.isEmpty ? nil : resource.group, kind: resource.plural,
+                    causes: [StatusCause(reason: "NamespaceTerminating", message: "namespace \(ns) is being terminated", field: "metadata.namespace")]
+                ))
         }
     }
 
@@ -198,7 +211,10 @@ final class APIServerCore: Sendable {
             "acceptedNames": crd[path: "spec", "names"] ?? [:],
             "conditions": [
                 ["type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now],
-                ["type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now],
+                [
+                    "type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted",
+                    "lastTransitionTime": now,
+                ],
             ],
             "storedVersions": [storage],
         ]
@@ -207,7 +223,8 @@ final class APIServerCore: Sendable {
     /// Checks apiVersion, kind and that the body is an object; fills them in the stored form.
     func checkBody(_ body: JSONValue, scope: RequestScope) throws -> JSONValue {
         guard case .object = body else {
-            throw APIError.badRequest("the object provided is unrecognized (must be of type \(scope.resource.kind)): couldn't get version/kind; json parse error")
+            throw APIError.badRequest(
+                "the object provided is unrecognized (must be of type \(scope.resource.kind)): couldn't get version/kind; json parse error")
         }
         let r = scope.resource
         guard let kind = body["kind"]?.stringValue, !kind.isEmpty else {
@@ -220,9 +237,11 @@ final class APIServerCore: Sendable {
         }
         if kind != r.kind {
             // kube-apiserver names the kind the body claims, not the endpoint's.
-            throw APIError.invalid(kind: kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "", causes: [
-                StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(kind)\": must be \(r.kind)", field: "kind")
-            ])
+            throw APIError.invalid(
+                kind: kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "",
+                causes: [
+                    StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(kind)\": must be \(r.kind)", field: "kind")
+                ])
         }
         var obj = body
         obj["apiVersion"] = .string(r.apiVersion(r.storageVersion))
@@ -251,7 +270,8 @@ final class APIServerCore: Sendable {
                 switch options.fieldValidation {
                 case "Strict":
                     let detail = pruned.map { "unknown field \"\($0)\"" }.joined(separator: ", ")
-                    throw APIError.badRequest("\(r.kind) in version \"\(scope.version)\" cannot be handled as a \(r.kind): strict decoding error: \(detail)")
+                    throw APIError.badRequest(
+                        "\(r.kind) in version \"\(scope.version)\" cannot be handled as a \(r.kind): strict decoding error: \(detail)")
                 case "Ignore": break
                 default: warnings += pruned.map { "unknown field \"\($0)\"" }
                 }
@@ -307,11 +327,18 @@ final class APIServerCore: Sendable {
 
     func patch(_ scope: RequestScope, type: PatchType, patch: JSONValue, options: WriteOptions) throws -> WriteResult {
         if type == .strategicMerge && scope.resource.isCustom {
-            throw APIError(code: 415, reason: StatusReason.unsupportedMediaType, message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+            throw APIError(
+                code: 415, reason: StatusReason.unsupportedMediaType,
+                message:
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+            )
         }
         if type == .apply {
             guard let fm = options.fieldManager, !fm.isEmpty else {
-                throw APIError.invalid(kind: "PatchOptions", group: "meta.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: is required for apply patch", field: "fieldManager")])
+                throw APIError.invalid(
+                    kind: "PatchOptions", group: "meta.k8s.io", name: "",
+                    causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: is required for apply patch", field: "fieldManager")]
+                )
             }
             if store.get(scope.resource.key, scope.objectKey) == nil && !scope.isStatus {
                 var body = patch
@@ -334,7 +361,10 @@ final class APIServerCore: Sendable {
         let r = scope.resource
         var obj = try checkBody(body, scope: scope)
         var warnings: [String] = []
-        if let ns = scope.namespace, r.namespaced { obj[path: "metadata", "namespace"] = .string(ns); try checkNamespaceAcceptsContent(ns, resource: r, name: obj[path: "metadata", "name"]?.stringValue ?? "") }
+        if let ns = scope.namespace, r.namespaced {
+            obj[path: "metadata", "namespace"] = .string(ns);
+            try checkNamespaceAcceptsContent(ns, resource: r, name: obj[path: "metadata", "name"]?.stringValue ?? "")
+        }
         var meta = obj["metadata"]!
         meta["uid"] = .string(Self.newUID())
         meta["creationTimestamp"] = .string(Self.now())
@@ -346,7 +376,12 @@ final class APIServerCore: Sendable {
         if r.key == Self.crdKey { _ = try ServedResource.fromCRD(obj); obj["status"] = crdStatus(obj) }
         try admit(&obj, scope: scope, name: scope.name ?? "", options: options, warnings: &warnings)
         let leaves = ManagedFields.leaves(of: ManagedFields.ownedPart(body), schema: r.schemas[r.storageVersion], builtin: r.builtinListMapKeys)
-        ManagedFields.setEntries([ManagedFields.Entry(manager: options.fieldManager!, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: nil, paths: leaves)], on: &obj)
+        ManagedFields.setEntries(
+            [
+                ManagedFields.Entry(
+                    manager: options.fieldManager!, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: nil,
+                    paths: leaves)
+            ], on: &obj)
         if options.dryRun { return WriteResult(value: obj, code: 201, warnings: warnings) }
         let (stored, _) = try store.guaranteedUpdate(r.key, scope.objectKey) { current in
             if current != nil { throw APIError.conflict(r, name: scope.name ?? "", message: "the object was created concurrently") }
@@ -373,7 +408,13 @@ final class APIServerCore: Sendable {
                 if preconditionRV?.isEmpty ?? true {
                     preconditionRV = nil
                     if r.isCustom {
-                        throw APIError.invalid(kind: r.kind, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: 0x0: must be specified for an update", field: "metadata.resourceVersion")])
+                        throw APIError.invalid(
+                            kind: r.kind, group: r.group, name: scope.name ?? "",
+                            causes: [
+                                StatusCause(
+                                    reason: "FieldValueInvalid", message: "Invalid value: 0x0: must be specified for an update",
+                                    field: "metadata.resourceVersion")
+                            ])
                     }
                 }
             case .patch(let type, let patch):
@@ -389,7 +430,8 @@ final class APIServerCore: Sendable {
                     } catch let e as JSONPatchError {
                         if e.isTestFailure {
                             // What kube-apiserver 1.36 answers, word for word: no details, no causes.
-                            throw APIError(code: 422, reason: StatusReason.invalid, message: "the server rejected our request due to an error in our request")
+                            throw APIError(
+                                code: 422, reason: StatusReason.invalid, message: "the server rejected our request due to an error in our request")
                         }
                         throw APIError(code: 422, reason: StatusReason.invalid, message: e.message)
                     }
@@ -404,7 +446,8 @@ final class APIServerCore: Sendable {
             let isApply: Bool
             if case .patch(.apply, _) = mutation { isApply = true } else { isApply = false }
             var next = try merge(proposed: proposed, old: old, scope: scope, managedFieldsFromProposal: isApply)
-            if case .patch(.apply, _) = mutation {} else {
+            if case .patch(.apply, _) = mutation {
+            } else {
                 recordUpdate(&next, old: old, scope: scope, options: options, operation: "Update")
             }
             try admit(&next, scope: scope, name: scope.name ?? "", options: options, warnings: &warnings)
@@ -423,11 +466,14 @@ final class APIServerCore: Sendable {
             responseValue = next
             return options.dryRun ? .unchanged : .put(next)
         }
-        if options.dryRun { return WriteResult(value: present(responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings) }
+        if options.dryRun {
+            return WriteResult(value: present(responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
+        }
         if deleted {
             signalGC()
             if r.key == Self.crdKey, let s = stored { crdDeleted(s.value) }
-            return WriteResult(value: present(stored?.value ?? responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
+            return WriteResult(
+                value: present(stored?.value ?? responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
         }
         if let stored { afterWrite(resource: r, stored: stored) }
         return WriteResult(value: present(stored?.value ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
@@ -485,7 +531,10 @@ final class APIServerCore: Sendable {
             var o = v
             o[path: "metadata", "resourceVersion"] = nil
             if let mf = o[path: "metadata", "managedFields"]?.arrayValue {
-                o[path: "metadata", "managedFields"] = .array(mf.map { var e = $0; e["time"] = nil; return e })
+                o[path: "metadata", "managedFields"] = .array(
+                    mf.map {
+                        var e = $0; e["time"] = nil; return e
+                    })
             }
             return o
         }
@@ -499,7 +548,10 @@ final class APIServerCore: Sendable {
         let added = after.filter { !before.contains($0) }
         if added.isEmpty { return [] }
         let goSlice = "[]string{" + added.map { JSONValue.string($0).serializedString() }.joined(separator: ", ") + "}"
-        let cause = StatusCause(reason: "FieldValueForbidden", message: "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers \(goSlice)", field: "metadata.finalizers")
+        let cause = StatusCause(
+            reason: "FieldValueForbidden",
+            message: "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers \(goSlice)",
+            field: "metadata.finalizers")
         // kube-apiserver validates ObjectMeta on update twice for custom resources (the generic registry's
         // BeforeUpdate and the strategy), and reports both.
         return custom ? [cause, cause] : [cause]
@@ -520,7 +572,9 @@ final class APIServerCore: Sendable {
             entries[i].paths.formUnion(changed)
             entries[i].time = Self.now()
         } else {
-            entries.append(ManagedFields.Entry(manager: manager, operation: operation, apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: changed))
+            entries.append(
+                ManagedFields.Entry(
+                    manager: manager, operation: operation, apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: changed))
         }
         ManagedFields.setEntries(entries, on: &obj)
     }
@@ -535,7 +589,9 @@ final class APIServerCore: Sendable {
             throw APIError.badRequest("the API version in the data (\(av)) does not match the expected API version (\(scope.apiVersion))")
         }
         if let k = config["kind"]?.stringValue, k != r.kind {
-            throw APIError.invalid(kind: k, group: r.group, name: scope.name ?? "", causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(k)\": must be \(r.kind)", field: "kind")])
+            throw APIError.invalid(
+                kind: k, group: r.group, name: scope.name ?? "",
+                causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(k)\": must be \(r.kind)", field: "kind")])
         }
         var owned = ManagedFields.ownedPart(config)
         if scope.isStatus {
@@ -560,9 +616,13 @@ final class APIServerCore: Sendable {
         }
         if !conflicts.isEmpty && !options.force {
             conflicts.sort { ManagedFields.render($0.1) < ManagedFields.render($1.1) }
-            let causes = conflicts.map { StatusCause(reason: "FieldManagerConflict", message: "conflict with \"\($0.0)\"", field: ManagedFields.render($0.1)) }
+            let causes = conflicts.map {
+                StatusCause(reason: "FieldManagerConflict", message: "conflict with \"\($0.0)\"", field: ManagedFields.render($0.1))
+            }
             let text = conflicts.map { "conflict with \"\($0.0)\": \(ManagedFields.render($0.1))" }
-            let summary = conflicts.count == 1 ? "Apply failed with 1 conflict: \(text[0])" : "Apply failed with \(conflicts.count) conflicts: " + text.joined(separator: "\n")
+            let summary =
+                conflicts.count == 1
+                ? "Apply failed with 1 conflict: \(text[0])" : "Apply failed with \(conflicts.count) conflicts: " + text.joined(separator: "\n")
             throw APIError(code: 409, reason: StatusReason.conflict, message: summary, details: StatusDetails(causes: causes))
         }
         if options.force {
@@ -582,7 +642,9 @@ final class APIServerCore: Sendable {
             entries[mine].paths = applied
             entries[mine].time = Self.now()
         } else {
-            entries.append(ManagedFields.Entry(manager: manager, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: applied))
+            entries.append(
+                ManagedFields.Entry(
+                    manager: manager, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: applied))
         }
         ManagedFields.setEntries(entries, on: &result)
         return result
@@ -603,10 +665,13 @@ final class APIServerCore: Sendable {
         let (stored, deleted) = try store.guaranteedUpdate(r.key, scope.objectKey) { current in
             guard let current else { throw APIError.notFound(r, name: scope.name ?? "") }
             if let uid = options.preconditionUID, uid != current.uid {
-                throw APIError.conflict(r, name: scope.name ?? "", message: "Precondition failed: UID in precondition: \(uid), UID in object meta: \(current.uid)")
+                throw APIError.conflict(
+                    r, name: scope.name ?? "", message: "Precondition failed: UID in precondition: \(uid), UID in object meta: \(current.uid)")
             }
             if let rv = options.preconditionRV, rv != String(current.rv) {
-                throw APIError.conflict(r, name: scope.name ?? "", message: "Precondition failed: ResourceVersion in precondition: \(rv), ResourceVersion in object meta: \(current.rv)")
+                throw APIError.conflict(
+                    r, name: scope.name ?? "",
+                    message: "Precondition failed: ResourceVersion in precondition: \(rv), ResourceVersion in object meta: \(current.rv)")
             }
             var obj = current.value
             var finalizers = (obj[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue)
@@ -640,7 +705,10 @@ final class APIServerCore: Sendable {
             let value = stored?.value ?? result
             let status: JSONValue = [
                 "kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success",
-                "details": ["name": .string(scope.name ?? ""), "group": .string(r.group), "kind": .string(r.plural), "uid": value[path: "metadata", "uid"] ?? ""],
+                "details": [
+                    "name": .string(scope.name ?? ""), "group": .string(r.group), "kind": .string(r.plural),
+                    "uid": value[path: "metadata", "uid"] ?? "",
+                ],
             ]
             return WriteResult(value: status, code: 200)
         }
@@ -657,7 +725,8 @@ final class APIServerCore: Sendable {
         // full sweep after every write of an owned object made large clusters crawl).
         let refs = stored.value[path: "metadata", "ownerReferences"]?.arrayValue ?? []
         if stored.value[path: "metadata", "deletionTimestamp"] != nil
-            || refs.contains(where: { ref in ref["uid"]?.stringValue.map { store.lookup(uid: $0) == nil } ?? true }) {
+            || refs.contains(where: { ref in ref["uid"]?.stringValue.map { store.lookup(uid: $0) == nil } ?? true })
+        {
             signalGC()
         }
     }

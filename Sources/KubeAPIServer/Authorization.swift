@@ -81,7 +81,9 @@ final class Authentication: Sendable {
         guard let user else {
             guard groups.isEmpty, uid == nil else {
                 let list = groups.isEmpty ? "[]string(nil)" : "[]string{" + groups.map { "\"\($0)\"" }.joined(separator: ", ") + "}"
-                throw APIError.badRequest("requested &user.DefaultInfo{Name:\"\", UID:\"\(uid ?? "")\", Groups:\(list), Extra:map[string][]string(nil)} without impersonating a user name")
+                throw APIError.badRequest(
+                    "requested &user.DefaultInfo{Name:\"\", UID:\"\(uid ?? "")\", Groups:\(list), Extra:map[string][]string(nil)} without impersonating a user name"
+                )
             }
             return nil
         }
@@ -96,7 +98,8 @@ final class Authentication: Sendable {
         func allowed(_ resource: String, _ name: String, group: String = "") -> Bool {
             authorize(AuthorizationAttributes(user: requester, verb: "impersonate", apiGroup: group, resource: resource, namespace: nil, name: name))
         }
-        let permitted = allowed("users", request.user) && request.groups.allSatisfy { allowed("groups", $0) }
+        let permitted =
+            allowed("users", request.user) && request.groups.allSatisfy { allowed("groups", $0) }
             && (request.uid.map { allowed("uids", $0, group: "authentication.k8s.io") } ?? true)
         if !permitted {
             var refused = attributes ?? AuthorizationAttributes(user: requester, verb: "get", apiGroup: "", resource: "", namespace: nil, name: nil)
@@ -118,7 +121,9 @@ final class Authentication: Sendable {
         let what = a.subresource.map { "\(a.resource)/\($0)" } ?? a.resource
         let scope = a.namespace.map { "in the namespace \"\($0)\"" } ?? "at the cluster scope"
         let message = "\(subject) is forbidden: User \"\(a.user.name)\" cannot \(a.verb) resource \"\(what)\" in API group \"\(a.apiGroup)\" \(scope)"
-        return APIError(code: 403, reason: StatusReason.forbidden, message: message, details: StatusDetails(name: a.name, group: a.apiGroup.isEmpty ? nil : a.apiGroup, kind: kind ?? a.resource))
+        return APIError(
+            code: 403, reason: StatusReason.forbidden, message: message,
+            details: StatusDetails(name: a.name, group: a.apiGroup.isEmpty ? nil : a.apiGroup, kind: kind ?? a.resource))
     }
 
 }
@@ -133,10 +138,14 @@ extension Authentication {
         out["metadata"] = body["metadata"] ?? .object([:])
         if key == "authentication.k8s.io/tokenreviews" {
             guard let token = body[path: "spec", "token"]?.stringValue, !token.isEmpty else {
-                throw APIError.invalid(kind: "TokenReview", group: "authentication.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: token must not be empty", field: "spec.token")])
+                throw APIError.invalid(
+                    kind: "TokenReview", group: "authentication.k8s.io", name: "",
+                    causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: token must not be empty", field: "spec.token")])
             }
             if let user = state.withLock({ $0.users[token] }) {
-                out["status"] = ["authenticated": true, "user": ["username": .string(user.name), "groups": .array(user.groups.map(JSONValue.string))]]
+                out["status"] = [
+                    "authenticated": true, "user": ["username": .string(user.name), "groups": .array(user.groups.map(JSONValue.string))],
+                ]
             } else {
                 out["status"] = ["user": [:], "error": "[invalid bearer token, token lookup failed]"]
             }
@@ -146,12 +155,22 @@ extension Authentication {
         let user = UserInfo(name: spec["user"]?.stringValue ?? "", groups: spec["groups"]?.arrayValue?.compactMap(\.stringValue) ?? [])
         let attributes: AuthorizationAttributes
         if let r = spec["resourceAttributes"] {
-            attributes = AuthorizationAttributes(user: user, verb: r["verb"]?.stringValue ?? "", apiGroup: r["group"]?.stringValue ?? "", resource: r["resource"]?.stringValue ?? "",
-                                                 subresource: r["subresource"]?.stringValue, namespace: r["namespace"]?.stringValue, name: r["name"]?.stringValue)
+            attributes = AuthorizationAttributes(
+                user: user, verb: r["verb"]?.stringValue ?? "", apiGroup: r["group"]?.stringValue ?? "", resource: r["resource"]?.stringValue ?? "",
+                subresource: r["subresource"]?.stringValue, namespace: r["namespace"]?.stringValue, name: r["name"]?.stringValue)
         } else if let n = spec["nonResourceAttributes"] {
-            attributes = AuthorizationAttributes(user: user, verb: n["verb"]?.stringValue ?? "", apiGroup: "", resource: "", namespace: nil, name: nil, path: n["path"]?.stringValue ?? "")
+            attributes = AuthorizationAttributes(
+                user: user, verb: n["verb"]?.stringValue ?? "", apiGroup: "", resource: "", namespace: nil, name: nil,
+                path: n["path"]?.stringValue ?? "")
         } else {
-            throw APIError.invalid(kind: "SubjectAccessReview", group: "authorization.k8s.io", name: "", causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified", field: "spec.resourceAttributes")])
+            throw APIError.invalid(
+                kind: "SubjectAccessReview", group: "authorization.k8s.io", name: "",
+                causes: [
+                    StatusCause(
+                        reason: "FieldValueRequired",
+                        message: "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                        field: "spec.resourceAttributes")
+                ])
         }
         out["status"] = ["allowed": .bool(authorize(attributes))]
         return out

@@ -5,7 +5,10 @@ import KubeModels
 /// validates fields itself (`fieldValidation` on PATCH) so it can send `fieldValidation=Strict`.
 enum Discovery {
     static func apiVersions(serverAddress: String) -> JSONValue {
-        ["kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": .string(serverAddress)]]]
+        [
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": .string(serverAddress)]],
+        ]
     }
 
     static func groupList(_ registry: ResourceRegistry) -> JSONValue {
@@ -32,10 +35,16 @@ enum Discovery {
             entry["storageVersionHash"] = .string(String(r.key.hashValue & 0xffffff, radix: 16))
             resources.append(.object(entry))
             if r.hasStatus {
-                resources.append(["name": .string("\(r.plural)/status"), "singularName": "", "namespaced": .bool(r.namespaced), "kind": .string(r.kind), "verbs": ["get", "patch", "update"]])
+                resources.append([
+                    "name": .string("\(r.plural)/status"), "singularName": "", "namespaced": .bool(r.namespaced), "kind": .string(r.kind),
+                    "verbs": ["get", "patch", "update"],
+                ])
             }
         }
-        return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(group.isEmpty ? version : "\(group)/\(version)"), "resources": .array(resources)]
+        return [
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(group.isEmpty ? version : "\(group)/\(version)"),
+            "resources": .array(resources),
+        ]
     }
 
     // MARK: OpenAPI v3
@@ -67,7 +76,8 @@ enum Discovery {
         var schemas: JSONObject = [:]
         for r in served {
             let gvk: JSONValue = [["group": .string(group), "version": .string(version), "kind": .string(r.kind)]]
-            let schemaName = "\(group.isEmpty ? "io.k8s.api.core" : group.split(separator: ".").reversed().joined(separator: ".")).\(version).\(r.kind)"
+            let schemaName =
+                "\(group.isEmpty ? "io.k8s.api.core" : group.split(separator: ".").reversed().joined(separator: ".")).\(version).\(r.kind)"
             var schema = r.schemas[version]?.raw ?? ["type": "object", "x-kubernetes-preserve-unknown-fields": true]
             schema["x-kubernetes-group-version-kind"] = gvk
             if schema["properties"] != nil {
@@ -75,15 +85,22 @@ enum Discovery {
             }
             schemas[schemaName] = schema
             let ref: JSONValue = ["$ref": .string("#/components/schemas/\(schemaName)")]
-            let patchTypes: [String] = r.isCustom
+            let patchTypes: [String] =
+                r.isCustom
                 ? ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
-                : ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"]
+                : [
+                    "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
+                    "application/apply-patch+yaml",
+                ]
             var patchContent: JSONObject = [:]
             for t in patchTypes { patchContent[t] = ["schema": ["$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"]] }
-            let queryParams: [JSONValue] = ["dryRun", "fieldManager", "fieldValidation", "force"].map { ["name": .string($0), "in": "query", "schema": ["type": .string($0 == "force" ? "boolean" : "string")], "uniqueItems": true] }
+            let queryParams: [JSONValue] = ["dryRun", "fieldManager", "fieldValidation", "force"].map {
+                ["name": .string($0), "in": "query", "schema": ["type": .string($0 == "force" ? "boolean" : "string")], "uniqueItems": true]
+            }
             func op(_ id: String, _ action: String, body: JSONValue? = nil, params: [JSONValue] = []) -> JSONValue {
                 var o: JSONObject = [
-                    "operationId": .string(id), "x-kubernetes-action": .string(action), "x-kubernetes-group-version-kind": ["group": .string(group), "version": .string(version), "kind": .string(r.kind)],
+                    "operationId": .string(id), "x-kubernetes-action": .string(action),
+                    "x-kubernetes-group-version-kind": ["group": .string(group), "version": .string(version), "kind": .string(r.kind)],
                     "responses": ["200": ["description": "OK", "content": ["application/json": ["schema": ref]]]],
                 ]
                 if let body { o["requestBody"] = body }
@@ -104,11 +121,22 @@ enum Discovery {
                 "post": op("create\(r.kind)", "post", body: ["content": ["application/json": ["schema": ref]]], params: queryParams),
             ]
             if r.hasStatus {
-                paths[itemPath + "/status"] = ["patch": op("patch\(r.kind)Status", "patch", body: ["content": .object(patchContent)], params: queryParams)]
+                paths[itemPath + "/status"] = [
+                    "patch": op("patch\(r.kind)Status", "patch", body: ["content": .object(patchContent)], params: queryParams)
+                ]
             }
         }
-        schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"] = ["type": "object", "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.", "x-kubernetes-preserve-unknown-fields": true]
-        schemas["io.k8s.apimachinery.pkg.apis.meta.v1.Patch"] = ["type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."]
-        return ["openapi": "3.0.0", "info": ["title": "Kubernetes", "version": "v1.33.0"], "paths": .object(paths), "components": ["schemas": .object(schemas)]]
+        schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"] = [
+            "type": "object",
+            "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.",
+            "x-kubernetes-preserve-unknown-fields": true,
+        ]
+        schemas["io.k8s.apimachinery.pkg.apis.meta.v1.Patch"] = [
+            "type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.",
+        ]
+        return [
+            "openapi": "3.0.0", "info": ["title": "Kubernetes", "version": "v1.33.0"], "paths": .object(paths),
+            "components": ["schemas": .object(schemas)],
+        ]
     }
 }

@@ -227,7 +227,8 @@ public final class EmbeddedAPIServer: Sendable {
                 body[path: "metadata", "resourceVersion"] = .string(String(existing.rv))
                 _ = try core.update(scope, body: body, options: WriteOptions(fieldManager: "embedded-apiserver"))
             } else {
-                _ = try core.create(RequestScope(resource: r, version: "v1", namespace: nil), body: doc, options: WriteOptions(fieldManager: "embedded-apiserver"))
+                _ = try core.create(
+                    RequestScope(resource: r, version: "v1", namespace: nil), body: doc, options: WriteOptions(fieldManager: "embedded-apiserver"))
             }
         }
     }

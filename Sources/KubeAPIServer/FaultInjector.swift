@@ -60,10 +60,15 @@ final class FaultInjector: Sendable {
     /// How many requests an injected fault has hit.
     let served = Mutex(0)
     let log = Mutex<[RequestRecord]>([])
-    let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [Int: CheckedContinuation<Void, Never>])>(([], false, [:]))
+    let held = Mutex<(requests: [CheckedContinuation<Void, Never>], released: Bool, watchers: [Int: CheckedContinuation<Void, Never>])>(
+        ([], false, [:]))
     let nextWaiterID = Mutex(0)
 
-    func waiterID() -> Int { nextWaiterID.withLock { $0 += 1; return $0 } }
+    func waiterID() -> Int {
+        nextWaiterID.withLock {
+            $0 += 1; return $0
+        }
+    }
 
     /// Parks a request until `releaseHeld`; once released (the server is stopping), later holds pass at once.
     func hold() async {
@@ -118,10 +123,12 @@ final class FaultInjector: Sendable {
 
     func take(verb: String, path: String, userAgent: String) -> InjectedFault.Kind? {
         faults.withLock { fs in
-            guard let i = fs.firstIndex(where: { f in
-                (f.verb == nil || f.verb == verb) && (f.pathContains.map { path.contains($0) } ?? true)
-                    && (f.userAgentContains.map { userAgent.contains($0) } ?? true) && f.remaining > 0
-            }) else { return nil }
+            guard
+                let i = fs.firstIndex(where: { f in
+                    (f.verb == nil || f.verb == verb) && (f.pathContains.map { path.contains($0) } ?? true)
+                        && (f.userAgentContains.map { userAgent.contains($0) } ?? true) && f.remaining > 0
+                })
+            else { return nil }
             fs[i].remaining -= 1
             served.withLock { $0 += 1 }
             let kind = fs[i].kind

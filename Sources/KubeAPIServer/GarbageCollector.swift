@@ -47,23 +47,27 @@ struct GarbageCollector: Sendable {
                     }
                     continue
                 } else if !dangling.isEmpty {
-                    changed = update(rk, o) { v in
-                        v[path: "metadata", "ownerReferences"] = .array(refs.filter { liveUIDs.contains($0["uid"]?.stringValue ?? "") })
-                    } || changed
+                    changed =
+                        update(rk, o) { v in
+                            v[path: "metadata", "ownerReferences"] = .array(refs.filter { liveUIDs.contains($0["uid"]?.stringValue ?? "") })
+                        } || changed
                 }
             }
             guard deleting else { continue }
             if finalizers.contains("orphan") {
                 for (drk, d) in dependentsByOwner[o.uid] ?? [] {
-                    changed = update(drk, d) { v in
-                        let remaining = (v[path: "metadata", "ownerReferences"]?.arrayValue ?? []).filter { $0["uid"]?.stringValue != o.uid }
-                        v[path: "metadata", "ownerReferences"] = remaining.isEmpty ? nil : .array(remaining)
-                    } || changed
+                    changed =
+                        update(drk, d) { v in
+                            let remaining = (v[path: "metadata", "ownerReferences"]?.arrayValue ?? []).filter { $0["uid"]?.stringValue != o.uid }
+                            v[path: "metadata", "ownerReferences"] = remaining.isEmpty ? nil : .array(remaining)
+                        } || changed
                 }
                 changed = removeFinalizer("orphan", rk, o) || changed
             } else if finalizers.contains("foregroundDeletion") {
                 let blocking = (dependentsByOwner[o.uid] ?? []).filter { _, d in
-                    (d.value[path: "metadata", "ownerReferences"]?.arrayValue ?? []).contains { $0["uid"]?.stringValue == o.uid && $0["blockOwnerDeletion"]?.boolValue == true }
+                    (d.value[path: "metadata", "ownerReferences"]?.arrayValue ?? []).contains {
+                        $0["uid"]?.stringValue == o.uid && $0["blockOwnerDeletion"]?.boolValue == true
+                    }
                 }
                 for (drk, d) in dependentsByOwner[o.uid] ?? [] where d.value[path: "metadata", "deletionTimestamp"] == nil {
                     changed = deleteObject(drk, d, policy: "Foreground") || changed

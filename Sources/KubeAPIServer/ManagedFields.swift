@@ -32,7 +32,9 @@ enum ManagedFields {
         return out
     }
 
-    private static func collect(_ value: JSONValue, schema: StructuralSchema?, builtin: [String: [String]], prefix: FieldPath, into out: inout Set<FieldPath>) {
+    private static func collect(
+        _ value: JSONValue, schema: StructuralSchema?, builtin: [String: [String]], prefix: FieldPath, into out: inout Set<FieldPath>
+    ) {
         switch value {
         case .object(let o) where !o.isEmpty:
             for (k, v) in o {
@@ -101,7 +103,9 @@ enum ManagedFields {
 
     /// Merges an applied configuration into a live object: objects field by field, list-maps element by key,
     /// everything else replaced.
-    static func merge(_ applied: JSONValue, into live: JSONValue, schema: StructuralSchema?, builtin: [String: [String]], path: FieldPath = []) -> JSONValue {
+    static func merge(
+        _ applied: JSONValue, into live: JSONValue, schema: StructuralSchema?, builtin: [String: [String]], path: FieldPath = []
+    ) -> JSONValue {
         switch (applied, live) {
         case (.object(let a), .object(var l)):
             for (k, v) in a {
@@ -133,7 +137,10 @@ enum ManagedFields {
         path.map { el -> String in
             switch el {
             case .field(let f): return ".\(f)"
-            case .key(let k): return "[" + k.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.stringValue ?? $0.value.serializedString())" }.joined(separator: ",") + "]"
+            case .key(let k):
+                return "["
+                    + k.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.stringValue ?? $0.value.serializedString())" }.joined(separator: ",")
+                    + "]"
             }
         }.joined()
     }
@@ -246,7 +253,10 @@ enum ManagedFields {
         o["apiVersion"] = nil
         o["kind"] = nil
         if case .object(var meta)? = o["metadata"] {
-            for k in ["name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "generateName"] {
+            for k in [
+                "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                "managedFields", "selfLink", "generateName",
+            ] {
                 meta.removeValue(forKey: k)
             }
             o["metadata"] = meta.isEmpty ? nil : .object(meta)

@@ -50,7 +50,10 @@ struct StoredObject: Sendable {
     }
 
     static let selectableFields: [String: Set<String>] = [
-        "/events": ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "type", "source", "reportingComponent"],
+        "/events": [
+            "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
+            "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "type", "source", "reportingComponent",
+        ],
         "/secrets": ["type"],
     ]
 }
@@ -214,7 +217,8 @@ final class ObjectStore: Sendable {
                     s.tables[resourceKey, default: [:]][objectKey] = stored
                     s.uidIndex[stored.uid] = (resourceKey, objectKey)
                     let type: WatchEventType = current == nil ? .added : .modified
-                    Self.record(&s, ChangeRecord(type: type, resourceKey: resourceKey, object: stored, previousLabels: current?.labels), limit: historyLimit)
+                    Self.record(
+                        &s, ChangeRecord(type: type, resourceKey: resourceKey, object: stored, previousLabels: current?.labels), limit: historyLimit)
                     return (stored, false)
                 }
             }
@@ -242,7 +246,8 @@ final class ObjectStore: Sendable {
     /// Opens a watch. `sendInitialState` starts with synthetic ADDED events for the current state (then, with
     /// `markInitialEventsEnd`, the streaming list's end bookmark at the current version); otherwise the history
     /// after `from` is replayed, or the watch answers 410 Expired if that version was compacted.
-    func watch(_ filter: WatchFilter, from: UInt64?, sendInitialState: Bool, markInitialEventsEnd: Bool = false) -> (AsyncStream<WatchFrame>, id: Int) {
+    func watch(_ filter: WatchFilter, from: UInt64?, sendInitialState: Bool, markInitialEventsEnd: Bool = false) -> (AsyncStream<WatchFrame>, id: Int)
+    {
         let (stream, continuation) = AsyncStream<WatchFrame>.makeStream(bufferingPolicy: .bufferingOldest(watchBufferLimit))
         let id: Int = state.withLock { s in
             let id = s.nextWatcherID
@@ -255,16 +260,23 @@ final class ObjectStore: Sendable {
                 if markInitialEventsEnd { continuation.yield(.initialEventsEnd(s.rv)) }
             } else if let from {
                 if from < s.oldestWatchableRV {
-                    continuation.yield(.error(Status(
-                        message: "too old resource version: \(from) (\(s.oldestWatchableRV))",
-                        reason: StatusReason.expired, code: 410)))
+                    continuation.yield(
+                        .error(
+                            Status(
+                                message: "too old resource version: \(from) (\(s.oldestWatchableRV))",
+                                reason: StatusReason.expired, code: 410)))
                     continuation.finish()
                     return id
                 }
                 if from > s.rv {
-                    continuation.yield(.error(Status(
-                        message: "Too large resource version: \(from), current: \(s.rv)",
-                        reason: StatusReason.timeout, details: StatusDetails(causes: [StatusCause(reason: "ResourceVersionTooLarge", message: "Too large resource version")], retryAfterSeconds: 1), code: 504)))
+                    continuation.yield(
+                        .error(
+                            Status(
+                                message: "Too large resource version: \(from), current: \(s.rv)",
+                                reason: StatusReason.timeout,
+                                details: StatusDetails(
+                                    causes: [StatusCause(reason: "ResourceVersionTooLarge", message: "Too large resource version")],
+                                    retryAfterSeconds: 1), code: 504)))
                     continuation.finish()
                     return id
                 }

@@ -85,15 +85,24 @@ struct ServedResource: Sendable {
         if plural.isEmpty { causes.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: "spec.names.plural")) }
         if kind.isEmpty { causes.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: "spec.names.kind")) }
         if !group.isEmpty, !plural.isEmpty, name != "\(plural).\(group)" {
-            causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(name)\": must be spec.names.plural+\".\"+spec.group", field: "metadata.name"))
+            causes.append(
+                StatusCause(
+                    reason: "FieldValueInvalid", message: "Invalid value: \"\(name)\": must be spec.names.plural+\".\"+spec.group",
+                    field: "metadata.name"))
         }
         let scope = spec["scope"]?.stringValue ?? ""
         if scope != "Namespaced" && scope != "Cluster" {
-            causes.append(StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(scope)\": supported values: \"Cluster\", \"Namespaced\"", field: "spec.scope"))
+            causes.append(
+                StatusCause(
+                    reason: "FieldValueNotSupported", message: "Unsupported value: \"\(scope)\": supported values: \"Cluster\", \"Namespaced\"",
+                    field: "spec.scope"))
         }
         let versionList = spec["versions"]?.arrayValue ?? []
         if versionList.isEmpty {
-            causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: null: must have exactly one version marked as storage version", field: "spec.versions"))
+            causes.append(
+                StatusCause(
+                    reason: "FieldValueInvalid", message: "Invalid value: null: must have exactly one version marked as storage version",
+                    field: "spec.versions"))
         }
         var versions: [String] = []
         var storage: String?
@@ -108,7 +117,10 @@ struct ServedResource: Sendable {
             if v["served"]?.boolValue ?? false { versions.append(vname) }
             if v["storage"]?.boolValue ?? false {
                 if storage != nil {
-                    causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(vname)\": must have exactly one version marked as storage version", field: "spec.versions"))
+                    causes.append(
+                        StatusCause(
+                            reason: "FieldValueInvalid",
+                            message: "Invalid value: \"\(vname)\": must have exactly one version marked as storage version", field: "spec.versions"))
                 }
                 storage = vname
             }
@@ -127,7 +139,10 @@ struct ServedResource: Sendable {
         }
         causes += metadataSchemaCauses(spec)
         if storage == nil && !versionList.isEmpty {
-            causes.append(StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\": must have exactly one version marked as storage version", field: "spec.versions"))
+            causes.append(
+                StatusCause(
+                    reason: "FieldValueInvalid", message: "Invalid value: \"\": must have exactly one version marked as storage version",
+                    field: "spec.versions"))
         }
         if !causes.isEmpty {
             throw APIError.invalid(kind: "CustomResourceDefinition", group: "apiextensions.k8s.io", name: name, causes: causes)
@@ -160,11 +175,15 @@ struct ServedResource: Sendable {
         return located.compactMap { path, schema in
             guard let metadata = schema[path: "properties", "metadata"]?.objectValue else { return nil }
             let properties = metadata["properties"]?.objectValue ?? [:]
-            let allowed = metadata.keys.allSatisfy { $0 == "type" || $0 == "properties" }
+            let allowed =
+                metadata.keys.allSatisfy { $0 == "type" || $0 == "properties" }
                 && (metadata["type"] == nil || metadata["type"] == "object")
                 && properties.keys.allSatisfy { $0 == "name" || $0 == "generateName" }
             if allowed { return nil }
-            return StatusCause(reason: "FieldValueForbidden", message: "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified", field: "\(path).properties[metadata]")
+            return StatusCause(
+                reason: "FieldValueForbidden",
+                message: "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified",
+                field: "\(path).properties[metadata]")
         }
     }
 }

@@ -135,7 +135,8 @@ final class StructuralSchema: Sendable {
             switch value {
             case .int, .string: break
             default:
-                errors.append(invalid(path, value, "\(path) in body must be of type integer or string: \"\(value.typeName)\"", reason: "FieldValueTypeInvalid"))
+                errors.append(
+                    invalid(path, value, "\(path) in body must be of type integer or string: \"\(value.typeName)\"", reason: "FieldValueTypeInvalid"))
                 return
             }
         } else if let type, !Self.matches(type: type, value) {
@@ -144,7 +145,10 @@ final class StructuralSchema: Sendable {
         }
         if let enumValues, !enumValues.contains(value) {
             let supported = enumValues.map { $0.serializedString() }.joined(separator: ", ")
-            errors.append(StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \(value.serializedString()): supported values: \(supported)", field: path))
+            errors.append(
+                StatusCause(
+                    reason: "FieldValueNotSupported", message: "Unsupported value: \(value.serializedString()): supported values: \(supported)",
+                    field: path))
         }
         switch value {
         case .string(let s):
@@ -166,17 +170,21 @@ final class StructuralSchema: Sendable {
             let d = value.doubleValue!
             if let maximum {
                 if exclusiveMaximum ? d >= maximum : d > maximum {
-                    errors.append(invalid(path, value, "\(path) in body should be less than \(exclusiveMaximum ? "" : "or equal to ")\(Self.number(maximum))"))
+                    errors.append(
+                        invalid(path, value, "\(path) in body should be less than \(exclusiveMaximum ? "" : "or equal to ")\(Self.number(maximum))"))
                 }
             }
             if let minimum {
                 if exclusiveMinimum ? d <= minimum : d < minimum {
-                    errors.append(invalid(path, value, "\(path) in body should be greater than \(exclusiveMinimum ? "" : "or equal to ")\(Self.number(minimum))"))
+                    errors.append(
+                        invalid(
+                            path, value, "\(path) in body should be greater than \(exclusiveMinimum ? "" : "or equal to ")\(Self.number(minimum))"))
                 }
             }
         case .array(let a):
             if let maxItems, a.count > maxItems {
-                errors.append(StatusCause(reason: "FieldValueTooMany", message: "Too many: \(a.count): must have at most \(maxItems) items", field: path))
+                errors.append(
+                    StatusCause(reason: "FieldValueTooMany", message: "Too many: \(a.count): must have at most \(maxItems) items", field: path))
             }
             if let minItems, a.count < minItems {
                 errors.append(invalid(path, value, "\(path) in body should have at least \(minItems) items"))
@@ -187,7 +195,8 @@ final class StructuralSchema: Sendable {
             if listType == "set" {
                 var seen = Set<JSONValue>()
                 for (i, v) in a.enumerated() where !seen.insert(v).inserted {
-                    errors.append(StatusCause(reason: "FieldValueDuplicate", message: "Duplicate value: \(v.serializedString())", field: "\(path)[\(i)]"))
+                    errors.append(
+                        StatusCause(reason: "FieldValueDuplicate", message: "Duplicate value: \(v.serializedString())", field: "\(path)[\(i)]"))
                 }
             } else if listType == "map", !listMapKeys.isEmpty {
                 var seen = Set<[JSONValue]>()
@@ -195,7 +204,9 @@ final class StructuralSchema: Sendable {
                     let key = listMapKeys.map { v[$0] ?? .null }
                     if !seen.insert(key).inserted {
                         let desc = zip(listMapKeys, key).map { "\"\($0)\":\($1.serializedString())" }.joined(separator: ",")
-                        errors.append(StatusCause(reason: "FieldValueDuplicate", message: "Duplicate value: map[string]interface {}{\(desc)}", field: "\(path)[\(i)]"))
+                        errors.append(
+                            StatusCause(
+                                reason: "FieldValueDuplicate", message: "Duplicate value: map[string]interface {}{\(desc)}", field: "\(path)[\(i)]"))
                     }
                 }
             }
@@ -204,7 +215,8 @@ final class StructuralSchema: Sendable {
                 errors.append(StatusCause(reason: "FieldValueRequired", message: "Required value", field: path.isEmpty ? r : "\(path).\(r)"))
             }
             if let maxProperties, o.count > maxProperties {
-                errors.append(StatusCause(reason: "FieldValueTooMany", message: "Too many: \(o.count): must have at most \(maxProperties) items", field: path))
+                errors.append(
+                    StatusCause(reason: "FieldValueTooMany", message: "Too many: \(o.count): must have at most \(maxProperties) items", field: path))
             }
             if let minProperties, o.count < minProperties {
                 errors.append(invalid(path, value, "\(path) in body should have at least \(minProperties) properties"))

@@ -5,27 +5,53 @@ import KubeModels
 /// `Name` plus the CRD's printer columns (`Age` only when the CRD declares it, as kube-apiserver does).
 enum TableConvertor {
     static func columns(for r: ServedResource, version: String) -> [PrinterColumn] {
-        let nameColumn = PrinterColumn(name: "Name", type: "string", format: "name", description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", priority: 0, jsonPath: ".metadata.name")
-        let age = PrinterColumn(name: "Age", type: "date", format: nil, description: "CreationTimestamp is a timestamp representing the server time when this object was created.", priority: 0, jsonPath: ".metadata.creationTimestamp")
+        let nameColumn = PrinterColumn(
+            name: "Name", type: "string", format: "name",
+            description:
+                "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+            priority: 0, jsonPath: ".metadata.name")
+        let age = PrinterColumn(
+            name: "Age", type: "date", format: nil,
+            description: "CreationTimestamp is a timestamp representing the server time when this object was created.", priority: 0,
+            jsonPath: ".metadata.creationTimestamp")
         if r.isCustom {
             let custom = r.columns[version] ?? []
             return [nameColumn] + (custom.isEmpty ? [age] : custom)
         }
         switch r.kind {
         case "Namespace":
-            return [nameColumn, PrinterColumn(name: "Status", type: "string", format: nil, description: "The status of the namespace", priority: 0, jsonPath: ".status.phase"), age]
+            return [
+                nameColumn,
+                PrinterColumn(
+                    name: "Status", type: "string", format: nil, description: "The status of the namespace", priority: 0, jsonPath: ".status.phase"),
+                age,
+            ]
         case "ConfigMap":
-            return [nameColumn, PrinterColumn(name: "Data", type: "string", format: nil, description: "Number of data items", priority: 0, jsonPath: "#data"), age]
+            return [
+                nameColumn,
+                PrinterColumn(name: "Data", type: "string", format: nil, description: "Number of data items", priority: 0, jsonPath: "#data"), age,
+            ]
         case "Secret":
-            return [nameColumn, PrinterColumn(name: "Type", type: "string", format: nil, description: "The type of the secret", priority: 0, jsonPath: ".type"), PrinterColumn(name: "Data", type: "string", format: nil, description: "Number of data items", priority: 0, jsonPath: "#data"), age]
+            return [
+                nameColumn,
+                PrinterColumn(name: "Type", type: "string", format: nil, description: "The type of the secret", priority: 0, jsonPath: ".type"),
+                PrinterColumn(name: "Data", type: "string", format: nil, description: "Number of data items", priority: 0, jsonPath: "#data"), age,
+            ]
         case "Lease":
-            return [nameColumn, PrinterColumn(name: "Holder", type: "string", format: nil, description: "The holder of the lease", priority: 0, jsonPath: ".spec.holderIdentity"), age]
+            return [
+                nameColumn,
+                PrinterColumn(
+                    name: "Holder", type: "string", format: nil, description: "The holder of the lease", priority: 0, jsonPath: ".spec.holderIdentity"
+                ), age,
+            ]
         default:
             return [nameColumn, age]
         }
     }
 
-    static func table(_ objects: [JSONValue], resource r: ServedResource, version: String, listMeta: JSONValue, includeObject: String, withColumns: Bool = true) -> JSONValue {
+    static func table(
+        _ objects: [JSONValue], resource r: ServedResource, version: String, listMeta: JSONValue, includeObject: String, withColumns: Bool = true
+    ) -> JSONValue {
         let cols = columns(for: r, version: version)
         let now = Date()
         let rows: [JSONValue] = objects.map { o in
@@ -42,11 +68,15 @@ enum TableConvertor {
         }
         var t: JSONObject = ["kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": listMeta, "rows": .array(rows)]
         if withColumns {
-            t["columnDefinitions"] = .array(cols.map { c in
-                var d: JSONObject = ["name": .string(c.name), "type": .string(c.type == "date" && !r.isCustom ? "string" : c.type), "format": .string(c.format ?? ""), "description": .string(c.description), "priority": .int(Int64(c.priority))]
-                if c.type == "date" { d["format"] = "" }
-                return .object(d)
-            })
+            t["columnDefinitions"] = .array(
+                cols.map { c in
+                    var d: JSONObject = [
+                        "name": .string(c.name), "type": .string(c.type == "date" && !r.isCustom ? "string" : c.type),
+                        "format": .string(c.format ?? ""), "description": .string(c.description), "priority": .int(Int64(c.priority)),
+                    ]
+                    if c.type == "date" { d["format"] = "" }
+                    return .object(d)
+                })
         }
         return .object(t)
     }

@@ -9,7 +9,9 @@ public struct ListOptions: Sendable {
     public var continueToken: String?
     public var resourceVersion: String?
 
-    public init(labelSelector: String? = nil, fieldSelector: String? = nil, limit: Int? = nil, continueToken: String? = nil, resourceVersion: String? = nil) {
+    public init(
+        labelSelector: String? = nil, fieldSelector: String? = nil, limit: Int? = nil, continueToken: String? = nil, resourceVersion: String? = nil
+    ) {
         self.labelSelector = labelSelector
         self.fieldSelector = fieldSelector
         self.limit = limit
@@ -45,7 +47,10 @@ public struct WatchOptions: Sendable {
     /// every ~61 s, and one 2 s before the timeout. 180 s is one and a half times the longest gap seen.
     public static let defaultIdleTimeout: Duration = .seconds(180)
 
-    public init(resourceVersion: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil, timeoutSeconds: Int? = 290, allowBookmarks: Bool = true, idleTimeout: Duration? = WatchOptions.defaultIdleTimeout) {
+    public init(
+        resourceVersion: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil, timeoutSeconds: Int? = 290,
+        allowBookmarks: Bool = true, idleTimeout: Duration? = WatchOptions.defaultIdleTimeout
+    ) {
         self.resourceVersion = resourceVersion
         self.labelSelector = labelSelector
         self.fieldSelector = fieldSelector
@@ -96,7 +101,9 @@ public struct DeleteParams: Sendable {
     public var preconditionResourceVersion: String?
     public var dryRun: Bool
 
-    public init(propagationPolicy: Propagation? = nil, preconditionUID: String? = nil, preconditionResourceVersion: String? = nil, dryRun: Bool = false) {
+    public init(
+        propagationPolicy: Propagation? = nil, preconditionUID: String? = nil, preconditionResourceVersion: String? = nil, dryRun: Bool = false
+    ) {
         self.propagationPolicy = propagationPolicy
         self.preconditionUID = preconditionUID
         self.preconditionResourceVersion = preconditionResourceVersion
@@ -205,17 +212,24 @@ public struct DynamicApi: Sendable {
         body["kind"] = .string(resourceType.kind)
         let ns = object[path: "metadata", "namespace"]?.stringValue ?? namespace
         let path = resourceType.collectionPath(namespace: resourceType.namespaced ? ns : nil)
-        if resourceType.namespaced && (ns ?? "").isEmpty { throw KubeError.configuration("\(resourceType.kind) is namespaced: a namespace is required to create it") }
+        if resourceType.namespaced && (ns ?? "").isEmpty {
+            throw KubeError.configuration("\(resourceType.kind) is namespaced: a namespace is required to create it")
+        }
         return try await client.json(.POST, path, query: params.query, body: body)
     }
 
     /// PUT: the object's `metadata.resourceVersion` is the precondition; a stale one throws `KubeError.conflict`.
     public func replace(_ object: JSONValue, params: WriteParams = WriteParams()) async throws -> JSONValue {
-        try await client.json(.PUT, try item(object[path: "metadata", "name"]?.stringValue ?? "", namespace: object[path: "metadata", "namespace"]?.stringValue), query: params.query, body: object)
+        try await client.json(
+            .PUT, try item(object[path: "metadata", "name"]?.stringValue ?? "", namespace: object[path: "metadata", "namespace"]?.stringValue),
+            query: params.query, body: object)
     }
 
     public func replaceStatus(_ object: JSONValue, params: WriteParams = WriteParams()) async throws -> JSONValue {
-        try await client.json(.PUT, try item(object[path: "metadata", "name"]?.stringValue ?? "", namespace: object[path: "metadata", "namespace"]?.stringValue) + "/status", query: params.query, body: object)
+        try await client.json(
+            .PUT,
+            try item(object[path: "metadata", "name"]?.stringValue ?? "", namespace: object[path: "metadata", "namespace"]?.stringValue) + "/status",
+            query: params.query, body: object)
     }
 
     public func patch(_ name: String, _ patch: Patch, params: WriteParams = WriteParams()) async throws -> JSONValue {

@@ -104,7 +104,8 @@ public final class KubeClient: Sendable {
                 throw KubeError.configuration("\(configuration.source): client certificate or key is not valid PEM: \(error)")
             }
         }
-        var httpConfig = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: .init(options.connectTimeout)))
+        var httpConfig = HTTPClient.Configuration(
+            tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: .init(options.connectTimeout)))
         httpConfig.httpVersion = .automatic
         httpConfig.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
@@ -189,7 +190,10 @@ public final class KubeClient: Sendable {
     /// Sends a request and returns the response, or throws the API error it carried. A write the task's
     /// `WriteFence` refuses is not sent (`KubeError.fenced`); the fence is asked last, just before each attempt.
     /// `headers` go out as given, after the client's own (a test's raw impersonation headers, say).
-    public func send(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, contentType: String = "application/json", accept: String = "application/json", headers extra: [(String, String)] = []) async throws -> RawResponse {
+    public func send(
+        _ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, contentType: String = "application/json",
+        accept: String = "application/json", headers extra: [(String, String)] = []
+    ) async throws -> RawResponse {
         var attempt = 0
         var refreshedCredentials = false
         while true {
@@ -264,11 +268,14 @@ public final class KubeClient: Sendable {
             return KubeError.from(status, httpCode: code)
         }
         let text = String(decoding: body.prefix(512), as: UTF8.self)
-        return KubeError.from(Status(message: text.isEmpty ? "HTTP \(code)" : text, reason: code == 404 ? StatusReason.notFound : nil, code: code), httpCode: code)
+        return KubeError.from(
+            Status(message: text.isEmpty ? "HTTP \(code)" : text, reason: code == 404 ? StatusReason.notFound : nil, code: code), httpCode: code)
     }
 
     /// Sends a request whose body and response are JSON values.
-    public func json(_ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: JSONValue? = nil, contentType: String = "application/json") async throws -> JSONValue {
+    public func json(
+        _ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: JSONValue? = nil, contentType: String = "application/json"
+    ) async throws -> JSONValue {
         let response = try await send(method, path, query: query, body: body?.serialized(), contentType: contentType)
         do {
             return try JSONValue.parse(response.body)
@@ -283,7 +290,9 @@ public final class KubeClient: Sendable {
     /// (`KubeError.gone` for 410 Expired); an HTTP 410 does the same.
     /// With `idleTimeout`, a stream that delivers no complete event for that long ends with `KubeError.watchIdle`
     /// (the request's own deadline stops counting once the headers are in).
-    public func watchEvents(_ path: String, query: [(String, String)], timeoutSeconds: Int?, idleTimeout: Duration? = nil) -> AsyncThrowingStream<(WatchEventType, JSONValue), any Error> {
+    public func watchEvents(
+        _ path: String, query: [(String, String)], timeoutSeconds: Int?, idleTimeout: Duration? = nil
+    ) -> AsyncThrowingStream<(WatchEventType, JSONValue), any Error> {
         AsyncThrowingStream { continuation in
             let task = Task {
                 do {

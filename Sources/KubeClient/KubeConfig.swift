@@ -21,7 +21,10 @@ public struct ClusterConfiguration: Sendable {
     /// Where this configuration came from, for messages.
     public var source: String
 
-    public init(server: URL, caCertificatePEM: String? = nil, insecureSkipTLSVerify: Bool = false, credentials: Credentials = .none, namespace: String = "default", tlsServerName: String? = nil, source: String = "explicit") {
+    public init(
+        server: URL, caCertificatePEM: String? = nil, insecureSkipTLSVerify: Bool = false, credentials: Credentials = .none,
+        namespace: String = "default", tlsServerName: String? = nil, source: String = "explicit"
+    ) {
         self.server = server
         self.caCertificatePEM = caCertificatePEM
         self.insecureSkipTLSVerify = insecureSkipTLSVerify
@@ -40,7 +43,10 @@ public struct ExecConfig: Sendable {
     public var apiVersion: String
     public var workingDirectory: String?
 
-    public init(command: String, args: [String] = [], env: [String: String] = [:], apiVersion: String = "client.authentication.k8s.io/v1", workingDirectory: String? = nil) {
+    public init(
+        command: String, args: [String] = [], env: [String: String] = [:], apiVersion: String = "client.authentication.k8s.io/v1",
+        workingDirectory: String? = nil
+    ) {
         self.command = command
         self.args = args
         self.env = env
@@ -58,7 +64,10 @@ public enum KubeConfigLoader {
         /// Where in-cluster service-account files live (changeable for tests).
         public var serviceAccountDirectory: String
 
-        public init(kubeconfigPath: String? = nil, context: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment, serviceAccountDirectory: String = "/var/run/secrets/kubernetes.io/serviceaccount") {
+        public init(
+            kubeconfigPath: String? = nil, context: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
+            serviceAccountDirectory: String = "/var/run/secrets/kubernetes.io/serviceaccount"
+        ) {
             self.kubeconfigPath = kubeconfigPath
             self.context = context
             self.environment = environment
@@ -81,13 +90,17 @@ public enum KubeConfigLoader {
         let home = options.environment["HOME"] ?? NSHomeDirectory()
         let path = home + "/.kube/config"
         guard FileManager.default.fileExists(atPath: path) else {
-            throw KubeError.configuration("no cluster configuration: --kubeconfig not given, KUBECONFIG not set, not running in a cluster, and \(path) does not exist")
+            throw KubeError.configuration(
+                "no cluster configuration: --kubeconfig not given, KUBECONFIG not set, not running in a cluster, and \(path) does not exist")
         }
         return try fromKubeconfig(paths: [path], context: options.context)
     }
 
-    public static func inCluster(environment: [String: String] = ProcessInfo.processInfo.environment, directory: String = "/var/run/secrets/kubernetes.io/serviceaccount") throws -> ClusterConfiguration {
-        guard let host = environment["KUBERNETES_SERVICE_HOST"], let port = environment["KUBERNETES_SERVICE_PORT"], !host.isEmpty, !port.isEmpty else {
+    public static func inCluster(
+        environment: [String: String] = ProcessInfo.processInfo.environment, directory: String = "/var/run/secrets/kubernetes.io/serviceaccount"
+    ) throws -> ClusterConfiguration {
+        guard let host = environment["KUBERNETES_SERVICE_HOST"], let port = environment["KUBERNETES_SERVICE_PORT"], !host.isEmpty, !port.isEmpty
+        else {
             throw KubeError.configuration("in-cluster configuration: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set")
         }
         let tokenPath = directory + "/token"
@@ -101,7 +114,8 @@ public enum KubeConfigLoader {
         guard let url = URL(string: "https://\(hostPart):\(port)") else {
             throw KubeError.configuration("in-cluster configuration: invalid host \(host):\(port)")
         }
-        return ClusterConfiguration(server: url, caCertificatePEM: ca, credentials: .tokenFile(tokenPath), namespace: namespace ?? "default", source: "in-cluster")
+        return ClusterConfiguration(
+            server: url, caCertificatePEM: ca, credentials: .tokenFile(tokenPath), namespace: namespace ?? "default", source: "in-cluster")
     }
 
     public static func fromKubeconfig(paths: [String], context requested: String? = nil) throws -> ClusterConfiguration {
@@ -147,7 +161,8 @@ public enum KubeConfigLoader {
             throw KubeError.configuration("kubeconfig \(where_): context \"\(contextName)\" not found")
         }
         guard let clusterName = context["cluster"]?.stringValue, let (cluster, clusterFile) = clusters[clusterName] else {
-            throw KubeError.configuration("kubeconfig \(contextFile): contexts[\(contextName)].cluster \"\(context["cluster"]?.stringValue ?? "")\" not found")
+            throw KubeError.configuration(
+                "kubeconfig \(contextFile): contexts[\(contextName)].cluster \"\(context["cluster"]?.stringValue ?? "")\" not found")
         }
         guard let serverText = cluster["server"]?.stringValue, let server = URL(string: serverText), server.scheme != nil, server.host != nil else {
             throw KubeError.configuration("kubeconfig \(clusterFile): clusters[\(clusterName)].server is missing or not a URL")
@@ -170,7 +185,8 @@ public enum KubeConfigLoader {
             }
             return nil
         }
-        let ca = try dataOrFile(cluster, data: "certificate-authority-data", file: "certificate-authority", owner: "clusters[\(clusterName)]", ownerFile: clusterFile)
+        let ca = try dataOrFile(
+            cluster, data: "certificate-authority-data", file: "certificate-authority", owner: "clusters[\(clusterName)]", ownerFile: clusterFile)
         let insecure = cluster["insecure-skip-tls-verify"]?.boolValue ?? false
         var credentials = ClusterConfiguration.Credentials.none
         if let userName = context["user"]?.stringValue, !userName.isEmpty {
@@ -182,7 +198,8 @@ public enum KubeConfigLoader {
                 credentials = .token(token)
             } else if let tf = user["tokenFile"]?.stringValue, !tf.isEmpty {
                 credentials = .tokenFile(resolve(tf, relativeTo: userFile))
-            } else if let cert = try dataOrFile(user, data: "client-certificate-data", file: "client-certificate", owner: owner, ownerFile: userFile) {
+            } else if let cert = try dataOrFile(user, data: "client-certificate-data", file: "client-certificate", owner: owner, ownerFile: userFile)
+            {
                 guard let key = try dataOrFile(user, data: "client-key-data", file: "client-key", owner: owner, ownerFile: userFile) else {
                     throw KubeError.configuration("kubeconfig \(userFile): \(owner).client-key-data is missing (a client certificate needs its key)")
                 }
@@ -195,10 +212,11 @@ public enum KubeConfigLoader {
                 for e in exec["env"]?.arrayValue ?? [] {
                     if let n = e["name"]?.stringValue { env[n] = e["value"]?.stringValue ?? "" }
                 }
-                credentials = .exec(ExecConfig(
-                    command: command, args: exec["args"]?.arrayValue?.compactMap(\.stringValue) ?? [], env: env,
-                    apiVersion: exec["apiVersion"]?.stringValue ?? "client.authentication.k8s.io/v1",
-                    workingDirectory: URL(fileURLWithPath: userFile).deletingLastPathComponent().path))
+                credentials = .exec(
+                    ExecConfig(
+                        command: command, args: exec["args"]?.arrayValue?.compactMap(\.stringValue) ?? [], env: env,
+                        apiVersion: exec["apiVersion"]?.stringValue ?? "client.authentication.k8s.io/v1",
+                        workingDirectory: URL(fileURLWithPath: userFile).deletingLastPathComponent().path))
             } else if user["auth-provider"] != nil {
                 throw KubeError.configuration("kubeconfig \(userFile): \(owner).auth-provider is not supported; use an exec credential plugin")
             }

@@ -58,7 +58,10 @@ public struct ObjectReference: Codable, Sendable, Hashable {
     public var resourceVersion: String?
     public var fieldPath: String?
 
-    public init(apiVersion: String? = nil, kind: String? = nil, name: String? = nil, namespace: String? = nil, uid: String? = nil, resourceVersion: String? = nil) {
+    public init(
+        apiVersion: String? = nil, kind: String? = nil, name: String? = nil, namespace: String? = nil, uid: String? = nil,
+        resourceVersion: String? = nil
+    ) {
         self.apiVersion = apiVersion
         self.kind = kind
         self.name = name
@@ -114,7 +117,10 @@ public struct Lease: KubeResource, Hashable {
         public var renewTime: String?
         public var leaseTransitions: Int32?
 
-        public init(holderIdentity: String? = nil, leaseDurationSeconds: Int32? = nil, acquireTime: String? = nil, renewTime: String? = nil, leaseTransitions: Int32? = nil) {
+        public init(
+            holderIdentity: String? = nil, leaseDurationSeconds: Int32? = nil, acquireTime: String? = nil, renewTime: String? = nil,
+            leaseTransitions: Int32? = nil
+        ) {
             self.holderIdentity = holderIdentity
             self.leaseDurationSeconds = leaseDurationSeconds
             self.acquireTime = acquireTime

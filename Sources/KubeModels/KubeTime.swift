@@ -130,9 +130,12 @@ extension KubeTime {
     /// Parses an HTTP `Date` header (RFC 9110's IMF-fixdate: `Wed, 02 Dec 2026 00:31:10 GMT`).
     public static func parseHTTPDate(_ s: String) -> Date? {
         let parts = s.split(separator: " ")
-        guard parts.count == 6, parts[5] == "GMT", let d = Int64(parts[1]), let m = months.firstIndex(of: String(parts[2])), let y = Int64(parts[3]) else { return nil }
+        guard parts.count == 6, parts[5] == "GMT", let d = Int64(parts[1]), let m = months.firstIndex(of: String(parts[2])), let y = Int64(parts[3])
+        else { return nil }
         let hms = parts[4].split(separator: ":").compactMap { Int64($0) }
-        guard hms.count == 3, (1...31).contains(d), (0..<24).contains(hms[0]), (0..<60).contains(hms[1]), (0...60).contains(hms[2]) else { return nil }
+        guard hms.count == 3, (1...31).contains(d), (0..<24).contains(hms[0]), (0..<60).contains(hms[1]), (0...60).contains(hms[2]) else {
+            return nil
+        }
         let days = days(fromCivil: y, Int64(m + 1), d)
         return Date(timeIntervalSince1970: TimeInterval(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]))
     }

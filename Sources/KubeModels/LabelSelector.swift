@@ -127,7 +127,10 @@ public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
     public static func validateKey(_ key: String) throws {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count <= 2, let name = parts.last, isQualifiedName(name), name.count <= 63 else {
-            throw ParseError(message: "invalid label key \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")
+            throw ParseError(
+                message:
+                    "invalid label key \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+            )
         }
         if parts.count == 2, parts[0].isEmpty || parts[0].count > 253 {
             throw ParseError(message: "invalid label key \"\(key)\": prefix part must be a DNS subdomain")
@@ -136,7 +139,10 @@ public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
 
     public static func validateValue(_ v: String) throws {
         guard v.isEmpty || (v.count <= 63 && isQualifiedName(Substring(v))) else {
-            throw ParseError(message: "invalid label value: \"\(v)\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")
+            throw ParseError(
+                message:
+                    "invalid label value: \"\(v)\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+            )
         }
     }
 

@@ -117,7 +117,10 @@ public struct StatusDetails: Codable, Sendable, Hashable {
     public var causes: [StatusCause]?
     public var retryAfterSeconds: Int?
 
-    public init(name: String? = nil, group: String? = nil, kind: String? = nil, uid: String? = nil, causes: [StatusCause]? = nil, retryAfterSeconds: Int? = nil) {
+    public init(
+        name: String? = nil, group: String? = nil, kind: String? = nil, uid: String? = nil, causes: [StatusCause]? = nil,
+        retryAfterSeconds: Int? = nil
+    ) {
         self.name = name
         self.group = group
         self.kind = kind

@@ -74,7 +74,8 @@ public enum YAML {
         case .double: return v.serializedString()
         case .string(let s):
             if s.isEmpty { return "\"\"" }
-            let plain = s.range(of: #"\A[A-Za-z_./][A-Za-z0-9_./ -]*\z"#, options: .regularExpression) != nil
+            let plain =
+                s.range(of: #"\A[A-Za-z_./][A-Za-z0-9_./ -]*\z"#, options: .regularExpression) != nil
                 && !s.hasSuffix(" ")
                 && !["true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"].contains(s.lowercased())
             return plain ? s : yamlQuoted(s)

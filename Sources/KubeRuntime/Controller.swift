@@ -41,7 +41,10 @@ public final class Controller: Sendable {
     let secondaries = Mutex<[Informer]>([])
     let active = Mutex(0)
 
-    public init(name: String, for primary: Informer, options: Options = Options(), metricsFactory: (any MetricsFactory)? = nil, logger: Logger = Logger(label: "controller"), reconcile: @escaping Reconcile) {
+    public init(
+        name: String, for primary: Informer, options: Options = Options(), metricsFactory: (any MetricsFactory)? = nil,
+        logger: Logger = Logger(label: "controller"), reconcile: @escaping Reconcile
+    ) {
         self.name = name
         self.primary = primary
         self.options = options
@@ -50,7 +53,8 @@ public final class Controller: Sendable {
         l[metadataKey: "controller"] = "\(name)"
         self.logger = l
         metrics = metricsFactory.map { ControllerMetrics(controller: name, factory: $0) }
-        queue = WorkQueue(rateLimiter: options.rateLimiter, clock: options.clock, metrics: metricsFactory.map { QueueMetrics(name: name, factory: $0) })
+        queue = WorkQueue(
+            rateLimiter: options.rateLimiter, clock: options.clock, metrics: metricsFactory.map { QueueMetrics(name: name, factory: $0) })
     }
 
     /// Queues the primary's changes: registers its handler. Call before the informers run.
@@ -130,7 +134,9 @@ public final class Controller: Sendable {
 
     private func worker() async {
         while let key = await queue.get() {
-            let n = active.withLock { $0 += 1; return $0 }
+            let n = active.withLock {
+                $0 += 1; return $0
+            }
             metrics?.activeWorkers.record(n)
             let started = ContinuousClock.now
             var log = logger
@@ -160,7 +166,9 @@ public final class Controller: Sendable {
             }
             metrics?.time.recordInterval(ContinuousClock.now - started)
             options.onReconciled?(key, succeeded)
-            let left = active.withLock { $0 -= 1; return $0 }
+            let left = active.withLock {
+                $0 -= 1; return $0
+            }
             metrics?.activeWorkers.record(left)
             await queue.done(key)
         }

@@ -45,17 +45,23 @@ public final class DelegatedAuth: Sendable {
     }
 
     func ask(token: String, path: String, verb: String) async throws -> Verdict {
-        let review = try await client.json(.POST, "/apis/authentication.k8s.io/v1/tokenreviews", body: [
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": ["token": .string(token)],
-        ])
-        guard review[path: "status", "authenticated"]?.boolValue == true, let user = review[path: "status", "user"], let name = user["username"]?.stringValue else {
+        let review = try await client.json(
+            .POST, "/apis/authentication.k8s.io/v1/tokenreviews",
+            body: [
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": ["token": .string(token)],
+            ])
+        guard review[path: "status", "authenticated"]?.boolValue == true, let user = review[path: "status", "user"],
+            let name = user["username"]?.stringValue
+        else {
             return .unauthenticated
         }
         var spec: JSONObject = ["user": .string(name), "nonResourceAttributes": ["path": .string(path), "verb": .string(verb)]]
         for field in ["groups", "uid", "extra"] { if let v = user[field] { spec[field] = v } }
-        let access = try await client.json(.POST, "/apis/authorization.k8s.io/v1/subjectaccessreviews", body: [
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": .object(spec),
-        ])
+        let access = try await client.json(
+            .POST, "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            body: [
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": .object(spec),
+            ])
         return access[path: "status", "allowed"]?.boolValue == true ? .allowed(user: name) : .forbidden(user: name)
     }
 }

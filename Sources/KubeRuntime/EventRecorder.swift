@@ -48,7 +48,10 @@ public final class EventRecorder: Sendable {
     let cache = Mutex(Cache())
     let cacheLimit: Int
 
-    public init(client: KubeClient, component: String, host: String = ProcessInfo.processInfo.hostName, cacheLimit: Int = 4096, logger: Logger = Logger(label: "events")) {
+    public init(
+        client: KubeClient, component: String, host: String = ProcessInfo.processInfo.hostName, cacheLimit: Int = 4096,
+        logger: Logger = Logger(label: "events")
+    ) {
         self.client = client
         self.component = component
         self.host = host

@@ -31,7 +31,11 @@ public final class Informer: Sendable {
 
     /// `transform` shrinks objects before they are cached (by default `managedFields` are dropped).
     /// `watchIdleTimeout` is the client-side deadline for a watch that delivers nothing (`WatchOptions.idleTimeout`).
-    public init(api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, watchIdleTimeout: Duration? = WatchOptions.defaultIdleTimeout, logger: Logger = Logger(label: "informer")) {
+    public init(
+        api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil,
+        transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, watchIdleTimeout: Duration? = WatchOptions.defaultIdleTimeout,
+        logger: Logger = Logger(label: "informer")
+    ) {
         self.api = api
         self.watchIdleTimeout = watchIdleTimeout
         self.labelSelector = labelSelector
@@ -194,7 +198,10 @@ public final class Informer: Sendable {
                 stats.withLock { $0.watches += 1 }
                 // A randomised timeout spreads re-watches of many informers, as client-go does.
                 let timeout = Int.random(in: 240...480)
-                let stream = api.watch(WatchOptions(resourceVersion: resourceVersion, labelSelector: labelSelector, timeoutSeconds: timeout, allowBookmarks: true, idleTimeout: watchIdleTimeout))
+                let stream = api.watch(
+                    WatchOptions(
+                        resourceVersion: resourceVersion, labelSelector: labelSelector, timeoutSeconds: timeout, allowBookmarks: true,
+                        idleTimeout: watchIdleTimeout))
                 for try await event in stream {
                     heard()
                     switch event {
@@ -220,7 +227,8 @@ public final class Informer: Sendable {
             } catch let e as KubeError where e.isWatchIdle {
                 // Presumed dead: resume at once from the last version (a relist would be wasted work).
                 stats.withLock { $0.idleResumes += 1 }
-                logger.warning("watch silent past its idle deadline, resuming", metadata: ["error": "\(e)", "resourceVersion": "\(resourceVersion ?? "")"])
+                logger.warning(
+                    "watch silent past its idle deadline, resuming", metadata: ["error": "\(e)", "resourceVersion": "\(resourceVersion ?? "")"])
             } catch is CancellationError {
                 return
             } catch {

@@ -17,7 +17,10 @@ public final class LeaderElector: Sendable {
         public var renewDeadline: Duration
         public var retryPeriod: Duration
 
-        public init(leaseName: String, namespace: String, identity: String = LeaderElector.defaultIdentity(), leaseDuration: Duration = .seconds(15), renewDeadline: Duration = .seconds(10), retryPeriod: Duration = .seconds(2)) {
+        public init(
+            leaseName: String, namespace: String, identity: String = LeaderElector.defaultIdentity(), leaseDuration: Duration = .seconds(15),
+            renewDeadline: Duration = .seconds(10), retryPeriod: Duration = .seconds(2)
+        ) {
             self.leaseName = leaseName
             self.namespace = namespace
             self.identity = identity
@@ -47,7 +50,10 @@ public final class LeaderElector: Sendable {
     /// successful acquire or renewal was sent. nil while not leading (`isLeader` is whether it is set).
     let writableUntil = Mutex<ContinuousClock.Instant?>(nil)
 
-    public init(client: KubeClient, configuration: Configuration, metricsFactory: (any MetricsFactory)? = nil, logger: Logger = Logger(label: "leader-election")) {
+    public init(
+        client: KubeClient, configuration: Configuration, metricsFactory: (any MetricsFactory)? = nil,
+        logger: Logger = Logger(label: "leader-election")
+    ) {
         precondition(configuration.renewDeadline < configuration.leaseDuration, "renewDeadline must be shorter than leaseDuration")
         self.configuration = configuration
         leases = client.api(Lease.self, namespace: configuration.namespace)
@@ -67,8 +73,13 @@ public final class LeaderElector: Sendable {
     /// renew loop has run, and whatever its work left running after cancellation writes nothing either. (A write
     /// already past this check when the process froze can still go out; only the server could fence that.)
     public func fenceReason() -> String? {
-        guard let until = writableUntil.withLock({ $0 }) else { return "not the leader of lease \(configuration.namespace)/\(configuration.leaseName)" }
-        if ContinuousClock.now >= until { return "lease \(configuration.namespace)/\(configuration.leaseName) not renewed within \(configuration.renewDeadline); it may have passed to another replica" }
+        guard let until = writableUntil.withLock({ $0 }) else {
+            return "not the leader of lease \(configuration.namespace)/\(configuration.leaseName)"
+        }
+        if ContinuousClock.now >= until {
+            return
+                "lease \(configuration.namespace)/\(configuration.leaseName) not renewed within \(configuration.renewDeadline); it may have passed to another replica"
+        }
         return nil
     }
 
@@ -180,8 +191,10 @@ public final class LeaderElector: Sendable {
         let seconds = Int32(configuration.leaseDuration.components.seconds)
         do {
             guard var lease = try await leases.getOptional(configuration.leaseName) else {
-                let spec = Lease.Spec(holderIdentity: me, leaseDurationSeconds: seconds, acquireTime: Self.now(), renewTime: Self.now(), leaseTransitions: 0)
-                _ = try await leases.create(Lease(metadata: ObjectMeta(name: configuration.leaseName, namespace: configuration.namespace), spec: spec))
+                let spec = Lease.Spec(
+                    holderIdentity: me, leaseDurationSeconds: seconds, acquireTime: Self.now(), renewTime: Self.now(), leaseTransitions: 0)
+                _ = try await leases.create(
+                    Lease(metadata: ObjectMeta(name: configuration.leaseName, namespace: configuration.namespace), spec: spec))
                 observe(spec)
                 return true
             }
@@ -234,7 +247,9 @@ public final class LeaderElector: Sendable {
 
     private func releaseNow() async {
         do {
-            guard var lease = try await leases.getOptional(configuration.leaseName), lease.spec?.holderIdentity == configuration.identity else { return }
+            guard var lease = try await leases.getOptional(configuration.leaseName), lease.spec?.holderIdentity == configuration.identity else {
+                return
+            }
             lease.spec?.holderIdentity = nil
             lease.spec?.leaseDurationSeconds = 1
             lease.spec?.renewTime = Self.now()

@@ -54,9 +54,12 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+    public func log(
+        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String, file: String, function: String, line: UInt
+    ) {
         var object: JSONObject = [
-            "ts": .string(KubeTime.formatMicro(Date())), "level": .string(level.rawValue), "logger": .string(label), "msg": .string(message.description),
+            "ts": .string(KubeTime.formatMicro(Date())), "level": .string(level.rawValue), "logger": .string(label),
+            "msg": .string(message.description),
         ]
         var all = self.metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }

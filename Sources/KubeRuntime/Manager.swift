@@ -23,7 +23,10 @@ public final class RuntimeMetrics: Sendable {
         registry = PrometheusCollectorRegistry()
         var f = PrometheusMetricsFactory(registry: registry)
         for (name, buckets) in histogramBuckets { f.durationHistogramBuckets[name] = buckets }
-        let reconcileBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60].map { .milliseconds(Int64($0 * 1000)) }
+        let reconcileBuckets: [Duration] = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 4.5,
+            5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60,
+        ].map { .milliseconds(Int64($0 * 1000)) }
         f.durationHistogramBuckets["controller_runtime_reconcile_time_seconds"] = reconcileBuckets
         let queueBuckets: [Duration] = (0..<10).map { .nanoseconds(Int64(pow(10.0, Double($0)) * 1000)) }
         f.durationHistogramBuckets["workqueue_queue_duration_seconds"] = queueBuckets
@@ -35,9 +38,14 @@ public final class RuntimeMetrics: Sendable {
     public var clientHook: @Sendable (RequestMetric) -> Void {
         let factory = self.factory
         return { m in
-            Counter(label: "rest_client_requests_total", dimensions: [("code", m.code == 0 ? "<error>" : String(m.code)), ("method", m.method), ("host", "")], factory: factory).increment()
-            Metrics.Timer(label: "rest_client_request_duration_seconds", dimensions: [("verb", m.method)], preferredDisplayUnit: .seconds, factory: factory)
-                .recordInterval(m.latency)
+            Counter(
+                label: "rest_client_requests_total",
+                dimensions: [("code", m.code == 0 ? "<error>" : String(m.code)), ("method", m.method), ("host", "")], factory: factory
+            ).increment()
+            Metrics.Timer(
+                label: "rest_client_request_duration_seconds", dimensions: [("verb", m.method)], preferredDisplayUnit: .seconds, factory: factory
+            )
+            .recordInterval(m.latency)
         }
     }
 
@@ -78,7 +86,9 @@ public final class Manager: Service, Sendable {
     let boundSignal = AsyncStream<Void>.makeStream()
     public let elector: LeaderElector?
 
-    public init(client: KubeClient, options: Options = Options(), metrics: RuntimeMetrics = RuntimeMetrics(), logger: Logger = Logger(label: "manager")) {
+    public init(
+        client: KubeClient, options: Options = Options(), metrics: RuntimeMetrics = RuntimeMetrics(), logger: Logger = Logger(label: "manager")
+    ) {
         self.client = client
         self.options = options
         self.metrics = metrics
@@ -87,11 +97,16 @@ public final class Manager: Service, Sendable {
     }
 
     /// The shared informer for a resource (one list/watch however many controllers use it).
-    public func informer(for type: ResourceType, namespace: String? = nil, labelSelector: String? = nil, transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields) -> Informer {
+    public func informer(
+        for type: ResourceType, namespace: String? = nil, labelSelector: String? = nil,
+        transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields
+    ) -> Informer {
         let key = "\(type)|\(namespace ?? "*")|\(labelSelector ?? "")"
         return informers.withLock { all in
             if let i = all[key] { return i }
-            let i = Informer(api: client.dynamic(type, namespace: namespace), labelSelector: labelSelector, transform: transform, watchIdleTimeout: options.watchIdleTimeout, logger: logger)
+            let i = Informer(
+                api: client.dynamic(type, namespace: namespace), labelSelector: labelSelector, transform: transform,
+                watchIdleTimeout: options.watchIdleTimeout, logger: logger)
             all[key] = i
             return i
         }
@@ -137,8 +152,10 @@ public final class Manager: Service, Sendable {
     /// `HOST:PORT` as the bind-address flags take it (an empty host listens on every address); nil for `0`, empty
     /// or anything that is not that (the server is then off).
     public static func parseBindAddress(_ address: String?) -> (host: String, port: Int)? {
-        guard let address, address != "0", !address.isEmpty, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-              (0...65535).contains(port) else { return nil }
+        guard let address, address != "0", !address.isEmpty, let colon = address.lastIndex(of: ":"),
+            let port = Int(address[address.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
         let host = String(address[..<colon])
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
@@ -230,7 +247,9 @@ public final class Manager: Service, Sendable {
                 router.add(middleware: DelegatedAuthMiddleware(auth: DelegatedAuth(client: client), logger: logger))
             }
             router.get("/metrics") { _, _ in
-                Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+                Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
             }
         } else {
             router.get("/healthz") { _, _ in "ok" }
@@ -271,13 +290,16 @@ struct DelegatedAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             verdict = try await auth.check(authorization: request.headers[.authorization], path: request.uri.path)
         } catch {
             logger.warning("metrics: could not authorize a scrape", metadata: ["error": "\(error)"])
-            return Response(status: .internalServerError, body: .init(byteBuffer: ByteBuffer(string: "Authorization error (the API server could not be asked)\n")))
+            return Response(
+                status: .internalServerError, body: .init(byteBuffer: ByteBuffer(string: "Authorization error (the API server could not be asked)\n"))
+            )
         }
         switch verdict {
         case .allowed: return try await next(request, context)
         case .unauthenticated: return Response(status: .unauthorized, body: .init(byteBuffer: ByteBuffer(string: "Unauthorized\n")))
         case .forbidden(let user):
-            return Response(status: .forbidden, body: .init(byteBuffer: ByteBuffer(string: "Forbidden (user=\(user), verb=get, resource=, subresource=)\n")))
+            return Response(
+                status: .forbidden, body: .init(byteBuffer: ByteBuffer(string: "Forbidden (user=\(user), verb=get, resource=, subresource=)\n")))
         }
     }
 }

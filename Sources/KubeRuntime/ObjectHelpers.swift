@@ -11,12 +11,16 @@ public enum ObjectHelpers {
         guard let apiVersion = owner["apiVersion"]?.stringValue, let kind = owner["kind"]?.stringValue,
             let name = owner[path: "metadata", "name"]?.stringValue, let uid = owner[path: "metadata", "uid"]?.stringValue
         else { return nil }
-        return ["apiVersion": .string(apiVersion), "kind": .string(kind), "name": .string(name), "uid": .string(uid), "controller": true, "blockOwnerDeletion": true]
+        return [
+            "apiVersion": .string(apiVersion), "kind": .string(kind), "name": .string(name), "uid": .string(uid), "controller": true,
+            "blockOwnerDeletion": true,
+        ]
     }
 
     public static func controllerReference<K: KubeResource>(to owner: K) -> OwnerReference? {
         guard let name = owner.metadata.name, let uid = owner.metadata.uid else { return nil }
-        return OwnerReference(apiVersion: K.resourceType.apiVersion, kind: K.resourceType.kind, name: name, uid: uid, controller: true, blockOwnerDeletion: true)
+        return OwnerReference(
+            apiVersion: K.resourceType.apiVersion, kind: K.resourceType.kind, name: name, uid: uid, controller: true, blockOwnerDeletion: true)
     }
 
     /// The controller owner reference of an object, if any.
@@ -50,7 +54,9 @@ public enum ObjectHelpers {
     public static func addFinalizer(_ finalizer: String, to object: JSONValue, api: DynamicApi) async throws -> JSONValue {
         guard !hasFinalizer(object, finalizer) else { return object }
         let list = (object[path: "metadata", "finalizers"]?.arrayValue ?? []) + [.string(finalizer)]
-        return try await api.patch(ObjectKeyName.name(object), .merge(["metadata": ["finalizers": .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]))
+        return try await api.patch(
+            ObjectKeyName.name(object),
+            .merge(["metadata": ["finalizers": .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]))
     }
 
     @discardableResult
@@ -58,7 +64,13 @@ public enum ObjectHelpers {
         guard hasFinalizer(object, finalizer) else { return object }
         let list = (object[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0 != .string(finalizer) }
         do {
-            return try await api.patch(ObjectKeyName.name(object), .merge(["metadata": ["finalizers": list.isEmpty ? .null : .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]))
+            return try await api.patch(
+                ObjectKeyName.name(object),
+                .merge([
+                    "metadata": [
+                        "finalizers": list.isEmpty ? .null : .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null,
+                    ]
+                ]))
         } catch let e as KubeError where e.isNotFound {
             return nil
         }

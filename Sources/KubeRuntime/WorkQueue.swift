@@ -20,7 +20,9 @@ public actor WorkQueue<Key: Hashable & Sendable> {
     private let clock: any RuntimeClock
     private let metrics: QueueMetrics?
 
-    public init(rateLimiter: any RetryRateLimiter = MaxOfRateLimiter.controllerDefault, clock: any RuntimeClock = SystemClock(), metrics: QueueMetrics? = nil) {
+    public init(
+        rateLimiter: any RetryRateLimiter = MaxOfRateLimiter.controllerDefault, clock: any RuntimeClock = SystemClock(), metrics: QueueMetrics? = nil
+    ) {
         self.limiter = rateLimiter
         self.clock = clock
         self.metrics = metrics

@@ -9,7 +9,10 @@ public struct SelfSignedCertificate: Sendable {
     public let certificatePEM: String
     public let privateKeyPEM: String
 
-    public init(commonName: String = "meteor-embedded-apiserver", hosts: [String] = ["localhost"], ips: [[UInt8]] = [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]]) throws {
+    public init(
+        commonName: String = "meteor-embedded-apiserver", hosts: [String] = ["localhost"],
+        ips: [[UInt8]] = [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]]
+    ) throws {
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName { CommonName(commonName) }
         let now = Date()

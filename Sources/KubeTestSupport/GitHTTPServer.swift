@@ -32,14 +32,18 @@ public final class GitHTTPServer: Sendable {
         // Fetches and clones POST to git-upload-pack.
         router.post("**") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 64 * 1024 * 1024)
-            return try await cgi(root: root, path: request.uri.path, query: request.uri.query ?? "", method: "POST", body: Data(buffer: body),
-                                 contentType: request.headers[.contentType], contentEncoding: request.headers[.contentEncoding], gitProtocol: request.headers[HTTPField.Name("Git-Protocol")!])
+            return try await cgi(
+                root: root, path: request.uri.path, query: request.uri.query ?? "", method: "POST", body: Data(buffer: body),
+                contentType: request.headers[.contentType], contentEncoding: request.headers[.contentEncoding],
+                gitProtocol: request.headers[HTTPField.Name("Git-Protocol")!])
         }
         let (bound, continuation) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { channel in
-            continuation.yield(channel.localAddress?.port ?? 0)
-            continuation.finish()
-        }, logger: Logger(label: "git-http", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in
+                continuation.yield(channel.localAddress?.port ?? 0)
+                continuation.finish()
+            }, logger: Logger(label: "git-http", factory: { _ in SwiftLogNoOpLogHandler() }))
         let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "git-http", factory: { _ in SwiftLogNoOpLogHandler() })))
         let task = Task { try await group.run() }
         var port = 0
@@ -96,8 +100,9 @@ public final class GitHTTPServer: Sendable {
 
     @discardableResult
     func git(_ arguments: [String]) async throws -> String {
-        let r = try await runProcess("/usr/bin/git", ["-c", "user.name=Meteor Test", "-c", "user.email=test@meteor.zone"] + arguments,
-                                     environment: ["GIT_CONFIG_NOSYSTEM": "1", "HOME": root.path])
+        let r = try await runProcess(
+            "/usr/bin/git", ["-c", "user.name=Meteor Test", "-c", "user.email=test@meteor.zone"] + arguments,
+            environment: ["GIT_CONFIG_NOSYSTEM": "1", "HOME": root.path])
         guard r.status == 0 else { throw Failure(message: "git \(arguments.joined(separator: " ")): \(r.output)") }
         return r.output
     }
@@ -108,7 +113,10 @@ public final class GitHTTPServer: Sendable {
     }
 
     /// Runs the CGI program for one request and turns its output (headers, blank line, body) into a response.
-    static func cgi(root: URL, path: String, query: String, method: String = "GET", body: Data? = nil, contentType: String? = nil, contentEncoding: String? = nil, gitProtocol: String? = nil) async throws -> Response {
+    static func cgi(
+        root: URL, path: String, query: String, method: String = "GET", body: Data? = nil, contentType: String? = nil, contentEncoding: String? = nil,
+        gitProtocol: String? = nil
+    ) async throws -> Response {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: backend)
         var environment = [
@@ -146,7 +154,9 @@ public final class GitHTTPServer: Sendable {
         var headerEnd = bytes.count, bodyStart = bytes.count
         for i in 0..<bytes.count {
             if bytes[i] == 10, i + 1 < bytes.count, bytes[i + 1] == 10 { headerEnd = i; bodyStart = i + 2; break }
-            if bytes[i] == 13, i + 3 < bytes.count, bytes[i + 1] == 10, bytes[i + 2] == 13, bytes[i + 3] == 10 { headerEnd = i; bodyStart = i + 4; break }
+            if bytes[i] == 13, i + 3 < bytes.count, bytes[i + 1] == 10, bytes[i + 2] == 13, bytes[i + 3] == 10 {
+                headerEnd = i; bodyStart = i + 4; break
+            }
         }
         var status = HTTPResponse.Status.ok
         var headers = HTTPFields()

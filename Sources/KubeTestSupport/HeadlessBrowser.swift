@@ -71,13 +71,17 @@ public final class HeadlessBrowser: Sendable {
                     }
                 }
             }
-            for w in pending.waiters.withLock({ p in defer { p = [:] }; return Array(p.values) }) { w.resume(throwing: Failure("chromium exited")) }
+            for w in pending.waiters.withLock({ p in
+                defer { p = [:] }; return Array(p.values)
+            }) { w.resume(throwing: Failure("chromium exited")) }
         }
     }
 
     /// Sends one CDP command (to a page when `session` is given) and returns its result.
     public func send(_ method: String, _ params: JSONObject = [:], session: String? = nil) async throws -> JSONValue {
-        let id = nextID.withLock { $0 += 1; return $0 }
+        let id = nextID.withLock {
+            $0 += 1; return $0
+        }
         var message: JSONObject = ["id": .int(Int64(id)), "method": .string(method), "params": .object(params)]
         if let session { message["sessionId"] = .string(session) }
         let bytes = Data(JSONValue.object(message).serializedString().utf8) + Data([0])
@@ -176,10 +180,15 @@ public struct BrowserPage: Sendable {
     public func press(_ key: String) async throws {
         let codes: [String: (Int64, String?)] = ["Tab": (9, nil), "Enter": (13, "\r"), "Escape": (27, nil), " ": (32, " ")]
         guard let (code, text) = codes[key] else { throw HeadlessBrowser.Failure("no key code for \(key)") }
-        var down: JSONObject = ["type": text == nil ? "rawKeyDown" : "keyDown", "key": .string(key), "code": .string(key == " " ? "Space" : key), "windowsVirtualKeyCode": .int(code)]
+        var down: JSONObject = [
+            "type": text == nil ? "rawKeyDown" : "keyDown", "key": .string(key), "code": .string(key == " " ? "Space" : key),
+            "windowsVirtualKeyCode": .int(code),
+        ]
         if let text { down["text"] = .string(text) }
         try await send("Input.dispatchKeyEvent", down)
-        try await send("Input.dispatchKeyEvent", ["type": "keyUp", "key": .string(key), "code": .string(key == " " ? "Space" : key), "windowsVirtualKeyCode": .int(code)])
+        try await send(
+            "Input.dispatchKeyEvent",
+            ["type": "keyUp", "key": .string(key), "code": .string(key == " " ? "Space" : key), "windowsVirtualKeyCode": .int(code)])
     }
 
     /// A PNG of the viewport (or the whole page).
@@ -187,12 +196,16 @@ public struct BrowserPage: Sendable {
         var params: JSONObject = ["format": "png"]
         if fullPage { params["captureBeyondViewport"] = true }
         let result = try await send("Page.captureScreenshot", params)
-        guard let base64 = result["data"]?.stringValue, let data = Data(base64Encoded: base64) else { throw HeadlessBrowser.Failure("no screenshot data") }
+        guard let base64 = result["data"]?.stringValue, let data = Data(base64Encoded: base64) else {
+            throw HeadlessBrowser.Failure("no screenshot data")
+        }
         return data
     }
 
     /// Emulates a device width (phone layouts).
     public func setViewport(width: Int, height: Int, mobile: Bool = false) async throws {
-        try await send("Emulation.setDeviceMetricsOverride", ["width": .int(Int64(width)), "height": .int(Int64(height)), "deviceScaleFactor": 1, "mobile": .bool(mobile)])
+        try await send(
+            "Emulation.setDeviceMetricsOverride",
+            ["width": .int(Int64(width)), "height": .int(Int64(height)), "deviceScaleFactor": 1, "mobile": .bool(mobile)])
     }
 }

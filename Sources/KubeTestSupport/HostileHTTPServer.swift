@@ -50,31 +50,37 @@ public final class HostileHTTPServer: Sendable {
             case .redirect(let location):
                 return Response(status: .found, headers: [.location: location])
             case .trickle(let interval):
-                return Response(status: .ok, headers: [.contentType: "application/x-git-upload-pack-advertisement"], body: ResponseBody { writer in
-                    while !Task.isCancelled {
-                        try await writer.write(ByteBuffer(string: "0"))
-                        try await Task.sleep(for: interval)
-                    }
-                    try await writer.finish(nil)
-                })
+                return Response(
+                    status: .ok, headers: [.contentType: "application/x-git-upload-pack-advertisement"],
+                    body: ResponseBody { writer in
+                        while !Task.isCancelled {
+                            try await writer.write(ByteBuffer(string: "0"))
+                            try await Task.sleep(for: interval)
+                        }
+                        try await writer.finish(nil)
+                    })
             case .huge(let bytes):
                 let chunk = ByteBuffer(string: String(repeating: " ", count: 64 * 1024))
-                return Response(status: .ok, headers: [.contentType: "application/vnd.oci.image.manifest.v1+json"], body: ResponseBody { writer in
-                    var sent = 0
-                    while sent < bytes {
-                        try await writer.write(chunk)
-                        sent += chunk.readableBytes
-                    }
-                    try await writer.finish(nil)
-                })
+                return Response(
+                    status: .ok, headers: [.contentType: "application/vnd.oci.image.manifest.v1+json"],
+                    body: ResponseBody { writer in
+                        var sent = 0
+                        while sent < bytes {
+                            try await writer.write(chunk)
+                            sent += chunk.readableBytes
+                        }
+                        try await writer.finish(nil)
+                    })
             }
         }
         let (bound, continuation) = AsyncStream<Int>.makeStream()
         let quiet = Logger(label: "hostile-http", factory: { _ in SwiftLogNoOpLogHandler() })
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { channel in
-            continuation.yield(channel.localAddress?.port ?? 0)
-            continuation.finish()
-        }, logger: quiet)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in
+                continuation.yield(channel.localAddress?.port ?? 0)
+                continuation.finish()
+            }, logger: quiet)
         let group = ServiceGroup(configuration: .init(services: [app], logger: quiet))
         let task = Task { try await group.run() }
         var port = 0

@@ -22,7 +22,9 @@ extension KitControlPlane {
     /// The running process of `component`, read from the kit's pid file.
     public func pid(_ component: Component) throws -> Int32 {
         let text = try String(contentsOfFile: pidFile(component), encoding: .utf8)
-        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw Unavailable.command("no pid in \(pidFile(component))") }
+        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw Unavailable.command("no pid in \(pidFile(component))")
+        }
         return pid
     }
 
@@ -44,7 +46,8 @@ extension KitControlPlane {
     public func restart(_ killed: KilledComponent) async throws {
         let name = killed.component.rawValue
         let script = #"pidfile=$1; log=$2; shift 2; "$@" >>"$log" 2>&1 </dev/null & echo $! >"$pidfile""#
-        let (status, output) = try await runDaemonStarter("/bin/bash", ["-c", script, "restart", pidFile(killed.component), "\(directory)/\(name).log"] + killed.arguments)
+        let (status, output) = try await runDaemonStarter(
+            "/bin/bash", ["-c", script, "restart", pidFile(killed.component), "\(directory)/\(name).log"] + killed.arguments)
         guard status == 0 else { throw Unavailable.failed("restarting \(name): \(output)") }
         try await waitServing(killed.component, arguments: killed.arguments)
     }
@@ -54,13 +57,19 @@ extension KitControlPlane {
     func waitServing(_ component: Component, arguments: [String]) async throws {
         switch component {
         case .etcd:
-            guard let url = arguments.first(where: { $0.hasPrefix("--listen-client-urls=") })?.split(separator: "=", maxSplits: 1).last.map(String.init) else { return }
+            guard
+                let url = arguments.first(where: { $0.hasPrefix("--listen-client-urls=") })?.split(separator: "=", maxSplits: 1).last.map(String.init)
+            else { return }
             try await pollUntilOK(["-sf", "\(url)/health"], what: "etcd to be healthy")
         case .kubeAPIServer:
-            try await pollUntilOK(["-sf", "--cacert", caCertificatePath, "-H", "Authorization: Bearer \(adminToken)", "\(server.absoluteString)/readyz"], what: "kube-apiserver to be ready")
+            try await pollUntilOK(
+                ["-sf", "--cacert", caCertificatePath, "-H", "Authorization: Bearer \(adminToken)", "\(server.absoluteString)/readyz"],
+                what: "kube-apiserver to be ready")
         case .kubeControllerManager:
             let pid = try pid(component)
-            guard Self.isAlive(pid) else { throw Unavailable.failed("kube-controller-manager exited at once: see \(directory)/kube-controller-manager.log") }
+            guard Self.isAlive(pid) else {
+                throw Unavailable.failed("kube-controller-manager exited at once: see \(directory)/kube-controller-manager.log")
+            }
         }
     }
 
@@ -82,17 +91,21 @@ extension KitControlPlane {
     /// kube-apiserver's own request counters (`apiserver_request_total`), summed by verb, resource and code:
     /// what the server saw, independent of any client. Reset when the server restarts.
     public func requestCounts() async throws -> [String: Int] {
-        let (status, text) = try await runProcess("/usr/bin/curl", ["-sf", "--cacert", caCertificatePath, "-H", "Authorization: Bearer \(adminToken)", "\(server.absoluteString)/metrics"])
+        let (status, text) = try await runProcess(
+            "/usr/bin/curl", ["-sf", "--cacert", caCertificatePath, "-H", "Authorization: Bearer \(adminToken)", "\(server.absoluteString)/metrics"])
         guard status == 0 else { throw Unavailable.command("GET /metrics: curl exit \(status)") }
         var counts: [String: Int] = [:]
         for line in text.split(separator: "\n") where line.hasPrefix("apiserver_request_total{") {
-            guard let open = line.firstIndex(of: "{"), let close = line.lastIndex(of: "}"), let value = Double(line[line.index(after: close)...].trimmingCharacters(in: .whitespaces)) else { continue }
+            guard let open = line.firstIndex(of: "{"), let close = line.lastIndex(of: "}"),
+                let value = Double(line[line.index(after: close)...].trimmingCharacters(in: .whitespaces))
+            else { continue }
             var labels: [String: String] = [:]
             for pair in line[line.index(after: open)..<close].split(separator: ",") {
                 let kv = pair.split(separator: "=", maxSplits: 1)
                 if kv.count == 2 { labels[String(kv[0])] = kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
             }
-            let key = "\(labels["verb"] ?? "") \(labels["resource"] ?? "")\(labels["subresource"].map { $0.isEmpty ? "" : "/\($0)" } ?? "") \(labels["code"] ?? "")"
+            let key =
+                "\(labels["verb"] ?? "") \(labels["resource"] ?? "")\(labels["subresource"].map { $0.isEmpty ? "" : "/\($0)" } ?? "") \(labels["code"] ?? "")"
             counts[key, default: 0] += Int(value)
         }
         return counts

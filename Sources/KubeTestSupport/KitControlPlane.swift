@@ -84,18 +84,24 @@ public final class KitControlPlane: Sendable {
             let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
             if parts.count == 2 { values[parts[0]] = parts[1] }
         }
-        guard let dir = values["KIT_DIR"], let kubeconfig = values["KUBECONFIG"], let server = values["KIT_SERVER"].flatMap(URL.init(string:)), let token = values["KIT_TOKEN"] else {
+        guard let dir = values["KIT_DIR"], let kubeconfig = values["KUBECONFIG"], let server = values["KIT_SERVER"].flatMap(URL.init(string:)),
+            let token = values["KIT_TOKEN"]
+        else {
             throw Unavailable.failed("kit/up printed no control plane: \(line)")
         }
         // The watchdog: `down` once this process exits (normally, by a crash or by SIGKILL).
         let watchdog = Process()
         watchdog.executableURL = URL(fileURLWithPath: "/bin/sh")
-        watchdog.arguments = ["-c", "while kill -0 \(ProcessInfo.processInfo.processIdentifier) 2>/dev/null; do sleep 1; done; \"$0\" \"$1\" >/dev/null 2>&1", kit.appendingPathComponent("down").path, dir]
+        watchdog.arguments = [
+            "-c", "while kill -0 \(ProcessInfo.processInfo.processIdentifier) 2>/dev/null; do sleep 1; done; \"$0\" \"$1\" >/dev/null 2>&1",
+            kit.appendingPathComponent("down").path, dir,
+        ]
         watchdog.standardInput = FileHandle.nullDevice
         watchdog.standardOutput = FileHandle.nullDevice
         watchdog.standardError = FileHandle.nullDevice
         try watchdog.run()
-        let plane = KitControlPlane(directory: dir, kubeconfigPath: kubeconfig, server: server, adminToken: token, caCertificatePath: dir + "/certs/apiserver.crt", kit: kit)
+        let plane = KitControlPlane(
+            directory: dir, kubeconfigPath: kubeconfig, server: server, adminToken: token, caCertificatePath: dir + "/certs/apiserver.crt", kit: kit)
         return plane
     }
 
@@ -111,7 +117,8 @@ public final class KitControlPlane: Sendable {
     /// How a client reaches the server: the admin token (`system:masters`) unless another is given.
     public func configuration(token: String? = nil, namespace: String = "default") throws -> ClusterConfiguration {
         let ca = try String(contentsOfFile: caCertificatePath, encoding: .utf8)
-        return ClusterConfiguration(server: server, caCertificatePEM: ca, credentials: .token(token ?? adminToken), namespace: namespace, source: "kit")
+        return ClusterConfiguration(
+            server: server, caCertificatePEM: ca, credentials: .token(token ?? adminToken), namespace: namespace, source: "kit")
     }
 
     public func client(token: String? = nil, options: KubeClient.Options = KubeClient.Options()) throws -> KubeClient {
@@ -159,7 +166,9 @@ public final class KitControlPlane: Sendable {
         let task = installed.withLock { map in
             if let t = map[relative] { return t }
             let inRepository = TestCluster.repositoryDirectory.appendingPathComponent(relative).path
-            let path = FileManager.default.fileExists(atPath: inRepository) ? inRepository : TestCluster.sharedDirectory.appendingPathComponent(relative).path
+            let path =
+                FileManager.default.fileExists(atPath: inRepository)
+                ? inRepository : TestCluster.sharedDirectory.appendingPathComponent(relative).path
             let t = Task {
                 try await self.kubectlOK("apply", "--server-side", "--force-conflicts", "--field-manager=meteor-tests", "-f", path)
                 // Not `kubectl wait`: older kubectl fails outright while the new CRD has no conditions yet.
@@ -175,7 +184,10 @@ public final class KitControlPlane: Sendable {
     }
 
     static func waitEstablished(_ client: KubeClient, _ name: String) async throws {
-        let crds = client.dynamic(ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false))
+        let crds = client.dynamic(
+            ResourceType(
+                group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false
+            ))
         @Sendable func established(_ crd: JSONValue?) -> Bool {
             (crd?[path: "status", "conditions"]?.arrayValue ?? []).contains { $0["type"] == "Established" && $0["status"] == "True" }
         }
@@ -183,7 +195,9 @@ public final class KitControlPlane: Sendable {
             while true {
                 let list = try await crds.list(ListOptions(fieldSelector: "metadata.name=\(name)"))
                 if established(list.items.first) { return }
-                for try await event in crds.watch(WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false)) {
+                for try await event in crds.watch(
+                    WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false))
+                {
                     if case .modified(let crd) = event, established(crd) { return }
                     if case .added(let crd) = event, established(crd) { return }
                 }
@@ -207,7 +221,9 @@ public final class KitControlPlane: Sendable {
             let kubeconfig = self.kubeconfigPath
             let dir = self.directory
             let new = Task {
-                let (status, output) = try await runDaemonStarter(kit.appendingPathComponent("tekton-up").path, [kubeconfig], environment: ["KUBECTL": Self.kubectlPath, "TEKTON_STATE_DIR": dir + "/tekton"])
+                let (status, output) = try await runDaemonStarter(
+                    kit.appendingPathComponent("tekton-up").path, [kubeconfig],
+                    environment: ["KUBECTL": Self.kubectlPath, "TEKTON_STATE_DIR": dir + "/tekton"])
                 guard status == 0, let pid = output.split(separator: "\n").last.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }) else {
                     throw Unavailable.failed("kit/tekton-up exited \(status): \(output.suffix(600))")
                 }
@@ -219,7 +235,9 @@ public final class KitControlPlane: Sendable {
                 kubelet.environment = ProcessInfo.processInfo.environment.merging(["KUBECTL": Self.kubectlPath]) { $1 }
                 kubelet.standardInput = FileHandle.nullDevice
                 FileManager.default.createFile(atPath: dir + "/fake-kubelet.log", contents: nil)
-                guard let log = FileHandle(forWritingAtPath: dir + "/fake-kubelet.log") else { throw Unavailable.failed("cannot write \(dir)/fake-kubelet.log") }
+                guard let log = FileHandle(forWritingAtPath: dir + "/fake-kubelet.log") else {
+                    throw Unavailable.failed("cannot write \(dir)/fake-kubelet.log")
+                }
                 kubelet.standardOutput = log
                 kubelet.standardError = log
                 try kubelet.run()
@@ -244,7 +262,9 @@ public final class KitControlPlane: Sendable {
 /// child's exit from a socket the child inherits; daemons the script starts inherit it too and would keep the
 /// exit from ever being seen, so the script runs under Python's `subprocess`, which closes every other descriptor.
 func runDaemonStarter(_ script: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-    try await runProcess("/usr/bin/env", ["python3", "-c", "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)", script] + arguments, environment: environment)
+    try await runProcess(
+        "/usr/bin/env", ["python3", "-c", "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)", script] + arguments,
+        environment: environment)
 }
 
 extension Backend {

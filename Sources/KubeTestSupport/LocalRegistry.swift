@@ -22,19 +22,19 @@ public final class LocalRegistry: Sendable {
         address = "127.0.0.1:\(port)"
         let config = directory.appendingPathComponent("config.yml")
         try """
-            version: 0.1
-            log:
-              level: error
-              accesslog:
-                disabled: true
-            storage:
-              filesystem:
-                rootdirectory: \(directory.appendingPathComponent("data").path)
-              delete:
-                enabled: true
-            http:
-              addr: \(address)
-            """.write(to: config, atomically: true, encoding: .utf8)
+        version: 0.1
+        log:
+          level: error
+          accesslog:
+            disabled: true
+        storage:
+          filesystem:
+            rootdirectory: \(directory.appendingPathComponent("data").path)
+          delete:
+            enabled: true
+        http:
+          addr: \(address)
+        """.write(to: config, atomically: true, encoding: .utf8)
         // Someone else's registry on the port would answer our readiness check and serve stale content.
         if let r = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/v2/"), timeout: .seconds(1)), r.status.code > 0 {
             throw Failure(message: "\(address) is already in use (a registry left over from an earlier run?)")
@@ -48,7 +48,11 @@ public final class LocalRegistry: Sendable {
         // The registry is another process with no readiness signal: poll /v2/ briefly.
         for _ in 0..<100 {
             if !process.isRunning { throw Failure(message: "docker-registry exited at start (is \(address) already in use?)") }
-            if let r = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/v2/"), timeout: .seconds(1)), r.status.code == 200 { return }
+            if let r = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/v2/"), timeout: .seconds(1)),
+                r.status.code == 200
+            {
+                return
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         process.terminate()

@@ -33,7 +33,9 @@ public final class Observed<Value: Sendable>: Sendable {
     }
 
     /// Returns once `condition` holds; throws `TimedOut` after `timeout`, or `CancellationError`.
-    public func wait(timeout: Duration = defaultWaitTimeout, sourceLocation: String = #fileID, line: Int = #line, until condition: @escaping Condition) async throws {
+    public func wait(
+        timeout: Duration = defaultWaitTimeout, sourceLocation: String = #fileID, line: Int = #line, until condition: @escaping Condition
+    ) async throws {
         try await within(timeout, "a condition at \(sourceLocation):\(line)") {
             try await self.waitUnbounded(until: condition)
         }
@@ -82,7 +84,9 @@ public struct TimedOut: Error, CustomStringConvertible {
 
 /// Runs `body` and throws `TimedOut` if it has not finished within `timeout` (it is cancelled then, so it must
 /// honour cancellation).
-public func within<T: Sendable>(_ timeout: Duration, _ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func within<T: Sendable>(
+    _ timeout: Duration, _ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
     let what = what()
     return try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await body() }

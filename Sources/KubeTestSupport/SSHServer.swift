@@ -26,7 +26,10 @@ public final class SSHServer: Sendable {
         let key = dir.appendingPathComponent("id").path
         let made = try await runProcess("/usr/bin/ssh-keygen", ["-q", "-t", type, "-N", "", "-C", comment, "-f", key])
         guard made.status == 0 else { throw Failure(message: "ssh-keygen: \(made.output)") }
-        return (try String(contentsOfFile: key, encoding: .utf8), try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
+        return (
+            try String(contentsOfFile: key, encoding: .utf8),
+            try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        )
     }
 
     /// Starts sshd on a free loopback port, serving `root`'s repositories to `authorizedKey`; returns once it
@@ -44,20 +47,20 @@ public final class SSHServer: Sendable {
         let port = try LocalRegistry.freePort()
         let config = directory.appendingPathComponent("sshd_config")
         try """
-            ListenAddress 127.0.0.1
-            Port \(port)
-            HostKey \(hostKey)
-            AuthorizedKeysFile \(directory.appendingPathComponent("authorized_keys").path)
-            PidFile \(directory.appendingPathComponent("sshd.pid").path)
-            UsePAM no
-            StrictModes no
-            PasswordAuthentication no
-            KbdInteractiveAuthentication no
-            PubkeyAuthentication yes
-            PermitRootLogin prohibit-password
-            LogLevel INFO
+        ListenAddress 127.0.0.1
+        Port \(port)
+        HostKey \(hostKey)
+        AuthorizedKeysFile \(directory.appendingPathComponent("authorized_keys").path)
+        PidFile \(directory.appendingPathComponent("sshd.pid").path)
+        UsePAM no
+        StrictModes no
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        PubkeyAuthentication yes
+        PermitRootLogin prohibit-password
+        LogLevel INFO
 
-            """.write(to: config, atomically: true, encoding: .utf8)
+        """.write(to: config, atomically: true, encoding: .utf8)
         // Daemonized, not this process's child: a child of the test that outlives the steps' processes kept
         // Foundation from noticing that they ended. sshd logs to a file; it has written its pid once it listens.
         let log = directory.appendingPathComponent("sshd.log")
@@ -66,8 +69,10 @@ public final class SSHServer: Sendable {
         let pidFile = directory.appendingPathComponent("sshd.pid").path
         let pid: Int32 = try await within(.seconds(15), "sshd listening") {
             while true {
-                if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-                    (try? String(contentsOf: log, encoding: .utf8))?.contains("Server listening on 127.0.0.1 port \(port)") == true {
+                if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                    let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                    (try? String(contentsOf: log, encoding: .utf8))?.contains("Server listening on 127.0.0.1 port \(port)") == true
+                {
                     return pid
                 }
                 try await Task.sleep(for: .milliseconds(20))

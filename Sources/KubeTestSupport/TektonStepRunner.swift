@@ -44,7 +44,8 @@ public struct TektonStepRunner: Sendable {
     /// missing).
     public func run(params: [String: String] = [:], workspaces: [String: URL]) async throws -> Outcome {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("taskrun-\(UUID().uuidString)")
-        let resultsDir = scratch.appendingPathComponent("results"), home = scratch.appendingPathComponent("home"), tmp = scratch.appendingPathComponent("tmp")
+        let resultsDir = scratch.appendingPathComponent("results"), home = scratch.appendingPathComponent("home"),
+            tmp = scratch.appendingPathComponent("tmp")
         for d in [resultsDir, home, tmp] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
         defer { try? FileManager.default.removeItem(at: scratch) }
         // Results, HOME and /tmp stand-ins are the step's to write, as in a Pod.
@@ -116,7 +117,8 @@ public struct TektonStepRunner: Sendable {
                 command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user)", groups, "--"] + command
             }
             let workingDir = step["workingDir"]?.stringValue.map(substitute) ?? workspaces.values.first?.path ?? scratch.path
-            let r = try await runProcess(command[0], Array(command.dropFirst()), environment: env, replacingEnvironment: true, directory: URL(fileURLWithPath: workingDir))
+            let r = try await runProcess(
+                command[0], Array(command.dropFirst()), environment: env, replacingEnvironment: true, directory: URL(fileURLWithPath: workingDir))
             output += r.output
             if r.status != 0 {
                 return Outcome(status: r.status, failedStep: name, output: output, results: try Self.results(resultsDir))

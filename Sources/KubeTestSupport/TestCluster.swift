@@ -25,7 +25,9 @@ public final class TestCluster: Sendable {
 
     /// The embedded server, for what only it has (fault injection, request log, restarts).
     public var server: EmbeddedAPIServer {
-        guard let embedded else { preconditionFailure("embedded-only: this test injects faults or reads the request log, which only the embedded server has") }
+        guard let embedded else {
+            preconditionFailure("embedded-only: this test injects faults or reads the request log, which only the embedded server has")
+        }
         return embedded
     }
 
@@ -43,7 +45,10 @@ public final class TestCluster: Sendable {
         try String(contentsOf: sharedDirectory.appendingPathComponent(relative), encoding: .utf8)
     }
 
-    public init(tls: Bool = false, token: String? = nil, configuration: EmbeddedAPIServer.Configuration? = nil, clientOptions: KubeClient.Options = KubeClient.Options(), crds: [String] = ["crds/reference/meteor.zone_meteors.yaml"]) async throws {
+    public init(
+        tls: Bool = false, token: String? = nil, configuration: EmbeddedAPIServer.Configuration? = nil,
+        clientOptions: KubeClient.Options = KubeClient.Options(), crds: [String] = ["crds/reference/meteor.zone_meteors.yaml"]
+    ) async throws {
         var config = configuration ?? EmbeddedAPIServer.Configuration()
         config.tls = tls
         config.token = token
@@ -69,7 +74,10 @@ public final class TestCluster: Sendable {
     /// `../shared`-relative paths) installed once per process. Tekton's CRDs come with its controller
     /// (`KitControlPlane.ensureTekton`), not from here.
     /// `on` names a control plane of the test's own (`KitControlPlane.startDedicated()`) instead of the shared one.
-    public static func real(on plane: KitControlPlane? = nil, namespacePrefix: String = "test", crds: [String] = [], clientOptions: KubeClient.Options = KubeClient.Options()) async throws -> TestCluster {
+    public static func real(
+        on plane: KitControlPlane? = nil, namespacePrefix: String = "test", crds: [String] = [],
+        clientOptions: KubeClient.Options = KubeClient.Options()
+    ) async throws -> TestCluster {
         E2ETally.record(.real)
         let kit: KitControlPlane
         if let plane { kit = plane } else { kit = try await KitControlPlane.shared() }
@@ -120,7 +128,11 @@ public final class TestCluster: Sendable {
     }
 
     /// Runs `body` with a started cluster and always shuts it down.
-    public static func with<T>(tls: Bool = false, token: String? = nil, configuration: EmbeddedAPIServer.Configuration? = nil, clientOptions: KubeClient.Options = KubeClient.Options(), crds: [String] = ["crds/reference/meteor.zone_meteors.yaml"], _ body: (TestCluster) async throws -> T) async throws -> T {
+    public static func with<T>(
+        tls: Bool = false, token: String? = nil, configuration: EmbeddedAPIServer.Configuration? = nil,
+        clientOptions: KubeClient.Options = KubeClient.Options(), crds: [String] = ["crds/reference/meteor.zone_meteors.yaml"],
+        _ body: (TestCluster) async throws -> T
+    ) async throws -> T {
         let cluster = try await TestCluster(tls: tls, token: token, configuration: configuration, clientOptions: clientOptions, crds: crds)
         return try await cluster.run(body)
     }
@@ -141,7 +153,9 @@ public final class TestCluster: Sendable {
 /// The Meteor type of the reference CRD, addressed dynamically.
 public let meteorType = ResourceType(group: "meteor.zone", version: "v1alpha1", kind: "Meteor", plural: "meteors", namespaced: true)
 
-public func meteor(_ name: String, url: String = "https://github.com/aicoe-aiops/meteor-demo", ref: String = "main", labels: [String: String]? = nil) -> JSONValue {
+public func meteor(
+    _ name: String, url: String = "https://github.com/aicoe-aiops/meteor-demo", ref: String = "main", labels: [String: String]? = nil
+) -> JSONValue {
     var meta: JSONObject = ["name": .string(name)]
     if let labels { meta["labels"] = .object(labels.mapValues(JSONValue.string)) }
     return ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": .object(meta), "spec": ["url": .string(url), "ref": .string(ref)]]
@@ -149,7 +163,10 @@ public func meteor(_ name: String, url: String = "https://github.com/aicoe-aiops
 
 /// Runs a program to its end; its exit status and what it printed (stdout and stderr together). `environment`
 /// adds to this process's, or is the whole of it with `replacingEnvironment`.
-public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:], replacingEnvironment: Bool = false, directory: URL? = nil, input: String? = nil) async throws -> (status: Int32, output: String) {
+public func runProcess(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], replacingEnvironment: Bool = false, directory: URL? = nil,
+    input: String? = nil
+) async throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments

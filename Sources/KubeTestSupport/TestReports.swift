@@ -29,10 +29,14 @@ public enum E2ETally {
 /// `hack/reliability-report` renders the table from it (`--write` puts it into RELIABILITY.md).
 public enum ReliabilityReport {
     /// `suite` defaults to the file's name (each suite has a file of its name, but for a few small ones).
-    public static func row(_ fault: String, injected: String, did: String, lost: String, backend: Backend? = nil, suite: String? = nil, test: String = #function, file: String = #fileID) {
+    public static func row(
+        _ fault: String, injected: String, did: String, lost: String, backend: Backend? = nil, suite: String? = nil, test: String = #function,
+        file: String = #fileID
+    ) {
         let suite = suite ?? file.split(separator: "/").last.map { $0.hasSuffix(".swift") ? String($0.dropLast(6)) : String($0) } ?? file
         let name = "\(suite).\(test.split(separator: "(").first ?? "")" + (backend.map { " (\($0.rawValue))" } ?? "")
-        let line = [name, fault, injected, did, lost].map { $0.replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\t")
+        let line = [name, fault, injected, did, lost].map { $0.replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ") }
+            .joined(separator: "\t")
         print("reliability row: \(line)")
         TestReportFile.append(line, toFileNamedBy: "METEOR_RELIABILITY_REPORT")
     }

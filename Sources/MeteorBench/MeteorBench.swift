@@ -13,7 +13,8 @@ struct MeteorBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meteor-bench",
         abstract: "Benchmarks that print numbers, one JSON object per scenario.",
-        subcommands: [ScenarioCommand.self, APIServerThroughput.self, WorkQueueThroughput.self, InformerThroughput.self], defaultSubcommand: ScenarioCommand.self)
+        subcommands: [ScenarioCommand.self, APIServerThroughput.self, WorkQueueThroughput.self, InformerThroughput.self],
+        defaultSubcommand: ScenarioCommand.self)
 }
 
 /// The operator against the API server's own write ceiling (BENCHMARKS.md).
@@ -39,8 +40,12 @@ struct ScenarioCommand: AsyncParsableCommand {
         options.kubeconfig = kubeconfig
         options.steadySeconds = steadySeconds
         if operatorProcess {
-            let binary = operatorBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("meteor-operator").path
-            guard FileManager.default.isExecutableFile(atPath: binary) else { throw ValidationError("no meteor-operator binary at \(binary) (build it, or pass --operator-binary)") }
+            let binary =
+                operatorBinary
+                ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("meteor-operator").path
+            guard FileManager.default.isExecutableFile(atPath: binary) else {
+                throw ValidationError("no meteor-operator binary at \(binary) (build it, or pass --operator-binary)")
+            }
             options.operatorBinary = binary
         }
         var logger = Logger(label: "meteor-bench")
@@ -87,7 +92,10 @@ struct APIServerThroughput: AsyncParsableCommand {
         }
 
         let createSeconds = try await timed(count) { i in
-            _ = try await cms.create(ConfigMap(metadata: ObjectMeta(name: "bench-\(i)", labels: ["bench": "yes", "shard": "\(i % 10)"]), data: ["index": "\(i)", "payload": String(repeating: "x", count: 200)]))
+            _ = try await cms.create(
+                ConfigMap(
+                    metadata: ObjectMeta(name: "bench-\(i)", labels: ["bench": "yes", "shard": "\(i % 10)"]),
+                    data: ["index": "\(i)", "payload": String(repeating: "x", count: 200)]))
         }
         let getSeconds = try await timed(count) { i in _ = try await cms.get("bench-\(i)") }
         let patchSeconds = try await timed(count) { i in
@@ -125,7 +133,6 @@ struct APIServerThroughput: AsyncParsableCommand {
     }
 }
 
-
 /// Keys through the work queue: adds (with duplicates) and get/done by N workers.
 struct WorkQueueThroughput: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "workqueue", abstract: "Work queue throughput.")
@@ -161,7 +168,11 @@ struct WorkQueueThroughput: AsyncParsableCommand {
             var processed = 0
             for await n in group { processed += n }
             let s = (ContinuousClock.now - started).seconds
-            let result: JSONValue = ["scenario": "workqueue", "count": .int(Int64(total)), "adds": .int(Int64(total * 2)), "processed": .int(Int64(processed)), "workers": .int(Int64(workers)), "seconds": .double((s * 1000).rounded() / 1000), "keys_per_second": .double((Double(processed) / s).rounded())]
+            let result: JSONValue = [
+                "scenario": "workqueue", "count": .int(Int64(total)), "adds": .int(Int64(total * 2)), "processed": .int(Int64(processed)),
+                "workers": .int(Int64(workers)), "seconds": .double((s * 1000).rounded() / 1000),
+                "keys_per_second": .double((Double(processed) / s).rounded()),
+            ]
             print(result.serializedString())
         }
     }
@@ -213,7 +224,11 @@ struct InformerThroughput: AsyncParsableCommand {
 
     final class Counter: Sendable {
         let value = Mutex(0)
-        func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+        func increment() -> Int {
+            value.withLock {
+                $0 += 1; return $0
+            }
+        }
     }
 
     func parallel(_ n: Int, width: Int = 32, _ op: @escaping @Sendable (Int) async throws -> Void) async throws {

@@ -26,7 +26,8 @@ public final class BenchTarget: Sendable {
         } else {
             let embedded = try EmbeddedAPIServer(configuration: .init(historyLimit: 200_000))
             guard let repository = Sandbox.locateRepository() else { throw BenchError("cannot find the checkout's crds/ (run from the repository)") }
-            try Sandbox.installCRDs(embedded, repository: repository, upstream: Sandbox.defaultUpstreamCRDs(repository: repository), argo: false, logger: logger)
+            try Sandbox.installCRDs(
+                embedded, repository: repository, upstream: Sandbox.defaultUpstreamCRDs(repository: repository), argo: false, logger: logger)
             try await embedded.start()
             path = FileManager.default.temporaryDirectory.appendingPathComponent("meteor-bench-\(suffix).kubeconfig").path
             try embedded.kubeconfig().write(toFile: path, atomically: true, encoding: .utf8)
@@ -37,13 +38,18 @@ public final class BenchTarget: Sendable {
         options.qps = 0
         options.userAgent = "meteor-bench"
         let client = try KubeClient(configuration: cluster, options: options)
-        let target = BenchTarget(client: client, cluster: cluster, kubeconfigPath: path, namespace: "meteor-bench-\(suffix)", baselineNamespace: "meteor-bench-\(suffix)-baseline", server: server)
+        let target = BenchTarget(
+            client: client, cluster: cluster, kubeconfigPath: path, namespace: "meteor-bench-\(suffix)",
+            baselineNamespace: "meteor-bench-\(suffix)-baseline", server: server)
         let namespaces = client.api(Namespace.self)
         for ns in [target.namespace, target.baselineNamespace] { _ = try await namespaces.create(Namespace(metadata: ObjectMeta(name: ns))) }
         return target
     }
 
-    init(client: KubeClient, cluster: ClusterConfiguration, kubeconfigPath: String, namespace: String, baselineNamespace: String, server: EmbeddedAPIServer?) {
+    init(
+        client: KubeClient, cluster: ClusterConfiguration, kubeconfigPath: String, namespace: String, baselineNamespace: String,
+        server: EmbeddedAPIServer?
+    ) {
         self.client = client
         self.cluster = cluster
         self.kubeconfigPath = kubeconfigPath
@@ -79,7 +85,6 @@ func parallel(_ n: Int, width: Int, _ op: @escaping @Sendable (Int) async throws
         while try await group.next() != nil, next < n { let i = next; next += 1; group.addTask { try await op(i) } }
     }
 }
-
 
 /// Linux process figures from /proc.
 enum ProcessStats {

@@ -107,12 +107,16 @@ public final class OperatorUnderTest: Sendable {
             let metricsPort = try freePort(), healthPort = try freePort()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["run", "--kubeconfig", target.kubeconfigPath, "--namespace", target.namespace, "--concurrency", String(workers), "--qps", "0",
-                                 "--metrics-bind-address", "127.0.0.1:\(metricsPort)", "--health-probe-bind-address", "127.0.0.1:\(healthPort)", "--log-format", "text"]
+            process.arguments = [
+                "run", "--kubeconfig", target.kubeconfigPath, "--namespace", target.namespace, "--concurrency", String(workers), "--qps", "0",
+                "--metrics-bind-address", "127.0.0.1:\(metricsPort)", "--health-probe-bind-address", "127.0.0.1:\(healthPort)", "--log-format",
+                "text",
+            ]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            let op = OperatorUnderTest(mode: .process(process, metricsPort: metricsPort, healthPort: healthPort), firstReconcile: first, started: started)
+            let op = OperatorUnderTest(
+                mode: .process(process, metricsPort: metricsPort, healthPort: healthPort), firstReconcile: first, started: started)
             // A separate process has no hook: watch its reconcile counter (a benchmark may poll; tests do not).
             Task {
                 while process.isRunning {
@@ -139,10 +143,12 @@ public final class OperatorUnderTest: Sendable {
         var quiet = logger
         quiet.logLevel = .warning
         let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: quiet)
-        _ = await MeteorReconciler.register(with: manager, namespace: target.namespace, workers: workers, onReconciled: { _, _ in first.fire() }, logger: quiet)
+        _ = await MeteorReconciler.register(
+            with: manager, namespace: target.namespace, workers: workers, onReconciled: { _, _ in first.fire() }, logger: quiet)
         let group = ServiceGroup(configuration: .init(services: [manager], logger: quiet))
         let task = Task { try await group.run() }
-        return OperatorUnderTest(mode: .inProcess(manager: manager, group: group, task: task, client: client), firstReconcile: first, started: started, writes: writes)
+        return OperatorUnderTest(
+            mode: .inProcess(manager: manager, group: group, task: task, client: client), firstReconcile: first, started: started, writes: writes)
     }
 
     /// Until the first reconcile has finished.
@@ -173,7 +179,9 @@ public final class OperatorUnderTest: Sendable {
     public func requestsByMethod() async throws -> [String: Int] {
         var out: [String: Int] = [:]
         for line in try await scrape().split(separator: "\n") where line.hasPrefix("rest_client_requests_total{") {
-            guard let m = line.range(of: #"method="([A-Z]+)""#, options: .regularExpression), let value = Double(line.split(separator: " ").last ?? "") else { continue }
+            guard let m = line.range(of: #"method="([A-Z]+)""#, options: .regularExpression),
+                let value = Double(line.split(separator: " ").last ?? "")
+            else { continue }
             let method = String(line[m].dropFirst(8).dropLast())
             out[method, default: 0] += Int(value)
         }
@@ -209,7 +217,9 @@ public final class OperatorUnderTest: Sendable {
     }
 
     static func sum(_ text: String, _ metric: String) -> Double {
-        text.split(separator: "\n").filter { $0.hasPrefix(metric + "{") || $0.hasPrefix(metric + " ") }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        text.split(separator: "\n").filter { $0.hasPrefix(metric + "{") || $0.hasPrefix(metric + " ") }.compactMap {
+            Double($0.split(separator: " ").last ?? "")
+        }.reduce(0, +)
     }
 
     static func freePort() throws -> Int {

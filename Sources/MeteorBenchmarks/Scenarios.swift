@@ -24,10 +24,14 @@ public struct ScenarioOptions: Sendable {
 
 public enum Scenarios {
     /// Runs the selected scenarios; returns one result per selected scenario, in order.
-    public static func run(_ options: ScenarioOptions, logger: Logger = Logger(label: "meteor-bench"), report: @Sendable (JSONValue) -> Void = { _ in }) async throws -> [JSONValue] {
+    public static func run(
+        _ options: ScenarioOptions, logger: Logger = Logger(label: "meteor-bench"), report: @Sendable (JSONValue) -> Void = { _ in }
+    ) async throws -> [JSONValue] {
         let wanted = Set(options.scenarios)
         let unknown = wanted.subtracting(ScenarioOptions.all)
-        guard unknown.isEmpty else { throw BenchError("unknown scenario \(unknown.sorted().joined(separator: ", ")); known: \(ScenarioOptions.all.joined(separator: ", "))") }
+        guard unknown.isEmpty else {
+            throw BenchError("unknown scenario \(unknown.sorted().joined(separator: ", ")); known: \(ScenarioOptions.all.joined(separator: ", "))")
+        }
         let target = try await BenchTarget.start(kubeconfig: options.kubeconfig, logger: logger)
         var results: [JSONValue] = []
         func emit(_ name: String, _ result: JSONValue) {
@@ -39,7 +43,8 @@ public enum Scenarios {
             let needsConverge = !wanted.isDisjoint(with: ["converge", "steady", "pipeline-events", "startup"])
             if needsConverge {
                 let tracker = try await Tracker.start(target: target, expectedRuns: 2)
-                let op = try await OperatorUnderTest.start(target: target, workers: options.concurrency, binary: options.operatorBinary, logger: logger)
+                let op = try await OperatorUnderTest.start(
+                    target: target, workers: options.concurrency, binary: options.operatorBinary, logger: logger)
                 try await op.waitForSync()
                 var converge = try await Self.converge(target: target, operator: op, tracker: tracker, options: options)
                 if wanted.contains("converge") || wanted.contains("baseline") {
@@ -69,8 +74,10 @@ public enum Scenarios {
     }
 
     static func meteor(_ name: String) -> JSONValue {
-        ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)],
-         "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main", "pipelines": ["jupyterhub", "jupyterbook"]]]
+        [
+            "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)],
+            "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main", "pipelines": ["jupyterhub", "jupyterbook"]],
+        ]
     }
 
     static func name(_ i: Int) -> String { "m-\(i)" }
@@ -137,7 +144,8 @@ public enum Scenarios {
             "p50_ms": .double(percentile(probes, 0.5)), "p99_ms": .double(percentile(probes, 0.99)), "latency_probes": .int(Int64(probes.count)),
             "burst_p50_ms": .double(percentile(burst, 0.5)), "burst_p99_ms": .double(percentile(burst, 0.99)),
             "writes_by_resource_per_meteor": .object(resources),
-            "writes_per_meteor_without_events": byResource.isEmpty ? .null : .double((Double(writes - eventWrites) / Double(options.count) * 100).rounded() / 100),
+            "writes_per_meteor_without_events": byResource.isEmpty
+                ? .null : .double((Double(writes - eventWrites) / Double(options.count) * 100).rounded() / 100),
             "requests_per_meteor": .object(perVerb), "writes_per_meteor": .double((Double(writes) / Double(options.count) * 100).rounded() / 100),
             "peak_rss_mib": .double(ProcessStats.peakRSSMiB(pid: op.pid)), "rss_scope": .string(op.scope),
             "concurrency": .int(Int64(options.concurrency)), "converged": .int(Int64(tracker.converged.value)),
@@ -159,8 +167,10 @@ public enum Scenarios {
             _ = try await meteors.patchStatus(Self.name(i), .merge(["status": ["phase": "Building", "observedGeneration": 1]]))
         }
         let elapsed = (ContinuousClock.now - started).seconds
-        return ["scenario": "baseline", "count": .int(Int64(options.count)), "seconds": .double((elapsed * 1000).rounded() / 1000),
-                "writes_per_meteor": 4, "concurrency": .int(Int64(options.concurrency))]
+        return [
+            "scenario": "baseline", "count": .int(Int64(options.count)), "seconds": .double((elapsed * 1000).rounded() / 1000),
+            "writes_per_meteor": 4, "concurrency": .int(Int64(options.concurrency)),
+        ]
     }
 
     /// Converged and nothing changes: the operator must write nothing and use (almost) no CPU.
@@ -184,7 +194,9 @@ public enum Scenarios {
     }
 
     /// Tekton-style final status on every PipelineRun, as fast as the server takes it: until every Meteor is Ready.
-    static func pipelineEvents(target: BenchTarget, operator op: OperatorUnderTest, tracker: Tracker, options: ScenarioOptions) async throws -> JSONValue {
+    static func pipelineEvents(
+        target: BenchTarget, operator op: OperatorUnderTest, tracker: Tracker, options: ScenarioOptions
+    ) async throws -> JSONValue {
         let runs = tracker.runNames()
         let before = try await op.requestsByMethod()
         let started = ContinuousClock.now
@@ -192,8 +204,17 @@ public enum Scenarios {
         try await parallel(runs.count, width: options.concurrency) { i in
             let status: JSONValue = [
                 "startTime": .string(now), "completionTime": .string(now),
-                "conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(now)]],
-                "results": [["name": "IMAGE_URL", "value": .string("registry.bench/\(runs[i]):g1")], ["name": "IMAGE_DIGEST", "value": .string("sha256:" + String(repeating: "b", count: 64))], ["name": "URL", "value": "http://book.bench"]],
+                "conditions": [
+                    [
+                        "type": "Succeeded", "status": "True", "reason": "Succeeded",
+                        "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(now),
+                    ]
+                ],
+                "results": [
+                    ["name": "IMAGE_URL", "value": .string("registry.bench/\(runs[i]):g1")],
+                    ["name": "IMAGE_DIGEST", "value": .string("sha256:" + String(repeating: "b", count: 64))],
+                    ["name": "URL", "value": "http://book.bench"],
+                ],
             ]
             _ = try await target.runs.patchStatus(runs[i], .merge(["status": status]))
         }
@@ -203,7 +224,9 @@ public enum Scenarios {
         let writes = after.filter { !Self.isRead($0.key) }.map { $0.value - (before[$0.key] ?? 0) }.reduce(0, +)
         let total = after.filter { !Self.isRead($0.key) }.map(\.value).reduce(0, +)
         var resources: JSONObject = [:]
-        for (k, n) in op.writesByResource() { resources[k] = .double((Double(n) / Double(options.count + Self.probes(options)) * 100).rounded() / 100) }
+        for (k, n) in op.writesByResource() {
+            resources[k] = .double((Double(n) / Double(options.count + Self.probes(options)) * 100).rounded() / 100)
+        }
         return [
             "scenario": "pipeline-events", "count": .int(Int64(options.count)), "pipeline_runs": .int(Int64(runs.count)),
             "seconds": .double((elapsed * 1000).rounded() / 1000),
@@ -228,7 +251,10 @@ public enum Scenarios {
         await op.stop()
         return [
             "scenario": "startup", "count": .int(Int64(options.count)),
-            "objects": .int(Int64((meteors.metadata.remainingItemCount ?? 0) + Int64(meteors.items.count) + (runs.metadata.remainingItemCount ?? 0) + Int64(runs.items.count))),
+            "objects": .int(
+                Int64(
+                    (meteors.metadata.remainingItemCount ?? 0) + Int64(meteors.items.count) + (runs.metadata.remainingItemCount ?? 0)
+                        + Int64(runs.items.count))),
             "seconds": .double((first * 1000).rounded() / 1000), "synced_seconds": .double((synced * 1000).rounded() / 1000),
             "writes_at_startup": .int(Int64(writes)),
             "writes_at_startup_by_resource": .object(byResource.mapValues { .int(Int64($0)) }),
@@ -264,7 +290,8 @@ final class Tracker: Sendable {
     static func start(target: BenchTarget, expectedRuns: Int) async throws -> Tracker {
         let meteors = Informer(api: target.meteors)
         let runs = Informer(api: target.runs)
-        let tracker = Tracker(expectedRuns: expectedRuns, informers: [meteors, runs], tasks: [Task { await meteors.run() }, Task { await runs.run() }])
+        let tracker = Tracker(
+            expectedRuns: expectedRuns, informers: [meteors, runs], tasks: [Task { await meteors.run() }, Task { await runs.run() }])
         await meteors.addHandler { event in
             guard case let .updated(_, m) = event, let name = m[path: "metadata", "name"]?.stringValue else { return }
             let written = m[path: "status", "observedGeneration"] == 1 && (m[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == expectedRuns
@@ -275,7 +302,9 @@ final class Tracker: Sendable {
             }
         }
         await runs.addHandler { event in
-            guard case let .added(r) = event, let meteor = r[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue, let name = r[path: "metadata", "name"]?.stringValue else { return }
+            guard case let .added(r) = event, let meteor = r[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue,
+                let name = r[path: "metadata", "name"]?.stringValue
+            else { return }
             let now = ContinuousClock.now
             var waiters: [CheckedContinuation<ContinuousClock.Instant, Never>] = []
             tracker.update(meteor) { s in
@@ -375,7 +404,9 @@ final class Countdown: Sendable {
             let reached = try await group.next() ?? false
             group.cancelAll()
             if !reached {
-                let waiter = self.state.withLock { s -> CheckedContinuation<Void, Never>? in defer { s.waiter = nil }; return s.waiter }
+                let waiter = self.state.withLock { s -> CheckedContinuation<Void, Never>? in
+                    defer { s.waiter = nil }; return s.waiter
+                }
                 waiter?.resume()
                 throw BenchError("timed out at \(self.value) of \(target)")
             }

@@ -23,7 +23,10 @@ public enum BookSite {
     }
 
     static func labels(_ meteor: Meteor) -> JSONValue {
-        [MeteorLabels.meteor: .string(meteor.name), MeteorLabels.pipeline: "jupyterbook", MeteorLabels.managedBy: .string(MeteorLabels.managedByValue), "app.kubernetes.io/component": "jupyterbook-site"]
+        [
+            MeteorLabels.meteor: .string(meteor.name), MeteorLabels.pipeline: "jupyterbook",
+            MeteorLabels.managedBy: .string(MeteorLabels.managedByValue), "app.kubernetes.io/component": "jupyterbook-site",
+        ]
     }
 
     static func metadata(_ meteor: Meteor, owner: JSONValue) -> JSONValue {
@@ -35,7 +38,11 @@ public enum BookSite {
     /// The Deployment serving `image` (pinned by digest when known), unprivileged and read-only.
     public static func deployment(_ meteor: Meteor, owner: JSONValue, image: String, digest: String?) -> JSONValue {
         let selector: JSONValue = [MeteorLabels.meteor: .string(meteor.name), "app.kubernetes.io/component": "jupyterbook-site"]
-        let pinned = digest.map { d in (image.split(separator: ":").count > 2 || !image.contains(":")) ? "\(image)@\(d)" : "\(image.split(separator: ":").dropLast().joined(separator: ":"))@\(d)" } ?? image
+        let pinned =
+            digest.map { d in
+                (image.split(separator: ":").count > 2 || !image.contains(":"))
+                    ? "\(image)@\(d)" : "\(image.split(separator: ":").dropLast().joined(separator: ":"))@\(d)"
+            } ?? image
         return [
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(meteor, owner: owner),
             "spec": [
@@ -45,13 +52,15 @@ public enum BookSite {
                     "metadata": ["labels": labels(meteor)],
                     "spec": [
                         "securityContext": ["runAsNonRoot": true, "seccompProfile": ["type": "RuntimeDefault"]],
-                        "containers": [[
-                            "name": "site", "image": .string(pinned),
-                            "ports": [["name": "http", "containerPort": .int(port)]],
-                            "readinessProbe": ["httpGet": ["path": "/", "port": "http"]],
-                            "resources": ["requests": ["cpu": "10m", "memory": "32Mi"], "limits": ["memory": "128Mi"]],
-                            "securityContext": ["allowPrivilegeEscalation": false, "capabilities": ["drop": ["ALL"]]],
-                        ]],
+                        "containers": [
+                            [
+                                "name": "site", "image": .string(pinned),
+                                "ports": [["name": "http", "containerPort": .int(port)]],
+                                "readinessProbe": ["httpGet": ["path": "/", "port": "http"]],
+                                "resources": ["requests": ["cpu": "10m", "memory": "32Mi"], "limits": ["memory": "128Mi"]],
+                                "securityContext": ["allowPrivilegeEscalation": false, "capabilities": ["drop": ["ALL"]]],
+                            ]
+                        ],
                     ],
                 ],
             ],
@@ -74,7 +83,19 @@ public enum BookSite {
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata(meteor, owner: owner),
             "spec": [
                 "ingressClassName": .string(ingressClass),
-                "rules": [["host": .string(host), "http": ["paths": [["path": "/", "pathType": "Prefix", "backend": ["service": ["name": .string(name(meteor)), "port": ["name": "http"]]]]]]]],
+                "rules": [
+                    [
+                        "host": .string(host),
+                        "http": [
+                            "paths": [
+                                [
+                                    "path": "/", "pathType": "Prefix",
+                                    "backend": ["service": ["name": .string(name(meteor)), "port": ["name": "http"]]],
+                                ]
+                            ]
+                        ],
+                    ]
+                ],
             ],
         ]
     }

@@ -48,23 +48,31 @@ public final class BuildPrerequisites: Sendable {
     }
 
     func lookUp(namespace: String) async throws -> Outcome {
-        let accounts = client.dynamic(ResourceType(group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true), namespace: namespace)
+        let accounts = client.dynamic(
+            ResourceType(group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true), namespace: namespace)
         let account: String
         if let configured = settings.serviceAccount {
             guard try await accounts.getOptional(configured) != nil else {
-                return .missing("ServiceAccount \(configured) (--pipeline-service-account) does not exist in namespace \(namespace): create it with push access to \(settings.imageRepositoryPrefix), or start the operator without the flag to use \(Self.openShiftPipelinesAccount) or default")
+                return .missing(
+                    "ServiceAccount \(configured) (--pipeline-service-account) does not exist in namespace \(namespace): create it with push access to \(settings.imageRepositoryPrefix), or start the operator without the flag to use \(Self.openShiftPipelinesAccount) or default"
+                )
             }
             account = configured
         } else {
             account = try await accounts.getOptional(Self.openShiftPipelinesAccount) != nil ? Self.openShiftPipelinesAccount : "default"
         }
         if let secret = settings.pushSecret {
-            let secrets = client.dynamic(ResourceType(group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true), namespace: namespace)
+            let secrets = client.dynamic(
+                ResourceType(group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true), namespace: namespace)
             guard let found = try await secrets.getOptional(secret) else {
-                return .missing("push Secret \(secret) (--push-secret) does not exist in namespace \(namespace): create a kubernetes.io/dockerconfigjson Secret with credentials for \(settings.imageRepositoryPrefix)")
+                return .missing(
+                    "push Secret \(secret) (--push-secret) does not exist in namespace \(namespace): create a kubernetes.io/dockerconfigjson Secret with credentials for \(settings.imageRepositoryPrefix)"
+                )
             }
             guard found["type"]?.stringValue == "kubernetes.io/dockerconfigjson", found[path: "data", ".dockerconfigjson"] != nil else {
-                return .missing("push Secret \(secret) in namespace \(namespace) is not of type kubernetes.io/dockerconfigjson with a .dockerconfigjson key (kubectl create secret docker-registry makes one)")
+                return .missing(
+                    "push Secret \(secret) in namespace \(namespace) is not of type kubernetes.io/dockerconfigjson with a .dockerconfigjson key (kubectl create secret docker-registry makes one)"
+                )
             }
         }
         return .ready(serviceAccount: account)

@@ -19,7 +19,10 @@ public struct BuildSettings: Sendable {
     /// (Tekton's catalog uses 65532); nil leaves it to the images and the cluster (OpenShift's SCCs assign one).
     public var runAsUser: Int64?
 
-    public init(imageRepositoryPrefix: String = "image-registry.openshift-image-registry.svc:5000", serviceAccount: String? = nil, pushSecret: String? = nil, pipelineTimeout: String = "1h0m0s", workspaceSize: String = "1Gi", runAsUser: Int64? = 65532) {
+    public init(
+        imageRepositoryPrefix: String = "image-registry.openshift-image-registry.svc:5000", serviceAccount: String? = nil, pushSecret: String? = nil,
+        pipelineTimeout: String = "1h0m0s", workspaceSize: String = "1Gi", runAsUser: Int64? = 65532
+    ) {
         self.imageRepositoryPrefix = imageRepositoryPrefix
         self.serviceAccount = serviceAccount
         self.pushSecret = pushSecret

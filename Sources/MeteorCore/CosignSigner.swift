@@ -55,15 +55,21 @@ public struct CosignSigner: Sendable {
         let manifest: JSONValue = [
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "size": .int(Int64(configBytes.count)), "digest": .string(SignatureVerifier.digest(configBytes))],
-            "layers": [[
-                "mediaType": .string(SignatureVerifier.simpleSigningMediaType),
-                "size": .int(Int64(payload.count)),
-                "digest": .string(payloadDigest),
-                "annotations": .object([SignatureVerifier.signatureAnnotation: .string(signature)]),
-            ]],
+            "config": [
+                "mediaType": "application/vnd.oci.image.config.v1+json", "size": .int(Int64(configBytes.count)),
+                "digest": .string(SignatureVerifier.digest(configBytes)),
+            ],
+            "layers": [
+                [
+                    "mediaType": .string(SignatureVerifier.simpleSigningMediaType),
+                    "size": .int(Int64(payload.count)),
+                    "digest": .string(payloadDigest),
+                    "annotations": .object([SignatureVerifier.signatureAnnotation: .string(signature)]),
+                ]
+            ],
         ]
-        return SignatureArtifact(payload: payload, config: configBytes, manifest: manifest.serialized(), tag: SignatureVerifier.signatureTag(for: digest))
+        return SignatureArtifact(
+            payload: payload, config: configBytes, manifest: manifest.serialized(), tag: SignatureVerifier.signatureTag(for: digest))
     }
 }
 
@@ -99,7 +105,9 @@ extension OCIPushTarget {
         let manifest: JSONValue = [
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "size": .int(Int64(configBytes.count)), "digest": .string(configDigest)],
+            "config": [
+                "mediaType": "application/vnd.oci.image.config.v1+json", "size": .int(Int64(configBytes.count)), "digest": .string(configDigest),
+            ],
             "layers": [["mediaType": "application/vnd.oci.image.layer.v1.tar", "size": .int(Int64(layer.count)), "digest": .string(layerDigest)]],
         ]
         let bytes = manifest.serialized()

@@ -129,7 +129,10 @@ public struct Edge: Codable, Sendable, Hashable {
         /// Every other image its manifests run, by digest (`repository@sha256:…`): verified and pinned like the built one.
         public var images: [String]?
 
-        public init(name: String, cluster: String? = nil, clusterSelector: ClusterSelector? = nil, image: String, path: String, namespace: String, images: [String]? = nil) {
+        public init(
+            name: String, cluster: String? = nil, clusterSelector: ClusterSelector? = nil, image: String, path: String, namespace: String,
+            images: [String]? = nil
+        ) {
             self.name = name
             self.cluster = cluster
             self.clusterSelector = clusterSelector
@@ -316,7 +319,10 @@ public struct EdgeTargetStatus: Codable, Sendable, Hashable {
         "\(name): \(healthy)/\(desired) healthy" + (degraded > 0 ? ", \(degraded) degraded" : "")
     }
 
-    public init(name: String, clusterSelector: String? = nil, desired: Int = 0, synced: Int = 0, healthy: Int = 0, degraded: Int = 0, notHealthy: [EdgeDeploymentStatus]? = nil) {
+    public init(
+        name: String, clusterSelector: String? = nil, desired: Int = 0, synced: Int = 0, healthy: Int = 0, degraded: Int = 0,
+        notHealthy: [EdgeDeploymentStatus]? = nil
+    ) {
         self.name = name
         self.clusterSelector = clusterSelector
         self.desired = desired

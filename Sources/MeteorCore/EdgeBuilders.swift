@@ -57,18 +57,25 @@ public enum EdgePipelineRunBuilder {
         ]
         var labels: JSONObject = [MeteorLabels.edgeImage: .string(image.name)]
         if let release = build.release { labels[MeteorLabels.release] = .string(EdgeBuild.slug(release.tag)) }
-        var run = PipelineRunBuilder.run(name: name(meteor: meteor.name, image: image.name, build: build), meteor: meteor, owner: owner, pipeline: .edge, ref: build.ref, params: params, extraLabels: labels, settings: settings)
+        var run = PipelineRunBuilder.run(
+            name: name(meteor: meteor.name, image: image.name, build: build), meteor: meteor, owner: owner, pipeline: .edge, ref: build.ref,
+            params: params, extraLabels: labels, settings: settings)
         if image.emulated != true {
             // buildah builds for the node it runs on unless qemu binfmt emulates another: the build task goes to a
             // node of the image's architecture (an arm64 image to an arm64 node).
-            run[path: "spec", "taskRunSpecs"] = [["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(image.architecture)]]]]
+            run[path: "spec", "taskRunSpecs"] = [
+                ["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(image.architecture)]]]
+            ]
         }
         return run
     }
 
     /// The PipelineRun of a rollout stage's gate: the user's Pipeline (in the Meteor's namespace), given the release
     /// and where the stage runs it. No workspaces: what the gate needs, it declares and fetches itself.
-    public static func gate(meteor: Meteor, owner: JSONValue, name: String, stage: String, pipelineRef: String, commit: String, images: [String], clusters: [String], settings: BuildSettings) -> JSONValue {
+    public static func gate(
+        meteor: Meteor, owner: JSONValue, name: String, stage: String, pipelineRef: String, commit: String, images: [String], clusters: [String],
+        settings: BuildSettings
+    ) -> JSONValue {
         let params: [JSONValue] = [
             ["name": "url", "value": .string(meteor.spec.url)],
             ["name": "commit", "value": .string(commit)],
@@ -76,7 +83,9 @@ public enum EdgePipelineRunBuilder {
             ["name": "stage", "value": .string(stage)],
             ["name": "clusters", "value": .string(clusters.joined(separator: " "))],
         ]
-        var run = PipelineRunBuilder.run(name: name, meteor: meteor, owner: owner, pipeline: .edge, ref: commit, params: params, extraLabels: [MeteorLabels.gate: .string(stage)], settings: settings)
+        var run = PipelineRunBuilder.run(
+            name: name, meteor: meteor, owner: owner, pipeline: .edge, ref: commit, params: params, extraLabels: [MeteorLabels.gate: .string(stage)],
+            settings: settings)
         run[path: "spec", "pipelineRef", "name"] = .string(pipelineRef)
         run[path: "spec", "workspaces"] = nil
         return run
@@ -85,7 +94,8 @@ public enum EdgePipelineRunBuilder {
 
 /// Argo CD `Application`s that deploy a verified image, pinned by digest, to a device cluster.
 public enum ArgoApplicationBuilder {
-    public static let resourceType = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "Application", plural: "applications", namespaced: true)
+    public static let resourceType = ResourceType(
+        group: "argoproj.io", version: "v1alpha1", kind: "Application", plural: "applications", namespaced: true)
     /// Argo CD's own finalizer: deleting the Application removes what it deployed from the device.
     public static let resourcesFinalizer = "resources-finalizer.argocd.argoproj.io"
 
@@ -97,7 +107,9 @@ public enum ArgoApplicationBuilder {
 
     /// The images an Application was given pinned (the new image of each kustomize override), the built one first.
     public static func pinnedImages(_ app: JSONValue) -> [String] {
-        (app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap { $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init) }
+        (app[path: "spec", "source", "kustomize", "images"]?.arrayValue ?? []).compactMap {
+            $0.stringValue?.split(separator: "=", maxSplits: 1).last.map(String.init)
+        }
     }
 
     /// The fingerprint of the key the deployed image was verified with: a later change of the trust policies is
@@ -107,7 +119,10 @@ public enum ArgoApplicationBuilder {
     /// An Application in `namespace` (Argo CD's), in `project`, syncing the target's path at `revision` on the
     /// placement's cluster. `pinnedImage` (`repository@sha256:…`) replaces the built image; `extraImages` pin the
     /// target's other images.
-    public static func build(meteor: Meteor, placement: EdgePlacement, image: Edge.Image, pinnedImage: String, extraImages: [String] = [], keyFingerprint: String? = nil, revision: String, namespace: String, project: String) -> JSONValue {
+    public static func build(
+        meteor: Meteor, placement: EdgePlacement, image: Edge.Image, pinnedImage: String, extraImages: [String] = [], keyFingerprint: String? = nil,
+        revision: String, namespace: String, project: String
+    ) -> JSONValue {
         let meteorNamespace = meteor.namespace ?? "default"
         let target = placement.target
         return [
@@ -124,7 +139,9 @@ public enum ArgoApplicationBuilder {
                     MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
                     "app.kubernetes.io/part-of": "meteor",
                 ],
-                "annotations": keyFingerprint.map { ["meteor.zone/image": .string(pinnedImage), "meteor.zone/platform": .string(image.platform), .init(keyAnnotation): .string($0)] }
+                "annotations": keyFingerprint.map {
+                    ["meteor.zone/image": .string(pinnedImage), "meteor.zone/platform": .string(image.platform), .init(keyAnnotation): .string($0)]
+                }
                     ?? ["meteor.zone/image": .string(pinnedImage), "meteor.zone/platform": .string(image.platform)],
                 "finalizers": [.string(resourcesFinalizer)],
             ],
@@ -134,7 +151,11 @@ public enum ArgoApplicationBuilder {
                     "repoURL": .string(meteor.spec.url),
                     "targetRevision": .string(revision),
                     "path": .string(target.path),
-                    "kustomize": ["images": .array([.string("\(image.repository)=\(pinnedImage)")] + extraImages.map { .string("\(SignatureVerifier.repositoryPart($0))=\($0)") })],
+                    "kustomize": [
+                        "images": .array(
+                            [.string("\(image.repository)=\(pinnedImage)")]
+                                + extraImages.map { .string("\(SignatureVerifier.repositoryPart($0))=\($0)") })
+                    ],
                 ],
                 "destination": ["name": .string(placement.cluster), "namespace": .string(target.namespace)],
                 "syncPolicy": [
@@ -166,7 +187,8 @@ public struct ApplicationState: Sendable, Equatable {
         healthStatus = app[path: "status", "health", "status"]?.stringValue
         runningImages = app[path: "status", "summary", "images"]?.arrayValue?.compactMap(\.stringValue) ?? []
         comparedToSpec = app[path: "status", "sync", "comparedTo", "source"].map { $0 == app[path: "spec", "source"] } ?? false
-        message = app[path: "status", "health", "message"]?.stringValue
+        message =
+            app[path: "status", "health", "message"]?.stringValue
             ?? (app[path: "status", "conditions"]?.arrayValue ?? []).compactMap { $0["message"]?.stringValue }.first
     }
 

@@ -75,18 +75,22 @@ final class EdgeMemory: Sendable {
 }
 
 extension MeteorReconciler {
-    func reconcileEdge(_ meteor: Meteor, _ edge: Edge, raw: JSONValue, previous: Meteor.Status, settings: EdgeSettings, now: Date) async throws -> EdgeOutcome {
+    func reconcileEdge(
+        _ meteor: Meteor, _ edge: Edge, raw: JSONValue, previous: Meteor.Status, settings: EdgeSettings, now: Date
+    ) async throws -> EdgeOutcome {
         let generation = meteor.metadata.generation ?? 1
         let trust = self.trust
         var outcome = EdgeOutcome()
         func condition(_ type: String, _ status: Condition.Status, _ reason: String, _ message: String) {
-            outcome.conditions.append(Condition(type: type, status: status, observedGeneration: generation, lastTransitionTime: now, reason: reason, message: message))
+            outcome.conditions.append(
+                Condition(type: type, status: status, observedGeneration: generation, lastTransitionTime: now, reason: reason, message: message))
         }
 
         // 1. Which revision: the newest release tag, or spec.ref.
         let build: EdgeBuild
         if let release = edge.release {
-            let interval = settings.releaseIntervalOverride ?? max(settings.minimumReleaseInterval, release.interval ?? settings.defaultReleaseInterval)
+            let interval =
+                settings.releaseIntervalOverride ?? max(settings.minimumReleaseInterval, release.interval ?? settings.defaultReleaseInterval)
             outcome.requeueAfter = .seconds(interval)
             let (current, problem, fresh) = await currentRelease(meteor, release, interval: interval, previous: previous.release, now: now)
             if let problem, fresh {
@@ -99,7 +103,9 @@ extension MeteorReconciler {
                 condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "No release to deploy yet")
                 let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
                 let found = deploymentStatus(meteor, placements, settings: settings)
-                outcome.deployments = placements.filter { !$0.selected }.compactMap { found[$0.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name)] }
+                outcome.deployments = placements.filter { !$0.selected }.compactMap {
+                    found[$0.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name)]
+                }
                 outcome.rollout = previous.rollout
                 return outcome
             }
@@ -123,7 +129,9 @@ extension MeteorReconciler {
                 if runSettings == nil { runSettings = try await newRunSettings(meteor) }
                 let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: runSettings!)
                 do {
-                    run = try await runsApi.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
+                    run = try await runsApi.create(
+                        body,
+                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)
                     started.append("\(runName) (\(image.name), \(image.platform))")
                 } catch let e as KubeError where e.isAlreadyExists {}
@@ -140,12 +148,15 @@ extension MeteorReconciler {
                     status.reason = problem.reason
                     status.message = problem.message
                 } else {
-                    status = try await verify(status, image: image, earlier: earlier[image.name], edge: edge, meteor: meteor, raw: raw, settings: settings, trust: trust, now: now)
+                    status = try await verify(
+                        status, image: image, earlier: earlier[image.name], edge: edge, meteor: meteor, raw: raw, settings: settings, trust: trust,
+                        now: now)
                 }
             case .failed?:
                 failed += 1
                 status.reason = "BuildFailed"
-                status.message = ObjectHelpers.truncated(state!.message.isEmpty ? state!.reason : state!.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes)
+                status.message = ObjectHelpers.truncated(
+                    state!.message.isEmpty ? state!.reason : state!.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes)
             default:
                 status.reason = "Building"
                 status.message = "PipelineRun \(runName) is \(state?.reason ?? "Pending")"
@@ -154,7 +165,9 @@ extension MeteorReconciler {
         }
 
         if !started.isEmpty {
-            await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created edge PipelineRun\(started.count > 1 ? "s" : "") \(started.joined(separator: ", ")) at \(build.ref)")
+            await events.record(
+                raw, type: .normal, reason: "PipelineRunCreated",
+                message: "Created edge PipelineRun\(started.count > 1 ? "s" : "") \(started.joined(separator: ", ")) at \(build.ref)")
         }
         let total = edge.images.count
         if failed > 0 {
@@ -170,17 +183,21 @@ extension MeteorReconciler {
         let rejected = outcome.images.filter { !$0.verified && $0.digest != nil && $0.reason != nil }
         if !rejected.isEmpty {
             let reasons = Set(rejected.compactMap(\.reason))
-            condition(MeteorStatusVocabulary.imagesVerified, .false, reasons.count == 1 ? reasons.first! : "VerificationFailed",
-                      rejected.map { "\($0.name) (\($0.pinnedReference ?? $0.repository)): \($0.message ?? $0.reason ?? "")" }.joined(separator: "; "))
+            condition(
+                MeteorStatusVocabulary.imagesVerified, .false, reasons.count == 1 ? reasons.first! : "VerificationFailed",
+                rejected.map { "\($0.name) (\($0.pinnedReference ?? $0.repository)): \($0.message ?? $0.reason ?? "")" }.joined(separator: "; "))
             outcome.requeueAfter = min(outcome.requeueAfter ?? settings.verificationRetry, settings.verificationRetry)
         } else if verified.count == total {
-            condition(MeteorStatusVocabulary.imagesVerified, .true, "Verified", "Verified \(total) image(s) with key \(verified.first?.keyFingerprint ?? "")")
+            condition(
+                MeteorStatusVocabulary.imagesVerified, .true, "Verified",
+                "Verified \(total) image(s) with key \(verified.first?.keyFingerprint ?? "")")
         } else {
             condition(MeteorStatusVocabulary.imagesVerified, .unknown, "AwaitingImages", "Verified \(verified.count) of \(total) image(s)")
         }
 
         // 3. A repository several platforms share gets one image index at the build's tag.
-        let (indexes, indexFailed) = await publishIndexes(edge, images: outcome.images, tag: build.imageTag, previous: previous.imageIndexes ?? [], meteor: meteor, raw: raw, settings: settings)
+        let (indexes, indexFailed) = await publishIndexes(
+            edge, images: outcome.images, tag: build.imageTag, previous: previous.imageIndexes ?? [], meteor: meteor, raw: raw, settings: settings)
         outcome.indexes = indexes
         if indexFailed { outcome.requeueAfter = min(outcome.requeueAfter ?? settings.verificationRetry, settings.verificationRetry) }
 
@@ -192,11 +209,15 @@ extension MeteorReconciler {
         let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
         let byName = Dictionary(outcome.images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let wanted = { (target: Edge.Target) -> EdgeDelivered? in
-            guard let status = byName[target.image], status.verified, let pinned = status.pinnedReference, let commit = status.commit else { return nil }
+            guard let status = byName[target.image], status.verified, let pinned = status.pinnedReference, let commit = status.commit else {
+                return nil
+            }
             return EdgeDelivered(target: target.name, image: pinned, revision: commit, images: target.images, keyFingerprint: status.keyFingerprint)
         }
         let trusted = { (p: EdgePlacement, delivered: EdgeDelivered) -> Bool in
-            guard let image = edge.images.first(where: { $0.name == p.target.image }), let fingerprint = delivered.keyFingerprint else { return false }
+            guard let image = edge.images.first(where: { $0.name == p.target.image }), let fingerprint = delivered.keyFingerprint else {
+                return false
+            }
             return trust.trusts(fingerprint, repository: image.repository, cluster: p.cluster, namespace: namespace)
         }
         let application = { (p: EdgePlacement) in p.application(meteorNamespace: namespace, meteor: meteor.name) }
@@ -204,7 +225,9 @@ extension MeteorReconciler {
         var rollBack: Set<String> = []
         var lastHealthy: [String: EdgeDelivered] = [:]
         if let rollout = edge.rollout {
-            let plan = try await planRollout(rollout, meteor: meteor, edge: edge, raw: raw, placements: placements, wanted: wanted, previous: previous.rollout, release: build.release.map { "\($0.tag) (\($0.commit ?? build.ref))" } ?? build.ref, settings: settings, now: now)
+            let plan = try await planRollout(
+                rollout, meteor: meteor, edge: edge, raw: raw, placements: placements, wanted: wanted, previous: previous.rollout,
+                release: build.release.map { "\($0.tag) (\($0.commit ?? build.ref))" } ?? build.ref, settings: settings, now: now)
             outcome.rollout = plan.status
             if let run = plan.status.gateRun { outcome.runNames.insert(run) }
             if let after = plan.requeueAfter { outcome.requeueAfter = min(outcome.requeueAfter ?? after, after) }
@@ -221,13 +244,17 @@ extension MeteorReconciler {
             let given: EdgeDelivered?
             if rollBack.contains(p.target.name) {
                 given = lastHealthy[p.target.name].flatMap { trusted(p, $0) ? $0 : nil }
-                if given == nil, let app = applicationsOf(meteor, settings: settings).first(where: { $0[path: "metadata", "name"]?.stringValue == name }), app[path: "metadata", "deletionTimestamp"] == nil {
+                if given == nil,
+                    let app = applicationsOf(meteor, settings: settings).first(where: { $0[path: "metadata", "name"]?.stringValue == name }),
+                    app[path: "metadata", "deletionTimestamp"] == nil
+                {
                     // It never ran a release healthy (or what it ran is no longer trusted there): nothing to return to.
                     try await deleteApplication(app, settings: settings)
                 }
             } else if allowed.map({ $0.contains(p.target.name) }) ?? true, let delivered = wanted(p.target) {
                 guard trusted(p, delivered) else {
-                    untrustedTargets.append("\(p.target.name) (\(p.cluster)): key \(delivered.keyFingerprint ?? "") is not trusted for \(image.repository) there")
+                    untrustedTargets.append(
+                        "\(p.target.name) (\(p.cluster)): key \(delivered.keyFingerprint ?? "") is not trusted for \(image.repository) there")
                     continue
                 }
                 if let problem = await extraImagesProblem(p, edge: edge, meteor: meteor, trust: trust, settings: settings) {
@@ -236,7 +263,9 @@ extension MeteorReconciler {
                 }
                 let delivery = Self.delivery(commit: delivered.revision, pinned: delivered.image, extras: delivered.images ?? [])
                 if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(name)"] }), stoppedFor == delivery {
-                    refused.append("\(p.target.name) (\(p.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images")
+                    refused.append(
+                        "\(p.target.name) (\(p.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images"
+                    )
                     continue
                 }
                 given = delivered
@@ -245,7 +274,9 @@ extension MeteorReconciler {
             }
             guard let given else { continue }
             deployed.insert(name)
-            let desired = ArgoApplicationBuilder.build(meteor: meteor, placement: p, image: image, pinnedImage: given.image, extraImages: given.images ?? [], keyFingerprint: given.keyFingerprint, revision: given.revision, namespace: settings.argocdNamespace, project: settings.project)
+            let desired = ArgoApplicationBuilder.build(
+                meteor: meteor, placement: p, image: image, pinnedImage: given.image, extraImages: given.images ?? [],
+                keyFingerprint: given.keyFingerprint, revision: given.revision, namespace: settings.argocdNamespace, project: settings.project)
             try await ensureApplication(desired, meteor: meteor, raw: raw, cluster: p.cluster)
         }
         let untrusted = try await stopUntrustedDelivery(meteor, edge, trust: trust, keep: deployed, raw: raw, settings: settings)
@@ -267,22 +298,43 @@ extension MeteorReconciler {
         let clusters = Set(placements.map(\.cluster)).sorted()
         if !untrusted.isEmpty || !unpinned.isEmpty || !untrustedTargets.isEmpty || !refused.isEmpty {
             let reason = refused.isEmpty && unpinned.isEmpty ? "KeyNotTrusted" : "UnverifiedImage"
-            condition(MeteorStatusVocabulary.deployed, .false, reason, ObjectHelpers.truncated((untrusted + unpinned + untrustedTargets + refused).joined(separator: "; "), maxBytes: 4096))
+            condition(
+                MeteorStatusVocabulary.deployed, .false, reason,
+                ObjectHelpers.truncated((untrusted + unpinned + untrustedTargets + refused).joined(separator: "; "), maxBytes: 4096))
         } else if let halted = outcome.rollout?.halted {
-            condition(MeteorStatusVocabulary.deployed, .false, "RolledBack", "\(halted.message); stage \(halted.stage) returned to what last ran healthy there, and \(outcome.rollout?.release ?? "the release") is not delivered further")
+            condition(
+                MeteorStatusVocabulary.deployed, .false, "RolledBack",
+                "\(halted.message); stage \(halted.stage) returned to what last ran healthy there, and \(outcome.rollout?.release ?? "the release") is not delivered further"
+            )
         } else if !degraded.isEmpty {
-            condition(MeteorStatusVocabulary.deployed, .false, "Degraded", degraded.prefix(5).map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(separator: "; ") + (degraded.count > 5 ? "; and \(degraded.count - 5) more" : ""))
+            condition(
+                MeteorStatusVocabulary.deployed, .false, "Degraded",
+                degraded.prefix(5).map { "\($0.application) on \($0.cluster) is Degraded\($0.message.map { ": \($0)" } ?? "")" }.joined(
+                    separator: "; ") + (degraded.count > 5 ? "; and \(degraded.count - 5) more" : ""))
         } else if !unplaced.isEmpty {
-            condition(MeteorStatusVocabulary.deployed, .unknown, "NoMatchingClusters", unplaced.map { "target \($0.name) selects no Argo CD cluster (\((try? $0.clusterSelector?.labelSelector())?.description ?? ""))" }.joined(separator: "; "))
+            condition(
+                MeteorStatusVocabulary.deployed, .unknown, "NoMatchingClusters",
+                unplaced.map { "target \($0.name) selects no Argo CD cluster (\((try? $0.clusterSelector?.labelSelector())?.description ?? ""))" }
+                    .joined(separator: "; "))
         } else if current.count == placements.count, outcome.rollout.map({ $0.completed == true }) ?? true {
-            condition(MeteorStatusVocabulary.deployed, .true, "Synced", "Deployed to \(clusters.count <= 5 ? clusters.joined(separator: ", ") : "\(clusters.count) clusters"): synced and healthy")
+            condition(
+                MeteorStatusVocabulary.deployed, .true, "Synced",
+                "Deployed to \(clusters.count <= 5 ? clusters.joined(separator: ", ") : "\(clusters.count) clusters"): synced and healthy")
         } else if verified.count < total {
-            condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "Deployed \(current.count) of \(placements.count) target(s); waiting for verified images")
+            condition(
+                MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification",
+                "Deployed \(current.count) of \(placements.count) target(s); waiting for verified images")
         } else if let rollout = outcome.rollout, rollout.completed != true {
-            condition(MeteorStatusVocabulary.deployed, .unknown, rollout.paused == true ? "RolloutPaused" : "RollingOut", rollout.waiting ?? "Rolling out")
+            condition(
+                MeteorStatusVocabulary.deployed, .unknown, rollout.paused == true ? "RolloutPaused" : "RollingOut", rollout.waiting ?? "Rolling out")
         } else {
-            let pending = placements.filter { p in !current.contains(p) }.prefix(5).map { p in found[application(p)].map { "\($0.application): \($0.syncStatus ?? "Unknown")/\($0.healthStatus ?? "Unknown")" } ?? "\(application(p)): not created" }
-            condition(MeteorStatusVocabulary.deployed, .unknown, "Progressing", "Deployed \(current.count) of \(placements.count) target(s); " + pending.joined(separator: ", "))
+            let pending = placements.filter { p in !current.contains(p) }.prefix(5).map { p in
+                found[application(p)].map { "\($0.application): \($0.syncStatus ?? "Unknown")/\($0.healthStatus ?? "Unknown")" }
+                    ?? "\(application(p)): not created"
+            }
+            condition(
+                MeteorStatusVocabulary.deployed, .unknown, "Progressing",
+                "Deployed \(current.count) of \(placements.count) target(s); " + pending.joined(separator: ", "))
         }
         return outcome
     }
@@ -292,23 +344,30 @@ extension MeteorReconciler {
     /// of them. Deployments do not wait for it (they pin each image by its digest); a refused push is a Warning
     /// Event and a message in the entry, retried. An index already published for the same digests is not pushed
     /// again.
-    func publishIndexes(_ edge: Edge, images: [EdgeImageStatus], tag: String, previous: [EdgeImageIndexStatus], meteor: Meteor, raw: JSONValue, settings: EdgeSettings) async -> ([EdgeImageIndexStatus], failed: Bool) {
+    func publishIndexes(
+        _ edge: Edge, images: [EdgeImageStatus], tag: String, previous: [EdgeImageIndexStatus], meteor: Meteor, raw: JSONValue, settings: EdgeSettings
+    ) async -> ([EdgeImageIndexStatus], failed: Bool) {
         let byName = Dictionary(images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var out: [EdgeImageIndexStatus] = []
         var failed = false
         for (repository, group) in Dictionary(grouping: edge.images, by: \.repository).sorted(by: { $0.key < $1.key }) where group.count > 1 {
             let statuses = group.compactMap { byName[$0.name] }
             guard statuses.count == group.count, statuses.allSatisfy(\.verified) else { continue }
-            let manifests = statuses.compactMap { s in s.digest.map { EdgeImageIndexStatus.Manifest(platform: s.platform, digest: $0) } }.sorted { $0.platform < $1.platform }
+            let manifests = statuses.compactMap { s in s.digest.map { EdgeImageIndexStatus.Manifest(platform: s.platform, digest: $0) } }.sorted {
+                $0.platform < $1.platform
+            }
             let reference = "\(repository):\(tag)"
             if let earlier = previous.first(where: { $0.reference == reference && $0.manifests == manifests && $0.digest != nil }) {
                 out.append(earlier)
                 continue
             }
             do {
-                let digest = try await pushIndex(repository: repository, tag: tag, manifests: manifests, namespace: meteor.namespace, settings: settings)
+                let digest = try await pushIndex(
+                    repository: repository, tag: tag, manifests: manifests, namespace: meteor.namespace, settings: settings)
                 out.append(EdgeImageIndexStatus(reference: reference, digest: digest, manifests: manifests))
-                await events.record(raw, type: .normal, reason: "ImageIndexPublished", message: "Published \(reference)@\(digest) for \(manifests.map(\.platform).joined(separator: ", "))")
+                await events.record(
+                    raw, type: .normal, reason: "ImageIndexPublished",
+                    message: "Published \(reference)@\(digest) for \(manifests.map(\.platform).joined(separator: ", "))")
             } catch {
                 failed = true
                 let message = "Cannot publish the image index \(reference): \(error)"
@@ -321,10 +380,14 @@ extension MeteorReconciler {
 
     /// Reads each manifest's media type and size, and PUTs the index (the registry checks that each one is in the
     /// repository). The builds' push credentials (`BuildSettings.pushSecret`) first, else the signing pull secret's.
-    func pushIndex(repository: String, tag: String, manifests: [EdgeImageIndexStatus.Manifest], namespace: String?, settings: EdgeSettings) async throws -> String {
+    func pushIndex(
+        repository: String, tag: String, manifests: [EdgeImageIndexStatus.Manifest], namespace: String?, settings: EdgeSettings
+    ) async throws -> String {
         let target = try RegistryClient.Reference(parsing: repository)
         var credentials: [String: RegistryClient.Credentials] = [:]
-        if let name = configuration.build.pushSecret, let config = try await client.api(Secret.self, namespace: namespace).getOptional(name)?.value(".dockerconfigjson") {
+        if let name = configuration.build.pushSecret,
+            let config = try await client.api(Secret.self, namespace: namespace).getOptional(name)?.value(".dockerconfigjson")
+        {
             credentials = RegistryClient.credentials(dockerConfigJSON: Array(config))
         }
         let registry = registryClient(for: target, credentials: credentials, settings: settings)
@@ -334,7 +397,10 @@ extension MeteorReconciler {
             let parts = m.platform.split(separator: "/").map(String.init)
             var platform: JSONObject = ["os": .string(parts[0]), "architecture": .string(parts.count > 1 ? parts[1] : parts[0])]
             if parts.count > 2 { platform["variant"] = .string(parts[2]) }
-            entries.append(["mediaType": .string(child.mediaType ?? "application/vnd.oci.image.manifest.v1+json"), "digest": .string(m.digest), "size": .int(Int64(child.bytes.count)), "platform": .object(platform)])
+            entries.append([
+                "mediaType": .string(child.mediaType ?? "application/vnd.oci.image.manifest.v1+json"), "digest": .string(m.digest),
+                "size": .int(Int64(child.bytes.count)), "platform": .object(platform),
+            ])
         }
         let index: JSONValue = ["schemaVersion": 2, "mediaType": .string(RegistryClient.imageIndexType), "manifests": .array(entries)]
         let bytes = Array(index.serializedString().utf8)
@@ -344,8 +410,12 @@ extension MeteorReconciler {
 
     /// A registry client for `reference`'s registry: plain HTTP where the admin said so, its mirror, this operator's
     /// egress policy.
-    func registryClient(for reference: RegistryClient.Reference, credentials: [String: RegistryClient.Credentials], settings: EdgeSettings) -> RegistryClient {
-        RegistryClient(insecure: settings.insecureRegistries.contains(reference.registry), credentials: credentials, endpoints: settings.hostOverrides, egress: egress)
+    func registryClient(
+        for reference: RegistryClient.Reference, credentials: [String: RegistryClient.Credentials], settings: EdgeSettings
+    ) -> RegistryClient {
+        RegistryClient(
+            insecure: settings.insecureRegistries.contains(reference.registry), credentials: credentials, endpoints: settings.hostOverrides,
+            egress: egress)
     }
 
     /// What a target is given to run — the commit, the pinned image, its other images — as one value: a target whose
@@ -365,17 +435,24 @@ extension MeteorReconciler {
 
     /// A succeeded run must report a digest of an image in the configured repository, and the commit it built: the
     /// release tag's when it built a release (a tag moved between listing and cloning is not believed).
-    static func builtImageProblem(_ state: PipelineRunState, image: Edge.Image, build: EdgeBuild, runName: String) -> (reason: String, message: String)? {
+    static func builtImageProblem(
+        _ state: PipelineRunState, image: Edge.Image, build: EdgeBuild, runName: String
+    ) -> (reason: String, message: String)? {
         guard let digest = state.results["IMAGE_DIGEST"], PipelineRunState.isDigest(digest) else {
             return ("BuildResultMissing", PipelineRunState.missingDigestMessage(runName))
         }
         if let release = build.release?.commit, let reported = state.results["COMMIT"], isCommit(reported), reported != release {
-            return ("CommitMismatch", "PipelineRun \(runName) built commit \(reported), but release \(build.release?.tag ?? build.ref) is commit \(release)")
+            return (
+                "CommitMismatch",
+                "PipelineRun \(runName) built commit \(reported), but release \(build.release?.tag ?? build.ref) is commit \(release)"
+            )
         }
         if builtCommit(state, build: build) == nil {
             return ("CommitUnknown", "PipelineRun \(runName) reported no COMMIT result; devices are given a commit, never a branch (\(build.ref))")
         }
-        if let url = state.results["IMAGE_URL"], let pushed = try? RegistryClient.Reference(parsing: url), pushed.repositoryReference != image.repository {
+        if let url = state.results["IMAGE_URL"], let pushed = try? RegistryClient.Reference(parsing: url),
+            pushed.repositoryReference != image.repository
+        {
             return ("RepositoryMismatch", "PipelineRun \(runName) pushed to \(pushed.repositoryReference), not \(image.repository)")
         }
         return nil
@@ -384,10 +461,14 @@ extension MeteorReconciler {
     /// The release to deliver: re-read from the remote once per interval; the last known one when it cannot be read.
     /// The release and, when the last check of the remote found none or failed, why; `fresh` when the remote was
     /// read now (a reconcile between checks says what the last check found, not something else).
-    func currentRelease(_ meteor: Meteor, _ release: Edge.Release, interval: Int64, previous: EdgeRelease?, now: Date) async -> (EdgeRelease?, ReleaseProblem?, fresh: Bool) {
+    func currentRelease(
+        _ meteor: Meteor, _ release: Edge.Release, interval: Int64, previous: EdgeRelease?, now: Date
+    ) async -> (EdgeRelease?, ReleaseProblem?, fresh: Bool) {
         let key = meteor.metadata.uid ?? "\(meteor.namespace ?? "")/\(meteor.name)"
         let known = previous.flatMap { ReleaseSelection.matches($0.tag, pattern: release.tagPattern) ? $0 : nil }
-        if let cached = edgeMemory.releases.withLock({ $0[key] }), cached.pattern == release.tagPattern, now.timeIntervalSince(cached.checked) < Double(interval) {
+        if let cached = edgeMemory.releases.withLock({ $0[key] }), cached.pattern == release.tagPattern,
+            now.timeIntervalSince(cached.checked) < Double(interval)
+        {
             return (cached.release ?? known, cached.problem, false)
         }
         let found: EdgeRelease?
@@ -395,9 +476,12 @@ extension MeteorReconciler {
         do {
             let refs = try await listRefs(meteor)
             found = ReleaseSelection.newest(refs, pattern: release.tagPattern).map { EdgeRelease(tag: $0.tag, commit: $0.commit) }
-            problem = found == nil ? ReleaseProblem(reason: "NoMatchingTag", message: "No tag on \(meteor.spec.url) matches \(release.tagPattern)") : nil
+            problem =
+                found == nil ? ReleaseProblem(reason: "NoMatchingTag", message: "No tag on \(meteor.spec.url) matches \(release.tagPattern)") : nil
             if let found, found != known, let raw = try? JSONValue(encoding: meteor) {
-                await events.record(raw, type: .normal, reason: "ReleaseFound", message: "Delivering \(found.tag) (\(found.commit ?? "unknown commit")) from \(meteor.spec.url)")
+                await events.record(
+                    raw, type: .normal, reason: "ReleaseFound",
+                    message: "Delivering \(found.tag) (\(found.commit ?? "unknown commit")) from \(meteor.spec.url)")
             }
         } catch {
             found = known
@@ -414,23 +498,39 @@ extension MeteorReconciler {
         let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
         guard let current = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications) else {
             do {
-                recent.record(try await api.create(desired, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
-                await events.record(raw, type: .normal, reason: "ApplicationCreated", message: "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(cluster)")
+                recent.record(
+                    try await api.create(
+                        desired,
+                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
+                await events.record(
+                    raw, type: .normal, reason: "ApplicationCreated",
+                    message:
+                        "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(cluster)"
+                )
             } catch let e as KubeError where e.isAlreadyExists {}
             return
         }
         // Being removed (delivery stopped, Argo CD taking its resources off the device): created again once gone.
         if current[path: "metadata", "deletionTimestamp"] != nil { return }
         guard current[path: "metadata", "labels", MeteorLabels.meteorUID] == desired[path: "metadata", "labels", MeteorLabels.meteorUID] else {
-            await events.record(raw, type: .warning, reason: "ApplicationConflict", message: "Application \(key.name) exists and belongs to another Meteor; not touching it")
+            await events.record(
+                raw, type: .warning, reason: "ApplicationConflict",
+                message: "Application \(key.name) exists and belongs to another Meteor; not touching it")
             return
         }
         let desiredSpec = desired["spec"] ?? .object([:])
         let image = desired[path: "metadata", "annotations", "meteor.zone/image"]
-        if MergePatch.apply(desiredSpec, to: current["spec"] ?? .object([:])) != current["spec"] || current[path: "metadata", "annotations", "meteor.zone/image"] != image {
-            recent.record(try await api.patch(key.name, .merge(["metadata": ["annotations": ["meteor.zone/image": image ?? .null]], "spec": desiredSpec]), params: WriteParams(fieldManager: "meteor-operator")))
+        if MergePatch.apply(desiredSpec, to: current["spec"] ?? .object([:])) != current["spec"]
+            || current[path: "metadata", "annotations", "meteor.zone/image"] != image
+        {
+            recent.record(
+                try await api.patch(
+                    key.name, .merge(["metadata": ["annotations": ["meteor.zone/image": image ?? .null]], "spec": desiredSpec]),
+                    params: WriteParams(fieldManager: "meteor-operator")))
             let before = ApplicationState(current)
-            await events.record(raw, type: .normal, reason: "ApplicationUpdated", message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(cluster)")
+            await events.record(
+                raw, type: .normal, reason: "ApplicationUpdated",
+                message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(cluster)")
         }
     }
 
@@ -439,18 +539,23 @@ extension MeteorReconciler {
     /// record no key: what runs on the device is presumed compromised, and Argo CD removes it (the Application's
     /// resources finalizer). Delivery resumes when an image signed by a trusted key is verified.
     /// Returns what was stopped, for the Deployed condition.
-    func stopUntrustedDelivery(_ meteor: Meteor, _ edge: Edge, trust: EdgeTrust, keep: Set<String>, raw: JSONValue, settings: EdgeSettings) async throws -> [String] {
+    func stopUntrustedDelivery(
+        _ meteor: Meteor, _ edge: Edge, trust: EdgeTrust, keep: Set<String>, raw: JSONValue, settings: EdgeSettings
+    ) async throws -> [String] {
         var stopped: [String] = []
         let namespace = meteor.namespace ?? "default"
         for app in applicationsOf(meteor, settings: settings) {
-            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name), let targetName = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue,
+            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name),
+                let targetName = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue,
                 let target = edge.targets.first(where: { $0.name == targetName }), let image = edge.images.first(where: { $0.name == target.image }),
-                let cluster = app[path: "spec", "destination", "name"]?.stringValue, app[path: "metadata", "deletionTimestamp"] == nil else { continue }
+                let cluster = app[path: "spec", "destination", "name"]?.stringValue, app[path: "metadata", "deletionTimestamp"] == nil
+            else { continue }
             let fingerprint = app[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue
             if let fingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: cluster, namespace: namespace) { continue }
             try await deleteApplication(app, settings: settings)
             let what = "\(ApplicationState(app).pinnedImage ?? image.repository) on \(cluster)"
-            let why = "delivery of \(what) stopped: it was verified with key \(fingerprint ?? "(unrecorded)"), which no EdgeTrustPolicy trusts for \(image.repository) there any more"
+            let why =
+                "delivery of \(what) stopped: it was verified with key \(fingerprint ?? "(unrecorded)"), which no EdgeTrustPolicy trusts for \(image.repository) there any more"
             stopped.append(why)
             await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(name): \(why)")
         }
@@ -467,9 +572,12 @@ extension MeteorReconciler {
             guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue else { continue }
             let state = ApplicationState(app)
             let extras = Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst())
-            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(name)"] = Self.delivery(commit: state.revision, pinned: state.pinnedImage, extras: extras) }
+            edgeMemory.unpinnedStops.withLock {
+                $0["\(meteor.metadata.uid ?? "")/\(name)"] = Self.delivery(commit: state.revision, pinned: state.pinnedImage, extras: extras)
+            }
             try await deleteApplication(app, settings: settings)
-            let why = "\(name) runs \(unpinned.joined(separator: ", ")), not pinned and verified: declare every image its manifests run in spec.edge.targets[].images, by digest"
+            let why =
+                "\(name) runs \(unpinned.joined(separator: ", ")), not pinned and verified: declare every image its manifests run in spec.edge.targets[].images, by digest"
             stopped.append(why)
             await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(why)")
         }
@@ -479,14 +587,16 @@ extension MeteorReconciler {
     /// The Meteor's Applications, from the cache.
     func applicationsOf(_ meteor: Meteor, settings: EdgeSettings) -> [JSONValue] {
         guard let applications, let uid = meteor.metadata.uid else { return [] }
-        return applications.store.list(namespace: settings.argocdNamespace, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])]))
+        return applications.store.list(
+            namespace: settings.argocdNamespace, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])]))
     }
 
     /// Deletes Applications no placement wants any more (a target removed, a cluster unlabelled or gone; all of
     /// them when `keep` is empty).
     func pruneApplications(_ meteor: Meteor, keep: Set<String>, settings: EdgeSettings) async throws {
         for app in applicationsOf(meteor, settings: settings) {
-            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name), app[path: "metadata", "deletionTimestamp"] == nil else { continue }
+            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name), app[path: "metadata", "deletionTimestamp"] == nil
+            else { continue }
             try await deleteApplication(app, settings: settings)
         }
     }
@@ -496,7 +606,8 @@ extension MeteorReconciler {
     func deleteApplication(_ app: JSONValue, settings: EdgeSettings) async throws {
         guard let name = app[path: "metadata", "name"]?.stringValue else { return }
         do {
-            _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
+            _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(
+                name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
             recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
         } catch let e as KubeError where e.isNotFound {}
     }
@@ -506,9 +617,11 @@ extension MeteorReconciler {
         guard let applications else { return [:] }
         var out: [String: EdgeDeploymentStatus] = [:]
         for p in placements {
-            let key = ObjectKey(namespace: settings.argocdNamespace, name: p.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name))
+            let key = ObjectKey(
+                namespace: settings.argocdNamespace, name: p.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name))
             guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
-                app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid else { continue }
+                app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid
+            else { continue }
             let state = ApplicationState(app)
             var d = EdgeDeploymentStatus(target: p.target.name, cluster: p.cluster, application: key.name)
             d.image = state.pinnedImage
@@ -524,8 +637,10 @@ extension MeteorReconciler {
 
     /// Plans a staged rollout from what the Applications report, creates the gate run it asks for, and tells the
     /// user what happened.
-    func planRollout(_ rollout: Edge.Rollout, meteor: Meteor, edge: Edge, raw: JSONValue, placements: [EdgePlacement], wanted: (Edge.Target) -> EdgeDelivered?,
-                     previous: EdgeRolloutStatus?, release: String, settings: EdgeSettings, now: Date) async throws -> RolloutPlan {
+    func planRollout(
+        _ rollout: Edge.Rollout, meteor: Meteor, edge: Edge, raw: JSONValue, placements: [EdgePlacement], wanted: (Edge.Target) -> EdgeDelivered?,
+        previous: EdgeRolloutStatus?, release: String, settings: EdgeSettings, now: Date
+    ) async throws -> RolloutPlan {
         let namespace = meteor.namespace ?? "default"
         var everyTarget: [String: EdgeDelivered]? = [:]
         for t in edge.targets {
@@ -537,28 +652,45 @@ extension MeteorReconciler {
             for p in placements {
                 let key = ObjectKey(namespace: settings.argocdNamespace, name: p.application(meteorNamespace: namespace, meteor: meteor.name))
                 guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
-                    app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid, app[path: "metadata", "deletionTimestamp"] == nil else {
-                    devices[p.target.name, default: []].append(.init(application: key.name, cluster: p.cluster, state: ApplicationState(.object([:])), given: nil))
+                    app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid,
+                    app[path: "metadata", "deletionTimestamp"] == nil
+                else {
+                    devices[p.target.name, default: []].append(
+                        .init(application: key.name, cluster: p.cluster, state: ApplicationState(.object([:])), given: nil))
                     continue
                 }
                 let state = ApplicationState(app)
-                let given = state.pinnedImage.map { EdgeDelivered(target: p.target.name, image: $0, revision: state.revision ?? "", images: Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst()).nilIfEmpty) }
+                let given = state.pinnedImage.map {
+                    EdgeDelivered(
+                        target: p.target.name, image: $0, revision: state.revision ?? "",
+                        images: Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst()).nilIfEmpty)
+                }
                 devices[p.target.name, default: []].append(.init(application: key.name, cluster: p.cluster, state: state, given: given))
             }
         }
         let paused = meteor.metadata.annotations?[MeteorAnnotations.rollout] == "paused"
-        let plan = RolloutPlanner.plan(rollout, previous: previous, wanted: everyTarget, release: release, devices: devices,
-                                       gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor).map(PipelineRunState.init) },
-                                       paused: paused, meteor: meteor.name, now: now)
+        let plan = RolloutPlanner.plan(
+            rollout, previous: previous, wanted: everyTarget, release: release, devices: devices,
+            gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor).map(PipelineRunState.init) },
+            paused: paused, meteor: meteor.name, now: now)
         for e in plan.events { await events.record(raw, type: e.warning ? .warning : .normal, reason: e.reason, message: e.message) }
-        if let (stage, run) = plan.gate, let gate = stage.gate, let everyTarget, ownRun(ObjectKey(namespace: meteor.namespace, name: run), of: meteor) == nil {
+        if let (stage, run) = plan.gate, let gate = stage.gate, let everyTarget,
+            ownRun(ObjectKey(namespace: meteor.namespace, name: run), of: meteor) == nil
+        {
             let images = stage.targets.compactMap { everyTarget[$0]?.image }
             let clusters = placements.filter { stage.targets.contains($0.target.name) }.map(\.cluster)
-            let body = EdgePipelineRunBuilder.gate(meteor: meteor, owner: raw, name: run, stage: stage.name, pipelineRef: gate.pipelineRef, commit: everyTarget.values.first?.revision ?? meteor.spec.ref,
-                                                   images: Array(Set(images)).sorted(), clusters: Array(Set(clusters)).sorted(), settings: try await newRunSettings(meteor))
+            let body = EdgePipelineRunBuilder.gate(
+                meteor: meteor, owner: raw, name: run, stage: stage.name, pipelineRef: gate.pipelineRef,
+                commit: everyTarget.values.first?.revision ?? meteor.spec.ref,
+                images: Array(Set(images)).sorted(), clusters: Array(Set(clusters)).sorted(), settings: try await newRunSettings(meteor))
             do {
-                recent.record(try await client.dynamic(PipelineRunBuilder.resourceType, namespace: meteor.namespace).create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
-                await events.record(raw, type: .normal, reason: "GateStarted", message: "Started gate PipelineRun \(run) (\(gate.pipelineRef)) for stage \(stage.name)")
+                recent.record(
+                    try await client.dynamic(PipelineRunBuilder.resourceType, namespace: meteor.namespace).create(
+                        body,
+                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
+                await events.record(
+                    raw, type: .normal, reason: "GateStarted",
+                    message: "Started gate PipelineRun \(run) (\(gate.pipelineRef)) for stage \(stage.name)")
             } catch let e as KubeError where e.isAlreadyExists {}
         }
         return plan
@@ -576,4 +708,3 @@ extension EdgeImageStatus {
         return copy
     }
 }
-

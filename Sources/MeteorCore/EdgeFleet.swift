@@ -68,7 +68,8 @@ public struct EdgePlacement: Sendable, Hashable {
     }
 
     public func application(meteorNamespace: String, meteor: String) -> String {
-        ArgoApplicationBuilder.name(meteorNamespace: meteorNamespace, meteor: meteor, target: selected ? "\(target.name)-\(EdgeBuild.slug(cluster))" : target.name)
+        ArgoApplicationBuilder.name(
+            meteorNamespace: meteorNamespace, meteor: meteor, target: selected ? "\(target.name)-\(EdgeBuild.slug(cluster))" : target.name)
     }
 }
 

@@ -57,8 +57,10 @@ enum RolloutPlanner {
 
     /// `wanted`: what each target is to be given (nil while some image is not verified yet). `devices`: each
     /// target's Applications. `gate`: a gate run's state by name. `paused`: the user's hold.
-    static func plan(_ rollout: Edge.Rollout, previous: EdgeRolloutStatus?, wanted: [String: EdgeDelivered]?, release: String, devices: [String: [Device]],
-                     gate: (String) -> PipelineRunState?, paused: Bool, meteor: String, now: Date) -> RolloutPlan {
+    static func plan(
+        _ rollout: Edge.Rollout, previous: EdgeRolloutStatus?, wanted: [String: EdgeDelivered]?, release: String, devices: [String: [Device]],
+        gate: (String) -> PipelineRunState?, paused: Bool, meteor: String, now: Date
+    ) -> RolloutPlan {
         let stages = rollout.stages
         var plan = RolloutPlan(status: previous ?? EdgeRolloutStatus())
         plan.status.paused = paused ? true : nil
@@ -81,7 +83,10 @@ enum RolloutPlanner {
             fresh.stage = stages[0].name
             fresh.since = now
             plan.status = fresh
-            plan.events.append(.init(warning: false, reason: "RolloutStarted", message: "Rolling out \(release) in stages \(stages.map(\.name).joined(separator: " → ")): \(stages[0].name) first"))
+            plan.events.append(
+                .init(
+                    warning: false, reason: "RolloutStarted",
+                    message: "Rolling out \(release) in stages \(stages.map(\.name).joined(separator: " → ")): \(stages[0].name) first"))
         }
         plan.status.release = release
 
@@ -93,7 +98,9 @@ enum RolloutPlanner {
             let bad = stages[k].targets.flatMap { t in (devices[t] ?? []).filter { $0.degraded(at: wanted[t]) } }
             guard !bad.isEmpty else { continue }
             if index(plan.status.halted?.stage).map({ $0 > k }) ?? true {
-                let which = bad.prefix(3).map { "\($0.application) on \($0.cluster)" }.joined(separator: ", ") + (bad.count > 3 ? " and \(bad.count - 3) more" : "")
+                let which =
+                    bad.prefix(3).map { "\($0.application) on \($0.cluster)" }.joined(separator: ", ")
+                    + (bad.count > 3 ? " and \(bad.count - 3) more" : "")
                 halt(&plan, stage: stages[k], reason: "Degraded", message: "\(which) turned Degraded running \(release)", now: now)
             }
             break
@@ -123,7 +130,9 @@ enum RolloutPlanner {
             let good = ds.filter { $0.1.healthy(at: wanted[$0.0]) }.count
             guard empty.isEmpty, good == ds.count else {
                 plan.status.healthySince = nil
-                plan.status.waiting = "Stage \(stage.name): \(good) of \(ds.count) Application(s) synced and healthy at \(release)" + (empty.isEmpty ? "" : "; no cluster for \(empty.joined(separator: ", "))")
+                plan.status.waiting =
+                    "Stage \(stage.name): \(good) of \(ds.count) Application(s) synced and healthy at \(release)"
+                    + (empty.isEmpty ? "" : "; no cluster for \(empty.joined(separator: ", "))")
                 return plan
             }
             let since = plan.status.healthySince ?? now
@@ -143,7 +152,11 @@ enum RolloutPlanner {
                 case .succeeded?:
                     passed = ", gate \(run) passed"
                 case .failed?:
-                    halt(&plan, stage: stage, reason: "GateFailed", message: "gate PipelineRun \(run) (\(g.pipelineRef)) failed: \(ObjectHelpers.truncated(state!.message.isEmpty ? state!.reason : state!.message, maxBytes: 512))", now: now)
+                    halt(
+                        &plan, stage: stage, reason: "GateFailed",
+                        message:
+                            "gate PipelineRun \(run) (\(g.pipelineRef)) failed: \(ObjectHelpers.truncated(state!.message.isEmpty ? state!.reason : state!.message, maxBytes: 512))",
+                        now: now)
                     plan.deliver = targets(0..<i)
                     plan.rollBack = Set(stage.targets)
                     plan.status.waiting = "Delivery of \(release) stopped at stage \(stage.name) (GateFailed); a new release starts over"
@@ -163,13 +176,19 @@ enum RolloutPlanner {
                 plan.status.stage = nil
                 plan.status.completed = true
                 plan.status.waiting = nil
-                plan.events.append(.init(warning: false, reason: "RolloutCompleted", message: "\(release) runs on every stage (\(stages.map(\.name).joined(separator: ", ")))"))
+                plan.events.append(
+                    .init(
+                        warning: false, reason: "RolloutCompleted",
+                        message: "\(release) runs on every stage (\(stages.map(\.name).joined(separator: ", ")))"))
                 return plan
             }
             i += 1
             plan.status.stage = stages[i].name
             plan.deliver.formUnion(stages[i].targets)
-            plan.events.append(.init(warning: false, reason: "RolloutStageStarted", message: "Stage \(stages[i].name) gets \(release): stage \(stage.name) was healthy for \(stage.soakSeconds ?? 0)s\(passed)"))
+            plan.events.append(
+                .init(
+                    warning: false, reason: "RolloutStageStarted",
+                    message: "Stage \(stages[i].name) gets \(release): stage \(stage.name) was healthy for \(stage.soakSeconds ?? 0)s\(passed)"))
         }
     }
 
@@ -185,6 +204,9 @@ enum RolloutPlanner {
 
     static func halt(_ plan: inout RolloutPlan, stage: Edge.Rollout.Stage, reason: String, message: String, now: Date) {
         plan.status.halted = .init(stage: stage.name, reason: reason, message: message, time: now)
-        plan.events.append(.init(warning: true, reason: "RolledBack", message: "\(message): stage \(stage.name) returns to what last ran healthy there; delivery of this release stops"))
+        plan.events.append(
+            .init(
+                warning: true, reason: "RolledBack",
+                message: "\(message): stage \(stage.name) returns to what last ran healthy there; delivery of this release stops"))
     }
 }

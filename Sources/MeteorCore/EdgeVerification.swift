@@ -16,21 +16,30 @@ extension MeteorReconciler {
     /// left, saying why.
     func candidateKeys(_ image: Edge.Image, edge: Edge, meteor: Meteor, trust: EdgeTrust) async throws -> [TrustedKey] {
         let namespace = meteor.namespace ?? "default"
-        let clusters = Array(Set(EdgePlacement.resolve(edge, clusters: argoClusters).filter { $0.target.image == image.name }.map(\.cluster))).sorted()
+        let clusters = Array(Set(EdgePlacement.resolve(edge, clusters: argoClusters).filter { $0.target.image == image.name }.map(\.cluster)))
+            .sorted()
         var keys = trust.candidates(repository: image.repository, clusters: clusters, namespace: namespace)
         let scope = "\(image.repository) on \(clusters.isEmpty ? "no target" : clusters.joined(separator: ", ")) for namespace \(namespace)"
         if let ref = edge.signing.publicKeySecretRef {
             let own = try await signatureVerifier(ref, namespace: meteor.namespace)
             if trust.revoked.contains(own.fingerprint) {
-                throw EdgeConfigurationError(reason: "KeyRevoked", message: "the key in Secret \(ref.name) (\(own.fingerprint)) is revoked by an EdgeTrustPolicy")
+                throw EdgeConfigurationError(
+                    reason: "KeyRevoked", message: "the key in Secret \(ref.name) (\(own.fingerprint)) is revoked by an EdgeTrustPolicy")
             }
             keys = keys.filter { $0.fingerprint == own.fingerprint }
             if keys.isEmpty {
-                throw EdgeConfigurationError(reason: "KeyNotTrusted", message: "the key in Secret \(ref.name) (\(own.fingerprint)) is not trusted by any EdgeTrustPolicy for \(scope); the cluster admin decides which keys may sign")
+                throw EdgeConfigurationError(
+                    reason: "KeyNotTrusted",
+                    message:
+                        "the key in Secret \(ref.name) (\(own.fingerprint)) is not trusted by any EdgeTrustPolicy for \(scope); the cluster admin decides which keys may sign"
+                )
             }
         }
         if keys.isEmpty {
-            throw EdgeConfigurationError(reason: "NoTrustPolicy", message: "no EdgeTrustPolicy trusts a key for \(scope)" + (trust.unusable.isEmpty ? "" : " (unusable keys: \(trust.unusable.joined(separator: "; ")))"))
+            throw EdgeConfigurationError(
+                reason: "NoTrustPolicy",
+                message: "no EdgeTrustPolicy trusts a key for \(scope)"
+                    + (trust.unusable.isEmpty ? "" : " (unusable keys: \(trust.unusable.joined(separator: "; ")))"))
         }
         return keys
     }
@@ -38,7 +47,10 @@ extension MeteorReconciler {
     /// Verifies a built digest unless it was verified before with a key still trusted (same digest) or tried too
     /// recently. An earlier verification by a key the policies no longer trust counts for nothing: it is verified
     /// again with the keys trusted now.
-    func verify(_ status: EdgeImageStatus, image: Edge.Image, earlier: EdgeImageStatus?, edge: Edge, meteor: Meteor, raw: JSONValue, settings: EdgeSettings, trust: EdgeTrust, now: Date) async throws -> EdgeImageStatus {
+    func verify(
+        _ status: EdgeImageStatus, image: Edge.Image, earlier: EdgeImageStatus?, edge: Edge, meteor: Meteor, raw: JSONValue, settings: EdgeSettings,
+        trust: EdgeTrust, now: Date
+    ) async throws -> EdgeImageStatus {
         var status = status
         guard let pinned = status.pinnedReference else { return status }
         let keys: [TrustedKey]
@@ -50,8 +62,12 @@ extension MeteorReconciler {
         let trusted = Set(keys.map(\.fingerprint))
         let memoryKey = "\(meteor.metadata.uid ?? "")/\(pinned)@\(status.commit ?? "")"
         if let earlier, earlier.digest == status.digest, earlier.repository == status.repository, earlier.commit == status.commit {
-            if earlier.verified, let fingerprint = earlier.keyFingerprint, trusted.contains(fingerprint) { return earlier.withRun(status.pipelineRunName) }
-            if !earlier.verified, edgeMemory.verified.withLock({ $0[memoryKey] }) == nil, let last = edgeMemory.verifications.withLock({ $0[memoryKey] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds {
+            if earlier.verified, let fingerprint = earlier.keyFingerprint, trusted.contains(fingerprint) {
+                return earlier.withRun(status.pipelineRunName)
+            }
+            if !earlier.verified, edgeMemory.verified.withLock({ $0[memoryKey] }) == nil,
+                let last = edgeMemory.verifications.withLock({ $0[memoryKey] }), now.timeIntervalSince(last) < settings.verificationRetry.seconds
+            {
                 var kept = earlier.withRun(status.pipelineRunName)
                 kept.verified = false
                 return kept
@@ -64,19 +80,26 @@ extension MeteorReconciler {
         }
         edgeMemory.verifications.withLock { $0[memoryKey] = now }
         do {
-            let (result, key) = try await fetchAndVerify(pinned, keys: keys, built: status.commit, signing: edge.signing, namespace: meteor.namespace, settings: settings)
+            let (result, key) = try await fetchAndVerify(
+                pinned, keys: keys, built: status.commit, signing: edge.signing, namespace: meteor.namespace, settings: settings)
             edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
             metrics?.verification("verified")
             status.verified = true
             status.keyFingerprint = result.keyFingerprint
             status.reason = nil
             status.message = nil
-            await events.record(raw, type: .normal, reason: "ImageVerified", message: "Verified the signature of \(pinned) with key \(key.label), \(result.keyFingerprint)")
+            await events.record(
+                raw, type: .normal, reason: "ImageVerified",
+                message: "Verified the signature of \(pinned) with key \(key.label), \(result.keyFingerprint)")
         } catch let failure as SignatureFailure {
             metrics?.verification(failure.reason)
             status.reason = failure.reason
-            status.message = keys.count > 1 ? "\(failure.description) (tried \(keys.count) trusted keys: \(keys.map(\.label).joined(separator: ", ")))" : failure.description
-            await events.record(raw, type: .warning, reason: "VerificationFailed", message: "\(pinned): \(failure.reason): \(status.message!); it will not be deployed")
+            status.message =
+                keys.count > 1
+                ? "\(failure.description) (tried \(keys.count) trusted keys: \(keys.map(\.label).joined(separator: ", ")))" : failure.description
+            await events.record(
+                raw, type: .warning, reason: "VerificationFailed",
+                message: "\(pinned): \(failure.reason): \(status.message!); it will not be deployed")
         } catch let failure as EdgeConfigurationError {
             return await refuse(status, pinned: pinned, failure: failure, raw: raw)
         } catch let failure as RegistryClient.RegistryError {
@@ -98,10 +121,18 @@ extension MeteorReconciler {
     static func checkSignedCommit(_ payload: SimpleSigningPayload, built: String?, key: TrustedKey) throws {
         if let signed = payload.annotations[SimpleSigningPayload.commitAnnotation] {
             guard signed == built else {
-                throw SignatureFailure.refusedClaims(reason: "CommitMismatch", message: "the signature is for commit \(signed), but this build is of \(built ?? "an unknown commit"): an image built from another commit is not deployed as this one")
+                throw SignatureFailure.refusedClaims(
+                    reason: "CommitMismatch",
+                    message:
+                        "the signature is for commit \(signed), but this build is of \(built ?? "an unknown commit"): an image built from another commit is not deployed as this one"
+                )
             }
         } else if key.requiresSignedCommit {
-            throw SignatureFailure.refusedClaims(reason: "CommitNotSigned", message: "EdgeTrustPolicy \(key.policy) requires signatures to name the commit built (\(SimpleSigningPayload.commitAnnotation)); this one names none")
+            throw SignatureFailure.refusedClaims(
+                reason: "CommitNotSigned",
+                message:
+                    "EdgeTrustPolicy \(key.policy) requires signatures to name the commit built (\(SimpleSigningPayload.commitAnnotation)); this one names none"
+            )
         }
     }
 
@@ -118,15 +149,19 @@ extension MeteorReconciler {
 
     /// Reads the signature of `pinned` once and verifies it with the first of `keys` that it verifies with, for the
     /// commit `built`.
-    func fetchAndVerify(_ pinned: String, keys: [TrustedKey], built: String?, signing: Edge.Signing, namespace: String?, settings: EdgeSettings) async throws -> (SignatureVerifier.Verified, TrustedKey) {
+    func fetchAndVerify(
+        _ pinned: String, keys: [TrustedKey], built: String?, signing: Edge.Signing, namespace: String?, settings: EdgeSettings
+    ) async throws -> (SignatureVerifier.Verified, TrustedKey) {
         let reference = try RegistryClient.Reference(parsing: pinned)
         let registry = registryClient(for: reference, credentials: try await pullCredentials(signing, namespace: namespace), settings: settings)
         let signature = try await SignatureVerifier.fetchSignature(image: reference, registry: registry)
         var failure: SignatureFailure = .missingSignature("no trusted key")
         for key in keys {
             do {
-                let verified = try await key.verifier.verify(signatureManifest: signature.manifest, digest: signature.digest, repository: reference.repositoryReference,
-                                                             accept: { try Self.checkSignedCommit($0, built: built, key: key) }) { try await signature.blob($0) }
+                let verified = try await key.verifier.verify(
+                    signatureManifest: signature.manifest, digest: signature.digest, repository: reference.repositoryReference,
+                    accept: { try Self.checkSignedCommit($0, built: built, key: key) }
+                ) { try await signature.blob($0) }
                 return (verified, key)
             } catch let f as SignatureFailure {
                 failure = f
@@ -144,9 +179,14 @@ extension MeteorReconciler {
         do {
             return try await client.api(Secret.self, namespace: namespace).get(name)
         } catch let e as KubeError where e.isNotFound {
-            throw EdgeConfigurationError(reason: "SecretNotFound", message: "Secret \(name) (\(purpose)) does not exist in namespace \(namespace ?? "default")")
+            throw EdgeConfigurationError(
+                reason: "SecretNotFound", message: "Secret \(name) (\(purpose)) does not exist in namespace \(namespace ?? "default")")
         } catch let e as KubeError where e.code == 403 {
-            throw EdgeConfigurationError(reason: "SecretForbidden", message: "the operator may not read Secret \(name) (\(purpose)) in namespace \(namespace ?? "default"): bind the ClusterRole meteor-operator-secret-reader there (config/rbac/secret_reader_role.yaml)")
+            throw EdgeConfigurationError(
+                reason: "SecretForbidden",
+                message:
+                    "the operator may not read Secret \(name) (\(purpose)) in namespace \(namespace ?? "default"): bind the ClusterRole meteor-operator-secret-reader there (config/rbac/secret_reader_role.yaml)"
+            )
         }
     }
 
@@ -168,7 +208,8 @@ extension MeteorReconciler {
         guard let name = signing.pullSecretRef?.name else { return [:] }
         let secret = try await secret(name, namespace: namespace, purpose: "registry pull credentials")
         guard let config = secret.value(".dockerconfigjson") else {
-            throw EdgeConfigurationError(reason: "InvalidPullSecret", message: "Secret \(name) is not a kubernetes.io/dockerconfigjson Secret (no .dockerconfigjson key)")
+            throw EdgeConfigurationError(
+                reason: "InvalidPullSecret", message: "Secret \(name) is not a kubernetes.io/dockerconfigjson Secret (no .dockerconfigjson key)")
         }
         return RegistryClient.credentials(dockerConfigJSON: Array(config))
     }
@@ -187,7 +228,8 @@ extension MeteorReconciler {
             if let fingerprint = edgeMemory.verified.withLock({ $0[memoryKey] }), keys.contains(where: { $0.fingerprint == fingerprint }) { continue }
             do {
                 // Not built here: no commit to hold its signature to.
-                let (result, _) = try await fetchAndVerify(extra, keys: keys, built: nil, signing: edge.signing, namespace: meteor.namespace, settings: settings)
+                let (result, _) = try await fetchAndVerify(
+                    extra, keys: keys, built: nil, signing: edge.signing, namespace: meteor.namespace, settings: settings)
                 edgeMemory.verified.withLock { $0[memoryKey] = result.keyFingerprint }
             } catch let failure as SignatureFailure {
                 return "\(extra): \(failure.reason): \(failure.description)"

@@ -77,7 +77,9 @@ public struct EgressPolicy: Sendable {
 
     /// The Service and Pod ranges of common distributions, when the admin does not say (`--cluster-cidr`):
     /// kubeadm's Service range, flannel's and kind's Pods, OpenShift's Services and Pods, k3s's and MicroShift's.
-    public static let defaultClusterRanges = ["10.96.0.0/12", "10.244.0.0/16", "172.30.0.0/16", "10.128.0.0/14", "10.42.0.0/16", "10.43.0.0/16"].map { AddressRange($0)! }
+    public static let defaultClusterRanges = ["10.96.0.0/12", "10.244.0.0/16", "172.30.0.0/16", "10.128.0.0/14", "10.42.0.0/16", "10.43.0.0/16"].map {
+        AddressRange($0)!
+    }
 
     /// What the admin allowed.
     public var allowed: [Allowance]
@@ -158,16 +160,23 @@ public struct EgressPolicy: Sendable {
         guard enforced, !isAllowed(host: host, port: port) else { return nil }
         let shown = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         if AddressRange.bytes(of: host) != nil {
-            if let why = refusal(ip: host) { throw Refused(message: "\(shown) \(why): the operator does not connect there for a Meteor (allow it with --egress-allow)") }
+            if let why = refusal(ip: host) {
+                throw Refused(message: "\(shown) \(why): the operator does not connect there for a Meteor (allow it with --egress-allow)")
+            }
             return host
         }
-        if let why = Self.nameRefusal(host) { throw Refused(message: "\(shown) \(why): the operator does not connect there for a Meteor (allow it with --egress-allow)") }
+        if let why = Self.nameRefusal(host) {
+            throw Refused(message: "\(shown) \(why): the operator does not connect there for a Meteor (allow it with --egress-allow)")
+        }
         let addresses: [String]
         do { addresses = try await resolve(host) } catch { throw Refused(message: "\(host) does not resolve: \(error)") }
         guard let first = addresses.first else { throw Refused(message: "\(host) does not resolve") }
         for address in addresses {
             if let why = refusal(ip: address) {
-                throw Refused(message: "\(shown) resolves to \(address), which \(why): the operator does not connect there for a Meteor (allow it with --egress-allow)")
+                throw Refused(
+                    message:
+                        "\(shown) resolves to \(address), which \(why): the operator does not connect there for a Meteor (allow it with --egress-allow)"
+                )
             }
         }
         return first
@@ -243,20 +252,28 @@ extension EgressPolicy {
         var request = first
         let origin = URLComponents(string: first.url)?.host?.lowercased()
         for _ in 0...maxRedirects {
-            guard let url = URLComponents(string: request.url), let host = url.host, let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme) else {
+            guard let url = URLComponents(string: request.url), let host = url.host, let scheme = url.scheme?.lowercased(),
+                ["http", "https"].contains(scheme)
+            else {
                 throw Refused(message: "\(Self.display(request.url)) is not an http or https URL")
             }
             let port = url.port ?? (scheme == "https" ? 443 : 80)
             let address = try await admit(host: host, port: port)
             let response = try await once(request, host: host, address: address, cap: cap)
-            guard [301, 302, 303, 307, 308].contains(response.status), let location = response.headers.first(name: "Location") else { return response }
-            guard let target = URL(string: location, relativeTo: URL(string: request.url))?.absoluteURL, let targetHost = target.host?.lowercased() else {
+            guard [301, 302, 303, 307, 308].contains(response.status), let location = response.headers.first(name: "Location") else {
+                return response
+            }
+            guard let target = URL(string: location, relativeTo: URL(string: request.url))?.absoluteURL, let targetHost = target.host?.lowercased()
+            else {
                 throw Refused(message: "\(Self.display(request.url)) redirected to \(location), which is not a URL")
             }
             let sameHost = targetHost == host.lowercased() || targetHost == origin
             if !sameHost {
                 guard case .anyAdmittedHost = redirects else {
-                    throw Refused(message: "\(Self.display(request.url)) redirected to another host (\(targetHost)); the operator follows redirects within one host only")
+                    throw Refused(
+                        message:
+                            "\(Self.display(request.url)) redirected to another host (\(targetHost)); the operator follows redirects within one host only"
+                    )
                 }
                 request.headers.remove(name: "Authorization")
             }

@@ -57,7 +57,10 @@ public struct GitRemote: Sendable {
             throw Failure(message: "cannot reach \(url): \(error)")
         }
         if response.status == 401 || response.status == 403 {
-            throw Failure(message: "\(url) refused to list its refs (\(response.status)): \(credentials == nil ? "a private repository needs spec.gitSecretRef" : "the credentials in spec.gitSecretRef were not accepted")")
+            throw Failure(
+                message:
+                    "\(url) refused to list its refs (\(response.status)): \(credentials == nil ? "a private repository needs spec.gitSecretRef" : "the credentials in spec.gitSecretRef were not accepted")"
+            )
         }
         guard response.status == 200 else {
             throw Failure(message: "\(url) answered \(response.status) \(HTTPResponseStatus(statusCode: response.status).reasonPhrase) to info/refs")
@@ -77,7 +80,9 @@ public struct GitRemote: Sendable {
                 throw Failure(message: "malformed pkt-line at byte \(i)")
             }
             if length == 0 { lines.append(nil); i += 4; continue }
-            guard length >= 4, i + length <= bytes.count else { throw Failure(message: "pkt-line of length \(length) overruns the response at byte \(i)") }
+            guard length >= 4, i + length <= bytes.count else {
+                throw Failure(message: "pkt-line of length \(length) overruns the response at byte \(i)")
+            }
             var payload = Array(bytes[i + 4..<i + length])
             if payload.last == UInt8(ascii: "\n") { payload.removeLast() }
             if let nul = payload.firstIndex(of: 0) { payload = Array(payload[..<nul]) }

@@ -70,10 +70,15 @@ public struct GitSSHRemote: Sendable {
     /// Every ref the remote advertises, annotated tags peeled to their commits.
     public func refs() async throws -> [GitRemote.Ref] {
         let key: NIOSSHPrivateKey
-        do { key = try OpenSSHKeys.privateKey(credentials.privateKey) } catch let e as GitRemote.Failure { throw GitRemote.Failure(message: "spec.gitSecretRef's ssh-privatekey: \(e.message)") }
+        do { key = try OpenSSHKeys.privateKey(credentials.privateKey) } catch let e as GitRemote.Failure {
+            throw GitRemote.Failure(message: "spec.gitSecretRef's ssh-privatekey: \(e.message)")
+        }
         let trusted = OpenSSHKeys.knownHostKeys(credentials.knownHosts, for: address.knownHostsName)
         guard !trusted.isEmpty else {
-            throw GitRemote.Failure(message: "spec.gitSecretRef's known_hosts has no key for \(address.knownHostsName): add the host's key (ssh-keyscan \(address.port == 22 ? "" : "-p \(address.port) ")\(address.host))")
+            throw GitRemote.Failure(
+                message:
+                    "spec.gitSecretRef's known_hosts has no key for \(address.knownHostsName): add the host's key (ssh-keyscan \(address.port == 22 ? "" : "-p \(address.port) ")\(address.host))"
+            )
         }
         let hostKeys = HostKeyCheck(trusted: trusted, host: address.knownHostsName)
         let user = UserKeyAuthentication(user: address.user, key: key)
@@ -84,7 +89,9 @@ public struct GitSSHRemote: Sendable {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = NIOSSHHandler(role: .client(.init(userAuthDelegate: user, serverAuthDelegate: hostKeys)), allocator: channel.allocator, inboundChildChannelInitializer: nil)
+                    let handler = NIOSSHHandler(
+                        role: .client(.init(userAuthDelegate: user, serverAuthDelegate: hostKeys)), allocator: channel.allocator,
+                        inboundChildChannelInitializer: nil)
                     try channel.pipeline.syncOperations.addHandlers([handler, FailOnError(advertisement)])
                 }
             }
@@ -98,7 +105,10 @@ public struct GitSSHRemote: Sendable {
         } catch {
             throw GitRemote.Failure(message: "cannot reach \(address.host):\(address.port): \(error)")
         }
-        let deadline = connection.eventLoop.scheduleTask(in: timeout) { advertisement.fail(GitRemote.Failure(message: "\(address.host):\(address.port) did not list its refs within \(timeout.nanoseconds / 1_000_000_000) s")) }
+        let deadline = connection.eventLoop.scheduleTask(in: timeout) {
+            advertisement.fail(
+                GitRemote.Failure(message: "\(address.host):\(address.port) did not list its refs within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
         defer {
             deadline.cancel()
             connection.close(promise: nil)
@@ -124,7 +134,9 @@ public struct GitSSHRemote: Sendable {
             throw failure
         } catch {
             if let refusal = hostKeys.refusal { throw GitRemote.Failure(message: refusal) }
-            if user.refused { throw GitRemote.Failure(message: "\(address.knownHostsName) refused the key in spec.gitSecretRef for user \(address.user)") }
+            if user.refused {
+                throw GitRemote.Failure(message: "\(address.knownHostsName) refused the key in spec.gitSecretRef for user \(address.user)")
+            }
             throw GitRemote.Failure(message: "ssh to \(address.knownHostsName): \(error)")
         }
         return try GitRemote.parseAdvertisement(bytes)
@@ -147,7 +159,8 @@ final class HostKeyCheck: NIOSSHClientServerAuthenticationDelegate, @unchecked S
         if trusted.contains(hostKey) {
             validationCompletePromise.succeed(())
         } else {
-            refusal = "the host key \(host) presented is not the one spec.gitSecretRef's known_hosts lists for it (\(String(openSSHPublicKey: hostKey).split(separator: " ").first ?? "")): refused"
+            refusal =
+                "the host key \(host) presented is not the one spec.gitSecretRef's known_hosts lists for it (\(String(openSSHPublicKey: hostKey).split(separator: " ").first ?? "")): refused"
             validationCompletePromise.fail(GitRemote.Failure(message: refusal!))
         }
     }
@@ -166,7 +179,9 @@ final class UserKeyAuthentication: NIOSSHClientUserAuthenticationDelegate, @unch
         self.key = key
     }
 
-    func nextAuthenticationType(availableMethods: NIOSSHAvailableUserAuthenticationMethods, nextChallengePromise: EventLoopPromise<NIOSSHUserAuthenticationOffer?>) {
+    func nextAuthenticationType(
+        availableMethods: NIOSSHAvailableUserAuthenticationMethods, nextChallengePromise: EventLoopPromise<NIOSSHUserAuthenticationOffer?>
+    ) {
         guard availableMethods.contains(.publicKey), !offered else {
             // No other offer: failing the promise ends the connection (succeeding it with nil would wait).
             refused = true
@@ -275,8 +290,11 @@ public enum OpenSSHKeys {
     public static func privateKey(_ text: String) throws -> NIOSSHPrivateKey {
         let begin = "-----BEGIN OPENSSH PRIVATE KEY-----", end = "-----END OPENSSH PRIVATE KEY-----"
         guard let b = text.range(of: begin), let e = text.range(of: end), b.upperBound < e.lowerBound,
-            let blob = Data(base64Encoded: text[b.upperBound..<e.lowerBound].filter { !$0.isWhitespace }) else {
-            throw GitRemote.Failure(message: text.contains("BEGIN RSA PRIVATE KEY") || text.contains("BEGIN PRIVATE KEY") ? "not in OpenSSH's format (ssh-keygen -p -f KEY converts it)" : "not an OpenSSH private key")
+            let blob = Data(base64Encoded: text[b.upperBound..<e.lowerBound].filter { !$0.isWhitespace })
+        else {
+            throw GitRemote.Failure(
+                message: text.contains("BEGIN RSA PRIVATE KEY") || text.contains("BEGIN PRIVATE KEY")
+                    ? "not in OpenSSH's format (ssh-keygen -p -f KEY converts it)" : "not an OpenSSH private key")
         }
         var reader = Reader(Array(blob))
         guard reader.take(15) == Array("openssh-key-v1\0".utf8) else { throw GitRemote.Failure(message: "not an openssh-key-v1 key") }
@@ -307,7 +325,8 @@ public enum OpenSSHKeys {
                 default: return NIOSSHPrivateKey(p521Key: try P521.Signing.PrivateKey(rawRepresentation: scalar))
                 }
             default:
-                throw GitRemote.Failure(message: "a \(type) key, which the operator cannot use to list tags (the clone can); give it an ed25519 or ECDSA key")
+                throw GitRemote.Failure(
+                    message: "a \(type) key, which the operator cannot use to list tags (the clone can); give it an ed25519 or ECDSA key")
             }
         } catch let failure as GitRemote.Failure {
             throw failure
@@ -327,7 +346,8 @@ public enum OpenSSHKeys {
             guard let first = fields.first, !first.hasPrefix("#") else { continue }
             var marker: String?
             if first.hasPrefix("@") { marker = first; fields.removeFirst() }
-            guard fields.count >= 3, matches(fields[0], host: host), let key = try? NIOSSHPublicKey(openSSHPublicKey: fields[1] + " " + fields[2]) else { continue }
+            guard fields.count >= 3, matches(fields[0], host: host), let key = try? NIOSSHPublicKey(openSSHPublicKey: fields[1] + " " + fields[2])
+            else { continue }
             switch marker {
             case nil: keys.append(key)
             case "@revoked"?: revoked.append(key)
@@ -341,7 +361,9 @@ public enum OpenSSHKeys {
     public static func matches(_ patterns: String, host: String) -> Bool {
         if patterns.hasPrefix("|1|") {
             let parts = patterns.split(separator: "|")
-            guard parts.count == 3, let salt = Data(base64Encoded: String(parts[1])), let hash = Data(base64Encoded: String(parts[2])) else { return false }
+            guard parts.count == 3, let salt = Data(base64Encoded: String(parts[1])), let hash = Data(base64Encoded: String(parts[2])) else {
+                return false
+            }
             let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Data(host.utf8), using: SymmetricKey(data: salt))
             return Data(mac) == hash
         }

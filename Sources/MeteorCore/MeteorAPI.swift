@@ -19,7 +19,10 @@ public struct Meteor: KubeResource, Hashable {
         /// builds' clone and by the operator's own listing of release tags.
         public var gitSecretRef: Edge.LocalObjectReference?
 
-        public init(url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil, overlay: String? = nil, gitSecretRef: Edge.LocalObjectReference? = nil) {
+        public init(
+            url: String, ref: String, ttl: Int64? = nil, pipelines: [String]? = nil, edge: Edge? = nil, overlay: String? = nil,
+            gitSecretRef: Edge.LocalObjectReference? = nil
+        ) {
             self.gitSecretRef = gitSecretRef
             self.url = url
             self.ref = ref

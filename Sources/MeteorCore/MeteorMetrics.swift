@@ -23,7 +23,9 @@ public final class MeteorMetrics: Sendable {
         self.factory = factory
         self.started = started
         // Every phase is exported from the start, so dashboards show 0 rather than no data.
-        for phase in ["Pending", "Building", "Ready", "Failed"] { Gauge(label: "meteor_meteors", dimensions: [("phase", phase)], factory: factory).record(0) }
+        for phase in ["Pending", "Building", "Ready", "Failed"] {
+            Gauge(label: "meteor_meteors", dimensions: [("phase", phase)], factory: factory).record(0)
+        }
         _ = Counter(label: "meteor_created_total", factory: factory)
         _ = Counter(label: "meteor_expired_total", factory: factory)
     }
@@ -35,13 +37,17 @@ public final class MeteorMetrics: Sendable {
             case .added(let m):
                 move(phase: nil, to: Self.phase(m))
                 moveDeployments(from: [], to: Self.deploymentHealth(m))
-                if let created = m[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse), created >= started.addingTimeInterval(-1) {
+                if let created = m[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse),
+                    created >= started.addingTimeInterval(-1)
+                {
                     Counter(label: "meteor_created_total", factory: factory).increment()
                 }
             case .updated(let old, let new):
                 move(phase: Self.phase(old), to: Self.phase(new))
                 moveDeployments(from: Self.deploymentHealth(old), to: Self.deploymentHealth(new))
-                if !Self.isReady(old), Self.isReady(new), let created = new[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse) {
+                if !Self.isReady(old), Self.isReady(new),
+                    let created = new[path: "metadata", "creationTimestamp"]?.stringValue.flatMap(KubeTime.parse)
+                {
                     Metrics.Timer(label: "meteor_time_to_ready_seconds", preferredDisplayUnit: .seconds, factory: factory)
                         .recordNanoseconds(Int64(max(0, Date().timeIntervalSince(created)) * 1e9))
                 }
@@ -58,8 +64,10 @@ public final class MeteorMetrics: Sendable {
             let result = after.outcome == .succeeded ? "succeeded" : (after.reason.hasPrefix("Cancelled") ? "cancelled" : "failed")
             Counter(label: "meteor_pipeline_runs_total", dimensions: [("pipeline", pipeline), ("result", result)], factory: factory).increment()
             if let start = after.startTime, let end = after.completionTime {
-                Metrics.Timer(label: "meteor_pipeline_duration_seconds", dimensions: [("pipeline", pipeline)], preferredDisplayUnit: .seconds, factory: factory)
-                    .recordNanoseconds(Int64(max(0, end.timeIntervalSince(start)) * 1e9))
+                Metrics.Timer(
+                    label: "meteor_pipeline_duration_seconds", dimensions: [("pipeline", pipeline)], preferredDisplayUnit: .seconds, factory: factory
+                )
+                .recordNanoseconds(Int64(max(0, end.timeIntervalSince(start)) * 1e9))
             }
         }
     }
@@ -91,7 +99,9 @@ public final class MeteorMetrics: Sendable {
     }
 
     static func phase(_ m: JSONValue) -> String { m[path: "status", "phase"]?.stringValue ?? "Pending" }
-    static func isReady(_ m: JSONValue) -> Bool { (m[path: "status", "conditions"]?.arrayValue ?? []).contains { $0["type"] == "Ready" && $0["status"] == "True" } }
+    static func isReady(_ m: JSONValue) -> Bool {
+        (m[path: "status", "conditions"]?.arrayValue ?? []).contains { $0["type"] == "Ready" && $0["status"] == "True" }
+    }
     public static func deploymentHealth(_ m: JSONValue) -> [String] {
         (m[path: "status", "deployments"]?.arrayValue ?? []).map { $0["healthStatus"]?.stringValue ?? "Unknown" }
     }

@@ -76,7 +76,11 @@ public final class MeteorReconciler: Sendable {
     let prerequisites: BuildPrerequisites
     let logger: Logger
 
-    public init(client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil, trustPolicies: Informer? = nil, clusters: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(), metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")) {
+    public init(
+        client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil,
+        trustPolicies: Informer? = nil, clusters: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(),
+        metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")
+    ) {
         self.trustPolicies = trustPolicies
         self.clusters = clusters
         prerequisites = BuildPrerequisites(client: client, settings: configuration.build, cacheFor: configuration.prerequisiteRecheck)
@@ -92,28 +96,42 @@ public final class MeteorReconciler: Sendable {
     }
 
     /// Wires the informers and the controller into a manager. `namespace` nil watches all namespaces.
-    public static func register(with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(), onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, logger: Logger = Logger(label: "meteor")) async -> (MeteorReconciler, Controller) {
+    public static func register(
+        with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(),
+        onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, logger: Logger = Logger(label: "meteor")
+    ) async -> (MeteorReconciler, Controller) {
         let meteors = manager.informer(for: Meteor.resourceType, namespace: namespace)
-        let runs = manager.informer(for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)",
-                                    transform: PipelineRunBuilder.trimmedForCache)
+        let runs = manager.informer(
+            for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)",
+            transform: PipelineRunBuilder.trimmedForCache)
         let events = EventRecorder(client: manager.client, component: "meteor-operator", logger: logger)
         let managed = "\(MeteorLabels.managedBy)=\(MeteorLabels.managedByValue)"
         var siteTypes = [BookSite.deploymentType, BookSite.serviceType]
         if configuration.ingressClass != nil { siteTypes.append(BookSite.ingressType) }
         if configuration.publishImageStreams { siteTypes.append(NotebookImage.imageStreamType) }
         // Image-puller RoleBindings beside Meteors whose notebook images Open Data Hub's namespace pulls.
-        if configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != namespace { siteTypes.append(NotebookImage.roleBindingType) }
+        if configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != namespace {
+            siteTypes.append(NotebookImage.roleBindingType)
+        }
         var sites: [String: Informer] = [:]
         for t in siteTypes {
             let home = t == NotebookImage.imageStreamType ? configuration.notebookImageNamespace ?? namespace : namespace
             sites[t.kind] = manager.informer(for: t, namespace: home, labelSelector: managed)
         }
-        let applications = configuration.edge.map { manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed) }
+        let applications = configuration.edge.map {
+            manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed)
+        }
         let trustPolicies = configuration.edge.map { _ in manager.informer(for: EdgeTrustPolicy.resourceType) }
-        let clusters = configuration.edge.flatMap { $0.clusterSelectors ? $0 : nil }.map { manager.informer(for: ArgoClusters.secretType, namespace: $0.argocdNamespace, labelSelector: ArgoClusters.labelSelector, transform: ArgoClusters.trimmedForCache) }
+        let clusters = configuration.edge.flatMap { $0.clusterSelectors ? $0 : nil }.map {
+            manager.informer(
+                for: ArgoClusters.secretType, namespace: $0.argocdNamespace, labelSelector: ArgoClusters.labelSelector,
+                transform: ArgoClusters.trimmedForCache)
+        }
         let metrics = MeteorMetrics(factory: manager.metricsFactory)
         await metrics.observe(meteors: meteors, pipelineRuns: runs)
-        let reconciler = MeteorReconciler(client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, trustPolicies: trustPolicies, clusters: clusters, events: events, configuration: configuration, metrics: metrics, logger: logger)
+        let reconciler = MeteorReconciler(
+            client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, trustPolicies: trustPolicies,
+            clusters: clusters, events: events, configuration: configuration, metrics: metrics, logger: logger)
         var options = Controller.Options()
         options.workers = workers
         options.generationChangedOnly = false
@@ -128,7 +146,8 @@ public final class MeteorReconciler: Sendable {
         // through labels, not ownerReferences.
         let byLabels: @Sendable (JSONValue) -> [ObjectKey] = { o in
             guard let ns = o[path: "metadata", "labels", MeteorLabels.meteorNamespace]?.stringValue,
-                let name = o[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue else { return [] }
+                let name = o[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue
+            else { return [] }
             return [ObjectKey(namespace: ns, name: name)]
         }
         if let applications { await controller.watches(applications, map: byLabels) }
@@ -141,10 +160,13 @@ public final class MeteorReconciler: Sendable {
         // A cluster registered, relabelled or removed: Meteors whose targets select clusters by label are judged again.
         if let clusters {
             await controller.watches(clusters) { _ in
-                meteors.store.list().filter { m in (m[path: "spec", "edge", "targets"]?.arrayValue ?? []).contains { $0["clusterSelector"] != nil } }.map { ObjectKey($0) }
+                meteors.store.list().filter { m in (m[path: "spec", "edge", "targets"]?.arrayValue ?? []).contains { $0["clusterSelector"] != nil } }
+                    .map { ObjectKey($0) }
             }
         }
-        if configuration.notebookImageNamespace != nil, let streams = sites[NotebookImage.imageStreamType.kind] { await controller.watches(streams, map: byLabels) }
+        if configuration.notebookImageNamespace != nil, let streams = sites[NotebookImage.imageStreamType.kind] {
+            await controller.watches(streams, map: byLabels)
+        }
         manager.add(controller)
         return (reconciler, controller)
     }
@@ -154,7 +176,8 @@ public final class MeteorReconciler: Sendable {
             let action = try await reconcileMeteor(key)
             failedRequests.withLock { _ = $0.removeValue(forKey: key) }
             return action
-        } catch let e as KubeError where e.isNotFound && e.status?.details?.kind == Meteor.resourceType.plural && e.status?.details?.name == key.name {
+        } catch let e as KubeError where e.isNotFound && e.status?.details?.kind == Meteor.resourceType.plural && e.status?.details?.name == key.name
+        {
             // Deleted while we worked on it (a status write found it gone): nothing left to do, not a failure;
             // the delete event has already been queued.
             failedRequests.withLock { _ = $0.removeValue(forKey: key) }
@@ -171,11 +194,15 @@ public final class MeteorReconciler: Sendable {
                 return f[key, default: 0]
             }
             if e.code == 403 {
-                await report(key, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
+                await report(
+                    key, reason: MeteorStatusVocabulary.forbidden,
+                    message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")")
             } else if (e.code ?? 500) < 500 && e.code != 429 || failures >= Self.reportAfterFailures, Self.reportsCount(failures) {
                 // The count is rewritten at 1, 2, 3, then 4, 8, 16, …: each rewrite is a status write, and a write
                 // that changed the Meteor queues it again at once, past the controller's backoff.
-                await report(key, reason: MeteorStatusVocabulary.apiRequestFailed, message: "The API server refused a request the operator needs (\(failures) time\(failures == 1 ? "" : "s") running): \(e)")
+                await report(
+                    key, reason: MeteorStatusVocabulary.apiRequestFailed,
+                    message: "The API server refused a request the operator needs (\(failures) time\(failures == 1 ? "" : "s") running): \(e)")
             }
             throw e
         } catch let missing as PrerequisiteMissing {
@@ -238,22 +265,38 @@ public final class MeteorReconciler: Sendable {
     func gitCredentials(_ meteor: Meteor) async throws -> GitAccess? {
         let overSSH = GitSSHRemote.Address(meteor.spec.url) != nil
         guard let ref = meteor.spec.gitSecretRef else {
-            if overSSH { throw PrerequisiteMissing(message: "\(meteor.spec.url) is an ssh address: name a kubernetes.io/ssh-auth Secret (ssh-privatekey, known_hosts) in spec.gitSecretRef") }
+            if overSSH {
+                throw PrerequisiteMissing(
+                    message:
+                        "\(meteor.spec.url) is an ssh address: name a kubernetes.io/ssh-auth Secret (ssh-privatekey, known_hosts) in spec.gitSecretRef"
+                )
+            }
             return nil
         }
         let namespace = meteor.namespace ?? "default"
-        let wanted = overSSH ? "a kubernetes.io/ssh-auth Secret with ssh-privatekey and known_hosts (ssh-keyscan HOST)" : "a kubernetes.io/basic-auth Secret with the repository's username and password or access token"
+        let wanted =
+            overSSH
+            ? "a kubernetes.io/ssh-auth Secret with ssh-privatekey and known_hosts (ssh-keyscan HOST)"
+            : "a kubernetes.io/basic-auth Secret with the repository's username and password or access token"
         guard let secret = try await client.api(Secret.self, namespace: namespace).getOptional(ref.name) else {
             throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) does not exist in namespace \(namespace): create \(wanted)")
         }
         if overSSH {
-            guard secret.type == "kubernetes.io/ssh-auth", let key = secret.value("ssh-privatekey"), let hosts = secret.value("known_hosts"), !hosts.isEmpty else {
-                throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not \(wanted), which the ssh address \(meteor.spec.url) needs")
+            guard secret.type == "kubernetes.io/ssh-auth", let key = secret.value("ssh-privatekey"), let hosts = secret.value("known_hosts"),
+                !hosts.isEmpty
+            else {
+                throw PrerequisiteMissing(
+                    message:
+                        "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not \(wanted), which the ssh address \(meteor.spec.url) needs"
+                )
             }
-            return .ssh(GitSSHRemote.Credentials(privateKey: String(decoding: key, as: UTF8.self), knownHosts: String(decoding: hosts, as: UTF8.self)))
+            return .ssh(
+                GitSSHRemote.Credentials(privateKey: String(decoding: key, as: UTF8.self), knownHosts: String(decoding: hosts, as: UTF8.self)))
         }
         guard secret.type == "kubernetes.io/basic-auth", let username = secret.value("username"), let password = secret.value("password") else {
-            throw PrerequisiteMissing(message: "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not \(wanted), which the address \(meteor.spec.url) needs")
+            throw PrerequisiteMissing(
+                message:
+                    "Secret \(ref.name) (spec.gitSecretRef) in namespace \(namespace) is not \(wanted), which the address \(meteor.spec.url) needs")
         }
         return .basic(GitRemote.Credentials(username: String(decoding: username, as: UTF8.self), password: String(decoding: password, as: UTF8.self)))
     }
@@ -262,7 +305,9 @@ public final class MeteorReconciler: Sendable {
     func listRefs(_ meteor: Meteor) async throws -> [GitRemote.Ref] {
         switch try await gitCredentials(meteor) {
         case .ssh(let credentials)?:
-            guard let address = GitSSHRemote.Address(meteor.spec.url) else { throw GitRemote.Failure(message: "\(meteor.spec.url) is not an ssh address") }
+            guard let address = GitSSHRemote.Address(meteor.spec.url) else {
+                throw GitRemote.Failure(message: "\(meteor.spec.url) is not an ssh address")
+            }
             return try await GitSSHRemote(address: address, credentials: credentials, egress: egress).refs()
         case .basic(let credentials)?:
             return try await gitRemote(meteor.spec.url, credentials: credentials).refs()
@@ -281,7 +326,11 @@ public final class MeteorReconciler: Sendable {
         var status = meteor.status ?? Meteor.Status()
         var conditions = status.conditions ?? []
         let now = configuration.now?() ?? client.serverClock.now()
-        let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: meteor.metadata.generation ?? 1, lastTransitionTime: now, reason: reason, message: message))
+        let changed = ObjectHelpers.setCondition(
+            &conditions,
+            Condition(
+                type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: meteor.metadata.generation ?? 1,
+                lastTransitionTime: now, reason: reason, message: message))
         guard changed else { return }
         logger.error("cannot build", metadata: ["object": "\(key)", "reason": "\(reason)", "message": "\(message)"])
         await events.record(raw, type: .warning, reason: reason, message: message)
@@ -335,7 +384,9 @@ public final class MeteorReconciler: Sendable {
                 // After the delete, so a second reconcile from a cache that still shows the Meteor (its delete
                 // gets a 404) does not say it again; counted before the Event, so whoever sees the Event sees the count.
                 metrics?.expired()
-                await events.record(raw, type: .normal, reason: "Expired", message: "TTL of \(meteor.spec.ttl ?? 0)s reached; deleting the Meteor and everything it made")
+                await events.record(
+                    raw, type: .normal, reason: "Expired",
+                    message: "TTL of \(meteor.spec.ttl ?? 0)s reached; deleting the Meteor and everything it made")
             } catch let e as KubeError where e.isNotFound {}
             return .done
         }
@@ -347,14 +398,26 @@ public final class MeteorReconciler: Sendable {
 
         var problems = SpecValidation.problems(meteor.spec)
         if configuration.edge == nil, let i = meteor.spec.requestedPipelines.firstIndex(of: Pipeline.edge.rawValue) {
-            problems.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "edge delivery needs Argo CD (argoproj.io/v1alpha1 Application), which this cluster does not serve"))
+            problems.append(
+                SpecProblem(
+                    field: "spec.pipelines[\(i)]",
+                    message: "edge delivery needs Argo CD (argoproj.io/v1alpha1 Application), which this cluster does not serve"))
         }
         if let edge = configuration.edge, !edge.clusterSelectors, let i = meteor.spec.edge?.targets.firstIndex(where: { $0.clusterSelector != nil }) {
-            problems.append(SpecProblem(field: "spec.edge.targets[\(i)].clusterSelector", message: "choosing clusters by label is off on this operator: the cluster admin enables it with --edge-cluster-selectors and config/rbac/argocd_cluster_reader_role.yaml (it lets the operator list Argo CD's cluster Secrets)"))
+            problems.append(
+                SpecProblem(
+                    field: "spec.edge.targets[\(i)].clusterSelector",
+                    message:
+                        "choosing clusters by label is off on this operator: the cluster admin enables it with --edge-cluster-selectors and config/rbac/argocd_cluster_reader_role.yaml (it lets the operator list Argo CD's cluster Secrets)"
+                ))
         }
         if !problems.isEmpty {
             let message = problems.map(\.description).joined(separator: "; ")
-            let changed = ObjectHelpers.setCondition(&conditions, Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: MeteorStatusVocabulary.invalidSpec, message: message))
+            let changed = ObjectHelpers.setCondition(
+                &conditions,
+                Condition(
+                    type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now,
+                    reason: MeteorStatusVocabulary.invalidSpec, message: message))
             if changed { await events.record(raw, type: .warning, reason: MeteorStatusVocabulary.invalidSpec, message: message) }
             status.conditions = conditions
             status.phase = MeteorStatusVocabulary.failed
@@ -382,7 +445,9 @@ public final class MeteorReconciler: Sendable {
                 if runSettings == nil { runSettings = try await newRunSettings(meteor) }
                 let body = PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: runSettings!)
                 do {
-                    run = try await runs.create(body, params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
+                    run = try await runs.create(
+                        body,
+                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
                     recent.record(run)
                     created.append("\(runName) (\(pipeline.rawValue))")
                 } catch let e as KubeError where e.isAlreadyExists {
@@ -396,7 +461,8 @@ public final class MeteorReconciler: Sendable {
             if let state {
                 entry.ready = state.outcome == .succeeded ? "True" : state.outcome == .failed ? "False" : "Unknown"
                 entry.reason = state.reason
-                entry.message = state.outcome == .failed ? ObjectHelpers.truncated(state.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) : nil
+                entry.message =
+                    state.outcome == .failed ? ObjectHelpers.truncated(state.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) : nil
                 entry.startTime = state.startTime
                 entry.completionTime = state.completionTime
                 entry.image = state.results["IMAGE_URL"]
@@ -411,7 +477,9 @@ public final class MeteorReconciler: Sendable {
         }
         if !created.isEmpty {
             // One event for the runs one reconcile starts.
-            await events.record(raw, type: .normal, reason: "PipelineRunCreated", message: "Created PipelineRun\(created.count > 1 ? "s" : "") \(created.joined(separator: ", ")) at \(meteor.spec.ref)")
+            await events.record(
+                raw, type: .normal, reason: "PipelineRunCreated",
+                message: "Created PipelineRun\(created.count > 1 ? "s" : "") \(created.joined(separator: ", ")) at \(meteor.spec.ref)")
         }
         var edgeOutcome: EdgeOutcome?
         if requested.contains(.edge), let edge = meteor.spec.edge, let settings = configuration.edge {
@@ -428,9 +496,16 @@ public final class MeteorReconciler: Sendable {
                 entries[i].url = try await serveBook(meteor, owner: raw, image: image, digest: entries[i].digest)
             case .jupyterhub where configuration.publishImageStreams:
                 do {
-                    try await ensure(NotebookImage.imageStream(meteor, owner: raw, image: image, digest: entries[i].digest, namespace: configuration.notebookImageNamespace), NotebookImage.imageStreamType)
-                    if let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"), NotebookImage.isInOpenShiftRegistry(image) {
-                        try await ensure(NotebookImage.imagePullerRoleBinding(meteor, owner: raw, pullersNamespace: shared), NotebookImage.roleBindingType, fields: ["subjects"])
+                    try await ensure(
+                        NotebookImage.imageStream(
+                            meteor, owner: raw, image: image, digest: entries[i].digest, namespace: configuration.notebookImageNamespace),
+                        NotebookImage.imageStreamType)
+                    if let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"),
+                        NotebookImage.isInOpenShiftRegistry(image)
+                    {
+                        try await ensure(
+                            NotebookImage.imagePullerRoleBinding(meteor, owner: raw, pullersNamespace: shared), NotebookImage.roleBindingType,
+                            fields: ["subjects"])
                     }
                 } catch let e as KubeError where !e.isConflict {
                     // The image is built; only its listing in Open Data Hub failed (its namespace missing, say).
@@ -454,14 +529,21 @@ public final class MeteorReconciler: Sendable {
             switch state?.outcome {
             case .succeeded?:
                 succeeded.append(pipeline.rawValue)
-                condition = Condition(type: pipeline.conditionType, status: .true, observedGeneration: generation, lastTransitionTime: now, reason: "Succeeded", message: "PipelineRun \(entries.first { $0.name == pipeline.rawValue }!.pipelineRunName) succeeded")
+                condition = Condition(
+                    type: pipeline.conditionType, status: .true, observedGeneration: generation, lastTransitionTime: now, reason: "Succeeded",
+                    message: "PipelineRun \(entries.first { $0.name == pipeline.rawValue }!.pipelineRunName) succeeded")
             case .failed?:
                 failed.append(pipeline.rawValue)
                 let detail = state!.message.isEmpty ? state!.reason : state!.message
-                condition = Condition(type: pipeline.conditionType, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineFailed", message: String(detail.prefix(4000)))
+                condition = Condition(
+                    type: pipeline.conditionType, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineFailed",
+                    message: String(detail.prefix(4000)))
             default:
                 running.append(pipeline.rawValue)
-                condition = Condition(type: pipeline.conditionType, status: .unknown, observedGeneration: generation, lastTransitionTime: now, reason: "PipelineRunning", message: "PipelineRun \(entries.first { $0.name == pipeline.rawValue }!.pipelineRunName) is \(state?.reason ?? "Pending")")
+                condition = Condition(
+                    type: pipeline.conditionType, status: .unknown, observedGeneration: generation, lastTransitionTime: now,
+                    reason: "PipelineRunning",
+                    message: "PipelineRun \(entries.first { $0.name == pipeline.rawValue }!.pipelineRunName) is \(state?.reason ?? "Pending")")
             }
             ObjectHelpers.setCondition(&conditions, condition)
         }
@@ -480,19 +562,31 @@ public final class MeteorReconciler: Sendable {
             status.phase = MeteorStatusVocabulary.failed
             let edgeFailure = edgeOutcome?.conditions.first { $0.status == .false }
             let why = Dictionary(states.compactMap { p, s in s?.failure.map { (p.rawValue, $0) } }, uniquingKeysWith: { a, _ in a })
-            let detail = failed.map { $0 == Pipeline.edge.rawValue ? "edge (\(edgeFailure.map { "\($0.type): \($0.reason)" } ?? ""))" : why[$0].map { [name = $0] in "\(name) (\($0))" } ?? $0 }
-            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: failed == [Pipeline.edge.rawValue] ? (edgeFailure?.reason ?? "EdgeFailed") : "PipelineFailed", message: "Failed: \(detail.joined(separator: ", "))")
+            let detail = failed.map {
+                $0 == Pipeline.edge.rawValue
+                    ? "edge (\(edgeFailure.map { "\($0.type): \($0.reason)" } ?? ""))" : why[$0].map { [name = $0] in "\(name) (\($0))" } ?? $0
+            }
+            ready = Condition(
+                type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now,
+                reason: failed == [Pipeline.edge.rawValue] ? (edgeFailure?.reason ?? "EdgeFailed") : "PipelineFailed",
+                message: "Failed: \(detail.joined(separator: ", "))")
         } else if running.isEmpty {
             status.phase = MeteorStatusVocabulary.ready
-            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .true, observedGeneration: generation, lastTransitionTime: now, reason: "Succeeded", message: "All pipelines succeeded: \(succeeded.joined(separator: ", "))")
+            ready = Condition(
+                type: MeteorStatusVocabulary.readyCondition, status: .true, observedGeneration: generation, lastTransitionTime: now,
+                reason: "Succeeded", message: "All pipelines succeeded: \(succeeded.joined(separator: ", "))")
         } else {
             status.phase = MeteorStatusVocabulary.building
-            ready = Condition(type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now, reason: "Building", message: "Waiting for: \(running.joined(separator: ", "))")
+            ready = Condition(
+                type: MeteorStatusVocabulary.readyCondition, status: .false, observedGeneration: generation, lastTransitionTime: now,
+                reason: "Building", message: "Waiting for: \(running.joined(separator: ", "))")
         }
         let readyChanged = ObjectHelpers.setCondition(&conditions, ready)
         // Conditions of pipelines no longer requested go away.
         var wanted = Set(pipelines.map(\.conditionType) + [MeteorStatusVocabulary.readyCondition])
-        if edgeOutcome != nil { wanted.formUnion([MeteorStatusVocabulary.imagesBuilt, MeteorStatusVocabulary.imagesVerified, MeteorStatusVocabulary.deployed]) }
+        if edgeOutcome != nil {
+            wanted.formUnion([MeteorStatusVocabulary.imagesBuilt, MeteorStatusVocabulary.imagesVerified, MeteorStatusVocabulary.deployed])
+        }
         conditions.removeAll { !wanted.contains($0.type) }
         status.conditions = conditions
         status.pipelines = entries
@@ -502,7 +596,8 @@ public final class MeteorReconciler: Sendable {
         status.deployments = edgeOutcome.map(\.deployments)
         status.targets = edgeOutcome.map(\.targets)
         status.rollout = edgeOutcome?.rollout
-        status.stage = Meteor.Stage(running: running.isEmpty ? nil : running, succeeded: succeeded.isEmpty ? nil : succeeded, failed: failed.isEmpty ? nil : failed)
+        status.stage = Meteor.Stage(
+            running: running.isEmpty ? nil : running, succeeded: succeeded.isEmpty ? nil : succeeded, failed: failed.isEmpty ? nil : failed)
         if readyChanged {
             if !failed.isEmpty {
                 await events.record(raw, type: .warning, reason: ready.reason, message: ready.message)
@@ -573,18 +668,23 @@ public final class MeteorReconciler: Sendable {
     func reachesOtherNamespaces(_ meteor: Meteor) -> Bool {
         let requested = meteor.spec.requestedPipelines
         if requested.contains(Pipeline.edge.rawValue), configuration.edge != nil { return true }
-        guard requested.contains(Pipeline.jupyterhub.rawValue), configuration.publishImageStreams, let shared = configuration.notebookImageNamespace else { return false }
+        guard requested.contains(Pipeline.jupyterhub.rawValue), configuration.publishImageStreams, let shared = configuration.notebookImageNamespace
+        else { return false }
         return shared != (meteor.namespace ?? "default")
     }
 
     /// Deletes the Meteor's ImageStreams in the shared notebook-image namespace (found by its uid label).
     func pruneSharedImageStreams(_ meteor: Meteor) async throws {
         guard configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"),
-            let informer = sites[NotebookImage.imageStreamType.kind], let uid = meteor.metadata.uid else { return }
-        for stream in informer.store.list(namespace: shared, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])])) {
+            let informer = sites[NotebookImage.imageStreamType.kind], let uid = meteor.metadata.uid
+        else { return }
+        for stream in informer.store.list(
+            namespace: shared, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])]))
+        {
             guard let name = stream[path: "metadata", "name"]?.stringValue else { continue }
             do {
-                _ = try await client.dynamic(NotebookImage.imageStreamType, namespace: shared).delete(name, params: DeleteParams(preconditionUID: stream[path: "metadata", "uid"]?.stringValue))
+                _ = try await client.dynamic(NotebookImage.imageStreamType, namespace: shared).delete(
+                    name, params: DeleteParams(preconditionUID: stream[path: "metadata", "uid"]?.stringValue))
                 recent.forget(kind: NotebookImage.imageStreamType.kind, ObjectKey(stream))
             } catch let e as KubeError where e.isNotFound {}
         }
@@ -622,7 +722,8 @@ public final class MeteorReconciler: Sendable {
             if labels?[MeteorLabels.edgeImage] != nil || labels?[MeteorLabels.gate] != nil {
                 toCancel.append((name, run))
             } else {
-                superseded[labels?[MeteorLabels.pipeline]?.stringValue ?? "", default: []].append((run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name, run))
+                superseded[labels?[MeteorLabels.pipeline]?.stringValue ?? "", default: []].append(
+                    (run[path: "metadata", "creationTimestamp"]?.stringValue ?? "", name, run))
             }
         }
         var toDelete: [String] = []

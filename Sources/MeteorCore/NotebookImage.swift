@@ -5,7 +5,8 @@ import KubeRuntime
 /// Publishing a notebook image to JupyterHub on Open Data Hub: an `image.openshift.io/v1` ImageStream labelled
 /// `opendatahub.io/notebook-image: "true"` is what the spawner lists.
 public enum NotebookImage {
-    public static let imageStreamType = ResourceType(group: "image.openshift.io", version: "v1", kind: "ImageStream", plural: "imagestreams", namespaced: true)
+    public static let imageStreamType = ResourceType(
+        group: "image.openshift.io", version: "v1", kind: "ImageStream", plural: "imagestreams", namespaced: true)
 
     /// The ImageStream's name: `<meteor>-notebook` beside the Meteor; `<namespace>-<meteor>-notebook` in a shared
     /// namespace (Open Data Hub's), where Meteors of several namespaces publish.
@@ -20,11 +21,15 @@ public enum NotebookImage {
     public static func imageStream(_ meteor: Meteor, owner: JSONValue, image: String, digest: String?, namespace: String? = nil) -> JSONValue {
         let own = meteor.namespace ?? "default"
         let target = namespace ?? own
-        let reference = digest.map { d in
-            let repository = image.split(separator: "@").first.map(String.init) ?? image
-            let withoutTag = repository.range(of: ":", options: .backwards).flatMap { r in repository[r.upperBound...].contains("/") ? nil : String(repository[..<r.lowerBound]) } ?? repository
-            return "\(withoutTag)@\(d)"
-        } ?? image
+        let reference =
+            digest.map { d in
+                let repository = image.split(separator: "@").first.map(String.init) ?? image
+                let withoutTag =
+                    repository.range(of: ":", options: .backwards).flatMap { r in
+                        repository[r.upperBound...].contains("/") ? nil : String(repository[..<r.lowerBound])
+                    } ?? repository
+                return "\(withoutTag)@\(d)"
+            } ?? image
         var labels: JSONObject = [
             "opendatahub.io/notebook-image": "true", "opendatahub.io/dashboard": "true", MeteorLabels.meteor: .string(meteor.name),
             MeteorLabels.pipeline: "jupyterhub", MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
@@ -51,17 +56,22 @@ public enum NotebookImage {
             "apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": .object(metadata),
             "spec": [
                 "lookupPolicy": ["local": true],
-                "tags": [[
-                    "name": .string(tag),
-                    "annotations": ["openshift.io/imported-from": .string(reference), "opendatahub.io/notebook-build-commit": .string(meteor.spec.ref)],
-                    "from": ["kind": "DockerImage", "name": .string(reference)],
-                    "referencePolicy": ["type": "Local"],
-                ]],
+                "tags": [
+                    [
+                        "name": .string(tag),
+                        "annotations": [
+                            "openshift.io/imported-from": .string(reference), "opendatahub.io/notebook-build-commit": .string(meteor.spec.ref),
+                        ],
+                        "from": ["kind": "DockerImage", "name": .string(reference)],
+                        "referencePolicy": ["type": "Local"],
+                    ]
+                ],
             ],
         ]
     }
 
-    public static let roleBindingType = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true)
+    public static let roleBindingType = ResourceType(
+        group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true)
     /// OpenShift's ClusterRole for pulling from a namespace's repositories of the internal registry.
     public static let imagePullerRole = "system:image-puller"
     /// Where OpenShift's internal registry is reached in the cluster (the builds' default `imageRepositoryPrefix`).
@@ -78,7 +88,10 @@ public enum NotebookImage {
         var metadata: JSONObject = [
             "name": .string(PipelineRunBuilder.boundedName(meteor.name, suffix: "-notebook-image-puller")),
             "namespace": .string(meteor.namespace ?? "default"),
-            "labels": [MeteorLabels.meteor: .string(meteor.name), MeteorLabels.pipeline: "jupyterhub", MeteorLabels.managedBy: .string(MeteorLabels.managedByValue)],
+            "labels": [
+                MeteorLabels.meteor: .string(meteor.name), MeteorLabels.pipeline: "jupyterhub",
+                MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
+            ],
         ]
         if let ref = ObjectHelpers.controllerReference(to: owner) { metadata["ownerReferences"] = [ref] }
         return [

@@ -45,11 +45,16 @@ public enum PipelineRunBuilder {
         if pipeline == .jupyterhub, let overlay = meteor.spec.overlay {
             params.append(["name": "overlay", "value": .string(overlay)])
         }
-        return run(name: name(meteor: meteor.name, pipeline: pipeline, generation: generation), meteor: meteor, owner: owner, pipeline: pipeline, ref: meteor.spec.ref, params: params, extraLabels: [:], settings: settings)
+        return run(
+            name: name(meteor: meteor.name, pipeline: pipeline, generation: generation), meteor: meteor, owner: owner, pipeline: pipeline,
+            ref: meteor.spec.ref, params: params, extraLabels: [:], settings: settings)
     }
 
     /// The parts every Meteor PipelineRun shares: labels, owner, workspace, service account, timeout.
-    static func run(name: String, meteor: Meteor, owner: JSONValue, pipeline: Pipeline, ref: String, params: [JSONValue], extraLabels: JSONObject, settings: BuildSettings) -> JSONValue {
+    static func run(
+        name: String, meteor: Meteor, owner: JSONValue, pipeline: Pipeline, ref: String, params: [JSONValue], extraLabels: JSONObject,
+        settings: BuildSettings
+    ) -> JSONValue {
         var labels: JSONObject = [
             MeteorLabels.meteor: .string(meteor.name),
             MeteorLabels.pipeline: .string(pipeline.rawValue),
@@ -72,11 +77,24 @@ public enum PipelineRunBuilder {
             "spec": [
                 "pipelineRef": ["name": .string(pipeline.tektonPipeline)],
                 "params": .array(params),
-                "workspaces": .array([[
-                    "name": "source",
-                    "volumeClaimTemplate": ["spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]],
-                ]] + (settings.pushSecret.map { [["name": "dockerconfig", "secret": ["secretName": .string($0), "items": [["key": ".dockerconfigjson", "path": "config.json"]]]]] } ?? [])
-                    + (meteor.spec.gitSecretRef.map { [["name": "git-credentials", "secret": ["secretName": .string($0.name)]]] } ?? [])),
+                "workspaces": .array(
+                    [
+                        [
+                            "name": "source",
+                            "volumeClaimTemplate": [
+                                "spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]
+                            ],
+                        ]
+                    ]
+                        + (settings.pushSecret.map {
+                            [
+                                [
+                                    "name": "dockerconfig",
+                                    "secret": ["secretName": .string($0), "items": [["key": ".dockerconfigjson", "path": "config.json"]]],
+                                ]
+                            ]
+                        } ?? [])
+                        + (meteor.spec.gitSecretRef.map { [["name": "git-credentials", "secret": ["secretName": .string($0.name)]]] } ?? [])),
                 "taskRunTemplate": settings.taskRunTemplate,
                 "timeouts": ["pipeline": .string(settings.pipelineTimeout)],
             ],
@@ -91,7 +109,10 @@ extension PipelineRunBuilder {
     /// thousands of runs cached they are most of the memory.
     public static func trimmedForCache(_ run: JSONValue) -> JSONValue {
         var metadata: JSONObject = [:]
-        for key in ["name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "labels", "ownerReferences", "finalizers"] {
+        for key in [
+            "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "labels", "ownerReferences",
+            "finalizers",
+        ] {
             if let v = run[path: "metadata", key] { metadata[key] = v }
         }
         var out: JSONObject = ["metadata": .object(metadata)]

@@ -34,7 +34,8 @@ public final class RegistryClient: Sendable {
                 tag = String(rest[rest.index(after: colon)...])
                 rest = String(rest[..<colon])
             }
-            guard let slash = rest.firstIndex(of: "/"), rest[..<slash].contains(".") || rest[..<slash].contains(":") || rest[..<slash] == "localhost" else {
+            guard let slash = rest.firstIndex(of: "/"), rest[..<slash].contains(".") || rest[..<slash].contains(":") || rest[..<slash] == "localhost"
+            else {
                 throw RegistryError(status: 0, message: "\(text) does not name a registry host (expected host[:port]/repository[@sha256:…])")
             }
             registry = String(rest[..<slash])
@@ -64,7 +65,9 @@ public final class RegistryClient: Sendable {
     /// registry host's requests to another origin (`http://127.0.0.1:5001`), as a mirror does (`*`: every host); the
     /// sandbox uses it. `egress` decides where requests may go (registries are named by Meteors: by default nowhere
     /// inside the cluster); the endpoints, configured by the admin, are allowed as named.
-    public init(insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:], egress: EgressPolicy = EgressPolicy()) {
+    public init(
+        insecure: Bool = false, credentials: [String: Credentials] = [:], endpoints: [String: String] = [:], egress: EgressPolicy = EgressPolicy()
+    ) {
         self.insecure = insecure
         self.credentials = credentials
         self.endpoints = endpoints
@@ -83,10 +86,14 @@ public final class RegistryClient: Sendable {
         guard let json = try? JSONValue.parse(dockerConfigJSON) else { return [:] }
         var out: [String: Credentials] = [:]
         for (host, entry) in json["auths"]?.objectValue ?? [:] {
-            let key = host.replacingOccurrences(of: "https://", with: "").replacingOccurrences(of: "http://", with: "").split(separator: "/").first.map(String.init) ?? host
+            let key =
+                host.replacingOccurrences(of: "https://", with: "").replacingOccurrences(of: "http://", with: "").split(separator: "/").first.map(
+                    String.init) ?? host
             if let user = entry["username"]?.stringValue, let pass = entry["password"]?.stringValue {
                 out[key] = Credentials(username: user, password: pass)
-            } else if let auth = entry["auth"]?.stringValue, let data = Data(base64Encoded: auth), let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":") {
+            } else if let auth = entry["auth"]?.stringValue, let data = Data(base64Encoded: auth), let text = String(data: data, encoding: .utf8),
+                let colon = text.firstIndex(of: ":")
+            {
                 out[key] = Credentials(username: String(text[..<colon]), password: String(text[text.index(after: colon)...]))
             }
         }
@@ -105,7 +112,10 @@ public final class RegistryClient: Sendable {
 
     /// One request, answering an authentication challenge once; the body capped at `limit`. Blob downloads may be
     /// redirected to the registry's storage on another host (admitted like the registry, without credentials).
-    func send(_ method: HTTPMethod, registry: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, scope: String, limit: Int? = nil, redirects: EgressPolicy.Redirects = .sameHost) async throws -> Response {
+    func send(
+        _ method: HTTPMethod, registry: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, scope: String,
+        limit: Int? = nil, redirects: EgressPolicy.Redirects = .sameHost
+    ) async throws -> Response {
         var attempt = 0
         while true {
             var request = HTTPClientRequest(url: path.hasPrefix("http") ? path : base(registry) + path)
@@ -142,14 +152,20 @@ public final class RegistryClient: Sendable {
         }
         var params: [String: String] = [:]
         for part in challenge.dropFirst("Bearer ".count).split(separator: ",") {
-            let kv = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+            let kv = part.split(separator: "=", maxSplits: 1).map {
+                $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            }
             if kv.count == 2 { params[kv[0]] = kv[1] }
         }
         guard let realm = params["realm"], var url = URLComponents(string: realm) else {
             throw RegistryError(status: 401, message: "\(registry): unsupported authentication challenge")
         }
         if let why = realmRefusal(url, registry: registry) {
-            throw RegistryError(status: 401, message: "\(registry): its token realm \(EgressPolicy.display(realm)) \(why); the operator sends no credentials there (allow the host with --egress-allow)")
+            throw RegistryError(
+                status: 401,
+                message:
+                    "\(registry): its token realm \(EgressPolicy.display(realm)) \(why); the operator sends no credentials there (allow the host with --egress-allow)"
+            )
         }
         var items = url.queryItems ?? []
         if let service = params["service"] { items.append(URLQueryItem(name: "service", value: service)) }
@@ -165,7 +181,10 @@ public final class RegistryClient: Sendable {
         }
         guard response.status == 200, let json = try? JSONValue.parse(response.body),
             let token = json["token"]?.stringValue ?? json["access_token"]?.stringValue
-        else { throw RegistryError(status: response.status, message: "\(registry): token request to \(EgressPolicy.display(realm)) failed with \(response.status)") }
+        else {
+            throw RegistryError(
+                status: response.status, message: "\(registry): token request to \(EgressPolicy.display(realm)) failed with \(response.status)")
+        }
         tokens.withLock { $0[registry + " " + scope] = "Bearer \(token)" }
     }
 
@@ -184,7 +203,10 @@ public final class RegistryClient: Sendable {
         guard host == registryHost || host == originHost || Self.tokenHosts[registryHost] == host || allowed else {
             return "is on another host than the registry (\(host))"
         }
-        if realm.scheme?.lowercased() != "https", !(realm.scheme?.lowercased() == "http" && (insecure || origin(registry).hasPrefix("http:")) && (host == registryHost || host == originHost)) {
+        if realm.scheme?.lowercased() != "https",
+            !(realm.scheme?.lowercased() == "http" && (insecure || origin(registry).hasPrefix("http:"))
+                && (host == registryHost || host == originHost))
+        {
             return "is not HTTPS"
         }
         return nil
@@ -200,7 +222,9 @@ public final class RegistryClient: Sendable {
     /// A manifest by tag or digest: its exact bytes and their digest (checked when asked by digest).
     public func manifest(_ repository: Reference, reference: String) async throws -> (bytes: [UInt8], digest: String, mediaType: String?) {
         let scope = "repository:\(repository.repository):pull"
-        let r = try await send(.GET, registry: repository.registry, path: "\(repository.repository)/manifests/\(reference)", headers: [("Accept", Self.manifestTypes.joined(separator: ", "))], scope: scope, limit: Self.manifestLimit)
+        let r = try await send(
+            .GET, registry: repository.registry, path: "\(repository.repository)/manifests/\(reference)",
+            headers: [("Accept", Self.manifestTypes.joined(separator: ", "))], scope: scope, limit: Self.manifestLimit)
         try check(r, "manifest \(repository.repositoryReference):\(reference)")
         let digest = SignatureVerifier.digest(r.body)
         if reference.hasPrefix("sha256:"), digest != reference {
@@ -211,7 +235,9 @@ public final class RegistryClient: Sendable {
 
     /// A blob's bytes (callers check the digest where it matters).
     public func blob(_ repository: Reference, digest: String) async throws -> [UInt8] {
-        let r = try await send(.GET, registry: repository.registry, path: "\(repository.repository)/blobs/\(digest)", scope: "repository:\(repository.repository):pull", limit: Self.blobLimit, redirects: .anyAdmittedHost)
+        let r = try await send(
+            .GET, registry: repository.registry, path: "\(repository.repository)/blobs/\(digest)", scope: "repository:\(repository.repository):pull",
+            limit: Self.blobLimit, redirects: .anyAdmittedHost)
         try check(r, "blob \(digest)")
         return r.body
     }
@@ -225,17 +251,21 @@ public final class RegistryClient: Sendable {
         guard var location = start.header("Location") else { throw RegistryError(status: start.status, message: "blob upload: no Location") }
         if location.hasPrefix("/") { location = origin(repository.registry) + location }
         location += (location.contains("?") ? "&" : "?") + "digest=\(digest)"
-        let put = try await send(.PUT, registry: repository.registry, path: location, headers: [("Content-Type", "application/octet-stream")], body: bytes, scope: scope)
+        let put = try await send(
+            .PUT, registry: repository.registry, path: location, headers: [("Content-Type", "application/octet-stream")], body: bytes, scope: scope)
         try check(put, "blob \(digest)")
         return digest
     }
 
-    public func pushManifest(_ repository: Reference, reference: String, _ bytes: [UInt8], mediaType: String = "application/vnd.oci.image.manifest.v1+json") async throws {
-        let r = try await send(.PUT, registry: repository.registry, path: "\(repository.repository)/manifests/\(reference)", headers: [("Content-Type", mediaType)], body: bytes, scope: "repository:\(repository.repository):pull,push")
+    public func pushManifest(
+        _ repository: Reference, reference: String, _ bytes: [UInt8], mediaType: String = "application/vnd.oci.image.manifest.v1+json"
+    ) async throws {
+        let r = try await send(
+            .PUT, registry: repository.registry, path: "\(repository.repository)/manifests/\(reference)", headers: [("Content-Type", mediaType)],
+            body: bytes, scope: "repository:\(repository.repository):pull,push")
         try check(r, "manifest \(reference)")
     }
 }
-
 
 extension SignatureVerifier {
     /// An image's cosign signature as its registry stores it: the `.sig` tag's manifest, and its blobs (each read
@@ -279,6 +309,8 @@ extension SignatureVerifier {
     /// Verifies `image` (which must name its digest) by reading its cosign signature from the registry.
     public func verify(image: RegistryClient.Reference, registry: RegistryClient) async throws -> Verified {
         let signature = try await Self.fetchSignature(image: image, registry: registry)
-        return try await verify(signatureManifest: signature.manifest, digest: signature.digest, repository: image.repositoryReference) { try await signature.blob($0) }
+        return try await verify(signatureManifest: signature.manifest, digest: signature.digest, repository: image.repositoryReference) {
+            try await signature.blob($0)
+        }
     }
 }

@@ -145,7 +145,10 @@ public struct SignatureVerifier: Sendable {
     /// Verifies from a signature manifest (the `.sig` tag's OCI manifest) and a way to fetch its blobs. Any one
     /// simple-signing layer that verifies, and whose payload `accept` does not refuse (throwing a SignatureFailure),
     /// is enough, as with cosign (which appends a layer per signing).
-    public func verify(signatureManifest: JSONValue, digest: String, repository: String, accept: (SimpleSigningPayload) throws -> Void = { _ in }, fetchBlob: (String) async throws -> [UInt8]) async throws -> Verified {
+    public func verify(
+        signatureManifest: JSONValue, digest: String, repository: String, accept: (SimpleSigningPayload) throws -> Void = { _ in },
+        fetchBlob: (String) async throws -> [UInt8]
+    ) async throws -> Verified {
         let layers = (signatureManifest["layers"]?.arrayValue ?? []).filter { $0["mediaType"]?.stringValue == Self.simpleSigningMediaType }
         guard !layers.isEmpty else { throw SignatureFailure.missingSignature("the signature manifest has no simple-signing layer") }
         var lastFailure: SignatureFailure = .missingSignature("no layer carries \(Self.signatureAnnotation)")

@@ -17,10 +17,21 @@ public enum SpecValidation {
         if spec.url.hasPrefix("ssh://") || (!spec.url.contains("://") && spec.url.contains(":")) {
             // ssh (ssh://[user@]host[:port]/path or user@host:path): a user, never a password, and no host or user
             // an ssh client could read as an option.
-            if GitSSHRemote.Address(spec.url) == nil || spec.url.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0) }) {
-                out.append(SpecProblem(field: "spec.url", message: "must be an ssh address ssh://[user@]host[:port]/path or user@host:path (no password, no whitespace, host and user not starting with -), got \(quoted(spec.url))"))
+            if GitSSHRemote.Address(spec.url) == nil
+                || spec.url.unicodeScalars.contains(where: {
+                    CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0)
+                })
+            {
+                out.append(
+                    SpecProblem(
+                        field: "spec.url",
+                        message:
+                            "must be an ssh address ssh://[user@]host[:port]/path or user@host:path (no password, no whitespace, host and user not starting with -), got \(quoted(spec.url))"
+                    ))
             }
-        } else if let url = URL(string: spec.url), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme), let host = url.host, !host.isEmpty {
+        } else if let url = URL(string: spec.url), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme), let host = url.host,
+            !host.isEmpty
+        {
             if url.user != nil || url.password != nil {
                 out.append(SpecProblem(field: "spec.url", message: "must not embed credentials; give the pipeline a git Secret instead"))
             }
@@ -28,18 +39,27 @@ public enum SpecValidation {
                 out.append(SpecProblem(field: "spec.url", message: "must not contain whitespace"))
             }
         } else {
-            out.append(SpecProblem(field: "spec.url", message: "must be an http or https URL with a host, or an ssh address, got \(quoted(spec.url))"))
+            out.append(
+                SpecProblem(field: "spec.url", message: "must be an http or https URL with a host, or an ssh address, got \(quoted(spec.url))"))
         }
         if spec.url.utf8.count > 2048 { out.append(SpecProblem(field: "spec.url", message: "must be at most 2048 bytes")) }
         if spec.ref.isEmpty || spec.ref.utf8.count > 255 {
             out.append(SpecProblem(field: "spec.ref", message: "must be 1 to 255 characters"))
         } else if spec.ref.unicodeScalars.contains(where: { !refAllowed.contains($0) }) {
-            out.append(SpecProblem(field: "spec.ref", message: "may contain only letters, digits and . _ / + @ # , - (no whitespace or shell metacharacters), got \(quoted(spec.ref))"))
-        } else if spec.ref.contains("..") || spec.ref.hasPrefix("/") || spec.ref.hasPrefix("-") || spec.ref.hasSuffix("/") || spec.ref.hasSuffix(".lock") {
+            out.append(
+                SpecProblem(
+                    field: "spec.ref",
+                    message: "may contain only letters, digits and . _ / + @ # , - (no whitespace or shell metacharacters), got \(quoted(spec.ref))"))
+        } else if spec.ref.contains("..") || spec.ref.hasPrefix("/") || spec.ref.hasPrefix("-") || spec.ref.hasSuffix("/")
+            || spec.ref.hasSuffix(".lock")
+        {
             out.append(SpecProblem(field: "spec.ref", message: "is not a valid git ref name: \(quoted(spec.ref))"))
         }
         if let overlay = spec.overlay, overlay.utf8.count > 63 || overlay.range(of: overlayName, options: .regularExpression) == nil {
-            out.append(SpecProblem(field: "spec.overlay", message: "must be a Thoth overlay's directory name (letters, digits and - _ . inside, at most 63), got \(quoted(overlay))"))
+            out.append(
+                SpecProblem(
+                    field: "spec.overlay",
+                    message: "must be a Thoth overlay's directory name (letters, digits and - _ . inside, at most 63), got \(quoted(overlay))"))
         }
         if let ttl = spec.ttl, ttl < 0 || ttl > 31_536_000 {
             out.append(SpecProblem(field: "spec.ttl", message: "must be between 0 and 31536000 seconds, got \(ttl)"))
@@ -47,7 +67,8 @@ public enum SpecValidation {
         var seen = Set<String>()
         for (i, p) in spec.requestedPipelines.enumerated() {
             if Pipeline(rawValue: p) == nil {
-                out.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "unknown pipeline \(quoted(p)); supported: jupyterhub, jupyterbook, edge"))
+                out.append(
+                    SpecProblem(field: "spec.pipelines[\(i)]", message: "unknown pipeline \(quoted(p)); supported: jupyterhub, jupyterbook, edge"))
             } else if !seen.insert(p).inserted {
                 out.append(SpecProblem(field: "spec.pipelines[\(i)]", message: "duplicate pipeline \(quoted(p))"))
             }
@@ -68,19 +89,28 @@ public enum SpecValidation {
     // \A and \z, not ^ and $: ICU's $ also matches before a final newline, so "car\n" would pass.
     static let overlayName = #"\A[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\z"#
     static let dnsLabel = #"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\z"#
-    static let platforms: Set<String> = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/ppc64le", "linux/s390x", "linux/riscv64"]
+    static let platforms: Set<String> = [
+        "linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/ppc64le", "linux/s390x", "linux/riscv64",
+    ]
 
     static func edgeProblems(_ edge: Edge) -> [SpecProblem] {
         var out: [SpecProblem] = []
         func label(_ value: String, _ field: String, max: Int) {
             if value.utf8.count > max || value.range(of: dnsLabel, options: .regularExpression) == nil {
-                out.append(SpecProblem(field: field, message: "must be a DNS label (lowercase letters, digits and -, at most \(max) characters), got \(quoted(value))"))
+                out.append(
+                    SpecProblem(
+                        field: field,
+                        message: "must be a DNS label (lowercase letters, digits and -, at most \(max) characters), got \(quoted(value))"))
             }
         }
         func relativePath(_ value: String, _ field: String) {
             if value.isEmpty || value.utf8.count > 1024 || value.hasPrefix("/") || value.split(separator: "/").contains("..")
-                || value.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) {
-                out.append(SpecProblem(field: field, message: "must be a relative path inside the repository (no leading /, no .., no control characters), got \(quoted(value))"))
+                || value.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) })
+            {
+                out.append(
+                    SpecProblem(
+                        field: field,
+                        message: "must be a relative path inside the repository (no leading /, no .., no control characters), got \(quoted(value))"))
             }
         }
         if edge.images.isEmpty { out.append(SpecProblem(field: "spec.edge.images", message: "must list at least one image")) }
@@ -88,19 +118,33 @@ public enum SpecValidation {
         var pushedTo: [String: String] = [:]  // repository + platform → image name
         for (i, image) in edge.images.enumerated() {
             if let other = pushedTo.updateValue(image.name, forKey: "\(image.repository) \(image.platform)") {
-                out.append(SpecProblem(field: "spec.edge.images[\(i)].repository", message: "images \(quoted(other)) and \(quoted(image.name)) push \(image.platform) to the same repository \(image.repository): give each its own repository or platform (images of one repository and different platforms are published together as an image index)"))
+                out.append(
+                    SpecProblem(
+                        field: "spec.edge.images[\(i)].repository",
+                        message:
+                            "images \(quoted(other)) and \(quoted(image.name)) push \(image.platform) to the same repository \(image.repository): give each its own repository or platform (images of one repository and different platforms are published together as an image index)"
+                    ))
             }
             label(image.name, "spec.edge.images[\(i)].name", max: 40)
-            if !imageNames.insert(image.name).inserted { out.append(SpecProblem(field: "spec.edge.images[\(i)].name", message: "duplicate image name \(quoted(image.name))")) }
+            if !imageNames.insert(image.name).inserted {
+                out.append(SpecProblem(field: "spec.edge.images[\(i)].name", message: "duplicate image name \(quoted(image.name))"))
+            }
             relativePath(image.dockerfile, "spec.edge.images[\(i)].dockerfile")
             if let context = image.context, context != "." { relativePath(context, "spec.edge.images[\(i)].context") }
             if !platforms.contains(image.platform) {
-                out.append(SpecProblem(field: "spec.edge.images[\(i)].platform", message: "unsupported platform \(quoted(image.platform)); supported: \(platforms.sorted().joined(separator: ", "))"))
+                out.append(
+                    SpecProblem(
+                        field: "spec.edge.images[\(i)].platform",
+                        message: "unsupported platform \(quoted(image.platform)); supported: \(platforms.sorted().joined(separator: ", "))"))
             }
             if let reference = try? RegistryClient.Reference(parsing: image.repository), reference.tag == nil, reference.digest == nil,
-                reference.repository.range(of: #"\A[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\z"#, options: .regularExpression) != nil {
+                reference.repository.range(of: #"\A[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\z"#, options: .regularExpression) != nil
+            {
             } else {
-                out.append(SpecProblem(field: "spec.edge.images[\(i)].repository", message: "must be registry-host/repository in lowercase, without tag or digest, got \(quoted(image.repository))"))
+                out.append(
+                    SpecProblem(
+                        field: "spec.edge.images[\(i)].repository",
+                        message: "must be registry-host/repository in lowercase, without tag or digest, got \(quoted(image.repository))"))
             }
         }
         if let key = edge.signing.publicKeySecretRef { label(key.name, "spec.edge.signing.publicKeySecretRef.name", max: 253) }
@@ -109,12 +153,22 @@ public enum SpecValidation {
         var targetNames = Set<String>()
         for (i, target) in edge.targets.enumerated() {
             label(target.name, "spec.edge.targets[\(i)].name", max: 40)
-            if !targetNames.insert(target.name).inserted { out.append(SpecProblem(field: "spec.edge.targets[\(i)].name", message: "duplicate target name \(quoted(target.name))")) }
-            if !imageNames.contains(target.image) { out.append(SpecProblem(field: "spec.edge.targets[\(i)].image", message: "names no image in spec.edge.images: \(quoted(target.image))")) }
+            if !targetNames.insert(target.name).inserted {
+                out.append(SpecProblem(field: "spec.edge.targets[\(i)].name", message: "duplicate target name \(quoted(target.name))"))
+            }
+            if !imageNames.contains(target.image) {
+                out.append(
+                    SpecProblem(field: "spec.edge.targets[\(i)].image", message: "names no image in spec.edge.images: \(quoted(target.image))"))
+            }
             switch (target.cluster, target.clusterSelector) {
             case (let cluster?, nil):
-                if cluster.isEmpty || cluster.utf8.count > 253 || cluster.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) }) {
-                    out.append(SpecProblem(field: "spec.edge.targets[\(i)].cluster", message: "must name an Argo CD cluster (1 to 253 characters, no whitespace), got \(quoted(cluster))"))
+                if cluster.isEmpty || cluster.utf8.count > 253
+                    || cluster.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) })
+                {
+                    out.append(
+                        SpecProblem(
+                            field: "spec.edge.targets[\(i)].cluster",
+                            message: "must name an Argo CD cluster (1 to 253 characters, no whitespace), got \(quoted(cluster))"))
                 }
             case (nil, let selector?):
                 do { _ = try selector.labelSelector() } catch {
@@ -127,7 +181,12 @@ public enum SpecValidation {
             label(target.namespace, "spec.edge.targets[\(i)].namespace", max: 63)
             for (j, extra) in (target.images ?? []).enumerated() {
                 let pinned = (try? RegistryClient.Reference(parsing: extra)).map { $0.digest != nil && $0.tag == nil } ?? false
-                if !pinned { out.append(SpecProblem(field: "spec.edge.targets[\(i)].images[\(j)]", message: "must name an image by digest, host/repository@sha256:<64 hex>, got \(quoted(extra))")) }
+                if !pinned {
+                    out.append(
+                        SpecProblem(
+                            field: "spec.edge.targets[\(i)].images[\(j)]",
+                            message: "must name an image by digest, host/repository@sha256:<64 hex>, got \(quoted(extra))"))
+                }
             }
         }
         for (i, image) in edge.images.enumerated() where !edge.targets.contains(where: { $0.image == image.name }) {
@@ -139,27 +198,47 @@ public enum SpecValidation {
             if rollout.stages.isEmpty { out.append(SpecProblem(field: "spec.edge.rollout.stages", message: "must list at least one stage")) }
             for (i, stage) in rollout.stages.enumerated() {
                 label(stage.name, "spec.edge.rollout.stages[\(i)].name", max: 40)
-                if !stageNames.insert(stage.name).inserted { out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].name", message: "duplicate stage name \(quoted(stage.name))")) }
+                if !stageNames.insert(stage.name).inserted {
+                    out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].name", message: "duplicate stage name \(quoted(stage.name))"))
+                }
                 for (j, target) in stage.targets.enumerated() {
                     if !targetNames.contains(target) {
-                        out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].targets[\(j)]", message: "names no target in spec.edge.targets: \(quoted(target))"))
+                        out.append(
+                            SpecProblem(
+                                field: "spec.edge.rollout.stages[\(i)].targets[\(j)]",
+                                message: "names no target in spec.edge.targets: \(quoted(target))"))
                     } else if let other = staged[target] {
-                        out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].targets[\(j)]", message: "target \(quoted(target)) is already in stage \(quoted(other))"))
+                        out.append(
+                            SpecProblem(
+                                field: "spec.edge.rollout.stages[\(i)].targets[\(j)]",
+                                message: "target \(quoted(target)) is already in stage \(quoted(other))"))
                     }
                     staged[target] = staged[target] ?? stage.name
                 }
                 if let soak = stage.soakSeconds, soak < 0 || soak > 604_800 {
-                    out.append(SpecProblem(field: "spec.edge.rollout.stages[\(i)].soakSeconds", message: "must be between 0 and 604800 seconds, got \(soak)"))
+                    out.append(
+                        SpecProblem(field: "spec.edge.rollout.stages[\(i)].soakSeconds", message: "must be between 0 and 604800 seconds, got \(soak)")
+                    )
                 }
                 if let gate = stage.gate { label(gate.pipelineRef, "spec.edge.rollout.stages[\(i)].gate.pipelineRef", max: 253) }
             }
             for target in edge.targets where staged[target.name] == nil && !rollout.stages.isEmpty {
-                out.append(SpecProblem(field: "spec.edge.rollout.stages", message: "target \(quoted(target.name)) is in no stage: a staged rollout names every target once"))
+                out.append(
+                    SpecProblem(
+                        field: "spec.edge.rollout.stages",
+                        message: "target \(quoted(target.name)) is in no stage: a staged rollout names every target once"))
             }
         }
         if let release = edge.release {
-            if release.tagPattern.isEmpty || release.tagPattern.utf8.count > 255 || release.tagPattern.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0) }) {
-                out.append(SpecProblem(field: "spec.edge.release.tagPattern", message: "must be a glob of 1 to 255 characters without whitespace, got \(quoted(release.tagPattern))"))
+            if release.tagPattern.isEmpty || release.tagPattern.utf8.count > 255
+                || release.tagPattern.unicodeScalars.contains(where: {
+                    CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0)
+                })
+            {
+                out.append(
+                    SpecProblem(
+                        field: "spec.edge.release.tagPattern",
+                        message: "must be a glob of 1 to 255 characters without whitespace, got \(quoted(release.tagPattern))"))
             }
             if let interval = release.interval, interval < 10 || interval > 86_400 {
                 out.append(SpecProblem(field: "spec.edge.release.interval", message: "must be between 10 and 86400 seconds, got \(interval)"))

@@ -9,7 +9,8 @@ import Glibc
 /// some repositories for some device clusters, optionally only for Meteors of some namespaces. In the spirit of
 /// sigstore's ClusterImagePolicy; holding public keys only.
 public struct EdgeTrustPolicy: Codable, Sendable, Hashable {
-    public static let resourceType = ResourceType(group: "meteor.zone", version: "v1alpha1", kind: "EdgeTrustPolicy", plural: "edgetrustpolicies", namespaced: false)
+    public static let resourceType = ResourceType(
+        group: "meteor.zone", version: "v1alpha1", kind: "EdgeTrustPolicy", plural: "edgetrustpolicies", namespaced: false)
 
     public struct Key: Codable, Sendable, Hashable {
         public var name: String
@@ -112,8 +113,11 @@ public struct EdgeTrust: Sendable {
     public func keys(repository: String, cluster: String, namespace: String) -> [TrustedKey] {
         policies.filter { applies($0, repository: repository, cluster: cluster, namespace: namespace) }.flatMap { policy in
             (parsed[policy.metadata.name ?? ""] ?? []).compactMap { entry in
-                revoked.contains(entry.verifier.fingerprint) ? nil : TrustedKey(fingerprint: entry.verifier.fingerprint, name: entry.key.name, policy: policy.metadata.name ?? "", verifier: entry.verifier,
-                                                                                  requiresSignedCommit: policy.spec.requireSignedCommit == true)
+                revoked.contains(entry.verifier.fingerprint)
+                    ? nil
+                    : TrustedKey(
+                        fingerprint: entry.verifier.fingerprint, name: entry.key.name, policy: policy.metadata.name ?? "", verifier: entry.verifier,
+                        requiresSignedCommit: policy.spec.requireSignedCommit == true)
             }
         }
     }

@@ -42,7 +42,8 @@ struct APIServerCommand: AsyncParsableCommand {
         }
         try await server.start()
         try server.kubeconfig().write(toFile: kubeconfigOut, atomically: true, encoding: .utf8)
-        let banner = "embedded API server listening on \(server.url)\nexport KUBECONFIG=\(URL(fileURLWithPath: kubeconfigOut).standardizedFileURL.path)\n"
+        let banner =
+            "embedded API server listening on \(server.url)\nexport KUBECONFIG=\(URL(fileURLWithPath: kubeconfigOut).standardizedFileURL.path)\n"
         FileHandle.standardOutput.write(Data(banner.utf8))
         let (signals, continuation) = AsyncStream<Void>.makeStream()
         for sig in [SIGINT, SIGTERM] {

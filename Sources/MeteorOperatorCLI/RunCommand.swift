@@ -16,9 +16,13 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Path to a kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube/config).") var kubeconfig: String?
     @Option(help: "Watch one namespace only (default: all namespaces).") var namespace: String?
     @Option(help: "Concurrent reconciles.") var concurrency = 4
-    @Option(help: "Finished superseded PipelineRuns kept per Meteor and pipeline; older ones are deleted with their workspaces.") var keepSupersededRuns = 1
+    @Option(help: "Finished superseded PipelineRuns kept per Meteor and pipeline; older ones are deleted with their workspaces.")
+    var keepSupersededRuns = 1
     @Option(help: "HOST:PORT for /metrics; 0 turns it off.") var metricsBindAddress = ":8080"
-    @Flag(help: "Serve /metrics over HTTPS to callers the API server authenticates and allows get on /metrics (TokenReview, SubjectAccessReview), as controller-runtime's --metrics-secure.") var metricsSecure = false
+    @Flag(
+        help:
+            "Serve /metrics over HTTPS to callers the API server authenticates and allows get on /metrics (TokenReview, SubjectAccessReview), as controller-runtime's --metrics-secure."
+    ) var metricsSecure = false
     @Option(help: "Directory with tls.crt and tls.key for --metrics-secure (default: a self-signed certificate).") var metricsCertDir: String?
     @Option(help: "HOST:PORT for /healthz and /readyz; 0 turns it off.") var healthProbeBindAddress = ":8081"
     @Flag(help: "Elect a leader with a Lease, for running several replicas.") var leaderElect = false
@@ -26,30 +30,65 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Seconds a follower waits before taking an unrenewed lease.") var leaderElectLeaseDuration: Double = 15
     @Option(help: "Seconds the leader keeps trying to renew before it gives up leading.") var leaderElectRenewDeadline: Double = 10
     @Option(help: "Seconds between leader-election attempts.") var leaderElectRetryPeriod: Double = 2
-    @Option(help: "Seconds SIGTERM waits for in-flight reconciles and the lease's release before it cancels them (controller-runtime's GracefulShutdownTimeout).") var gracefulShutdownTimeout: Double = 30
+    @Option(
+        help:
+            "Seconds SIGTERM waits for in-flight reconciles and the lease's release before it cancels them (controller-runtime's GracefulShutdownTimeout)."
+    ) var gracefulShutdownTimeout: Double = 30
     @Option(help: "Log format: json or text (default: json in a cluster, text elsewhere).") var logFormat: String?
-    @Option(help: "Client-side rate limit, requests per second (0: none; the API server's priority and fairness, whose 429s are honoured, then governs).") var qps: Double = 0
+    @Option(
+        help: "Client-side rate limit, requests per second (0: none; the API server's priority and fairness, whose 429s are honoured, then governs).")
+    var qps: Double = 0
     @Option(help: "Client-side burst.") var burst = 1000
     @Option(help: "Registry and namespace images are pushed to.") var imageRepository = "image-registry.openshift-image-registry.svc:5000"
-    @Option(help: "Service account the PipelineRuns run as, which must exist in each Meteor's namespace (default: pipeline where OpenShift Pipelines made it, else default).") var pipelineServiceAccount: String?
-    @Option(help: "A kubernetes.io/dockerconfigjson Secret in each Meteor's namespace that builds push (and sign) with (default: the ServiceAccount's own credentials).") var pushSecret: String?
-    @Option(help: "Namespace of the notebook ImageStreams on Open Data Hub, whose spawner lists only its own (redhat-ods-applications on RHOAI); empty: the Meteor's namespace.") var notebookImageNamespace = "opendatahub"
-    @Option(help: "UID, GID and fsGroup of every build step (the PipelineRuns' podTemplate); 0 leaves them to the images and the cluster (OpenShift's SCCs).") var buildUid: Int64 = 65532
+    @Option(
+        help:
+            "Service account the PipelineRuns run as, which must exist in each Meteor's namespace (default: pipeline where OpenShift Pipelines made it, else default)."
+    ) var pipelineServiceAccount: String?
+    @Option(
+        help:
+            "A kubernetes.io/dockerconfigjson Secret in each Meteor's namespace that builds push (and sign) with (default: the ServiceAccount's own credentials)."
+    ) var pushSecret: String?
+    @Option(
+        help:
+            "Namespace of the notebook ImageStreams on Open Data Hub, whose spawner lists only its own (redhat-ods-applications on RHOAI); empty: the Meteor's namespace."
+    ) var notebookImageNamespace = "opendatahub"
+    @Option(
+        help:
+            "UID, GID and fsGroup of every build step (the PipelineRuns' podTemplate); 0 leaves them to the images and the cluster (OpenShift's SCCs)."
+    ) var buildUid: Int64 = 65532
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
     @Option(help: "The Argo CD AppProject edge Applications belong to (manifests/argocd/appproject.yaml).") var argocdProject = "meteor"
-    @Flag(help: "Let edge targets choose Argo CD clusters by label (spec.edge.targets[].clusterSelector): watches Argo CD's cluster Secrets, which needs config/rbac/argocd_cluster_reader_role.yaml.") var edgeClusterSelectors = false
+    @Flag(
+        help:
+            "Let edge targets choose Argo CD clusters by label (spec.edge.targets[].clusterSelector): watches Argo CD's cluster Secrets, which needs config/rbac/argocd_cluster_reader_role.yaml."
+    ) var edgeClusterSelectors = false
     @Option(help: "A registry (host:port) read over plain HTTP when verifying signatures; repeatable.") var insecureRegistry: [String] = []
-    @Option(help: "A host, host:port or CIDR the operator may reach for what Meteors name (repositories, registries, token realms) though it is inside the cluster or private; repeatable.") var egressAllow: [String] = []
-    @Option(help: "The cluster's Service and Pod ranges, never reached for what Meteors name; repeatable (default: common distributions' ranges).") var clusterCidr: [String] = []
+    @Option(
+        help:
+            "A host, host:port or CIDR the operator may reach for what Meteors name (repositories, registries, token realms) though it is inside the cluster or private; repeatable."
+    ) var egressAllow: [String] = []
+    @Option(help: "The cluster's Service and Pod ranges, never reached for what Meteors name; repeatable (default: common distributions' ranges).")
+    var clusterCidr: [String] = []
     @Option(help: "HOST:PORT to serve the Meteor Shower web page on (default: off).") var showerBindAddress: String?
-    @Option(help: "Namespace the Shower lists and submits Meteors in (default: --namespace, else the configuration's namespace).") var showerNamespace: String?
-    @Flag(help: "Let the Shower submit and delete Meteors, acting as the signed-in user (Kubernetes impersonation; see config/shower).") var showerAllowSubmit = false
-    @Option(help: "An address or CIDR of the authenticating proxy in front of the Shower, whose X-Forwarded-User is believed; repeatable. Nobody else's is.") var showerTrustedProxy: [String] = []
-    @Option(help: "A group the Shower passes on (Impersonate-Group) when the proxy's X-Forwarded-Groups names it; repeatable. The operator needs impersonate on each.") var showerForwardGroup: [String] = []
-    @Option(help: "A file holding the key (32 bytes or more) that signs the Shower's CSRF tokens, shared by replicas (default: a random key per process).") var showerSessionKeyFile: String?
-    @Flag(help: "Let the Shower accept writes without a user from a trusted proxy, made with the operator's own identity.") var showerAllowAnonymous = false
+    @Option(help: "Namespace the Shower lists and submits Meteors in (default: --namespace, else the configuration's namespace).")
+    var showerNamespace: String?
+    @Flag(help: "Let the Shower submit and delete Meteors, acting as the signed-in user (Kubernetes impersonation; see config/shower).")
+    var showerAllowSubmit = false
+    @Option(
+        help:
+            "An address or CIDR of the authenticating proxy in front of the Shower, whose X-Forwarded-User is believed; repeatable. Nobody else's is."
+    ) var showerTrustedProxy: [String] = []
+    @Option(
+        help:
+            "A group the Shower passes on (Impersonate-Group) when the proxy's X-Forwarded-Groups names it; repeatable. The operator needs impersonate on each."
+    ) var showerForwardGroup: [String] = []
+    @Option(
+        help: "A file holding the key (32 bytes or more) that signs the Shower's CSRF tokens, shared by replicas (default: a random key per process)."
+    ) var showerSessionKeyFile: String?
+    @Flag(help: "Let the Shower accept writes without a user from a trusted proxy, made with the operator's own identity.") var showerAllowAnonymous =
+        false
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -60,9 +99,15 @@ struct RunCommand: AsyncParsableCommand {
         if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format must be json or text") }
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if keepSupersededRuns < 0 { throw ValidationError("--keep-superseded-runs must be 0 or more") }
-        if let address = showerBindAddress, Manager.parseBindAddress(address) == nil { throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)") }
-        if showerBindAddress == nil, showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil || !showerTrustedProxy.isEmpty || showerSessionKeyFile != nil {
-            throw ValidationError("--shower-allow-submit, --shower-allow-anonymous, --shower-namespace, --shower-trusted-proxy and --shower-session-key-file need --shower-bind-address")
+        if let address = showerBindAddress, Manager.parseBindAddress(address) == nil {
+            throw ValidationError("--shower-bind-address must be HOST:PORT, got \(address)")
+        }
+        if showerBindAddress == nil,
+            showerAllowSubmit || showerAllowAnonymous || showerNamespace != nil || !showerTrustedProxy.isEmpty || showerSessionKeyFile != nil
+        {
+            throw ValidationError(
+                "--shower-allow-submit, --shower-allow-anonymous, --shower-namespace, --shower-trusted-proxy and --shower-session-key-file need --shower-bind-address"
+            )
         }
         for proxy in showerTrustedProxy where AddressRange(proxy) == nil {
             throw ValidationError("--shower-trusted-proxy must be an IP address or CIDR (127.0.0.1/32, fd00::/8), got \(proxy)")
@@ -70,7 +115,10 @@ struct RunCommand: AsyncParsableCommand {
         if metricsCertDir != nil, !metricsSecure { throw ValidationError("--metrics-cert-dir needs --metrics-secure") }
         if let (host, _) = Manager.parseBindAddress(metricsBindAddress), !metricsSecure, !["127.0.0.1", "::1", "localhost"].contains(host) {
             // Said, not refused: a cluster's NetworkPolicy may already keep the port private.
-            FileHandle.standardError.write(Data("meteor-operator: /metrics on \(metricsBindAddress) is open to anyone who reaches it; --metrics-secure puts it behind the API server's authentication\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "meteor-operator: /metrics on \(metricsBindAddress) is open to anyone who reaches it; --metrics-secure puts it behind the API server's authentication\n"
+                        .utf8))
         }
         if buildUid < 0 { throw ValidationError("--build-uid must be a UID (0 for none)") }
         for allowed in egressAllow where EgressPolicy.Allowance(allowed) == nil {
@@ -83,7 +131,8 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--graceful-shutdown-timeout must be more than 0 seconds")
         }
         if !(leaderElectRetryPeriod > 0 && leaderElectRetryPeriod < leaderElectRenewDeadline && leaderElectRenewDeadline < leaderElectLeaseDuration) {
-            throw ValidationError("leader election needs 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration")
+            throw ValidationError(
+                "leader election needs 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration")
         }
     }
 
@@ -140,23 +189,32 @@ struct RunCommand: AsyncParsableCommand {
         if leaderElect {
             managerOptions.leaderElection = LeaderElector.Configuration(
                 leaseName: "meteor-operator", namespace: leaderElectionNamespace ?? cluster.namespace, identity: identity,
-                leaseDuration: .milliseconds(Int64(leaderElectLeaseDuration * 1000)), renewDeadline: .milliseconds(Int64(leaderElectRenewDeadline * 1000)),
+                leaseDuration: .milliseconds(Int64(leaderElectLeaseDuration * 1000)),
+                renewDeadline: .milliseconds(Int64(leaderElectRenewDeadline * 1000)),
                 retryPeriod: .milliseconds(Int64(leaderElectRetryPeriod * 1000)))
         }
         let manager = Manager(client: client, options: managerOptions, metrics: metrics, logger: logger)
         var configuration = MeteorReconciler.Configuration()
-        configuration.build = BuildSettings(imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount, pushSecret: pushSecret, runAsUser: buildUid == 0 ? nil : buildUid)
+        configuration.build = BuildSettings(
+            imageRepositoryPrefix: imageRepository, serviceAccount: pipelineServiceAccount, pushSecret: pushSecret,
+            runAsUser: buildUid == 0 ? nil : buildUid)
         if !publishImageStreams, imageRepository == BuildSettings().imageRepositoryPrefix {
-            logger.notice("images are pushed to OpenShift's internal registry (\(imageRepository)), which this cluster does not seem to have: set --image-repository (and --push-secret)")
+            logger.notice(
+                "images are pushed to OpenShift's internal registry (\(imageRepository)), which this cluster does not seem to have: set --image-repository (and --push-secret)"
+            )
         }
         configuration.ingressClass = ingressClass
         configuration.keepSupersededRuns = keepSupersededRuns
-        configuration.egress = EgressPolicy(allowing: egressAllow.compactMap(EgressPolicy.Allowance.init), clusterRanges: clusterCidr.isEmpty ? EgressPolicy.defaultClusterRanges : clusterCidr.compactMap(AddressRange.init))
+        configuration.egress = EgressPolicy(
+            allowing: egressAllow.compactMap(EgressPolicy.Allowance.init),
+            clusterRanges: clusterCidr.isEmpty ? EgressPolicy.defaultClusterRanges : clusterCidr.compactMap(AddressRange.init))
         configuration.ingressDomain = ingressDomain
         configuration.publishImageStreams = publishImageStreams
         configuration.notebookImageNamespace = notebookImageNamespace.isEmpty ? nil : notebookImageNamespace
         if argoServed, !trustServed {
-            logger.notice("edge delivery is off: the EdgeTrustPolicy CRD is not installed (kubectl apply -f crds/meteor.zone_edgetrustpolicies.yaml); it says which keys may sign what is deployed to devices")
+            logger.notice(
+                "edge delivery is off: the EdgeTrustPolicy CRD is not installed (kubectl apply -f crds/meteor.zone_edgetrustpolicies.yaml); it says which keys may sign what is deployed to devices"
+            )
         } else if argoServed {
             var edge = EdgeSettings()
             edge.argocdNamespace = argocdNamespace
@@ -167,7 +225,8 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             logger.notice("edge delivery is off: the cluster does not serve argoproj.io/v1alpha1 Applications (install Argo CD to enable it)")
         }
-        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
+        let (reconciler, _) = await MeteorReconciler.register(
+            with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
         var services: [any Service] = [manager]
         if let showerBindAddress {
             var showerOptions = MeteorShower.Options(bindAddress: showerBindAddress, namespace: showerNamespace ?? namespace ?? cluster.namespace)
@@ -177,7 +236,9 @@ struct RunCommand: AsyncParsableCommand {
             showerOptions.forwardedGroups = Set(showerForwardGroup)
             if let showerSessionKeyFile {
                 guard let key = FileManager.default.contents(atPath: showerSessionKeyFile), key.count >= 32 else {
-                    throw Failure(description: "--shower-session-key-file \(showerSessionKeyFile): needs a readable file of 32 bytes or more (openssl rand -hex 32)")
+                    throw Failure(
+                        description:
+                            "--shower-session-key-file \(showerSessionKeyFile): needs a readable file of 32 bytes or more (openssl rand -hex 32)")
                 }
                 showerOptions.sessionKey = SymmetricKey(data: key)
             }
@@ -186,7 +247,12 @@ struct RunCommand: AsyncParsableCommand {
             }
             services.append(MeteorShower(options: showerOptions, client: client, meteors: reconciler.meteors, logger: logger))
         }
-        logger.info("starting", metadata: ["server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)", "shower": "\(showerBindAddress ?? "off")"])
+        logger.info(
+            "starting",
+            metadata: [
+                "server": "\(cluster.server)", "namespace": "\(namespace ?? "*")", "leaderElection": "\(leaderElect)",
+                "shower": "\(showerBindAddress ?? "off")",
+            ])
         var groupConfiguration = ServiceGroupConfiguration(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(gracefulShutdownTimeout * 1000))
@@ -206,9 +272,14 @@ struct RunCommand: AsyncParsableCommand {
     /// retry forever and nothing would reconcile, so the operator stops at once and says what to apply.
     /// (SelfSubjectAccessReview; a server that does not serve it is not asked.)
     static func preflightClusterSecrets(_ client: KubeClient, namespace: String) async throws {
-        let reviews = client.dynamic(ResourceType(group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", namespaced: false))
+        let reviews = client.dynamic(
+            ResourceType(
+                group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", namespaced: false))
         for verb in ["list", "watch"] {
-            let review: JSONValue = ["apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": ["resourceAttributes": ["namespace": .string(namespace), "verb": .string(verb), "resource": "secrets"]]]
+            let review: JSONValue = [
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": ["resourceAttributes": ["namespace": .string(namespace), "verb": .string(verb), "resource": "secrets"]],
+            ]
             let answer: JSONValue
             do {
                 answer = try await reviews.create(review)
@@ -216,7 +287,10 @@ struct RunCommand: AsyncParsableCommand {
                 return
             }
             guard answer[path: "status", "allowed"] == true else {
-                throw Failure(description: "--edge-cluster-selectors needs \(verb) on secrets in namespace \(namespace) (kubectl apply -f config/rbac/argocd_cluster_reader_role.yaml)")
+                throw Failure(
+                    description:
+                        "--edge-cluster-selectors needs \(verb) on secrets in namespace \(namespace) (kubectl apply -f config/rbac/argocd_cluster_reader_role.yaml)"
+                )
             }
         }
     }
@@ -227,7 +301,8 @@ struct RunCommand: AsyncParsableCommand {
             let served = (resources["resources"]?.arrayValue ?? []).contains { $0["name"] == "meteors" }
             if !served { throw KubeError.notFound(Status(message: "meteors not served", code: 404)) }
         } catch let e as KubeError where e.isNotFound {
-            throw Failure(description: "the Meteor CRD (meteors.meteor.zone) is not installed on \(server): kubectl apply -f crds/meteor.zone_meteors.yaml")
+            throw Failure(
+                description: "the Meteor CRD (meteors.meteor.zone) is not installed on \(server): kubectl apply -f crds/meteor.zone_meteors.yaml")
         } catch let e as KubeError {
             if case .transport = e { throw Failure(description: "cannot reach the API server at \(server)") }
             throw Failure(description: "the API server at \(server) refused discovery: \(e)")

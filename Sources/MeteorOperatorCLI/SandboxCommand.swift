@@ -28,7 +28,8 @@ struct SandboxCommand: AsyncParsableCommand {
     @Flag(help: "Do not serve the registry and git stand-ins (edge verification and releases then fail).") var noRemotes = false
     @Option(help: "Release tags the git stand-in advertises at start.") var tag: [String] = ["v1.0.0"]
     @Option(help: "The repository checkout with crds/ and config/samples/ (default: found from the working directory).") var repository: String?
-    @Option(help: "Directory with upstream Tekton and Argo CD CRDs (default: ../shared/crds next to the checkout, if present).") var upstreamCRDs: String?
+    @Option(help: "Directory with upstream Tekton and Argo CD CRDs (default: ../shared/crds next to the checkout, if present).") var upstreamCRDs:
+        String?
     @Option(help: "HOST:PORT for the operator's /metrics.") var metricsBindAddress = "127.0.0.1:0"
     @Option(help: "HOST:PORT for the Meteor Shower page (0 picks a free port).") var showerBindAddress = "127.0.0.1:0"
     @Flag(help: "Do not serve the Meteor Shower page.") var noShower = false

@@ -33,10 +33,12 @@ public final class ArgoSimulator: Sendable {
     /// Whether the Application's Meteor asks for its cluster to turn Degraded on what it is given now.
     func degraded(_ app: JSONValue) -> Bool {
         guard let meteors, let ns = app[path: "metadata", "labels", MeteorLabels.meteorNamespace]?.stringValue,
-            let name = app[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue, let meteor = meteors.store.get(ObjectKey(namespace: ns, name: name)),
+            let name = app[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue,
+            let meteor = meteors.store.get(ObjectKey(namespace: ns, name: name)),
             let clusters = meteor[path: "metadata", "annotations", Self.degradeAnnotation]?.stringValue,
             let cluster = app[path: "spec", "destination", "name"]?.stringValue,
-            clusters.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == cluster }) else { return false }
+            clusters.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == cluster })
+        else { return false }
         let target = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue
         let healthy = (meteor[path: "status", "rollout", "lastHealthy"]?.arrayValue ?? []).first { $0["target"]?.stringValue == target }?["image"]
         return healthy == nil || healthy != app[path: "metadata", "annotations", "meteor.zone/image"]
@@ -46,9 +48,13 @@ public final class ArgoSimulator: Sendable {
         guard let app = applications.store.get(key) else { return .done }
         let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
         if app[path: "metadata", "deletionTimestamp"] != nil {
-            let finalizers = (app[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0.stringValue != ArgoApplicationBuilder.resourcesFinalizer }
+            let finalizers = (app[path: "metadata", "finalizers"]?.arrayValue ?? []).filter {
+                $0.stringValue != ArgoApplicationBuilder.resourcesFinalizer
+            }
             do {
-                _ = try await api.patch(key.name, .merge(["metadata": ["finalizers": .array(finalizers), "resourceVersion": app[path: "metadata", "resourceVersion"] ?? .null]]))
+                _ = try await api.patch(
+                    key.name,
+                    .merge(["metadata": ["finalizers": .array(finalizers), "resourceVersion": app[path: "metadata", "resourceVersion"] ?? .null]]))
             } catch let e as KubeError where e.isNotFound || e.isConflict {}
             return .done
         }
@@ -58,28 +64,52 @@ public final class ArgoSimulator: Sendable {
         let now = Date()
         let syncedTo = app[path: "status", "sync", "revision"]
         let reportedImages = app[path: "status", "summary", "images"] ?? .array([])
-        let health: JSONValue = degraded(app) ? ["status": "Degraded", "message": .string("sandbox: CrashLoopBackOff (annotation \(Self.degradeAnnotation) on the Meteor)")] : ["status": "Healthy", "message": .null]
-        if syncedTo == revision, reportedImages == images, app[path: "status", "sync", "status"] == "Synced", app[path: "status", "health", "status"] == health["status"] { return .done }
+        let health: JSONValue =
+            degraded(app)
+            ? ["status": "Degraded", "message": .string("sandbox: CrashLoopBackOff (annotation \(Self.degradeAnnotation) on the Meteor)")]
+            : ["status": "Healthy", "message": .null]
+        if syncedTo == revision, reportedImages == images, app[path: "status", "sync", "status"] == "Synced",
+            app[path: "status", "health", "status"] == health["status"]
+        {
+            return .done
+        }
         let total = duration.seconds
         if app[path: "status", "sync", "status"] == "OutOfSync", let since = app[path: "status", "reconciledAt"]?.stringValue.flatMap(KubeTime.parse),
-            app[path: "status", "operationState", "syncResult", "revision"] == revision {
+            app[path: "status", "operationState", "syncResult", "revision"] == revision
+        {
             let elapsed = now.timeIntervalSince(since)
             if elapsed < total { return .requeueAfter(.milliseconds(Int64((total - elapsed) * 1000) + 1)) }
-            try await patchStatus(api, key.name, [
-                "sync": ["status": "Synced", "revision": revision, "comparedTo": ["source": app[path: "spec", "source"] ?? .null, "destination": app[path: "spec", "destination"] ?? .null]],
-                "health": health,
-                "summary": ["images": images],
-                "reconciledAt": .string(KubeTime.format(now)),
-            ])
+            try await patchStatus(
+                api, key.name,
+                [
+                    "sync": [
+                        "status": "Synced", "revision": revision,
+                        "comparedTo": ["source": app[path: "spec", "source"] ?? .null, "destination": app[path: "spec", "destination"] ?? .null],
+                    ],
+                    "health": health,
+                    "summary": ["images": images],
+                    "reconciledAt": .string(KubeTime.format(now)),
+                ])
             logger.info("sandbox argo: Application synced", metadata: ["application": "\(key)", "revision": "\(revision.stringValue ?? "")"])
             return .done
         }
-        try await patchStatus(api, key.name, [
-            "sync": ["status": "OutOfSync", "revision": syncedTo ?? .null, "comparedTo": ["source": app[path: "spec", "source"] ?? .null, "destination": app[path: "spec", "destination"] ?? .null]],
-            "health": ["status": "Progressing", "message": .string("sandbox: syncing to \(app[path: "spec", "destination", "name"]?.stringValue ?? "the device")")],
-            "reconciledAt": .string(KubeTime.format(now)),
-            "operationState": ["phase": "Running", "startedAt": .string(KubeTime.format(now)), "operation": ["sync": ["revision": revision]], "syncResult": ["revision": revision]],
-        ])
+        try await patchStatus(
+            api, key.name,
+            [
+                "sync": [
+                    "status": "OutOfSync", "revision": syncedTo ?? .null,
+                    "comparedTo": ["source": app[path: "spec", "source"] ?? .null, "destination": app[path: "spec", "destination"] ?? .null],
+                ],
+                "health": [
+                    "status": "Progressing",
+                    "message": .string("sandbox: syncing to \(app[path: "spec", "destination", "name"]?.stringValue ?? "the device")"),
+                ],
+                "reconciledAt": .string(KubeTime.format(now)),
+                "operationState": [
+                    "phase": "Running", "startedAt": .string(KubeTime.format(now)), "operation": ["sync": ["revision": revision]],
+                    "syncResult": ["revision": revision],
+                ],
+            ])
         return .requeueAfter(duration)
     }
 

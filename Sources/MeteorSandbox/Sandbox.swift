@@ -91,7 +91,8 @@ public enum Sandbox {
             if let dir = upstream, let text = try? String(contentsOf: dir.appendingPathComponent(crd.file), encoding: .utf8) {
                 try server.installCRDs(yaml: text)
             } else {
-                logger.notice("sandbox: upstream CRD \(crd.file) not found; serving \(crd.fallback.plural).\(crd.fallback.group) with a permissive schema")
+                logger.notice(
+                    "sandbox: upstream CRD \(crd.file) not found; serving \(crd.fallback.plural).\(crd.fallback.group) with a permissive schema")
                 try server.installCRDs(yaml: permissiveCRD(crd.fallback, statusSubresource: crd.status))
             }
         }
@@ -124,9 +125,12 @@ public enum Sandbox {
         """
     }
 
-    static func serve(_ server: EmbeddedAPIServer, options: SandboxOptions, logger: Logger, announce: @escaping @Sendable (String) -> Void) async throws {
+    static func serve(
+        _ server: EmbeddedAPIServer, options: SandboxOptions, logger: Logger, announce: @escaping @Sendable (String) -> Void
+    ) async throws {
         let kubeconfigPath = URL(fileURLWithPath: options.kubeconfigOut).standardizedFileURL.path
-        try server.kubeconfig(context: "meteor-sandbox", namespace: options.namespace).write(toFile: kubeconfigPath, atomically: true, encoding: .utf8)
+        try server.kubeconfig(context: "meteor-sandbox", namespace: options.namespace).write(
+            toFile: kubeconfigPath, atomically: true, encoding: .utf8)
         let cluster = try KubeConfigLoader.load(.init(kubeconfigPath: kubeconfigPath))
         let metrics = RuntimeMetrics(histogramBuckets: MeteorMetrics.histogramBuckets)
         var clientOptions = KubeClient.Options()
@@ -134,7 +138,9 @@ public enum Sandbox {
         let client = try KubeClient(configuration: cluster, options: clientOptions)
         let simulatorClient = try KubeClient(configuration: cluster, options: .init())
         defer {
-            Task { try? await client.shutdown(); try? await simulatorClient.shutdown() }
+            Task {
+                try? await client.shutdown(); try? await simulatorClient.shutdown()
+            }
         }
         let signer = CosignSigner()
         try await prepareCluster(client, options: options, signer: signer)
@@ -145,10 +151,12 @@ public enum Sandbox {
         var remotesOrigin: String?
         if options.remotes {
             let (bound, continuation) = AsyncStream<Int>.makeStream()
-            let app = Application(router: remotes.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { channel in
-                continuation.yield(channel.localAddress?.port ?? 0)
-                continuation.finish()
-            }, logger: Logger(label: "sandbox-remotes", factory: { _ in SwiftLogNoOpLogHandler() }))
+            let app = Application(
+                router: remotes.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                onServerRunning: { channel in
+                    continuation.yield(channel.localAddress?.port ?? 0)
+                    continuation.finish()
+                }, logger: Logger(label: "sandbox-remotes", factory: { _ in SwiftLogNoOpLogHandler() }))
             // No signal handling of its own: the sandbox's group stops it (StopOnShutdown).
             let starter = Task { try await app.runService(gracefulShutdownSignals: []) }
             var port = 0
@@ -194,19 +202,25 @@ public enum Sandbox {
         if options.tekton {
             let runs = simulators.informer(for: PipelineRunBuilder.resourceType)
             let meteors = simulators.informer(for: Meteor.resourceType)
-            let tekton = TektonSimulator(client: simulatorClient, runs: runs, meteors: meteors, remotes: options.remotes ? remotes : nil, signer: signer, duration: options.tektonDuration, logger: logger)
+            let tekton = TektonSimulator(
+                client: simulatorClient, runs: runs, meteors: meteors, remotes: options.remotes ? remotes : nil, signer: signer,
+                duration: options.tektonDuration, logger: logger)
             simulators.add(Controller(name: "sandbox-tekton", for: runs, logger: logger) { try await tekton.reconcile($0) })
         }
         if options.argo {
             let apps = simulators.informer(for: ArgoApplicationBuilder.resourceType, namespace: edge.argocdNamespace)
-            let argo = ArgoSimulator(client: simulatorClient, applications: apps, meteors: simulators.informer(for: Meteor.resourceType), duration: options.argoDuration, logger: logger)
+            let argo = ArgoSimulator(
+                client: simulatorClient, applications: apps, meteors: simulators.informer(for: Meteor.resourceType), duration: options.argoDuration,
+                logger: logger)
             simulators.add(Controller(name: "sandbox-argocd", for: apps, logger: logger) { try await argo.reconcile($0) })
         }
         services.append(simulators)
         let view = StatusView(meteors: reconciler.meteors, tui: options.tui)
         services.append(view)
 
-        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigint, .sigterm], cancellationSignals: [], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigint, .sigterm], cancellationSignals: [], logger: logger))
         let announcer = Task {
             await manager.waitForServers()
             let ports = manager.boundPorts
@@ -241,7 +255,8 @@ public enum Sandbox {
         }
         let secrets = client.api(Secret.self, namespace: options.namespace)
         if try await secrets.getOptional("cosign-pub") == nil {
-            var secret = Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: options.namespace), stringData: ["cosign.pub": signer.publicKeyPEM])
+            var secret = Secret(
+                metadata: ObjectMeta(name: "cosign-pub", namespace: options.namespace), stringData: ["cosign.pub": signer.publicKeyPEM])
             secret.metadata.labels = ["app.kubernetes.io/part-of": "meteor-sandbox"]
             _ = try await secrets.create(secret)
         }
@@ -249,14 +264,21 @@ public enum Sandbox {
         // digital twins (NUCs) and a car (a Raspberry Pi). No credentials: the devices are simulated.
         let clusters = client.api(Secret.self, namespace: "argocd")
         for (name, role) in Self.devices where try await clusters.getOptional("cluster-\(name)") == nil {
-            let labels = ["argocd.argoproj.io/secret-type": "cluster", "meteor.zone/fleet": "donkeycar", "meteor.zone/role": role, "app.kubernetes.io/part-of": "meteor-sandbox"]
-            _ = try await clusters.create(Secret(metadata: ObjectMeta(name: "cluster-\(name)", namespace: "argocd", labels: labels), stringData: ["name": name, "server": "https://\(name).sandbox:6443"]))
+            let labels = [
+                "argocd.argoproj.io/secret-type": "cluster", "meteor.zone/fleet": "donkeycar", "meteor.zone/role": role,
+                "app.kubernetes.io/part-of": "meteor-sandbox",
+            ]
+            _ = try await clusters.create(
+                Secret(
+                    metadata: ObjectMeta(name: "cluster-\(name)", namespace: "argocd", labels: labels),
+                    stringData: ["name": name, "server": "https://\(name).sandbox:6443"]))
         }
         // The cluster admin's word on who may sign what reaches the (simulated) devices: the sandbox's key, for
         // every image and cluster.
         let policies = client.dynamic(EdgeTrustPolicy.resourceType)
         if (try? await policies.get("sandbox")) == nil {
-            var policy = EdgeTrustPolicy(name: "sandbox", spec: .init(keys: [.init(name: "sandbox-release", publicKey: signer.publicKeyPEM)], images: ["*"], clusters: ["*"]))
+            var policy = EdgeTrustPolicy(
+                name: "sandbox", spec: .init(keys: [.init(name: "sandbox-release", publicKey: signer.publicKeyPEM)], images: ["*"], clusters: ["*"]))
             policy.metadata.labels = ["app.kubernetes.io/part-of": "meteor-sandbox"]
             _ = try await policies.create(try JSONValue(encoding: policy))
         }

@@ -66,10 +66,14 @@ public final class SandboxRemotes: OCIPushTarget, Sendable {
         if path.hasSuffix("/info/refs") {
             guard query == "service=git-upload-pack" else { return Response(status: .forbidden) }
             let body = Self.advertisement(url: String(path.dropLast("/info/refs".count)), tags: releaseTags.withLock { $0 })
-            return Response(status: .ok, headers: [.contentType: "application/x-git-upload-pack-advertisement", .cacheControl: "no-cache"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            return Response(
+                status: .ok, headers: [.contentType: "application/x-git-upload-pack-advertisement", .cacheControl: "no-cache"],
+                body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
         if path == "/v2/" || path == "/v2" {
-            return Response(status: .ok, headers: [.contentType: "application/json", HTTPField.Name("Docker-Distribution-API-Version")!: "registry/2.0"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json", HTTPField.Name("Docker-Distribution-API-Version")!: "registry/2.0"],
+                body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
         guard path.hasPrefix("/v2/") else { return Self.error(.notFound, "NAME_UNKNOWN", "not a registry or git path") }
         let rest = String(path.dropFirst(4))

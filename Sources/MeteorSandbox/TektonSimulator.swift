@@ -46,7 +46,9 @@ public final class TektonSimulator: Sendable {
 
     /// Real Tekton's words for a PipelineRun's progress (PipelineRunStatus's reason messages).
     public static func tasksMessage(completed: Int, failed: Int = 0, cancelled: Int = 0, incomplete: Int? = nil, skipped: Int = 0) -> String {
-        if let incomplete { return "Tasks Completed: \(completed) (Failed: \(failed), Cancelled \(cancelled)), Incomplete: \(incomplete), Skipped: \(skipped)" }
+        if let incomplete {
+            return "Tasks Completed: \(completed) (Failed: \(failed), Cancelled \(cancelled)), Incomplete: \(incomplete), Skipped: \(skipped)"
+        }
         return "Tasks Completed: \(completed) (Failed: \(failed), Cancelled \(cancelled)), Skipped: \(skipped)"
     }
 
@@ -58,7 +60,9 @@ public final class TektonSimulator: Sendable {
     let duration: Duration
     let logger: Logger
 
-    public init(client: KubeClient, runs: Informer, meteors: Informer, remotes: SandboxRemotes?, signer: CosignSigner, duration: Duration, logger: Logger) {
+    public init(
+        client: KubeClient, runs: Informer, meteors: Informer, remotes: SandboxRemotes?, signer: CosignSigner, duration: Duration, logger: Logger
+    ) {
         self.client = client
         self.runs = runs
         self.meteors = meteors
@@ -69,11 +73,15 @@ public final class TektonSimulator: Sendable {
     }
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileAction {
-        guard let run = runs.store.get(key), run[path: "status", "completionTime"] == nil, run[path: "metadata", "deletionTimestamp"] == nil else { return .done }
+        guard let run = runs.store.get(key), run[path: "status", "completionTime"] == nil, run[path: "metadata", "deletionTimestamp"] == nil else {
+            return .done
+        }
         let api = client.dynamic(PipelineRunBuilder.resourceType, namespace: key.namespace)
         let now = Date()
         if let requested = run[path: "spec", "status"]?.stringValue, requested.hasPrefix("Cancelled") {
-            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "Cancelled", message: "PipelineRun \"\(key.name)\" was cancelled", results: [:]))
+            try await write(
+                api, key.name,
+                Self.finished(now: now, succeeded: false, reason: "Cancelled", message: "PipelineRun \"\(key.name)\" was cancelled", results: [:]))
             return .done
         }
         let labels = run[path: "metadata", "labels"]
@@ -84,7 +92,13 @@ public final class TektonSimulator: Sendable {
         guard let started = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse) else {
             let status: JSONValue = [
                 "startTime": .string(KubeTime.format(now)),
-                "conditions": [["type": "Succeeded", "status": "Unknown", "reason": "Running", "message": .string(Self.tasksMessage(completed: 0, incomplete: tasks.count)), "lastTransitionTime": .string(KubeTime.format(now))]],
+                "conditions": [
+                    [
+                        "type": "Succeeded", "status": "Unknown", "reason": "Running",
+                        "message": .string(Self.tasksMessage(completed: 0, incomplete: tasks.count)),
+                        "lastTransitionTime": .string(KubeTime.format(now)),
+                    ]
+                ],
             ]
             try await write(api, key.name, status)
             return .requeueAfter(duration)
@@ -94,7 +108,11 @@ public final class TektonSimulator: Sendable {
         let timeoutText = run[path: "spec", "timeouts", "pipeline"]?.stringValue ?? "1h0m0s"
         let timeout = KubeDuration.parseSeconds(timeoutText).flatMap { $0 > 0 ? $0 : nil }
         if let timeout, elapsed >= timeout {
-            try await write(api, key.name, Self.finished(now: now, succeeded: false, reason: "PipelineRunTimeout", message: "PipelineRun \"\(key.name)\" failed to finish within \"\(timeoutText)\"", results: [:]))
+            try await write(
+                api, key.name,
+                Self.finished(
+                    now: now, succeeded: false, reason: "PipelineRunTimeout",
+                    message: "PipelineRun \"\(key.name)\" failed to finish within \"\(timeoutText)\"", results: [:]))
             return .done
         }
         let untilTimeout = timeout.map { $0 - elapsed }
@@ -107,7 +125,10 @@ public final class TektonSimulator: Sendable {
         let owner = meteor(of: run)
         let pipeline = pipelineName
         let edgeImage = labels?[MeteorLabels.edgeImage]?.stringValue
-        let failOn = Set((owner?[path: "metadata", "annotations", Self.failAnnotation]?.stringValue ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let failOn = Set(
+            (owner?[path: "metadata", "annotations", Self.failAnnotation]?.stringValue ?? "").split(separator: ",").map {
+                $0.trimmingCharacters(in: .whitespaces)
+            })
         if failOn.contains(pipeline) || edgeImage.map(failOn.contains) == true {
             // Fails at the first task after the clone; Tekton skips the rest.
             try await write(api, key.name, Self.failed(now: now, tasks: tasks, at: min(1, tasks.count - 1), results: [:]))
@@ -119,7 +140,11 @@ public final class TektonSimulator: Sendable {
                 return .done
             }
             let images = (run[path: "spec", "params"]?.arrayValue ?? []).first { $0["name"] == "images" }?["value"]?.stringValue ?? ""
-            try await write(api, key.name, Self.finished(now: now, succeeded: true, reason: "Succeeded", message: Self.tasksMessage(completed: 1), results: ["CHECKED": String(images.split(separator: " ").count)]))
+            try await write(
+                api, key.name,
+                Self.finished(
+                    now: now, succeeded: true, reason: "Succeeded", message: Self.tasksMessage(completed: 1),
+                    results: ["CHECKED": String(images.split(separator: " ").count)]))
             return .done
         }
         let failures = Pipeline(rawValue: pipeline).flatMap { Self.failureResults[$0] } ?? []
@@ -139,7 +164,9 @@ public final class TektonSimulator: Sendable {
         for (result, _) in failures { results[result] = "" }
         if pipeline == Pipeline.edge.rawValue, let remotes {
             let reference = try RegistryClient.Reference(parsing: image)
-            let digest = try await remotes.pushImage(reference, tag: reference.tag ?? "latest", platform: params["platform"] ?? "linux/amd64", content: "\(key.name) \(params["ref"] ?? "")")
+            let digest = try await remotes.pushImage(
+                reference, tag: reference.tag ?? "latest", platform: params["platform"] ?? "linux/amd64",
+                content: "\(key.name) \(params["ref"] ?? "")")
             switch owner?[path: "metadata", "annotations", Self.signatureAnnotation]?.stringValue {
             case "missing"?: break
             case "invalid"?: try await remotes.push(try CosignSigner().sign(digest: digest, dockerReference: image), to: reference)
@@ -152,7 +179,9 @@ public final class TektonSimulator: Sendable {
             results["IMAGE_DIGEST"] = SignatureVerifier.digest(Array("\(image) \(run[path: "metadata", "uid"]?.stringValue ?? "")".utf8))
         }
         if pipeline == Pipeline.jupyterbook.rawValue { results["URL"] = params["site-url"] ?? "" }
-        try await write(api, key.name, Self.finished(now: now, succeeded: true, reason: "Succeeded", message: Self.tasksMessage(completed: tasks.count), results: results))
+        try await write(
+            api, key.name,
+            Self.finished(now: now, succeeded: true, reason: "Succeeded", message: Self.tasksMessage(completed: tasks.count), results: results))
         logger.info("sandbox tekton: PipelineRun succeeded", metadata: ["run": "\(key)", "image": "\(image)"])
         return .done
     }
@@ -164,7 +193,9 @@ public final class TektonSimulator: Sendable {
 
     /// Failed at `tasks[at]`, the tasks after it skipped, in Tekton's words.
     static func failed(now: Date, tasks: [String], at failedAt: Int, results: [String: String]) -> JSONValue {
-        var status = finished(now: now, succeeded: false, reason: "Failed", message: tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: results)
+        var status = finished(
+            now: now, succeeded: false, reason: "Failed",
+            message: tasksMessage(completed: failedAt + 1, failed: 1, skipped: tasks.count - failedAt - 1), results: results)
         let skipped = tasks.dropFirst(failedAt + 1)
         if !skipped.isEmpty { status["skippedTasks"] = .array(skipped.map { ["name": .string($0), "reason": "PipelineRun was stopping"] }) }
         return status
@@ -173,9 +204,16 @@ public final class TektonSimulator: Sendable {
     static func finished(now: Date, succeeded: Bool, reason: String, message: String, results: [String: String]) -> JSONValue {
         var status: JSONObject = [
             "completionTime": .string(KubeTime.format(now)),
-            "conditions": [["type": "Succeeded", "status": succeeded ? "True" : "False", "reason": .string(reason), "message": .string(message), "lastTransitionTime": .string(KubeTime.format(now))]],
+            "conditions": [
+                [
+                    "type": "Succeeded", "status": succeeded ? "True" : "False", "reason": .string(reason), "message": .string(message),
+                    "lastTransitionTime": .string(KubeTime.format(now)),
+                ]
+            ],
         ]
-        if !results.isEmpty { status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] }) }
+        if !results.isEmpty {
+            status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] })
+        }
         return .object(status)
     }
 

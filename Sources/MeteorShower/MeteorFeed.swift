@@ -31,7 +31,11 @@ final class MeteorFeed: Sendable {
     }
 
     func attach(to informer: Informer) async {
-        guard attached.withLock({ a in defer { a = true }; return !a }) else { return }
+        guard
+            attached.withLock({ a in
+                defer { a = true }; return !a
+            })
+        else { return }
         let namespace = self.namespace
         await informer.addHandler { [self] event in
             guard event.object[path: "metadata", "namespace"]?.stringValue == namespace else { return }
@@ -76,6 +80,8 @@ final class MeteorFeed: Sendable {
 
     /// Ends every open stream (the server is stopping).
     func finishAll() {
-        for c in subscribers.withLock({ s in defer { s.all = [:]; s.closed = true }; return Array(s.all.values) }) { c.finish() }
+        for c in subscribers.withLock({ s in
+            defer { s.all = [:]; s.closed = true }; return Array(s.all.values)
+        }) { c.finish() }
     }
 }

@@ -106,7 +106,9 @@ public final class MeteorShower: Service, Sendable {
             router: router(), configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
             onServerRunning: { channel in
                 let p = channel.localAddress?.port ?? 0
-                self.logger.info("Meteor Shower serving", metadata: ["address": "\(host):\(p)", "namespace": "\(self.options.namespace)", "submit": "\(self.options.allowSubmit)"])
+                self.logger.info(
+                    "Meteor Shower serving",
+                    metadata: ["address": "\(host):\(p)", "namespace": "\(self.options.namespace)", "submit": "\(self.options.allowSubmit)"])
                 self.bound.withLock { $0 = p }
                 self.boundSignal.continuation.yield(p)
             },
@@ -133,7 +135,8 @@ public final class MeteorShower: Service, Sendable {
         router.get("/") { request, context in self.home(request, context) }
         router.post("/meteors") { request, context in try await self.submit(request, context) }
         router.get("/meteors/:name") { request, context in try await self.detail(request, context, name: context.parameters.get("name") ?? "") }
-        router.post("/meteors/:name/delete") { request, context in try await self.delete(request, context, name: context.parameters.get("name") ?? "") }
+        router.post("/meteors/:name/delete") { request, context in try await self.delete(request, context, name: context.parameters.get("name") ?? "")
+        }
         router.get("/events") { request, _ in self.events(request) }
         router.get("/static/shower.css") { _, _ in Self.asset(Templates.stylesheet, type: "text/css; charset=utf-8") }
         router.get("/static/shower.js") { _, _ in Self.asset(Templates.script, type: "text/javascript; charset=utf-8") }
@@ -149,13 +152,16 @@ public final class MeteorShower: Service, Sendable {
     func writeRefusal(_ visitor: Visitor) -> String? {
         if !options.allowSubmit { return "Submitting is turned off on this server (start the operator with --shower-allow-submit)." }
         if visitor.user == nil && !options.allowAnonymous {
-            return "Sign in to submit: this page takes the user from the authenticating proxy in front of it (\(options.userHeader), believed only from --shower-trusted-proxy addresses); anonymous submission is off (--shower-allow-anonymous)."
+            return
+                "Sign in to submit: this page takes the user from the authenticating proxy in front of it (\(options.userHeader), believed only from --shower-trusted-proxy addresses); anonymous submission is off (--shower-allow-anonymous)."
         }
         return nil
     }
 
     func page(_ visitor: Visitor, title: String, content: String, events: String, status: HTTPResponse.Status = .ok, csrf: String) -> Response {
-        var context: [String: Any] = ["title": title, "content": content, "events": events, "namespace": options.namespace, "version": BuildInfo.version]
+        var context: [String: Any] = [
+            "title": title, "content": content, "events": events, "namespace": options.namespace, "version": BuildInfo.version,
+        ]
         if let user = visitor.user { context["user"] = user }
         let html = Templates.render("layout", context)
         var headers: HTTPFields = [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"]
@@ -165,7 +171,9 @@ public final class MeteorShower: Service, Sendable {
 
     /// This browser's token when this server minted it for this visitor, else a new one (set with every page).
     func csrfToken(_ request: Request, _ visitor: Visitor) -> String {
-        if let existing = CSRFTokens.cookieValue(in: request.headers[.cookie]), csrf.verifies(existing, for: visitor.sessionIdentity) { return existing }
+        if let existing = CSRFTokens.cookieValue(in: request.headers[.cookie]), csrf.verifies(existing, for: visitor.sessionIdentity) {
+            return existing
+        }
         return csrf.mint(for: visitor.sessionIdentity)
     }
 
@@ -173,7 +181,10 @@ public final class MeteorShower: Service, Sendable {
         MeteorViews.sorted(meteors.store.list(namespace: options.namespace)).map(MeteorViews.row)
     }
 
-    func home(_ request: Request, _ shower: ShowerContext, form: [String: Any]? = nil, errors: [String: String] = [:], formError: String? = nil, status: HTTPResponse.Status = .ok) -> Response {
+    func home(
+        _ request: Request, _ shower: ShowerContext, form: [String: Any]? = nil, errors: [String: String] = [:], formError: String? = nil,
+        status: HTTPResponse.Status = .ok
+    ) -> Response {
         let visitor = visitor(request, shower)
         let csrf = csrfToken(request, visitor)
         let chosenTTL = (form?["ttl"] as? String) ?? "86400"
@@ -198,11 +209,15 @@ public final class MeteorShower: Service, Sendable {
                 found = try await client.dynamic(Meteor.resourceType, namespace: options.namespace).get(name)
             } catch let e as KubeError where e.isNotFound {
             } catch {
-                return message(request, visitor, status: .badGateway, heading: "Cluster unavailable", text: "Could not read \(name) from the API server: \(error)", csrf: csrf)
+                return message(
+                    request, visitor, status: .badGateway, heading: "Cluster unavailable",
+                    text: "Could not read \(name) from the API server: \(error)", csrf: csrf)
             }
         }
         guard let m = found else {
-            return message(request, visitor, status: .notFound, heading: "Not found", text: "There is no Meteor named \(name) in \(options.namespace).", csrf: csrf)
+            return message(
+                request, visitor, status: .notFound, heading: "Not found", text: "There is no Meteor named \(name) in \(options.namespace).",
+                csrf: csrf)
         }
         var context = MeteorViews.detail(m, events: await recentEvents(name))
         context["csrf"] = csrf
@@ -210,15 +225,21 @@ public final class MeteorShower: Service, Sendable {
         return page(visitor, title: name, content: Templates.render("detail", context), events: "/events?meteor=\(name)", csrf: csrf)
     }
 
-    func message(_ request: Request, _ visitor: Visitor, status: HTTPResponse.Status, heading: String, text: String, csrf: String? = nil, headers extra: HTTPFields = [:]) -> Response {
-        var response = page(visitor, title: heading, content: Templates.render("message", ["heading": heading, "text": text, "alert": status.code >= 400]), events: "", status: status, csrf: csrf ?? csrfToken(request, visitor))
+    func message(
+        _ request: Request, _ visitor: Visitor, status: HTTPResponse.Status, heading: String, text: String, csrf: String? = nil,
+        headers extra: HTTPFields = [:]
+    ) -> Response {
+        var response = page(
+            visitor, title: heading, content: Templates.render("message", ["heading": heading, "text": text, "alert": status.code >= 400]),
+            events: "", status: status, csrf: csrf ?? csrfToken(request, visitor))
         for field in extra { response.headers.append(field) }
         return response
     }
 
     /// Events about this Meteor, newest first (one list request per page view or change, never a poll).
     func recentEvents(_ name: String) async -> [JSONValue] {
-        let api = client.dynamic(ResourceType(group: "", version: "v1", kind: "Event", plural: "events", namespaced: true), namespace: options.namespace)
+        let api = client.dynamic(
+            ResourceType(group: "", version: "v1", kind: "Event", plural: "events", namespaced: true), namespace: options.namespace)
         guard let list = try? await api.list(ListOptions(fieldSelector: "involvedObject.kind=Meteor,involvedObject.name=\(name)")) else { return [] }
         let stamp: (JSONValue) -> String = { $0["lastTimestamp"]?.stringValue ?? $0["eventTime"]?.stringValue ?? "" }
         return Array(list.items.sorted { stamp($0) > stamp($1) }.prefix(options.eventLimit))
@@ -230,9 +251,15 @@ public final class MeteorShower: Service, Sendable {
     func guardWrite(_ request: Request, _ visitor: Visitor, form csrfField: String?) -> Response? {
         if let refusal = writeRefusal(visitor) { return message(request, visitor, status: .forbidden, heading: "Not allowed", text: refusal) }
         if request.headers[HTTPField.Name("Sec-Fetch-Site")!] == "cross-site"
-            || !csrf.accepts(cookie: CSRFTokens.cookieValue(in: request.headers[.cookie]), form: csrfField, identity: visitor.sessionIdentity) {
-            logger.warning("shower: refused a write without a valid CSRF token", metadata: ["path": "\(request.uri.path)", "peer": "\(visitor.peer)"])
-            return message(request, visitor, status: .forbidden, heading: "Refused", text: "The form's security token is missing, was not issued by this server, or was issued to someone else. Reload the page and try again.")
+            || !csrf.accepts(cookie: CSRFTokens.cookieValue(in: request.headers[.cookie]), form: csrfField, identity: visitor.sessionIdentity)
+        {
+            logger.warning(
+                "shower: refused a write without a valid CSRF token", metadata: ["path": "\(request.uri.path)", "peer": "\(visitor.peer)"])
+            return message(
+                request, visitor, status: .forbidden, heading: "Refused",
+                text:
+                    "The form's security token is missing, was not issued by this server, or was issued to someone else. Reload the page and try again."
+            )
         }
         return nil
     }
@@ -242,7 +269,9 @@ public final class MeteorShower: Service, Sendable {
     func rateLimit(_ request: Request, _ visitor: Visitor) -> Response? {
         guard let wait = limiter.take(visitor.rateLimitKey) else { return nil }
         let seconds = max(1, Int(wait.components.seconds) + 1)
-        return message(request, visitor, status: .tooManyRequests, heading: "Slow down", text: "Too many submissions from \(visitor.user ?? visitor.peer); try again in \(seconds) s.", headers: [.retryAfter: "\(seconds)"])
+        return message(
+            request, visitor, status: .tooManyRequests, heading: "Slow down",
+            text: "Too many submissions from \(visitor.user ?? visitor.peer); try again in \(seconds) s.", headers: [.retryAfter: "\(seconds)"])
     }
 
     /// The client a visitor's writes go through: acting as the signed-in user, or the operator's own when anonymous
@@ -285,19 +314,24 @@ public final class MeteorShower: Service, Sendable {
             meteor.metadata.annotations = [Self.submitterAnnotation: submitter]
             meteor.metadata.labels = ["app.kubernetes.io/created-by": "meteor-shower"]
             do {
-                _ = try await api.create(try JSONValue(encoding: meteor), params: WriteParams(fieldManager: "meteor-shower", fieldValidation: "Strict"))
+                _ = try await api.create(
+                    try JSONValue(encoding: meteor), params: WriteParams(fieldManager: "meteor-shower", fieldValidation: "Strict"))
                 created = true
-                logger.info("shower: submitted", metadata: ["meteor": "\(options.namespace)/\(name)", "url": "\(spec.url)", "submitter": "\(submitter)"])
+                logger.info(
+                    "shower: submitted", metadata: ["meteor": "\(options.namespace)/\(name)", "url": "\(spec.url)", "submitter": "\(submitter)"])
                 return Response(status: .seeOther, headers: [.location: "/meteors/\(name)"])
             } catch let e as KubeError where e.isAlreadyExists {
                 continue
             } catch let e as KubeError {
                 // The API server refused it (its RBAC for this user, the CRD's admission): its words against the form.
                 logger.info("shower: a submit was refused", metadata: ["submitter": "\(submitter)", "error": "\(e)"])
-                return home(request, context, form: echo, formError: "The cluster refused this Meteor: \(e.status?.message ?? "\(e)")", status: Self.refusalStatus(e))
+                return home(
+                    request, context, form: echo, formError: "The cluster refused this Meteor: \(e.status?.message ?? "\(e)")",
+                    status: Self.refusalStatus(e))
             }
         }
-        return home(request, context, form: echo, formError: "Could not find a free name for \(base); delete old Meteors and try again.", status: .conflict)
+        return home(
+            request, context, form: echo, formError: "Could not find a free name for \(base); delete old Meteors and try again.", status: .conflict)
     }
 
     func delete(_ request: Request, _ context: ShowerContext, name: String) async throws -> Response {
@@ -310,7 +344,9 @@ public final class MeteorShower: Service, Sendable {
             logger.info("shower: deleted", metadata: ["meteor": "\(options.namespace)/\(name)", "by": "\(visitor.user ?? "anonymous")"])
         } catch let e as KubeError where e.isNotFound {
         } catch let e as KubeError {
-            return message(request, visitor, status: Self.refusalStatus(e), heading: "Not deleted", text: "The cluster refused to delete \(name): \(e.status?.message ?? "\(e)")")
+            return message(
+                request, visitor, status: Self.refusalStatus(e), heading: "Not deleted",
+                text: "The cluster refused to delete \(name): \(e.status?.message ?? "\(e)")")
         }
         return Response(status: .seeOther, headers: [.location: "/"])
     }
@@ -353,7 +389,9 @@ public final class MeteorShower: Service, Sendable {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store", HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
+        return Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store", HTTPField.Name("X-Accel-Buffering")!: "no"],
+            body: body)
     }
 
     static func rowEvent(_ m: JSONValue) -> String {
@@ -388,7 +426,8 @@ struct SecurityHeaders: RouterMiddleware {
     typealias Context = ShowerContext
     func handle(_ request: Request, context: ShowerContext, next: (Request, ShowerContext) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
-        response.headers[HTTPField.Name("Content-Security-Policy")!] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        response.headers[HTTPField.Name("Content-Security-Policy")!] =
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
         response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         return response

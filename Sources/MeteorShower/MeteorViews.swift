@@ -41,11 +41,14 @@ enum MeteorViews {
         for i in m[path: "status", "images"]?.arrayValue ?? [] {
             let verified = i["verified"] == true
             let state = verified ? "verified" : (i["reason"]?.stringValue ?? (i["digest"] == nil ? "building" : "not verified"))
-            pipelines.append(["name": "\(i["name"]?.stringValue ?? "") (\(i["platform"]?.stringValue ?? ""))", "state": state,
-                              "stateClass": verified ? "state-ready" : (i["reason"] != nil ? "state-failed" : "state-building")])
+            pipelines.append([
+                "name": "\(i["name"]?.stringValue ?? "") (\(i["platform"]?.stringValue ?? ""))", "state": state,
+                "stateClass": verified ? "state-ready" : (i["reason"] != nil ? "state-failed" : "state-building"),
+            ])
         }
         // Requested pipelines without a status yet are shown as waiting.
-        let requested = (m[path: "spec", "pipelines"]?.arrayValue?.compactMap(\.stringValue)) ?? [Pipeline.jupyterhub.rawValue, Pipeline.jupyterbook.rawValue]
+        let requested =
+            (m[path: "spec", "pipelines"]?.arrayValue?.compactMap(\.stringValue)) ?? [Pipeline.jupyterhub.rawValue, Pipeline.jupyterbook.rawValue]
         for p in requested where !pipelines.contains(where: { ($0["name"] as? String) == p }) && p != Pipeline.edge.rawValue {
             pipelines.append(["name": p, "state": "Waiting", "stateClass": "state-waiting"])
         }
@@ -57,12 +60,18 @@ enum MeteorViews {
             "phaseClass": stateClass(phase),
             "pipelines": pipelines,
             "deployments": deployments(m),
-            "fleets": (m[path: "status", "targets"]?.arrayValue ?? []).compactMap { try? $0.decode(as: EdgeTargetStatus.self) }.filter { $0.clusterSelector != nil }.map { t -> [String: Any] in
+            "fleets": (m[path: "status", "targets"]?.arrayValue ?? []).compactMap { try? $0.decode(as: EdgeTargetStatus.self) }.filter {
+                $0.clusterSelector != nil
+            }.map { t -> [String: Any] in
                 ["summary": t.summary, "healthClass": t.degraded > 0 ? "state-failed" : t.healthy == t.desired ? "state-ready" : "state-building"]
             },
         ]
         if let rollout = try? m[path: "status", "rollout"]?.decode(as: EdgeRolloutStatus.self) {
-            row["rollout"] = ["summary": rollout.summary, "waiting": rollout.waiting ?? "", "stateClass": rollout.halted != nil ? "state-failed" : rollout.completed == true ? "state-ready" : "state-building"] as [String: Any]
+            row["rollout"] =
+                [
+                    "summary": rollout.summary, "waiting": rollout.waiting ?? "",
+                    "stateClass": rollout.halted != nil ? "state-failed" : rollout.completed == true ? "state-ready" : "state-building",
+                ] as [String: Any]
         }
         if let book { row["book"] = book }
         if let image { row["image"] = image }
@@ -73,7 +82,9 @@ enum MeteorViews {
                 guard let message = p["message"]?.stringValue, !message.isEmpty else { return nil }
                 return "\(p["name"]?.stringValue ?? ""): \(message)"
             }
-            if let problem = failures.isEmpty ? readyCondition(m)?["message"]?.stringValue : failures.joined(separator: "; ") { row["problem"] = problem }
+            if let problem = failures.isEmpty ? readyCondition(m)?["message"]?.stringValue : failures.joined(separator: "; ") {
+                row["problem"] = problem
+            }
         }
         return row
     }
@@ -82,27 +93,39 @@ enum MeteorViews {
     static func detail(_ m: JSONValue, events: [JSONValue]) -> [String: Any] {
         var d = row(m)
         d["conditions"] = (m[path: "status", "conditions"]?.arrayValue ?? []).map { c -> [String: Any] in
-            ["type": c["type"]?.stringValue ?? "", "status": c["status"]?.stringValue ?? "", "statusClass": c["status"] == "True" ? "state-ready" : (c["status"] == "False" ? "state-failed" : "state-building"),
-             "reason": c["reason"]?.stringValue ?? "", "message": c["message"]?.stringValue ?? "", "since": c["lastTransitionTime"]?.stringValue ?? ""]
+            [
+                "type": c["type"]?.stringValue ?? "", "status": c["status"]?.stringValue ?? "",
+                "statusClass": c["status"] == "True" ? "state-ready" : (c["status"] == "False" ? "state-failed" : "state-building"),
+                "reason": c["reason"]?.stringValue ?? "", "message": c["message"]?.stringValue ?? "",
+                "since": c["lastTransitionTime"]?.stringValue ?? "",
+            ]
         }
         d["runs"] = (m[path: "status", "pipelines"]?.arrayValue ?? []).map { p -> [String: Any] in
-            var run: [String: Any] = ["pipeline": p["name"]?.stringValue ?? "", "run": p["pipelineRunName"]?.stringValue ?? "", "state": pipelineState(p), "stateClass": pipelineClass(p)]
+            var run: [String: Any] = [
+                "pipeline": p["name"]?.stringValue ?? "", "run": p["pipelineRunName"]?.stringValue ?? "", "state": pipelineState(p),
+                "stateClass": pipelineClass(p),
+            ]
             if let digest = p["digest"]?.stringValue { run["digest"] = digest }
             if let message = p["message"]?.stringValue, !message.isEmpty { run["message"] = message }
             return run
         }
         d["images"] = (m[path: "status", "images"]?.arrayValue ?? []).map { i -> [String: Any] in
-            var image: [String: Any] = ["name": i["name"]?.stringValue ?? "", "platform": i["platform"]?.stringValue ?? "", "repository": i["repository"]?.stringValue ?? "",
-                                        "verified": i["verified"] == true]
+            var image: [String: Any] = [
+                "name": i["name"]?.stringValue ?? "", "platform": i["platform"]?.stringValue ?? "", "repository": i["repository"]?.stringValue ?? "",
+                "verified": i["verified"] == true,
+            ]
             if let digest = i["digest"]?.stringValue { image["digest"] = digest }
             if let reason = i["reason"]?.stringValue { image["reason"] = reason }
             if let key = i["keyFingerprint"]?.stringValue { image["key"] = key }
             return image
         }
         d["events"] = events.map { e -> [String: Any] in
-            ["type": e["type"]?.stringValue ?? "", "typeClass": e["type"] == "Warning" ? "state-failed" : "state-ready", "reason": e["reason"]?.stringValue ?? "",
-             "message": e["message"]?.stringValue ?? "", "count": e["count"]?.intValue ?? 1,
-             "when": e["lastTimestamp"]?.stringValue ?? e["eventTime"]?.stringValue ?? e[path: "metadata", "creationTimestamp"]?.stringValue ?? ""]
+            [
+                "type": e["type"]?.stringValue ?? "", "typeClass": e["type"] == "Warning" ? "state-failed" : "state-ready",
+                "reason": e["reason"]?.stringValue ?? "",
+                "message": e["message"]?.stringValue ?? "", "count": e["count"]?.intValue ?? 1,
+                "when": e["lastTimestamp"]?.stringValue ?? e["eventTime"]?.stringValue ?? e[path: "metadata", "creationTimestamp"]?.stringValue ?? "",
+            ]
         }
         if let submitter = m[path: "metadata", "annotations", MeteorShower.submitterAnnotation]?.stringValue { d["submitter"] = submitter }
         d["created"] = m[path: "metadata", "creationTimestamp"]?.stringValue ?? ""
@@ -112,8 +135,13 @@ enum MeteorViews {
     static func deployments(_ m: JSONValue) -> [[String: Any]] {
         (m[path: "status", "deployments"]?.arrayValue ?? []).map { d in
             let health = d["healthStatus"]?.stringValue ?? "Unknown"
-            return ["target": d["target"]?.stringValue ?? "", "cluster": d["cluster"]?.stringValue ?? "", "sync": d["syncStatus"]?.stringValue ?? "Unknown",
-                    "health": health, "healthClass": health == "Healthy" ? "state-ready" : (health == "Degraded" || health == "Missing" ? "state-failed" : "state-building")]
+            return [
+                "target": d["target"]?.stringValue ?? "", "cluster": d["cluster"]?.stringValue ?? "",
+                "sync": d["syncStatus"]?.stringValue ?? "Unknown",
+                "health": health,
+                "healthClass": health == "Healthy"
+                    ? "state-ready" : (health == "Degraded" || health == "Missing" ? "state-failed" : "state-building"),
+            ]
         }
     }
 

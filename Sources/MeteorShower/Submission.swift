@@ -54,10 +54,12 @@ enum Submission {
         }
         if errors["url"] == nil, GitSSHRemote.Address(url) != nil {
             // The page cannot name a Secret, and an ssh address needs one.
-            errors["url"] = "The Shower builds repositories it can reach over http or https; for one over ssh, apply a Meteor with spec.gitSecretRef (a kubernetes.io/ssh-auth Secret)."
+            errors["url"] =
+                "The Shower builds repositories it can reach over http or https; for one over ssh, apply a Meteor with spec.gitSecretRef (a kubernetes.io/ssh-auth Secret)."
         }
         if pipelines.contains(Pipeline.edge.rawValue) {
-            errors["pipelines"] = "Edge delivery needs images, a signing key and targets: describe it in a Meteor YAML (config/samples/meteor_edge_donkeycar.yaml)."
+            errors["pipelines"] =
+                "Edge delivery needs images, a signing key and targets: describe it in a Meteor YAML (config/samples/meteor_edge_donkeycar.yaml)."
         }
         return (errors.isEmpty ? spec : nil, errors)
     }
@@ -75,7 +77,11 @@ enum Submission {
         if last.hasSuffix(".git") { last.removeLast(4) }
         var out = ""
         for c in last.lowercased().unicodeScalars {
-            if ("a"..."z").contains(c) || ("0"..."9").contains(c) { out.unicodeScalars.append(c) } else if !out.isEmpty, !out.hasSuffix("-") { out += "-" }
+            if ("a"..."z").contains(c) || ("0"..."9").contains(c) {
+                out.unicodeScalars.append(c)
+            } else if !out.isEmpty, !out.hasSuffix("-") {
+                out += "-"
+            }
         }
         out = String(out.prefix(40))
         while out.hasSuffix("-") { out.removeLast() }

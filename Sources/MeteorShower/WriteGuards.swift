@@ -26,7 +26,9 @@ struct CSRFTokens: Sendable {
     /// Whether `token` was minted by this key for `identity` (constant time in the MAC).
     func verifies(_ token: String, for identity: String) -> Bool {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let nonce = Self.bytes(hex: parts[0]), nonce.count == 16, let mac = Self.bytes(hex: parts[1]), mac.count == 32 else { return false }
+        guard parts.count == 2, let nonce = Self.bytes(hex: parts[0]), nonce.count == 16, let mac = Self.bytes(hex: parts[1]), mac.count == 32 else {
+            return false
+        }
         return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Self.message(nonce, identity), using: key)
     }
 

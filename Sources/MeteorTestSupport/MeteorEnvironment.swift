@@ -29,7 +29,9 @@ public final class MeteorEnvironment: Sendable {
     public var namespace: String { cluster.namespace }
 
     public static var operatorCRD: String {
-        get throws { try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8) }
+        get throws {
+            try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8)
+        }
     }
 
     /// Every CRD the operator owns (`crds/`, as its kustomization lists them), as one multi-document YAML.
@@ -37,7 +39,9 @@ public final class MeteorEnvironment: Sendable {
         get throws {
             let dir = TestCluster.repositoryDirectory.appendingPathComponent("crds")
             let kustomization = try YAML.parse(String(contentsOf: dir.appendingPathComponent("kustomization.yaml"), encoding: .utf8))
-            return try (kustomization["resources"]?.arrayValue ?? []).compactMap(\.stringValue).map { try String(contentsOf: dir.appendingPathComponent($0), encoding: .utf8) }.joined(separator: "\n---\n")
+            return try (kustomization["resources"]?.arrayValue ?? []).compactMap(\.stringValue).map {
+                try String(contentsOf: dir.appendingPathComponent($0), encoding: .utf8)
+            }.joined(separator: "\n---\n")
         }
     }
 
@@ -52,8 +56,11 @@ public final class MeteorEnvironment: Sendable {
     /// embedded server; the real controller is always there on the real one). `onReconciled` hears every
     /// finished reconcile (key, success).
     /// `clientOptions` gives the operator a client of its own with those options (a skewed clock, say).
-    public static func start(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, cluster existing: TestCluster? = nil, logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in },
-                             clientOptions: ((inout KubeClient.Options) -> Void)? = nil, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil) async throws -> MeteorEnvironment {
+    public static func start(
+        on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, cluster existing: TestCluster? = nil,
+        logger: Logger = Logger(label: "meteor"), configure: (inout MeteorReconciler.Configuration) -> Void = { _ in },
+        clientOptions: ((inout KubeClient.Options) -> Void)? = nil, onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil
+    ) async throws -> MeteorEnvironment {
         var configuration = MeteorReconciler.Configuration()
         configuration.strictFieldValidation = true
         configure(&configuration)
@@ -73,12 +80,16 @@ public final class MeteorEnvironment: Sendable {
             }
         } else {
             E2ETally.record(.embedded)
-            cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"] + argo + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
+            cluster = try await TestCluster(
+                crds: ["crds/tekton/300-pipelinerun.yaml"] + argo + (referenceCRD ? ["crds/reference/meteor.zone_meteors.yaml"] : []))
             if !referenceCRD {
                 try cluster.server.installCRDs(yaml: try operatorCRDs)
             } else if configuration.edge != nil {
                 // Edge delivery needs the EdgeTrustPolicy CRD beside the Go operator's Meteor CRD.
-                try cluster.server.installCRDs(yaml: try String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_edgetrustpolicies.yaml"), encoding: .utf8))
+                try cluster.server.installCRDs(
+                    yaml: try String(
+                        contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_edgetrustpolicies.yaml"), encoding: .utf8
+                    ))
             }
             if let edge = configuration.edge { try await cluster.createNamespace(edge.argocdNamespace) }
         }
@@ -93,23 +104,31 @@ public final class MeteorEnvironment: Sendable {
         }
         let manager = Manager(client: operatorClient, options: options, logger: logger)
         let watched: String? = cluster.backend == .real ? cluster.namespace : nil
-        let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: watched, configuration: configuration, onReconciled: onReconciled, logger: logger)
+        let (reconciler, _) = await MeteorReconciler.register(
+            with: manager, namespace: watched, configuration: configuration, onReconciled: onReconciled, logger: logger)
         var services: [any Service] = [manager]
         if tekton, cluster.backend == .embedded {
             // The sandbox's Tekton simulator, as another controller of the cluster (its own manager).
             let simulators = Manager(client: cluster.client, options: options, logger: logger)
             let runs = simulators.informer(for: PipelineRunBuilder.resourceType)
             let meteors = simulators.informer(for: Meteor.resourceType)
-            let simulator = TektonSimulator(client: cluster.client, runs: runs, meteors: meteors, remotes: nil, signer: try CosignSigner(), duration: simulatedRunTime, logger: logger)
+            let simulator = TektonSimulator(
+                client: cluster.client, runs: runs, meteors: meteors, remotes: nil, signer: try CosignSigner(), duration: simulatedRunTime,
+                logger: logger)
             simulators.add(Controller(name: "test-tekton", for: runs, logger: logger) { try await simulator.reconcile($0) })
             services.append(simulators)
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
-        return MeteorEnvironment(cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task, ownClient: clientOptions == nil ? nil : operatorClient)
+        return MeteorEnvironment(
+            cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task,
+            ownClient: clientOptions == nil ? nil : operatorClient)
     }
 
-    init(cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, group: ServiceGroup, task: Task<Void, any Error>, ownClient: KubeClient? = nil) {
+    init(
+        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, group: ServiceGroup, task: Task<Void, any Error>,
+        ownClient: KubeClient? = nil
+    ) {
         self.ownClient = ownClient
         self.cluster = cluster
         self.manager = manager
@@ -130,9 +149,13 @@ public final class MeteorEnvironment: Sendable {
         await cluster.shutdown()
     }
 
-    public static func with(on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false, configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, clientOptions: ((inout KubeClient.Options) -> Void)? = nil,
-                            onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, _ body: (MeteorEnvironment) async throws -> Void) async throws {
-        let env = try await start(on: backend, referenceCRD: referenceCRD, tekton: tekton, configure: configure, clientOptions: clientOptions, onReconciled: onReconciled)
+    public static func with(
+        on backend: Backend = .embedded, referenceCRD: Bool = false, tekton: Bool = false,
+        configure: (inout MeteorReconciler.Configuration) -> Void = { _ in }, clientOptions: ((inout KubeClient.Options) -> Void)? = nil,
+        onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, _ body: (MeteorEnvironment) async throws -> Void
+    ) async throws {
+        let env = try await start(
+            on: backend, referenceCRD: referenceCRD, tekton: tekton, configure: configure, clientOptions: clientOptions, onReconciled: onReconciled)
         do {
             try await body(env)
             await env.shutdown()
@@ -153,7 +176,9 @@ public final class MeteorEnvironment: Sendable {
     /// write it as its `FAILURE` result and its report step to exit 1 (so real Tekton carries the result of a
     /// failed TaskRun into the PipelineRun's `IMAGE_FAILURE`).
     @discardableResult
-    public func createMeteor(_ body: JSONValue, failing: [Pipeline] = [], holding: Bool = false, imageFailure: String? = nil) async throws -> JSONValue {
+    public func createMeteor(
+        _ body: JSONValue, failing: [Pipeline] = [], holding: Bool = false, imageFailure: String? = nil
+    ) async throws -> JSONValue {
         var body = body
         if let imageFailure {
             switch backend {
@@ -169,7 +194,9 @@ public final class MeteorEnvironment: Sendable {
         if holding {
             switch backend {
             case .embedded: body[path: "metadata", "annotations", TektonSimulator.holdAnnotation] = "true"
-            case .real: try await cluster.kit!.kubectlOK("-n", namespace, "annotate", "--overwrite", "task", "meteor-git-clone", "fake-kubelet.tekton.dev/run-seconds=-1")
+            case .real:
+                try await cluster.kit!.kubectlOK(
+                    "-n", namespace, "annotate", "--overwrite", "task", "meteor-git-clone", "fake-kubelet.tekton.dev/run-seconds=-1")
             }
         }
         if !failing.isEmpty {
@@ -178,7 +205,9 @@ public final class MeteorEnvironment: Sendable {
                 body[path: "metadata", "annotations", TektonSimulator.failAnnotation] = .string(failing.map(\.rawValue).joined(separator: ","))
             case .real:
                 for pipeline in failing {
-                    guard let task = TektonSimulator.failingTask[pipeline] else { preconditionFailure("\(pipeline) cannot fail alone on the real control plane") }
+                    guard let task = TektonSimulator.failingTask[pipeline] else {
+                        preconditionFailure("\(pipeline) cannot fail alone on the real control plane")
+                    }
                     try await cluster.installTekton(failingTask: task)
                 }
             }
@@ -214,7 +243,9 @@ extension TestCluster {
         return try await within(timeout, "the \(reason) event") { () async throws -> JSONValue? in
             let listed = try await events.list(ListOptions(fieldSelector: "involvedObject.name=\(object)"))
             if let e = listed.items.first(where: { $0["reason"] == .string(reason) }) { return e }
-            for try await event in events.watch(WatchOptions(resourceVersion: listed.metadata.resourceVersion, fieldSelector: "involvedObject.name=\(object)", allowBookmarks: false)) {
+            for try await event in events.watch(
+                WatchOptions(resourceVersion: listed.metadata.resourceVersion, fieldSelector: "involvedObject.name=\(object)", allowBookmarks: false))
+            {
                 if case .added(let e) = event, e["reason"] == .string(reason) { return e }
             }
             return nil
@@ -222,7 +253,9 @@ extension TestCluster {
     }
 
     public func createNamespace(_ name: String) async throws {
-        _ = try await client.dynamic(ResourceType(group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false)).create(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(name)]])
+        _ = try await client.dynamic(ResourceType(group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false)).create([
+            "apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(name)],
+        ])
     }
 
     /// What Argo CD's application controller writes (Application has no status subresource: the whole object).
@@ -240,13 +273,17 @@ extension TestCluster {
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
     @discardableResult
-    public func waitFor(_ api: DynamicApi, _ name: String, timeout: Duration = .seconds(60), _ condition: @escaping @Sendable (JSONValue?) -> Bool) async throws -> JSONValue? {
+    public func waitFor(
+        _ api: DynamicApi, _ name: String, timeout: Duration = .seconds(60), _ condition: @escaping @Sendable (JSONValue?) -> Bool
+    ) async throws -> JSONValue? {
         try await within(timeout, name) {
             while true {
                 let list = try await api.list(ListOptions(fieldSelector: "metadata.name=\(name)"))
                 let current = list.items.first
                 if condition(current) { return current }
-                for try await event in api.watch(WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false)) {
+                for try await event in api.watch(
+                    WatchOptions(resourceVersion: list.metadata.resourceVersion, fieldSelector: "metadata.name=\(name)", allowBookmarks: false))
+                {
                     switch event {
                     case .added(let o), .modified(let o): if condition(o) { return o }
                     case .deleted: if condition(nil) { return nil }
@@ -262,21 +299,38 @@ extension TestCluster {
         var status: JSONObject = ["startTime": .string(KubeTime.format(Date()))]
         switch outcome {
         case "Running":
-            status["conditions"] = [["type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 3, Skipped: 0", "lastTransitionTime": .string(KubeTime.format(Date()))]]
+            status["conditions"] = [
+                [
+                    "type": "Succeeded", "status": "Unknown", "reason": "Running",
+                    "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 3, Skipped: 0",
+                    "lastTransitionTime": .string(KubeTime.format(Date())),
+                ]
+            ]
         case "Succeeded":
-            status["conditions"] = [["type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(KubeTime.format(Date()))]]
+            status["conditions"] = [
+                [
+                    "type": "Succeeded", "status": "True", "reason": "Succeeded",
+                    "message": "Tasks Completed: 3 (Failed: 0, Cancelled 0), Skipped: 0", "lastTransitionTime": .string(KubeTime.format(Date())),
+                ]
+            ]
             status["completionTime"] = .string(KubeTime.format(Date()))
             var results = results
             // The clone Task's commit, as the edge Pipeline reports it, for a build of a branch (a release's build
             // is the tag's commit, which the operator knows): derived from the ref when the test gives none.
             if results["IMAGE_DIGEST"] != nil, results["COMMIT"] == nil, let run = try? await runs.get(run),
-               run[path: "metadata", "labels", MeteorLabels.edgeImage] != nil, run[path: "metadata", "labels", MeteorLabels.release] == nil {
+                run[path: "metadata", "labels", MeteorLabels.edgeImage] != nil, run[path: "metadata", "labels", MeteorLabels.release] == nil
+            {
                 let ref = (run[path: "spec", "params"]?.arrayValue ?? []).first { $0["name"] == "ref" }?["value"]?.stringValue ?? ""
                 results["COMMIT"] = Self.commit(of: ref)
             }
             status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] })
         default:
-            status["conditions"] = [["type": "Succeeded", "status": "False", "reason": "Failed", "message": .string(message), "lastTransitionTime": .string(KubeTime.format(Date()))]]
+            status["conditions"] = [
+                [
+                    "type": "Succeeded", "status": "False", "reason": "Failed", "message": .string(message),
+                    "lastTransitionTime": .string(KubeTime.format(Date())),
+                ]
+            ]
             status["completionTime"] = .string(KubeTime.format(Date()))
         }
         _ = try await runs.patchStatus(run, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
@@ -324,7 +378,8 @@ extension TestCluster {
     /// Secret `secret` of the test's namespace (what edge Meteors name in spec.edge.signing).
     public func trustedSigner(secret: String = "cosign-pub") async throws -> CosignSigner {
         let signer = CosignSigner()
-        _ = try await client.api(Secret.self, namespace: namespace).create(Secret(metadata: ObjectMeta(name: secret, namespace: namespace), stringData: ["cosign.pub": signer.publicKeyPEM]))
+        _ = try await client.api(Secret.self, namespace: namespace).create(
+            Secret(metadata: ObjectMeta(name: secret, namespace: namespace), stringData: ["cosign.pub": signer.publicKeyPEM]))
         try await trust(publicKeyPEM: signer.publicKeyPEM)
         return signer
     }
@@ -332,8 +387,15 @@ extension TestCluster {
     /// An EdgeTrustPolicy named `name` trusting `signer`'s key for `images` on `clusters` (everything by default),
     /// as the cluster admin would write it.
     @discardableResult
-    public func trust(_ name: String = "trust-all", publicKeyPEM: String, images: [String] = ["*"], clusters: [String] = ["*"], namespaces: [String]? = nil, revoked: Bool = false) async throws -> JSONValue {
-        let policy = EdgeTrustPolicy(name: name, spec: .init(keys: [.init(name: "release", publicKey: publicKeyPEM, revoked: revoked ? true : nil)], images: images, clusters: clusters, namespaces: namespaces))
+    public func trust(
+        _ name: String = "trust-all", publicKeyPEM: String, images: [String] = ["*"], clusters: [String] = ["*"], namespaces: [String]? = nil,
+        revoked: Bool = false
+    ) async throws -> JSONValue {
+        let policy = EdgeTrustPolicy(
+            name: name,
+            spec: .init(
+                keys: [.init(name: "release", publicKey: publicKeyPEM, revoked: revoked ? true : nil)], images: images, clusters: clusters,
+                namespaces: namespaces))
         let api = client.dynamic(EdgeTrustPolicy.resourceType)
         // Cluster-scoped: on the shared real control plane, a name of this test's own.
         var body = try JSONValue(encoding: policy)

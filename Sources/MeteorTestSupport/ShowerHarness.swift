@@ -35,9 +35,11 @@ public struct ShowerHarness: Sendable {
         public var description: String
     }
 
-    public static func with(on backend: Backend = .embedded, allowSubmit: Bool = true, allowAnonymous: Bool = false, burst: Int = 3,
-                            trustedProxies: [String] = ["127.0.0.1/32"], identity: Identity = .operatorClient,
-                            configure: (inout MeteorShower.Options) -> Void = { _ in }, _ body: (ShowerHarness) async throws -> Void) async throws {
+    public static func with(
+        on backend: Backend = .embedded, allowSubmit: Bool = true, allowAnonymous: Bool = false, burst: Int = 3,
+        trustedProxies: [String] = ["127.0.0.1/32"], identity: Identity = .operatorClient,
+        configure: (inout MeteorShower.Options) -> Void = { _ in }, _ body: (ShowerHarness) async throws -> Void
+    ) async throws {
         try await MeteorEnvironment.with(on: backend) { env in
             var options = MeteorShower.Options(bindAddress: "127.0.0.1:0", namespace: env.namespace)
             options.allowSubmit = allowSubmit
@@ -85,15 +87,20 @@ public struct ShowerHarness: Sendable {
         let ns = cluster.namespace
         let user = serviceAccountUser(ns)
         if let kit = cluster.kit {
-            var documents = try Yams.load_all(yaml: String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/shower/shower_role.yaml"), encoding: .utf8)).compactMap { $0 as? [String: Any] }
+            var documents = try Yams.load_all(
+                yaml: String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/shower/shower_role.yaml"), encoding: .utf8)
+            ).compactMap { $0 as? [String: Any] }
             documents = documents.map { forNamespace($0, ns) }
             documents.append(["apiVersion": "v1", "kind": "ServiceAccount", "metadata": ["name": serviceAccount, "namespace": ns]])
             _ = try await kit.kubectlOK("apply", "-f", "-", input: try Yams.dump(object: ["apiVersion": "v1", "kind": "List", "items": documents]))
-            _ = try await kit.kubectlOK("apply", "-f", TestCluster.repositoryDirectory.appendingPathComponent("config/rbac/meteor_user_roles.yaml").path)
+            _ = try await kit.kubectlOK(
+                "apply", "-f", TestCluster.repositoryDirectory.appendingPathComponent("config/rbac/meteor_user_roles.yaml").path)
             for person in people {
-                _ = try await kit.kubectlOK("-n", ns, "create", "rolebinding", "meteor-editor-\(person)", "--clusterrole=meteor-editor", "--user=\(person)")
+                _ = try await kit.kubectlOK(
+                    "-n", ns, "create", "rolebinding", "meteor-editor-\(person)", "--clusterrole=meteor-editor", "--user=\(person)")
             }
-            let token = try await kit.kubectlOK("-n", ns, "create", "token", serviceAccount, "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try await kit.kubectlOK("-n", ns, "create", "token", serviceAccount, "--duration=1h").trimmingCharacters(
+                in: .whitespacesAndNewlines)
             return try kit.client(token: token)
         }
         let server = cluster.server
@@ -155,7 +162,9 @@ public struct ShowerHarness: Sendable {
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         for (k, v) in headers { request.headers.add(name: k, value: v) }
         let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
-        let encoded = form.map { "\($0.0.addingPercentEncoding(withAllowedCharacters: allowed)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed)!)" }.joined(separator: "&")
+        let encoded = form.map {
+            "\($0.0.addingPercentEncoding(withAllowedCharacters: allowed)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed)!)"
+        }.joined(separator: "&")
         request.body = .bytes(ByteBuffer(string: encoded))
         return try await send(request)
     }
@@ -177,8 +186,12 @@ public struct ShowerHarness: Sendable {
         return (cookie, token, headers)
     }
 
-    public func submit(url: String, ref: String = "main", pipelines: [String] = ["jupyterbook", "jupyterhub"], ttl: String = "3600", user: String? = "alice") async throws -> Reply {
+    public func submit(
+        url: String, ref: String = "main", pipelines: [String] = ["jupyterbook", "jupyterhub"], ttl: String = "3600", user: String? = "alice"
+    ) async throws -> Reply {
         let s = try await session(user: user)
-        return try await post("/meteors", form: [("csrf", s.token), ("url", url), ("ref", ref), ("ttl", ttl)] + pipelines.map { ("pipelines[]", $0) }, headers: s.headers)
+        return try await post(
+            "/meteors", form: [("csrf", s.token), ("url", url), ("ref", ref), ("ttl", ttl)] + pipelines.map { ("pipelines[]", $0) },
+            headers: s.headers)
     }
 }

@@ -53,7 +53,9 @@ struct Kubectl {
             let k = Kubectl(binary: binary, kubeconfig: try c.writeKubeconfig(), cacheDir: dir.path)
             let crdPath = TestCluster.sharedDirectory.appendingPathComponent("crds/reference/meteor.zone_meteors.yaml").path
             try await k.ok("apply", "-f", crdPath)
-            #expect(try await k.ok("get", "crd", "meteors.meteor.zone", "-o", "jsonpath={.status.conditions[?(@.type==\"Established\")].status}") == "True")
+            #expect(
+                try await k.ok("get", "crd", "meteors.meteor.zone", "-o", "jsonpath={.status.conditions[?(@.type==\"Established\")].status}")
+                    == "True")
 
             #expect(try await k.ok("apply", "-f", "-", input: Self.sampleMeteor).contains("meteor.meteor.zone/demo created"))
             #expect(try await k.ok("apply", "-f", "-", input: Self.sampleMeteor).contains("unchanged"))
@@ -64,29 +66,47 @@ struct Kubectl {
             #expect(table.contains("demo") && table.contains("https://github.com/aicoe-aiops/meteor-demo"))
 
             // Strict field validation is kubectl's default: an unknown field is refused.
-            let bad = try await k.run("apply", "-f", "-", input: Self.sampleMeteor.replacingOccurrences(of: "ref: main", with: "ref: main\n  bogus: 1"))
+            let bad = try await k.run(
+                "apply", "-f", "-", input: Self.sampleMeteor.replacingOccurrences(of: "ref: main", with: "ref: main\n  bogus: 1"))
             #expect(bad.status != 0)
             #expect(bad.output.contains("unknown field \"spec.bogus\""))
 
             // Schema violations come back with the field path.
-            let invalid = try await k.run("apply", "-f", "-", input: Self.sampleMeteor.replacingOccurrences(of: "https://github.com", with: "ftp://github.com"))
+            let invalid = try await k.run(
+                "apply", "-f", "-", input: Self.sampleMeteor.replacingOccurrences(of: "https://github.com", with: "ftp://github.com"))
             #expect(invalid.status != 0)
             #expect(invalid.output.contains("spec.url"))
 
             // `kubectl wait` returns once another writer sets the condition.
             async let waited = k.run("wait", "--for=condition=Ready", "meteor/demo", "--timeout=30s")
             let meteors = c.client.dynamic(meteorType, namespace: "default")
-            _ = try await meteors.patchStatus("demo", .merge(["status": ["phase": "Ready", "conditions": [["type": "Ready", "status": "True", "reason": "BuildsSucceeded", "message": "done", "lastTransitionTime": .string(KubeTime.format(Date()))]]]]))
+            _ = try await meteors.patchStatus(
+                "demo",
+                .merge([
+                    "status": [
+                        "phase": "Ready",
+                        "conditions": [
+                            [
+                                "type": "Ready", "status": "True", "reason": "BuildsSucceeded", "message": "done",
+                                "lastTransitionTime": .string(KubeTime.format(Date())),
+                            ]
+                        ],
+                    ]
+                ]))
             let w = try await waited
             #expect(w.status == 0, "kubectl wait failed: \(w.output)")
             #expect(w.output.contains("condition met"))
             #expect(try await k.ok("get", "meteor", "demo", "-o", "jsonpath={.status.phase}") == "Ready")
 
             // Another manager taking spec.ref conflicts with kubectl's client-side apply, as on a real cluster.
-            let conflict = try await k.run("apply", "--server-side", "--field-manager=gitops", "-f", "-", input: Self.sampleMeteor.replacingOccurrences(of: "ref: main", with: "ref: v2"))
+            let conflict = try await k.run(
+                "apply", "--server-side", "--field-manager=gitops", "-f", "-",
+                input: Self.sampleMeteor.replacingOccurrences(of: "ref: main", with: "ref: v2"))
             #expect(conflict.status != 0)
             #expect(conflict.output.contains("conflict with \"kubectl-client-side-apply\""))
-            try await k.ok("apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-", input: Self.sampleMeteor.replacingOccurrences(of: "ref: main", with: "ref: v2"))
+            try await k.ok(
+                "apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-",
+                input: Self.sampleMeteor.replacingOccurrences(of: "ref: main", with: "ref: v2"))
             #expect(try await meteors.get("demo")[path: "spec", "ref"] == "v2")
 
             #expect(try await k.ok("delete", "meteor", "demo").contains("deleted"))
@@ -103,8 +123,11 @@ struct Kubectl {
             // Typed `kubectl create` of built-in kinds sends protobuf, which the server does not speak (it answers 415);
             // apply, label, get and delete go through JSON.
             try await k.ok("apply", "-f", "-", input: "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n")
-            try await k.ok("-n", "team", "apply", "-f", "-", input: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n")
-            try await k.ok("-n", "team", "apply", "-f", "-", input: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"2\"\n  b: \"3\"\n")
+            try await k.ok(
+                "-n", "team", "apply", "-f", "-", input: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n")
+            try await k.ok(
+                "-n", "team", "apply", "-f", "-",
+                input: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"2\"\n  b: \"3\"\n")
             #expect(try await k.ok("-n", "team", "get", "configmap", "settings", "-o", "jsonpath={.data.a}{.data.b}") == "23")
             #expect(try await k.ok("-n", "team", "label", "configmap", "settings", "tier=web").contains("labeled"))
             #expect(try await k.ok("-n", "team", "get", "cm", "-l", "tier=web", "-o", "name") == "configmap/settings\n")
@@ -118,18 +141,19 @@ struct Kubectl {
 
 @Suite struct PythonClientTests {
     /// A python3 that can import the official client: PATH first, then the system one.
-    static let python: String? = ((ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/python3" } + ["/usr/bin/python3"]).first { p in
-        guard FileManager.default.isExecutableFile(atPath: p) else { return false }
-        // Runs once, before tests start, from the trait's condition.
-        let task = Process()
-        task.executableURL = URL(fileURLWithPath: p)
-        task.arguments = ["-c", "import kubernetes"]
-        task.standardOutput = FileHandle.nullDevice
-        task.standardError = FileHandle.nullDevice
-        guard (try? task.run()) != nil else { return false }
-        task.waitUntilExit()
-        return task.terminationStatus == 0
-    }
+    static let python: String? =
+        ((ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/python3" } + ["/usr/bin/python3"]).first { p in
+            guard FileManager.default.isExecutableFile(atPath: p) else { return false }
+            // Runs once, before tests start, from the trait's condition.
+            let task = Process()
+            task.executableURL = URL(fileURLWithPath: p)
+            task.arguments = ["-c", "import kubernetes"]
+            task.standardOutput = FileHandle.nullDevice
+            task.standardError = FileHandle.nullDevice
+            guard (try? task.run()) != nil else { return false }
+            task.waitUntilExit()
+            return task.terminationStatus == 0
+        }
 
     static let script = """
         import sys
@@ -153,7 +177,10 @@ struct Kubectl {
         """
 
     /// Skipped on a developer machine without the client; in CI (.ci/run installs it) a missing client fails.
-    @Test(.enabled(if: python != nil || ProcessInfo.processInfo.environment["CI"] != nil, "the kubernetes Python client is not installed (.ci/run installs it)"))
+    @Test(
+        .enabled(
+            if: python != nil || ProcessInfo.processInfo.environment["CI"] != nil,
+            "the kubernetes Python client is not installed (.ci/run installs it)"))
     func officialPythonClientListsAndWatches() async throws {
         let python = try #require(Self.python, "python3 with the kubernetes package is required in CI")
         try await TestCluster.with(tls: true, token: "py") { c in

@@ -7,10 +7,17 @@ import Testing
 
 @Suite struct GarbageCollectionTests {
     func owned(_ name: String, owner: JSONValue, block: Bool = false) -> JSONValue {
-        ["metadata": ["name": .string(name), "ownerReferences": [[
-            "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": owner[path: "metadata", "name"]!,
-            "uid": owner[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": .bool(block),
-        ]]], "data": ["k": "v"]]
+        [
+            "metadata": [
+                "name": .string(name),
+                "ownerReferences": [
+                    [
+                        "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": owner[path: "metadata", "name"]!,
+                        "uid": owner[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": .bool(block),
+                    ]
+                ],
+            ], "data": ["k": "v"],
+        ]
     }
 
     @Test func backgroundDeletionCollectsDependents() async throws {

@@ -29,13 +29,22 @@ import Testing
     @Test func secretStringDataBecomesData() async throws {
         try await TestCluster.with(crds: []) { c in
             let secrets = c.client.dynamic(Secret.resourceType, namespace: "default")
-            let created = try await secrets.create(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "s"], "data": ["a": "b2xk", "k": "eA=="], "stringData": ["a": "new", "pem": "-----BEGIN-----"]])
+            let created = try await secrets.create([
+                "apiVersion": "v1", "kind": "Secret", "metadata": ["name": "s"], "data": ["a": "b2xk", "k": "eA=="],
+                "stringData": ["a": "new", "pem": "-----BEGIN-----"],
+            ])
             #expect(created["stringData"] == nil)
             #expect(created["type"] == "Opaque")
-            #expect(created["data"] == ["a": .string(Data("new".utf8).base64EncodedString()), "k": "eA==", "pem": .string(Data("-----BEGIN-----".utf8).base64EncodedString())])
+            #expect(
+                created["data"] == [
+                    "a": .string(Data("new".utf8).base64EncodedString()), "k": "eA==",
+                    "pem": .string(Data("-----BEGIN-----".utf8).base64EncodedString()),
+                ])
             let typed = try await c.client.api(Secret.self, namespace: "default").get("s")
             #expect(typed.value("pem").map { String(decoding: $0, as: UTF8.self) } == "-----BEGIN-----")
-            await #expect { _ = try await secrets.create(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "bad"], "data": ["a": "not base64!"]]) } throws: {
+            await #expect {
+                _ = try await secrets.create(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "bad"], "data": ["a": "not base64!"]])
+            } throws: {
                 ($0 as? KubeError)?.status?.code == 400
             }
         }
@@ -64,9 +73,13 @@ import Testing
             _ = try await cms.replace(stale)
             stale.data = ["x": "2"]
             await #expect { _ = try await cms.replace(stale) } throws: { ($0 as? KubeError)?.isConflict == true }
-            await #expect { _ = try await cms.create(ConfigMap(metadata: ObjectMeta(name: g.name))) } throws: { ($0 as? KubeError)?.isAlreadyExists == true }
+            await #expect { _ = try await cms.create(ConfigMap(metadata: ObjectMeta(name: g.name))) } throws: {
+                ($0 as? KubeError)?.isAlreadyExists == true
+            }
             await #expect { _ = try await cms.get("absent") } throws: { ($0 as? KubeError)?.isNotFound == true }
-            await #expect { _ = try await c.client.api(ConfigMap.self, namespace: "nope").create(ConfigMap(metadata: ObjectMeta(name: "x"))) } throws: {
+            await #expect {
+                _ = try await c.client.api(ConfigMap.self, namespace: "nope").create(ConfigMap(metadata: ObjectMeta(name: "x")))
+            } throws: {
                 ($0 as? KubeError)?.isNotFound == true && ($0 as? KubeError)?.status?.message == "namespaces \"nope\" not found"
             }
         }
@@ -75,7 +88,9 @@ import Testing
     @Test func updateKeepsFieldsAnotherWriterSet() async throws {
         try await TestCluster.with { c in
             let dyn = c.client.dynamic(ConfigMap.resourceType, namespace: "default")
-            _ = try await dyn.create(["metadata": ["name": "shared", "annotations": ["other": "controller"]], "data": ["a": "1"], "binaryData": ["b": "AAE="]])
+            _ = try await dyn.create([
+                "metadata": ["name": "shared", "annotations": ["other": "controller"]], "data": ["a": "1"], "binaryData": ["b": "AAE="],
+            ])
             let cms = c.client.api(ConfigMap.self, namespace: "default")
             var cm = try await cms.get("shared")
             cm.data?["a"] = "2"
@@ -118,7 +133,9 @@ import Testing
             // Like etcd: compaction removes revisions older than the current one.
             _ = try await meteors.create(meteor("later"))
             c.server.compact()
-            await #expect { _ = try await meteors.list(ListOptions(limit: 1, continueToken: page.metadata.continue)) } throws: { ($0 as? KubeError)?.isGone == true }
+            await #expect { _ = try await meteors.list(ListOptions(limit: 1, continueToken: page.metadata.continue)) } throws: {
+                ($0 as? KubeError)?.isGone == true
+            }
         }
     }
 
@@ -154,9 +171,12 @@ import Testing
         try await TestCluster.with { c in
             let meteors = c.client.dynamic(meteorType, namespace: "default")
             _ = try await meteors.create(meteor("jp"))
-            let patched = try await meteors.patch("jp", .json([["op": "test", "path": "/spec/ref", "value": "main"], ["op": "replace", "path": "/spec/ref", "value": "dev"]]))
+            let patched = try await meteors.patch(
+                "jp", .json([["op": "test", "path": "/spec/ref", "value": "main"], ["op": "replace", "path": "/spec/ref", "value": "dev"]]))
             #expect(patched[path: "spec", "ref"] == "dev")
-            await #expect { _ = try await meteors.patch("jp", .json([["op": "test", "path": "/spec/ref", "value": "main"]])) } throws: { ($0 as? KubeError)?.code == 422 }
+            await #expect { _ = try await meteors.patch("jp", .json([["op": "test", "path": "/spec/ref", "value": "main"]])) } throws: {
+                ($0 as? KubeError)?.code == 422
+            }
             await #expect { _ = try await meteors.patch("jp", .strategicMerge(["spec": ["ref": "x"]])) } throws: { ($0 as? KubeError)?.code == 415 }
         }
     }
@@ -220,7 +240,16 @@ import Testing
 
             await #expect { _ = try await meteors.patch("ssa", .apply(cfg)) } throws: { ($0 as? KubeError)?.code == 422 }
 
-            let status = try await meteors.patchStatus("ssa", .apply(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "status": ["conditions": [["type": "Ready", "status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-11-23T00:00:00Z"]]]]), params: WriteParams(fieldManager: "operator"))
+            let status = try await meteors.patchStatus(
+                "ssa",
+                .apply([
+                    "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor",
+                    "status": [
+                        "conditions": [
+                            ["type": "Ready", "status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-11-23T00:00:00Z"]
+                        ]
+                    ],
+                ]), params: WriteParams(fieldManager: "operator"))
             #expect(status[path: "status", "conditions"]?.arrayValue?.count == 1)
         }
     }
@@ -236,7 +265,9 @@ import Testing
             #expect(lingering?[path: "metadata", "generation"] == 2)
             let patched = try await meteors.patch("fin", .merge(["spec": ["ref": "still-patchable"]]))
             #expect(patched[path: "spec", "ref"] == "still-patchable")
-            await #expect { _ = try await meteors.patch("fin", .merge(["metadata": ["finalizers": ["meteor.zone/cleanup", "new"]]])) } throws: { ($0 as? KubeError)?.isInvalid == true }
+            await #expect { _ = try await meteors.patch("fin", .merge(["metadata": ["finalizers": ["meteor.zone/cleanup", "new"]]])) } throws: {
+                ($0 as? KubeError)?.isInvalid == true
+            }
             _ = try await meteors.patch("fin", .json([["op": "remove", "path": "/metadata/finalizers"]]))
             await #expect { _ = try await meteors.get("fin") } throws: { ($0 as? KubeError)?.isNotFound == true }
         }
@@ -246,7 +277,9 @@ import Testing
         try await TestCluster.with { c in
             let cms = c.client.api(ConfigMap.self, namespace: "default")
             let cm = try await cms.create(ConfigMap(metadata: ObjectMeta(name: "pre")))
-            await #expect { try await cms.delete("pre", params: DeleteParams(preconditionUID: "other")) } throws: { ($0 as? KubeError)?.isConflict == true }
+            await #expect { try await cms.delete("pre", params: DeleteParams(preconditionUID: "other")) } throws: {
+                ($0 as? KubeError)?.isConflict == true
+            }
             try await cms.delete("pre", params: DeleteParams(preconditionUID: cm.metadata.uid))
             #expect(try await cms.getOptional("pre") == nil)
         }
@@ -292,13 +325,13 @@ import Testing
         try cert.write(to: dir.appendingPathComponent("client.crt"), atomically: true, encoding: .utf8)
         let path = dir.appendingPathComponent("config").path
         try """
-            apiVersion: v1
-            kind: Config
-            current-context: x
-            clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", certificate-authority-data: "\(Data("not pem".utf8).base64EncodedString())"}}]
-            users: [{name: u, user: {client-certificate: client.crt}}]
-            contexts: [{name: x, context: {cluster: c, user: u}}]
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        apiVersion: v1
+        kind: Config
+        current-context: x
+        clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", certificate-authority-data: "\(Data("not pem".utf8).base64EncodedString())"}}]
+        users: [{name: u, user: {client-certificate: client.crt}}]
+        contexts: [{name: x, context: {cluster: c, user: u}}]
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         #expect { try KubeConfigLoader.load(.init(kubeconfigPath: path)) } throws: {
             "\($0)" == "kubeconfig \(path): users[u].client-key-data is missing (a client certificate needs its key)"
         }

@@ -42,7 +42,9 @@ func names(_ events: [WatchEvent<JSONValue>]) -> [String] {
 
             // Resuming from the version after the first event replays exactly the rest.
             guard case .added(let first) = events[0] else { Issue.record("expected ADDED"); return }
-            let resumed = try await collect(meteors.watch(WatchOptions(resourceVersion: first[path: "metadata", "resourceVersion"]!.stringValue, allowBookmarks: false)), count: 2)
+            let resumed = try await collect(
+                meteors.watch(WatchOptions(resourceVersion: first[path: "metadata", "resourceVersion"]!.stringValue, allowBookmarks: false)), count: 2
+            )
             #expect(names(resumed) == ["MODIFIED a", "DELETED a"])
         }
     }
@@ -61,7 +63,9 @@ func names(_ events: [WatchEvent<JSONValue>]) -> [String] {
         try await TestCluster.with { c in
             let meteors = c.client.dynamic(meteorType, namespace: "default")
             let created = try await meteors.create(meteor("s", labels: ["app": "b"]))
-            let stream = meteors.watch(WatchOptions(resourceVersion: created[path: "metadata", "resourceVersion"]!.stringValue, labelSelector: "app=a", allowBookmarks: false))
+            let stream = meteors.watch(
+                WatchOptions(
+                    resourceVersion: created[path: "metadata", "resourceVersion"]!.stringValue, labelSelector: "app=a", allowBookmarks: false))
             _ = try await meteors.patch("s", .merge(["metadata": ["labels": ["app": "a"]]]))
             _ = try await meteors.patch("s", .merge(["metadata": ["labels": ["app": "c"]]]))
             #expect(names(try await collect(stream, count: 2)) == ["ADDED s", "DELETED s"])
@@ -75,7 +79,9 @@ func names(_ events: [WatchEvent<JSONValue>]) -> [String] {
             _ = try await meteors.create(meteor("newer"))
             c.server.compact()
             // kube-apiserver answers HTTP 200 and one ERROR event with code 410; the client surfaces it as gone.
-            let raw = try await c.client.send(.GET, meteorType.collectionPath(namespace: "default"), query: [("watch", "true"), ("resourceVersion", old[path: "metadata", "resourceVersion"]!.stringValue!)])
+            let raw = try await c.client.send(
+                .GET, meteorType.collectionPath(namespace: "default"),
+                query: [("watch", "true"), ("resourceVersion", old[path: "metadata", "resourceVersion"]!.stringValue!)])
             #expect(raw.code == 200)
             let line = try JSONValue.parse(raw.body.split(separator: 0x0A).first!)
             #expect(line["type"] == "ERROR")

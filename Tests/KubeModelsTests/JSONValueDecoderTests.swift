@@ -19,7 +19,10 @@ import Testing
             "source": ["component": "meteor-operator"], "unknown": ["kept": [1, 2.5, true, .null]],
         ]
         #expect(try event.decode(as: Event.self) == viaBytes(Event.self, event))
-        let lease: JSONValue = ["metadata": ["name": "l"], "spec": ["holderIdentity": "me", "leaseDurationSeconds": 15, "renewTime": "2026-11-23T10:00:00.000000Z", "leaseTransitions": .null]]
+        let lease: JSONValue = [
+            "metadata": ["name": "l"],
+            "spec": ["holderIdentity": "me", "leaseDurationSeconds": 15, "renewTime": "2026-11-23T10:00:00.000000Z", "leaseTransitions": .null],
+        ]
         #expect(try lease.decode(as: Lease.self) == viaBytes(Lease.self, lease))
         // Untyped subtrees come through whole; numbers keep their kind.
         let tree: JSONValue = ["a": [1, 1.5, "x", ["b": .null]], "n": 9_007_199_254_740_993]

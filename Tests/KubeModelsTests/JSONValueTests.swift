@@ -132,7 +132,8 @@ import Testing
     }
 
     @Test func freshObjectsCarryApiVersionAndKind() throws {
-        let out = try ResourceCodec.encode(Lease(metadata: ObjectMeta(name: "l", namespace: "n"), spec: .init(holderIdentity: "me", leaseDurationSeconds: 15)))
+        let out = try ResourceCodec.encode(
+            Lease(metadata: ObjectMeta(name: "l", namespace: "n"), spec: .init(holderIdentity: "me", leaseDurationSeconds: 15)))
         #expect(out["apiVersion"] == "coordination.k8s.io/v1")
         #expect(out["kind"] == "Lease")
         #expect(out[path: "spec", "leaseDurationSeconds"] == 15)

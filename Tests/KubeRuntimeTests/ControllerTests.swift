@@ -69,11 +69,20 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
 
             let prs = c.client.dynamic(pipelineRunType, namespace: "default")
             _ = try await prs.create([
-                "metadata": ["name": "owner-book", "ownerReferences": [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "owner", "uid": owner[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": true]]],
+                "metadata": [
+                    "name": "owner-book",
+                    "ownerReferences": [
+                        [
+                            "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "owner", "uid": owner[path: "metadata", "uid"]!,
+                            "controller": true, "blockOwnerDeletion": true,
+                        ]
+                    ],
+                ],
                 "spec": ["pipelineRef": ["name": "meteor-jupyterbook"]],
             ])
             try await probe.wait { $0[ownerKey] == 2 }
-            _ = try await prs.patchStatus("owner-book", .merge(["status": ["conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded"]]]]))
+            _ = try await prs.patchStatus(
+                "owner-book", .merge(["status": ["conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded"]]]]))
             try await probe.wait { $0[ownerKey] == 3 }
             // A PipelineRun without a controller reference to a Meteor enqueues nothing.
             _ = try await prs.create(["metadata": ["name": "stray"], "spec": ["pipelineRef": ["name": "x"]]])

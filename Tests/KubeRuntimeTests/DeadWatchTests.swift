@@ -45,10 +45,14 @@ import Testing
             #expect(informer.listCount == 1, "resumed, not re-listed")
             let watches = Self.meteorWatches(c.server)
             #expect(watches.count >= 2)
-            #expect(watches.count >= 2 && watches[0] == watches[1] && !watches[0].isEmpty, "the second watch starts where the dead one did: \(watches)")
+            #expect(
+                watches.count >= 2 && watches[0] == watches[1] && !watches[0].isEmpty, "the second watch starts where the dead one did: \(watches)")
             let kind = if case .silentWatch = fault { "sends nothing" } else { "trickles a byte per 100 ms, never a whole event" }
-            ReliabilityReport.row("A watch answered 200 that then \(kind) (a half-open connection)", injected: "1 dead watch",
-                                  did: "gave it up at the idle deadline (2 s here, 180 s by default) \(informer.idleResumeCount) time(s), resumed from resourceVersion \(watches.first ?? "?"), re-listed \(informer.listCount - 1) times", lost: "0 events (the object made meanwhile arrived)")
+            ReliabilityReport.row(
+                "A watch answered 200 that then \(kind) (a half-open connection)", injected: "1 dead watch",
+                did:
+                    "gave it up at the idle deadline (2 s here, 180 s by default) \(informer.idleResumeCount) time(s), resumed from resourceVersion \(watches.first ?? "?"), re-listed \(informer.listCount - 1) times",
+                lost: "0 events (the object made meanwhile arrived)")
             run.cancel()
             await run.value
         }
@@ -70,7 +74,9 @@ import Testing
             try await bookmarks.wait { times in times.count >= 2 && times.last! - times.first! > idle * 2 }
             #expect(informer.idleResumeCount == 0)
             #expect(informer.watchCount == 1)
-            ReliabilityReport.row("A quiet watch that sends bookmarks only", injected: "\(bookmarks.value.count) bookmarks over twice the idle deadline", did: "kept: \(informer.idleResumeCount) resumes, \(informer.watchCount) watch", lost: "—")
+            ReliabilityReport.row(
+                "A quiet watch that sends bookmarks only", injected: "\(bookmarks.value.count) bookmarks over twice the idle deadline",
+                did: "kept: \(informer.idleResumeCount) resumes, \(informer.watchCount) watch", lost: "—")
             run.cancel()
             await run.value
         }
@@ -105,7 +111,9 @@ import Testing
             let recovered = try await Self.poll(readyz) { $0.0 == 200 }
             #expect(recovered.1 == "ok")
             #expect(meteors.idleResumeCount >= 1)
-            ReliabilityReport.row("An informer that hears nothing from the API server", injected: "1 silent watch", did: "/readyz 503 \"\(stale.1)\", 200 again after \(meteors.idleResumeCount) resume(s)", lost: "—")
+            ReliabilityReport.row(
+                "An informer that hears nothing from the API server", injected: "1 silent watch",
+                did: "/readyz 503 \"\(stale.1)\", 200 again after \(meteors.idleResumeCount) resume(s)", lost: "—")
             await group.triggerGracefulShutdown()
             try await running.value
         }
@@ -136,7 +144,8 @@ import Testing
             try "first".write(to: tokenFile, atomically: true, encoding: .utf8)
             var options = KubeClient.Options()
             options.userAgent = "rotation-under-test"
-            let operatorClient = try KubeClient(configuration: ClusterConfiguration(server: URL(string: c.server.url)!, credentials: .tokenFile(tokenFile.path)), options: options)
+            let operatorClient = try KubeClient(
+                configuration: ClusterConfiguration(server: URL(string: c.server.url)!, credentials: .tokenFile(tokenFile.path)), options: options)
             let meteors = c.client.dynamic(meteorType, namespace: "default")
             let informer = Informer(api: operatorClient.dynamic(meteorType))
             let log = EventLog()
@@ -163,13 +172,18 @@ import Testing
             #expect(codes == [200, 401, 200], "one watch, one refused with the old token, one resumed with the new")
             #expect(informer.listCount == 1, "resumed, not re-listed")
             let versions = DeadWatchTests.meteorWatches(c.server)
-            #expect(versions.count >= 3 && versions.last == versions[versions.count - 2] && versions.last != versions.first, "the new watch starts where the cut one had got to: \(versions)")
+            #expect(
+                versions.count >= 3 && versions.last == versions[versions.count - 2] && versions.last != versions.first,
+                "the new watch starts where the cut one had got to: \(versions)")
             // Writes carry the new token without a 401 (the credential was already re-read).
             _ = try await operatorClient.dynamic(meteorType, namespace: "default").create(meteor("written"))
             let creates = mine().filter { $0.verb == "create" }.map(\.code)
             #expect(creates == [201])
-            ReliabilityReport.row("The ServiceAccount token rotated and the old one revoked while a watch is open", injected: "1 rotation, then the stream cut",
-                                  did: "the open watch went on; watches answered \(codes.map(String.init).joined(separator: ", ")) (the 401 re-read the token file), resumed from the version it had reached, \(informer.listCount) list; the next write 201 with no 401", lost: "0 events", suite: "TokenRotationTests")
+            ReliabilityReport.row(
+                "The ServiceAccount token rotated and the old one revoked while a watch is open", injected: "1 rotation, then the stream cut",
+                did:
+                    "the open watch went on; watches answered \(codes.map(String.init).joined(separator: ", ")) (the 401 re-read the token file), resumed from the version it had reached, \(informer.listCount) list; the next write 201 with no 401",
+                lost: "0 events", suite: "TokenRotationTests")
             run.cancel()
             await run.value
             try await operatorClient.shutdown()
@@ -189,10 +203,11 @@ import Testing
             let log = EventLog()
             await meteors.addHandler { log.record($0) }
             let reconciled = Observed<Set<String>>([])
-            manager.add(Controller(name: "meteor", for: meteors, metricsFactory: manager.metricsFactory) { key in
-                reconciled.update { _ = $0.insert(key.name) }
-                return .done
-            })
+            manager.add(
+                Controller(name: "meteor", for: meteors, metricsFactory: manager.metricsFactory) { key in
+                    reconciled.update { _ = $0.insert(key.name) }
+                    return .done
+                })
             let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "test")))
             let running = Task { try await group.run() }
             await manager.waitForServers()
@@ -202,7 +217,10 @@ import Testing
             try await reconciled.wait { $0.contains("first") }
             let readyz = "http://127.0.0.1:\(manager.boundPorts.health!)/readyz"
 
-            let crds = c.client.dynamic(ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false))
+            let crds = c.client.dynamic(
+                ResourceType(
+                    group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions",
+                    namespaced: false))
             let definition = try await crds.get("meteors.meteor.zone")
             try await crds.delete("meteors.meteor.zone")
             let gone = try await DeadWatchTests.poll(readyz) { $0.0 == 503 }
@@ -216,7 +234,9 @@ import Testing
             _ = try await crds.create(again)
             _ = try await within(.seconds(30), "the Meteor API served again") {
                 while true {
-                    do { return try await api.create(meteor("second")) } catch let e as KubeError where e.code == 404 { try await Task.sleep(for: .milliseconds(100)) }
+                    do { return try await api.create(meteor("second")) } catch let e as KubeError where e.code == 404 {
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
                 }
             }
             try await reconciled.wait { $0.contains("second") }
@@ -225,8 +245,11 @@ import Testing
             #expect(back.1 == "ok")
             // Re-listed with backoff while the resource was gone, not in a hot loop.
             #expect(meteors.listCount - listsWhileGone < 30, "\(meteors.listCount - listsWhileGone) lists")
-            ReliabilityReport.row("The Meteor CRD deleted while the informer watches, then installed again", injected: "1 CRD deletion",
-                                  did: "/readyz 503 naming the informer while it could not list; re-listed \(meteors.listCount - listsWhileGone) times with backoff; Ready again and new Meteors reconciled, no restart", lost: "0 (the deleted Meteors left the cache, new ones arrived)", suite: "ResourceRemovedTests")
+            ReliabilityReport.row(
+                "The Meteor CRD deleted while the informer watches, then installed again", injected: "1 CRD deletion",
+                did:
+                    "/readyz 503 naming the informer while it could not list; re-listed \(meteors.listCount - listsWhileGone) times with backoff; Ready again and new Meteors reconciled, no restart",
+                lost: "0 (the deleted Meteors left the cache, new ones arrived)", suite: "ResourceRemovedTests")
             await group.triggerGracefulShutdown()
             try await running.value
         }

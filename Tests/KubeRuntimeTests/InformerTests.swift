@@ -125,16 +125,29 @@ final class EventLog: Sendable {
             let owner = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("owner", labels: ["team": "x"]))
             _ = try await c.client.dynamic(meteorType, namespace: "other").create(meteor("elsewhere", labels: ["team": "y"]))
             let cms = c.client.dynamic(ConfigMap.resourceType, namespace: "default")
-            _ = try await cms.create(["metadata": ["name": "child", "ownerReferences": [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "owner", "uid": owner[path: "metadata", "uid"]!]]]])
+            _ = try await cms.create([
+                "metadata": [
+                    "name": "child",
+                    "ownerReferences": [
+                        ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "owner", "uid": owner[path: "metadata", "uid"]!]
+                    ],
+                ]
+            ])
             let meteorInformer = Informer(api: c.client.dynamic(meteorType))
             let cmInformer = Informer(api: c.client.dynamic(ConfigMap.resourceType))
             let runs = [Task { await meteorInformer.run() }, Task { await cmInformer.run() }]
             await meteorInformer.waitForSync()
             await cmInformer.waitForSync()
             #expect(meteorInformer.store.list(namespace: "other").count == 1)
-            #expect(meteorInformer.store.list(labelSelector: try LabelSelector.parse("team=x")).map(ObjectKey.init) == [ObjectKey(namespace: "default", name: "owner")])
+            #expect(
+                meteorInformer.store.list(labelSelector: try LabelSelector.parse("team=x")).map(ObjectKey.init) == [
+                    ObjectKey(namespace: "default", name: "owner")
+                ])
             #expect(meteorInformer.store.list(labelSelector: try LabelSelector.parse("team in (x,y)")).count == 2)
-            #expect(cmInformer.store.owned(by: owner[path: "metadata", "uid"]!.stringValue!).map(ObjectKey.init) == [ObjectKey(namespace: "default", name: "child")])
+            #expect(
+                cmInformer.store.owned(by: owner[path: "metadata", "uid"]!.stringValue!).map(ObjectKey.init) == [
+                    ObjectKey(namespace: "default", name: "child")
+                ])
             #expect(meteorInformer.store.get(ObjectKey(namespace: "default", name: "owner"))?[path: "metadata", "managedFields"] == nil)
             for r in runs { r.cancel(); await r.value }
         }
@@ -152,7 +165,9 @@ final class EventLog: Sendable {
             let run = Task { await informer.run() }
             await informer.waitForSync()
             // Other kinds move the shared resourceVersion on; only bookmarks tell the Meteor informer.
-            for i in 0..<5 { _ = try await c.client.api(ConfigMap.self, namespace: "default").create(ConfigMap(metadata: ObjectMeta(name: "noise-\(i)"))) }
+            for i in 0..<5 {
+                _ = try await c.client.api(ConfigMap.self, namespace: "default").create(ConfigMap(metadata: ObjectMeta(name: "noise-\(i)")))
+            }
             let target = c.server.currentResourceVersion
             try await bookmarked.wait { $0 >= target }
             c.server.compact()

@@ -42,14 +42,18 @@ final class Leadership: Sendable {
 /// Production-like timings (controller-runtime's 15 s / 10 s): a loaded CI machine can stall a renewal for
 /// seconds, and a test that is not about expiry must not lose its lease to that.
 func electionConfig(_ id: String, namespace: String = "default") -> LeaderElector.Configuration {
-    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: namespace, identity: id, leaseDuration: .seconds(15), renewDeadline: .seconds(10), retryPeriod: .milliseconds(200))
+    LeaderElector.Configuration(
+        leaseName: "meteor-operator", namespace: namespace, identity: id, leaseDuration: .seconds(15), renewDeadline: .seconds(10),
+        retryPeriod: .milliseconds(200))
 }
 
 /// A short lease, for the test that waits for one to expire. The 1.5 s between renew deadline and lease duration is
 /// what keeps two leaders apart while the old one notices it lost; on a loaded 2-core CI machine with a real
 /// kube-apiserver beside the tests, 0.5 s was once not enough (the follower led before the old leader stopped).
 func expiringElectionConfig(_ id: String, namespace: String = "default") -> LeaderElector.Configuration {
-    LeaderElector.Configuration(leaseName: "meteor-operator", namespace: namespace, identity: id, leaseDuration: .seconds(3), renewDeadline: .milliseconds(1500), retryPeriod: .milliseconds(200))
+    LeaderElector.Configuration(
+        leaseName: "meteor-operator", namespace: namespace, identity: id, leaseDuration: .seconds(3), renewDeadline: .milliseconds(1500),
+        retryPeriod: .milliseconds(200))
 }
 
 @Suite struct LeaderElectionTests {
@@ -58,7 +62,9 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             let leadership = Leadership()
             // A long lease: taking over by expiry would need 30 s, taking over a released lease one retry period.
             func longLease(_ id: String) -> LeaderElector.Configuration {
-                LeaderElector.Configuration(leaseName: "meteor-operator", namespace: c.namespace, identity: id, leaseDuration: .seconds(30), renewDeadline: .seconds(20), retryPeriod: .milliseconds(200))
+                LeaderElector.Configuration(
+                    leaseName: "meteor-operator", namespace: c.namespace, identity: id, leaseDuration: .seconds(30), renewDeadline: .seconds(20),
+                    retryPeriod: .milliseconds(200))
             }
             let a = LeaderElector(client: c.client, configuration: longLease("a"))
             let b = LeaderElector(client: c.client, configuration: longLease("b"))
@@ -119,7 +125,11 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             let leases = c.client.api(Lease.self, namespace: c.namespace)
             let config = expiringElectionConfig("follower", namespace: c.namespace)
             func stamp() -> String { KubeTime.formatMicro(Date().addingTimeInterval(-3600)) }
-            _ = try await leases.create(Lease(metadata: ObjectMeta(name: config.leaseName, namespace: c.namespace), spec: Lease.Spec(holderIdentity: "slow-clock", leaseDurationSeconds: 3, acquireTime: stamp(), renewTime: stamp(), leaseTransitions: 0)))
+            _ = try await leases.create(
+                Lease(
+                    metadata: ObjectMeta(name: config.leaseName, namespace: c.namespace),
+                    spec: Lease.Spec(
+                        holderIdentity: "slow-clock", leaseDurationSeconds: 3, acquireTime: stamp(), renewTime: stamp(), leaseTransitions: 0)))
             let leadership = Leadership()
             let follower = LeaderElector(client: c.client, configuration: config)
             let following = Task { await follower.run { await leadership.lead("follower") } }
@@ -138,8 +148,10 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             try await leadership.wait { $0.contains("+follower") }
             let takeover = ContinuousClock.now - stopped
             #expect(takeover >= .milliseconds(2500) && takeover < .seconds(12), "took over \(takeover) after the renewals stopped")
-            ReliabilityReport.row("A leader whose clock is an hour behind (its renewTimes an hour old)", injected: "\(renewals) renewals stamped −3600 s",
-                                  did: "the follower waited while they went on and took over \(ReliabilityReport.seconds(takeover)) after they stopped (lease 3 s)", lost: "0; two leaders: 0", backend: backend)
+            ReliabilityReport.row(
+                "A leader whose clock is an hour behind (its renewTimes an hour old)", injected: "\(renewals) renewals stamped −3600 s",
+                did: "the follower waited while they went on and took over \(ReliabilityReport.seconds(takeover)) after they stopped (lease 3 s)",
+                lost: "0; two leaders: 0", backend: backend)
             following.cancel()
             _ = await following.value
         }
@@ -166,22 +178,24 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             let leading = Task {
                 await elector.run {
                     // Unstructured: cancelling the leader's work does not cancel it (it inherits the fence).
-                    stray.withLock { $0 = Task {
-                        var i = 0
-                        while !done.value {
-                            let at = ContinuousClock.now
-                            do {
-                                _ = try await configMaps.create(ConfigMap(metadata: ObjectMeta(name: "stray-\(i)")))
-                                attempts.update { $0.append((at, true)) }
-                            } catch let e as KubeError where e.isFenced {
-                                attempts.update { $0.append((at, false)) }
-                            } catch {
-                                attempts.update { $0.append((at, true)) }
+                    stray.withLock {
+                        $0 = Task {
+                            var i = 0
+                            while !done.value {
+                                let at = ContinuousClock.now
+                                do {
+                                    _ = try await configMaps.create(ConfigMap(metadata: ObjectMeta(name: "stray-\(i)")))
+                                    attempts.update { $0.append((at, true)) }
+                                } catch let e as KubeError where e.isFenced {
+                                    attempts.update { $0.append((at, false)) }
+                                } catch {
+                                    attempts.update { $0.append((at, true)) }
+                                }
+                                i += 1
+                                try? await Task.sleep(for: .milliseconds(50))
                             }
-                            i += 1
-                            try? await Task.sleep(for: .milliseconds(50))
                         }
-                    } }
+                    }
                     while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
                 }
             }
@@ -204,8 +218,12 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             let reachedServer = c.server.requestLog.filter { $0.userAgent == "stalled-leader" && $0.method == "POST" && $0.time > lostWall }.count
             #expect(reachedServer == 0, "\(reachedServer) creates reached the server after the leader lost its lease")
             #expect(lost - stalled < config.leaseDuration, "stopped leading \(lost - stalled) after its renewals stalled")
-            ReliabilityReport.row("The leader's renewals held by the server, its work leaving a task that ignores cancellation", injected: "renew deadline 1.5 s, \(all.count) writes attempted",
-                                  did: "stopped leading \(ReliabilityReport.seconds(lost - stalled)) after the stall; \(refused) writes refused before sending (KubeError.fenced)", lost: "0; writes sent after the deadline: \(sentLate), reaching the server after the lease was lost: \(reachedServer)")
+            ReliabilityReport.row(
+                "The leader's renewals held by the server, its work leaving a task that ignores cancellation",
+                injected: "renew deadline 1.5 s, \(all.count) writes attempted",
+                did:
+                    "stopped leading \(ReliabilityReport.seconds(lost - stalled)) after the stall; \(refused) writes refused before sending (KubeError.fenced)",
+                lost: "0; writes sent after the deadline: \(sentLate), reaching the server after the lease was lost: \(reachedServer)")
         }
     }
 }
@@ -216,13 +234,17 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
     @Test func longMessagesAreCutToTheirLimitOnCharacterBoundaries() {
         for text in [String(repeating: "é", count: 40_000), String(repeating: "👩‍🚀", count: 9_000), String(repeating: "a", count: 32_769)] {
             let cut = ObjectHelpers.truncated(text, maxBytes: Condition.maxMessageBytes)
-            #expect(cut.utf8.count <= Condition.maxMessageBytes && cut.utf8.count > Condition.maxMessageBytes - 32 && cut.hasSuffix(ObjectHelpers.truncationMarker))
+            #expect(
+                cut.utf8.count <= Condition.maxMessageBytes && cut.utf8.count > Condition.maxMessageBytes - 32
+                    && cut.hasSuffix(ObjectHelpers.truncationMarker))
             #expect(text.hasPrefix(String(cut.dropLast(ObjectHelpers.truncationMarker.count))))
             var conditions: [Condition] = []
             let t = Date(timeIntervalSince1970: 0)
-            #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, lastTransitionTime: t, reason: "R", message: text)))
+            #expect(
+                ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, lastTransitionTime: t, reason: "R", message: text)))
             #expect(conditions[0].message == cut)
-            #expect(!ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, lastTransitionTime: t, reason: "R", message: text)))
+            #expect(
+                !ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, lastTransitionTime: t, reason: "R", message: text)))
         }
         #expect(ObjectHelpers.truncated("short", maxBytes: 10) == "short")
     }
@@ -230,13 +252,28 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
     @Test func conditionsKeepTransitionTimeUnlessStatusChanges() {
         var conditions: [Condition] = []
         let t0 = Date(timeIntervalSince1970: 1000)
-        #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, observedGeneration: 1, lastTransitionTime: t0, reason: "Building", message: "a")))
-        #expect(!ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, observedGeneration: 1, lastTransitionTime: Date(timeIntervalSince1970: 2000), reason: "Building", message: "a")))
-        #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .false, observedGeneration: 2, lastTransitionTime: Date(timeIntervalSince1970: 3000), reason: "Building", message: "b")))
+        #expect(
+            ObjectHelpers.setCondition(
+                &conditions, Condition(type: "Ready", status: .false, observedGeneration: 1, lastTransitionTime: t0, reason: "Building", message: "a")
+            ))
+        #expect(
+            !ObjectHelpers.setCondition(
+                &conditions,
+                Condition(
+                    type: "Ready", status: .false, observedGeneration: 1, lastTransitionTime: Date(timeIntervalSince1970: 2000), reason: "Building",
+                    message: "a")))
+        #expect(
+            ObjectHelpers.setCondition(
+                &conditions,
+                Condition(
+                    type: "Ready", status: .false, observedGeneration: 2, lastTransitionTime: Date(timeIntervalSince1970: 3000), reason: "Building",
+                    message: "b")))
         #expect(conditions[0].lastTransitionTime == t0)
         #expect(conditions[0].observedGeneration == 2)
         let t4 = Date(timeIntervalSince1970: 4000)
-        #expect(ObjectHelpers.setCondition(&conditions, Condition(type: "Ready", status: .true, observedGeneration: 2, lastTransitionTime: t4, reason: "Done", message: "c")))
+        #expect(
+            ObjectHelpers.setCondition(
+                &conditions, Condition(type: "Ready", status: .true, observedGeneration: 2, lastTransitionTime: t4, reason: "Done", message: "c")))
         #expect(conditions[0].lastTransitionTime == t4)
         #expect(conditions.count == 1)
     }
@@ -265,8 +302,12 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
     }
 
     @Test func cachedObjectsLeaveOutManagedFieldsAndKubectlsCopy() {
-        let applied: JSONValue = ["metadata": ["name": "m", "managedFields": [["manager": "kubectl"]],
-                                               "annotations": ["kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{}}", "meteor.zone/submitted-by": "alice"]], "spec": ["url": "u"]]
+        let applied: JSONValue = [
+            "metadata": [
+                "name": "m", "managedFields": [["manager": "kubectl"]],
+                "annotations": ["kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{}}", "meteor.zone/submitted-by": "alice"],
+            ], "spec": ["url": "u"],
+        ]
         let cached = Informer.dropManagedFields(applied)
         #expect(cached[path: "metadata", "managedFields"] == nil)
         #expect(cached[path: "metadata", "annotations"] == ["meteor.zone/submitted-by": "alice"])
@@ -277,9 +318,15 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
     }
 
     @Test func desiredFieldsAreComparedIgnoringWhatOthersAdd() {
-        let desired: JSONValue = ["replicas": 1, "containers": [["name": "book", "image": "a@sha256:1", "ports": [["containerPort": 8080]]]], "paused": .null]
-        let defaulted: JSONValue = ["replicas": 1.0, "revisionHistoryLimit": 10,
-                                    "containers": [["name": "book", "image": "a@sha256:1", "imagePullPolicy": "IfNotPresent", "ports": [["containerPort": 8080, "protocol": "TCP"]]]]]
+        let desired: JSONValue = [
+            "replicas": 1, "containers": [["name": "book", "image": "a@sha256:1", "ports": [["containerPort": 8080]]]], "paused": .null,
+        ]
+        let defaulted: JSONValue = [
+            "replicas": 1.0, "revisionHistoryLimit": 10,
+            "containers": [
+                ["name": "book", "image": "a@sha256:1", "imagePullPolicy": "IfNotPresent", "ports": [["containerPort": 8080, "protocol": "TCP"]]]
+            ],
+        ]
         #expect(ObjectHelpers.satisfies(defaulted, desired))
         var otherImage = defaulted
         otherImage[path: "containers"] = [["name": "book", "image": "b", "ports": [["containerPort": 8080]]]]

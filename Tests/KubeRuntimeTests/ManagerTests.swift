@@ -30,7 +30,11 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
     let leases = c.client.dynamic(Lease.resourceType, namespace: "default")
     let current = try await leases.get("meteor-operator")
     if current[path: "spec", "holderIdentity"] == nil { return true }
-    for try await event in leases.watch(WatchOptions(resourceVersion: current[path: "metadata", "resourceVersion"]?.stringValue, fieldSelector: "metadata.name=meteor-operator", timeoutSeconds: 60)) {
+    for try await event in leases.watch(
+        WatchOptions(
+            resourceVersion: current[path: "metadata", "resourceVersion"]?.stringValue, fieldSelector: "metadata.name=meteor-operator",
+            timeoutSeconds: 60))
+    {
         if case .modified(let l) = event, l[path: "spec", "holderIdentity"] == nil { return true }
     }
     return false
@@ -81,7 +85,10 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
 
             let api = c.client.dynamic(meteorType, namespace: "default")
             for name in ["a", "b", "later"] { _ = try await api.create(meteor(name)) }
-            try await probe.wait { $0[ObjectKey(namespace: "default", name: "later")] == 1 && $0[ObjectKey(namespace: "default", name: "a")] == 1 && $0[ObjectKey(namespace: "default", name: "b")] == 1 }
+            try await probe.wait {
+                $0[ObjectKey(namespace: "default", name: "later")] == 1 && $0[ObjectKey(namespace: "default", name: "a")] == 1
+                    && $0[ObjectKey(namespace: "default", name: "b")] == 1
+            }
             _ = try await api.create(meteor("bad"))
             try await probe.wait { ($0[ObjectKey(namespace: "default", name: "bad")] ?? 0) >= 2 }
 
@@ -169,17 +176,19 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
         try await TestCluster.with { c in
             let now = KubeTime.formatMicro(Date())
             let held = Lease.Spec(holderIdentity: "elsewhere", leaseDurationSeconds: 3600, acquireTime: now, renewTime: now, leaseTransitions: 0)
-            _ = try await c.client.api(Lease.self, namespace: "default").create(Lease(metadata: ObjectMeta(name: "meteor-operator", namespace: "default"), spec: held))
+            _ = try await c.client.api(Lease.self, namespace: "default").create(
+                Lease(metadata: ObjectMeta(name: "meteor-operator", namespace: "default"), spec: held))
             var options = Manager.Options()
             options.metricsBindAddress = nil
             options.healthProbeBindAddress = nil
             options.leaderElection = electionConfig("follower")
             let manager = Manager(client: c.client, options: options)
             let reconciles = Observed(0)
-            manager.add(Controller(name: "follower", for: manager.informer(for: meteorType)) { _ in
-                reconciles.update { $0 += 1 }
-                return .done
-            })
+            manager.add(
+                Controller(name: "follower", for: manager.informer(for: meteorType)) { _ in
+                    reconciles.update { $0 += 1 }
+                    return .done
+                })
             let group = ServiceGroup(configuration: .init(services: [manager], logger: Logger(label: "follower")))
             let stopped = Observed(false)
             let running = Task {
@@ -198,7 +207,9 @@ func leaseReleased(_ c: TestCluster) async throws -> Bool {
                 throw error
             }
             #expect(reconciles.value == 0)
-            ReliabilityReport.row("SIGTERM to a follower whose lease request the server holds unanswered", injected: "1 held GET", did: "stopped within 10 s, never reconciled (\(reconciles.value) reconciles), the lease untouched", lost: "—")
+            ReliabilityReport.row(
+                "SIGTERM to a follower whose lease request the server holds unanswered", injected: "1 held GET",
+                did: "stopped within 10 s, never reconciled (\(reconciles.value) reconciles), the lease untouched", lost: "—")
             c.server.clearFaults()
             c.server.releaseHeldRequests()
             #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == "elsewhere")

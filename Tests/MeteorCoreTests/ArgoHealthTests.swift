@@ -15,7 +15,9 @@ import Testing
 
     /// The health check as shipped.
     static func script() throws -> String {
-        let patch = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("manifests/argocd/argocd-cm-meteor-health.yaml"), encoding: .utf8))
+        let patch = try YAML.parse(
+            String(
+                contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("manifests/argocd/argocd-cm-meteor-health.yaml"), encoding: .utf8))
         return try #require(patch[path: "data", "resource.customizations.health.meteor.zone_Meteor"]?.stringValue)
     }
 
@@ -57,11 +59,16 @@ import Testing
             return out + "\""
         case .array(let items): return "{" + items.map(luaLiteral).joined(separator: ", ") + "}"
         case .object(let members):
-            return "{" + members.sorted { $0.key < $1.key }.filter { $0.value != .null }.map { "[\(luaLiteral(.string($0.key)))] = \(luaLiteral($0.value))" }.joined(separator: ", ") + "}"
+            return "{"
+                + members.sorted { $0.key < $1.key }.filter { $0.value != .null }.map { "[\(luaLiteral(.string($0.key)))] = \(luaLiteral($0.value))" }
+                .joined(separator: ", ") + "}"
         }
     }
 
-    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: lua) || ProcessInfo.processInfo.environment["CI"] != nil, "no lua5.1 (hack/test installs it)"))
+    @Test(
+        .enabled(
+            if: FileManager.default.isExecutableFile(atPath: lua) || ProcessInfo.processInfo.environment["CI"] != nil,
+            "no lua5.1 (hack/test installs it)"))
     func argoCDSeesEachPhaseOfAMeteorAsItsHealth() async throws {
         let script = try Self.script()
         try await MeteorEnvironment.with(tekton: true) { env in
@@ -94,14 +101,19 @@ import Testing
             // Edge delivery degraded on a device, or stopped for an untrusted key: Degraded, in its words.
             for reason in ["Degraded", "KeyNotTrusted", "UnverifiedImage"] {
                 var edge = ready
-                let conditions = (ready[path: "status", "conditions"]?.arrayValue ?? []) + [["type": "Deployed", "status": "False", "reason": .string(reason), "message": "rpi: something"]]
+                let conditions =
+                    (ready[path: "status", "conditions"]?.arrayValue ?? []) + [
+                        ["type": "Deployed", "status": "False", "reason": .string(reason), "message": "rpi: something"]
+                    ]
                 edge[path: "status", "conditions"] = .array(conditions)
                 let degraded = try await Self.health(edge, script: script)
                 #expect(degraded.status == "Degraded" && degraded.message == "\(reason): rpi: something", "\(degraded)")
             }
             // Quotes, backslashes and newlines in messages reach Lua intact.
             var odd = broken
-            odd[path: "status", "conditions"] = [["type": "Ready", "status": "False", "reason": "Failed", "message": "a \"quoted\" \\ path\nnext line"]]
+            odd[path: "status", "conditions"] = [
+                ["type": "Ready", "status": "False", "reason": "Failed", "message": "a \"quoted\" \\ path\nnext line"]
+            ]
             #expect(try await Self.health(odd, script: script).message == "a \"quoted\" \\ path\nnext line")
         }
     }

@@ -39,7 +39,11 @@ struct Grant: Hashable, CustomStringConvertible {
     @Test func configDefaultRendersAndTheDeploymentIsLockedDown() async throws {
         let docs = try Kustomize.render(Self.config.appendingPathComponent("default"))
         let kinds = docs.compactMap { $0["kind"]?.stringValue }
-        #expect(Set(kinds) == ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Namespace", "Deployment", "Service"])
+        #expect(
+            Set(kinds) == [
+                "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Namespace", "Deployment",
+                "Service",
+            ])
         if let kubectl {
             let rendered = try await runProcess(kubectl, ["kustomize", Self.config.appendingPathComponent("default").path])
             #expect(rendered.status == 0, "\(rendered.output)")
@@ -53,13 +57,20 @@ struct Grant: Hashable, CustomStringConvertible {
         #expect(pod[path: "securityContext", "runAsNonRoot"] == true)
         let container = try #require(pod["containers"]?.arrayValue?.first)
         let args = container["args"]?.arrayValue?.compactMap(\.stringValue) ?? []
-        #expect(args.first == "run" && args.contains("--leader-elect") && args.contains("--health-probe-bind-address=:8081") && args.contains("--metrics-bind-address=:8443") && args.contains("--metrics-secure"))
+        #expect(
+            args.first == "run" && args.contains("--leader-elect") && args.contains("--health-probe-bind-address=:8081")
+                && args.contains("--metrics-bind-address=:8443") && args.contains("--metrics-secure"))
         #expect(container[path: "livenessProbe", "httpGet"] == ["path": "/healthz", "port": "health"])
         #expect(container[path: "readinessProbe", "httpGet"] == ["path": "/readyz", "port": "health"])
         let ports = Dictionary(uniqueKeysWithValues: (container["ports"]?.arrayValue ?? []).map { ($0["name"]!.stringValue!, $0["containerPort"]!) })
         #expect(ports == ["metrics": 8443, "health": 8081])
-        #expect(container[path: "securityContext"] == ["allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "capabilities": ["drop": ["ALL"]]])
-        #expect(container[path: "resources", "requests", "memory"] != nil && container[path: "resources", "limits", "memory"] != nil && container[path: "resources", "limits", "cpu"] != nil)
+        #expect(
+            container[path: "securityContext"] == [
+                "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "capabilities": ["drop": ["ALL"]],
+            ])
+        #expect(
+            container[path: "resources", "requests", "memory"] != nil && container[path: "resources", "limits", "memory"] != nil
+                && container[path: "resources", "limits", "cpu"] != nil)
         // The flags the Deployment passes are flags `meteor-operator run` accepts.
         let help = try await runProcess(operatorBinary, ["run", "--help"])
         for arg in args.dropFirst() { #expect(help.output.contains(String(arg.split(separator: "=")[0])), "\(arg)") }
@@ -68,10 +79,13 @@ struct Grant: Hashable, CustomStringConvertible {
     @Test(.enabled(if: kubectl != nil, "no kubectl on this machine"))
     func deployScriptSetsTheImage() async throws {
         let script = TestCluster.repositoryDirectory.appendingPathComponent("hack/deploy.sh").path
-        let r = try await runProcess("/bin/bash", [script, "--dry-run", "registry.local:5000/me/meteor-operator:v9"], environment: ["PATH": "\((kubectl! as NSString).deletingLastPathComponent):/usr/bin:/bin"])
+        let r = try await runProcess(
+            "/bin/bash", [script, "--dry-run", "registry.local:5000/me/meteor-operator:v9"],
+            environment: ["PATH": "\((kubectl! as NSString).deletingLastPathComponent):/usr/bin:/bin"])
         #expect(r.status == 0, "\(r.output)")
         let deployment = try #require(try YAML.parseAll(r.output).first { $0["kind"] == "Deployment" })
-        #expect(deployment[path: "spec", "template", "spec", "containers"]?.arrayValue?.first?["image"] == "registry.local:5000/me/meteor-operator:v9")
+        #expect(
+            deployment[path: "spec", "template", "spec", "containers"]?.arrayValue?.first?["image"] == "registry.local:5000/me/meteor-operator:v9")
         let bad = try await runProcess("/bin/bash", [script])
         #expect(bad.status == 2 && bad.output.contains("usage:"))
     }
@@ -95,7 +109,10 @@ struct Grant: Hashable, CustomStringConvertible {
         var docs = try Kustomize.render(config.appendingPathComponent("rbac"))
         let subject: JSONValue = ["kind": "ServiceAccount", "name": "meteor-operator", "namespace": "meteor-operator-system"]
         for role in optIn {
-            docs.append(["kind": "RoleBinding", "metadata": ["name": .string(role), "namespace": .string(meteorNamespace)], "roleRef": ["kind": "ClusterRole", "name": .string(role)], "subjects": [subject]])
+            docs.append([
+                "kind": "RoleBinding", "metadata": ["name": .string(role), "namespace": .string(meteorNamespace)],
+                "roleRef": ["kind": "ClusterRole", "name": .string(role)], "subjects": [subject],
+            ])
         }
         var grants = Set<Grant>()
         for binding in docs where ["ClusterRoleBinding", "RoleBinding"].contains(binding["kind"]?.stringValue ?? "") {
@@ -103,12 +120,17 @@ struct Grant: Hashable, CustomStringConvertible {
             let roleKind = binding[path: "roleRef", "kind"]?.stringValue
             let roleName = binding[path: "roleRef", "name"]
             let namespace = binding["kind"] == "RoleBinding" ? binding[path: "metadata", "namespace"]?.stringValue : nil
-            let role = try #require(docs.first { $0["kind"]?.stringValue == roleKind && $0[path: "metadata", "name"] == roleName && (roleKind == "ClusterRole" || $0[path: "metadata", "namespace"]?.stringValue == namespace) })
+            let role = try #require(
+                docs.first {
+                    $0["kind"]?.stringValue == roleKind && $0[path: "metadata", "name"] == roleName
+                        && (roleKind == "ClusterRole" || $0[path: "metadata", "namespace"]?.stringValue == namespace)
+                })
             for rule in role["rules"]?.arrayValue ?? [] {
                 for group in rule["apiGroups"]?.arrayValue ?? [] {
                     for resource in rule["resources"]?.arrayValue ?? [] {
                         for verb in rule["verbs"]?.arrayValue ?? [] {
-                            grants.insert(Grant(group: group.stringValue!, resource: resource.stringValue!, verb: verb.stringValue!, namespace: namespace))
+                            grants.insert(
+                                Grant(group: group.stringValue!, resource: resource.stringValue!, verb: verb.stringValue!, namespace: namespace))
                         }
                     }
                 }
@@ -122,9 +144,13 @@ struct Grant: Hashable, CustomStringConvertible {
         let s = record.path.split(separator: "/").map(String.init)
         var rest: [String]
         let group: String
-        if s.first == "api", s.count >= 2 { group = ""; rest = Array(s.dropFirst(2)) }
-        else if s.first == "apis", s.count >= 3 { group = s[1]; rest = Array(s.dropFirst(3)) }
-        else { return nil }
+        if s.first == "api", s.count >= 2 {
+            group = ""; rest = Array(s.dropFirst(2))
+        } else if s.first == "apis", s.count >= 3 {
+            group = s[1]; rest = Array(s.dropFirst(3))
+        } else {
+            return nil
+        }
         var namespace: String?
         if rest.first == "namespaces", rest.count >= 3 { namespace = rest[1]; rest = Array(rest.dropFirst(2)) }
         guard let resource = rest.first else { return nil }
@@ -145,32 +171,39 @@ struct Grant: Hashable, CustomStringConvertible {
         defer { registry.stop() }
         try await TestCluster.with(clientOptions: testClient, crds: ["crds/tekton/300-pipelinerun.yaml", "crds/argocd/application-crd.yaml"]) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
-            try c.server.installCRDs(yaml: """
-                apiVersion: apiextensions.k8s.io/v1
-                kind: CustomResourceDefinition
-                metadata: {name: imagestreams.image.openshift.io}
-                spec:
-                  group: image.openshift.io
-                  names: {kind: ImageStream, listKind: ImageStreamList, plural: imagestreams, singular: imagestream}
-                  scope: Namespaced
-                  versions:
-                    - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
-                """)
+            try c.server.installCRDs(
+                yaml: """
+                    apiVersion: apiextensions.k8s.io/v1
+                    kind: CustomResourceDefinition
+                    metadata: {name: imagestreams.image.openshift.io}
+                    spec:
+                      group: image.openshift.io
+                      names: {kind: ImageStream, listKind: ImageStreamList, plural: imagestreams, singular: imagestream}
+                      scope: Namespaced
+                      versions:
+                        - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+                    """)
             try await c.createNamespace("argocd")
             try await c.createNamespace("meteor-operator-system")
             try await c.createNamespace("opendatahub")
             let signer = CosignSigner()
-            _ = try await c.client.api(Secret.self, namespace: "default").create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
+            _ = try await c.client.api(Secret.self, namespace: "default").create(
+                Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: "default"), stringData: ["cosign.pub": signer.publicKeyPEM]))
             try await c.trust(publicKeyPEM: signer.publicKeyPEM)
-            let op = try BackgroundProcess(operatorBinary, [
-                "run", "--kubeconfig", try c.writeKubeconfig(), "--leader-elect", "--leader-election-namespace", "meteor-operator-system",
-                "--ingress-class", "nginx", "--ingress-domain", "apps.example", "--insecure-registry", registry.address,
-                "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
-            ])
+            let op = try BackgroundProcess(
+                operatorBinary,
+                [
+                    "run", "--kubeconfig", try c.writeKubeconfig(), "--leader-elect", "--leader-election-namespace", "meteor-operator-system",
+                    "--ingress-class", "nginx", "--ingress-domain", "apps.example", "--insecure-registry", registry.address,
+                    "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
+                ])
             defer { op.terminate() }
 
             // JupyterHub + JupyterBook; a spec change supersedes generation 1 (its runs are cancelled).
-            _ = try await c.meteors.create(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "notebooks"], "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"]])
+            _ = try await c.meteors.create([
+                "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "notebooks"],
+                "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"],
+            ])
             let g1 = PipelineRunBuilder.name(meteor: "notebooks", pipeline: .jupyterbook, generation: 1)
             _ = try await c.waitFor(c.runs, g1) { $0 != nil }
             _ = try await c.meteors.patch("notebooks", .merge(["spec": ["ref": "v2"]]))
@@ -180,17 +213,30 @@ struct Grant: Hashable, CustomStringConvertible {
                 let run = PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 2)
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
                 // The notebook image in OpenShift's internal registry, which Open Data Hub's namespace may then pull.
-                let url = pipeline == .jupyterhub ? "\(NotebookImage.openShiftRegistryHost)/default/notebooks-jupyterhub:g2" : "registry.example/\(pipeline.rawValue):g2"
+                let url =
+                    pipeline == .jupyterhub
+                    ? "\(NotebookImage.openShiftRegistryHost)/default/notebooks-jupyterhub:g2" : "registry.example/\(pipeline.rawValue):g2"
                 try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": url, "IMAGE_DIGEST": digest, "URL": "http://book"])
             }
             // Drift on each kind the operator manages is patched back.
             let selector = ListOptions(labelSelector: "\(MeteorLabels.meteor)=notebooks")
             let drift: [(ResourceType, JSONValue, @Sendable (JSONValue?) -> Bool)] = [
                 (BookSite.deploymentType, ["spec": ["replicas": 3]], { $0?[path: "spec", "replicas"] == 1 }),
-                (BookSite.serviceType, ["spec": ["ports": [["name": "http", "port": 9999, "targetPort": "http"]]]], { $0?[path: "spec", "ports"]?.arrayValue?.first?["port"] == 8080 }),
+                (
+                    BookSite.serviceType, ["spec": ["ports": [["name": "http", "port": 9999, "targetPort": "http"]]]],
+                    { $0?[path: "spec", "ports"]?.arrayValue?.first?["port"] == 8080 }
+                ),
                 (BookSite.ingressType, ["spec": ["ingressClassName": "other"]], { $0?[path: "spec", "ingressClassName"] == "nginx" }),
                 (NotebookImage.imageStreamType, ["spec": ["lookupPolicy": ["local": false]]], { $0?[path: "spec", "lookupPolicy", "local"] == true }),
-                (NotebookImage.roleBindingType, ["subjects": [["apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"]]], { $0?[path: "subjects"] == [["apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:serviceaccounts:opendatahub"]] }),
+                (
+                    NotebookImage.roleBindingType,
+                    ["subjects": [["apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"]]],
+                    {
+                        $0?[path: "subjects"] == [
+                            ["apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:serviceaccounts:opendatahub"]
+                        ]
+                    }
+                ),
             ]
             for (type, patch, repaired) in drift {
                 // Notebook ImageStreams go to Open Data Hub's namespace (--notebook-image-namespace's default).
@@ -210,12 +256,15 @@ struct Grant: Hashable, CustomStringConvertible {
             // A third generation: the cancelled generation-1 runs, now finished, are pruned (the newest superseded
             // run of each pipeline, generation 2's, stays).
             for pipeline in [Pipeline.jupyterbook, .jupyterhub] {
-                try await c.tekton(PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1), "Failed", message: "PipelineRun was cancelled")
+                try await c.tekton(
+                    PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1), "Failed", message: "PipelineRun was cancelled")
             }
             _ = try await c.meteors.patch("notebooks", .merge(["spec": ["ref": "v3"]]))
             for pipeline in [Pipeline.jupyterbook, .jupyterhub] {
                 _ = try await c.waitFor(c.runs, PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1)) { $0 == nil }
-                #expect(try await c.runs.get(PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 2))[path: "metadata", "name"] != nil)
+                #expect(
+                    try await c.runs.get(PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 2))[path: "metadata", "name"]
+                        != nil)
             }
 
             // Edge: verification reads the key Secret, Applications are created, and deleted with the Meteor.
@@ -226,7 +275,11 @@ struct Grant: Hashable, CustomStringConvertible {
             var edge = donkeycarEdge(registry: registry.address)
             edge.images.removeLast()
             edge.targets.removeLast()
-            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "car"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge))))
+            _ = try await c.meteors.create(
+                try JSONValue(
+                    encoding: Meteor(
+                        metadata: ObjectMeta(name: "car"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge))
+                ))
             let carRun = EdgePipelineRunBuilder.name(meteor: "car", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, carRun) { $0 != nil }
             try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": image])
@@ -247,7 +300,10 @@ struct Grant: Hashable, CustomStringConvertible {
             let calls = Set(c.server.requestLog.filter { $0.userAgent.hasPrefix("meteor-operator/") }.compactMap(Self.grant(for:)))
             #expect(!calls.isEmpty)
             for call in calls {
-                let granted = grants.contains { $0.group == call.group && $0.resource == call.resource && $0.verb == call.verb && ($0.namespace == nil || $0.namespace == call.namespace) }
+                let granted = grants.contains {
+                    $0.group == call.group && $0.resource == call.resource && $0.verb == call.verb
+                        && ($0.namespace == nil || $0.namespace == call.namespace)
+                }
                 #expect(granted, "config/rbac does not grant: \(call)")
             }
             // Patching an Event happens only when one repeats (aggregation), which this run need not hit.
@@ -258,10 +314,15 @@ struct Grant: Hashable, CustomStringConvertible {
             // called (RealInstallTests.theImagePullerRoleBindingNeedsAndHasBindOnThatRoleOnly, on real RBAC).
             // The reviews secure metrics ask for are made when something scrapes /metrics, which this run does not
             // (SecurityTests.metricsAreServedOnlyToScrapersTheAPIServerAllows proves them on real RBAC).
-            let optional: Set<String> = ["patch events.", "update meteors/finalizers.meteor.zone", "bind clusterroles.rbac.authorization.k8s.io",
-                                         "create tokenreviews.authentication.k8s.io", "create subjectaccessreviews.authorization.k8s.io"]
+            let optional: Set<String> = [
+                "patch events.", "update meteors/finalizers.meteor.zone", "bind clusterroles.rbac.authorization.k8s.io",
+                "create tokenreviews.authentication.k8s.io", "create subjectaccessreviews.authorization.k8s.io",
+            ]
             for grant in grants where !optional.contains("\(grant.verb) \(grant.resource).\(grant.group)") {
-                let used = calls.contains { $0.group == grant.group && $0.resource == grant.resource && $0.verb == grant.verb && (grant.namespace == nil || $0.namespace == grant.namespace) }
+                let used = calls.contains {
+                    $0.group == grant.group && $0.resource == grant.resource && $0.verb == grant.verb
+                        && (grant.namespace == nil || $0.namespace == grant.namespace)
+                }
                 #expect(used, "config/rbac grants more than the operator uses: \(grant)")
             }
         }
@@ -272,10 +333,14 @@ struct Grant: Hashable, CustomStringConvertible {
     static let readme = TestCluster.repositoryDirectory.appendingPathComponent("README.md")
 
     @Test func theAPIReferenceMatchesTheCRD() async throws {
-        let r = try await runProcess("/usr/bin/env", ["python3", TestCluster.repositoryDirectory.appendingPathComponent("hack/api-reference.py").path, "--check"])
+        let r = try await runProcess(
+            "/usr/bin/env", ["python3", TestCluster.repositoryDirectory.appendingPathComponent("hack/api-reference.py").path, "--check"])
         #expect(r.status == 0, "README.md's API reference is stale: run hack/api-reference.py\n\(r.output)")
         let text = try String(contentsOf: Self.readme, encoding: .utf8)
-        for field in ["`spec.edge.targets[].cluster`", "`spec.edge.release.tagPattern`", "`status.images[].keyFingerprint`", "`status.deployments[].healthStatus`"] {
+        for field in [
+            "`spec.edge.targets[].cluster`", "`spec.edge.release.tagPattern`", "`status.images[].keyFingerprint`",
+            "`status.deployments[].healthStatus`",
+        ] {
             #expect(text.contains(field), "\(field)")
         }
     }

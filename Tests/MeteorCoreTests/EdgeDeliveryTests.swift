@@ -13,7 +13,8 @@ import Testing
 /// docker-registry) holding cosign-format signatures, and for releases a real git remote (`git http-backend`).
 /// The tests play Tekton (PipelineRun status and results) and Argo CD (Application sync and health).
 @Suite(.serialized) struct EdgeDeliveryTests {
-    static let needsRegistry = Testing.ConditionTrait.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed (hack/test installs it)")
+    static let needsRegistry = Testing.ConditionTrait.enabled(
+        if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed (hack/test installs it)")
 
     /// A registry on a free loopback port, a signing key, and the Secret holding its public half.
     struct Fixture {
@@ -36,24 +37,32 @@ import Testing
         }
     }
 
-    static func withEdge(on backend: Backend = .embedded, edge configure: (inout EdgeSettings) -> Void = { _ in }, _ body: (MeteorEnvironment, Fixture) async throws -> Void) async throws {
+    static func withEdge(
+        on backend: Backend = .embedded, edge configure: (inout EdgeSettings) -> Void = { _ in },
+        _ body: (MeteorEnvironment, Fixture) async throws -> Void
+    ) async throws {
         #expect(LocalRegistry.isInstalled, "CI must install docker-registry")
         let registry = try await LocalRegistry(port: nil)
         let fixture = Fixture(registry: registry, client: RegistryClient(insecure: true, egress: .unrestricted))
         do {
-            try await MeteorEnvironment.with(on: backend, configure: { c in
-                // Repositories come from git http-backend on loopback, as from an allowed in-house git server.
-                c.egress = .loopbackFixtures
-                var edge = EdgeSettings()
-                edge.insecureRegistries = [registry.address]
-                edge.verificationRetry = .milliseconds(200)
-                edge.defaultReleaseInterval = 1
-                edge.minimumReleaseInterval = 1
-                configure(&edge)
-                c.edge = edge
-            }) { env in
+            try await MeteorEnvironment.with(
+                on: backend,
+                configure: { c in
+                    // Repositories come from git http-backend on loopback, as from an allowed in-house git server.
+                    c.egress = .loopbackFixtures
+                    var edge = EdgeSettings()
+                    edge.insecureRegistries = [registry.address]
+                    edge.verificationRetry = .milliseconds(200)
+                    edge.defaultReleaseInterval = 1
+                    edge.minimumReleaseInterval = 1
+                    configure(&edge)
+                    c.edge = edge
+                }
+            ) { env in
                 let secrets = env.client.api(Secret.self, namespace: env.namespace)
-                _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "cosign-pub", namespace: env.namespace), stringData: ["cosign.pub": fixture.signer.publicKeyPEM]))
+                _ = try await secrets.create(
+                    Secret(
+                        metadata: ObjectMeta(name: "cosign-pub", namespace: env.namespace), stringData: ["cosign.pub": fixture.signer.publicKeyPEM]))
                 // The cluster admin trusts the fixture's key for the fixture registry's images, on every cluster.
                 try await env.cluster.trust(publicKeyPEM: fixture.signer.publicKeyPEM, images: ["\(registry.address)/*"])
                 try await body(env, fixture)
@@ -66,7 +75,10 @@ import Testing
     }
 
     static func donkeycar(_ edge: Edge) throws -> JSONValue {
-        try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "donkeycar", namespace: "default"), spec: .init(url: "https://github.com/thoth-station/donkeycar-edge", ref: "main", pipelines: ["edge"], edge: edge)))
+        try JSONValue(
+            encoding: Meteor(
+                metadata: ObjectMeta(name: "donkeycar", namespace: "default"),
+                spec: .init(url: "https://github.com/thoth-station/donkeycar-edge", ref: "main", pipelines: ["edge"], edge: edge)))
     }
 
     /// The DonkeyCar sample through the build (played on the embedded server; real Tekton and the fake kubelet on
@@ -82,16 +94,24 @@ import Testing
             if let kit = c.kit {
                 // What buildah would report: the pushed image and its digest (the fake kubelet's result knobs); what
                 // the clone would: the commit it checked out.
-                let patch = #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_URL","value":"$(params.image)"}},"# + #"{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_DIGEST","value":"\#(digest)"}}]"#
+                let patch =
+                    #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_URL","value":"$(params.image)"}},"#
+                    + #"{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_IMAGE_DIGEST","value":"\#(digest)"}}]"#
                 try await kit.kubectlOK("-n", c.namespace, "patch", "task", "meteor-buildah", "--type=json", "-p", patch)
-                try await kit.kubectlOK("-n", c.namespace, "patch", "task", "meteor-git-clone", "--type=json", "-p", #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_commit","value":"\#(commit)"}}]"#)
+                try await kit.kubectlOK(
+                    "-n", c.namespace, "patch", "task", "meteor-git-clone", "--type=json", "-p",
+                    #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_commit","value":"\#(commit)"}}]"#)
             }
-            var sample = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml"), encoding: .utf8))
-            sample[path: "spec", "edge", "images"] = .array((sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
-                var image = image
-                image["repository"] = .string(image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
-                return image
-            })
+            var sample = try YAML.parse(
+                String(
+                    contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml"), encoding: .utf8))
+            sample[path: "spec", "edge", "images"] = .array(
+                (sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
+                    var image = image
+                    image["repository"] = .string(
+                        image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
+                    return image
+                })
             sample[path: "spec", "edge", "release"] = nil
             sample[path: "metadata", "namespace"] = .string(c.namespace)
             _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
@@ -99,7 +119,9 @@ import Testing
             for (image, repository) in [("car", "donkeycar"), ("twin", "donkeycar-twin")] {
                 let run = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
-                if c.kit == nil { try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g1", "IMAGE_DIGEST": digest]) }
+                if c.kit == nil {
+                    try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g1", "IMAGE_DIGEST": digest])
+                }
             }
             let verified: JSONValue?
             do {
@@ -107,8 +129,14 @@ import Testing
             } catch {
                 let meteor = try? await c.meteors.get("donkeycar")
                 let runs = (try? await c.runs.list().items) ?? []
-                let taskRuns = (try? await c.client.dynamic(ResourceType(group: "tekton.dev", version: "v1", kind: "TaskRun", plural: "taskruns", namespaced: true), namespace: c.namespace).list().items) ?? []
-                let failedSteps = taskRuns.map { "\($0[path: "metadata", "name"] ?? .null): \(($0[path: "status", "conditions"]?.arrayValue?.first).map { $0.serializedString() } ?? "-")" }
+                let taskRuns =
+                    (try? await c.client.dynamic(
+                        ResourceType(group: "tekton.dev", version: "v1", kind: "TaskRun", plural: "taskruns", namespaced: true),
+                        namespace: c.namespace
+                    ).list().items) ?? []
+                let failedSteps = taskRuns.map {
+                    "\($0[path: "metadata", "name"] ?? .null): \(($0[path: "status", "conditions"]?.arrayValue?.first).map { $0.serializedString() } ?? "-")"
+                }
                 Issue.record("not verified: \(meteor?["status"]?.serializedString() ?? "-")\nruns: \(runs.count)\ntask runs: \(failedSteps)")
                 throw error
             }
@@ -118,29 +146,44 @@ import Testing
             for (image, arch) in [("car", "arm64"), ("twin", "amd64")] {
                 let name = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
                 let run = try await c.runs.get(name)
-                #expect(run[path: "spec", "taskRunSpecs"] == [["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(arch)]]]])
+                #expect(
+                    run[path: "spec", "taskRunSpecs"] == [
+                        ["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(arch)]]]
+                    ])
                 if c.kit != nil {
-                    let pods = try await c.client.dynamic(ResourceType(group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true), namespace: c.namespace)
-                        .list(ListOptions(labelSelector: "tekton.dev/pipelineRun=\(name),tekton.dev/pipelineTask=image")).items
-                    #expect(pods.count == 1 && pods.allSatisfy { $0[path: "spec", "nodeSelector", "kubernetes.io/arch"] == .string(arch) }, "\(pods.map { $0[path: "spec", "nodeSelector"] ?? .null })")
+                    let pods = try await c.client.dynamic(
+                        ResourceType(group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true), namespace: c.namespace
+                    )
+                    .list(ListOptions(labelSelector: "tekton.dev/pipelineRun=\(name),tekton.dev/pipelineTask=image")).items
+                    #expect(
+                        pods.count == 1 && pods.allSatisfy { $0[path: "spec", "nodeSelector", "kubernetes.io/arch"] == .string(arch) },
+                        "\(pods.map { $0[path: "spec", "nodeSelector"] ?? .null })")
                 }
             }
             for (target, repository) in [("rpi", "donkeycar"), ("nuc", "donkeycar-twin")] {
                 let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
                 let created = try #require(try await c.waitFor(c.applications, app) { $0 != nil })
-                #expect(created[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/\(repository)=\(f.address)/meteor/\(repository)@\(digest)")])
+                #expect(
+                    created[path: "spec", "source", "kustomize", "images"] == [
+                        .string("\(f.address)/meteor/\(repository)=\(f.address)/meteor/\(repository)@\(digest)")
+                    ])
                 // The commit the image was built from, reported by the clone through the Pipeline's COMMIT: never the branch.
                 #expect(created[path: "spec", "source", "targetRevision"] == .string(commit))
                 try await c.argo(app, sync: "Synced", health: "Healthy")
             }
             let ready = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Ready")?["status"] == "True" }
-            #expect((ready?[path: "status", "deployments"]?.arrayValue ?? []).allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
+            #expect(
+                (ready?[path: "status", "deployments"]?.arrayValue ?? []).allSatisfy {
+                    $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy"
+                })
             // Deleting the Meteor deletes its Applications in Argo CD's namespace (the finalizer), then the Meteor goes.
             try await c.meteors.delete("donkeycar")
             _ = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(60)) { $0 == nil }
             for target in ["rpi", "nuc"] {
                 let app = ArgoApplicationBuilder.name(meteorNamespace: c.namespace, meteor: "donkeycar", target: target)
-                let gone = try await c.waitFor(c.applications, app, timeout: .seconds(60)) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
+                let gone = try await c.waitFor(c.applications, app, timeout: .seconds(60)) {
+                    $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil
+                }
                 #expect(gone == nil || gone?[path: "metadata", "deletionTimestamp"] != nil)
             }
         }
@@ -177,13 +220,16 @@ import Testing
             let published = try await c.waitFor(c.meteors, "donkeycar") { $0?[path: "status", "imageIndexes"]?.arrayValue?.first?["digest"] != nil }
             let entry = try #require(published?[path: "status", "imageIndexes"]?.arrayValue?.first)
             #expect(entry["reference"] == .string("\(repository):g1"))
-            #expect(entry["manifests"] == [["platform": "linux/amd64", "digest": .string(amd)], ["platform": "linux/arm64", "digest": .string(arm)]])
+            #expect(
+                entry["manifests"] == [["platform": "linux/amd64", "digest": .string(amd)], ["platform": "linux/arm64", "digest": .string(arm)]])
 
             let stored = try await f.client.manifest(try RegistryClient.Reference(parsing: repository), reference: "g1")
             #expect(.string(stored.digest) == entry["digest"], "the tag now names the index the status reports")
             #expect(stored.mediaType == RegistryClient.imageIndexType)
             let index = try JSONValue.parse(stored.bytes)
-            let listed = (index["manifests"]?.arrayValue ?? []).map { "\($0[path: "platform", "architecture"]?.stringValue ?? "?")=\($0["digest"]?.stringValue ?? "?")" }
+            let listed = (index["manifests"]?.arrayValue ?? []).map {
+                "\($0[path: "platform", "architecture"]?.stringValue ?? "?")=\($0["digest"]?.stringValue ?? "?")"
+            }
             #expect(Set(listed) == ["arm64=\(arm)", "amd64=\(amd)"], "\(index.serializedString())")
             for m in index["manifests"]?.arrayValue ?? [] {
                 let child = try await f.client.manifest(try RegistryClient.Reference(parsing: repository), reference: m["digest"]!.stringValue!)
@@ -199,7 +245,10 @@ import Testing
             // One platform per image and repository: a second arm64 image into it is refused by name.
             var clash = edge
             clash.images.append(.init(name: "spare", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository))
-            #expect(SpecValidation.problems(Meteor.Spec(url: "https://x/y", ref: "main", pipelines: ["edge"], edge: clash)).map(\.message).contains { $0.hasPrefix("images \"car\" and \"spare\" push linux/arm64 to the same repository") })
+            #expect(
+                SpecValidation.problems(Meteor.Spec(url: "https://x/y", ref: "main", pipelines: ["edge"], edge: clash)).map(\.message).contains {
+                    $0.hasPrefix("images \"car\" and \"spare\" push linux/arm64 to the same repository")
+                })
         }
     }
 
@@ -211,11 +260,13 @@ import Testing
             // The DonkeyCar sample as shipped, pointed at the loopback registry and built from its ref (no release).
             let samplePath = TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml")
             var sample = try YAML.parse(String(contentsOf: samplePath, encoding: .utf8))
-            sample[path: "spec", "edge", "images"] = .array((sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
-                var image = image
-                image["repository"] = .string(image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
-                return image
-            })
+            sample[path: "spec", "edge", "images"] = .array(
+                (sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
+                    var image = image
+                    image["repository"] = .string(
+                        image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
+                    return image
+                })
             sample[path: "spec", "edge", "release"] = nil
             sample[path: "metadata", "namespace"] = "default"
             _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
@@ -224,36 +275,53 @@ import Testing
             let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: build)
             let twinRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "twin", build: build)
             let run = try #require(try await c.waitFor(c.runs, carRun) { $0 != nil })
-            let params = Dictionary(uniqueKeysWithValues: (run[path: "spec", "params"]?.arrayValue ?? []).map { ($0["name"]!.stringValue!, $0["value"]!.stringValue!) })
-            #expect(params["platform"] == "linux/arm64" && params["dockerfile"] == "Dockerfile.donkey.arm64" && params["image"] == "\(f.address)/meteor/donkeycar:g1")
+            let params = Dictionary(
+                uniqueKeysWithValues: (run[path: "spec", "params"]?.arrayValue ?? []).map { ($0["name"]!.stringValue!, $0["value"]!.stringValue!) })
+            #expect(
+                params["platform"] == "linux/arm64" && params["dockerfile"] == "Dockerfile.donkey.arm64"
+                    && params["image"] == "\(f.address)/meteor/donkeycar:g1")
             #expect(run[path: "spec", "pipelineRef", "name"] == "meteor-edge-image")
             _ = try await c.waitFor(c.runs, twinRun) { $0 != nil }
             var meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesBuilt")?["reason"] == "Building" }
             #expect(meteor?[path: "status", "phase"] == "Building")
-            #expect(meteor?[path: "metadata", "finalizers"] == ["meteor.zone/cleanup"], "Applications in argocd are cleaned up before the Meteor goes")
+            #expect(
+                meteor?[path: "metadata", "finalizers"] == ["meteor.zone/cleanup"], "Applications in argocd are cleaned up before the Meteor goes")
 
             try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
             try await c.tekton(twinRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
             meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "True" }
             let images = meteor?[path: "status", "images"]?.arrayValue ?? []
-            #expect(images.count == 2 && images.allSatisfy { $0["verified"] == true && $0["keyFingerprint"]?.stringValue == SignatureVerifier.digest(Array(f.signer.key.publicKey.derRepresentation)) })
+            #expect(
+                images.count == 2
+                    && images.allSatisfy {
+                        $0["verified"] == true
+                            && $0["keyFingerprint"]?.stringValue == SignatureVerifier.digest(Array(f.signer.key.publicKey.derRepresentation))
+                    })
 
             let rpi = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "rpi")
             let nuc = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "nuc")
             let rpiApp = try #require(try await c.waitFor(c.applications, rpi) { $0 != nil })
-            #expect(rpiApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar=\(f.address)/meteor/donkeycar@\(carDigest)")])
+            #expect(
+                rpiApp[path: "spec", "source", "kustomize", "images"] == [
+                    .string("\(f.address)/meteor/donkeycar=\(f.address)/meteor/donkeycar@\(carDigest)")
+                ])
             #expect(rpiApp[path: "spec", "destination"] == ["name": "microshift-rpi", "namespace": "donkeycar"])
             #expect(rpiApp[path: "spec", "source", "targetRevision"] == .string(TestCluster.commit(of: "main")), "the commit built, not the branch")
             #expect(rpiApp[path: "spec", "source", "path"] == "deploy/car")
             let nucApp = try #require(try await c.waitFor(c.applications, nuc) { $0 != nil })
-            #expect(nucApp[path: "spec", "source", "kustomize", "images"] == [.string("\(f.address)/meteor/donkeycar-twin=\(f.address)/meteor/donkeycar-twin@\(twinDigest)")])
+            #expect(
+                nucApp[path: "spec", "source", "kustomize", "images"] == [
+                    .string("\(f.address)/meteor/donkeycar-twin=\(f.address)/meteor/donkeycar-twin@\(twinDigest)")
+                ])
             meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Deployed")?["reason"] == "Progressing" }
             #expect(condition(meteor, "Ready")?["status"] == "False")
 
             // Argo CD syncs: OutOfSync/Progressing, then Synced/Healthy on both devices.
             try await c.argo(rpi, sync: "OutOfSync", health: "Progressing")
             try await c.argo(nuc, sync: "Synced", health: "Healthy")
-            meteor = try await c.waitFor(c.meteors, "donkeycar") { m in (m?[path: "status", "deployments"]?.arrayValue ?? []).contains { $0["syncStatus"] == "OutOfSync" } }
+            meteor = try await c.waitFor(c.meteors, "donkeycar") { m in
+                (m?[path: "status", "deployments"]?.arrayValue ?? []).contains { $0["syncStatus"] == "OutOfSync" }
+            }
             #expect(condition(meteor, "Deployed")?["status"] == "Unknown")
             try await c.argo(rpi, sync: "Synced", health: "Healthy")
             meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "Ready")?["status"] == "True" }
@@ -263,7 +331,9 @@ import Testing
             #expect(deployments.first { $0["target"] == "rpi" }?["image"] == .string("\(f.address)/meteor/donkeycar@\(carDigest)"))
             #expect(deployments.allSatisfy { $0["syncStatus"] == "Synced" && $0["healthStatus"] == "Healthy" })
             // The operator's own cache has seen that status too (the metrics follow its informer).
-            try await env.reconciler.meteors.waitUntil { MeteorMetrics.deploymentHealth($0.get(ObjectKey(namespace: "default", name: "donkeycar")) ?? [:]) == ["Healthy", "Healthy"] }
+            try await env.reconciler.meteors.waitUntil {
+                MeteorMetrics.deploymentHealth($0.get(ObjectKey(namespace: "default", name: "donkeycar")) ?? [:]) == ["Healthy", "Healthy"]
+            }
             let metrics = env.manager.metrics.render()
             #expect(metrics.contains(#"meteor_signature_verifications_total{result="verified"} 2"#), "\(metrics)")
             #expect(metrics.contains(#"meteor_edge_deployments{health="Healthy"} 2.0"#), "\(metrics)")
@@ -307,7 +377,8 @@ import Testing
             #expect(meteor?[path: "status", "phase"] == "Failed")
             let twin = (meteor?[path: "status", "images"]?.arrayValue ?? []).first { $0["name"] == "twin" }
             #expect(twin?["verified"] == false && twin?["reason"] == "SignatureInvalid")
-            let events = try await c.client.dynamic(Event.resourceType, namespace: "default").list(ListOptions(fieldSelector: "involvedObject.name=donkeycar,reason=VerificationFailed"))
+            let events = try await c.client.dynamic(Event.resourceType, namespace: "default").list(
+                ListOptions(fieldSelector: "involvedObject.name=donkeycar,reason=VerificationFailed"))
             #expect(events.items.contains { $0["type"] == "Warning" && $0["message"]?.stringValue?.contains(twinDigest) == true })
 
             // The verified car image is deployed; the twin's unverified digest is not.

@@ -12,7 +12,9 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
     Edge(
         images: [
             .init(name: "car", dockerfile: "Dockerfile.donkey.arm64", platform: "linux/arm64", repository: "\(registry)/meteor/donkeycar"),
-            .init(name: "twin", dockerfile: "Dockerfile.donkey", platform: "linux/amd64", repository: "\(registry)/meteor/donkeycar-twin", emulated: false),
+            .init(
+                name: "twin", dockerfile: "Dockerfile.donkey", platform: "linux/amd64", repository: "\(registry)/meteor/donkeycar-twin",
+                emulated: false),
         ],
         signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
         targets: [
@@ -30,7 +32,10 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
                 #expect(ReleaseSelection.versionLess(a, b) == (i < j), "\(a) < \(b)")
             }
         }
-        let refs = ["v1.9.0", "v1.10.0", "release-3", "v2.0.0-rc.1"].map { GitRemote.Ref(name: "refs/tags/\($0)", commit: String(repeating: "a", count: 40)) }
+        let refs =
+            ["v1.9.0", "v1.10.0", "release-3", "v2.0.0-rc.1"].map {
+                GitRemote.Ref(name: "refs/tags/\($0)", commit: String(repeating: "a", count: 40))
+            }
             + [GitRemote.Ref(name: "refs/heads/v9", commit: String(repeating: "b", count: 40))]
         #expect(ReleaseSelection.newest(refs, pattern: "v*")?.tag == "v2.0.0-rc.1")
         #expect(ReleaseSelection.newest(refs, pattern: "v1.*")?.tag == "v1.10.0")
@@ -41,7 +46,8 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
     @Test func advertisementsParseAndMalformedOnesAreRefused() throws {
         func pkt(_ s: String) -> String { String(format: "%04x", s.utf8.count + 4) + s }
         let a = String(repeating: "a", count: 40), c = String(repeating: "c", count: 40), t = String(repeating: "d", count: 40)
-        let body = pkt("# service=git-upload-pack\n") + "0000" + pkt("\(a) HEAD\0multi_ack side-band-64k\n") + pkt("\(a) refs/heads/main\n")
+        let body =
+            pkt("# service=git-upload-pack\n") + "0000" + pkt("\(a) HEAD\0multi_ack side-band-64k\n") + pkt("\(a) refs/heads/main\n")
             + pkt("\(t) refs/tags/v1\n") + pkt("\(c) refs/tags/v1^{}\n") + "0000"
         let refs = try GitRemote.parseAdvertisement(Array(body.utf8))
         #expect(refs == [.init(name: "HEAD", commit: a), .init(name: "refs/heads/main", commit: a), .init(name: "refs/tags/v1", commit: c)])
@@ -60,7 +66,8 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         let long = EdgePipelineRunBuilder.name(meteor: String(repeating: "m", count: 60), image: "car", build: a)
         #expect(long.count <= 63 && long.hasSuffix(a.buildID))
         #expect(EdgePipelineRunBuilder.name(meteor: String(repeating: "m", count: 60), image: "twin", build: a) != long)
-        let app = ArgoApplicationBuilder.name(meteorNamespace: String(repeating: "n", count: 63), meteor: String(repeating: "m", count: 63), target: "rpi")
+        let app = ArgoApplicationBuilder.name(
+            meteorNamespace: String(repeating: "n", count: 63), meteor: String(repeating: "m", count: 63), target: "rpi")
         #expect(app.count <= 63 && app.hasSuffix("-rpi"))
         #expect(EdgeBuild.slug("--") != "" && EdgeBuild.slug("V1.0") != EdgeBuild.slug("v1.0"))
     }
@@ -85,7 +92,10 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         #expect(fields { $0.targets[0].namespace = "Donkey Car" } == ["spec.edge.targets[0].namespace"])
         #expect(fields { $0.images[1].name = "car" }.contains("spec.edge.images[1].name"))
         #expect(fields { $0.release = .init(tagPattern: "v* ; rm", interval: 5) } == ["spec.edge.release.tagPattern", "spec.edge.release.interval"])
-        #expect(fields { $0.images = []; $0.targets = [] } == ["spec.edge.images", "spec.edge.targets"])
+        #expect(
+            fields {
+                $0.images = []; $0.targets = []
+            } == ["spec.edge.images", "spec.edge.targets"])
     }
 
     /// What the operator creates must be what Argo CD and Tekton accept: validated strictly by their own CRDs.
@@ -98,14 +108,21 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         for (platform, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64"), ("linux/arm/v7", "arm")] {
             let image = Edge.Image(name: "i", dockerfile: "Dockerfile", platform: platform, repository: "quay.io/x/y")
             let run = EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: image, build: build, settings: BuildSettings())
-            #expect(run[path: "spec", "taskRunSpecs"] == [["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(arch)]]]])
+            #expect(
+                run[path: "spec", "taskRunSpecs"] == [
+                    ["pipelineTaskName": "image", "podTemplate": ["nodeSelector": ["kubernetes.io/arch": .string(arch)]]]
+                ])
             // The pipeline task named is the one that builds.
-            let pipeline = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton/pipeline-edge-image.yaml"), encoding: .utf8))
+            let pipeline = try YAML.parse(
+                String(
+                    contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton/pipeline-edge-image.yaml"), encoding: .utf8))
             let buildTask = (pipeline[path: "spec", "tasks"]?.arrayValue ?? []).first { $0["name"] == "image" }
             #expect(buildTask?[path: "taskRef", "name"] == "meteor-buildah")
         }
         let emulated = Edge.Image(name: "i", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "quay.io/x/y", emulated: true)
-        #expect(EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: emulated, build: build, settings: BuildSettings())[path: "spec", "taskRunSpecs"] == nil)
+        #expect(
+            EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: emulated, build: build, settings: BuildSettings())[
+                path: "spec", "taskRunSpecs"] == nil)
     }
 
     @Test func applicationsAndEdgeRunsValidateAgainstUpstreamSchemas() async throws {
@@ -113,7 +130,9 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             try await c.createNamespace("argocd")
             let edge = donkeycarEdge(registry: "quay.io")
-            var meteor = Meteor(metadata: ObjectMeta(name: "donkeycar", namespace: "default"), spec: .init(url: "https://github.com/x/donkeycar", ref: "main", pipelines: ["edge"], edge: edge))
+            var meteor = Meteor(
+                metadata: ObjectMeta(name: "donkeycar", namespace: "default"),
+                spec: .init(url: "https://github.com/x/donkeycar", ref: "main", pipelines: ["edge"], edge: edge))
             let created = try await c.meteors.create(try JSONValue(encoding: meteor), params: WriteParams(fieldValidation: "Strict"))
             meteor = try ResourceCodec.decode(Meteor.self, from: created)
             #expect(meteor.spec.edge == edge, "the CRD keeps every edge field")
@@ -122,7 +141,9 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             _ = try await c.runs.create(run, params: WriteParams(fieldValidation: "Strict"))
             let apps = c.client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd")
             let pinned = "quay.io/meteor/donkeycar@sha256:" + String(repeating: "f", count: 64)
-            let app = ArgoApplicationBuilder.build(meteor: meteor, placement: EdgePlacement(target: edge.targets[0], cluster: edge.targets[0].cluster!), image: edge.images[0], pinnedImage: pinned, revision: build.release!.commit!, namespace: "argocd", project: "meteor")
+            let app = ArgoApplicationBuilder.build(
+                meteor: meteor, placement: EdgePlacement(target: edge.targets[0], cluster: edge.targets[0].cluster!), image: edge.images[0],
+                pinnedImage: pinned, revision: build.release!.commit!, namespace: "argocd", project: "meteor")
             let stored = try await apps.create(app, params: WriteParams(fieldValidation: "Strict"))
             #expect(stored[path: "spec", "source", "kustomize", "images"] == [.string("quay.io/meteor/donkeycar=\(pinned)")])
             #expect(stored[path: "spec", "destination", "name"] == "microshift-rpi")
@@ -140,7 +161,9 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         try await TestCluster.with(crds: ["crds/argocd/appproject-crd.yaml"]) { c in
             try await c.createNamespace("argocd")
             let project = try YAML.parse(String(contentsOf: dir.appendingPathComponent("appproject.yaml"), encoding: .utf8))
-            let projects = c.client.dynamic(ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "AppProject", plural: "appprojects", namespaced: true), namespace: "argocd")
+            let projects = c.client.dynamic(
+                ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "AppProject", plural: "appprojects", namespaced: true),
+                namespace: "argocd")
             let stored = try await projects.create(project, params: WriteParams(fieldValidation: "Strict"))
             let destinations = (stored[path: "spec", "destinations"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
             #expect(Set(destinations).isSuperset(of: ["microshift-rpi", "microshift-nuc"]))
@@ -174,8 +197,12 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             #expect(refs.first { $0.name == name }?.commit == String(parts[0]), "\(name)")
         }
 
-        await #expect { _ = try await GitRemote(url: git.url("missing"), egress: .loopbackFixtures).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("404") == true }
-        await #expect { _ = try await GitRemote(url: "http://127.0.0.1:\(try LocalRegistry.freePort())/x.git", egress: .loopbackFixtures).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("cannot reach") == true }
+        await #expect { _ = try await GitRemote(url: git.url("missing"), egress: .loopbackFixtures).refs() } throws: {
+            ($0 as? GitRemote.Failure)?.message.contains("404") == true
+        }
+        await #expect {
+            _ = try await GitRemote(url: "http://127.0.0.1:\(try LocalRegistry.freePort())/x.git", egress: .loopbackFixtures).refs()
+        } throws: { ($0 as? GitRemote.Failure)?.message.contains("cannot reach") == true }
     }
 }
 
@@ -183,12 +210,17 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
 @Suite struct GitAddressTests {
     @Test func sshAddressesParseAsGitReadsThem() {
         #expect(GitSSHRemote.Address("git@github.com:AICoE/repo.git") == .init(user: "git", host: "github.com", port: 22, path: "AICoE/repo.git"))
-        #expect(GitSSHRemote.Address("ssh://bot@git.example:2222/srv/repo.git") == .init(user: "bot", host: "git.example", port: 2222, path: "/srv/repo.git"))
+        #expect(
+            GitSSHRemote.Address("ssh://bot@git.example:2222/srv/repo.git")
+                == .init(user: "bot", host: "git.example", port: 2222, path: "/srv/repo.git"))
         #expect(GitSSHRemote.Address("ssh://git.example/repo.git")?.user == "git")
         #expect(GitSSHRemote.Address("ssh://bot@git.example:2222/r")?.knownHostsName == "[git.example]:2222")
         #expect(GitSSHRemote.Address("git@GitHub.com:a/b")?.knownHostsName == "github.com")
         // What an ssh client would read as an option, a password, no path: not addresses.
-        for bad in ["ssh://-oProxyCommand=touch%20x/repo", "-oProxyCommand=x@host:repo", "ssh://bot:pw@host/repo", "ssh://host", "git@host:", "https://host/repo"] {
+        for bad in [
+            "ssh://-oProxyCommand=touch%20x/repo", "-oProxyCommand=x@host:repo", "ssh://bot:pw@host/repo", "ssh://host", "git@host:",
+            "https://host/repo",
+        ] {
             #expect(GitSSHRemote.Address(bad) == nil, "\(bad)")
         }
         var spec = Meteor.Spec(url: "git@github.com:AICoE/repo.git", ref: "main")
@@ -207,7 +239,8 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
         #expect(OpenSSHKeys.matches("git?.example", host: "git1.example") && !OpenSSHKeys.matches("git?.example", host: "git12.example"))
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
         #expect(OpenSSHKeys.knownHostKeys("github.com \(key)", for: "github.com").count == 1)
-        #expect(OpenSSHKeys.knownHostKeys("github.com \(key)\n@revoked github.com \(key)", for: "github.com").isEmpty, "a revoked key is never trusted")
+        #expect(
+            OpenSSHKeys.knownHostKeys("github.com \(key)\n@revoked github.com \(key)", for: "github.com").isEmpty, "a revoked key is never trusted")
         #expect(OpenSSHKeys.knownHostKeys("@cert-authority *.example \(key)", for: "a.example").isEmpty)
     }
 }

@@ -8,14 +8,18 @@ import MeteorTestSupport
 import Testing
 
 /// The machine's kubectl; under CI its absence fails the tests that need it (they run, with a path that is not there).
-let kubectl = ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].first { FileManager.default.isExecutableFile(atPath: $0) }
+let kubectl =
+    ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].first { FileManager.default.isExecutableFile(atPath: $0) }
     ?? (ProcessInfo.processInfo.environment["CI"] == "true" ? "/usr/bin/kubectl" : nil)
 
 @Suite struct KubectlMeteorTests {
     static let samples = TestCluster.repositoryDirectory.appendingPathComponent("config/samples")
 
     @Test func everySampleIsAcceptedStrictly() async throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: Self.samples.path).filter { $0.hasPrefix("meteor_") && $0.hasSuffix(".yaml") } + ["fleet/meteor_edge_donkeycar_fleet.yaml"]
+        let files =
+            try FileManager.default.contentsOfDirectory(atPath: Self.samples.path).filter { $0.hasPrefix("meteor_") && $0.hasSuffix(".yaml") } + [
+                "fleet/meteor_edge_donkeycar_fleet.yaml"
+            ]
         #expect(files.count == 5)
         try await TestCluster.with(crds: []) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
@@ -39,9 +43,15 @@ let kubectl = ["/usr/bin/kubectl", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"]
             async let waited = k.run("wait", "--for=condition=Ready", "meteor/meteor-demo-book", "--timeout=30s")
             let run = PipelineRunBuilder.name(meteor: "meteor-demo-book", pipeline: .jupyterbook, generation: 1)
             _ = try await c.waitFor(c.runs, run) { $0 != nil }
-            let header = try await k.ok("get", "meteors").split(separator: "\n").first.map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+            let header = try await k.ok("get", "meteors").split(separator: "\n").first.map {
+                $0.split(separator: " ", omittingEmptySubsequences: true)
+            }
             #expect(header == ["NAME", "PHASE", "URL", "READY", "AGE"])
-            try await c.tekton(run, "Succeeded", results: ["URL": "https://meteor-demo-book.example", "IMAGE_URL": "r/x:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64)])
+            try await c.tekton(
+                run, "Succeeded",
+                results: [
+                    "URL": "https://meteor-demo-book.example", "IMAGE_URL": "r/x:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64),
+                ])
             let w = try await waited
             #expect(w.status == 0, "kubectl wait: \(w.output)")
             let row = try await k.ok("get", "mtr", "meteor-demo-book", "--no-headers").split(separator: " ", omittingEmptySubsequences: true)
@@ -93,21 +103,37 @@ struct Kubectl {
         try await TestCluster.with(crds: []) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             let bodies: [JSONValue] = [
-                ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "minimal"], "spec": ["url": "https://github.com/a/b", "ref": "main"]],
-                ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "full"], "spec": ["url": "http://git.example/x.git", "ref": "v1.2.3", "ttl": 0, "pipelines": ["jupyterbook"]]],
-                ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "sha"], "spec": ["url": "https://github.com/a/b", "ref": "9fceb02d0ae598e95dc970b74767f19372d61af8", "ttl": 3600, "pipelines": ["jupyterhub", "jupyterbook"]]],
+                [
+                    "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "minimal"],
+                    "spec": ["url": "https://github.com/a/b", "ref": "main"],
+                ],
+                [
+                    "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "full"],
+                    "spec": ["url": "http://git.example/x.git", "ref": "v1.2.3", "ttl": 0, "pipelines": ["jupyterbook"]],
+                ],
+                [
+                    "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "sha"],
+                    "spec": [
+                        "url": "https://github.com/a/b", "ref": "9fceb02d0ae598e95dc970b74767f19372d61af8", "ttl": 3600,
+                        "pipelines": ["jupyterhub", "jupyterbook"],
+                    ],
+                ],
             ]
             for b in bodies {
                 let created = try await c.meteors.create(b, params: WriteParams(fieldValidation: "Strict"))
                 #expect(created[path: "spec", "pipelines"] != nil)
             }
             // The reference's status fields are accepted by the status subresource as they are.
-            _ = try await c.meteors.patchStatus("full", .merge(["status": [
-                "phase": "Ready", "observedGeneration": 1,
-                "pipelines": [["name": "jupyterbook", "pipelineRunName": "full-book-g1", "ready": "True", "url": "https://x"]],
-                "stage": ["succeeded": ["jupyterbook"]],
-                "comas": [["apiVersion": "v1", "kind": "ConfigMap", "name": "c", "namespace": "n", "uid": "u"]],
-            ]]), params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.patchStatus(
+                "full",
+                .merge([
+                    "status": [
+                        "phase": "Ready", "observedGeneration": 1,
+                        "pipelines": [["name": "jupyterbook", "pipelineRunName": "full-book-g1", "ready": "True", "url": "https://x"]],
+                        "stage": ["succeeded": ["jupyterbook"]],
+                        "comas": [["apiVersion": "v1", "kind": "ConfigMap", "name": "c", "namespace": "n", "uid": "u"]],
+                    ]
+                ]), params: WriteParams(fieldValidation: "Strict"))
         }
     }
 }

@@ -13,7 +13,10 @@ import Testing
             let c = env.cluster
             func scrape() -> String { env.manager.metrics.render() }
             #expect(scrape().contains(#"meteor_meteors{phase="Ready"} 0"#))
-            _ = try await c.meteors.create(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m"], "spec": ["url": "https://github.com/a/b", "ref": "main", "pipelines": ["jupyterhub", "jupyterbook"]]])
+            _ = try await c.meteors.create([
+                "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m"],
+                "spec": ["url": "https://github.com/a/b", "ref": "main", "pipelines": ["jupyterhub", "jupyterbook"]],
+            ])
             let hub = PipelineRunBuilder.name(meteor: "m", pipeline: .jupyterhub, generation: 1)
             let book = PipelineRunBuilder.name(meteor: "m", pipeline: .jupyterbook, generation: 1)
             _ = try await c.waitFor(c.runs, hub) { $0 != nil }
@@ -54,7 +57,9 @@ import Testing
                 try await c.tekton(run(meteor, pipeline), "Running")
             }
             try await c.tekton(run("ready", .jupyterhub), "Succeeded", results: ["IMAGE_URL": "r/ready:g1", "IMAGE_DIGEST": digest])
-            try await c.tekton(run("ready", .jupyterbook), "Succeeded", results: ["IMAGE_URL": "r/ready-book:g1", "IMAGE_DIGEST": digest, "URL": "http://ready-book/"])
+            try await c.tekton(
+                run("ready", .jupyterbook), "Succeeded",
+                results: ["IMAGE_URL": "r/ready-book:g1", "IMAGE_DIGEST": digest, "URL": "http://ready-book/"])
             try await c.tekton(run("failed", .jupyterbook), "Failed", message: "jupyter-book build: exit 1")
             try await c.tekton(run("expired", .jupyterhub), "Succeeded", results: ["IMAGE_URL": "r/expired:g1", "IMAGE_DIGEST": digest])
             try await cached("ready") { $0?[path: "status", "phase"] == "Ready" }
@@ -69,10 +74,12 @@ import Testing
             _ = try await c.waitForEvent(about: "expired", reason: "Expired")
 
             let text = env.manager.metrics.render()
-            let samples = Dictionary(text.split(separator: "\n").filter { $0.hasPrefix("meteor_") && !$0.contains("_bucket{") && !$0.contains("_sum") }.map { line -> (String, String) in
-                let parts = line.split(separator: " ")
-                return (String(parts.dropLast().joined(separator: " ")), String(parts.last!))
-            }, uniquingKeysWith: { a, _ in a })
+            let samples = Dictionary(
+                text.split(separator: "\n").filter { $0.hasPrefix("meteor_") && !$0.contains("_bucket{") && !$0.contains("_sum") }.map {
+                    line -> (String, String) in
+                    let parts = line.split(separator: " ")
+                    return (String(parts.dropLast().joined(separator: " ")), String(parts.last!))
+                }, uniquingKeysWith: { a, _ in a })
             let expected: [String: String] = [
                 #"meteor_meteors{phase="Pending"}"#: "0.0",
                 #"meteor_meteors{phase="Building"}"#: "0.0",

@@ -25,11 +25,18 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             let name = PipelineRunBuilder.name(meteor: "again", pipeline: .jupyterhub, generation: 1)
             // The earlier Meteor's run, succeeded; its owner no longer exists (uid "earlier"), and a finalizer keeps
             // it as the garbage collector's lag would.
-            var old = PipelineRunBuilder.build(meteor: Meteor(metadata: ObjectMeta(name: "again", namespace: c.namespace), spec: .init(url: "https://github.com/x/old", ref: "main")), owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "again", "uid": "earlier"]], pipeline: .jupyterhub, settings: BuildSettings())
-            old[path: "metadata", "ownerReferences"] = [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "again", "uid": "earlier", "controller": true]]
+            var old = PipelineRunBuilder.build(
+                meteor: Meteor(
+                    metadata: ObjectMeta(name: "again", namespace: c.namespace), spec: .init(url: "https://github.com/x/old", ref: "main")),
+                owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "again", "uid": "earlier"]],
+                pipeline: .jupyterhub, settings: BuildSettings())
+            old[path: "metadata", "ownerReferences"] = [
+                ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "again", "uid": "earlier", "controller": true]
+            ]
             old[path: "metadata", "finalizers"] = ["test.meteor.zone/hold"]
             _ = try await c.runs.create(old)
-            try await c.tekton(name, "Succeeded", results: ["IMAGE_URL": "registry.local/old:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "0", count: 64)])
+            try await c.tekton(
+                name, "Succeeded", results: ["IMAGE_URL": "registry.local/old:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "0", count: 64)])
             // The operator's cache has it, succeeded, before the Meteor appears.
             let key = ObjectKey(namespace: c.namespace, name: name)
             try await env.reconciler.pipelineRuns.waitUntil { $0.get(key)?[path: "status", "completionTime"] != nil }
@@ -46,7 +53,9 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             _ = try await c.runs.patch(name, .merge(["metadata": ["finalizers": .null]]))
             let uid = created[path: "metadata", "uid"]
             let own = try await c.waitFor(c.runs, name) { $0.flatMap(ObjectHelpers.controllerOf)?["uid"] == uid }
-            #expect(own?[path: "spec", "params"]?.arrayValue?.contains(["name": "url", "value": "https://github.com/AICoE/elyra-aidevsecops-tutorial"]) == true)
+            #expect(
+                own?[path: "spec", "params"]?.arrayValue?.contains(["name": "url", "value": "https://github.com/AICoE/elyra-aidevsecops-tutorial"])
+                    == true)
         }
     }
 
@@ -58,7 +67,13 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(hub == "demo-hub-g1" && book == "demo-book-g1")
             // Created with fieldValidation=Strict against Tekton's own PipelineRun schema.
             let run = try #require(try await env.cluster.waitFor(env.cluster.runs, hub) { $0 != nil })
-            #expect(run[path: "metadata", "ownerReferences"] == [["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "demo", "uid": created[path: "metadata", "uid"]!, "controller": true, "blockOwnerDeletion": true]])
+            #expect(
+                run[path: "metadata", "ownerReferences"] == [
+                    [
+                        "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "name": "demo", "uid": created[path: "metadata", "uid"]!,
+                        "controller": true, "blockOwnerDeletion": true,
+                    ]
+                ])
             #expect(run[path: "metadata", "labels", "meteor.zone/meteor"] == "demo")
             #expect(run[path: "metadata", "labels", "meteor.zone/pipeline"] == "jupyterhub")
             #expect(run[path: "metadata", "labels", "app.kubernetes.io/managed-by"] == "meteor-operator")
@@ -74,8 +89,15 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
 
             _ = try await env.cluster.waitFor(env.cluster.runs, book) { $0 != nil }
             try await env.cluster.tekton(hub, "Running")
-            try await env.cluster.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "a", count: 64)])
-            try await env.cluster.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/demo-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "b", count: 64), "URL": "https://demo.books.example"])
+            try await env.cluster.tekton(
+                hub, "Succeeded",
+                results: ["IMAGE_URL": "registry.local/default/demo-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "a", count: 64)])
+            try await env.cluster.tekton(
+                book, "Succeeded",
+                results: [
+                    "IMAGE_URL": "registry.local/default/demo-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "b", count: 64),
+                    "URL": "https://demo.books.example",
+                ])
             let ready = try #require(try await env.cluster.waitFor(env.cluster.meteors, "demo") { $0?[path: "status", "phase"] == "Ready" })
             #expect(condition(ready, "Ready")?["status"] == "True")
             #expect(condition(ready, "JupyterHub")?["status"] == "True")
@@ -113,15 +135,22 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
                 c["terminationMessagePath"] = "/dev/termination-log"
                 return c
             }
-            let withDefaults = try await deployments.patch("demo-book", .merge(["spec": ["revisionHistoryLimit": 10, "template": ["spec": ["containers": .array(defaulted)]]]]))
-            try await env.reconciler.sites["Deployment"]!.waitUntil { $0.get(ObjectKey(namespace: "default", name: "demo-book"))?[path: "metadata", "resourceVersion"] == withDefaults[path: "metadata", "resourceVersion"] }
+            let withDefaults = try await deployments.patch(
+                "demo-book", .merge(["spec": ["revisionHistoryLimit": 10, "template": ["spec": ["containers": .array(defaulted)]]]]))
+            try await env.reconciler.sites["Deployment"]!.waitUntil {
+                $0.get(ObjectKey(namespace: "default", name: "demo-book"))?[path: "metadata", "resourceVersion"]
+                    == withDefaults[path: "metadata", "resourceVersion"]
+            }
             env.cluster.server.clearRequestLog()
             #expect(try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo")) == .done)
             #expect(env.cluster.server.requestLog.filter { $0.method != "GET" }.isEmpty, "defaults were taken for drift")
             // A real drift (someone changed the image) is put back.
             defaulted[0]["image"] = "evil/image:latest"
             let drifted = try await deployments.patch("demo-book", .merge(["spec": ["template": ["spec": ["containers": .array(defaulted)]]]]))
-            try await env.reconciler.sites["Deployment"]!.waitUntil { $0.get(ObjectKey(namespace: "default", name: "demo-book"))?[path: "metadata", "resourceVersion"] == drifted[path: "metadata", "resourceVersion"] }
+            try await env.reconciler.sites["Deployment"]!.waitUntil {
+                $0.get(ObjectKey(namespace: "default", name: "demo-book"))?[path: "metadata", "resourceVersion"]
+                    == drifted[path: "metadata", "resourceVersion"]
+            }
             _ = try await env.reconciler.reconcile(ObjectKey(namespace: "default", name: "demo"))
             let restored = try await deployments.get("demo-book")
             #expect(restored[path: "spec", "template", "spec", "containers"]?.arrayValue?.first?["image"] == container?["image"])
@@ -150,16 +179,24 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             let hub = PipelineRunBuilder.name(meteor: "odh", pipeline: .jupyterhub, generation: 1)
             let book = PipelineRunBuilder.name(meteor: "odh", pipeline: .jupyterbook, generation: 1)
             _ = try await cluster.waitFor(cluster.runs, book) { $0 != nil }
-            try await cluster.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/default/odh-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64)])
-            try await cluster.tekton(book, "Succeeded", results: ["IMAGE_URL": "registry.local/default/odh-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
+            try await cluster.tekton(
+                hub, "Succeeded",
+                results: ["IMAGE_URL": "registry.local/default/odh-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64)])
+            try await cluster.tekton(
+                book, "Succeeded",
+                results: ["IMAGE_URL": "registry.local/default/odh-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let ready = try await cluster.waitFor(cluster.meteors, "odh") { $0?[path: "status", "phase"] == "Ready" }
-            #expect(ready?[path: "status", "pipelines"]?.arrayValue?.first { $0["name"] == "jupyterbook" }?["url"] == "https://odh-book.default.apps.example.com/")
+            #expect(
+                ready?[path: "status", "pipelines"]?.arrayValue?.first { $0["name"] == "jupyterbook" }?["url"]
+                    == "https://odh-book.default.apps.example.com/")
             // In Open Data Hub's namespace, the only one its spawner lists, named for the Meteor's namespace too.
             let streams = cluster.client.dynamic(NotebookImage.imageStreamType, namespace: "opendatahub")
             let stream = try #require(try await cluster.waitFor(streams, "default-odh-notebook") { $0 != nil })
             #expect(stream[path: "metadata", "labels", "opendatahub.io/notebook-image"] == "true")
             #expect(stream[path: "metadata", "annotations", "opendatahub.io/notebook-image-name"] == "odh (Meteor)")
-            #expect(stream[path: "spec", "tags"]?.arrayValue?.first?[path: "from", "name"] == .string("registry.local/default/odh-jupyterhub@sha256:" + String(repeating: "d", count: 64)))
+            #expect(
+                stream[path: "spec", "tags"]?.arrayValue?.first?[path: "from", "name"]
+                    == .string("registry.local/default/odh-jupyterhub@sha256:" + String(repeating: "d", count: 64)))
             #expect(stream[path: "metadata", "ownerReferences"] == nil, "an ownerReference cannot reach across namespaces")
             #expect(stream[path: "metadata", "labels", MeteorLabels.meteorUID] == ready?[path: "metadata", "uid"])
             // An image outside OpenShift's internal registry needs no image-puller RoleBinding (pull secrets are the
@@ -175,7 +212,9 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             _ = try await cluster.waitFor(cluster.meteors, "odh") { $0 == nil }
             // Beside the Meteor (no shared namespace configured) it is simply owned by it.
             let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "odh", "uid": "u-1"]]
-            let local = NotebookImage.imageStream(Meteor(metadata: ObjectMeta(name: "odh", namespace: "default"), spec: .init(url: "https://x/y", ref: "main")), owner: owner, image: "r/i:g1", digest: nil)
+            let local = NotebookImage.imageStream(
+                Meteor(metadata: ObjectMeta(name: "odh", namespace: "default"), spec: .init(url: "https://x/y", ref: "main")), owner: owner,
+                image: "r/i:g1", digest: nil)
             #expect(local[path: "metadata", "name"] == "odh-notebook" && local[path: "metadata", "ownerReferences"]?.arrayValue?.count == 1)
         } catch {
             await env.shutdown()
@@ -185,19 +224,19 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
     }
 
     static let imageStreamCRD = """
-            apiVersion: apiextensions.k8s.io/v1
-            kind: CustomResourceDefinition
-            metadata: {name: imagestreams.image.openshift.io}
-            spec:
-              group: image.openshift.io
-              scope: Namespaced
-              names: {kind: ImageStream, plural: imagestreams, singular: imagestream}
-              versions:
-              - name: v1
-                served: true
-                storage: true
-                schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-            """
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {name: imagestreams.image.openshift.io}
+        spec:
+          group: image.openshift.io
+          scope: Namespaced
+          names: {kind: ImageStream, plural: imagestreams, singular: imagestream}
+          versions:
+          - name: v1
+            served: true
+            storage: true
+            schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+        """
 
     /// Open Data Hub's namespace missing: the image is built and the book served all the same; the status and a
     /// Warning Event say why the image is not listed, and the operator tries again.
@@ -214,12 +253,22 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             for (pipeline, digest) in [(Pipeline.jupyterhub, "d"), (.jupyterbook, "e")] {
                 let run = PipelineRunBuilder.name(meteor: "lonely", pipeline: pipeline, generation: 1)
                 _ = try await cluster.waitFor(cluster.runs, run) { $0 != nil }
-                try await cluster.tekton(run, "Succeeded", results: ["IMAGE_URL": "registry.local/default/lonely-\(pipeline.rawValue):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: digest, count: 64)])
+                try await cluster.tekton(
+                    run, "Succeeded",
+                    results: [
+                        "IMAGE_URL": "registry.local/default/lonely-\(pipeline.rawValue):g1",
+                        "IMAGE_DIGEST": "sha256:" + String(repeating: digest, count: 64),
+                    ])
             }
             let ready = try await cluster.waitFor(cluster.meteors, "lonely") { $0?[path: "status", "phase"] == "Ready" }
             let hub = ready?[path: "status", "pipelines"]?.arrayValue?.first { $0["name"] == "jupyterhub" }
-            #expect(hub?["message"]?.stringValue?.contains("Built, but not listed in Open Data Hub: the ImageStream in namespace opendatahub could not be written") == true, "\(hub ?? .null)")
-            #expect(try await cluster.client.dynamic(BookSite.deploymentType, namespace: "default").get("lonely-book")[path: "metadata", "name"] == "lonely-book")
+            #expect(
+                hub?["message"]?.stringValue?.contains(
+                    "Built, but not listed in Open Data Hub: the ImageStream in namespace opendatahub could not be written") == true,
+                "\(hub ?? .null)")
+            #expect(
+                try await cluster.client.dynamic(BookSite.deploymentType, namespace: "default").get("lonely-book")[path: "metadata", "name"]
+                    == "lonely-book")
             let events = try await env.client.api(Event.self, namespace: "default").list().items
             #expect(events.contains { $0.reason == "NotebookImageNotPublished" && $0.type == "Warning" })
         } catch {
@@ -234,7 +283,8 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             _ = try await env.cluster.meteors.create(sampleMeteor("broken", pipelines: ["jupyterbook"]))
             let book = PipelineRunBuilder.name(meteor: "broken", pipeline: .jupyterbook, generation: 1)
             _ = try await env.cluster.waitFor(env.cluster.runs, book) { $0 != nil }
-            try await env.cluster.tekton(book, "Failed", message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
+            try await env.cluster.tekton(
+                book, "Failed", message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
             let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "broken") { $0?[path: "status", "phase"] == "Failed" })
             #expect(condition(failed, "Ready")?["reason"] == "PipelineFailed")
             #expect(condition(failed, "JupyterBook")?["message"]?.stringValue?.contains("no _toc.yml") == true)
@@ -263,12 +313,20 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
     @Test func cachedPipelineRunsKeepWhatTheReconcilerReads() throws {
         let run: JSONValue = [
             "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
-            "metadata": ["name": "m-jupyterhub-g1", "namespace": "default", "uid": "u1", "resourceVersion": "7", "labels": ["meteor.zone/meteor": "m"],
-                         "ownerReferences": [["kind": "Meteor", "name": "m", "uid": "mu"]], "managedFields": [["manager": "tekton"]], "annotations": ["big": "x"]],
-            "spec": ["status": "Cancelled", "params": [["name": "url", "value": "https://github.com/a/b"]], "pipelineRef": ["name": "meteor-jupyterhub"]],
-            "status": ["conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded"]], "results": [["name": "IMAGE_URL", "value": "r/i:g1"]],
-                       "startTime": "2026-11-23T10:00:00Z", "completionTime": "2026-11-23T10:05:00Z",
-                       "pipelineSpec": ["tasks": [["name": "build"]]], "childReferences": [["name": "m-build"]], "provenance": ["featureFlags": [:]]],
+            "metadata": [
+                "name": "m-jupyterhub-g1", "namespace": "default", "uid": "u1", "resourceVersion": "7", "labels": ["meteor.zone/meteor": "m"],
+                "ownerReferences": [["kind": "Meteor", "name": "m", "uid": "mu"]], "managedFields": [["manager": "tekton"]],
+                "annotations": ["big": "x"],
+            ],
+            "spec": [
+                "status": "Cancelled", "params": [["name": "url", "value": "https://github.com/a/b"]], "pipelineRef": ["name": "meteor-jupyterhub"],
+            ],
+            "status": [
+                "conditions": [["type": "Succeeded", "status": "True", "reason": "Succeeded"]],
+                "results": [["name": "IMAGE_URL", "value": "r/i:g1"]],
+                "startTime": "2026-11-23T10:00:00Z", "completionTime": "2026-11-23T10:05:00Z",
+                "pipelineSpec": ["tasks": [["name": "build"]]], "childReferences": [["name": "m-build"]], "provenance": ["featureFlags": [:]],
+            ],
         ]
         let trimmed = PipelineRunBuilder.trimmedForCache(run)
         #expect(PipelineRunState(trimmed) == PipelineRunState(run))
@@ -276,7 +334,9 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
         #expect(trimmed[path: "metadata", "labels"] == run[path: "metadata", "labels"])
         #expect(trimmed[path: "metadata", "ownerReferences"] == run[path: "metadata", "ownerReferences"])
         #expect(trimmed[path: "metadata", "managedFields"] == nil && trimmed[path: "metadata", "annotations"] == nil)
-        #expect(trimmed[path: "status", "pipelineSpec"] == nil && trimmed[path: "status", "childReferences"] == nil && trimmed[path: "status", "provenance"] == nil)
+        #expect(
+            trimmed[path: "status", "pipelineSpec"] == nil && trimmed[path: "status", "childReferences"] == nil
+                && trimmed[path: "status", "provenance"] == nil)
         #expect(trimmed.serializedString().utf8.count < run.serializedString().utf8.count)
     }
 
@@ -312,7 +372,9 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(expires.timeIntervalSince(createdAt) == 3600)
             // Before expiry the reconciler asks to be woken at the expiry time.
             let key = ObjectKey(namespace: "default", name: "brief")
-            guard case .requeueAfter(let wait) = try await env.reconciler.reconcile(key) else { Issue.record("expected a requeue at the expiry"); return }
+            guard case .requeueAfter(let wait) = try await env.reconciler.reconcile(key) else {
+                Issue.record("expected a requeue at the expiry"); return
+            }
             #expect(wait > .seconds(3500) && wait <= .seconds(3601))
             skew.update { $0 = 3601 }
             #expect(try await env.reconciler.reconcile(key) == .done)
@@ -331,16 +393,32 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
                 ("shell", sampleMeteor("shell", ref: "main; rm -rf /"), "spec.ref"),
                 ("dots", sampleMeteor("dots", ref: "../../etc"), "spec.ref"),
                 ("unknown", sampleMeteor("unknown", pipelines: ["jupyterhub", "mining"]), "spec.pipelines[1]"),
-                ("creds", { var m = sampleMeteor("creds"); m[path: "spec", "url"] = "https://user:hunter2@github.com/x/y"; return m }(), "spec.url"),
+                (
+                    "creds",
+                    {
+                        var m = sampleMeteor("creds"); m[path: "spec", "url"] = "https://user:hunter2@github.com/x/y"; return m
+                    }(), "spec.url"
+                ),
                 ("negative", sampleMeteor("negative", ttl: -5), "spec.ttl"),
-                ("spaced", { var m = sampleMeteor("spaced"); m[path: "spec", "url"] = "https://exa mple.com/repo"; return m }(), "spec.url"),
-                ("hostless", { var m = sampleMeteor("hostless"); m[path: "spec", "url"] = "https:///path-only"; return m }(), "spec.url"),
+                (
+                    "spaced",
+                    {
+                        var m = sampleMeteor("spaced"); m[path: "spec", "url"] = "https://exa mple.com/repo"; return m
+                    }(), "spec.url"
+                ),
+                (
+                    "hostless",
+                    {
+                        var m = sampleMeteor("hostless"); m[path: "spec", "url"] = "https:///path-only"; return m
+                    }(), "spec.url"
+                ),
             ]
             for (name, body, _) in cases { _ = try await env.cluster.meteors.create(body) }
             for (name, _, field) in cases {
                 let m = try #require(try await env.cluster.waitFor(env.cluster.meteors, name) { condition($0, "Ready")?["reason"] == "InvalidSpec" })
                 #expect(m[path: "status", "phase"] == "Failed")
-                #expect(condition(m, "Ready")?["message"]?.stringValue?.contains(field) == true, "\(name): \(condition(m, "Ready")?["message"] ?? .null)")
+                #expect(
+                    condition(m, "Ready")?["message"]?.stringValue?.contains(field) == true, "\(name): \(condition(m, "Ready")?["message"] ?? .null)")
             }
             #expect(try await env.cluster.runs.list().items.isEmpty)
             let warnings = try await env.client.api(Event.self, namespace: "default").list().items.filter { $0.reason == "InvalidSpec" }

@@ -16,15 +16,20 @@ import Testing
         let m: JSONValue = [
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "digest": .string(configDigest), "size": .int(Int64(configSize))],
-            "layers": [[
-                "mediaType": .string(SignatureVerifier.simpleSigningMediaType), "digest": .string(SignatureVerifier.digest(payload)),
-                "size": .int(Int64(payload.count)), "annotations": .object([SignatureVerifier.signatureAnnotation: .string(signature)]),
-            ]],
+            "layers": [
+                [
+                    "mediaType": .string(SignatureVerifier.simpleSigningMediaType), "digest": .string(SignatureVerifier.digest(payload)),
+                    "size": .int(Int64(payload.count)), "annotations": .object([SignatureVerifier.signatureAnnotation: .string(signature)]),
+                ]
+            ],
         ]
         return m.serialized()
     }
 
-    @Test(.enabled(if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil, "docker-registry is not installed (hack/test installs it)"))
+    @Test(
+        .enabled(
+            if: LocalRegistry.isInstalled || ProcessInfo.processInfo.environment["CI"] != nil,
+            "docker-registry is not installed (hack/test installs it)"))
     func verifiesAgainstARealRegistry() async throws {
         #expect(LocalRegistry.isInstalled, "CI must install docker-registry")
         let registry = try await LocalRegistry(port: 5000)
@@ -47,7 +52,9 @@ import Testing
         let good = try SignatureVerifier(publicKeyPEM: try Self.text("cosign.pub"))
         let verified = try await good.verify(image: signed, registry: client)
         #expect(verified.payload.dockerManifestDigest == imageDigest)
-        await #expect(throws: SignatureFailure.wrongKey) { try await SignatureVerifier(publicKeyPEM: try Self.text("other.pub")).verify(image: signed, registry: client) }
+        await #expect(throws: SignatureFailure.wrongKey) {
+            try await SignatureVerifier(publicKeyPEM: try Self.text("other.pub")).verify(image: signed, registry: client)
+        }
 
         // An unsigned image: a different manifest with no .sig tag.
         var unsignedManifest = try JSONValue.parse(imageManifest)
@@ -65,7 +72,11 @@ import Testing
         let tamperedPayload = Array(String(decoding: originalPayload, as: UTF8.self).replacingOccurrences(of: imageDigest, with: unsignedDigest).utf8)
         _ = try await client.pushBlob(repo, tamperedPayload)
         let config = sigManifest["config"]!
-        try await client.pushManifest(repo, reference: SignatureVerifier.signatureTag(for: unsignedDigest), Self.signatureManifest(payload: tamperedPayload, signature: layer[path: "annotations", SignatureVerifier.signatureAnnotation]!.stringValue!, configDigest: config["digest"]!.stringValue!, configSize: Int(config["size"]!.intValue!)))
+        try await client.pushManifest(
+            repo, reference: SignatureVerifier.signatureTag(for: unsignedDigest),
+            Self.signatureManifest(
+                payload: tamperedPayload, signature: layer[path: "annotations", SignatureVerifier.signatureAnnotation]!.stringValue!,
+                configDigest: config["digest"]!.stringValue!, configSize: Int(config["size"]!.intValue!)))
         await #expect(throws: SignatureFailure.wrongKey) { try await good.verify(image: unsigned, registry: client) }
 
         // Signed here with another key, in cosign's layout: verifies with that key only.
@@ -75,23 +86,47 @@ import Testing
         let anotherBytes = anotherManifest.serialized()
         let anotherDigest = SignatureVerifier.digest(anotherBytes)
         try await client.pushManifest(repo, reference: "elsewhere", anotherBytes)
-        let payload: JSONValue = ["critical": ["identity": ["docker-reference": "127.0.0.1:5000/meteor/donkey-car:elsewhere"], "image": ["docker-manifest-digest": .string(anotherDigest)], "type": "cosign container image signature"], "optional": .null]
+        let payload: JSONValue = [
+            "critical": [
+                "identity": ["docker-reference": "127.0.0.1:5000/meteor/donkey-car:elsewhere"],
+                "image": ["docker-manifest-digest": .string(anotherDigest)], "type": "cosign container image signature",
+            ], "optional": .null,
+        ]
         let payloadBytes = payload.serialized()
         _ = try await client.pushBlob(repo, payloadBytes)
         let signature = try otherKey.signature(for: payloadBytes).derRepresentation.base64EncodedString()
-        try await client.pushManifest(repo, reference: SignatureVerifier.signatureTag(for: anotherDigest), Self.signatureManifest(payload: payloadBytes, signature: signature, configDigest: config["digest"]!.stringValue!, configSize: Int(config["size"]!.intValue!)))
+        try await client.pushManifest(
+            repo, reference: SignatureVerifier.signatureTag(for: anotherDigest),
+            Self.signatureManifest(
+                payload: payloadBytes, signature: signature, configDigest: config["digest"]!.stringValue!, configSize: Int(config["size"]!.intValue!))
+        )
         let another = try RegistryClient.Reference(parsing: "127.0.0.1:5000/meteor/donkey-car@\(anotherDigest)")
         await #expect(throws: SignatureFailure.wrongKey) { try await good.verify(image: another, registry: client) }
         _ = try await SignatureVerifier(publicKeyPEM: otherKey.publicKey.pemRepresentation).verify(image: another, registry: client)
 
         // The command line does the same, with a one-line reason on failure.
-        let ok = try await runProcess(operatorBinary, ["verify", "--key", Self.vector.appendingPathComponent("cosign.pub").path, "--insecure-registry", "127.0.0.1:5000/meteor/donkey-car@\(imageDigest)"])
+        let ok = try await runProcess(
+            operatorBinary,
+            [
+                "verify", "--key", Self.vector.appendingPathComponent("cosign.pub").path, "--insecure-registry",
+                "127.0.0.1:5000/meteor/donkey-car@\(imageDigest)",
+            ])
         #expect(ok.status == 0, "\(ok.output)")
         #expect(ok.output.contains("Verified 127.0.0.1:5000/meteor/donkey-car@\(imageDigest)"))
-        let bad = try await runProcess(operatorBinary, ["verify", "--key", Self.vector.appendingPathComponent("other.pub").path, "--insecure-registry", "127.0.0.1:5000/meteor/donkey-car@\(imageDigest)"])
+        let bad = try await runProcess(
+            operatorBinary,
+            [
+                "verify", "--key", Self.vector.appendingPathComponent("other.pub").path, "--insecure-registry",
+                "127.0.0.1:5000/meteor/donkey-car@\(imageDigest)",
+            ])
         #expect(bad.status != 0)
         #expect(bad.output.contains("SignatureInvalid: the signature does not verify with the configured key"), "\(bad.output)")
-        let missing = try await runProcess(operatorBinary, ["verify", "--key", Self.vector.appendingPathComponent("cosign.pub").path, "--insecure-registry", "127.0.0.1:5000/meteor/donkey-car@\(unsignedDigest.replacingOccurrences(of: "a", with: "b"))"])
+        let missing = try await runProcess(
+            operatorBinary,
+            [
+                "verify", "--key", Self.vector.appendingPathComponent("cosign.pub").path, "--insecure-registry",
+                "127.0.0.1:5000/meteor/donkey-car@\(unsignedDigest.replacingOccurrences(of: "a", with: "b"))",
+            ])
         #expect(missing.status != 0)
     }
 
@@ -100,7 +135,10 @@ import Testing
         #expect(r.registry == "quay.io" && r.repository == "org/app" && r.tag == "v1")
         #expect(throws: RegistryClient.RegistryError.self) { try RegistryClient.Reference(parsing: "app:v1") }
         #expect(throws: RegistryClient.RegistryError.self) { try RegistryClient.Reference(parsing: "quay.io/org/app@sha256:short") }
-        let creds = RegistryClient.credentials(dockerConfigJSON: Array(#"{"auths":{"https://quay.io":{"auth":"\#(Data("bot:s3cret".utf8).base64EncodedString())"},"reg.local:5000":{"username":"u","password":"p"}}}"#.utf8))
+        let creds = RegistryClient.credentials(
+            dockerConfigJSON: Array(
+                #"{"auths":{"https://quay.io":{"auth":"\#(Data("bot:s3cret".utf8).base64EncodedString())"},"reg.local:5000":{"username":"u","password":"p"}}}"#
+                    .utf8))
         #expect(creds["quay.io"]?.username == "bot" && creds["quay.io"]?.password == "s3cret")
         #expect(creds["reg.local:5000"]?.password == "p")
     }

@@ -15,8 +15,11 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("run-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let kubeconfig = dir.appendingPathComponent("config").path
-        try "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters: [{name: c, cluster: {server: \"http://127.0.0.1:1\"}}]\ncontexts: [{name: x, context: {cluster: c}}]\nusers: []\n".write(toFile: kubeconfig, atomically: true, encoding: .utf8)
-        let r = try await runProcess(operatorBinary, ["run", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"])
+        try
+            "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters: [{name: c, cluster: {server: \"http://127.0.0.1:1\"}}]\ncontexts: [{name: x, context: {cluster: c}}]\nusers: []\n"
+            .write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        let r = try await runProcess(
+            operatorBinary, ["run", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"])
         #expect(r.status != 0)
         #expect(r.output.contains("cannot reach the API server at http://127.0.0.1:1"), "\(r.output)")
         #expect(r.output.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count == 1)
@@ -24,7 +27,8 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
 
     @Test func failsFastWhenTheCRDIsMissing() async throws {
         try await TestCluster.with(crds: []) { c in
-            let r = try await runProcess(operatorBinary, ["run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0"])
+            let r = try await runProcess(
+                operatorBinary, ["run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0"])
             #expect(r.status != 0)
             #expect(r.output.contains("the Meteor CRD (meteors.meteor.zone) is not installed"), "\(r.output)")
         }
@@ -33,9 +37,12 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
     @Test func runsAgainstTheClusterAndStopsCleanlyOnSIGTERM() async throws {
         try await TestCluster.with(tls: true, token: "op", crds: ["crds/tekton/300-pipelinerun.yaml"]) { c in
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
-            let op = try BackgroundProcess(operatorBinary, [
-                "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--leader-elect", "--log-format", "json",
-            ])
+            let op = try BackgroundProcess(
+                operatorBinary,
+                [
+                    "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address",
+                    "127.0.0.1:0", "--leader-elect", "--log-format", "json",
+                ])
             defer { op.terminate() }
             _ = try await c.client.dynamic(Meteor.resourceType, namespace: "default").create(sampleMeteor("from-binary"))
             do {
@@ -67,8 +74,12 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             let (status, took) = try await Self.stopped(op)
             #expect(status == 0, "exit status \(status); the operator printed:\n\(op.text.suffix(3000))")
             #expect(took >= .seconds(3) && took < .seconds(15), "stopped after \(took); the operator printed:\n\(op.text.suffix(3000))")
-            #expect(try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil, "the lease was not released")
-            ReliabilityReport.row("SIGTERM while a reconcile waits on a status write the server never answers", injected: "--graceful-shutdown-timeout 3, 1 held write", did: "cancelled the reconcile, released the lease, exit \(status) after \(ReliabilityReport.seconds(took))", lost: "—")
+            #expect(
+                try await c.client.api(Lease.self, namespace: "default").get("meteor-operator").spec?.holderIdentity == nil,
+                "the lease was not released")
+            ReliabilityReport.row(
+                "SIGTERM while a reconcile waits on a status write the server never answers", injected: "--graceful-shutdown-timeout 3, 1 held write",
+                did: "cancelled the reconcile, released the lease, exit \(status) after \(ReliabilityReport.seconds(took))", lost: "—")
             c.server.releaseHeldRequests()
         }
     }
@@ -86,16 +97,22 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             let (_, took) = try await Self.stopped(op)
             #expect(took < .seconds(15), "stopped after \(took); the operator printed:\n\(op.text.suffix(3000))")
             #expect(op.text.contains("cannot release lease in time"), "\(op.text.suffix(3000))")
-            ReliabilityReport.row("SIGTERM with the API server gone", injected: "server stopped", did: "exited after \(ReliabilityReport.seconds(took)): \"cannot release lease in time\" (the release given at most 5 s)", lost: "— (the lease expires, as after a crash)")
+            ReliabilityReport.row(
+                "SIGTERM with the API server gone", injected: "server stopped",
+                did: "exited after \(ReliabilityReport.seconds(took)): \"cannot release lease in time\" (the release given at most 5 s)",
+                lost: "— (the lease expires, as after a crash)")
         }
     }
 
     /// The operator as the leader of a long lease (600 s; renew deadline 500 s), so only shutdown ends it.
     static func leader(_ c: TestCluster, extra: [String] = []) throws -> BackgroundProcess {
-        let op = try BackgroundProcess(operatorBinary, [
-            "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "text",
-            "--leader-elect", "--leader-elect-lease-duration", "600", "--leader-elect-renew-deadline", "500",
-        ] + extra)
+        let op = try BackgroundProcess(
+            operatorBinary,
+            [
+                "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format",
+                "text",
+                "--leader-elect", "--leader-elect-lease-duration", "600", "--leader-elect-renew-deadline", "500",
+            ] + extra)
         return op
     }
 
@@ -120,7 +137,10 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
     @Test func theShowerIsServedWhenAskedAndItsFlagsAreChecked() async throws {
         let refused = try await runProcess(operatorBinary, ["run", "--shower-allow-submit"])
         #expect(refused.status != 0)
-        #expect(refused.output.contains("--shower-allow-submit, --shower-allow-anonymous, --shower-namespace, --shower-trusted-proxy and --shower-session-key-file need --shower-bind-address"), "\(refused.output)")
+        #expect(
+            refused.output.contains(
+                "--shower-allow-submit, --shower-allow-anonymous, --shower-namespace, --shower-trusted-proxy and --shower-session-key-file need --shower-bind-address"
+            ), "\(refused.output)")
         let badAddress = try await runProcess(operatorBinary, ["run", "--shower-bind-address", "nowhere"])
         #expect(badAddress.status != 0 && badAddress.output.contains("--shower-bind-address must be HOST:PORT"))
 
@@ -128,8 +148,12 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             _ = try await c.meteors.create(sampleMeteor("listed"))
             let port = try LocalRegistry.freePort()
-            let op = try BackgroundProcess(operatorBinary, ["run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-                                                            "--log-format", "json", "--shower-bind-address", "127.0.0.1:\(port)", "--shower-namespace", "default"])
+            let op = try BackgroundProcess(
+                operatorBinary,
+                [
+                    "run", "--kubeconfig", try c.writeKubeconfig(), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+                    "--log-format", "json", "--shower-bind-address", "127.0.0.1:\(port)", "--shower-namespace", "default",
+                ])
             defer { op.terminate() }
             _ = try await op.line(containing: "Meteor Shower serving")
             _ = try await c.waitFor(c.meteors, "listed") { $0?[path: "status", "phase"] == "Building" }

@@ -13,8 +13,9 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sandbox-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let kubeconfig = dir.appendingPathComponent("sandbox.kubeconfig").path
-        let sandbox = try BackgroundProcess(operatorBinary, ["sandbox", "--no-tui", "--tekton-seconds", "0.3", "--argo-seconds", "0.3", "--kubeconfig-out", kubeconfig],
-                                            directory: TestCluster.repositoryDirectory)
+        let sandbox = try BackgroundProcess(
+            operatorBinary, ["sandbox", "--no-tui", "--tekton-seconds", "0.3", "--argo-seconds", "0.3", "--kubeconfig-out", kubeconfig],
+            directory: TestCluster.repositoryDirectory)
         return (sandbox, dir, kubeconfig)
     }
 
@@ -31,23 +32,29 @@ import Testing
         // A Meteor the Tekton simulator is asked to fail.
         let failing = dir.appendingPathComponent("failing.yaml").path
         try """
-            apiVersion: meteor.zone/v1alpha1
-            kind: Meteor
-            metadata:
-              name: will-fail
-              annotations: {sandbox.meteor.zone/fail: jupyterbook}
-            spec: {url: "https://github.com/aicoe-aiops/meteor-demo", ref: main, pipelines: [jupyterbook]}
-            """.write(toFile: failing, atomically: true, encoding: .utf8)
+        apiVersion: meteor.zone/v1alpha1
+        kind: Meteor
+        metadata:
+          name: will-fail
+          annotations: {sandbox.meteor.zone/fail: jupyterbook}
+        spec: {url: "https://github.com/aicoe-aiops/meteor-demo", ref: main, pipelines: [jupyterbook]}
+        """.write(toFile: failing, atomically: true, encoding: .utf8)
         _ = try await k.ok("apply", "-f", failing)
 
-        let waited = try await k.run("wait", "--for=condition=Ready", "meteor/donkeycar", "meteor/elyra-aidevsecops-tutorial", "meteor/meteor-demo-book", "meteor/meteor-demo-image", "--timeout=60s")
+        let waited = try await k.run(
+            "wait", "--for=condition=Ready", "meteor/donkeycar", "meteor/elyra-aidevsecops-tutorial", "meteor/meteor-demo-book",
+            "meteor/meteor-demo-image", "--timeout=60s")
         #expect(waited.status == 0, "kubectl wait: \(waited.output)\n--- sandbox:\n\(sandbox.text)")
         let failed = try await k.run("wait", "--for=jsonpath={.status.phase}=Failed", "meteor/will-fail", "--timeout=30s")
         #expect(failed.status == 0, "\(failed.output)")
-        #expect(try await k.ok("get", "meteor", "will-fail", "-o", "jsonpath={.status.conditions[?(@.type==\"JupyterBook\")].message}").contains("Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 2"))
+        #expect(
+            try await k.ok("get", "meteor", "will-fail", "-o", "jsonpath={.status.conditions[?(@.type==\"JupyterBook\")].message}").contains(
+                "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 2"))
 
         let apps = try await k.ok("get", "applications", "-n", "argocd", "--no-headers")
-        #expect(apps.split(separator: "\n").count == 2 && apps.split(separator: "\n").allSatisfy { $0.contains("Synced") && $0.contains("Healthy") }, "\(apps)")
+        #expect(
+            apps.split(separator: "\n").count == 2 && apps.split(separator: "\n").allSatisfy { $0.contains("Synced") && $0.contains("Healthy") },
+            "\(apps)")
         let images = try await k.ok("get", "meteor", "donkeycar", "-o", "jsonpath={.status.images[*].verified}")
         #expect(images == "true true")
         #expect(sandbox.text.contains("meteor default/donkeycar: Building → Ready"))
@@ -74,7 +81,10 @@ import Testing
 
     /// The README's walkthrough, as written, with the machine's oldest and newest kubectl and a current one (1.37,
     /// whose `wait` lists by streaming: it hung on the sandbox before the initial-events-end bookmark).
-    static let walkthroughKubectls: [String] = ["/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].filter { FileManager.default.isExecutableFile(atPath: $0) } + [currentKubectl].compactMap { $0 }
+    static let walkthroughKubectls: [String] =
+        ["/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"].filter {
+            FileManager.default.isExecutableFile(atPath: $0)
+        } + [currentKubectl].compactMap { $0 }
 
     @Test(arguments: walkthroughKubectls) func theREADMEWalkthroughWorksWithKubectl(_ binary: String) async throws {
         let (sandbox, dir, kubeconfig) = try Self.startSandbox()
@@ -87,10 +97,15 @@ import Testing
         #expect(waited.status == 0, "kubectl wait: \(waited.output)")
         #expect(waited.output.split(separator: "\n").count == 4, "\(waited.output)")
         let wide = try await k.ok("get", "meteors", "-o", "wide")
-        #expect(wide.split(separator: "\n").first?.split(separator: " ", omittingEmptySubsequences: true).prefix(5) == ["NAME", "PHASE", "URL", "READY", "RELEASE"], "\(wide)")
+        #expect(
+            wide.split(separator: "\n").first?.split(separator: " ", omittingEmptySubsequences: true).prefix(5) == [
+                "NAME", "PHASE", "URL", "READY", "RELEASE",
+            ], "\(wide)")
         #expect(wide.split(separator: "\n").dropFirst().allSatisfy { $0.contains(" Ready ") }, "\(wide)")
         let described = try await k.ok("describe", "meteor", "donkeycar")
-        for reason in ["PipelineRunCreated", "ImageVerified", "ApplicationCreated"] { #expect(described.contains(reason), "describe lacks \(reason)") }
+        for reason in ["PipelineRunCreated", "ImageVerified", "ApplicationCreated"] {
+            #expect(described.contains(reason), "describe lacks \(reason)")
+        }
         #expect(try await k.ok("explain", "meteor.spec").contains("url"))
         _ = try await k.ok("get", "pipelineruns,applications", "-A")
         _ = try await k.ok("delete", "-k", samples, "--wait=true", "--timeout=60s")
@@ -119,10 +134,15 @@ import Testing
         let ready = try await k.run("wait", "--for=condition=Ready", "meteor/donkeycar-fleet", "--timeout=60s")
         #expect(ready.status == 0, "\(ready.output)")
         let apps = { (target: String) async throws -> [String] in
-            try await k.ok("get", "applications", "-n", "argocd", "-l", "meteor.zone/target=\(target)", "-o", "jsonpath={range .items[*]}{.spec.destination.name}={.metadata.annotations.meteor\\.zone/image}{\"\\n\"}{end}").split(separator: "\n").map(String.init).sorted()
+            try await k.ok(
+                "get", "applications", "-n", "argocd", "-l", "meteor.zone/target=\(target)", "-o",
+                "jsonpath={range .items[*]}{.spec.destination.name}={.metadata.annotations.meteor\\.zone/image}{\"\\n\"}{end}"
+            ).split(separator: "\n").map(String.init).sorted()
         }
         let twinsV1 = try await apps("twins"), carsV1 = try await apps("cars")
-        #expect(twinsV1.map { $0.split(separator: "=")[0] }.sorted() == ["microshift-nuc", "microshift-nuc-2"] && carsV1.map { $0.split(separator: "=")[0] } == ["microshift-rpi"], "\(twinsV1) \(carsV1)")
+        #expect(
+            twinsV1.map { $0.split(separator: "=")[0] }.sorted() == ["microshift-nuc", "microshift-nuc-2"]
+                && carsV1.map { $0.split(separator: "=")[0] } == ["microshift-rpi"], "\(twinsV1) \(carsV1)")
         #expect(try await k.ok("get", "meteor", "donkeycar-fleet", "-o", "wide").contains("v1.0.0"))
 
         // A bad release: one twin will turn Degraded on it.
@@ -130,13 +150,20 @@ import Testing
         #expect(try await runProcess("/usr/bin/curl", ["-sf", "-X", "POST", tagURL]).status == 0)
         let halted = try await k.run("wait", "--for=jsonpath={.status.rollout.halted.reason}=Degraded", "meteor/donkeycar-fleet", "--timeout=90s")
         #expect(halted.status == 0, "\(halted.output)\n--- sandbox:\n\(sandbox.text.suffix(3000))")
-        #expect(try await k.ok("get", "meteor", "donkeycar-fleet", "-o", "jsonpath={.status.conditions[?(@.type==\"Deployed\")].reason}") == "RolledBack")
+        #expect(
+            try await k.ok("get", "meteor", "donkeycar-fleet", "-o", "jsonpath={.status.conditions[?(@.type==\"Deployed\")].reason}") == "RolledBack")
         // Back on the first release's images (Argo's sync of the rollback), and the car never moved.
-        let back = try await k.run("wait", "-n", "argocd", "--for=jsonpath={.metadata.annotations.meteor\\.zone/image}=\(twinsV1[1].split(separator: "=")[1])", "application", "-l", "meteor.zone/target=twins", "--timeout=60s")
+        let back = try await k.run(
+            "wait", "-n", "argocd", "--for=jsonpath={.metadata.annotations.meteor\\.zone/image}=\(twinsV1[1].split(separator: "=")[1])",
+            "application", "-l", "meteor.zone/target=twins", "--timeout=60s")
         #expect(back.status == 0, "\(back.output)")
         #expect(try await apps("cars") == carsV1)
-        let events = try await k.ok("get", "events", "--field-selector", "involvedObject.name=donkeycar-fleet", "-o", "jsonpath={range .items[*]}{.reason}{\" \"}{.count}{\" \"}{.firstTimestamp}{\" \"}{.message}{\"\\n\"}{end}")
-        #expect(events.split(separator: "\n").filter { $0.hasPrefix("RolledBack ") && $0.contains("turned Degraded running v1.2.0") }.count == 1, "\(events)")
+        let events = try await k.ok(
+            "get", "events", "--field-selector", "involvedObject.name=donkeycar-fleet", "-o",
+            "jsonpath={range .items[*]}{.reason}{\" \"}{.count}{\" \"}{.firstTimestamp}{\" \"}{.message}{\"\\n\"}{end}")
+        #expect(
+            events.split(separator: "\n").filter { $0.hasPrefix("RolledBack ") && $0.contains("turned Degraded running v1.2.0") }.count == 1,
+            "\(events)")
         sandbox.signal(SIGINT)
         #expect(await sandbox.wait() == 0)
     }
@@ -156,7 +183,10 @@ import Testing
         #expect(lines[0].split(separator: " ", omittingEmptySubsequences: true) == ["NAMESPACE", "NAME", "PHASE", "PIPELINES", "DEPLOYMENTS", "AGE"])
         #expect(lines[1].contains("car:verified twin:SignatureMissing") && lines[1].contains("rpi:Synced/Healthy") && lines[1].hasSuffix("5m"))
         var fleet = meteor
-        fleet[path: "status", "targets"] = [["name": "twins", "clusterSelector": "role=twin", "desired": 3, "synced": 3, "healthy": 2, "degraded": 1], ["name": "rpi", "desired": 1, "synced": 1, "healthy": 1, "degraded": 0]]
+        fleet[path: "status", "targets"] = [
+            ["name": "twins", "clusterSelector": "role=twin", "desired": 3, "synced": 3, "healthy": 2, "degraded": 1],
+            ["name": "rpi", "desired": 1, "synced": 1, "healthy": 1, "degraded": 0],
+        ]
         fleet[path: "status", "rollout"] = ["stage": "twin", "halted": ["stage": "twin", "reason": "Degraded", "message": "nuc-2 turned Degraded"]]
         let row = StatusView.render([fleet], now: Date(timeIntervalSince1970: 1300)).split(separator: "\n")[1]
         #expect(row.contains("rpi:Synced/Healthy [twins: 2/3 healthy, 1 degraded] rollout: rolled back at twin (Degraded)"), "\(row)")
@@ -186,12 +216,19 @@ import Testing
 
     @Test func theDashboardIsWhatItsGeneratorWritesAndCoversTheIssueList() async throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("dashboard-\(UUID().uuidString).json")
-        let r = try await runProcess("/usr/bin/env", ["python3", TestCluster.repositoryDirectory.appendingPathComponent("hack/dashboard.py").path, out.path])
+        let r = try await runProcess(
+            "/usr/bin/env", ["python3", TestCluster.repositoryDirectory.appendingPathComponent("hack/dashboard.py").path, out.path])
         #expect(r.status == 0, "\(r.output)")
-        #expect(try Data(contentsOf: out) == Data(contentsOf: Self.dashboard), "manifests/monitoring/grafana-dashboard.json was edited by hand: run hack/dashboard.py")
+        #expect(
+            try Data(contentsOf: out) == Data(contentsOf: Self.dashboard),
+            "manifests/monitoring/grafana-dashboard.json was edited by hand: run hack/dashboard.py")
         let names = try Self.queriedMetrics()
-        for wanted in ["controller_runtime_reconcile_total", "controller_runtime_reconcile_errors_total", "controller_runtime_reconcile_time_seconds", "workqueue_depth",
-                       "meteor_meteors", "meteor_pipeline_runs_total", "meteor_signature_verifications_total", "meteor_edge_deployments", "meteor_time_to_ready_seconds"] {
+        for wanted in [
+            "controller_runtime_reconcile_total", "controller_runtime_reconcile_errors_total", "controller_runtime_reconcile_time_seconds",
+            "workqueue_depth",
+            "meteor_meteors", "meteor_pipeline_runs_total", "meteor_signature_verifications_total", "meteor_edge_deployments",
+            "meteor_time_to_ready_seconds",
+        ] {
             #expect(names.contains(wanted), "\(wanted)")
         }
     }

@@ -35,8 +35,10 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("shower-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let kubeconfig = dir.appendingPathComponent("sandbox.kubeconfig").path
-        let sandbox = try BackgroundProcess(operatorBinary, ["sandbox", "--no-tui", "--apply-samples", "--tekton-seconds", "3", "--argo-seconds", "0.5", "--kubeconfig-out", kubeconfig],
-                                            directory: TestCluster.repositoryDirectory)
+        let sandbox = try BackgroundProcess(
+            operatorBinary,
+            ["sandbox", "--no-tui", "--apply-samples", "--tekton-seconds", "3", "--argo-seconds", "0.5", "--kubeconfig-out", kubeconfig],
+            directory: TestCluster.repositoryDirectory)
         defer { sandbox.terminate() }
         let announced = try await sandbox.line(containing: "Meteor Shower: http://")
         let base = String(announced.split(separator: " ").last!)
@@ -63,9 +65,15 @@ import Testing
             #expect(phases.arrayValue?.compactMap(\.stringValue).contains("Building") == true, "\(phases.serializedString())")
             #expect(phases.arrayValue?.last == "Ready")
             #expect(try await page.evaluate("window.__noReload === true") == true, "the page reloaded")
-            #expect(try await page.evaluate("document.querySelector('#meteor-will-fail .problem').textContent").stringValue?.contains("jupyterbook: ") == true)
-            #expect(try await page.evaluate("document.querySelector('#meteor-live-row a.book').href").stringValue?.hasPrefix("http://live-row-book.") == true)
-            #expect(try await page.evaluate("document.querySelector('#meteor-live-row code.image').textContent").stringValue?.contains("live-row-jupyterhub") == true)
+            #expect(
+                try await page.evaluate("document.querySelector('#meteor-will-fail .problem').textContent").stringValue?.contains("jupyterbook: ")
+                    == true)
+            #expect(
+                try await page.evaluate("document.querySelector('#meteor-live-row a.book').href").stringValue?.hasPrefix("http://live-row-book.")
+                    == true)
+            #expect(
+                try await page.evaluate("document.querySelector('#meteor-live-row code.image').textContent").stringValue?.contains(
+                    "live-row-jupyterhub") == true)
 
             // The screenshot for docs/: Ready samples, a failed build and one still building.
             _ = try await meteors.create(meteor("in-progress", url: "https://github.com/thoth-station/elyra-aidevsecops-tutorial"))
@@ -91,8 +99,11 @@ import Testing
             #expect(try await page.evaluate("window.__noReload === true") == true, "the detail page reloaded")
             let detailPhases = try await page.evaluate("window.__phases['meteor-demo']").arrayValue?.compactMap(\.stringValue) ?? []
             #expect(detailPhases.last == "Ready" && detailPhases.dropLast().allSatisfy { $0 == "Pending" || $0 == "Building" }, "\(detailPhases)")
-            #expect(try await page.evaluate("document.querySelectorAll('#detail [data-condition]').length") == 3, "Ready, JupyterHub and JupyterBook conditions")
-            #expect(try await page.evaluate("document.querySelector('#detail .events').textContent").stringValue?.contains("PipelineRunCreated") == true)
+            #expect(
+                try await page.evaluate("document.querySelectorAll('#detail [data-condition]').length") == 3,
+                "Ready, JupyterHub and JupyterBook conditions")
+            #expect(
+                try await page.evaluate("document.querySelector('#detail .events').textContent").stringValue?.contains("PipelineRunCreated") == true)
             #expect(try await meteors.get("meteor-demo")[path: "metadata", "annotations", "meteor.zone/submitted-by"] == "anonymous")
 
             // Delete it from its page.
@@ -106,15 +117,19 @@ import Testing
             // An invalid URL is explained next to the field, and nothing is created.
             let before = try await meteors.list().items.count
             mark = page.mark
-            try await page.evaluate("document.getElementById('url').value = 'not a url'; document.getElementById('submit-form').requestSubmit(); true")
+            try await page.evaluate(
+                "document.getElementById('url').value = 'not a url'; document.getElementById('submit-form').requestSubmit(); true")
             try await page.waitForLoad(after: mark)
-            #expect(try await page.evaluate("document.getElementById('url-error').textContent").stringValue?.hasPrefix("Must be an http or https URL with a host") == true)
+            #expect(
+                try await page.evaluate("document.getElementById('url-error').textContent").stringValue?.hasPrefix(
+                    "Must be an http or https URL with a host") == true)
             #expect(try await page.evaluate("document.getElementById('url').getAttribute('aria-invalid')") == "true")
             #expect(try await page.evaluate("document.getElementById('url').value") == "not a url")
             #expect(try await meteors.list().items.count == before)
 
             // A forged post (no CSRF token) is refused, even from the page's own origin.
-            let status = try await page.evaluate("""
+            let status = try await page.evaluate(
+                """
                 fetch('/meteors', { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
                   body: 'url=https%3A%2F%2Fgithub.com%2Fx%2Fforged&ref=main&pipelines%5B%5D=jupyterhub' }).then(function (r) { return r.status; })
                 """)
@@ -122,14 +137,18 @@ import Testing
             #expect(try await meteors.list().items.allSatisfy { $0[path: "metadata", "name"] != "forged" })
 
             // Accessible and usable on a phone: every control is labelled, nothing scrolls sideways.
-            #expect(try await page.evaluate("Array.from(document.querySelectorAll('input:not([type=hidden]), select')).every(function (e) { return e.labels && e.labels.length > 0; })") == true)
+            #expect(
+                try await page.evaluate(
+                    "Array.from(document.querySelectorAll('input:not([type=hidden]), select')).every(function (e) { return e.labels && e.labels.length > 0; })"
+                ) == true)
             try await page.setViewport(width: 390, height: 844, mobile: true)
             try await page.open(base)
             #expect(try await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth") == true)
             #expect(try await page.evaluate("getComputedStyle(document.querySelector('#meteors tbody tr')).display") == "block")
 
             // While connected the page says nothing about it; when the operator goes away it says updates paused.
-            try await page.waitFor("document.getElementById('connection').hidden === true && document.querySelector('#meteors tbody tr')", "the live stream")
+            try await page.waitFor(
+                "document.getElementById('connection').hidden === true && document.querySelector('#meteors tbody tr')", "the live stream")
             sandbox.signal(SIGINT)
             #expect(await sandbox.wait() == 0, "\(sandbox.text)")
             try await page.waitFor("document.getElementById('connection').hidden === false", "the paused-updates notice")

@@ -20,7 +20,8 @@ import Yams
     /// (meteor-editor in the namespace) lets the create through.
     @Test(arguments: Backend.testable) func submittingCreatesANamedMeteorRecordingTheSubmitter(_ backend: Backend) async throws {
         try await ShowerHarness.with(on: backend, identity: .showerServiceAccount(people: ["alice", "bob"])) { h in
-            let first = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo.git", ref: "v0.1", pipelines: ["jupyterbook"], ttl: "86400")
+            let first = try await h.submit(
+                url: "https://github.com/aicoe-aiops/meteor-demo.git", ref: "v0.1", pipelines: ["jupyterbook"], ttl: "86400")
             #expect(first.status == 303)
             #expect(first.headers.first(name: "Location") == "/meteors/meteor-demo")
             let m = try await h.env.cluster.meteors.get("meteor-demo")
@@ -36,7 +37,9 @@ import Yams
 
             // The detail page, once the operator has written status.
             _ = try await h.env.cluster.waitFor(h.env.cluster.meteors, "meteor-demo") { $0?[path: "status", "phase"] == "Building" }
-            try await h.env.reconciler.meteors.waitUntil { $0.get(ObjectKey(namespace: h.env.namespace, name: "meteor-demo"))?[path: "status", "phase"] == "Building" }
+            try await h.env.reconciler.meteors.waitUntil {
+                $0.get(ObjectKey(namespace: h.env.namespace, name: "meteor-demo"))?[path: "status", "phase"] == "Building"
+            }
             let detail = try await h.get("/meteors/meteor-demo")
             #expect(detail.status == 200)
             #expect(detail.body.contains("data-condition=\"Ready\""))
@@ -59,7 +62,8 @@ import Yams
             try await within(defaultWaitTimeout, "the Shower's watch to be held") { await c.server.waitForHeldRequest() }
             let submitted = try await h.submit(url: "https://github.com/aicoe-aiops/meteor-demo")
             #expect(submitted.status == 303)
-            #expect(h.env.reconciler.meteors.store.get(ObjectKey(namespace: h.env.namespace, name: "meteor-demo")) == nil, "the cache has not seen it")
+            #expect(
+                h.env.reconciler.meteors.store.get(ObjectKey(namespace: h.env.namespace, name: "meteor-demo")) == nil, "the cache has not seen it")
             let detail = try await h.get("/meteors/meteor-demo")
             #expect(detail.status == 200)
             #expect(detail.body.contains("data-name=\"meteor-demo\""))
@@ -101,7 +105,8 @@ import Yams
             #expect(forged.status == 403)
             #expect(forged.body.contains("security token"))
             // The right token from a cross-site context.
-            #expect(try await h.post("/meteors", form: [("csrf", s.token)] + form, headers: s.headers + [("Sec-Fetch-Site", "cross-site")]).status == 403)
+            #expect(
+                try await h.post("/meteors", form: [("csrf", s.token)] + form, headers: s.headers + [("Sec-Fetch-Site", "cross-site")]).status == 403)
             // Deleting is guarded the same way.
             _ = try await h.env.cluster.meteors.create(meteor("keep"))
             #expect(try await h.post("/meteors/keep/delete", form: [], headers: [user]).status == 403)
@@ -151,7 +156,9 @@ import Yams
             #expect(meteors.count == users.count)
             for (user, reply) in replies {
                 let name = String(reply.headers.first(name: "Location")?.dropFirst("/meteors/".count) ?? "")
-                #expect(meteors.first { $0[path: "metadata", "name"] == .string(name) }?[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == .string(user))
+                #expect(
+                    meteors.first { $0[path: "metadata", "name"] == .string(name) }?[
+                        path: "metadata", "annotations", MeteorShower.submitterAnnotation] == .string(user))
             }
             let posts = c.server.requestLog.filter { $0.method == "POST" && $0.path.hasSuffix("/meteors") }
             let refused = posts.filter { $0.code == 409 }.count
@@ -159,8 +166,11 @@ import Yams
             print("concurrent submits: \(users.count) Meteors, \(refused) creates refused for a taken name")
             #expect(created == users.count)
             #expect(refused == 0, "\(refused) creates refused for a taken name")
-            ReliabilityReport.row("Shower submits of one repository at once, the API server taking 2 s per create", injected: "\(users.count) submits",
-                                  did: "\(created) Meteors, each under its own name and recorded as its submitter's; \(refused) creates refused for a taken name (before: 66)", lost: "0 submits")
+            ReliabilityReport.row(
+                "Shower submits of one repository at once, the API server taking 2 s per create", injected: "\(users.count) submits",
+                did:
+                    "\(created) Meteors, each under its own name and recorded as its submitter's; \(refused) creates refused for a taken name (before: 66)",
+                lost: "0 submits")
         }
     }
 
@@ -179,7 +189,9 @@ import Yams
             for c in cases {
                 let reply = try await h.submit(url: c.url, ref: c.ref, pipelines: c.pipelines, ttl: c.ttl)
                 #expect(reply.status == 422, "\(c)")
-                #expect(reply.body.contains("id=\"\(c.field)\">\(c.message)"), "\(c): \(reply.body.components(separatedBy: "class=\"error\"").dropFirst().first?.prefix(160) ?? "no error shown")")
+                #expect(
+                    reply.body.contains("id=\"\(c.field)\">\(c.message)"),
+                    "\(c): \(reply.body.components(separatedBy: "class=\"error\"").dropFirst().first?.prefix(160) ?? "no error shown")")
                 #expect(reply.body.contains("aria-invalid=\"true\"") || c.field == "pipelines-error")
             }
             // What was typed comes back, escaped.
@@ -193,8 +205,10 @@ import Yams
     /// The form states the CRD's own rules (HTML patterns are anchored implicitly), and every TTL it offers is one
     /// the CRD admits.
     @Test func theFormsRulesAreTheCRDs() async throws {
-        let crd = try YAML.parse(String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8))
-        let spec = try #require(crd[path: "spec", "versions"]?.arrayValue?.first?[path: "schema", "openAPIV3Schema", "properties", "spec", "properties"])
+        let crd = try YAML.parse(
+            String(contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_meteors.yaml"), encoding: .utf8))
+        let spec = try #require(
+            crd[path: "spec", "versions"]?.arrayValue?.first?[path: "schema", "openAPIV3Schema", "properties", "spec", "properties"])
         func html(_ pattern: String) -> String {
             var p = pattern
             if p.hasPrefix("^") { p.removeFirst() }
@@ -267,17 +281,26 @@ import Yams
     /// A fleet's counts and a staged rollout's stage are on the row and the detail page, so a data scientist sees the
     /// release reach the twins, then the car, or stop.
     @Test func theRowAndDetailShowFleetCountsAndTheRolloutStage() throws {
-        var meteor: JSONValue = ["metadata": ["name": "donkeycar-fleet", "namespace": "default"], "spec": ["url": "https://github.com/o/r", "ref": "main", "pipelines": ["edge"]]]
-        meteor["status"] = ["phase": "Building",
-                            "targets": [["name": "twins", "clusterSelector": "role=twin", "desired": 2, "synced": 2, "healthy": 1, "degraded": 0], ["name": "rpi", "desired": 1, "synced": 0, "healthy": 0, "degraded": 0]],
-                            "rollout": ["stage": "twin", "waiting": "Stage twin: 1 of 2 Application(s) synced and healthy at v1.0.0"]]
+        var meteor: JSONValue = [
+            "metadata": ["name": "donkeycar-fleet", "namespace": "default"],
+            "spec": ["url": "https://github.com/o/r", "ref": "main", "pipelines": ["edge"]],
+        ]
+        meteor["status"] = [
+            "phase": "Building",
+            "targets": [
+                ["name": "twins", "clusterSelector": "role=twin", "desired": 2, "synced": 2, "healthy": 1, "degraded": 0],
+                ["name": "rpi", "desired": 1, "synced": 0, "healthy": 0, "degraded": 0],
+            ],
+            "rollout": ["stage": "twin", "waiting": "Stage twin: 1 of 2 Application(s) synced and healthy at v1.0.0"],
+        ]
         let row = Templates.render("row", MeteorViews.row(meteor))
         #expect(row.contains(">twins: 1/2 healthy</span>") && !row.contains("rpi: 0/1"), "\(row)")
         #expect(row.contains("data-role=\"rollout\">rollout: stage twin</span>"), "\(row)")
         let detail = Templates.render("detailBody", MeteorViews.detail(meteor, events: []))
         #expect(detail.contains("<h2>Rollout</h2>") && detail.contains("Stage twin: 1 of 2 Application(s) synced and healthy at v1.0.0"), "\(detail)")
         meteor[path: "status", "rollout", "halted"] = ["stage": "twin", "reason": "Degraded", "message": "nuc-2 turned Degraded"]
-        #expect(Templates.render("row", MeteorViews.row(meteor)).contains("state-failed\" data-role=\"rollout\">rollout: rolled back at twin (Degraded)"))
+        #expect(
+            Templates.render("row", MeteorViews.row(meteor)).contains("state-failed\" data-role=\"rollout\">rollout: rolled back at twin (Degraded)"))
     }
 
     @Test func coloursMeetWCAGContrast() async throws {
@@ -286,7 +309,9 @@ import Yams
             var vars: [String: String] = [:]
             for part in css.components(separatedBy: "--").dropFirst() {
                 let kv = part.split(separator: ":", maxSplits: 1)
-                guard kv.count == 2, let hex = kv[1].split(separator: ";").first?.trimmingCharacters(in: .whitespaces), hex.hasPrefix("#") else { continue }
+                guard kv.count == 2, let hex = kv[1].split(separator: ";").first?.trimmingCharacters(in: .whitespaces), hex.hasPrefix("#") else {
+                    continue
+                }
                 vars[String(kv[0])] = hex
             }
             func luminance(_ hex: String) -> Double {
@@ -301,13 +326,17 @@ import Yams
                 let (la, lb) = (luminance(a), luminance(b))
                 return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
             }
-            let pairs = [("fg", "bg"), ("muted", "bg"), ("accent", "bg"), ("ready", "ready-bg"), ("failed", "failed-bg"), ("building", "building-bg"), ("waiting", "waiting-bg"), ("failed", "bg")]
+            let pairs = [
+                ("fg", "bg"), ("muted", "bg"), ("accent", "bg"), ("ready", "ready-bg"), ("failed", "failed-bg"), ("building", "building-bg"),
+                ("waiting", "waiting-bg"), ("failed", "bg"),
+            ]
             for (fg, bg) in pairs {
                 let (f, b) = (try #require(vars[fg], "--\(fg)"), try #require(vars[bg], "--\(bg)"))
                 #expect(contrast(f, b) >= 4.5, "--\(fg) on --\(bg): \(contrast(f, b))")
             }
             // White on the buttons and the header.
-            #expect(contrast("#ffffff", vars["accent"]!) >= 4.5 && contrast("#ffffff", vars["failed"]!) >= 4.5 && contrast("#ffffff", "#0d1b2a") >= 4.5)
+            #expect(
+                contrast("#ffffff", vars["accent"]!) >= 4.5 && contrast("#ffffff", vars["failed"]!) >= 4.5 && contrast("#ffffff", "#0d1b2a") >= 4.5)
         }
     }
 }

@@ -14,7 +14,9 @@ import Testing
     static let imageDigest = "sha256:f3a5f18169023c3964f2e53cfff8a5a2cfbd771fe84830a9d5e825b4b2838d24"
     static let repository = "127.0.0.1:5000/meteor/donkey-car"
 
-    func verify(key: String, manifest: JSONValue? = nil, digest: String = imageDigest, repository: String = repository, blobs: [String: [UInt8]] = [:]) async throws -> SignatureVerifier.Verified {
+    func verify(
+        key: String, manifest: JSONValue? = nil, digest: String = imageDigest, repository: String = repository, blobs: [String: [UInt8]] = [:]
+    ) async throws -> SignatureVerifier.Verified {
         let verifier = try SignatureVerifier(publicKeyPEM: try Self.text(key))
         let m = try manifest ?? JSONValue.parse(try Self.bytes("containers-image-5.40/signature-manifest.json"))
         return try await verifier.verify(signatureManifest: m, digest: digest, repository: repository) { d in
@@ -25,7 +27,8 @@ import Testing
 
     @Test func registryVectorVerifiesExactlyAsStored() async throws {
         #expect(SignatureVerifier.digest(try Self.bytes("containers-image-5.40/image-manifest.json")) == Self.imageDigest)
-        #expect(SignatureVerifier.signatureTag(for: Self.imageDigest) == "sha256-f3a5f18169023c3964f2e53cfff8a5a2cfbd771fe84830a9d5e825b4b2838d24.sig")
+        #expect(
+            SignatureVerifier.signatureTag(for: Self.imageDigest) == "sha256-f3a5f18169023c3964f2e53cfff8a5a2cfbd771fe84830a9d5e825b4b2838d24.sig")
         let verified = try await verify(key: "containers-image-5.40/cosign.pub")
         #expect(verified.payload.dockerReference == "127.0.0.1:5000/meteor/donkey-car:v1")
         #expect(verified.keyFingerprint.hasPrefix("sha256:") && verified.keyFingerprint.count == 71)
@@ -37,7 +40,9 @@ import Testing
         await #expect(throws: SignatureFailure.digestMismatch(expected: other, signed: Self.imageDigest)) {
             try await verify(key: "containers-image-5.40/cosign.pub", digest: other)
         }
-        await #expect(throws: SignatureFailure.identityMismatch(expected: "127.0.0.1:5000/meteor/other", signed: "127.0.0.1:5000/meteor/donkey-car:v1")) {
+        await #expect(
+            throws: SignatureFailure.identityMismatch(expected: "127.0.0.1:5000/meteor/other", signed: "127.0.0.1:5000/meteor/donkey-car:v1")
+        ) {
             try await verify(key: "containers-image-5.40/cosign.pub", repository: "127.0.0.1:5000/meteor/other:v1")
         }
         // A payload blob changed after signing (the registry serves different bytes under the layer's digest).
@@ -64,9 +69,11 @@ import Testing
     @Test func cosignsOwnSignatureFromContainersImageFixtures() throws {
         let payload = try Self.bytes("cosign-fixtures-containers-image/derived/payload.json")
         let signature = try Self.text("cosign-fixtures-containers-image/derived/signature.b64")
-        try SignatureVerifier(publicKeyPEM: try Self.text("cosign-fixtures-containers-image/cosign.pub")).verifySignature(payload: payload, signatureBase64: signature)
+        try SignatureVerifier(publicKeyPEM: try Self.text("cosign-fixtures-containers-image/cosign.pub")).verifySignature(
+            payload: payload, signatureBase64: signature)
         #expect(throws: SignatureFailure.wrongKey) {
-            try SignatureVerifier(publicKeyPEM: try Self.text("cosign-fixtures-containers-image/cosign2.pub")).verifySignature(payload: payload, signatureBase64: signature)
+            try SignatureVerifier(publicKeyPEM: try Self.text("cosign-fixtures-containers-image/cosign2.pub")).verifySignature(
+                payload: payload, signatureBase64: signature)
         }
         let claims = try SimpleSigningPayload(payload)
         let validDigest = SignatureVerifier.digest(try Self.bytes("cosign-fixtures-containers-image/dir-img-cosign-valid/manifest.json"))
@@ -82,7 +89,8 @@ import Testing
         let unknownSignature = json[path: "annotations", SignatureVerifier.signatureAnnotation]!.stringValue!
         for key in ["cosign.pub", "cosign2.pub"] {
             #expect(throws: SignatureFailure.wrongKey) {
-                try SignatureVerifier(publicKeyPEM: try Self.text("cosign-fixtures-containers-image/" + key)).verifySignature(payload: unknownPayload, signatureBase64: unknownSignature)
+                try SignatureVerifier(publicKeyPEM: try Self.text("cosign-fixtures-containers-image/" + key)).verifySignature(
+                    payload: unknownPayload, signatureBase64: unknownSignature)
             }
         }
     }
@@ -93,7 +101,8 @@ import Testing
         let verifier = try SignatureVerifier(publicKeyPEM: try Self.text("sigstore-rs/cosign.pub"))
         try verifier.verifySignature(payload: payload, signatureBase64: signature)
         #expect(throws: SignatureFailure.wrongKey) {
-            try SignatureVerifier(publicKeyPEM: try Self.text("sigstore-rs/wrong-key.pub")).verifySignature(payload: payload, signatureBase64: signature)
+            try SignatureVerifier(publicKeyPEM: try Self.text("sigstore-rs/wrong-key.pub")).verifySignature(
+                payload: payload, signatureBase64: signature)
         }
         let altered = Array(String(decoding: payload, as: UTF8.self).replacingOccurrences(of: "busybox", with: "busyb0x").utf8)
         #expect(throws: SignatureFailure.wrongKey) { try verifier.verifySignature(payload: altered, signatureBase64: signature) }

@@ -32,7 +32,8 @@ import Testing
             var steps = broken[path: "spec", "steps"]!.arrayValue!
             steps[0]["scriptt"] = "echo typo"
             broken[path: "spec", "steps"] = .array(steps)
-            let tasks = c.client.dynamic(ResourceType(group: "tekton.dev", version: "v1", kind: "Task", plural: "tasks", namespaced: true), namespace: "default")
+            let tasks = c.client.dynamic(
+                ResourceType(group: "tekton.dev", version: "v1", kind: "Task", plural: "tasks", namespaced: true), namespace: "default")
             await #expect { _ = try await tasks.create(broken, params: WriteParams(fieldValidation: "Strict")) } throws: {
                 ($0 as? KubeError)?.status?.message?.contains("unknown field \"spec.steps[0].scriptt\"") == true
             }
@@ -42,7 +43,8 @@ import Testing
     @Test func pipelineRunsPipelinesAndTasksAgreeOnParamsAndWorkspaces() throws {
         let docs = try Self.manifests()
         let tasks = Dictionary(uniqueKeysWithValues: docs.filter { $0["kind"] == "Task" }.map { ($0[path: "metadata", "name"]!.stringValue!, $0) })
-        let pipelines = Dictionary(uniqueKeysWithValues: docs.filter { $0["kind"] == "Pipeline" }.map { ($0[path: "metadata", "name"]!.stringValue!, $0) })
+        let pipelines = Dictionary(
+            uniqueKeysWithValues: docs.filter { $0["kind"] == "Pipeline" }.map { ($0[path: "metadata", "name"]!.stringValue!, $0) })
         func declared(_ spec: JSONValue?) -> [String: Bool] {
             var out: [String: Bool] = [:]
             for p in spec?["params"]?.arrayValue ?? [] { out[p["name"]!.stringValue!] = p["default"] != nil }
@@ -50,10 +52,14 @@ import Testing
         }
         let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m", "uid": "u"]]
         let meteor = Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main"))
-        let edgeImage = Edge.Image(name: "car", dockerfile: "Dockerfile.donkey.arm64", platform: "linux/arm64", repository: "quay.io/meteor/donkeycar")
+        let edgeImage = Edge.Image(
+            name: "car", dockerfile: "Dockerfile.donkey.arm64", platform: "linux/arm64", repository: "quay.io/meteor/donkeycar")
         for pipeline in Pipeline.allCases {
-            let run = pipeline == .edge
-                ? EdgePipelineRunBuilder.build(meteor: meteor, owner: owner, image: edgeImage, build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings())
+            let run =
+                pipeline == .edge
+                ? EdgePipelineRunBuilder.build(
+                    meteor: meteor, owner: owner, image: edgeImage,
+                    build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings())
                 : PipelineRunBuilder.build(meteor: meteor, owner: owner, pipeline: pipeline, settings: BuildSettings())
             let p = try #require(pipelines[pipeline.tektonPipeline], "no Pipeline \(pipeline.tektonPipeline)")
             let wanted = declared(p["spec"])
@@ -64,7 +70,9 @@ import Testing
             let declaredWorkspaces = p[path: "spec", "workspaces"]?.arrayValue ?? []
             let pipelineWorkspaces = Set(declaredWorkspaces.compactMap { $0["name"]?.stringValue })
             let requiredWorkspaces = Set(declaredWorkspaces.filter { $0["optional"]?.boolValue != true }.compactMap { $0["name"]?.stringValue })
-            #expect(runWorkspaces.isSubset(of: pipelineWorkspaces) && requiredWorkspaces.isSubset(of: runWorkspaces), "\(pipeline): binds \(runWorkspaces)")
+            #expect(
+                runWorkspaces.isSubset(of: pipelineWorkspaces) && requiredWorkspaces.isSubset(of: runWorkspaces),
+                "\(pipeline): binds \(runWorkspaces)")
             let results = Set((p[path: "spec", "results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
             #expect(results.isSuperset(of: ["IMAGE_URL", "IMAGE_DIGEST"]))
             if pipeline == .jupyterbook { #expect(results.contains("URL")) }
@@ -82,7 +90,9 @@ import Testing
     /// PipelineRun reconciler's checks (params, types, workspaces, task resolution), every PipelineRun the operator
     /// makes for every sample. The check bites: the JupyterBook Pipeline's old `$(params.site-url)` result is refused.
     @Test(.enabled(if: KitControlPlane.testsEnabled, "no kit")) func tektonsOwnValidationAcceptsEveryManifestAndEveryRun() async throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter {
+            $0.hasSuffix(".yaml") && $0 != "kustomization.yaml"
+        }.sorted()
         let manifests = try await KitControlPlane.tektonValidate(files.map { Self.directory.appendingPathComponent($0).path })
         #expect(manifests.status == 0, "\(manifests.output)")
         #expect(manifests.output.split(separator: "\n").filter { $0.hasPrefix("OK ") }.count == files.count, "\(manifests.output)")
@@ -103,7 +113,11 @@ import Testing
             }
             for image in meteor.spec.edge?.images ?? [] {
                 // Edge runs with push credentials bound (the dockerconfig workspace), the others without.
-                built.append(EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings(pushSecret: "push-creds")))
+                built.append(
+                    EdgePipelineRunBuilder.build(
+                        meteor: meteor, owner: raw, image: image,
+                        build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1),
+                        settings: BuildSettings(pushSecret: "push-creds")))
             }
             for run in built {
                 let path = dir.appendingPathComponent("\(run[path: "metadata", "name"]!.stringValue!).json").path
@@ -118,19 +132,29 @@ import Testing
 
         // The sample rollout gate (manifests/tekton/samples), and the gate run the operator makes for it.
         let gates = Self.directory.appendingPathComponent("samples")
-        let gateFiles = try FileManager.default.contentsOfDirectory(atPath: gates.path).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }.sorted()
+        let gateFiles = try FileManager.default.contentsOfDirectory(atPath: gates.path).filter { $0.hasSuffix(".yaml") && $0 != "kustomization.yaml" }
+            .sorted()
         let gateChecked = try await KitControlPlane.tektonValidate(gateFiles.map { gates.appendingPathComponent($0).path })
-        #expect(gateChecked.status == 0 && gateChecked.output.split(separator: "\n").filter { $0.hasPrefix("OK ") }.count == 2, "\(gateChecked.output)")
+        #expect(
+            gateChecked.status == 0 && gateChecked.output.split(separator: "\n").filter { $0.hasPrefix("OK ") }.count == 2, "\(gateChecked.output)")
         let gateDir = dir.appendingPathComponent("gate-pipelines")
         try FileManager.default.createDirectory(at: gateDir, withIntermediateDirectories: true)
         for file in gateFiles { try FileManager.default.copyItem(at: gates.appendingPathComponent(file), to: gateDir.appendingPathComponent(file)) }
-        let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "donkeycar", "namespace": "samples", "uid": "0b8e4b0e-0000-4000-8000-000000000000", "generation": 1], "spec": ["url": "https://github.com/thoth-station/donkeycar-edge", "ref": "main"]]
-        let gateRun = EdgePipelineRunBuilder.gate(meteor: try ResourceCodec.decode(Meteor.self, from: owner), owner: owner, name: "donkeycar-gate-twin-0123abcd", stage: "twin", pipelineRef: "meteor-edge-gate",
-                                                  commit: String(repeating: "a", count: 40), images: ["quay.io/o/twin@sha256:" + String(repeating: "b", count: 64)], clusters: ["nuc-1", "nuc-2"], settings: BuildSettings())
+        let owner: JSONValue = [
+            "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor",
+            "metadata": ["name": "donkeycar", "namespace": "samples", "uid": "0b8e4b0e-0000-4000-8000-000000000000", "generation": 1],
+            "spec": ["url": "https://github.com/thoth-station/donkeycar-edge", "ref": "main"],
+        ]
+        let gateRun = EdgePipelineRunBuilder.gate(
+            meteor: try ResourceCodec.decode(Meteor.self, from: owner), owner: owner, name: "donkeycar-gate-twin-0123abcd", stage: "twin",
+            pipelineRef: "meteor-edge-gate",
+            commit: String(repeating: "a", count: 40), images: ["quay.io/o/twin@sha256:" + String(repeating: "b", count: 64)],
+            clusters: ["nuc-1", "nuc-2"], settings: BuildSettings())
         let gateRunPath = dir.appendingPathComponent("gate-run.json").path
         try gateRun.serializedString().write(toFile: gateRunPath, atomically: true, encoding: .utf8)
         let gateRunChecked = try await KitControlPlane.tektonValidate(["--pipelines", gateDir.path, gateRunPath])
-        #expect(gateRunChecked.status == 0 && gateRunChecked.output.contains("OK PipelineRun/donkeycar-gate-twin-0123abcd"), "\(gateRunChecked.output)")
+        #expect(
+            gateRunChecked.status == 0 && gateRunChecked.output.contains("OK PipelineRun/donkeycar-gate-twin-0123abcd"), "\(gateRunChecked.output)")
 
         var old = try YAML.parse(String(contentsOf: Self.directory.appendingPathComponent("pipeline-jupyterbook.yaml"), encoding: .utf8))
         var results = try #require(old[path: "spec", "results"]?.arrayValue)
@@ -140,7 +164,9 @@ import Testing
         try old.serializedString().write(toFile: oldPath, atomically: true, encoding: .utf8)
         let refused = try await KitControlPlane.tektonValidate([oldPath])
         #expect(refused.status != 0)
-        #expect(refused.output.contains("INVALID Pipeline/meteor-jupyterbook: invalid value: expected pipeline results to be task result expressions"), "\(refused.output)")
+        #expect(
+            refused.output.contains("INVALID Pipeline/meteor-jupyterbook: invalid value: expected pipeline results to be task result expressions"),
+            "\(refused.output)")
     }
 
     /// A step with neither `script` nor `command` makes Tekton's controller fetch the image's config from its
@@ -154,15 +180,23 @@ import Testing
             let manifest = try #require(all.first { $0["kind"] == "Pipeline" && $0[path: "metadata", "name"] == .string(pipeline.tektonPipeline) })
             let pipelineTasks = (manifest[path: "spec", "tasks"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
             #expect(pipelineTasks == tasks, "\(pipeline)")
-            let failures = (manifest[path: "spec", "results"]?.arrayValue ?? []).filter { $0["name"]?.stringValue?.hasSuffix(PipelineRunState.failureResultSuffix) == true }
+            let failures = (manifest[path: "spec", "results"]?.arrayValue ?? []).filter {
+                $0["name"]?.stringValue?.hasSuffix(PipelineRunState.failureResultSuffix) == true
+            }
             let declared = failures.map { "\($0["name"]?.stringValue ?? ""): \($0["value"]?.stringValue ?? "")" }
-            #expect(declared == (TektonSimulator.failureResults[pipeline] ?? []).map { "\($0.result): $(tasks.\($0.task).results.FAILURE)" }, "\(pipeline)")
+            #expect(
+                declared == (TektonSimulator.failureResults[pipeline] ?? []).map { "\($0.result): $(tasks.\($0.task).results.FAILURE)" },
+                "\(pipeline)")
         }
         for task in all where task["kind"] == "Task" {
             let steps = task[path: "spec", "steps"]?.arrayValue ?? []
             guard (task[path: "spec", "results"]?.arrayValue ?? []).contains(where: { $0["name"] == "FAILURE" }) else { continue }
-            #expect(steps.first?["script"]?.stringValue?.contains("printf '' > \"$(results.FAILURE.path)\"") == true, "\(task[path: "metadata", "name"]!): FAILURE starts empty")
-            #expect(steps.last?["script"]?.stringValue?.contains("if [ -s \"$(results.FAILURE.path)\" ]") == true, "\(task[path: "metadata", "name"]!): its last step fails on a recorded FAILURE")
+            #expect(
+                steps.first?["script"]?.stringValue?.contains("printf '' > \"$(results.FAILURE.path)\"") == true,
+                "\(task[path: "metadata", "name"]!): FAILURE starts empty")
+            #expect(
+                steps.last?["script"]?.stringValue?.contains("if [ -s \"$(results.FAILURE.path)\" ]") == true,
+                "\(task[path: "metadata", "name"]!): its last step fails on a recorded FAILURE")
         }
     }
 
@@ -180,7 +214,8 @@ import Testing
         }
         #expect(images.count >= 8, "\(images)")
         for image in images {
-            let match = image.firstMatch(of: #/^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(@sha256:[0-9a-f]{64})?$/#)
+            let match = image.firstMatch(
+                of: #/^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(@sha256:[0-9a-f]{64})?$/#)
             #expect(match != nil && match?.output.tag != "latest", "\(image)")
         }
     }
@@ -195,11 +230,14 @@ import Testing
         let repo = try RegistryClient.Reference(parsing: "\(registry.address)/meteor/tool")
         let digest = try await client.pushImage(repo, tag: "1.0", platform: "linux/amd64", content: "tool")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pin-\(UUID().uuidString).yaml")
-        try "steps:\n  - image: \(registry.address)/meteor/tool:1.0\n    description: pushes repository:tag\n".write(to: file, atomically: true, encoding: .utf8)
+        try "steps:\n  - image: \(registry.address)/meteor/tool:1.0\n    description: pushes repository:tag\n".write(
+            to: file, atomically: true, encoding: .utf8)
         let script = TestCluster.repositoryDirectory.appendingPathComponent("hack/pin-images.py").path
         let pinned = try await runProcess("/usr/bin/python3", [script, "--insecure", registry.address, "--write", file.path])
         #expect(pinned.status == 0, "\(pinned.output)")
-        #expect(try String(contentsOf: file, encoding: .utf8) == "steps:\n  - image: \(registry.address)/meteor/tool:1.0@\(digest)\n    description: pushes repository:tag\n")
+        #expect(
+            try String(contentsOf: file, encoding: .utf8)
+                == "steps:\n  - image: \(registry.address)/meteor/tool:1.0@\(digest)\n    description: pushes repository:tag\n")
         // Run again on the pinned file: the same digest, nothing else changes.
         #expect(try await runProcess("/usr/bin/python3", [script, "--insecure", registry.address, "--write", file.path]).status == 0)
         #expect(try String(contentsOf: file, encoding: .utf8).components(separatedBy: "@sha256:").count == 2)
@@ -211,7 +249,9 @@ import Testing
     @Test func everyStepNamesWhatItRuns() throws {
         for task in try Self.manifests() where task["kind"] == "Task" {
             for step in task[path: "spec", "steps"]?.arrayValue ?? [] {
-                #expect(step["script"] != nil || step["command"] != nil, "\(task[path: "metadata", "name"] ?? .null) step \(step["name"] ?? .null) names no command")
+                #expect(
+                    step["script"] != nil || step["command"] != nil,
+                    "\(task[path: "metadata", "name"] ?? .null) step \(step["name"] ?? .null) names no command")
             }
         }
     }

@@ -22,7 +22,9 @@ struct TektonStepTests {
     static func runner(_ file: String, images: [String: TektonStepRunner.Image] = [:]) throws -> TektonStepRunner {
         var r = try TektonStepRunner(taskFile: tekton.appendingPathComponent(file))
         let owner: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "m", "uid": "u"]]
-        let run = PipelineRunBuilder.build(meteor: Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main")), owner: owner, pipeline: .jupyterbook, settings: settings)
+        let run = PipelineRunBuilder.build(
+            meteor: Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main")), owner: owner,
+            pipeline: .jupyterbook, settings: settings)
         let context = run[path: "spec", "taskRunTemplate", "podTemplate", "securityContext"]
         r.runAsUser = context?["runAsUser"]?.intValue.map { UInt32($0) }
         r.fsGroup = context?["fsGroup"]?.intValue.map { UInt32($0) }
@@ -42,7 +44,8 @@ struct TektonStepTests {
     @Test func theCloneChecksOutTheRefAsTheBuildsNonRootUser() async throws {
         #expect(Self.settings.runAsUser == 65532, "builds run as Tekton's catalog UID by default")
         let git = try await GitHTTPServer.start()
-        let commit = try await git.createRepository("plain", files: ["README.md": "hello\n", "notebooks/a.ipynb": Fixtures.notebook(title: "A", code: "1 + 1")])
+        let commit = try await git.createRepository(
+            "plain", files: ["README.md": "hello\n", "notebooks/a.ipynb": Fixtures.notebook(title: "A", code: "1 + 1")])
         let (ws, outcome) = try await Self.clone(git, "plain")
         await git.stop()
         #expect(outcome.succeeded, "\(outcome.output)")
@@ -79,27 +82,40 @@ struct TektonStepTests {
         var asNobody = try Self.runner("task-git-clone.yaml")
         if getuid() == 0 { asNobody.runAsUser = 65534 }
 
-        let cloned = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
+        let cloned = try await asNobody.run(
+            params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
         #expect(cloned.succeeded, "\(cloned.output)\n--- sshd:\n\(sshd.log)")
         #expect(cloned.results["commit"] == commit)
         #expect(sshd.log.contains("Accepted publickey"), "authenticated by the Secret's key: \(sshd.log)")
 
-        let unlisted = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: nil)])
+        let unlisted = try await asNobody.run(
+            params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: nil)])
         #expect(!unlisted.succeeded && unlisted.output.contains("the ssh Secret has no known_hosts"), "\(unlisted.output)")
         let other = try await SSHServer.keyPair()
         let stranger = "[127.0.0.1]:\(sshd.port) " + other.publicKey.split(separator: " ").prefix(2).joined(separator: " ")
-        let spoofed = try await asNobody.run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: stranger)])
-        #expect(!spoofed.succeeded && spoofed.output.contains("Host key verification failed"), "a host not in known_hosts is refused: \(spoofed.output)")
+        let spoofed = try await asNobody.run(
+            params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: stranger)])
+        #expect(
+            !spoofed.succeeded && spoofed.output.contains("Host key verification failed"), "a host not in known_hosts is refused: \(spoofed.output)")
 
         // The operator's own listing of the repository's tags, over the same ssh with the same Secret (NIOSSH: its
         // image has no ssh or git): refs and peeled annotated tags as git ls-remote gives them.
         let tagged = try await git.tag("by-ssh", "v1.0.0")
         let address = try #require(GitSSHRemote.Address(sshd.url("by-ssh")))
-        let refs = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: sshd.knownHosts), egress: .loopbackFixtures).refs()
-        #expect(refs.contains(GitRemote.Ref(name: "refs/heads/main", commit: commit)) && refs.contains(GitRemote.Ref(name: "refs/tags/v1.0.0", commit: tagged)), "\(refs)")
+        let refs = try await GitSSHRemote(
+            address: address, credentials: .init(privateKey: key.privateKey, knownHosts: sshd.knownHosts), egress: .loopbackFixtures
+        ).refs()
+        #expect(
+            refs.contains(GitRemote.Ref(name: "refs/heads/main", commit: commit))
+                && refs.contains(GitRemote.Ref(name: "refs/tags/v1.0.0", commit: tagged)), "\(refs)")
         let mine = try secret(knownHosts: sshd.knownHosts)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: mine.appendingPathComponent("ssh-privatekey").path)
-        let lsRemote = try await runProcess("/usr/bin/git", ["ls-remote", sshd.url("by-ssh")], environment: ["GIT_SSH_COMMAND": "ssh -i \(mine.appendingPathComponent("ssh-privatekey").path) -o IdentitiesOnly=yes -o UserKnownHostsFile=\(mine.appendingPathComponent("known_hosts").path) -o BatchMode=yes"])
+        let lsRemote = try await runProcess(
+            "/usr/bin/git", ["ls-remote", sshd.url("by-ssh")],
+            environment: [
+                "GIT_SSH_COMMAND":
+                    "ssh -i \(mine.appendingPathComponent("ssh-privatekey").path) -o IdentitiesOnly=yes -o UserKnownHostsFile=\(mine.appendingPathComponent("known_hosts").path) -o BatchMode=yes"
+            ])
         let fromGit = lsRemote.output.split(separator: "\n").compactMap { line -> String? in
             let p = line.split(separator: "\t"); return p.count == 2 && !p[1].hasSuffix("^{}") ? "\(p[1])" : nil
         }
@@ -110,25 +126,45 @@ struct TektonStepTests {
         _ = try await runProcess("/usr/bin/ssh-keygen", ["-H", "-f", hashedFile.path])
         let hashed = try String(contentsOf: hashedFile, encoding: .utf8)
         #expect(hashed.hasPrefix("|1|"), "\(hashed)")
-        #expect(try await GitSSHRemote(address: address, credentials: .init(privateKey: ecdsa.privateKey, knownHosts: hashed), egress: .loopbackFixtures).refs().count == refs.count)
+        #expect(
+            try await GitSSHRemote(address: address, credentials: .init(privateKey: ecdsa.privateKey, knownHosts: hashed), egress: .loopbackFixtures)
+                .refs().count == refs.count)
         // Refusals, each in its own words: a host key known_hosts does not list, a host it has no line for, a key
         // the server does not accept, a key the operator cannot read.
-        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: stranger), egress: .loopbackFixtures).refs() } throws: {
+        await #expect {
+            _ = try await GitSSHRemote(
+                address: address, credentials: .init(privateKey: key.privateKey, knownHosts: stranger), egress: .loopbackFixtures
+            ).refs()
+        } throws: {
             ($0 as? GitRemote.Failure)?.message.contains("is not the one spec.gitSecretRef's known_hosts lists for it") == true
         }
-        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: key.privateKey, knownHosts: "elsewhere.example " + other.publicKey), egress: .loopbackFixtures).refs() } throws: {
+        await #expect {
+            _ = try await GitSSHRemote(
+                address: address, credentials: .init(privateKey: key.privateKey, knownHosts: "elsewhere.example " + other.publicKey),
+                egress: .loopbackFixtures
+            ).refs()
+        } throws: {
             ($0 as? GitRemote.Failure)?.message.contains("known_hosts has no key for [127.0.0.1]:\(sshd.port)") == true
         }
-        await #expect { _ = try await GitSSHRemote(address: address, credentials: .init(privateKey: other.privateKey, knownHosts: sshd.knownHosts), egress: .loopbackFixtures).refs() } throws: {
+        await #expect {
+            _ = try await GitSSHRemote(
+                address: address, credentials: .init(privateKey: other.privateKey, knownHosts: sshd.knownHosts), egress: .loopbackFixtures
+            ).refs()
+        } throws: {
             ($0 as? GitRemote.Failure)?.message.contains("refused the key in spec.gitSecretRef for user \(address.user)") == true
         }
         let rsa = try await SSHServer.keyPair(type: "rsa")
         #expect(throws: GitRemote.Failure.self) { try OpenSSHKeys.privateKey(rsa.privateKey) }
-        do { _ = try OpenSSHKeys.privateKey(rsa.privateKey) } catch let e as GitRemote.Failure { #expect(e.message.contains("a ssh-rsa key, which the operator cannot use")) }
+        do { _ = try OpenSSHKeys.privateKey(rsa.privateKey) } catch let e as GitRemote.Failure {
+            #expect(e.message.contains("a ssh-rsa key, which the operator cannot use"))
+        }
 
         if getuid() == 0, getpwuid(65532) == nil {
-            let as65532 = try await Self.runner("task-git-clone.yaml").run(params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
-            #expect(!as65532.succeeded && as65532.output.contains("ssh cannot run as UID 65532: the git image has no passwd entry for it"), "\(as65532.output)")
+            let as65532 = try await Self.runner("task-git-clone.yaml").run(
+                params: params, workspaces: ["source": Self.workspace(), "git-credentials": try secret(knownHosts: sshd.knownHosts)])
+            #expect(
+                !as65532.succeeded && as65532.output.contains("ssh cannot run as UID 65532: the git image has no passwd entry for it"),
+                "\(as65532.output)")
         }
     }
 
@@ -157,7 +193,8 @@ struct TektonStepTests {
     @Test func theSampleGatePassesPinnedImagesAndFailsATag() async throws {
         let gate = try TektonStepRunner(taskFile: Self.tekton.appendingPathComponent("samples/task-edge-gate-check.yaml"))
         let pinned = "quay.io/o/twin@sha256:" + String(repeating: "a", count: 64)
-        let passed = try await gate.run(params: ["images": "\(pinned) \(pinned.replacingOccurrences(of: "twin", with: "car"))", "clusters": "nuc-1 nuc-2"], workspaces: [:])
+        let passed = try await gate.run(
+            params: ["images": "\(pinned) \(pinned.replacingOccurrences(of: "twin", with: "car"))", "clusters": "nuc-1 nuc-2"], workspaces: [:])
         #expect(passed.succeeded && passed.results["CHECKED"] == "2", "\(passed.output)")
         let tagged = try await gate.run(params: ["images": "\(pinned) quay.io/o/twin:latest", "clusters": "nuc-1"], workspaces: [:])
         #expect(!tagged.succeeded && tagged.output.contains("not pinned by digest: quay.io/o/twin:latest"), "\(tagged.output)")
@@ -181,7 +218,8 @@ struct TektonStepTests {
         try "meteor-bot".write(to: credentials.appendingPathComponent("username"), atomically: true, encoding: .utf8)
         try "s3cr3t-t0ken".write(to: credentials.appendingPathComponent("password"), atomically: true, encoding: .utf8)
         let ws = Self.workspace()
-        let cloned = try await Self.runner("task-git-clone.yaml").run(params: ["url": git.url("private"), "ref": "main"], workspaces: ["source": ws, "git-credentials": credentials])
+        let cloned = try await Self.runner("task-git-clone.yaml").run(
+            params: ["url": git.url("private"), "ref": "main"], workspaces: ["source": ws, "git-credentials": credentials])
         #expect(cloned.succeeded, "\(cloned.output)")
         #expect(cloned.results["commit"] == commit)
         let written = try FileManager.default.subpathsOfDirectory(atPath: ws.path).filter { !$0.hasPrefix(".git/objects") }
@@ -190,23 +228,32 @@ struct TektonStepTests {
             #expect(!text.contains("s3cr3t-t0ken"), "the token was written to \(path)")
         }
         // The operator's own listing of its tags, with and without the same credentials.
-        #expect(try await GitRemote(url: git.url("private"), credentials: .init(username: "meteor-bot", password: "s3cr3t-t0ken"), egress: .loopbackFixtures).refs().contains { $0.commit == commit })
-        await #expect { _ = try await GitRemote(url: git.url("private"), egress: .loopbackFixtures).refs() } throws: { ($0 as? GitRemote.Failure)?.message.contains("a private repository needs spec.gitSecretRef") == true }
+        #expect(
+            try await GitRemote(
+                url: git.url("private"), credentials: .init(username: "meteor-bot", password: "s3cr3t-t0ken"), egress: .loopbackFixtures
+            ).refs().contains { $0.commit == commit })
+        await #expect { _ = try await GitRemote(url: git.url("private"), egress: .loopbackFixtures).refs() } throws: {
+            ($0 as? GitRemote.Failure)?.message.contains("a private repository needs spec.gitSecretRef") == true
+        }
         // The Meteor's spec.gitSecretRef is what the run binds.
         var meteor = Meteor(metadata: ObjectMeta(name: "p", namespace: "ns"), spec: .init(url: git.url("private"), ref: "main"))
         meteor.spec.gitSecretRef = .init(name: "repo-creds")
-        let run = PipelineRunBuilder.build(meteor: meteor, owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "p", "uid": "u"]], pipeline: .jupyterbook, settings: Self.settings)
+        let run = PipelineRunBuilder.build(
+            meteor: meteor, owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "p", "uid": "u"]],
+            pipeline: .jupyterbook, settings: Self.settings)
         #expect((run[path: "spec", "workspaces"]?.arrayValue ?? []).contains(["name": "git-credentials", "secret": ["secretName": "repo-creds"]]))
     }
 
     @Test func aBookIsBuiltWithATocWhenTheRepositoryHasNoneAndItsNotebooksAreNotRun() async throws {
         let git = try await GitHTTPServer.start()
         // The repository asks jupyter-book to run every notebook; a run would print the joined marker.
-        try await git.createRepository("book", files: [
-            "intro.md": "# Meteor fixture\n\nA book from a repository.\n",
-            "analysis.ipynb": Fixtures.notebook(title: "Analysis", code: "print('EXECUTED' + '-MARKER')"),
-            "_config.yml": "title: Fixture book\nauthor: Meteor\nexecute:\n  execute_notebooks: force\n",
-        ])
+        try await git.createRepository(
+            "book",
+            files: [
+                "intro.md": "# Meteor fixture\n\nA book from a repository.\n",
+                "analysis.ipynb": Fixtures.notebook(title: "Analysis", code: "print('EXECUTED' + '-MARKER')"),
+                "_config.yml": "title: Fixture book\nauthor: Meteor\nexecute:\n  execute_notebooks: force\n",
+            ])
         let (ws, cloned) = try await Self.clone(git, "book")
         await git.stop()
         #expect(cloned.succeeded, "\(cloned.output)")
@@ -219,7 +266,9 @@ struct TektonStepTests {
         let page = try String(contentsOf: html.appendingPathComponent("analysis.html"), encoding: .utf8)
         #expect(page.contains("Analysis"))
         #expect(!page.contains("EXECUTED-MARKER"), "the notebook was run although execute-notebooks is off")
-        #expect(try String(contentsOf: ws.appendingPathComponent("_config.yml"), encoding: .utf8).contains("title: Fixture book"), "the repository's own settings are kept")
+        #expect(
+            try String(contentsOf: ws.appendingPathComponent("_config.yml"), encoding: .utf8).contains("title: Fixture book"),
+            "the repository's own settings are kept")
         #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("_toc.yml").path))
     }
 
@@ -241,7 +290,8 @@ struct TektonStepTests {
 
     @Test func theSiteImageServesOnTheDeploymentsPortAsNonRoot() async throws {
         let ws = Self.workspace()
-        let outcome = try await Self.runner("task-containerfile.yaml").run(params: ["kind": "book", "base-image": "registry.access.redhat.com/ubi9/nginx-124:9.5"], workspaces: ["source": ws])
+        let outcome = try await Self.runner("task-containerfile.yaml").run(
+            params: ["kind": "book", "base-image": "registry.access.redhat.com/ubi9/nginx-124:9.5"], workspaces: ["source": ws])
         #expect(outcome.succeeded, "\(outcome.output)")
         let containerfile = try String(contentsOf: ws.appendingPathComponent("Containerfile"), encoding: .utf8)
         // The base image's own CMD prints usage and exits: the Deployment would crash-loop.
@@ -260,7 +310,8 @@ struct TektonStepTests {
         let (ws, cloned) = try await Self.clone(git, "locked")
         await git.stop()
         #expect(cloned.succeeded, "\(cloned.output)")
-        let written = try await Self.runner("task-containerfile.yaml").run(params: ["kind": "notebook", "base-image": "quay.io/example/notebook:1"], workspaces: ["source": ws])
+        let written = try await Self.runner("task-containerfile.yaml").run(
+            params: ["kind": "notebook", "base-image": "quay.io/example/notebook:1"], workspaces: ["source": ws])
         #expect(written.succeeded, "\(written.output)")
         let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
         #expect(built.status == 0, "\(built.output.suffix(3000))")
@@ -273,37 +324,60 @@ struct TektonStepTests {
         let python = try await StepTools.pythonVersion(base)
         let ws = Self.workspace()
         try FileManager.default.createDirectory(at: ws, withIntermediateDirectories: true)
-        for (name, text) in try await Fixtures.pipenvProject(python: "3.6") { try text.write(to: ws.appendingPathComponent(name), atomically: true, encoding: .utf8) }
+        for (name, text) in try await Fixtures.pipenvProject(python: "3.6") {
+            try text.write(to: ws.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
         if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", ws.path]) }
-        let written = try await Self.runner("task-containerfile.yaml").run(params: ["kind": "notebook", "base-image": "quay.io/example/notebook:1"], workspaces: ["source": ws])
+        let written = try await Self.runner("task-containerfile.yaml").run(
+            params: ["kind": "notebook", "base-image": "quay.io/example/notebook:1"], workspaces: ["source": ws])
         #expect(written.succeeded, "\(written.output)")
         let built = try await StepTools.build(containerfile: ws.appendingPathComponent("Containerfile"), context: ws, in: base)
         #expect(built.status != 0)
-        let why = "Pipfile.lock is locked for Python 3.6 but the base image has Python \(python): lock it again with Python \(python), or choose a base image with Python 3.6"
+        let why =
+            "Pipfile.lock is locked for Python 3.6 but the base image has Python \(python): lock it again with Python \(python), or choose a base image with Python 3.6"
         #expect(built.output.contains(why), "\(built.output.suffix(2000))")
 
         // The buildah Task, given that build's output and exit status, records the line as its FAILURE result and
         // fails in its report step; the operator reads it from the PipelineRun's IMAGE_FAILURE.
         let buildah = try StepTools.buildah(buildOutput: built.output, buildStatus: built.status)
-        let image = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": buildah]).run(params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
+        let image = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": buildah]).run(
+            params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
         #expect(!image.succeeded && image.failedStep == "report", "\(image.output)")
         #expect(image.results["FAILURE"] == "could not build Containerfile for linux/amd64: \(why)", "\(image.results)")
         #expect(image.results["IMAGE_DIGEST"] == nil, "nothing was pushed")
-        let run: JSONValue = ["status": [
-            "conditions": [["type": "Succeeded", "status": "False", "reason": "Failed", "message": "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0"]],
-            "results": [["name": "CONTAINERFILE_FAILURE", "value": ""], ["name": "IMAGE_FAILURE", "value": .string(image.results["FAILURE"] ?? "")]],
-        ]]
-        #expect(PipelineRunState(run).message == "could not build Containerfile for linux/amd64: \(why) (Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0)")
+        let run: JSONValue = [
+            "status": [
+                "conditions": [
+                    [
+                        "type": "Succeeded", "status": "False", "reason": "Failed",
+                        "message": "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0",
+                    ]
+                ],
+                "results": [
+                    ["name": "CONTAINERFILE_FAILURE", "value": ""], ["name": "IMAGE_FAILURE", "value": .string(image.results["FAILURE"] ?? "")],
+                ],
+            ]
+        ]
+        #expect(
+            PipelineRunState(run).message
+                == "could not build Containerfile for linux/amd64: \(why) (Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0)")
 
         // A build that works pushes, and the same Task reports no failure.
         let good = try StepTools.buildah(buildOutput: "STEP 1/3: FROM b\n", buildStatus: 0, digest: "sha256:" + String(repeating: "ab", count: 32))
-        let pushed = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": good]).run(params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
+        let pushed = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": good]).run(
+            params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
         #expect(pushed.succeeded, "\(pushed.output)")
-        #expect(pushed.results["FAILURE"] == "" && pushed.results["IMAGE_URL"] == "registry.example/ns/m:1" && pushed.results["IMAGE_DIGEST"] == "sha256:" + String(repeating: "ab", count: 32), "\(pushed.results)")
+        #expect(
+            pushed.results["FAILURE"] == "" && pushed.results["IMAGE_URL"] == "registry.example/ns/m:1"
+                && pushed.results["IMAGE_DIGEST"] == "sha256:" + String(repeating: "ab", count: 32), "\(pushed.results)")
         // A refused push is named too (the registry's last words).
-        let refused = try StepTools.buildah(buildOutput: "", buildStatus: 0, pushOutput: "Error: pushing image: unauthorized: authentication required\n", pushStatus: 125)
-        let denied = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": refused]).run(params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
-        #expect(denied.results["FAILURE"] == "could not push registry.example/ns/m:1: Error: pushing image: unauthorized: authentication required", "\(denied.results)")
+        let refused = try StepTools.buildah(
+            buildOutput: "", buildStatus: 0, pushOutput: "Error: pushing image: unauthorized: authentication required\n", pushStatus: 125)
+        let denied = try await Self.runner("task-buildah.yaml", images: ["quay.io/buildah/stable:v1.37": refused]).run(
+            params: ["image": "registry.example/ns/m:1"], workspaces: ["source": ws])
+        #expect(
+            denied.results["FAILURE"] == "could not push registry.example/ns/m:1: Error: pushing image: unauthorized: authentication required",
+            "\(denied.results)")
     }
 
     /// The Elyra AIDevSecOps tutorial's shape: no lock at the root, Thoth overlays named in .thoth.yaml. The
@@ -314,24 +388,28 @@ struct TektonStepTests {
         let git = try await GitHTTPServer.start()
         var files: [String: String] = [
             ".thoth.yaml": """
-                host: khemenu.thoth-station.ninja
-                tls_verify: false
-                requirements_format: pipenv
-                overlays_dir: overlays
-                runtime_environments:
-                  - name: training
-                    operating_system:
-                      name: ubi
-                      version: "9"
-                    python_version: "\(python)"
-                  - name: serving
-                    python_version: "3.6"
+            host: khemenu.thoth-station.ninja
+            tls_verify: false
+            requirements_format: pipenv
+            overlays_dir: overlays
+            runtime_environments:
+              - name: training
+                operating_system:
+                  name: ubi
+                  version: "9"
+                python_version: "\(python)"
+              - name: serving
+                python_version: "3.6"
 
-                """,
+            """,
             "notebooks/intro.ipynb": Fixtures.notebook(title: "Tutorial", code: "import six"),
         ]
-        for (name, text) in try await Fixtures.pipenvProject(python: python) where name.hasPrefix("Pipfile") { files["overlays/training/\(name)"] = text }
-        for (name, text) in try await Fixtures.pipenvProject(python: "3.6") where name.hasPrefix("Pipfile") { files["overlays/serving/\(name)"] = text }
+        for (name, text) in try await Fixtures.pipenvProject(python: python) where name.hasPrefix("Pipfile") {
+            files["overlays/training/\(name)"] = text
+        }
+        for (name, text) in try await Fixtures.pipenvProject(python: "3.6") where name.hasPrefix("Pipfile") {
+            files["overlays/serving/\(name)"] = text
+        }
         try await git.createRepository("elyra", files: files)
         defer { Task { await git.stop() } }
         let containerfileTask = try Self.runner("task-containerfile.yaml")
@@ -347,25 +425,34 @@ struct TektonStepTests {
         #expect(imported.output.contains("1.16.0"), "\(imported.output)")
         // Its book too, from the notebooks in their folder (no _toc.yml, and no page at the root to start from:
         // jupyter-book's toc generation stopped with "path does not contain a root file").
-        let book = try await Self.runner("task-jupyter-book.yaml", images: [StepTools.pythonImage: StepTools.imageWithJupyterBook]).run(workspaces: ["source": ws])
+        let book = try await Self.runner("task-jupyter-book.yaml", images: [StepTools.pythonImage: StepTools.imageWithJupyterBook]).run(workspaces: [
+            "source": ws
+        ])
         #expect(book.succeeded, "\(book.output.suffix(2000))")
         #expect(FileManager.default.fileExists(atPath: ws.appendingPathComponent("_build/html/notebooks/intro.html").path))
 
         let (ws2, _) = try await Self.clone(git, "elyra")
-        let named = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b", "overlay": "serving"], workspaces: ["source": ws2])
+        let named = try await containerfileTask.run(
+            params: ["kind": "notebook", "base-image": "b", "overlay": "serving"], workspaces: ["source": ws2])
         #expect(named.succeeded && named.output.contains("overlays/serving"), "\(named.output)")
-        let serving = try await StepTools.build(containerfile: ws2.appendingPathComponent("Containerfile"), context: ws2, in: try await StepTools.bareImage())
-        #expect(serving.output.contains("Pipfile.lock is locked for Python 3.6"), "the serving overlay's own lock was taken: \(serving.output.suffix(1000))")
+        let serving = try await StepTools.build(
+            containerfile: ws2.appendingPathComponent("Containerfile"), context: ws2, in: try await StepTools.bareImage())
+        #expect(
+            serving.output.contains("Pipfile.lock is locked for Python 3.6"),
+            "the serving overlay's own lock was taken: \(serving.output.suffix(1000))")
 
         let (ws3, _) = try await Self.clone(git, "elyra")
-        let unknown = try await containerfileTask.run(params: ["kind": "notebook", "base-image": "b", "overlay": "inference"], workspaces: ["source": ws3])
+        let unknown = try await containerfileTask.run(
+            params: ["kind": "notebook", "base-image": "b", "overlay": "inference"], workspaces: ["source": ws3])
         #expect(!unknown.succeeded)
         #expect(unknown.output.contains("Thoth overlay \"inference\" not found in overlays/ (it has: serving training )"), "\(unknown.output)")
 
         // The Meteor's spec.overlay is what the run asks for.
         var meteor = Meteor(metadata: ObjectMeta(name: "elyra", namespace: "ns"), spec: .init(url: git.url("elyra"), ref: "main"))
         meteor.spec.overlay = "serving"
-        let run = PipelineRunBuilder.build(meteor: meteor, owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "elyra", "uid": "u"]], pipeline: .jupyterhub, settings: Self.settings)
+        let run = PipelineRunBuilder.build(
+            meteor: meteor, owner: ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "elyra", "uid": "u"]],
+            pipeline: .jupyterhub, settings: Self.settings)
         #expect((run[path: "spec", "params"]?.arrayValue ?? []).contains(["name": "overlay", "value": "serving"]))
         // A name that could leave overlays_dir never reaches the run (the CRD's pattern, and the reconciler's check
         // for Meteors stored under a laxer CRD).
@@ -396,7 +483,8 @@ struct TektonStepTests {
 enum StepTools {
     static let directory: URL? = {
         let env = ProcessInfo.processInfo.environment
-        let dir = env["METEOR_STEP_TOOLS"].map { URL(fileURLWithPath: $0) } ?? TestCluster.repositoryDirectory.appendingPathComponent(".build/step-tools")
+        let dir =
+            env["METEOR_STEP_TOOLS"].map { URL(fileURLWithPath: $0) } ?? TestCluster.repositoryDirectory.appendingPathComponent(".build/step-tools")
         return FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("jupyter-book/bin/jupyter-book").path) ? dir : nil
     }()
 
@@ -408,7 +496,10 @@ enum StepTools {
     /// The buildah image, standing in for it: a `buildah` that replays a build's output and exit status (there is
     /// no container runtime here; `build(containerfile:)` is what ran the build) and, for `push`, writes
     /// `--digestfile` or fails as told.
-    static func buildah(buildOutput: String, buildStatus: Int32, pushOutput: String = "", pushStatus: Int32 = 0, digest: String = "sha256:" + String(repeating: "0", count: 64)) throws -> TektonStepRunner.Image {
+    static func buildah(
+        buildOutput: String, buildStatus: Int32, pushOutput: String = "", pushStatus: Int32 = 0,
+        digest: String = "sha256:" + String(repeating: "0", count: 64)
+    ) throws -> TektonStepRunner.Image {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("buildah-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try buildOutput.write(to: dir.appendingPathComponent("build.out"), atomically: true, encoding: .utf8)
@@ -447,9 +538,12 @@ enum StepTools {
         let made = try await runProcess("/usr/bin/python3", ["-m", "venv", venv.path])
         guard made.status == 0 else { throw TektonStepRunner.Failure(message: "venv: \(made.output)") }
         if getuid() == 0 { _ = try await runProcess("/bin/chown", ["-R", "65532:65532", venv.path]) }
-        return TektonStepRunner.Image(path: ["\(venv.path)/bin"], environment: [
-            "VIRTUAL_ENV": venv.path, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": directory.appendingPathComponent("wheels").path, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        ])
+        return TektonStepRunner.Image(
+            path: ["\(venv.path)/bin"],
+            environment: [
+                "VIRTUAL_ENV": venv.path, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": directory.appendingPathComponent("wheels").path,
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            ])
     }
 
     /// `X.Y` of an image's python3.
@@ -528,7 +622,8 @@ enum Fixtures {
             python_version = "\(python)"
 
             """
-        let meta = "{\"_meta\":{\"requires\":{\"python_version\":\"\(python)\"},\"sources\":[{\"name\":\"pypi\",\"url\":\"https://pypi.org/simple\",\"verify_ssl\":true}]},\"default\":{\"six\":\"==1.16.0\"},\"develop\":{}}"
+        let meta =
+            "{\"_meta\":{\"requires\":{\"python_version\":\"\(python)\"},\"sources\":[{\"name\":\"pypi\",\"url\":\"https://pypi.org/simple\",\"verify_ssl\":true}]},\"default\":{\"six\":\"==1.16.0\"},\"develop\":{}}"
         let hash = SHA256.hash(data: Data(meta.utf8)).map { String(format: "%02x", $0) }.joined()
         let lock = """
             {

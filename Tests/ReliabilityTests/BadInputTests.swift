@@ -30,7 +30,10 @@ struct BadMeteor: Sendable, CustomStringConvertible {
         var duplicateTargets = edgeBase
         duplicateTargets["targets"] = .array((edgeBase["targets"]?.arrayValue ?? []) + (edgeBase["targets"]?.arrayValue ?? []))
         var untargetedImage = edgeBase
-        untargetedImage["images"] = .array((edgeBase["images"]?.arrayValue ?? []) + [["name": "twin", "dockerfile": "Dockerfile", "platform": "linux/amd64", "repository": "quay.io/org/twin"]])
+        untargetedImage["images"] = .array(
+            (edgeBase["images"]?.arrayValue ?? []) + [
+                ["name": "twin", "dockerfile": "Dockerfile", "platform": "linux/amd64", "repository": "quay.io/org/twin"]
+            ])
         return [
             BadMeteor(name: "scheme-ftp", field: "spec.url", spec: spec(url: "ftp://example.com/repo.git")),
             BadMeteor(name: "scheme-js", field: "spec.url", spec: spec(url: "javascript:alert(1)")),
@@ -64,7 +67,9 @@ struct BadMeteor: Sendable, CustomStringConvertible {
             let c = env.cluster
             var admitted: [BadMeteor] = []
             for bad in BadMeteor.all {
-                let body: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(bad.name)], "spec": bad.spec]
+                let body: JSONValue = [
+                    "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(bad.name)], "spec": bad.spec,
+                ]
                 do {
                     _ = try await c.meteors.create(body)
                     admitted.append(bad)
@@ -85,7 +90,9 @@ struct BadMeteor: Sendable, CustomStringConvertible {
                 outcomes[bad.name] = "InvalidSpec (\(bad.field))"
             }
             // The good one after them all.
-            _ = try await c.meteors.create(["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "good"], "spec": BadMeteor.spec()])
+            _ = try await c.meteors.create([
+                "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "good"], "spec": BadMeteor.spec(),
+            ])
             _ = try await c.waitFor(c.meteors, "good") { $0?[path: "status", "phase"] == "Building" }
             let runs = try await c.runs.list().items
             #expect(runs.allSatisfy { $0[path: "metadata", "labels", MeteorLabels.meteor] == "good" }, "a bad Meteor got a PipelineRun")
@@ -114,7 +121,10 @@ struct BadMeteor: Sendable, CustomStringConvertible {
     @Test func unknownFieldsAreRefusedStrictlyAndPrunedOtherwise() async throws {
         try await MeteorEnvironment.with { env in
             let c = env.cluster
-            let body: JSONValue = ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "typo"], "spec": ["url": "https://github.com/a/b", "ref": "main", "pipelnes": ["jupyterhub"]]]
+            let body: JSONValue = [
+                "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "typo"],
+                "spec": ["url": "https://github.com/a/b", "ref": "main", "pipelnes": ["jupyterhub"]],
+            ]
             await #expect { _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict")) } throws: {
                 ($0 as? KubeError)?.status?.message?.contains("unknown field \"spec.pipelnes\"") == true
             }

@@ -20,13 +20,17 @@ import Testing
     func operatorAPIServerAndEtcdKilledAtSeededPointsLoseNothingAndRepeatNothing() async throws {
         let plane = try await KitControlPlane.startDedicated()
         defer { Task { await plane.stop() } }
-        let cluster = try await TestCluster.real(on: plane, namespacePrefix: "chaos", crds: ["crds/meteor.zone_meteors.yaml", "crds/tekton/300-pipelinerun.yaml"])
+        let cluster = try await TestCluster.real(
+            on: plane, namespacePrefix: "chaos", crds: ["crds/meteor.zone_meteors.yaml", "crds/tekton/300-pipelinerun.yaml"])
         try await cluster.run { c in
             let names = (0..<Scale.of(40)).map { "chaos-\($0)" }
             // Each Ready Meteor serves its book through a Service; the kit's service range (a /24) holds 254, the
             // long variant makes 520. (Found by the long variant: creates refused 500, "range is full".)
-            let serviceCIDRs = c.client.dynamic(ResourceType(group: "networking.k8s.io", version: "v1", kind: "ServiceCIDR", plural: "servicecidrs", namespaced: false))
-            _ = try await serviceCIDRs.create(["apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR", "metadata": ["name": "chaos-books"], "spec": ["cidrs": ["10.1.0.0/20"]]])
+            let serviceCIDRs = c.client.dynamic(
+                ResourceType(group: "networking.k8s.io", version: "v1", kind: "ServiceCIDR", plural: "servicecidrs", namespaced: false))
+            _ = try await serviceCIDRs.create([
+                "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR", "metadata": ["name": "chaos-books"], "spec": ["cidrs": ["10.1.0.0/20"]],
+            ])
             var rng = SystemRandomNumberGenerator()
             let seed = ProcessInfo.processInfo.environment["METEOR_CHAOS_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 0...UInt64.max, using: &rng)
             print("chaos test: METEOR_CHAOS_SEED=\(seed)")
@@ -55,7 +59,12 @@ import Testing
                 for await run in tekton.stream {
                     try await persistently("the status of \(run)") {
                         do {
-                            try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64), "URL": "http://book/\(run)"])
+                            try await c.tekton(
+                                run, "Succeeded",
+                                results: [
+                                    "IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64),
+                                    "URL": "http://book/\(run)",
+                                ])
                         } catch let e as KubeError where e.isNotFound {}
                     }
                 }
@@ -85,7 +94,9 @@ import Testing
                     // Progress between two kill points takes seconds; minutes without any is the operator stuck.
                     try await watch.progress.wait(timeout: .seconds(180)) { $0 >= points[i] }
                 } catch {
-                    Issue.record("seed \(seed): progress stalled at \(watch.progress.value) of \(points[i]) before kill \(i + 1) (\(kind)); the operator printed:\n\(op.text.suffix(8000))")
+                    Issue.record(
+                        "seed \(seed): progress stalled at \(watch.progress.value) of \(points[i]) before kill \(i + 1) (\(kind)); the operator printed:\n\(op.text.suffix(8000))"
+                    )
                     throw error
                 }
                 switch kind {
@@ -120,17 +131,22 @@ import Testing
             let refused = requests["POST pipelineruns 409"] ?? 0
             let otherwise = requests.filter { $0.key.hasPrefix("POST pipelineruns ") && !$0.key.hasSuffix(" 201") && !$0.key.hasSuffix(" 409") }
                 .sorted { $0.key < $1.key }.map { "\($0.key.split(separator: " ").last!) × \($0.value)" }
-            print("chaos test: \(names.count) Meteors Ready; kills \(killed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); PipelineRuns \(2 * names.count), creates answered 201: \(created), refused as duplicates (409): \(refused), answered otherwise: \(otherwise.isEmpty ? "none" : otherwise.joined(separator: ", ")); status regressions: \(watch.regressions.count); seed \(seed)")
+            print(
+                "chaos test: \(names.count) Meteors Ready; kills \(killed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); PipelineRuns \(2 * names.count), creates answered 201: \(created), refused as duplicates (409): \(refused), answered otherwise: \(otherwise.isEmpty ? "none" : otherwise.joined(separator: ", ")); status regressions: \(watch.regressions.count); seed \(seed)"
+            )
             // kube-apiserver's counters, read just before each kill: a create answered in the instant between the
             // reading and the kill is not counted, so 201s can fall short of the runs, never exceed them.
             #expect(created <= 2 * names.count)
             // A refused duplicate is a create whose run already existed: its answer was lost with a killed server,
             // or the operator was restarted before its cache saw the run. Bounded by the kills, not by the Meteors.
             #expect(refused <= 4 * kinds.count, "\(refused) refused duplicate creates for \(kinds.count) kills (seed \(seed))")
-            ReliabilityReport.row("kill -9 of the operator, of kube-apiserver and of etcd (a real control plane of the test's own) at seeded points while Meteors converge, each restarted after a seeded 0–1.5 s outage",
-                                  injected: "\(names.count) Meteors; kills: \(killed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); METEOR_CHAOS_SEED=\(seed)",
-                                  did: "all \(names.count) Ready, never exited by itself; kube-apiserver counted its run creates: 201 × \(created), 409 (refused duplicates) × \(refused)\(otherwise.isEmpty ? "" : ", " + otherwise.joined(separator: ", "))",
-                                  lost: "0 Meteors, 0 runs (exactly 2 each), \(watch.regressions.count) status regressions")
+            ReliabilityReport.row(
+                "kill -9 of the operator, of kube-apiserver and of etcd (a real control plane of the test's own) at seeded points while Meteors converge, each restarted after a seeded 0–1.5 s outage",
+                injected:
+                    "\(names.count) Meteors; kills: \(killed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); METEOR_CHAOS_SEED=\(seed)",
+                did:
+                    "all \(names.count) Ready, never exited by itself; kube-apiserver counted its run creates: 201 × \(created), 409 (refused duplicates) × \(refused)\(otherwise.isEmpty ? "" : ", " + otherwise.joined(separator: ", "))",
+                lost: "0 Meteors, 0 runs (exactly 2 each), \(watch.regressions.count) status regressions")
         }
     }
 }
@@ -167,4 +183,3 @@ final class ChaosWatch: Sendable {
         if becameReady { progress.update { $0 += 1 } }
     }
 }
-

@@ -27,11 +27,15 @@ extension TestCluster {
 
     /// The Meteor the fault tests create by the hundred: the demo repository, the default pipelines.
     static func demoMeteor(_ name: String) -> JSONValue {
-        ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)], "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"]]
+        [
+            "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": .string(name)],
+            "spec": ["url": "https://github.com/aicoe-aiops/meteor-demo", "ref": "main"],
+        ]
     }
 
     /// Waits (on a watch) until every named Meteor satisfies `done`.
-    func waitForAll(_ names: [String], timeout: Duration = .seconds(60 * Scale.factor), _ done: @escaping @Sendable (JSONValue) -> Bool) async throws {
+    func waitForAll(_ names: [String], timeout: Duration = .seconds(60 * Scale.factor), _ done: @escaping @Sendable (JSONValue) -> Bool) async throws
+    {
         let wanted = Set(names)
         let informer = Informer(api: meteors)
         let satisfied = Observed<Set<String>>([])
@@ -56,7 +60,9 @@ extension TestCluster {
         for name in names {
             for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
                 let run = PipelineRunBuilder.name(meteor: name, pipeline: pipeline, generation: 1)
-                try await tekton(run, "Succeeded", results: ["IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64), "URL": "http://book"])
+                try await tekton(
+                    run, "Succeeded",
+                    results: ["IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64), "URL": "http://book"])
             }
         }
     }
@@ -78,7 +84,9 @@ extension TestCluster {
 /// The User-Agent of the operator's own client in these tests, which faults can aim at.
 let operatorUnderTest = "meteor-operator/under-test"
 
-let converged: @Sendable (JSONValue) -> Bool = { $0[path: "status", "observedGeneration"] == 1 && ($0[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == 2 }
+let converged: @Sendable (JSONValue) -> Bool = {
+    $0[path: "status", "observedGeneration"] == 1 && ($0[path: "status", "pipelines"]?.arrayValue?.count ?? 0) == 2
+}
 let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "Ready" }
 
 /// Faults the API server produces (restarts, cut watches, 410 storms, 409/429/5xx, slow answers). Embedded server
@@ -98,8 +106,12 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let afterRestart = RequestTally(log: c.server.requestLog)
             try await c.succeedAllRuns(of: names)
             try await c.waitForAll(names, isReady)
-            ReliabilityReport.row("API server restarted in the middle of a reconcile (a PipelineRun create held), same store", injected: "\(names.count) Meteors, 1 restart",
-                                  did: "all \(names.count) Ready; \(afterRestart.count("POST", "/pipelineruns", code: 201)) PipelineRuns created, \(afterRestart.count("POST", "/pipelineruns", code: 409)) creates refused as duplicates", lost: "0 Meteors, 0 runs (exactly 2 each)")
+            ReliabilityReport.row(
+                "API server restarted in the middle of a reconcile (a PipelineRun create held), same store",
+                injected: "\(names.count) Meteors, 1 restart",
+                did:
+                    "all \(names.count) Ready; \(afterRestart.count("POST", "/pipelineruns", code: 201)) PipelineRuns created, \(afterRestart.count("POST", "/pipelineruns", code: 409)) creates refused as duplicates",
+                lost: "0 Meteors, 0 runs (exactly 2 each)")
 
             // The store is lost and GitOps re-creates the Meteors: the operator re-lists (its old versions are
             // gone) and builds them again, once each.
@@ -111,8 +123,11 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let tally = RequestTally(log: c.server.requestLog)
             #expect(tally.count("POST", "/pipelineruns", code: 201) == 2 * names.count)
             #expect(tally.count("POST", "/events") <= 2 * names.count, "no event storm")
-            ReliabilityReport.row("API server restarted with an empty store, the Meteors created again (GitOps)", injected: "\(names.count) Meteors, 1 restart",
-                                  did: "re-listed and built each once: \(tally.count("POST", "/pipelineruns", code: 201)) PipelineRuns created, \(tally.count("POST", "/events")) Events", lost: "0 Meteors, 0 runs (exactly 2 each)")
+            ReliabilityReport.row(
+                "API server restarted with an empty store, the Meteors created again (GitOps)", injected: "\(names.count) Meteors, 1 restart",
+                did:
+                    "re-listed and built each once: \(tally.count("POST", "/pipelineruns", code: 201)) PipelineRuns created, \(tally.count("POST", "/events")) Events",
+                lost: "0 Meteors, 0 runs (exactly 2 each)")
         }
     }
 
@@ -126,9 +141,14 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let observer = Informer(api: c.client.dynamic(Meteor.resourceType))
             let seen = Mutex(0)
             await observer.addHandler { _ in
-                let n = seen.withLock { $0 += 1; return $0 }
+                let n = seen.withLock {
+                    $0 += 1; return $0
+                }
                 if n % 3 == 0 { c.server.cutWatches() }
-                if n % 7 == 0 { c.server.inject(InjectedFault(.expiredWatch, verb: "watch", pathContains: "/meteors", userAgentContains: operatorUnderTest, count: 2)) }
+                if n % 7 == 0 {
+                    c.server.inject(
+                        InjectedFault(.expiredWatch, verb: "watch", pathContains: "/meteors", userAgentContains: operatorUnderTest, count: 2))
+                }
             }
             let observing = Task { await observer.run() }
             defer { observing.cancel() }
@@ -156,9 +176,12 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             #expect(tally.count("POST", "/pipelineruns", code: 409) <= 4, "creates are not repeated after every re-list")
             #expect(expired > 0, "the storm reached the operator")
             #expect(env.reconciler.meteors.listCount - listsBefore == expired, "one re-list per 410, none for a cut watch")
-            ReliabilityReport.row("Watch streams cut every 3rd event; the operator's Meteor watches answered 200 + ERROR 410 Expired; a spec change in the storm", injected: "\(seen.withLock { $0 } / 3) cuts, \(expired) forced 410s",
-                                  did: "re-listed \(env.reconciler.meteors.listCount - listsBefore) times (once per 410, never for a cut); \(tally.count("POST", "/pipelineruns", code: 201)) PipelineRuns created (2 for the new generation), \(tally.count("POST", "/pipelineruns", code: 409)) creates refused as duplicates",
-                                  lost: "0 of \(names.count) Meteors, 0 runs")
+            ReliabilityReport.row(
+                "Watch streams cut every 3rd event; the operator's Meteor watches answered 200 + ERROR 410 Expired; a spec change in the storm",
+                injected: "\(seen.withLock { $0 } / 3) cuts, \(expired) forced 410s",
+                did:
+                    "re-listed \(env.reconciler.meteors.listCount - listsBefore) times (once per 410, never for a cut); \(tally.count("POST", "/pipelineruns", code: 201)) PipelineRuns created (2 for the new generation), \(tally.count("POST", "/pipelineruns", code: 409)) creates refused as duplicates",
+                lost: "0 of \(names.count) Meteors, 0 runs")
         }
     }
 
@@ -194,8 +217,10 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             #expect(!c.server.requestLog.contains { !$0.userAgent.contains(operatorUnderTest) && [409, 429, 500, 503].contains($0.code) })
             for code in [409, 429, 500, 503] { #expect(mine.contains { $0.code == code }, "the operator met \(code)") }
             let met = [409, 429, 500, 503].map { code in "\(code) × \(mine.filter { $0.code == code }.count)" }.joined(separator: ", ")
-            ReliabilityReport.row("409, 429 (Retry-After 1 s), 500, 503 and 2 s delays on the operator's creates and patches; 500 on its re-watches", injected: "\(c.server.injectedFaultsServed) faults (only its User-Agent)",
-                                  did: "met \(met) and retried each to convergence", lost: "0 of \(names.count) Meteors, 0 runs (exactly 2 each)")
+            ReliabilityReport.row(
+                "409, 429 (Retry-After 1 s), 500, 503 and 2 s delays on the operator's creates and patches; 500 on its re-watches",
+                injected: "\(c.server.injectedFaultsServed) faults (only its User-Agent)",
+                did: "met \(met) and retried each to convergence", lost: "0 of \(names.count) Meteors, 0 runs (exactly 2 each)")
         }
     }
 
@@ -210,24 +235,37 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
         }) { env in
             let c = env.cluster
             _ = try await c.trustedSigner()
-            var edge = Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
-                            signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
-                            targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")])
-            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "offline"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge))))
+            var edge = Edge(
+                images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
+                signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
+                targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")])
+            _ = try await c.meteors.create(
+                try JSONValue(
+                    encoding: Meteor(
+                        metadata: ObjectMeta(name: "offline"),
+                        spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge))))
             let run = EdgePipelineRunBuilder.name(meteor: "offline", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, run) { $0 != nil }
-            try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
+            try await c.tekton(
+                run, "Succeeded",
+                results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let m = try await c.waitFor(c.meteors, "offline") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
             #expect(condition(m, "ImagesVerified")?["message"]?.stringValue?.contains("127.0.0.1:\(closed)") == true)
             #expect(try await c.applications.list().items.isEmpty)
 
             edge.release = .init(tagPattern: "v*")
-            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "no-remote"), spec: .init(url: "http://127.0.0.1:\(closed)/x/car.git", ref: "main", pipelines: ["edge"], edge: edge))))
+            _ = try await c.meteors.create(
+                try JSONValue(
+                    encoding: Meteor(
+                        metadata: ObjectMeta(name: "no-remote"),
+                        spec: .init(url: "http://127.0.0.1:\(closed)/x/car.git", ref: "main", pipelines: ["edge"], edge: edge))))
             let r = try await c.waitFor(c.meteors, "no-remote") { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" }
             #expect(condition(r, "ImagesBuilt")?["message"]?.stringValue?.contains("cannot reach") == true)
             #expect(try await c.runs.list(ListOptions(labelSelector: "\(MeteorLabels.meteor)=no-remote")).items.isEmpty)
-            ReliabilityReport.row("Registry and git remote unreachable (a closed port)", injected: "1 registry, 1 remote",
-                                  did: "ImagesVerified=False RegistryUnavailable, ImagesBuilt=False GitRemoteUnavailable, retried with backoff", lost: "nothing deployed unverified (0 Applications), 0 runs")
+            ReliabilityReport.row(
+                "Registry and git remote unreachable (a closed port)", injected: "1 registry, 1 remote",
+                did: "ImagesVerified=False RegistryUnavailable, ImagesBuilt=False GitRemoteUnavailable, retried with backoff",
+                lost: "nothing deployed unverified (0 Applications), 0 runs")
         }
     }
 }

@@ -13,7 +13,9 @@ import Testing
 struct JSONTape {
     var bytes: [UInt8]
     var i = 0
-    static let palette: [Unicode.Scalar] = ["a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\u{0}", "\u{1f}", "\u{7f}", "é", "ß", "中", "😀", "\u{2028}", "-", ":", "#"]
+    static let palette: [Unicode.Scalar] = [
+        "a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\u{0}", "\u{1f}", "\u{7f}", "é", "ß", "中", "😀", "\u{2028}", "-", ":", "#",
+    ]
 
     mutating func next() -> UInt8 {
         defer { i += 1 }
@@ -134,7 +136,9 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
             let selector = LabelSelector(requirements)
             let parsed = try LabelSelector.parse(selector.description)
             // Set-based values are a set: order and duplicates do not matter, everything else must survive.
-            #expect(parsed.requirements.map { [$0.key, "\($0.op)", Set($0.values).sorted().joined(separator: ",")] } == selector.requirements.map { [$0.key, "\($0.op)", Set($0.values).sorted().joined(separator: ",")] })
+            #expect(
+                parsed.requirements.map { [$0.key, "\($0.op)", Set($0.values).sorted().joined(separator: ",")] }
+                    == selector.requirements.map { [$0.key, "\($0.op)", Set($0.values).sorted().joined(separator: ",")] })
         }
         await propertyCheck(count: Scale.of(500), input: Gen.ascii.string(of: 0...30)) { text in
             _ = try? LabelSelector.parse(text)
@@ -156,7 +160,6 @@ func normalized(_ v: JSONValue) -> JSONValue { FuzzTargets.normalized(v) }
         }
     }
 }
-
 
 /// Every input in the fuzz corpus (seeds and former crashers) still passes the fuzz targets' checks.
 @Suite struct FuzzCorpusTests {

@@ -35,14 +35,24 @@ import Testing
             let secrets = cluster.client.api(Secret.self, namespace: "default")
             _ = try await cluster.trustedSigner()
             let dockerConfig = #"{"auths":{"127.0.0.1:\#(closed)":{"username":"bot","password":"\#(registryPassword)"}}}"#
-            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "pull", namespace: "default"), type: "kubernetes.io/dockerconfigjson", stringData: [".dockerconfigjson": dockerConfig]))
-            let edge = Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
-                            signing: .init(publicKeySecretRef: .init(name: "cosign-pub"), pullSecretRef: .init(name: "pull")),
-                            targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")])
-            _ = try await cluster.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "car"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge", "jupyterhub"], edge: edge))))
+            _ = try await secrets.create(
+                Secret(
+                    metadata: ObjectMeta(name: "pull", namespace: "default"), type: "kubernetes.io/dockerconfigjson",
+                    stringData: [".dockerconfigjson": dockerConfig]))
+            let edge = Edge(
+                images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: "127.0.0.1:\(closed)/meteor/car")],
+                signing: .init(publicKeySecretRef: .init(name: "cosign-pub"), pullSecretRef: .init(name: "pull")),
+                targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")])
+            _ = try await cluster.meteors.create(
+                try JSONValue(
+                    encoding: Meteor(
+                        metadata: ObjectMeta(name: "car"),
+                        spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge", "jupyterhub"], edge: edge))))
             let run = EdgePipelineRunBuilder.name(meteor: "car", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await cluster.waitFor(cluster.runs, run) { $0 != nil }
-            try await cluster.tekton(run, "Succeeded", results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "f", count: 64)])
+            try await cluster.tekton(
+                run, "Succeeded",
+                results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "f", count: 64)])
             let meteor = try await cluster.waitFor(cluster.meteors, "car") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
             let events = try await cluster.client.dynamic(Event.resourceType, namespace: "default").list().items
             #expect(!events.isEmpty)
@@ -52,7 +62,10 @@ import Testing
             ]
             #expect(capture.text.contains("reconcile") || capture.text.count > 1000, "the capture saw the operator's logs")
             for (what, text) in outputs {
-                for secret in [apiToken, registryPassword, Data(registryPassword.utf8).base64EncodedString(), Data("bot:\(registryPassword)".utf8).base64EncodedString()] {
+                for secret in [
+                    apiToken, registryPassword, Data(registryPassword.utf8).base64EncodedString(),
+                    Data("bot:\(registryPassword)".utf8).base64EncodedString(),
+                ] {
                     #expect(!text.contains(secret), "\(what) leaks a secret")
                 }
             }
@@ -126,7 +139,9 @@ import Testing
         try await ShowerHarness.with { h in
             let form = [("url", "https://github.com/x/forged"), ("ref", "main"), ("pipelines[]", "jupyterhub")]
             func attempt(_ token: String, user: String = "alice") async throws -> Int {
-                try await h.post("/meteors", form: [("csrf", token)] + form, headers: [("Cookie", "\(CSRFTokens.cookie)=\(token)"), ("X-Forwarded-User", user)]).status
+                try await h.post(
+                    "/meteors", form: [("csrf", token)] + form, headers: [("Cookie", "\(CSRFTokens.cookie)=\(token)"), ("X-Forwarded-User", user)]
+                ).status
             }
             #expect(try await attempt(String(repeating: "a", count: 64)) == 403, "made up by the client, in the old format")
             let alice = try await h.session(user: "alice")
@@ -141,7 +156,9 @@ import Testing
         // Replicas sharing a key (--shower-session-key-file) accept each other's tokens.
         try await ShowerHarness.with(configure: { $0.sessionKey = otherKey }) { (h: ShowerHarness) async throws in
             let token = CSRFTokens(key: otherKey).mint(for: "user:alice")
-            let response = try await h.post("/meteors", form: [("csrf", token), ("url", "https://github.com/x/shared"), ("ref", "main"), ("pipelines[]", "jupyterhub")], headers: [("Cookie", "\(CSRFTokens.cookie)=\(token)"), ("X-Forwarded-User", "alice")])
+            let response = try await h.post(
+                "/meteors", form: [("csrf", token), ("url", "https://github.com/x/shared"), ("ref", "main"), ("pipelines[]", "jupyterhub")],
+                headers: [("Cookie", "\(CSRFTokens.cookie)=\(token)"), ("X-Forwarded-User", "alice")])
             #expect(response.status == 303)
         }
     }
@@ -156,7 +173,9 @@ import Testing
             let ns = h.env.namespace
             let refused = try await h.submit(url: "https://github.com/x/mallorys", user: "mallory")
             #expect(refused.status == 403)
-            #expect(refused.body.contains("User &quot;mallory&quot; cannot create resource &quot;meteors&quot;") || refused.body.contains("User \"mallory\" cannot create resource \"meteors\""), "\(refused.body.prefix(3000))")
+            #expect(
+                refused.body.contains("User &quot;mallory&quot; cannot create resource &quot;meteors&quot;")
+                    || refused.body.contains("User \"mallory\" cannot create resource \"meteors\""), "\(refused.body.prefix(3000))")
             #expect(try await h.env.cluster.meteors.list().items.isEmpty)
 
             let created = try await h.submit(url: "https://github.com/x/alices", user: "alice")
@@ -171,13 +190,24 @@ import Testing
 
             // The page's own identity cannot write a Meteor: the writes above were the people's.
             let own = h.pageClient
-            await #expect(throws: KubeError.self) { _ = try await own.dynamic(Meteor.resourceType, namespace: ns).create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "by-the-page", namespace: ns), spec: .init(url: "https://github.com/x/y", ref: "main", pipelines: ["jupyterhub"])))) }
+            await #expect(throws: KubeError.self) {
+                _ = try await own.dynamic(Meteor.resourceType, namespace: ns).create(
+                    try JSONValue(
+                        encoding: Meteor(
+                            metadata: ObjectMeta(name: "by-the-page", namespace: ns),
+                            spec: .init(url: "https://github.com/x/y", ref: "main", pipelines: ["jupyterhub"]))))
+            }
 
             let alice = try await h.session(user: "alice")
             #expect(try await h.post("/meteors/alices/delete", form: [("csrf", alice.token)], headers: alice.headers).status == 303)
             if let server = h.env.cluster.embedded {
-                let writes = server.requestLog.filter { $0.path.contains("/meteors") && ["create", "delete"].contains($0.verb) && $0.impersonatedBy != nil }
-                #expect(writes.map { "\($0.verb) \($0.user) \($0.code)" } == ["create mallory 403", "create alice 201", "delete mallory 403", "delete alice 200"])
+                let writes = server.requestLog.filter {
+                    $0.path.contains("/meteors") && ["create", "delete"].contains($0.verb) && $0.impersonatedBy != nil
+                }
+                #expect(
+                    writes.map { "\($0.verb) \($0.user) \($0.code)" } == [
+                        "create mallory 403", "create alice 201", "delete mallory 403", "delete alice 200",
+                    ])
                 #expect(Set(writes.compactMap(\.impersonatedBy)) == [ShowerHarness.serviceAccountUser(ns)])
             }
         }
@@ -187,18 +217,24 @@ import Testing
     /// group works for its members then, and a group the operator was not told to forward is dropped (here one
     /// that would grant everything).
     @Test func onlyConfiguredGroupsArePassedOn() async throws {
-        try await ShowerHarness.with(identity: .showerServiceAccount(people: []), configure: { $0.forwardedGroups = ["data-science"] }) { (h: ShowerHarness) async throws in
+        try await ShowerHarness.with(identity: .showerServiceAccount(people: []), configure: { $0.forwardedGroups = ["data-science"] }) {
+            (h: ShowerHarness) async throws in
             let ns = h.env.namespace
             let page = ShowerHarness.serviceAccountUser(ns)
             h.env.cluster.server.authorize { a in
                 if a.user == .admin { return true }
-                if a.user.name == page { return a.verb == "impersonate" && (a.resource == "users" || (a.resource == "groups" && a.name == "data-science")) }
+                if a.user.name == page {
+                    return a.verb == "impersonate" && (a.resource == "users" || (a.resource == "groups" && a.name == "data-science"))
+                }
                 if a.user.groups.contains("cluster-admins") { return true }
                 return a.user.groups.contains("data-science") && a.namespace == ns && a.resource == "meteors"
             }
             func submit(_ user: String, groups: String, url: String) async throws -> Int {
                 let s = try await h.session(user: user)
-                return try await h.post("/meteors", form: [("csrf", s.token), ("url", url), ("ref", "main"), ("ttl", "3600"), ("pipelines[]", "jupyterhub")], headers: s.headers + [("X-Forwarded-Groups", groups)]).status
+                return try await h.post(
+                    "/meteors", form: [("csrf", s.token), ("url", url), ("ref", "main"), ("ttl", "3600"), ("pipelines[]", "jupyterhub")],
+                    headers: s.headers + [("X-Forwarded-Groups", groups)]
+                ).status
             }
             #expect(try await submit("carol", groups: "data-science", url: "https://github.com/x/carols") == 303)
             #expect(try await submit("dave", groups: "cluster-admins", url: "https://github.com/x/daves") == 403)
@@ -257,7 +293,9 @@ import Testing
         let ports = (policy[path: "spec", "ingress"]?.arrayValue ?? []).flatMap { $0["ports"]?.arrayValue ?? [] }.compactMap { $0["port"]?.intValue }
         #expect(Set(ports) == [4180, 8443])
         // No grant lets the page's identity create or delete Meteors; it impersonates users and reads one namespace.
-        let showerRoles = docs.filter { ["ClusterRole", "Role"].contains($0["kind"]?.stringValue) && ($0[path: "metadata", "name"]?.stringValue ?? "").contains("shower") }
+        let showerRoles = docs.filter {
+            ["ClusterRole", "Role"].contains($0["kind"]?.stringValue) && ($0[path: "metadata", "name"]?.stringValue ?? "").contains("shower")
+        }
         let rules = showerRoles.flatMap { r in (r["rules"]?.arrayValue ?? []).map { (r["kind"]?.stringValue ?? "", $0) } }
         for (kind, rule) in rules {
             let verbs = rule["verbs"]?.arrayValue?.compactMap(\.stringValue) ?? []
@@ -270,7 +308,9 @@ import Testing
             try await kit.install("crds/meteor.zone_meteors.yaml")
             let dryRun = try await kit.kubectl(["apply", "--dry-run=server", "-f", "-"], input: rendered.output)
             #expect(dryRun.status == 0, "\(dryRun.output)")
-            #expect(dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator created (server dry run)") || dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator configured (server dry run)"), "\(dryRun.output)")
+            #expect(
+                dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator created (server dry run)")
+                    || dryRun.output.contains("networkpolicy.networking.k8s.io/meteor-operator configured (server dry run)"), "\(dryRun.output)")
         }
     }
 
@@ -301,7 +341,9 @@ import Testing
         ]
         for (host, port, why) in refused {
             await #expect(throws: EgressPolicy.Refused.self, "\(host)") { _ = try await policy.admit(host: host, port: port) }
-            do { _ = try await policy.admit(host: host, port: port) } catch let e as EgressPolicy.Refused { #expect(e.message.contains(why), "\(host): \(e.message)") }
+            do { _ = try await policy.admit(host: host, port: port) } catch let e as EgressPolicy.Refused {
+                #expect(e.message.contains(why), "\(host): \(e.message)")
+            }
         }
         lookups.withLock { $0 = [] }
         #expect(try await policy.admit(host: "public.example", port: 443) == "93.184.216.34", "the checked address is the one to connect to")
@@ -329,10 +371,11 @@ import Testing
             let c = env.cluster
             _ = try await c.trustedSigner()
             func edge(_ repository: String, release: Bool) -> Edge {
-                Edge(images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository)],
-                     signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
-                     targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")],
-                     release: release ? .init(tagPattern: "v*") : nil)
+                Edge(
+                    images: [.init(name: "car", dockerfile: "Dockerfile", platform: "linux/arm64", repository: repository)],
+                    signing: .init(publicKeySecretRef: .init(name: "cosign-pub")),
+                    targets: [.init(name: "rpi", cluster: "microshift-rpi", image: "car", path: "deploy", namespace: "car")],
+                    release: release ? .init(tagPattern: "v*") : nil)
             }
             let remotes = [
                 ("api-server", "http://127.0.0.1:\(c.server.port)/repo.git", "is loopback"),
@@ -340,31 +383,57 @@ import Testing
                 ("kubernetes", "https://kubernetes.default.svc/repo.git", "cluster-internal"),
             ]
             for (name, url, _) in remotes {
-                _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: name), spec: .init(url: url, ref: "main", pipelines: ["edge"], edge: edge("quay.io/x/car", release: true)))))
+                _ = try await c.meteors.create(
+                    try JSONValue(
+                        encoding: Meteor(
+                            metadata: ObjectMeta(name: name),
+                            spec: .init(url: url, ref: "main", pipelines: ["edge"], edge: edge("quay.io/x/car", release: true)))))
             }
             for (name, _, why) in remotes {
-                let m = try await c.waitFor(c.meteors, name) { condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" || condition($0, "Ready")?["reason"] == "InvalidSpec" }
-                #expect(condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true, "\(name): \(condition(m, "ImagesBuilt")?["message"] ?? .null)")
+                let m = try await c.waitFor(c.meteors, name) {
+                    condition($0, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" || condition($0, "Ready")?["reason"] == "InvalidSpec"
+                }
+                #expect(
+                    condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true,
+                    "\(name): \(condition(m, "ImagesBuilt")?["message"] ?? .null)")
             }
             // A reconcile before the next check of the remote (a spec change here) says what the last check found.
             // It used to say "no tag matches v*" until the remote was read again, 5 minutes later.
             for (name, _, why) in remotes {
                 _ = try await c.meteors.patch(name, .merge(["spec": ["ttl": 86400]]))
                 let m = try await c.waitFor(c.meteors, name) { $0?[path: "status", "observedGeneration"] == 2 }
-                #expect(condition(m, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable" && condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true, "\(name): \(condition(m, "ImagesBuilt") ?? .null)")
+                #expect(
+                    condition(m, "ImagesBuilt")?["reason"] == "GitRemoteUnavailable"
+                        && condition(m, "ImagesBuilt")?["message"]?.stringValue?.contains(why) == true,
+                    "\(name): \(condition(m, "ImagesBuilt") ?? .null)")
             }
-            #expect(!c.server.requestLog.contains { $0.path.contains("repo.git") || $0.path.contains("info/refs") }, "nothing reached the API server's port")
+            #expect(
+                !c.server.requestLog.contains { $0.path.contains("repo.git") || $0.path.contains("info/refs") },
+                "nothing reached the API server's port")
 
             // A registry at the metadata address: the built image is not fetched from there.
-            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: "metadata-registry"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge("169.254.169.254/meteor/car", release: false)))))
-            let run = EdgePipelineRunBuilder.name(meteor: "metadata-registry", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
+            _ = try await c.meteors.create(
+                try JSONValue(
+                    encoding: Meteor(
+                        metadata: ObjectMeta(name: "metadata-registry"),
+                        spec: .init(
+                            url: "https://github.com/x/car", ref: "main", pipelines: ["edge"],
+                            edge: edge("169.254.169.254/meteor/car", release: false)))))
+            let run = EdgePipelineRunBuilder.name(
+                meteor: "metadata-registry", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, run) { $0 != nil }
-            try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "169.254.169.254/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
+            try await c.tekton(
+                run, "Succeeded",
+                results: ["IMAGE_URL": "169.254.169.254/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let m = try await c.waitFor(c.meteors, "metadata-registry") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
-            #expect(condition(m, "ImagesVerified")?["message"]?.stringValue?.contains("link-local") == true, "\(condition(m, "ImagesVerified") ?? .null)")
+            #expect(
+                condition(m, "ImagesVerified")?["message"]?.stringValue?.contains("link-local") == true, "\(condition(m, "ImagesVerified") ?? .null)")
             #expect(try await c.applications.list().items.isEmpty)
-            ReliabilityReport.row("Meteors naming the API server's port, 169.254.169.254 and kubernetes.default.svc as their repository, and 169.254.169.254 as their registry", injected: "4 Meteors",
-                                  did: "GitRemoteUnavailable / RegistryUnavailable naming why (loopback, link-local, cluster-internal), no connection made", lost: "0 requests reached the API server's port; 0 Applications")
+            ReliabilityReport.row(
+                "Meteors naming the API server's port, 169.254.169.254 and kubernetes.default.svc as their repository, and 169.254.169.254 as their registry",
+                injected: "4 Meteors",
+                did: "GitRemoteUnavailable / RegistryUnavailable naming why (loopback, link-local, cluster-internal), no connection made",
+                lost: "0 requests reached the API server's port; 0 Applications")
         }
     }
 
@@ -380,8 +449,10 @@ import Testing
             case "/loop.git/info/refs": return .redirect("/loop.git/info/refs?again")
             case "/slow.git/info/refs": return .trickle(.milliseconds(200))
             case "/v2/huge/manifests/v1": return .huge(5 << 20)
-            case "/v2/realm/manifests/v1": return .reply(401, headers: [("WWW-Authenticate", "Bearer realm=\"https://localhost:1/token\",service=\"x\"")])
-            case "/v2/plainrealm/manifests/v1": return .reply(401, headers: [("WWW-Authenticate", "Bearer realm=\"http://metadata.example/token\",service=\"x\"")])
+            case "/v2/realm/manifests/v1":
+                return .reply(401, headers: [("WWW-Authenticate", "Bearer realm=\"https://localhost:1/token\",service=\"x\"")])
+            case "/v2/plainrealm/manifests/v1":
+                return .reply(401, headers: [("WWW-Authenticate", "Bearer realm=\"http://metadata.example/token\",service=\"x\"")])
             default: return .reply(404)
             }
         }
@@ -413,8 +484,10 @@ import Testing
         #expect(await registryFailure("plainrealm").contains("is on another host than the registry (metadata.example)"))
         #expect(!server.requests.contains { $0.path.contains("token") }, "no token request went anywhere")
         #expect(server.requests.allSatisfy { $0.authorization == nil }, "no credentials were sent")
-        ReliabilityReport.row("Hostile remotes: redirects to another host, to a loopback port and in a loop; a body trickling forever; a 5 MiB manifest; token realms on other hosts", injected: "7 remotes",
-                              did: "each refused with its reason within the 2 s deadline", lost: "0 credentials sent, 0 requests past the allowed host:port")
+        ReliabilityReport.row(
+            "Hostile remotes: redirects to another host, to a loopback port and in a loop; a body trickling forever; a 5 MiB manifest; token realms on other hosts",
+            injected: "7 remotes",
+            did: "each refused with its reason within the 2 s deadline", lost: "0 credentials sent, 0 requests past the allowed host:port")
     }
 
     // MARK: Metrics behind the API server's authentication (issue 15, item 5)
@@ -435,7 +508,9 @@ import Testing
             _ = try await kit.kubectl(["create", "namespace", "meteor-operator-system"])
             _ = try await kit.kubectlOK("apply", "-k", repo.appendingPathComponent("config/rbac").path)
             for sa in ["scraper", "stranger"] { _ = try await kit.kubectlOK("-n", c.namespace, "create", "serviceaccount", sa) }
-            _ = try await kit.kubectlOK("create", "clusterrolebinding", "metrics-reader-\(c.namespace)", "--clusterrole=meteor-operator-metrics-reader", "--serviceaccount=\(c.namespace):scraper")
+            _ = try await kit.kubectlOK(
+                "create", "clusterrolebinding", "metrics-reader-\(c.namespace)", "--clusterrole=meteor-operator-metrics-reader",
+                "--serviceaccount=\(c.namespace):scraper")
             func token(_ namespace: String, _ sa: String) async throws -> String {
                 try await kit.kubectlOK("-n", namespace, "create", "token", sa, "--duration=1h").trimmingCharacters(in: .whitespacesAndNewlines)
             }
@@ -455,10 +530,12 @@ import Testing
             kubeconfig = try c.writeKubeconfig()
         }
         let port = try LocalRegistry.freePort()
-        let op = try BackgroundProcess(operatorBinary, [
-            "run", "--kubeconfig", kubeconfig, "--namespace", c.namespace, "--metrics-secure", "--metrics-bind-address", "127.0.0.1:\(port)",
-            "--health-probe-bind-address", "0", "--log-format", "text",
-        ])
+        let op = try BackgroundProcess(
+            operatorBinary,
+            [
+                "run", "--kubeconfig", kubeconfig, "--namespace", c.namespace, "--metrics-secure", "--metrics-bind-address", "127.0.0.1:\(port)",
+                "--health-probe-bind-address", "0", "--log-format", "text",
+            ])
         defer { op.terminate() }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .none
@@ -482,9 +559,13 @@ import Testing
         let forbidden = try await scrape(stranger)
         #expect(forbidden.0 == 403 && forbidden.1.contains("stranger"), "\(forbidden)")
         let allowed = try await scrape(scraper)
-        #expect(allowed.0 == 200 && allowed.1.contains("rest_client_requests_total"), "\(allowed.0) \(allowed.1.prefix(300))\n\(op.text.suffix(2000))")
+        #expect(
+            allowed.0 == 200 && allowed.1.contains("rest_client_requests_total"), "\(allowed.0) \(allowed.1.prefix(300))\n\(op.text.suffix(2000))")
         // Plain HTTP gets nothing.
-        await #expect(throws: (any Error).self) { _ = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5)).body.collect(upTo: 1 << 20) }
+        await #expect(throws: (any Error).self) {
+            _ = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5)).body.collect(
+                upTo: 1 << 20)
+        }
         #expect(!op.text.contains("forbidden"), "the operator's own reviews were refused:\n\(op.text.suffix(2000))")
     }
 
@@ -498,7 +579,9 @@ import Testing
         let client = RegistryClient(insecure: true, egress: .unrestricted)
         var c: TestCluster { env.cluster }
 
-        func image(_ repository: String, tag: String, platform: String = "linux/arm64", signedBy signer: CosignSigner?, annotations: [String: String] = [:]) async throws -> String {
+        func image(
+            _ repository: String, tag: String, platform: String = "linux/arm64", signedBy signer: CosignSigner?, annotations: [String: String] = [:]
+        ) async throws -> String {
             let repo = try RegistryClient.Reference(parsing: "\(registry.address)/\(repository)")
             let digest = try await client.pushImage(repo, tag: tag, platform: platform, content: "\(repository) \(tag)")
             if let signer { try await sign(repository, digest: digest, with: signer, annotations: annotations) }
@@ -507,26 +590,40 @@ import Testing
 
         func sign(_ repository: String, digest: String, with signer: CosignSigner, annotations: [String: String] = [:]) async throws {
             let repo = try RegistryClient.Reference(parsing: "\(registry.address)/\(repository)")
-            try await client.push(try signer.sign(digest: digest, dockerReference: "\(registry.address)/\(repository)", annotations: annotations), to: repo)
+            try await client.push(
+                try signer.sign(digest: digest, dockerReference: "\(registry.address)/\(repository)", annotations: annotations), to: repo)
         }
 
         /// A Meteor whose images (name, repository, cluster) each run on a target of their name on that cluster (and
         /// on the `extra` targets: name, cluster, image), built at once by the test.
-        func deliver(_ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = [], results: [String: String] = [:],
-                     otherImages: [String: [String]] = [:]) async throws {
-            let edge = Edge(images: images.map { .init(name: $0.0, dockerfile: "Dockerfile", platform: "linux/arm64", repository: "\(registry.address)/\($0.1)") },
-                            signing: .init(publicKeySecretRef: key.map { .init(name: $0) }),
-                            targets: images.map { .init(name: $0.0, cluster: $0.2, image: $0.0, path: "deploy", namespace: "car", images: otherImages[$0.0]) }
-                                + extra.map { .init(name: $0.0, cluster: $0.1, image: $0.2, path: "deploy", namespace: "car") })
-            _ = try await c.meteors.create(try JSONValue(encoding: Meteor(metadata: ObjectMeta(name: name), spec: .init(url: "https://github.com/x/\(name)", ref: "main", pipelines: ["edge"], edge: edge))))
+        func deliver(
+            _ name: String, images: [(String, String, String)], digests: [String], key: String? = nil, extra: [(String, String, String)] = [],
+            results: [String: String] = [:],
+            otherImages: [String: [String]] = [:]
+        ) async throws {
+            let edge = Edge(
+                images: images.map {
+                    .init(name: $0.0, dockerfile: "Dockerfile", platform: "linux/arm64", repository: "\(registry.address)/\($0.1)")
+                },
+                signing: .init(publicKeySecretRef: key.map { .init(name: $0) }),
+                targets: images.map { .init(name: $0.0, cluster: $0.2, image: $0.0, path: "deploy", namespace: "car", images: otherImages[$0.0]) }
+                    + extra.map { .init(name: $0.0, cluster: $0.1, image: $0.2, path: "deploy", namespace: "car") })
+            _ = try await c.meteors.create(
+                try JSONValue(
+                    encoding: Meteor(
+                        metadata: ObjectMeta(name: name),
+                        spec: .init(url: "https://github.com/x/\(name)", ref: "main", pipelines: ["edge"], edge: edge))))
             for (image, digest) in zip(images, digests) {
                 let run = EdgePipelineRunBuilder.name(meteor: name, image: image.0, build: EdgeBuild(ref: "main", release: nil, generation: 1))
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
-                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest].merging(results) { $1 })
+                try await c.tekton(
+                    run, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest].merging(results) { $1 })
             }
         }
 
-        func application(_ meteor: String, _ target: String) -> String { ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: meteor, target: target) }
+        func application(_ meteor: String, _ target: String) -> String {
+            ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: meteor, target: target)
+        }
 
         static func with(_ body: (EdgeBench) async throws -> Void) async throws {
             let registry = try await LocalRegistry(port: nil)
@@ -550,44 +647,65 @@ import Testing
             let admin = CosignSigner(), author = CosignSigner()
             let adminFingerprint = try SignatureVerifier(publicKeyPEM: admin.publicKeyPEM).fingerprint
             let secrets = c.client.api(Secret.self, namespace: "default")
-            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "author-key", namespace: "default"), stringData: ["cosign.pub": author.publicKeyPEM]))
-            _ = try await secrets.create(Secret(metadata: ObjectMeta(name: "admin-key", namespace: "default"), stringData: ["cosign.pub": admin.publicKeyPEM]))
+            _ = try await secrets.create(
+                Secret(metadata: ObjectMeta(name: "author-key", namespace: "default"), stringData: ["cosign.pub": author.publicKeyPEM]))
+            _ = try await secrets.create(
+                Secret(metadata: ObjectMeta(name: "admin-key", namespace: "default"), stringData: ["cosign.pub": admin.publicKeyPEM]))
 
             // No policy: not deployed, and the status says why.
-            try await b.deliver("unpoliced", images: [("car", "edge/unpoliced", "microshift-rpi")], digests: [try await b.image("edge/unpoliced", tag: "g1", signedBy: admin)])
+            try await b.deliver(
+                "unpoliced", images: [("car", "edge/unpoliced", "microshift-rpi")],
+                digests: [try await b.image("edge/unpoliced", tag: "g1", signedBy: admin)])
             let unpoliced = try await c.waitFor(c.meteors, "unpoliced") { condition($0, "ImagesVerified")?["reason"] == "NoTrustPolicy" }
-            #expect(condition(unpoliced, "ImagesVerified")?["message"]?.stringValue?.contains("no EdgeTrustPolicy trusts a key for \(b.registry.address)/edge/unpoliced on microshift-rpi") == true)
+            #expect(
+                condition(unpoliced, "ImagesVerified")?["message"]?.stringValue?.contains(
+                    "no EdgeTrustPolicy trusts a key for \(b.registry.address)/edge/unpoliced on microshift-rpi") == true)
 
             try await c.trust("fleet", publicKeyPEM: admin.publicKeyPEM, images: ["\(b.registry.address)/edge/*"], clusters: ["microshift-rpi"])
             // The author signs with a key of their own and names it: refused, whatever the signature.
-            try await b.deliver("authored", images: [("car", "edge/authored", "microshift-rpi")], digests: [try await b.image("edge/authored", tag: "g1", signedBy: author)], key: "author-key")
+            try await b.deliver(
+                "authored", images: [("car", "edge/authored", "microshift-rpi")],
+                digests: [try await b.image("edge/authored", tag: "g1", signedBy: author)], key: "author-key")
             let authored = try await c.waitFor(c.meteors, "authored") { condition($0, "ImagesVerified")?["reason"] == "KeyNotTrusted" }
             #expect(condition(authored, "ImagesVerified")?["message"]?.stringValue?.contains("the key in Secret author-key") == true)
             // Signed by the author, without naming a key: the admin's key does not verify it.
-            try await b.deliver("sneaky", images: [("car", "edge/sneaky", "microshift-rpi")], digests: [try await b.image("edge/sneaky", tag: "g1", signedBy: author)])
+            try await b.deliver(
+                "sneaky", images: [("car", "edge/sneaky", "microshift-rpi")], digests: [try await b.image("edge/sneaky", tag: "g1", signedBy: author)]
+            )
             _ = try await c.waitFor(c.meteors, "sneaky") { condition($0, "ImagesVerified")?["reason"] == "SignatureInvalid" }
 
             // The admin's key: deployed to the car, whose cluster the policy names; not the same image to a second
             // device on another cluster; and no key at all for an image that only runs on that cluster.
-            try await b.deliver("fleet", images: [("car", "edge/car", "microshift-rpi"), ("twin", "edge/twin", "microshift-nuc")],
-                                digests: [try await b.image("edge/car", tag: "g1", signedBy: admin), try await b.image("edge/twin", tag: "g1", signedBy: admin)],
-                                extra: [("car-on-nuc", "microshift-nuc", "car")])
+            try await b.deliver(
+                "fleet", images: [("car", "edge/car", "microshift-rpi"), ("twin", "edge/twin", "microshift-nuc")],
+                digests: [try await b.image("edge/car", tag: "g1", signedBy: admin), try await b.image("edge/twin", tag: "g1", signedBy: admin)],
+                extra: [("car-on-nuc", "microshift-nuc", "car")])
             let car = try await c.waitFor(c.applications, b.application("fleet", "car")) { $0 != nil }
             #expect(car?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == adminFingerprint)
-            let fleet = try await c.waitFor(c.meteors, "fleet") { condition($0, "Deployed")?["reason"] == "KeyNotTrusted" && condition($0, "ImagesVerified")?["reason"] == "NoTrustPolicy" }
-            #expect(condition(fleet, "Deployed")?["message"]?.stringValue?.contains("car-on-nuc (microshift-nuc): key \(adminFingerprint) is not trusted") == true, "\(condition(fleet, "Deployed") ?? .null)")
-            #expect(condition(fleet, "ImagesVerified")?["message"]?.stringValue?.contains("edge/twin on microshift-nuc") == true, "\(condition(fleet, "ImagesVerified") ?? .null)")
+            let fleet = try await c.waitFor(c.meteors, "fleet") {
+                condition($0, "Deployed")?["reason"] == "KeyNotTrusted" && condition($0, "ImagesVerified")?["reason"] == "NoTrustPolicy"
+            }
+            #expect(
+                condition(fleet, "Deployed")?["message"]?.stringValue?.contains("car-on-nuc (microshift-nuc): key \(adminFingerprint) is not trusted")
+                    == true, "\(condition(fleet, "Deployed") ?? .null)")
+            #expect(
+                condition(fleet, "ImagesVerified")?["message"]?.stringValue?.contains("edge/twin on microshift-nuc") == true,
+                "\(condition(fleet, "ImagesVerified") ?? .null)")
             // An author narrowing to the admin's key: deployed.
-            try await b.deliver("narrowed", images: [("car", "edge/narrowed", "microshift-rpi")], digests: [try await b.image("edge/narrowed", tag: "g1", signedBy: admin)], key: "admin-key")
+            try await b.deliver(
+                "narrowed", images: [("car", "edge/narrowed", "microshift-rpi")],
+                digests: [try await b.image("edge/narrowed", tag: "g1", signedBy: admin)], key: "admin-key")
             _ = try await c.waitFor(c.applications, b.application("narrowed", "car")) { $0 != nil }
 
             // The policy's arrival judged the waiting Meteor again: its image, signed by the admin's key, is delivered.
             _ = try await c.waitFor(c.applications, b.application("unpoliced", "car")) { $0 != nil }
             let apps = try await c.applications.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue }.sorted()
             #expect(apps == [b.application("fleet", "car"), b.application("narrowed", "car"), b.application("unpoliced", "car")].sorted(), "\(apps)")
-            ReliabilityReport.row("Edge images signed by keys the cluster admin did not trust: no policy, an author's own key (named and not), a key trusted for another device cluster",
-                                  injected: "4 Meteors, 5 images", did: "NoTrustPolicy, KeyNotTrusted, SignatureInvalid, Deployed=False KeyNotTrusted for the other cluster; the admin's key deployed",
-                                  lost: "0 Applications for untrusted images")
+            ReliabilityReport.row(
+                "Edge images signed by keys the cluster admin did not trust: no policy, an author's own key (named and not), a key trusted for another device cluster",
+                injected: "4 Meteors, 5 images",
+                did: "NoTrustPolicy, KeyNotTrusted, SignatureInvalid, Deployed=False KeyNotTrusted for the other cluster; the admin's key deployed",
+                lost: "0 Applications for untrusted images")
         }
     }
 
@@ -598,21 +716,29 @@ import Testing
         try await EdgeBench.with { b in
             let c = b.c
             let old = CosignSigner(), new = CosignSigner()
-            let oldFingerprint = try SignatureVerifier(publicKeyPEM: old.publicKeyPEM).fingerprint, newFingerprint = try SignatureVerifier(publicKeyPEM: new.publicKeyPEM).fingerprint
+            let oldFingerprint = try SignatureVerifier(publicKeyPEM: old.publicKeyPEM).fingerprint,
+                newFingerprint = try SignatureVerifier(publicKeyPEM: new.publicKeyPEM).fingerprint
             try await c.trust("fleet", publicKeyPEM: old.publicKeyPEM, images: ["\(b.registry.address)/edge/*"])
             let digest = try await b.image("edge/car", tag: "g1", signedBy: old)
             try await b.deliver("car", images: [("car", "edge/car", "microshift-rpi")], digests: [digest])
             let app = b.application("car", "car")
-            _ = try await c.waitFor(c.applications, app) { $0?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == oldFingerprint }
+            _ = try await c.waitFor(c.applications, app) {
+                $0?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == oldFingerprint
+            }
 
             // Rotation: the old key revoked, a new one trusted.
             let policies = c.client.dynamic(EdgeTrustPolicy.resourceType)
             var policy = try await policies.get("fleet")
-            policy[path: "spec", "keys"] = [["name": "old", "publicKey": .string(old.publicKeyPEM), "revoked": true], ["name": "new", "publicKey": .string(new.publicKeyPEM)]]
+            policy[path: "spec", "keys"] = [
+                ["name": "old", "publicKey": .string(old.publicKeyPEM), "revoked": true], ["name": "new", "publicKey": .string(new.publicKeyPEM)],
+            ]
             _ = try await policies.replace(policy)
             _ = try await c.waitFor(c.applications, app) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
             let stopped = try await c.waitFor(c.meteors, "car") { condition($0, "Deployed")?["reason"] == "KeyNotTrusted" }
-            #expect(condition(stopped, "Deployed")?["message"]?.stringValue?.contains("delivery of \(b.registry.address)/edge/car@\(digest) on microshift-rpi stopped") == true, "\(condition(stopped, "Deployed") ?? .null)")
+            #expect(
+                condition(stopped, "Deployed")?["message"]?.stringValue?.contains(
+                    "delivery of \(b.registry.address)/edge/car@\(digest) on microshift-rpi stopped") == true,
+                "\(condition(stopped, "Deployed") ?? .null)")
             #expect(try await c.waitForEvent(about: "car", reason: "DeliveryStopped") != nil)
             // Argo CD removes what it deployed, then lets the Application go.
             _ = try await c.applications.patch(app, .merge(["metadata": ["finalizers": []]]))
@@ -620,11 +746,15 @@ import Testing
 
             // Signed again with the new key: delivered again, with that key recorded.
             try await b.sign("edge/car", digest: digest, with: new)
-            let resumed = try await c.waitFor(c.applications, app) { $0?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == newFingerprint }
+            let resumed = try await c.waitFor(c.applications, app) {
+                $0?[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue == newFingerprint
+            }
             #expect(resumed?[path: "metadata", "annotations", "meteor.zone/image"]?.stringValue == "\(b.registry.address)/edge/car@\(digest)")
-            ReliabilityReport.row("A signing key revoked (and a new one trusted) while its image runs on a device", injected: "1 EdgeTrustPolicy change",
-                                  did: "Application deleted (Deployed=False KeyNotTrusted, Warning DeliveryStopped); re-delivered once signed with the new key, which the Application records",
-                                  lost: "0 deployments left running on a revoked key")
+            ReliabilityReport.row(
+                "A signing key revoked (and a new one trusted) while its image runs on a device", injected: "1 EdgeTrustPolicy change",
+                did:
+                    "Application deleted (Deployed=False KeyNotTrusted, Warning DeliveryStopped); re-delivered once signed with the new key, which the Application records",
+                lost: "0 deployments left running on a revoked key")
         }
     }
 
@@ -637,13 +767,19 @@ import Testing
             let c = b.c
             let signer = CosignSigner()
             try await c.trust(publicKeyPEM: signer.publicKeyPEM)
-            try await b.deliver("unpinned", images: [("car", "edge/unpinned", "microshift-rpi")], digests: [try await b.image("edge/unpinned", tag: "g1", signedBy: signer)], results: ["COMMIT": "main"])
+            try await b.deliver(
+                "unpinned", images: [("car", "edge/unpinned", "microshift-rpi")],
+                digests: [try await b.image("edge/unpinned", tag: "g1", signedBy: signer)], results: ["COMMIT": "main"])
             let refused = try await c.waitFor(c.meteors, "unpinned") { condition($0, "ImagesVerified")?["reason"] == "CommitUnknown" }
             #expect(condition(refused, "ImagesVerified")?["message"]?.stringValue?.contains("never a branch (main)") == true)
-            try await b.deliver("pinned", images: [("car", "edge/pinned", "microshift-rpi")], digests: [try await b.image("edge/pinned", tag: "g1", signedBy: signer)])
+            try await b.deliver(
+                "pinned", images: [("car", "edge/pinned", "microshift-rpi")], digests: [try await b.image("edge/pinned", tag: "g1", signedBy: signer)]
+            )
             let app = try await c.waitFor(c.applications, b.application("pinned", "car")) { $0 != nil }
             #expect(app?[path: "spec", "source", "targetRevision"] == .string(TestCluster.commit(of: "main")))
-            #expect(try await c.waitFor(c.meteors, "pinned") { $0?[path: "status", "images"]?.arrayValue?.first?["commit"] != nil }?[path: "status", "images"]?.arrayValue?.first?["commit"] == .string(TestCluster.commit(of: "main")))
+            #expect(
+                try await c.waitFor(c.meteors, "pinned") { $0?[path: "status", "images"]?.arrayValue?.first?["commit"] != nil }?[
+                    path: "status", "images"]?.arrayValue?.first?["commit"] == .string(TestCluster.commit(of: "main")))
             #expect(try await c.applications.list().items.count == 1, "nothing deployed for the build without a commit")
         }
     }
@@ -665,18 +801,32 @@ import Testing
             let built = TestCluster.commit(of: "main"), older = TestCluster.commit(of: "v0.9.0")
             let commit = SimpleSigningPayload.commitAnnotation
 
-            try await b.deliver("replayed", images: [("car", "edge/replayed", "microshift-rpi")], digests: [try await b.image("edge/replayed", tag: "g1", signedBy: signer, annotations: [commit: older])])
+            try await b.deliver(
+                "replayed", images: [("car", "edge/replayed", "microshift-rpi")],
+                digests: [try await b.image("edge/replayed", tag: "g1", signedBy: signer, annotations: [commit: older])])
             let replayed = try await c.waitFor(c.meteors, "replayed") { condition($0, "ImagesVerified")?["reason"] == "CommitMismatch" }
-            #expect(condition(replayed, "ImagesVerified")?["message"]?.stringValue?.contains("the signature is for commit \(older), but this build is of \(built)") == true, "\(condition(replayed, "ImagesVerified") ?? .null)")
+            #expect(
+                condition(replayed, "ImagesVerified")?["message"]?.stringValue?.contains(
+                    "the signature is for commit \(older), but this build is of \(built)") == true,
+                "\(condition(replayed, "ImagesVerified") ?? .null)")
 
-            try await b.deliver("unsigned-commit", images: [("car", "strict/car", "microshift-rpi")], digests: [try await b.image("strict/car", tag: "g1", signedBy: signer)])
+            try await b.deliver(
+                "unsigned-commit", images: [("car", "strict/car", "microshift-rpi")],
+                digests: [try await b.image("strict/car", tag: "g1", signedBy: signer)])
             _ = try await c.waitFor(c.meteors, "unsigned-commit") { condition($0, "ImagesVerified")?["reason"] == "CommitNotSigned" }
 
-            try await b.deliver("current", images: [("car", "strict/current", "microshift-rpi")], digests: [try await b.image("strict/current", tag: "g1", signedBy: signer, annotations: [commit: built])])
-            _ = try await c.waitFor(c.applications, b.application("current", "car")) { $0?[path: "spec", "source", "targetRevision"] == .string(built) }
+            try await b.deliver(
+                "current", images: [("car", "strict/current", "microshift-rpi")],
+                digests: [try await b.image("strict/current", tag: "g1", signedBy: signer, annotations: [commit: built])])
+            _ = try await c.waitFor(c.applications, b.application("current", "car")) {
+                $0?[path: "spec", "source", "targetRevision"] == .string(built)
+            }
             #expect(try await c.applications.list().items.count == 1, "only the image signed for the commit built is deployed")
-            ReliabilityReport.row("An older signed image reported as a new build's digest; a signature without the commit where the policy requires it", injected: "2 images",
-                                  did: "CommitMismatch, CommitNotSigned; the image signed for the commit built is deployed at that commit", lost: "0 Applications for replayed images")
+            ReliabilityReport.row(
+                "An older signed image reported as a new build's digest; a signature without the commit where the policy requires it",
+                injected: "2 images",
+                did: "CommitMismatch, CommitNotSigned; the image signed for the commit built is deployed at that commit",
+                lost: "0 Applications for replayed images")
         }
     }
 
@@ -696,32 +846,52 @@ import Testing
 
             // Declared and signed: pinned beside the built image.
             let declaredDigest = try await b.image("edge/declared", tag: "g1", signedBy: signer)
-            try await b.deliver("declared", images: [("car", "edge/declared", "microshift-rpi")], digests: [declaredDigest], otherImages: ["car": [sidecar]])
+            try await b.deliver(
+                "declared", images: [("car", "edge/declared", "microshift-rpi")], digests: [declaredDigest], otherImages: ["car": [sidecar]])
             let app = try #require(try await c.waitFor(c.applications, b.application("declared", "car")) { $0 != nil })
             let pinned = "\(b.registry.address)/edge/declared@\(declaredDigest)"
-            #expect(app[path: "spec", "source", "kustomize", "images"] == [.string("\(b.registry.address)/edge/declared=\(pinned)"), .string("\(b.registry.address)/edge/sidecar=\(sidecar)")])
+            #expect(
+                app[path: "spec", "source", "kustomize", "images"] == [
+                    .string("\(b.registry.address)/edge/declared=\(pinned)"), .string("\(b.registry.address)/edge/sidecar=\(sidecar)"),
+                ])
             try await c.argo(b.application("declared", "car"), sync: "Synced", health: "Healthy", images: [pinned, sidecar])
             _ = try await c.waitFor(c.meteors, "declared") { condition($0, "Deployed")?["status"] == "True" }
 
             // Declared but unsigned: not deployed.
-            try await b.deliver("unsigned", images: [("car", "edge/unsigned-car", "microshift-rpi")], digests: [try await b.image("edge/unsigned-car", tag: "g1", signedBy: signer)], otherImages: ["car": [unsigned]])
+            try await b.deliver(
+                "unsigned", images: [("car", "edge/unsigned-car", "microshift-rpi")],
+                digests: [try await b.image("edge/unsigned-car", tag: "g1", signedBy: signer)], otherImages: ["car": [unsigned]])
             let refused = try await c.waitFor(c.meteors, "unsigned") { condition($0, "Deployed")?["reason"] == "UnverifiedImage" }
-            #expect(condition(refused, "Deployed")?["message"]?.stringValue?.contains("\(unsigned): SignatureMissing") == true, "\(condition(refused, "Deployed") ?? .null)")
+            #expect(
+                condition(refused, "Deployed")?["message"]?.stringValue?.contains("\(unsigned): SignatureMissing") == true,
+                "\(condition(refused, "Deployed") ?? .null)")
 
             // Undeclared: the manifests run a tag nobody pinned; delivery stops when Argo CD says so.
             let sneakyDigest = try await b.image("edge/sneaky", tag: "g1", signedBy: signer)
             try await b.deliver("sneaky", images: [("car", "edge/sneaky", "microshift-rpi")], digests: [sneakyDigest])
             let sneaky = b.application("sneaky", "car")
             _ = try await c.waitFor(c.applications, sneaky) { $0 != nil }
-            try await c.argo(sneaky, sync: "Synced", health: "Healthy", images: ["\(b.registry.address)/edge/sneaky@\(sneakyDigest)", "docker.io/library/busybox:latest"])
+            try await c.argo(
+                sneaky, sync: "Synced", health: "Healthy",
+                images: ["\(b.registry.address)/edge/sneaky@\(sneakyDigest)", "docker.io/library/busybox:latest"])
             _ = try await c.waitFor(c.applications, sneaky) { $0 == nil || $0?[path: "metadata", "deletionTimestamp"] != nil }
-            #expect(try await c.waitForEvent(about: "sneaky", reason: "DeliveryStopped")?["message"]?.stringValue?.contains("docker.io/library/busybox:latest") == true)
+            #expect(
+                try await c.waitForEvent(about: "sneaky", reason: "DeliveryStopped")?["message"]?.stringValue?.contains(
+                    "docker.io/library/busybox:latest") == true)
             _ = try await c.applications.patch(sneaky, .merge(["metadata": ["finalizers": []]]))
-            let stopped = try await c.waitFor(c.meteors, "sneaky") { condition($0, "Deployed")?["message"]?.stringValue?.contains("delivery stopped, its manifests ran images not pinned") == true }
+            let stopped = try await c.waitFor(c.meteors, "sneaky") {
+                condition($0, "Deployed")?["message"]?.stringValue?.contains("delivery stopped, its manifests ran images not pinned") == true
+            }
             #expect(condition(stopped, "Deployed")?["reason"] == "UnverifiedImage")
-            #expect(try await c.applications.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue } == [b.application("declared", "car")], "neither refused target was (re)delivered")
-            ReliabilityReport.row("Images a target runs besides the built one: declared but unsigned; undeclared, reported by Argo CD after sync", injected: "2 targets",
-                                  did: "Deployed=False UnverifiedImage; the undeclared one's Application deleted (DeliveryStopped) and not delivered again for that commit", lost: "0 targets left running unverified images")
+            #expect(
+                try await c.applications.list().items.compactMap { $0[path: "metadata", "name"]?.stringValue } == [b.application("declared", "car")],
+                "neither refused target was (re)delivered")
+            ReliabilityReport.row(
+                "Images a target runs besides the built one: declared but unsigned; undeclared, reported by Argo CD after sync",
+                injected: "2 targets",
+                did:
+                    "Deployed=False UnverifiedImage; the undeclared one's Application deleted (DeliveryStopped) and not delivered again for that commit",
+                lost: "0 targets left running unverified images")
         }
     }
 
