@@ -172,10 +172,27 @@ public final class KitControlPlane: Sendable {
             let t = Task {
                 try await self.kubectlOK("apply", "--server-side", "--force-conflicts", "--field-manager=meteor-tests", "-f", path)
                 // Not `kubectl wait`: older kubectl fails outright while the new CRD has no conditions yet.
-                let names = try YAML.parseAll(String(contentsOfFile: path, encoding: .utf8)).compactMap { $0[path: "metadata", "name"]?.stringValue }
+                let docs = try YAML.parseAll(String(contentsOfFile: path, encoding: .utf8))
                 let client = try self.client()
                 defer { Task { try? await client.shutdown() } }
-                for name in names { try await Self.waitEstablished(client, name) }
+                for doc in docs {
+                    guard let name = doc[path: "metadata", "name"]?.stringValue else { continue }
+                    try await Self.waitEstablished(client, name)
+                    // Established is not yet discovered (under load kube-apiserver 404s the group-version for a
+                    // moment): what starts next (the operator's preflight, kubectl) reads discovery.
+                    guard let group = doc[path: "spec", "group"]?.stringValue, let plural = doc[path: "spec", "names", "plural"]?.stringValue else {
+                        continue
+                    }
+                    for version in (doc[path: "spec", "versions"]?.arrayValue ?? []) where version["served"] == true {
+                        guard let v = version["name"]?.stringValue else { continue }
+                        try await persistently("discovery of \(plural).\(group)/\(v)") {
+                            let served = try await client.json(.GET, "/apis/\(group)/\(v)")
+                            guard (served["resources"]?.arrayValue ?? []).contains(where: { $0["name"] == .string(plural) }) else {
+                                throw TimedOut(what: "discovery of \(plural)", after: .zero)
+                            }
+                        }
+                    }
+                }
             }
             map[relative] = t
             return t
