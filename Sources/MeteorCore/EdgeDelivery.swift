@@ -238,6 +238,7 @@ extension MeteorReconciler {
         var untrustedTargets: [String] = []
         var refused: [String] = []
         var deployed: Set<String> = []
+        var desired: [(JSONValue, String)] = []
         for p in placements {
             guard let image = edge.images.first(where: { $0.name == p.target.image }) else { continue }
             let name = application(p)
@@ -274,10 +275,23 @@ extension MeteorReconciler {
             }
             guard let given else { continue }
             deployed.insert(name)
-            let desired = ArgoApplicationBuilder.build(
-                meteor: meteor, placement: p, image: image, pinnedImage: given.image, extraImages: given.images ?? [],
-                keyFingerprint: given.keyFingerprint, revision: given.revision, namespace: settings.argocdNamespace, project: settings.project)
-            try await ensureApplication(desired, meteor: meteor, raw: raw, cluster: p.cluster)
+            desired.append(
+                (
+                    ArgoApplicationBuilder.build(
+                        meteor: meteor, placement: p, image: image, pinnedImage: given.image, extraImages: given.images ?? [],
+                        keyFingerprint: given.keyFingerprint, revision: given.revision, namespace: settings.argocdNamespace, project: settings.project
+                    ),
+                    p.cluster
+                ))
+        }
+        // A fleet's Applications are written a few at a time: one at a time, 500 took tens of seconds on a real
+        // kube-apiserver (each create waits for etcd).
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, (app, cluster)) in desired.enumerated() {
+                if i >= Self.concurrentApplicationWrites { try await group.next() }
+                group.addTask { try await self.ensureApplication(app, meteor: meteor, raw: raw, cluster: cluster) }
+            }
+            try await group.waitForAll()
         }
         let untrusted = try await stopUntrustedDelivery(meteor, edge, trust: trust, keep: deployed, raw: raw, settings: settings)
         let unpinned = try await stopUnpinnedDelivery(meteor, raw: raw, settings: settings)
@@ -338,6 +352,9 @@ extension MeteorReconciler {
         }
         return outcome
     }
+
+    /// How many Application writes one reconcile has in flight.
+    static let concurrentApplicationWrites = 8
 
     /// Publishes an OCI image index at `repository:tag` for each repository that images of several platforms
     /// share, once every one of them is verified: the tag each build pushed for its own platform then serves all
