@@ -354,6 +354,16 @@ public struct EdgeDelivered: Codable, Sendable, Hashable {
         self.keyFingerprint = keyFingerprint
     }
 
+    /// What an Application was given: its pinned image (annotation), the revision it syncs and its other pinned
+    /// images; nil when it records no image.
+    init?(application app: JSONValue, target: String) {
+        guard let image = app[path: "metadata", "annotations", "meteor.zone/image"]?.stringValue else { return nil }
+        let extras = Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst())
+        self.init(
+            target: target, image: image, revision: app[path: "spec", "source", "targetRevision"]?.stringValue ?? "",
+            images: extras.isEmpty ? nil : extras)
+    }
+
     /// The same delivery, whoever it was recorded for.
     func sameDelivery(as other: EdgeDelivered) -> Bool {
         image == other.image && revision == other.revision && (images ?? []) == (other.images ?? [])

@@ -62,7 +62,7 @@ final class EdgeMemory: Sendable {
     let verified = Mutex<[String: String]>([:])
     /// Targets whose delivery was stopped because their manifests ran unpinned images (by Meteor UID and target),
     /// with what they were given then: not delivered again until the commit or the pinned image changes.
-    let unpinnedStops = Mutex<[String: String]>([:])
+    let unpinnedStops = Mutex<[String: EdgeDelivered]>([:])
 
     /// Drops what is remembered for a deleted Meteor.
     func forget(uid: String) {
@@ -86,6 +86,16 @@ extension MeteorReconciler {
                 Condition(type: type, status: status, observedGeneration: generation, lastTransitionTime: now, reason: reason, message: message))
         }
 
+        // Where each target runs: its cluster, or every cluster its selector matches (resolved once: a fleet's cluster
+        // Secrets are read from the cache here, not per image or per step).
+        let namespace = meteor.namespace ?? "default"
+        let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
+        let application = { (p: EdgePlacement) in p.application(meteorNamespace: namespace, meteor: meteor.name) }
+        // `status.deployments`: targets that name one cluster (a selector's devices are counted in `status.targets`).
+        func namedDeployments(_ found: [String: EdgeDeploymentStatus]) -> [EdgeDeploymentStatus] {
+            placements.filter { !$0.selected }.compactMap { found[application($0)] }
+        }
+
         // 1. Which revision: the newest release tag, or spec.ref.
         let build: EdgeBuild
         if let release = edge.release {
@@ -101,11 +111,7 @@ extension MeteorReconciler {
                 condition(MeteorStatusVocabulary.imagesBuilt, .false, problem.reason, problem.message)
                 condition(MeteorStatusVocabulary.imagesVerified, .unknown, "AwaitingImages", "No release to build yet")
                 condition(MeteorStatusVocabulary.deployed, .unknown, "AwaitingVerification", "No release to deploy yet")
-                let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
-                let found = deploymentStatus(meteor, placements, settings: settings)
-                outcome.deployments = placements.filter { !$0.selected }.compactMap {
-                    found[$0.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name)]
-                }
+                outcome.deployments = namedDeployments(deploymentStatus(meteor, placements, settings: settings))
                 outcome.rollout = previous.rollout
                 return outcome
             }
@@ -149,8 +155,8 @@ extension MeteorReconciler {
                     status.message = problem.message
                 } else {
                     status = try await verify(
-                        status, image: image, earlier: earlier[image.name], edge: edge, meteor: meteor, raw: raw, settings: settings, trust: trust,
-                        now: now)
+                        status, image: image, earlier: earlier[image.name], edge: edge, placements: placements, meteor: meteor, raw: raw,
+                        settings: settings, trust: trust, now: now)
                 }
             case .failed?:
                 failed += 1
@@ -205,8 +211,6 @@ extension MeteorReconciler {
         // verified digest where its cluster trusts the key it verified with; a staged rollout (`spec.edge.rollout`)
         // gives it only once its stage starts, and gives a rolled-back stage what last ran healthy there. A target
         // whose new image is not verified keeps what it runs, unless the key that signed that is no longer trusted.
-        let namespace = meteor.namespace ?? "default"
-        let placements = EdgePlacement.resolve(edge, clusters: argoClusters)
         let byName = Dictionary(outcome.images.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let wanted = { (target: Edge.Target) -> EdgeDelivered? in
             guard let status = byName[target.image], status.verified, let pinned = status.pinnedReference, let commit = status.commit else {
@@ -220,7 +224,6 @@ extension MeteorReconciler {
             }
             return trust.trusts(fingerprint, repository: image.repository, cluster: p.cluster, namespace: namespace)
         }
-        let application = { (p: EdgePlacement) in p.application(meteorNamespace: namespace, meteor: meteor.name) }
         var allowed: Set<String>?
         var rollBack: Set<String> = []
         var lastHealthy: [String: EdgeDelivered] = [:]
@@ -245,10 +248,7 @@ extension MeteorReconciler {
             let given: EdgeDelivered?
             if rollBack.contains(p.target.name) {
                 given = lastHealthy[p.target.name].flatMap { trusted(p, $0) ? $0 : nil }
-                if given == nil,
-                    let app = applicationsOf(meteor, settings: settings).first(where: { $0[path: "metadata", "name"]?.stringValue == name }),
-                    app[path: "metadata", "deletionTimestamp"] == nil
-                {
+                if given == nil, let app = placedApplication(p, of: meteor, settings: settings), app[path: "metadata", "deletionTimestamp"] == nil {
                     // It never ran a release healthy (or what it ran is no longer trusted there): nothing to return to.
                     try await deleteApplication(app, settings: settings)
                 }
@@ -262,8 +262,9 @@ extension MeteorReconciler {
                     refused.append("\(p.target.name) (\(p.cluster)): \(problem)")
                     continue
                 }
-                let delivery = Self.delivery(commit: delivered.revision, pinned: delivered.image, extras: delivered.images ?? [])
-                if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(name)"] }), stoppedFor == delivery {
+                if let stoppedFor = edgeMemory.unpinnedStops.withLock({ $0["\(meteor.metadata.uid ?? "")/\(name)"] }),
+                    stoppedFor.sameDelivery(as: delivered)
+                {
                     refused.append(
                         "\(p.target.name) (\(p.cluster)): delivery stopped, its manifests ran images not pinned and verified; waiting for a new commit or spec.edge.targets[].images"
                     )
@@ -297,7 +298,7 @@ extension MeteorReconciler {
         let unpinned = try await stopUnpinnedDelivery(meteor, raw: raw, settings: settings)
         try await pruneApplications(meteor, keep: Set(placements.map(application)), settings: settings)
         let found = deploymentStatus(meteor, placements, settings: settings)
-        outcome.deployments = placements.filter { !$0.selected }.compactMap { found[application($0)] }
+        outcome.deployments = namedDeployments(found)
         outcome.targets = edge.targets.map { t in
             let mine = placements.filter { $0.target.name == t.name }
             return EdgeTargetStatus.summarise(t, deployments: mine.compactMap { found[application($0)] }, desired: mine.count)
@@ -433,12 +434,6 @@ extension MeteorReconciler {
         RegistryClient(
             insecure: settings.insecureRegistries.contains(reference.registry), credentials: credentials, endpoints: settings.hostOverrides,
             egress: egress)
-    }
-
-    /// What a target is given to run — the commit, the pinned image, its other images — as one value: a target whose
-    /// delivery was stopped for undeclared images stays stopped while this stays the same.
-    static func delivery(commit: String?, pinned: String?, extras: [String]) -> String {
-        "\(commit ?? "") \(pinned ?? "") \(extras.joined(separator: ","))"
     }
 
     /// The commit a run built: its COMMIT result, or for a release the tag's commit when the run reports none.
@@ -587,11 +582,8 @@ extension MeteorReconciler {
         for app in applicationsOf(meteor, settings: settings) where app[path: "metadata", "deletionTimestamp"] == nil {
             let unpinned = Self.unpinnedImages(app)
             guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue else { continue }
-            let state = ApplicationState(app)
-            let extras = Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst())
-            edgeMemory.unpinnedStops.withLock {
-                $0["\(meteor.metadata.uid ?? "")/\(name)"] = Self.delivery(commit: state.revision, pinned: state.pinnedImage, extras: extras)
-            }
+            let given = EdgeDelivered(application: app, target: app[path: "metadata", "labels", MeteorLabels.target]?.stringValue ?? "")
+            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(name)"] = given }
             try await deleteApplication(app, settings: settings)
             let why =
                 "\(name) runs \(unpinned.joined(separator: ", ")), not pinned and verified: declare every image its manifests run in spec.edge.targets[].images, by digest"
@@ -629,25 +621,33 @@ extension MeteorReconciler {
         } catch let e as KubeError where e.isNotFound {}
     }
 
+    /// A placement's Application, when this Meteor (this UID) made it: from the cache, or the operator's own write.
+    func placedApplication(_ p: EdgePlacement, of meteor: Meteor, settings: EdgeSettings) -> JSONValue? {
+        guard let applications else { return nil }
+        let key = ObjectKey(
+            namespace: settings.argocdNamespace, name: p.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name))
+        guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
+            app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid
+        else { return nil }
+        return app
+    }
+
     /// The placements' Applications, by name, as Argo CD reports them.
     func deploymentStatus(_ meteor: Meteor, _ placements: [EdgePlacement], settings: EdgeSettings) -> [String: EdgeDeploymentStatus] {
-        guard let applications else { return [:] }
         var out: [String: EdgeDeploymentStatus] = [:]
         for p in placements {
-            let key = ObjectKey(
-                namespace: settings.argocdNamespace, name: p.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name))
-            guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
-                app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid
-            else { continue }
+            guard let app = placedApplication(p, of: meteor, settings: settings), let name = app[path: "metadata", "name"]?.stringValue else {
+                continue
+            }
             let state = ApplicationState(app)
-            var d = EdgeDeploymentStatus(target: p.target.name, cluster: p.cluster, application: key.name)
+            var d = EdgeDeploymentStatus(target: p.target.name, cluster: p.cluster, application: name)
             d.image = state.pinnedImage
             d.revision = state.revision
             d.syncStatus = state.syncStatus ?? "Unknown"
             d.healthStatus = state.healthStatus ?? "Unknown"
             // Argo CD's words, which can run long: a status holds a summary (the Application has the rest).
             d.message = state.message.map { ObjectHelpers.truncated($0, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) }
-            out[key.name] = d
+            out[name] = d
         }
         return out
     }
@@ -665,25 +665,13 @@ extension MeteorReconciler {
             everyTarget?[t.name] = w
         }
         var devices: [String: [RolloutPlanner.Device]] = [:]
-        if let applications {
-            for p in placements {
-                let key = ObjectKey(namespace: settings.argocdNamespace, name: p.application(meteorNamespace: namespace, meteor: meteor.name))
-                guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
-                    app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid,
-                    app[path: "metadata", "deletionTimestamp"] == nil
-                else {
-                    devices[p.target.name, default: []].append(
-                        .init(application: key.name, cluster: p.cluster, state: ApplicationState(.object([:])), given: nil))
-                    continue
-                }
-                let state = ApplicationState(app)
-                let given = state.pinnedImage.map {
-                    EdgeDelivered(
-                        target: p.target.name, image: $0, revision: state.revision ?? "",
-                        images: Array(ArgoApplicationBuilder.pinnedImages(app).dropFirst()).nilIfEmpty)
-                }
-                devices[p.target.name, default: []].append(.init(application: key.name, cluster: p.cluster, state: state, given: given))
-            }
+        for p in placements {
+            // Missing or being removed: a device that runs nothing yet.
+            let app = placedApplication(p, of: meteor, settings: settings).flatMap { $0[path: "metadata", "deletionTimestamp"] == nil ? $0 : nil }
+            devices[p.target.name, default: []].append(
+                .init(
+                    application: p.application(meteorNamespace: namespace, meteor: meteor.name), cluster: p.cluster,
+                    state: ApplicationState(app ?? .object([:])), given: app.flatMap { EdgeDelivered(application: $0, target: p.target.name) }))
         }
         let paused = meteor.metadata.annotations?[MeteorAnnotations.rollout] == "paused"
         let plan = RolloutPlanner.plan(
@@ -712,10 +700,6 @@ extension MeteorReconciler {
         }
         return plan
     }
-}
-
-extension Array {
-    var nilIfEmpty: [Element]? { isEmpty ? nil : self }
 }
 
 extension EdgeImageStatus {

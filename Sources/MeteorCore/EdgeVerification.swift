@@ -14,10 +14,9 @@ extension MeteorReconciler {
     /// The keys a signature of `image` may verify with: those trusted for its repository on the cluster of any target
     /// that runs it, narrowed to the Meteor's own key when it names one. Throws `EdgeConfigurationError` when none is
     /// left, saying why.
-    func candidateKeys(_ image: Edge.Image, edge: Edge, meteor: Meteor, trust: EdgeTrust) async throws -> [TrustedKey] {
+    func candidateKeys(_ image: Edge.Image, edge: Edge, placements: [EdgePlacement], meteor: Meteor, trust: EdgeTrust) async throws -> [TrustedKey] {
         let namespace = meteor.namespace ?? "default"
-        let clusters = Array(Set(EdgePlacement.resolve(edge, clusters: argoClusters).filter { $0.target.image == image.name }.map(\.cluster)))
-            .sorted()
+        let clusters = Array(Set(placements.filter { $0.target.image == image.name }.map(\.cluster))).sorted()
         var keys = trust.candidates(repository: image.repository, clusters: clusters, namespace: namespace)
         let scope = "\(image.repository) on \(clusters.isEmpty ? "no target" : clusters.joined(separator: ", ")) for namespace \(namespace)"
         if let ref = edge.signing.publicKeySecretRef {
@@ -48,14 +47,14 @@ extension MeteorReconciler {
     /// recently. An earlier verification by a key the policies no longer trust counts for nothing: it is verified
     /// again with the keys trusted now.
     func verify(
-        _ status: EdgeImageStatus, image: Edge.Image, earlier: EdgeImageStatus?, edge: Edge, meteor: Meteor, raw: JSONValue, settings: EdgeSettings,
-        trust: EdgeTrust, now: Date
+        _ status: EdgeImageStatus, image: Edge.Image, earlier: EdgeImageStatus?, edge: Edge, placements: [EdgePlacement], meteor: Meteor,
+        raw: JSONValue, settings: EdgeSettings, trust: EdgeTrust, now: Date
     ) async throws -> EdgeImageStatus {
         var status = status
         guard let pinned = status.pinnedReference else { return status }
         let keys: [TrustedKey]
         do {
-            keys = try await candidateKeys(image, edge: edge, meteor: meteor, trust: trust)
+            keys = try await candidateKeys(image, edge: edge, placements: placements, meteor: meteor, trust: trust)
         } catch let failure as EdgeConfigurationError {
             return await refuse(status, pinned: pinned, failure: failure, raw: raw)
         }

@@ -31,6 +31,24 @@ import Testing
             return digest
         }
 
+        /// The DonkeyCar sample as shipped (`config/samples/meteor_edge_donkeycar.yaml`), its images pointed at this
+        /// registry and built from its ref (no release), in `namespace`.
+        func donkeycarSample(namespace: String) throws -> JSONValue {
+            var sample = try YAML.parse(
+                String(
+                    contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml"), encoding: .utf8))
+            sample[path: "spec", "edge", "images"] = .array(
+                (sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
+                    var image = image
+                    image["repository"] = .string(
+                        image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(address)/meteor"))
+                    return image
+                })
+            sample[path: "spec", "edge", "release"] = nil
+            sample[path: "metadata", "namespace"] = .string(namespace)
+            return sample
+        }
+
         func sign(_ repository: String, digest: String) async throws {
             let repo = try RegistryClient.Reference(parsing: "\(address)/\(repository)")
             try await client.push(try signer.sign(digest: digest, dockerReference: "\(address)/\(repository)"), to: repo)
@@ -102,18 +120,7 @@ import Testing
                     "-n", c.namespace, "patch", "task", "meteor-git-clone", "--type=json", "-p",
                     #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_commit","value":"\#(commit)"}}]"#)
             }
-            var sample = try YAML.parse(
-                String(
-                    contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml"), encoding: .utf8))
-            sample[path: "spec", "edge", "images"] = .array(
-                (sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
-                    var image = image
-                    image["repository"] = .string(
-                        image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
-                    return image
-                })
-            sample[path: "spec", "edge", "release"] = nil
-            sample[path: "metadata", "namespace"] = .string(c.namespace)
+            let sample = try f.donkeycarSample(namespace: c.namespace)
             _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
             let build = EdgeBuild(ref: "main", release: nil, generation: 1)
             for (image, repository) in [("car", "donkeycar"), ("twin", "donkeycar-twin")] {
@@ -257,18 +264,7 @@ import Testing
             let c = env.cluster
             let carDigest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
             let twinDigest = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/amd64", content: "twin", signedBy: f.signer)
-            // The DonkeyCar sample as shipped, pointed at the loopback registry and built from its ref (no release).
-            let samplePath = TestCluster.repositoryDirectory.appendingPathComponent("config/samples/meteor_edge_donkeycar.yaml")
-            var sample = try YAML.parse(String(contentsOf: samplePath, encoding: .utf8))
-            sample[path: "spec", "edge", "images"] = .array(
-                (sample[path: "spec", "edge", "images"]?.arrayValue ?? []).map { image in
-                    var image = image
-                    image["repository"] = .string(
-                        image["repository"]!.stringValue!.replacingOccurrences(of: "quay.io/thoth-station", with: "\(f.address)/meteor"))
-                    return image
-                })
-            sample[path: "spec", "edge", "release"] = nil
-            sample[path: "metadata", "namespace"] = "default"
+            let sample = try f.donkeycarSample(namespace: "default")
             _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
 
             let build = EdgeBuild(ref: "main", release: nil, generation: 1)

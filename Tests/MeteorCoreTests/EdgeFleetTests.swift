@@ -50,6 +50,20 @@ import Testing
             ListOptions(labelSelector: "meteor.zone/test-fleet=\(c.namespace)"))
     }
 
+    /// Edge delivery with clusters chosen by label, on `backend`. The test's cluster Secrets are removed after `body`,
+    /// passed or failed (the real server's Argo CD namespace is shared).
+    static func withFleet(on backend: Backend, _ body: (TestCluster, EdgeDeliveryTests.Fixture) async throws -> Void) async throws {
+        try await EdgeDeliveryTests.withEdge(on: backend, edge: { $0.clusterSelectors = true }) { env, f in
+            do {
+                try await body(env.cluster, f)
+            } catch {
+                try? await cleanUp(env.cluster)
+                throw error
+            }
+            try await cleanUp(env.cluster)
+        }
+    }
+
     static func selector(_ c: TestCluster, role: String) -> Edge.ClusterSelector {
         .init(matchLabels: ["role": role, "meteor.zone/test-fleet": c.namespace])
     }
@@ -66,6 +80,18 @@ import Testing
         var meteor = try EdgeDeliveryTests.donkeycar(edge)
         meteor[path: "metadata", "namespace"] = .string(c.namespace)
         return meteor
+    }
+
+    /// The fleet Meteor whose targets choose this test's twins and cars by label, created and (embedded) built.
+    static func createTwinsAndCars(_ c: TestCluster, _ f: EdgeDeliveryTests.Fixture, digest: String) async throws {
+        let meteor = try fleetMeteor(
+            c, f,
+            targets: [
+                .init(name: "twins", clusterSelector: selector(c, role: "twin"), image: "twin", path: "deploy/twin", namespace: "donkeycar"),
+                .init(name: "cars", clusterSelector: selector(c, role: "car"), image: "car", path: "deploy/car", namespace: "donkeycar"),
+            ])
+        _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
+        try await builds(c, f, generation: 1, digest: digest)
     }
 
     /// Pushes and signs one image content for both repositories at `tag` (one digest serves both runs); on the real
@@ -116,9 +142,7 @@ import Testing
     @Test(EdgeDeliveryTests.needsRegistry, arguments: Backend.testable) func clustersChosenByLabelEachGetAnApplicationAndLeaveWhenUnlabelled(
         _ backend: Backend
     ) async throws {
-        try await EdgeDeliveryTests.withEdge(on: backend, edge: { $0.clusterSelectors = true }) { env, f in
-            let c = env.cluster
-            defer { Task { try? await Self.cleanUp(c) } }
+        try await Self.withFleet(on: backend) { c, f in
             let digest = try await Self.images(c, f, tag: "g1", ref: "main", content: "fleet")
             for (cluster, role) in [("nuc-1", "twin"), ("nuc-2", "twin"), ("rpi-1", "car")] { try await Self.register(c, cluster, role: role) }
             // A twin of another fleet (another label value) is never chosen.
@@ -128,14 +152,7 @@ import Testing
                         name: "cluster-\(c.namespace)-stranger", namespace: "argocd",
                         labels: ["argocd.argoproj.io/secret-type": "cluster", "role": "twin", "meteor.zone/test-fleet": "\(c.namespace)-other"]),
                     stringData: ["name": "stranger"]))
-            let meteor = try Self.fleetMeteor(
-                c, f,
-                targets: [
-                    .init(name: "twins", clusterSelector: Self.selector(c, role: "twin"), image: "twin", path: "deploy/twin", namespace: "donkeycar"),
-                    .init(name: "cars", clusterSelector: Self.selector(c, role: "car"), image: "car", path: "deploy/car", namespace: "donkeycar"),
-                ])
-            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
-            try await Self.builds(c, f, generation: 1, digest: digest)
+            try await Self.createTwinsAndCars(c, f, digest: digest)
 
             var pinned: [String: String] = [:]
             for (target, cluster, repository) in [("twins", "nuc-1", "fleet-twin"), ("twins", "nuc-2", "fleet-twin"), ("cars", "rpi-1", "fleet-car")]
@@ -178,7 +195,6 @@ import Testing
                 ])
             #expect(ready?[path: "status", "deployments"] == [])
             #expect(condition(ready, "Deployed")?["message"] == "Deployed to nuc-2, nuc-3, rpi-1: synced and healthy")
-            try await Self.cleanUp(c)
         }
     }
 
@@ -189,9 +205,7 @@ import Testing
     @Test(EdgeDeliveryTests.needsRegistry, arguments: Backend.testable) func aReleaseGoesTwinSoakGateThenCarAndADegradedTwinRollsBack(
         _ backend: Backend
     ) async throws {
-        try await EdgeDeliveryTests.withEdge(on: backend, edge: { $0.clusterSelectors = true }) { env, f in
-            let c = env.cluster
-            defer { Task { try? await Self.cleanUp(c) } }
+        try await Self.withFleet(on: backend) { c, f in
             if let kit = c.kit {
                 try await kit.kubectlOK(
                     "-n", c.namespace, "apply", "-k", TestCluster.repositoryDirectory.appendingPathComponent("manifests/tekton/samples").path)
@@ -285,7 +299,6 @@ import Testing
             #expect(
                 try await c.runs.list().items.filter { $0[path: "metadata", "labels", MeteorLabels.gate] != nil }.count == 1,
                 "the halted release ran no gate")
-            try await Self.cleanUp(c)
         }
     }
 
@@ -293,9 +306,7 @@ import Testing
     @Test(EdgeDeliveryTests.needsRegistry, arguments: Backend.testable) func statusStaysSmallWithFiveHundredMatchingClusters(
         _ backend: Backend
     ) async throws {
-        try await EdgeDeliveryTests.withEdge(on: backend, edge: { $0.clusterSelectors = true }) { env, f in
-            let c = env.cluster
-            defer { Task { try? await Self.cleanUp(c) } }
+        try await Self.withFleet(on: backend) { c, f in
             let digest = try await Self.images(c, f, tag: "g1", ref: "main", content: "fleet")
             for chunk in stride(from: 0, to: 500, by: 25) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -304,14 +315,7 @@ import Testing
                 }
             }
             try await Self.register(c, "rpi-1", role: "car")
-            let meteor = try Self.fleetMeteor(
-                c, f,
-                targets: [
-                    .init(name: "twins", clusterSelector: Self.selector(c, role: "twin"), image: "twin", path: "deploy/twin", namespace: "donkeycar"),
-                    .init(name: "cars", clusterSelector: Self.selector(c, role: "car"), image: "car", path: "deploy/car", namespace: "donkeycar"),
-                ])
-            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
-            try await Self.builds(c, f, generation: 1, digest: digest)
+            try await Self.createTwinsAndCars(c, f, digest: digest)
             let counted = try await c.waitFor(c.meteors, "donkeycar", timeout: .seconds(180)) { m in
                 // Every cluster in the operator's cache (the car's Secret was registered last), both images verified
                 // (on the real control plane the two builds finish apart), and an Application each.
@@ -340,7 +344,6 @@ import Testing
             #expect(bytes < 32 * 1024, "status is \(bytes) bytes")
             #expect(condition(degraded, "Deployed")?["message"]?.stringValue?.hasSuffix("; and 45 more") == true)
             _ = counted
-            try await Self.cleanUp(c)
         }
     }
 

@@ -91,13 +91,7 @@ import Testing
         let narrowed = granted.replacingOccurrences(of: pipelineRunVerbs, with: "resources: [pipelineruns]\n    verbs: [list, watch, patch, delete]")
         try await Self.withOperator(kit, namespace: namespace, clusterRole: narrowed, named: role) { op in
             try await kit.kubectlOK("-n", namespace, "apply", "-f", repo.appendingPathComponent("config/samples/meteor_jupyterhub.yaml").path)
-            let refused = try await kit.kubectl([
-                "-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/meteor-demo-image",
-                "--timeout=60s",
-            ])
-            #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
-            let message = try await kit.kubectlOK(
-                "-n", namespace, "get", "meteor/meteor-demo-image", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+            let message = try await Self.forbiddenMessage(kit, namespace: namespace, meteor: "meteor-demo-image", op: op)
             #expect(message.contains("cannot create resource \"pipelineruns\" in API group \"tekton.dev\""), "\(message)")
             let events = try await kit.kubectlOK(
                 "-n", namespace, "get", "events", "--field-selector", "reason=Forbidden,involvedObject.name=meteor-demo-image", "-o",
@@ -150,6 +144,17 @@ import Testing
         await removeOperator(kit, op, namespace: namespace, role: role)
     }
 
+    /// Waits (kubectl wait) for the Meteor's Ready reason to be Forbidden; returns its message.
+    static func forbiddenMessage(_ kit: KitControlPlane, namespace: String, meteor: String, op: BackgroundProcess) async throws -> String {
+        let refused = try await kit.kubectl([
+            "-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/\(meteor)",
+            "--timeout=60s",
+        ])
+        #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
+        return try await kit.kubectlOK(
+            "-n", namespace, "get", "meteor/\(meteor)", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+    }
+
     static func removeOperator(_ kit: KitControlPlane, _ op: BackgroundProcess, namespace: String, role: String) async {
         op.signal(SIGTERM)
         _ = await op.wait()
@@ -192,13 +197,7 @@ import Testing
                     metadata: {name: private}
                     spec: {url: "https://git.example.com/team/private.git", ref: main, pipelines: [jupyterhub], gitSecretRef: {name: repo-creds}}
                     """)
-            let refused = try await kit.kubectl([
-                "-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/private",
-                "--timeout=60s",
-            ])
-            #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
-            let message = try await kit.kubectlOK(
-                "-n", namespace, "get", "meteor/private", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+            let message = try await Self.forbiddenMessage(kit, namespace: namespace, meteor: "private", op: op)
             #expect(message.contains("cannot get resource \"secrets\""), "\(message)")
             #expect(try await kit.kubectlOK("-n", namespace, "get", "pipelineruns", "-o", "name").isEmpty, "nothing is built without its credentials")
 
