@@ -1,4 +1,5 @@
 import Foundation
+import HeapModule
 import KubeModels
 
 /// What a request addresses once its path is parsed.
@@ -115,20 +116,29 @@ final class APIServerCore: Sendable {
             start = s
             rv = UInt64(tokenRV)
         }
-        var matching = all.filter { o in
-            labelSelector.matches(o.labels) && (fieldSelector?.matches(o.fields) ?? true)
+        // Objects after the continue key that match, by index; a page keeps only the `limit` smallest keys (a
+        // bounded heap), so paging through N objects costs O(N log limit) a page, not a sort of all N each time.
+        let matching = all.indices.filter { i in
+            let o = all[i]
+            return (start.map { o.objectKey > $0 } ?? true) && labelSelector.matches(o.labels) && (fieldSelector?.matches(o.fields) ?? true)
         }
-        matching.sort { $0.objectKey < $1.objectKey }
-        if let start {
-            let idx = matching.partitioningIndex { $0.objectKey > start }
-            matching = Array(matching[idx...])
+        struct Ordered: Comparable {
+            let key: String
+            let index: Int
+            static func < (a: Ordered, b: Ordered) -> Bool { a.key < b.key }
         }
         if let limit, limit > 0, matching.count > limit {
-            let page = Array(matching.prefix(limit))
+            var smallest = Heap<Ordered>()
+            for i in matching {
+                smallest.insert(Ordered(key: all[i].objectKey, index: i))
+                if smallest.count > limit { smallest.removeMax() }
+            }
+            let page = smallest.unordered.sorted().map { all[$0.index] }
             let token = JSONValue.object(["rv": .int(Int64(rv)), "start": .string(page.last!.objectKey)]).serializedData().base64EncodedString()
             return ListResult(items: page, rv: rv, continueToken: token, remaining: Int64(matching.count - limit))
         }
-        return ListResult(items: matching, rv: rv, continueToken: nil, remaining: nil)
+        let items = matching.map { Ordered(key: all[$0].objectKey, index: $0) }.sorted().map { all[$0.index] }
+        return ListResult(items: items, rv: rv, continueToken: nil, remaining: nil)
     }
 
     // MARK: Create
