@@ -191,7 +191,11 @@ public struct DynamicApi: Sendable {
     }
 
     /// Every page of a list, following `continue` tokens.
-    public func listAll(_ options: ListOptions = ListOptions(), pageSize: Int = 500) async throws -> ObjectList<JSONValue> {
+    /// Every page of a list, each item passed through `transform` as its page arrives (so a cache that keeps
+    /// less than the whole object never holds the whole list twice).
+    public func listAll(
+        _ options: ListOptions = ListOptions(), pageSize: Int = 500, transform: (@Sendable (JSONValue) -> JSONValue)? = nil
+    ) async throws -> ObjectList<JSONValue> {
         var opts = options
         opts.limit = pageSize
         var items: [JSONValue] = []
@@ -199,7 +203,7 @@ public struct DynamicApi: Sendable {
         while true {
             let page = try await list(opts)
             if first == nil { first = page.metadata }
-            items += page.items
+            if let transform { items += page.items.map(transform) } else { items += page.items }
             guard let c = page.metadata.continue, !c.isEmpty else { break }
             opts.continueToken = c
         }
@@ -255,27 +259,17 @@ public struct DynamicApi: Sendable {
         _ = try await client.json(.DELETE, collection(), query: options.query, body: params.body)
     }
 
-    public func watch(_ options: WatchOptions = WatchOptions()) -> AsyncThrowingStream<WatchEvent<JSONValue>, any Error> {
-        let raw = client.watchEvents(collection(), query: options.query, timeoutSeconds: options.timeoutSeconds, idleTimeout: options.idleTimeout)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await (type, object) in raw {
-                        switch type {
-                        case .added: continuation.yield(.added(object))
-                        case .modified: continuation.yield(.modified(object))
-                        case .deleted: continuation.yield(.deleted(object))
-                        case .bookmark: continuation.yield(.bookmark(resourceVersion: object[path: "metadata", "resourceVersion"]?.stringValue ?? ""))
-                        case .error: break
-                        }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+    public func watch(_ options: WatchOptions = WatchOptions()) -> WatchStream<WatchEvent<JSONValue>> {
+        client.watchEvents(collection(), query: options.query, timeoutSeconds: options.timeoutSeconds, idleTimeout: options.idleTimeout)
+            .compactMap { type, object in
+                switch type {
+                case .added: return .added(object)
+                case .modified: return .modified(object)
+                case .deleted: return .deleted(object)
+                case .bookmark: return .bookmark(resourceVersion: object[path: "metadata", "resourceVersion"]?.stringValue ?? "")
+                case .error: return nil
                 }
             }
-            continuation.onTermination = { _ in task.cancel() }
-        }
     }
 }
 
@@ -337,25 +331,14 @@ public struct Api<K: KubeResource>: Sendable {
         try await dynamic.delete(name, params: params).map(decode)
     }
 
-    public func watch(_ options: WatchOptions = WatchOptions()) -> AsyncThrowingStream<WatchEvent<K>, any Error> {
-        let raw = dynamic.watch(options)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await event in raw {
-                        switch event {
-                        case .added(let v): continuation.yield(.added(try ResourceCodec.decode(K.self, from: v, keepOriginal: false)))
-                        case .modified(let v): continuation.yield(.modified(try ResourceCodec.decode(K.self, from: v, keepOriginal: false)))
-                        case .deleted(let v): continuation.yield(.deleted(try ResourceCodec.decode(K.self, from: v, keepOriginal: false)))
-                        case .bookmark(let rv): continuation.yield(.bookmark(resourceVersion: rv))
-                        }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+    public func watch(_ options: WatchOptions = WatchOptions()) -> WatchStream<WatchEvent<K>> {
+        dynamic.watch(options).compactMap { event in
+            switch event {
+            case .added(let v): return .added(try ResourceCodec.decode(K.self, from: v, keepOriginal: false))
+            case .modified(let v): return .modified(try ResourceCodec.decode(K.self, from: v, keepOriginal: false))
+            case .deleted(let v): return .deleted(try ResourceCodec.decode(K.self, from: v, keepOriginal: false))
+            case .bookmark(let rv): return .bookmark(resourceVersion: rv)
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 }

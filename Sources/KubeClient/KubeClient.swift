@@ -292,63 +292,60 @@ public final class KubeClient: Sendable {
     /// (the request's own deadline stops counting once the headers are in).
     public func watchEvents(
         _ path: String, query: [(String, String)], timeoutSeconds: Int?, idleTimeout: Duration? = nil
-    ) -> AsyncThrowingStream<(WatchEventType, JSONValue), any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try await limiter.acquire()
-                    var request = HTTPClientRequest(url: url(path, query))
-                    identify(&request, accept: "application/json", token: try await credentials.token())
-                    let started = ContinuousClock.now
-                    let deadline = Duration.seconds((timeoutSeconds ?? 3600) + 60)
-                    let response = try await http.execute(request, timeout: .init(deadline))
-                    let code = Int(response.status.code)
-                    serverClock.observe(dateHeader: response.headers.first(name: "Date"))
-                    options.metrics?(RequestMetric(method: "WATCH", path: path, code: code, latency: ContinuousClock.now - started))
-                    guard code == 200 else {
-                        let body = try await response.body.collect(upTo: 1024 * 1024)
-                        if code == 401 { _ = try? await credentials.token(forceRefresh: true) }
-                        throw Self.error(code: code, body: Array(body.readableBytesView))
-                    }
-                    let activity = WatchActivity()
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            var decoder = WatchLineDecoder()
-                            for try await chunk in response.body {
-                                for event in try decoder.feed(chunk.readableBytesView) {
-                                    activity.last.withLock { $0 = .now }
-                                    try Self.emit(event, to: continuation)
-                                }
-                            }
-                            if let last = try decoder.finish() { try Self.emit(last, to: continuation) }
-                        }
-                        if let idleTimeout {
-                            group.addTask {
-                                while true {
-                                    let deadline = activity.last.withLock { $0 } + idleTimeout
-                                    if ContinuousClock.now >= deadline { throw KubeError.watchIdle(path: path, after: idleTimeout) }
-                                    try await Task.sleep(until: deadline)
-                                }
-                            }
-                        }
-                        // The first to end decides: the stream's end, its error, or the idle deadline.
-                        try await group.next()
-                        group.cancelAll()
-                    }
-                    continuation.finish()
-                } catch let e as KubeError {
-                    continuation.finish(throwing: e)
-                } catch is CancellationError {
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: KubeError.transport("watch \(path): \(error)"))
+    ) -> WatchStream<(WatchEventType, JSONValue)> {
+        WatchStream.make { [self] yield in
+            do {
+                try await limiter.acquire()
+                var request = HTTPClientRequest(url: url(path, query))
+                identify(&request, accept: "application/json", token: try await credentials.token())
+                let started = ContinuousClock.now
+                let deadline = Duration.seconds((timeoutSeconds ?? 3600) + 60)
+                let response = try await http.execute(request, timeout: .init(deadline))
+                let code = Int(response.status.code)
+                serverClock.observe(dateHeader: response.headers.first(name: "Date"))
+                options.metrics?(RequestMetric(method: "WATCH", path: path, code: code, latency: ContinuousClock.now - started))
+                guard code == 200 else {
+                    let body = try await response.body.collect(upTo: 1024 * 1024)
+                    if code == 401 { _ = try? await credentials.token(forceRefresh: true) }
+                    throw Self.error(code: code, body: Array(body.readableBytesView))
                 }
+                let activity = WatchActivity()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        var decoder = WatchLineDecoder()
+                        for try await chunk in response.body {
+                            for event in try decoder.feed(chunk.readableBytesView) {
+                                activity.last.withLock { $0 = .now }
+                                try await yield(try Self.event(event))
+                            }
+                        }
+                        if let last = try decoder.finish() { try await yield(try Self.event(last)) }
+                    }
+                    if let idleTimeout {
+                        group.addTask {
+                            while true {
+                                let deadline = activity.last.withLock { $0 } + idleTimeout
+                                if ContinuousClock.now >= deadline { throw KubeError.watchIdle(path: path, after: idleTimeout) }
+                                try await Task.sleep(until: deadline)
+                            }
+                        }
+                    }
+                    // The first to end decides: the stream's end, its error, or the idle deadline.
+                    try await group.next()
+                    group.cancelAll()
+                }
+            } catch let e as KubeError {
+                throw e
+            } catch is CancellationError {
+                return
+            } catch {
+                throw KubeError.transport("watch \(path): \(error)")
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 
-    static func emit(_ event: JSONValue, to continuation: AsyncThrowingStream<(WatchEventType, JSONValue), any Error>.Continuation) throws {
+    /// One decoded watch event; an ERROR event is thrown as its error.
+    static func event(_ event: JSONValue) throws -> (WatchEventType, JSONValue) {
         guard let typeText = event["type"]?.stringValue, let type = WatchEventType(rawValue: typeText), let object = event["object"] else {
             throw KubeError.decoding("watch event without type or object: \(event.serializedString().prefix(200))")
         }
@@ -356,7 +353,7 @@ public final class KubeClient: Sendable {
             let status: Status = (try? object.decode()) ?? Status(message: object.serializedString(), code: 500)
             throw KubeError.from(status, httpCode: status.code ?? 500)
         }
-        continuation.yield((type, object))
+        return (type, object)
     }
 }
 

@@ -184,8 +184,8 @@ public final class Informer: Sendable {
                 if resourceVersion == nil {
                     stats.withLock { $0.lists += 1 }
                     let listStarted = ContinuousClock.now
-                    let list = try await api.listAll(ListOptions(labelSelector: labelSelector))
-                    let items = transform.map { t in list.items.map(t) } ?? list.items
+                    let list = try await api.listAll(ListOptions(labelSelector: labelSelector), transform: transform)
+                    let items = list.items
                     lastList.withLock { $0 = listStarted }
                     heard()
                     await apply { store.replace(items) }

@@ -3,10 +3,11 @@ import KubeAPIServer
 import KubeClient
 import KubeModels
 import KubeTestSupport
+import Synchronization
 import Testing
 
 /// Reads events from a watch until `count` arrive (or the stream ends).
-func collect(_ stream: AsyncThrowingStream<WatchEvent<JSONValue>, any Error>, count: Int) async throws -> [WatchEvent<JSONValue>] {
+func collect(_ stream: WatchStream<WatchEvent<JSONValue>>, count: Int) async throws -> [WatchEvent<JSONValue>] {
     var out: [WatchEvent<JSONValue>] = []
     for try await e in stream {
         out.append(e)
@@ -27,6 +28,47 @@ func names(_ events: [WatchEvent<JSONValue>]) -> [String] {
 }
 
 @Suite struct WatchTests {
+    /// A watch is decoded only as far as its consumer plus a small buffer: a slow consumer leaves the rest unread
+    /// (with the old unbounded relay, the producer ran hundreds of events ahead and held them all parsed).
+    @Test func aWatchIsReadOnlyAsFarAsItsConsumerPlusItsBuffer() async throws {
+        let counts = Mutex((produced: 0, consumed: 0, furthestAhead: 0))
+        let stream = WatchStream<Int>.make(limit: 8) { yield in
+            for i in 0..<500 {
+                counts.withLock { c in
+                    c.produced += 1
+                    c.furthestAhead = max(c.furthestAhead, c.produced - c.consumed)
+                }
+                try await yield(i)
+            }
+        }
+        var seen: [Int] = []
+        for try await i in stream {
+            seen.append(i)
+            counts.withLock { $0.consumed += 1 }
+            for _ in 0..<20 { await Task.yield() }
+        }
+        #expect(seen == Array(0..<500))
+        // The limit, plus the event being handed over and the one the producer is about to wait with.
+        #expect(counts.withLock { $0.furthestAhead } <= 8 + 2)
+    }
+
+    /// A consumer that stops reading ends the producer (it was waiting for room), not a task left behind.
+    @Test func aConsumerThatStopsEndsTheProducer() async throws {
+        let ended = AsyncStream<Void>.makeStream()
+        do {
+            let stream = WatchStream<Int>.make(limit: 2) { yield in
+                defer { ended.continuation.yield() }
+                var i = 0
+                while true {
+                    try await yield(i)
+                    i += 1
+                }
+            }
+            for try await i in stream where i == 5 { break }
+        }
+        for await _ in ended.stream { break }
+    }
+
     @Test func watchStreamsChangesAndResumesFromResourceVersion() async throws {
         try await TestCluster.with(tls: true) { c in
             let meteors = c.client.dynamic(meteorType, namespace: "default")
