@@ -22,6 +22,9 @@ public final class RecentWrites: Sendable {
     let pruneAt = Mutex(1024)
     /// The caches of tracked informers, by kind: a write a cache already shows is not kept.
     let stores = Mutex<[String: [Store]]>([:])
+    /// What the tracked informer keeps of an object, by kind: a write is remembered in the cache's own form (a
+    /// created PipelineRun without its spec, no managedFields), not as the whole object the server answered.
+    let transforms = Mutex<[String: @Sendable (JSONValue) -> JSONValue]>([:])
     let ttl: Duration
 
     public init(ttl: Duration = .seconds(30)) { self.ttl = ttl }
@@ -32,6 +35,7 @@ public final class RecentWrites: Sendable {
     public func track(_ informer: Informer) async {
         let kind = informer.resourceType.kind
         stores.withLock { $0[kind, default: []].append(informer.store) }
+        if let transform = informer.transform { transforms.withLock { $0[kind] = transform } }
         await informer.addHandler { [self] event in
             switch event {
             case .deleted(let o): forget(kind: kind, ObjectKey(o))
@@ -62,8 +66,9 @@ public final class RecentWrites: Sendable {
     static func id(_ kind: String, _ key: ObjectKey) -> String { "\(kind)/\(key.namespace ?? "")/\(key.name)" }
 
     /// Remembers the object a write returned.
-    public func record(_ object: JSONValue?) {
-        guard let object, let kind = object["kind"]?.stringValue, let rv = object[path: "metadata", "resourceVersion"]?.stringValue else { return }
+    public func record(_ written: JSONValue?) {
+        guard let written, let kind = written["kind"]?.stringValue, let rv = written[path: "metadata", "resourceVersion"]?.stringValue else { return }
+        let object = transforms.withLock { $0[kind] }.map { $0(written) } ?? written
         let now = ContinuousClock.now
         entries.withLock { e in
             e[Self.id(kind, ObjectKey(object))] = Entry(object: object, resourceVersion: rv, at: now)
