@@ -278,6 +278,15 @@ extension JSONValue {
         return out
     }
 
+    /// Compact JSON with object keys in whatever order the dictionaries hold them: for bytes only this process
+    /// reads back (a cache's packed objects), where the stable order's sorting is wasted work.
+    public func serializedUnordered() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
+        write(to: &out, ordered: false)
+        return out
+    }
+
     public func serializedString() -> String { String(decoding: serialized(), as: UTF8.self) }
 
     public func serializedData() -> Data { Data(serialized()) }
@@ -293,7 +302,7 @@ extension JSONValue {
         return keys + rest
     }
 
-    public func write(to out: inout [UInt8]) {
+    public func write(to out: inout [UInt8], ordered: Bool = true) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
@@ -313,16 +322,27 @@ extension JSONValue {
             out.append(UInt8(ascii: "["))
             for (i, v) in a.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                v.write(to: &out)
+                v.write(to: &out, ordered: ordered)
             }
             out.append(UInt8(ascii: "]"))
-        case .object(let o):
+        case .object(let o) where ordered:
             out.append(UInt8(ascii: "{"))
             for (i, k) in JSONValue.orderedKeys(o).enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 JSONValue.writeString(k, to: &out)
                 out.append(UInt8(ascii: ":"))
                 o[k]!.write(to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        case .object(let o):
+            out.append(UInt8(ascii: "{"))
+            var first = true
+            for (k, v) in o {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                JSONValue.writeString(k, to: &out)
+                out.append(UInt8(ascii: ":"))
+                v.write(to: &out, ordered: false)
             }
             out.append(UInt8(ascii: "}"))
         }
@@ -332,6 +352,12 @@ extension JSONValue {
 
     static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most strings need no escaping: copied whole.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.append(contentsOf: s.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for b in s.utf8 {
             switch b {
             case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\""))
