@@ -183,6 +183,7 @@ let package = Package(
                 "KubeRuntime",
                 "MeteorCore",
                 "MeteorSandbox",
+                "KubeTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

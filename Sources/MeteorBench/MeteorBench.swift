@@ -27,6 +27,7 @@ struct ScenarioCommand: AsyncParsableCommand {
     @Option(help: "Meteors.") var count = 10_000
     @Option(help: "Concurrent client requests, and the operator's concurrent reconciles.") var concurrency = 32
     @Option(help: "A cluster to run against (with the Meteor and Tekton CRDs); default: the embedded API server.") var kubeconfig: String?
+    @Flag(help: "Start a control plane of ../shared/kit (real etcd and kube-apiserver) for the run, with the CRDs installed.") var kit = false
     @Flag(help: "Run the operator as a separate meteor-operator process.") var operatorProcess = false
     @Option(help: "The meteor-operator binary for --operator-process (default: next to meteor-bench).") var operatorBinary: String?
     @Option(help: "Seconds of the steady scenario.") var steadySeconds: Double = 60
@@ -38,6 +39,7 @@ struct ScenarioCommand: AsyncParsableCommand {
         options.count = count
         options.concurrency = concurrency
         options.kubeconfig = kubeconfig
+        options.kit = kit
         options.steadySeconds = steadySeconds
         if operatorProcess {
             let binary =
@@ -50,7 +52,11 @@ struct ScenarioCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "meteor-bench")
         logger.logLevel = .warning
-        let results = try await Scenarios.run(options, logger: logger) { print($0.serializedString()) }
+        // One line per scenario as it ends, written at once also into a file or pipe (print's buffer would hold a
+        // long run's early figures until the end).
+        let results = try await Scenarios.run(options, logger: logger) {
+            FileHandle.standardOutput.write(Data(($0.serializedString() + "\n").utf8))
+        }
         if markdown { print(BenchmarkTable.markdown(results, command: CommandLine.arguments.joined(separator: " "))) }
     }
 }

@@ -6,6 +6,7 @@ import KubeRuntime
 import Logging
 import MeteorCore
 import MeteorSandbox
+import KubeTestSupport
 
 /// Where a benchmark runs: the embedded API server (default) or a real cluster, in namespaces of its own that it
 /// deletes afterwards.
@@ -16,13 +17,23 @@ public final class BenchTarget: Sendable {
     public let namespace: String
     public let baselineNamespace: String
     public let server: EmbeddedAPIServer?
+    /// A control plane of the kit's (real etcd and kube-apiserver) started for this run, stopped by `cleanUp`.
+    public let plane: KitControlPlane?
 
-    public static func start(kubeconfig: String?, logger: Logger) async throws -> BenchTarget {
+    /// The embedded server by default; `kubeconfig`, a cluster that has the Meteor and PipelineRun CRDs; `kit`, a
+    /// fresh control plane of `../shared/kit` with them installed (no Tekton controller: the scenarios play Tekton).
+    public static func start(kubeconfig: String?, kit: Bool = false, logger: Logger) async throws -> BenchTarget {
         let suffix = String(UUID().uuidString.lowercased().prefix(6))
         var server: EmbeddedAPIServer?
+        var plane: KitControlPlane?
         let path: String
         if let kubeconfig {
             path = kubeconfig
+        } else if kit {
+            let dedicated = try await KitControlPlane.startDedicated()
+            plane = dedicated
+            for crd in ["crds/meteor.zone_meteors.yaml", "crds/tekton/300-pipelinerun.yaml"] { try await dedicated.install(crd) }
+            path = dedicated.kubeconfigPath
         } else {
             let embedded = try EmbeddedAPIServer(configuration: .init(historyLimit: 200_000))
             guard let repository = Sandbox.locateRepository() else { throw BenchError("cannot find the checkout's crds/ (run from the repository)") }
@@ -40,7 +51,7 @@ public final class BenchTarget: Sendable {
         let client = try KubeClient(configuration: cluster, options: options)
         let target = BenchTarget(
             client: client, cluster: cluster, kubeconfigPath: path, namespace: "meteor-bench-\(suffix)",
-            baselineNamespace: "meteor-bench-\(suffix)-baseline", server: server)
+            baselineNamespace: "meteor-bench-\(suffix)-baseline", server: server, plane: plane)
         let namespaces = client.api(Namespace.self)
         for ns in [target.namespace, target.baselineNamespace] { _ = try await namespaces.create(Namespace(metadata: ObjectMeta(name: ns))) }
         return target
@@ -48,8 +59,9 @@ public final class BenchTarget: Sendable {
 
     init(
         client: KubeClient, cluster: ClusterConfiguration, kubeconfigPath: String, namespace: String, baselineNamespace: String,
-        server: EmbeddedAPIServer?
+        server: EmbeddedAPIServer?, plane: KitControlPlane?
     ) {
+        self.plane = plane
         self.client = client
         self.cluster = cluster
         self.kubeconfigPath = kubeconfigPath
@@ -66,6 +78,17 @@ public final class BenchTarget: Sendable {
             await server.stop()
             try? FileManager.default.removeItem(atPath: kubeconfigPath)
         }
+        await plane?.stop()
+    }
+
+    /// Requests the server's priority and fairness rejected (429) so far, from its `/metrics`; nil where the server
+    /// has no such metric (the embedded server: its 429s are injected faults, counted by the client).
+    public func serverRejections() async -> Double? {
+        guard let response = try? await client.send(.GET, "/metrics", accept: "text/plain") else { return nil }
+        let text = String(decoding: response.body, as: UTF8.self)
+        let e = ClientProfile.Exposition(text)
+        guard e.samples.contains(where: { $0.name.hasPrefix("apiserver_flowcontrol_") }) else { return nil }
+        return e.sum("apiserver_flowcontrol_rejected_requests_total")
     }
 
     public var meteors: DynamicApi { client.dynamic(Meteor.resourceType, namespace: namespace) }

@@ -121,7 +121,8 @@ public final class OperatorUnderTest: Sendable {
             Task {
                 while process.isRunning {
                     if let text = try? await op.scrape(), Self.sum(text, "controller_runtime_reconcile_total") > 0 { first.fire(); return }
-                    try? await Task.sleep(for: .milliseconds(2))
+                    // Every 10 ms (at 2 ms the scraping took a tenth of the bench process, which serves the list).
+                    try? await Task.sleep(for: .milliseconds(10))
                 }
             }
             return op

@@ -12,17 +12,8 @@ import Testing
     /// play Tekton themselves, and the shared controller would reconcile their runs too.
     @Test(arguments: Backend.testable) func everyScenarioHoldsItsInvariantsAtSmallN(_ backend: Backend) async throws {
         var options = ScenarioOptions()
-        var plane: KitControlPlane?
-        if backend == .real {
-            E2ETally.record(.real)
-            let dedicated = try await KitControlPlane.startDedicated()
-            plane = dedicated
-            for crd in ["crds/meteor.zone_meteors.yaml", "crds/tekton/300-pipelinerun.yaml"] { try await dedicated.install(crd) }
-            options.kubeconfig = dedicated.kubeconfigPath
-        } else {
-            E2ETally.record(.embedded)
-        }
-        defer { if let plane { Task { await plane.stop() } } }
+        options.kit = backend == .real
+        E2ETally.record(backend == .real ? .real : .embedded)
         options.count = 200
         options.steadySeconds = 1
         options.timeout = .seconds(120)
@@ -44,6 +35,13 @@ import Testing
         // The only reads outside the caches: the build prerequisites' ServiceAccount lookup, one per namespace per
         // 30 s (0.01 per Meteor at this count), not one per Meteor.
         #expect(converge[path: "requests_per_meteor", "GET"]?.doubleValue ?? 0 <= 0.02)
+        // The baseline makes the operator's writes, its Event included; the client profile counts the operator's
+        // own requests (two PipelineRuns and an Event per Meteor are POSTs, its status write a PATCH).
+        #expect(byName["baseline"]?["writes_per_meteor"] == 5)
+        let posts = converge[path: "client", "latency_by_verb", "POST", "requests"]?.intValue ?? 0
+        let patches = converge[path: "client", "latency_by_verb", "PATCH", "requests"]?.intValue ?? 0
+        #expect(posts >= 3 * 200 && patches >= 200, "\(posts) POSTs, \(patches) PATCHes")
+        #expect((converge[path: "client", "mean_in_flight"]?.doubleValue ?? 0) > 0)
         #expect(byName["steady"]?["writes"] == 0)
         #expect(byName["steady"]?["reads"] == 0)
         #expect(byName["pipeline-events"]?["ready"]?.intValue == 200 + probes)
