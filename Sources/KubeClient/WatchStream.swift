@@ -7,8 +7,7 @@ import Synchronization
 /// this process. client-go's watch decoder reads the same way: one event per `Next()` of its consumer.
 public struct WatchStream<Element: Sendable>: AsyncSequence, Sendable {
     public typealias Failure = any Error
-    let base: AsyncThrowingStream<Element, any Error>
-    let credits: Credits
+    let iterator: @Sendable () -> AsyncIterator
 
     /// How many events a watch decodes ahead of its consumer.
     public static var defaultLimit: Int { 64 }
@@ -35,30 +34,44 @@ public struct WatchStream<Element: Sendable>: AsyncSequence, Sendable {
             }
         }
         continuation.onTermination = { _ in task.cancel() }
-        return WatchStream(base: stream, credits: credits)
-    }
-
-    /// The same events passed through `transform` (nil drops one), still read only as they are consumed.
-    public func compactMap<T: Sendable>(_ transform: @escaping @Sendable (Element) throws -> T?) -> WatchStream<T> {
-        WatchStream<T>.make { yield in
-            for try await element in self {
-                if let t = try transform(element) { try await yield(t) }
+        return WatchStream {
+            let base = Cursor(stream.makeAsyncIterator())
+            return AsyncIterator {
+                let element = try await base.next()
+                credits.release()
+                return element
             }
         }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: base.makeAsyncIterator(), credits: credits) }
-
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<Element, any Error>.AsyncIterator
-        let credits: Credits
-
-        public mutating func next() async throws -> Element? {
-            let element = try await base.next()
-            credits.release()
-            return element
+    /// The same events passed through `transform` (nil drops one), applied as each is consumed: no second task or
+    /// buffer between the socket and the consumer.
+    public func compactMap<T: Sendable>(_ transform: @escaping @Sendable (Element) throws -> T?) -> WatchStream<T> {
+        WatchStream<T> {
+            let base = Cursor(self.makeAsyncIterator())
+            return WatchStream<T>.AsyncIterator {
+                while let element = try await base.next() {
+                    if let t = try transform(element) { return t }
+                }
+                return nil
+            }
         }
     }
+
+    public func makeAsyncIterator() -> AsyncIterator { iterator() }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let nextElement: () async throws -> Element?
+
+        public mutating func next() async throws -> Element? { try await nextElement() }
+    }
+}
+
+/// An iterator held by reference, so the closure behind `WatchStream.AsyncIterator` can advance it.
+final class Cursor<Base: AsyncIteratorProtocol> {
+    var base: Base
+    init(_ base: Base) { self.base = base }
+    func next() async throws -> Base.Element? { try await base.next() }
 }
 
 /// Permits for a producer to run ahead of its consumer: `acquire` waits (cancellably) while none is left.

@@ -120,7 +120,9 @@ public final class OperatorUnderTest: Sendable {
             // A separate process has no hook: watch its reconcile counter (a benchmark may poll; tests do not).
             Task {
                 while process.isRunning {
-                    if let text = try? await op.scrape(), Self.sum(text, "controller_runtime_reconcile_total") > 0 { first.fire(); return }
+                    if let text = try? await op.scrape(), ClientProfile.Exposition(text).sum("controller_runtime_reconcile_total") > 0 {
+                        first.fire(); return
+                    }
                     // Every 10 ms (at 2 ms the scraping took a tenth of the bench process, which serves the list).
                     try? await Task.sleep(for: .milliseconds(10))
                 }
@@ -179,12 +181,9 @@ public final class OperatorUnderTest: Sendable {
     /// Requests so far by HTTP method.
     public func requestsByMethod() async throws -> [String: Int] {
         var out: [String: Int] = [:]
-        for line in try await scrape().split(separator: "\n") where line.hasPrefix("rest_client_requests_total{") {
-            guard let m = line.range(of: #"method="([A-Z]+)""#, options: .regularExpression),
-                let value = Double(line.split(separator: " ").last ?? "")
-            else { continue }
-            let method = String(line[m].dropFirst(8).dropLast())
-            out[method, default: 0] += Int(value)
+        for sample in ClientProfile.Exposition(try await scrape()).samples where sample.name == "rest_client_requests_total" {
+            guard let method = sample.labels["method"] else { continue }
+            out[method, default: 0] += Int(sample.value)
         }
         return out
     }
@@ -215,12 +214,6 @@ public final class OperatorUnderTest: Sendable {
                 p.waitUntilExit()
             }
         }
-    }
-
-    static func sum(_ text: String, _ metric: String) -> Double {
-        text.split(separator: "\n").filter { $0.hasPrefix(metric + "{") || $0.hasPrefix(metric + " ") }.compactMap {
-            Double($0.split(separator: " ").last ?? "")
-        }.reduce(0, +)
     }
 
     static func freePort() throws -> Int {
