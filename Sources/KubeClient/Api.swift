@@ -73,11 +73,11 @@ public struct WatchOptions: Sendable {
 public struct WriteParams: Sendable {
     public var fieldManager: String?
     public var dryRun: Bool
-    public var fieldValidation: String?
+    public var fieldValidation: FieldValidation?
     /// Server-side apply only: take over fields owned by other managers.
     public var force: Bool
 
-    public init(fieldManager: String? = nil, dryRun: Bool = false, fieldValidation: String? = nil, force: Bool = false) {
+    public init(fieldManager: String? = nil, dryRun: Bool = false, fieldValidation: FieldValidation? = nil, force: Bool = false) {
         self.fieldManager = fieldManager
         self.dryRun = dryRun
         self.fieldValidation = fieldValidation
@@ -88,14 +88,14 @@ public struct WriteParams: Sendable {
         var q: [(String, String)] = []
         if let fieldManager { q.append(("fieldManager", fieldManager)) }
         if dryRun { q.append(("dryRun", "All")) }
-        if let fieldValidation { q.append(("fieldValidation", fieldValidation)) }
+        if let fieldValidation { q.append(("fieldValidation", fieldValidation.rawValue)) }
         if force { q.append(("force", "true")) }
         return q
     }
 }
 
 public struct DeleteParams: Sendable {
-    public enum Propagation: String, Sendable { case background = "Background", foreground = "Foreground", orphan = "Orphan" }
+    public typealias Propagation = DeletionPropagation
     public var propagationPolicy: Propagation?
     public var preconditionUID: String?
     public var preconditionResourceVersion: String?
@@ -190,8 +190,7 @@ public struct DynamicApi: Sendable {
         return ObjectList(metadata: meta, items: v["items"]?.arrayValue ?? [])
     }
 
-    /// Every page of a list, following `continue` tokens.
-    /// Every page of a list, each item passed through `transform` as its page arrives (so a cache that keeps
+    /// Every page of a list, following `continue` tokens, each item passed through `transform` as its page arrives (so a cache that keeps
     /// less than the whole object never holds the whole list twice).
     public func listAll(
         _ options: ListOptions = ListOptions(), pageSize: Int = 500, transform: (@Sendable (JSONValue) -> JSONValue)? = nil

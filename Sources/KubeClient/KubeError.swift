@@ -63,3 +63,15 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
         }
     }
 }
+
+/// `body`'s value, or nil when the API server answered 404: a read of something that may be gone, a delete of
+/// something already deleted (controller-runtime's `client.IgnoreNotFound`).
+public func ignoreNotFound<T>(_ body: () async throws -> T) async throws -> T? {
+    do { return try await body() } catch let e as KubeError where e.isNotFound { return nil }
+}
+
+/// `body`'s value, or nil when the API server answered 409 AlreadyExists: a create an earlier attempt (or another
+/// process) already made.
+public func ignoreAlreadyExists<T>(_ body: () async throws -> T) async throws -> T? {
+    do { return try await body() } catch let e as KubeError where e.isAlreadyExists { return nil }
+}

@@ -14,6 +14,15 @@ public enum ReconcileAction: Sendable, Equatable {
     case requeueAfter(Duration)
 }
 
+/// An error retrying cannot fix (an object the reconciler cannot read, say): the key is not requeued until its
+/// object changes again. Counted in `controller_runtime_terminal_reconcile_errors_total` as well as the error
+/// total, as controller-runtime's `reconcile.TerminalError`; the reconciler says it where users look first.
+public struct TerminalError: Error, CustomStringConvertible {
+    public let underlying: any Error
+    public init(_ underlying: any Error) { self.underlying = underlying }
+    public var description: String { "\(underlying)" }
+}
+
 /// Reconciles one object by key: reads what it needs (from caches), converges, says what next.
 public typealias Reconcile = @Sendable (ObjectKey) async throws -> ReconcileAction
 
@@ -24,7 +33,7 @@ public final class Controller: Sendable {
         public var workers = 2
         /// Skip primary updates that do not change `metadata.generation` (status-only writes, label edits).
         public var generationChangedOnly = false
-        public var rateLimiter: any RetryRateLimiter = MaxOfRateLimiter.controllerDefault
+        public var rateLimiter: any RetryRateLimiter<ObjectKey> = MaxOfRateLimiter<ObjectKey>.controllerDefault
         public var clock: any RuntimeClock = SystemClock()
         /// Called after each reconcile with its key and whether it succeeded (tracing, benchmarks).
         public var onReconciled: (@Sendable (ObjectKey, Bool) -> Void)?
@@ -40,6 +49,7 @@ public final class Controller: Sendable {
     let metrics: ControllerMetrics?
     let secondaries = Mutex<[Informer]>([])
     let active = Mutex(0)
+    let stopping = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     public init(
         name: String, for primary: Informer, options: Options = Options(), metricsFactory: (any MetricsFactory)? = nil,
@@ -101,78 +111,6 @@ public final class Controller: Sendable {
             for k in keys { await queue.add(k) }
         }
     }
-
-    /// Stops handing out work; `run` returns once in-flight reconciles have finished.
-    public func shutDown() async {
-        stopping.continuation.yield()
-        await queue.shutDown()
-    }
-
-    let stopping = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-
-    /// Waits for every informer's first list, then runs the workers until `shutDown` or cancellation.
-    public func run() async {
-        // Caches first; a shutdown that comes before they sync ends the wait.
-        let informers = [primary] + secondaries.withLock { $0 }
-        let synced = await unlessStopped(by: stopping.stream) { () -> Bool? in
-            for i in informers { await i.waitForSync() }
-            return !Task.isCancelled
-        }
-        guard synced == true, await !queue.isShuttingDown else { return }
-        metrics?.maxConcurrent.record(options.workers)
-        logger.info("starting workers", metadata: ["workers": "\(options.workers)"])
-        await withTaskCancellationHandler {
-            await withTaskGroup(of: Void.self) { group in
-                for _ in 0..<options.workers {
-                    group.addTask { await self.worker() }
-                }
-            }
-        } onCancel: {
-            Task { await self.queue.shutDown() }
-        }
-    }
-
-    private func worker() async {
-        while let key = await queue.get() {
-            let n = active.withLock {
-                $0 += 1; return $0
-            }
-            metrics?.activeWorkers.record(n)
-            let started = ContinuousClock.now
-            var log = logger
-            log[metadataKey: "object"] = "\(key)"
-            var succeeded = true
-            do {
-                let action = try await reconcile(key)
-                switch action {
-                case .done:
-                    await queue.forget(key)
-                    metrics?.result("success")
-                case .requeue:
-                    await queue.addRateLimited(key)
-                    metrics?.result("requeue")
-                case .requeueAfter(let d):
-                    await queue.forget(key)
-                    await queue.addAfter(key, d)
-                    metrics?.result("requeue_after")
-                }
-                log.debug("reconciled", metadata: ["action": "\(action)"])
-            } catch {
-                succeeded = false
-                await queue.addRateLimited(key)
-                metrics?.result("error")
-                metrics?.errors.increment()
-                log.error("reconcile failed", metadata: ["error": "\(error)"])
-            }
-            metrics?.time.recordInterval(ContinuousClock.now - started)
-            options.onReconciled?(key, succeeded)
-            let left = active.withLock {
-                $0 -= 1; return $0
-            }
-            metrics?.activeWorkers.record(left)
-            await queue.done(key)
-        }
-    }
 }
 
 /// controller-runtime's controller metrics, by the same names.
@@ -180,6 +118,7 @@ struct ControllerMetrics: Sendable {
     let factory: any MetricsFactory
     let controller: String
     let errors: Counter
+    let terminalErrors: Counter
     let time: Metrics.Timer
     let maxConcurrent: Gauge
     let activeWorkers: Gauge
@@ -190,6 +129,7 @@ struct ControllerMetrics: Sendable {
         self.controller = controller
         let dims = [("controller", controller)]
         errors = Counter(label: "controller_runtime_reconcile_errors_total", dimensions: dims, factory: factory)
+        terminalErrors = Counter(label: "controller_runtime_terminal_reconcile_errors_total", dimensions: dims, factory: factory)
         time = Metrics.Timer(label: "controller_runtime_reconcile_time_seconds", dimensions: dims, preferredDisplayUnit: .seconds, factory: factory)
         maxConcurrent = Gauge(label: "controller_runtime_max_concurrent_reconciles", dimensions: dims, factory: factory)
         activeWorkers = Gauge(label: "controller_runtime_active_workers", dimensions: dims, factory: factory)

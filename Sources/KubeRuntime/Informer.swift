@@ -12,18 +12,22 @@ public final class Informer: Sendable {
 
     public let api: DynamicApi
     public let store = Store()
-    let labelSelector: String?
+    let labelSelector: LabelSelector?
     let resyncPeriod: Duration?
-    let transform: (@Sendable (JSONValue) -> JSONValue)?
+    public let transform: CacheTransform?
     let logger: Logger
-    let handlers = Mutex<[Handler]>([])
+    /// Each handler with its own bounded queue (`HandlerQueue`).
+    let handlers = Mutex<[HandlerQueue]>([])
+    /// How far a handler may fall behind before it holds up the watch.
+    let handlerBuffer: Int
     let synced = Mutex<(done: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
     /// Counters tests and metrics read: lists made, watches opened.
     let stats = Mutex<(lists: Int, watches: Int, idleResumes: Int, lastRetryDelay: Duration?)>((0, 0, 0, nil))
     let lastList = Mutex<ContinuousClock.Instant?>(nil)
     let lastHeard = Mutex<ContinuousClock.Instant?>(nil)
     let watchIdleTimeout: Duration?
-    /// Store changes whose handlers have not all run yet, and who waits for that to reach zero.
+    /// Events handed to handlers and not yet through them (plus store changes being handed over), and who waits
+    /// for that to reach zero.
     let inFlight = Mutex<(count: Int, waiters: [CheckedContinuation<Void, Never>])>((0, []))
 
     /// When the latest full list was requested: the cache is authoritative for everything written before then.
@@ -31,11 +35,13 @@ public final class Informer: Sendable {
 
     /// `transform` shrinks objects before they are cached (by default `managedFields` are dropped).
     /// `watchIdleTimeout` is the client-side deadline for a watch that delivers nothing (`WatchOptions.idleTimeout`).
+    /// `handlerBuffer` is how many events a handler may fall behind before it holds up the watch.
     public init(
-        api: DynamicApi, labelSelector: String? = nil, resyncPeriod: Duration? = nil,
-        transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields, watchIdleTimeout: Duration? = WatchOptions.defaultIdleTimeout,
-        logger: Logger = Logger(label: "informer")
+        api: DynamicApi, labelSelector: LabelSelector? = nil, resyncPeriod: Duration? = nil,
+        transform: CacheTransform? = .dropManagedFields, watchIdleTimeout: Duration? = WatchOptions.defaultIdleTimeout,
+        handlerBuffer: Int = 256, logger: Logger = Logger(label: "informer")
     ) {
+        self.handlerBuffer = max(1, handlerBuffer)
         self.api = api
         self.watchIdleTimeout = watchIdleTimeout
         self.labelSelector = labelSelector
@@ -63,18 +69,26 @@ public final class Informer: Sendable {
 
     public var resourceType: ResourceType { api.resourceType }
 
-    /// Registers a handler; handlers added after the first list get the current objects as ADDED first.
+    /// Registers a handler; handlers added after the first list get the current objects as ADDED first. Each
+    /// handler runs on its own queue of at most `handlerBuffer` events (`HandlerQueue`), in order.
     public func addHandler(_ handler: @escaping Handler) async {
+        let queue = HandlerQueue(handler: handler, capacity: handlerBuffer) { [self] in settle() }
         let alreadySynced = handlers.withLock { hs in
-            hs.append(handler)
+            hs.append(queue)
             return synced.withLock { $0.done }
         }
         if alreadySynced {
-            for o in store.list() { await handler(.added(o)) }
+            for o in store.list() {
+                inFlight.withLock { $0.count += 1 }
+                await queue.enqueue(.added(o))
+            }
         }
     }
 
     public var hasSynced: Bool { synced.withLock { $0.done } }
+
+    /// Whether the watch is waiting for a handler whose queue is full (`handlerBuffer` events behind).
+    public var isHeldByAHandler: Bool { handlers.withLock { $0 }.contains { q in q.state.withLock { !$0.waiting.isEmpty } } }
 
     let progressHandlers = Mutex<[@Sendable (String) -> Void]>([])
 
@@ -127,15 +141,16 @@ public final class Informer: Sendable {
         for w in waiters { w.resume() }
     }
 
+    /// Hands `event` to every handler's queue (waiting only for one that is full).
     private func dispatch(_ event: InformerEvent) async {
-        for h in handlers.withLock({ $0 }) { await h(event) }
+        for q in handlers.withLock({ $0 }) {
+            inFlight.withLock { $0.count += 1 }
+            await q.enqueue(event)
+        }
     }
 
-    /// Changes the store and runs the handlers for what changed, counted in flight from before the store
-    /// changes until the last handler returns: whoever sees the new cache can await `handlersIdle()`.
-    private func apply(_ change: () -> [InformerEvent]) async {
-        inFlight.withLock { $0.count += 1 }
-        for e in change() { await dispatch(e) }
+    /// One event through one handler, or one store change handed over: wakes whoever waits for none in flight.
+    private func settle() {
         let waiters = inFlight.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.count -= 1
             guard s.count == 0 else { return [] }
@@ -143,6 +158,14 @@ public final class Informer: Sendable {
             return s.waiters
         }
         for w in waiters { w.resume() }
+    }
+
+    /// Changes the store and hands what changed to the handlers, counted in flight from before the store changes
+    /// until the last handler has taken it: whoever sees the new cache can await `handlersIdle()`.
+    private func apply(_ change: () -> [InformerEvent]) async {
+        inFlight.withLock { $0.count += 1 }
+        for e in change() { await dispatch(e) }
+        settle()
     }
 
     /// Returns once every store change made so far has been through all handlers (at once when none is in
@@ -184,12 +207,15 @@ public final class Informer: Sendable {
                 if resourceVersion == nil {
                     stats.withLock { $0.lists += 1 }
                     let listStarted = ContinuousClock.now
-                    let list = try await api.listAll(ListOptions(labelSelector: labelSelector), transform: transform)
+                    let list = try await api.listAll(ListOptions(labelSelector: labelSelector?.description), transform: transform?.apply)
                     let items = list.items
                     lastList.withLock { $0 = listStarted }
                     heard()
                     await apply { store.replace(items) }
                     resourceVersion = list.metadata.resourceVersion
+                    // Synced once the handlers have taken the first list too (client-go's handler registrations
+                    // report HasSynced the same way): a controller's queue then holds every listed key.
+                    if !hasSynced { await handlersIdle() }
                     markSynced()
                     // The server answered in full: back off from scratch next time (a long outage must not leave
                     // every later hiccup waiting the longest delay).
@@ -200,17 +226,17 @@ public final class Informer: Sendable {
                 let timeout = Int.random(in: 240...480)
                 let stream = api.watch(
                     WatchOptions(
-                        resourceVersion: resourceVersion, labelSelector: labelSelector, timeoutSeconds: timeout, allowBookmarks: true,
+                        resourceVersion: resourceVersion, labelSelector: labelSelector?.description, timeoutSeconds: timeout, allowBookmarks: true,
                         idleTimeout: watchIdleTimeout))
                 for try await event in stream {
                     heard()
                     switch event {
                     case .added(let o), .modified(let o):
-                        let obj = transform?(o) ?? o
+                        let obj = transform?.apply(o) ?? o
                         resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
                         await apply { store.upsert(obj).map { [$0] } ?? [] }
                     case .deleted(let o):
-                        let obj = transform?(o) ?? o
+                        let obj = transform?.apply(o) ?? o
                         resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
                         await apply { store.remove(obj).map { [$0] } ?? [] }
                     case .bookmark(let rv):

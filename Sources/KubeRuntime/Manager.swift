@@ -96,12 +96,12 @@ public final class Manager: Service, Sendable {
         elector = options.leaderElection.map { LeaderElector(client: client, configuration: $0, metricsFactory: metrics.factory, logger: logger) }
     }
 
-    /// The shared informer for a resource (one list/watch however many controllers use it).
+    /// The shared informer for a resource (one list/watch however many controllers use it), per namespace, label
+    /// selector and cache transform.
     public func informer(
-        for type: ResourceType, namespace: String? = nil, labelSelector: String? = nil,
-        transform: (@Sendable (JSONValue) -> JSONValue)? = Informer.dropManagedFields
+        for type: ResourceType, namespace: String? = nil, labelSelector: LabelSelector? = nil, transform: CacheTransform? = .dropManagedFields
     ) -> Informer {
-        let key = "\(type)|\(namespace ?? "*")|\(labelSelector ?? "")"
+        let key = "\(type)|\(namespace ?? "*")|\(labelSelector?.description ?? "")|\(transform?.name ?? "")"
         return informers.withLock { all in
             if let i = all[key] { return i }
             let i = Informer(

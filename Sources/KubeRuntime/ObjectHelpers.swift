@@ -51,16 +51,21 @@ public enum ObjectHelpers {
     /// Adds a finalizer; a no-op (no request) when present. The patch carries the resourceVersion the decision
     /// was made on, so a concurrent change answers 409 instead of being overwritten.
     @discardableResult
-    public static func addFinalizer(_ finalizer: String, to object: JSONValue, api: DynamicApi) async throws -> JSONValue {
+    public static func addFinalizer(
+        _ finalizer: String, to object: JSONValue, api: DynamicApi, params: WriteParams = WriteParams()
+    ) async throws -> JSONValue {
         guard !hasFinalizer(object, finalizer) else { return object }
         let list = (object[path: "metadata", "finalizers"]?.arrayValue ?? []) + [.string(finalizer)]
         return try await api.patch(
             ObjectKeyName.name(object),
-            .merge(["metadata": ["finalizers": .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]))
+            .merge(["metadata": ["finalizers": .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null]]),
+            params: params)
     }
 
     @discardableResult
-    public static func removeFinalizer(_ finalizer: String, from object: JSONValue, api: DynamicApi) async throws -> JSONValue? {
+    public static func removeFinalizer(
+        _ finalizer: String, from object: JSONValue, api: DynamicApi, params: WriteParams = WriteParams()
+    ) async throws -> JSONValue? {
         guard hasFinalizer(object, finalizer) else { return object }
         let list = (object[path: "metadata", "finalizers"]?.arrayValue ?? []).filter { $0 != .string(finalizer) }
         do {
@@ -70,7 +75,7 @@ public enum ObjectHelpers {
                     "metadata": [
                         "finalizers": list.isEmpty ? .null : .array(list), "resourceVersion": object[path: "metadata", "resourceVersion"] ?? .null,
                     ]
-                ]))
+                ]), params: params)
         } catch let e as KubeError where e.isNotFound {
             return nil
         }
@@ -115,10 +120,12 @@ public enum ObjectHelpers {
 
     /// Writes `status` through the status subresource only when it differs from what the object has; returns
     /// the updated object, or nil when nothing needed writing (steady state makes no requests).
-    public static func patchStatusIfChanged(_ object: JSONValue, status: JSONValue, api: DynamicApi) async throws -> JSONValue? {
+    public static func patchStatusIfChanged(
+        _ object: JSONValue, status: JSONValue, api: DynamicApi, params: WriteParams = WriteParams()
+    ) async throws -> JSONValue? {
         let current = object["status"] ?? .object([:])
         guard let diff = MergePatch.diff(from: current, to: status) else { return nil }
-        return try await api.patchStatus(ObjectKeyName.name(object), .merge(["status": diff]))
+        return try await api.patchStatus(ObjectKeyName.name(object), .merge(["status": diff]), params: params)
     }
 }
 

@@ -35,7 +35,7 @@ public final class RecentWrites: Sendable {
     public func track(_ informer: Informer) async {
         let kind = informer.resourceType.kind
         stores.withLock { $0[kind, default: []].append(informer.store) }
-        if let transform = informer.transform { transforms.withLock { $0[kind] = transform } }
+        if let transform = informer.transform { transforms.withLock { $0[kind] = transform.apply } }
         await informer.addHandler { [self] event in
             switch event {
             case .deleted(let o): forget(kind: kind, ObjectKey(o))

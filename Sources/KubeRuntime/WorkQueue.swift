@@ -15,13 +15,14 @@ public actor WorkQueue<Key: Hashable & Sendable> {
     private var startedAt: [Key: ContinuousClock.Instant] = [:]
     private var waiting: [Key: ContinuousClock.Instant] = [:]
     private var getters: [CheckedContinuation<Key?, Never>] = []
-    private var limiter: any RetryRateLimiter
+    private var limiter: any RetryRateLimiter<Key>
     private var shuttingDown = false
     private let clock: any RuntimeClock
     private let metrics: QueueMetrics?
 
     public init(
-        rateLimiter: any RetryRateLimiter = MaxOfRateLimiter.controllerDefault, clock: any RuntimeClock = SystemClock(), metrics: QueueMetrics? = nil
+        rateLimiter: any RetryRateLimiter<Key> = MaxOfRateLimiter<Key>.controllerDefault, clock: any RuntimeClock = SystemClock(),
+        metrics: QueueMetrics? = nil
     ) {
         self.limiter = rateLimiter
         self.clock = clock
@@ -102,12 +103,12 @@ public actor WorkQueue<Key: Hashable & Sendable> {
     /// Re-adds a failed key after its backoff.
     public func addRateLimited(_ key: Key) {
         metrics?.retries.increment()
-        addAfter(key, limiter.when(String(describing: key), now: clock.now))
+        addAfter(key, limiter.when(key, now: clock.now))
     }
 
-    public func forget(_ key: Key) { limiter.forget(String(describing: key)) }
+    public func forget(_ key: Key) { limiter.forget(key) }
 
-    public func retries(_ key: Key) -> Int { limiter.retries(String(describing: key)) }
+    public func retries(_ key: Key) -> Int { limiter.retries(key) }
 
     /// Stops accepting and handing out keys; idle workers get nil at once, busy ones after their current key.
     public func shutDown() {

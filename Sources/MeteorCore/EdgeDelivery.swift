@@ -45,12 +45,6 @@ struct EdgeOutcome {
     var requeueAfter: Duration?
 }
 
-/// Why there is no release to deliver (or only the last known one).
-struct ReleaseProblem: Sendable {
-    var reason: String
-    var message: String
-}
-
 /// In-memory state that saves the network: when each release's remote was last read, and when each unverified
 /// digest was last tried. Lost on restart, which only means one early check.
 final class EdgeMemory: Sendable {
@@ -75,6 +69,17 @@ final class EdgeMemory: Sendable {
 }
 
 extension MeteorReconciler {
+    /// Edge delivery for a Meteor that asks for it (nil otherwise, its Applications pruned when edge delivery is on).
+    func deliverEdge(_ meteor: Meteor, raw: JSONValue, previous: Meteor.Status, now: Date) async throws -> EdgeOutcome? {
+        guard let settings = configuration.edge else { return nil }
+        guard meteor.spec.requestedPipelines.contains(Pipeline.edge.rawValue), let edge = meteor.spec.edge else {
+            try await pruneApplications(meteor, keep: [], settings: settings)
+            return nil
+        }
+        return try await reconcileEdge(meteor, edge, raw: raw, previous: previous, settings: settings, now: now)
+    }
+
+    /// Builds each image at the release, verifies it, and delivers it where its targets run, in that order.
     func reconcileEdge(
         _ meteor: Meteor, _ edge: Edge, raw: JSONValue, previous: Meteor.Status, settings: EdgeSettings, now: Date
     ) async throws -> EdgeOutcome {
@@ -122,7 +127,6 @@ extension MeteorReconciler {
         }
 
         // 2. One PipelineRun per image.
-        let runsApi = client.dynamic(PipelineRunBuilder.resourceType, namespace: meteor.namespace)
         let earlier = Dictionary((previous.images ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var built = 0, failed = 0
         var started: [String] = []
@@ -130,18 +134,10 @@ extension MeteorReconciler {
         for image in edge.images {
             let runName = EdgePipelineRunBuilder.name(meteor: meteor.name, image: image.name, build: build)
             outcome.runNames.insert(runName)
-            var run = ownRun(ObjectKey(namespace: meteor.namespace, name: runName), of: meteor)
-            if run == nil {
-                if runSettings == nil { runSettings = try await newRunSettings(meteor) }
-                let body = EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: runSettings!)
-                do {
-                    run = try await runsApi.create(
-                        body,
-                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil))
-                    recent.record(run)
-                    started.append("\(runName) (\(image.name), \(image.platform))")
-                } catch let e as KubeError where e.isAlreadyExists {}
+            let (run, created) = try await createRunIfMissing(runName, of: meteor, settings: &runSettings) {
+                EdgePipelineRunBuilder.build(meteor: meteor, owner: raw, image: image, build: build, settings: $0)
             }
+            if created { started.append("\(runName) (\(image.name), \(image.platform))") }
             var status = EdgeImageStatus(name: image.name, platform: image.platform, repository: image.repository)
             status.pipelineRunName = runName
             let state = run.map(PipelineRunState.init)
@@ -161,8 +157,7 @@ extension MeteorReconciler {
             case .failed?:
                 failed += 1
                 status.reason = "BuildFailed"
-                status.message = ObjectHelpers.truncated(
-                    state!.message.isEmpty ? state!.reason : state!.message, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes)
+                status.message = state!.failureText(maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes)
             default:
                 status.reason = "Building"
                 status.message = "PipelineRun \(runName) is \(state?.reason ?? "Pending")"
@@ -172,7 +167,7 @@ extension MeteorReconciler {
 
         if !started.isEmpty {
             await events.record(
-                raw, type: .normal, reason: "PipelineRunCreated",
+                raw, type: .normal, reason: .pipelineRunCreated,
                 message: "Created edge PipelineRun\(started.count > 1 ? "s" : "") \(started.joined(separator: ", ")) at \(build.ref)")
         }
         let total = edge.images.count
@@ -384,13 +379,13 @@ extension MeteorReconciler {
                     repository: repository, tag: tag, manifests: manifests, namespace: meteor.namespace, settings: settings)
                 out.append(EdgeImageIndexStatus(reference: reference, digest: digest, manifests: manifests))
                 await events.record(
-                    raw, type: .normal, reason: "ImageIndexPublished",
+                    raw, type: .normal, reason: .imageIndexPublished,
                     message: "Published \(reference)@\(digest) for \(manifests.map(\.platform).joined(separator: ", "))")
             } catch {
                 failed = true
                 let message = "Cannot publish the image index \(reference): \(error)"
                 out.append(EdgeImageIndexStatus(reference: reference, manifests: manifests, message: message))
-                await events.record(raw, type: .warning, reason: "ImageIndexNotPublished", message: message)
+                await events.record(raw, type: .warning, reason: .imageIndexNotPublished, message: message)
             }
         }
         return (out, failed)
@@ -436,270 +431,6 @@ extension MeteorReconciler {
             egress: egress)
     }
 
-    /// The commit a run built: its COMMIT result, or for a release the tag's commit when the run reports none.
-    static func builtCommit(_ state: PipelineRunState, build: EdgeBuild) -> String? {
-        if let reported = state.results["COMMIT"], isCommit(reported) { return reported }
-        if let release = build.release?.commit { return release }
-        return isCommit(build.ref) ? build.ref : nil
-    }
-
-    static func isCommit(_ s: String) -> Bool { (s.count == 40 || s.count == 64) && s.allSatisfy { $0.isHexDigit && !$0.isUppercase } }
-
-    /// A succeeded run must report a digest of an image in the configured repository, and the commit it built: the
-    /// release tag's when it built a release (a tag moved between listing and cloning is not believed).
-    static func builtImageProblem(
-        _ state: PipelineRunState, image: Edge.Image, build: EdgeBuild, runName: String
-    ) -> (reason: String, message: String)? {
-        guard let digest = state.results["IMAGE_DIGEST"], PipelineRunState.isDigest(digest) else {
-            return ("BuildResultMissing", PipelineRunState.missingDigestMessage(runName))
-        }
-        if let release = build.release?.commit, let reported = state.results["COMMIT"], isCommit(reported), reported != release {
-            return (
-                "CommitMismatch",
-                "PipelineRun \(runName) built commit \(reported), but release \(build.release?.tag ?? build.ref) is commit \(release)"
-            )
-        }
-        if builtCommit(state, build: build) == nil {
-            return ("CommitUnknown", "PipelineRun \(runName) reported no COMMIT result; devices are given a commit, never a branch (\(build.ref))")
-        }
-        if let url = state.results["IMAGE_URL"], let pushed = try? RegistryClient.Reference(parsing: url),
-            pushed.repositoryReference != image.repository
-        {
-            return ("RepositoryMismatch", "PipelineRun \(runName) pushed to \(pushed.repositoryReference), not \(image.repository)")
-        }
-        return nil
-    }
-
-    /// The release to deliver: re-read from the remote once per interval; the last known one when it cannot be read.
-    /// The release and, when the last check of the remote found none or failed, why; `fresh` when the remote was
-    /// read now (a reconcile between checks says what the last check found, not something else).
-    func currentRelease(
-        _ meteor: Meteor, _ release: Edge.Release, interval: Int64, previous: EdgeRelease?, now: Date
-    ) async -> (EdgeRelease?, ReleaseProblem?, fresh: Bool) {
-        let key = meteor.metadata.uid ?? "\(meteor.namespace ?? "")/\(meteor.name)"
-        let known = previous.flatMap { ReleaseSelection.matches($0.tag, pattern: release.tagPattern) ? $0 : nil }
-        if let cached = edgeMemory.releases.withLock({ $0[key] }), cached.pattern == release.tagPattern,
-            now.timeIntervalSince(cached.checked) < Double(interval)
-        {
-            return (cached.release ?? known, cached.problem, false)
-        }
-        let found: EdgeRelease?
-        let problem: ReleaseProblem?
-        do {
-            let refs = try await listRefs(meteor)
-            found = ReleaseSelection.newest(refs, pattern: release.tagPattern).map { EdgeRelease(tag: $0.tag, commit: $0.commit) }
-            problem =
-                found == nil ? ReleaseProblem(reason: "NoMatchingTag", message: "No tag on \(meteor.spec.url) matches \(release.tagPattern)") : nil
-            if let found, found != known, let raw = try? JSONValue(encoding: meteor) {
-                await events.record(
-                    raw, type: .normal, reason: "ReleaseFound",
-                    message: "Delivering \(found.tag) (\(found.commit ?? "unknown commit")) from \(meteor.spec.url)")
-            }
-        } catch {
-            found = known
-            problem = ReleaseProblem(reason: "GitRemoteUnavailable", message: "Cannot list tags of \(meteor.spec.url): \(error)")
-        }
-        edgeMemory.releases.withLock { $0[key] = .init(checked: now, pattern: release.tagPattern, release: found, problem: problem) }
-        return (found, problem, true)
-    }
-
-    /// Creates the Application, or patches its spec and image annotation when they differ; never touches status.
-    func ensureApplication(_ desired: JSONValue, meteor: Meteor, raw: JSONValue, cluster: String) async throws {
-        guard let applications else { return }
-        let key = ObjectKey(desired)
-        let api = client.dynamic(ArgoApplicationBuilder.resourceType, namespace: key.namespace)
-        guard let current = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications) else {
-            do {
-                recent.record(
-                    try await api.create(
-                        desired,
-                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
-                await events.record(
-                    raw, type: .normal, reason: "ApplicationCreated",
-                    message:
-                        "Created Argo CD Application \(key.namespace ?? "")/\(key.name) deploying \(ApplicationState(desired).pinnedImage ?? "") to \(cluster)"
-                )
-            } catch let e as KubeError where e.isAlreadyExists {}
-            return
-        }
-        // Being removed (delivery stopped, Argo CD taking its resources off the device): created again once gone.
-        if current[path: "metadata", "deletionTimestamp"] != nil { return }
-        guard current[path: "metadata", "labels", MeteorLabels.meteorUID] == desired[path: "metadata", "labels", MeteorLabels.meteorUID] else {
-            await events.record(
-                raw, type: .warning, reason: "ApplicationConflict",
-                message: "Application \(key.name) exists and belongs to another Meteor; not touching it")
-            return
-        }
-        let desiredSpec = desired["spec"] ?? .object([:])
-        let image = desired[path: "metadata", "annotations", "meteor.zone/image"]
-        if MergePatch.apply(desiredSpec, to: current["spec"] ?? .object([:])) != current["spec"]
-            || current[path: "metadata", "annotations", "meteor.zone/image"] != image
-        {
-            recent.record(
-                try await api.patch(
-                    key.name, .merge(["metadata": ["annotations": ["meteor.zone/image": image ?? .null]], "spec": desiredSpec]),
-                    params: WriteParams(fieldManager: "meteor-operator")))
-            let before = ApplicationState(current)
-            await events.record(
-                raw, type: .normal, reason: "ApplicationUpdated",
-                message: "Application \(key.name) now deploys \(image?.stringValue ?? "") (was \(before.pinnedImage ?? "nothing")) to \(cluster)")
-        }
-    }
-
-    /// Deletes the Applications not about to be given a trusted image (`keep`, by name) whose deployed image was
-    /// verified with a key the policies no longer trust for that cluster (rotated out, revoked, narrowed), or that
-    /// record no key: what runs on the device is presumed compromised, and Argo CD removes it (the Application's
-    /// resources finalizer). Delivery resumes when an image signed by a trusted key is verified.
-    /// Returns what was stopped, for the Deployed condition.
-    func stopUntrustedDelivery(
-        _ meteor: Meteor, _ edge: Edge, trust: EdgeTrust, keep: Set<String>, raw: JSONValue, settings: EdgeSettings
-    ) async throws -> [String] {
-        var stopped: [String] = []
-        let namespace = meteor.namespace ?? "default"
-        for app in applicationsOf(meteor, settings: settings) {
-            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name),
-                let targetName = app[path: "metadata", "labels", MeteorLabels.target]?.stringValue,
-                let target = edge.targets.first(where: { $0.name == targetName }), let image = edge.images.first(where: { $0.name == target.image }),
-                let cluster = app[path: "spec", "destination", "name"]?.stringValue, app[path: "metadata", "deletionTimestamp"] == nil
-            else { continue }
-            let fingerprint = app[path: "metadata", "annotations", ArgoApplicationBuilder.keyAnnotation]?.stringValue
-            if let fingerprint, trust.trusts(fingerprint, repository: image.repository, cluster: cluster, namespace: namespace) { continue }
-            try await deleteApplication(app, settings: settings)
-            let what = "\(ApplicationState(app).pinnedImage ?? image.repository) on \(cluster)"
-            let why =
-                "delivery of \(what) stopped: it was verified with key \(fingerprint ?? "(unrecorded)"), which no EdgeTrustPolicy trusts for \(image.repository) there any more"
-            stopped.append(why)
-            await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(name): \(why)")
-        }
-        return stopped
-    }
-
-    /// Deletes Applications whose resources Argo CD reports running an image the operator did not pin and verify
-    /// (a second container, an init container, a tag): delivery of that target stops until its manifests run only
-    /// what is declared (`targets[].images`). Returns what was stopped.
-    func stopUnpinnedDelivery(_ meteor: Meteor, raw: JSONValue, settings: EdgeSettings) async throws -> [String] {
-        var stopped: [String] = []
-        for app in applicationsOf(meteor, settings: settings) where app[path: "metadata", "deletionTimestamp"] == nil {
-            let unpinned = Self.unpinnedImages(app)
-            guard !unpinned.isEmpty, let name = app[path: "metadata", "name"]?.stringValue else { continue }
-            let given = EdgeDelivered(application: app, target: app[path: "metadata", "labels", MeteorLabels.target]?.stringValue ?? "")
-            edgeMemory.unpinnedStops.withLock { $0["\(meteor.metadata.uid ?? "")/\(name)"] = given }
-            try await deleteApplication(app, settings: settings)
-            let why =
-                "\(name) runs \(unpinned.joined(separator: ", ")), not pinned and verified: declare every image its manifests run in spec.edge.targets[].images, by digest"
-            stopped.append(why)
-            await events.record(raw, type: .warning, reason: "DeliveryStopped", message: "Deleted Application \(why)")
-        }
-        return stopped
-    }
-
-    /// The Meteor's Applications, from the cache.
-    func applicationsOf(_ meteor: Meteor, settings: EdgeSettings) -> [JSONValue] {
-        guard let applications, let uid = meteor.metadata.uid else { return [] }
-        return applications.store.list(
-            namespace: settings.argocdNamespace, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])]))
-    }
-
-    /// Deletes Applications no placement wants any more (a target removed, a cluster unlabelled or gone; all of
-    /// them when `keep` is empty).
-    func pruneApplications(_ meteor: Meteor, keep: Set<String>, settings: EdgeSettings) async throws {
-        for app in applicationsOf(meteor, settings: settings) {
-            guard let name = app[path: "metadata", "name"]?.stringValue, !keep.contains(name), app[path: "metadata", "deletionTimestamp"] == nil
-            else { continue }
-            try await deleteApplication(app, settings: settings)
-        }
-    }
-
-    /// Deletes an Application the operator made (this one: its UID as precondition); Argo CD's finalizer takes its
-    /// resources off the device first.
-    func deleteApplication(_ app: JSONValue, settings: EdgeSettings) async throws {
-        guard let name = app[path: "metadata", "name"]?.stringValue else { return }
-        do {
-            _ = try await client.dynamic(ArgoApplicationBuilder.resourceType, namespace: settings.argocdNamespace).delete(
-                name, params: DeleteParams(preconditionUID: app[path: "metadata", "uid"]?.stringValue))
-            recent.forget(kind: ArgoApplicationBuilder.resourceType.kind, ObjectKey(app))
-        } catch let e as KubeError where e.isNotFound {}
-    }
-
-    /// A placement's Application, when this Meteor (this UID) made it: from the cache, or the operator's own write.
-    func placedApplication(_ p: EdgePlacement, of meteor: Meteor, settings: EdgeSettings) -> JSONValue? {
-        guard let applications else { return nil }
-        let key = ObjectKey(
-            namespace: settings.argocdNamespace, name: p.application(meteorNamespace: meteor.namespace ?? "default", meteor: meteor.name))
-        guard let app = recent.read(key, kind: ArgoApplicationBuilder.resourceType.kind, from: applications),
-            app[path: "metadata", "labels", MeteorLabels.meteorUID]?.stringValue == meteor.metadata.uid
-        else { return nil }
-        return app
-    }
-
-    /// The placements' Applications, by name, as Argo CD reports them.
-    func deploymentStatus(_ meteor: Meteor, _ placements: [EdgePlacement], settings: EdgeSettings) -> [String: EdgeDeploymentStatus] {
-        var out: [String: EdgeDeploymentStatus] = [:]
-        for p in placements {
-            guard let app = placedApplication(p, of: meteor, settings: settings), let name = app[path: "metadata", "name"]?.stringValue else {
-                continue
-            }
-            let state = ApplicationState(app)
-            var d = EdgeDeploymentStatus(target: p.target.name, cluster: p.cluster, application: name)
-            d.image = state.pinnedImage
-            d.revision = state.revision
-            d.syncStatus = state.syncStatus ?? "Unknown"
-            d.healthStatus = state.healthStatus ?? "Unknown"
-            // Argo CD's words, which can run long: a status holds a summary (the Application has the rest).
-            d.message = state.message.map { ObjectHelpers.truncated($0, maxBytes: MeteorStatusVocabulary.maxEntryMessageBytes) }
-            out[name] = d
-        }
-        return out
-    }
-
-    /// Plans a staged rollout from what the Applications report, creates the gate run it asks for, and tells the
-    /// user what happened.
-    func planRollout(
-        _ rollout: Edge.Rollout, meteor: Meteor, edge: Edge, raw: JSONValue, placements: [EdgePlacement], wanted: (Edge.Target) -> EdgeDelivered?,
-        previous: EdgeRolloutStatus?, release: String, settings: EdgeSettings, now: Date
-    ) async throws -> RolloutPlan {
-        let namespace = meteor.namespace ?? "default"
-        var everyTarget: [String: EdgeDelivered]? = [:]
-        for t in edge.targets {
-            guard let w = wanted(t) else { everyTarget = nil; break }
-            everyTarget?[t.name] = w
-        }
-        var devices: [String: [RolloutPlanner.Device]] = [:]
-        for p in placements {
-            // Missing or being removed: a device that runs nothing yet.
-            let app = placedApplication(p, of: meteor, settings: settings).flatMap { $0[path: "metadata", "deletionTimestamp"] == nil ? $0 : nil }
-            devices[p.target.name, default: []].append(
-                .init(
-                    application: p.application(meteorNamespace: namespace, meteor: meteor.name), cluster: p.cluster,
-                    state: ApplicationState(app ?? .object([:])), given: app.flatMap { EdgeDelivered(application: $0, target: p.target.name) }))
-        }
-        let paused = meteor.metadata.annotations?[MeteorAnnotations.rollout] == "paused"
-        let plan = RolloutPlanner.plan(
-            rollout, previous: previous, wanted: everyTarget, release: release, devices: devices,
-            gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor).map(PipelineRunState.init) },
-            paused: paused, meteor: meteor.name, now: now)
-        for e in plan.events { await events.record(raw, type: e.warning ? .warning : .normal, reason: e.reason, message: e.message) }
-        if let (stage, run) = plan.gate, let gate = stage.gate, let everyTarget,
-            ownRun(ObjectKey(namespace: meteor.namespace, name: run), of: meteor) == nil
-        {
-            let images = stage.targets.compactMap { everyTarget[$0]?.image }
-            let clusters = placements.filter { stage.targets.contains($0.target.name) }.map(\.cluster)
-            let body = EdgePipelineRunBuilder.gate(
-                meteor: meteor, owner: raw, name: run, stage: stage.name, pipelineRef: gate.pipelineRef,
-                commit: everyTarget.values.first?.revision ?? meteor.spec.ref,
-                images: Array(Set(images)).sorted(), clusters: Array(Set(clusters)).sorted(), settings: try await newRunSettings(meteor))
-            do {
-                recent.record(
-                    try await client.dynamic(PipelineRunBuilder.resourceType, namespace: meteor.namespace).create(
-                        body,
-                        params: WriteParams(fieldManager: "meteor-operator", fieldValidation: configuration.strictFieldValidation ? "Strict" : nil)))
-                await events.record(
-                    raw, type: .normal, reason: "GateStarted",
-                    message: "Started gate PipelineRun \(run) (\(gate.pipelineRef)) for stage \(stage.name)")
-            } catch let e as KubeError where e.isAlreadyExists {}
-        }
-        return plan
-    }
 }
 
 extension EdgeImageStatus {

@@ -7,12 +7,15 @@ import KubeRuntime
 /// select by.
 public enum ArgoClusters {
     public static let secretType = ResourceType(group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true)
-    public static let labelSelector = "argocd.argoproj.io/secret-type=cluster"
+    public static let labelSelector = LabelSelector([.init(key: "argocd.argoproj.io/secret-type", op: .equals, values: ["cluster"])])
 
     public struct Cluster: Sendable, Hashable {
         public var name: String
         public var labels: [String: String]
     }
+
+    /// The cluster-Secret informer's transform (`trimmedForCache`).
+    public static let cacheTransform = CacheTransform("meteor.trimmedClusterSecret", trimmedForCache)
 
     /// What the operator's cache keeps of a cluster Secret: identity, labels, and the cluster's name and server.
     /// The credentials (`data.config`) are dropped as the Secret arrives and never held.

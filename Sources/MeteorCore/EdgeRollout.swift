@@ -210,3 +210,51 @@ enum RolloutPlanner {
                 message: "\(message): stage \(stage.name) returns to what last ran healthy there; delivery of this release stops"))
     }
 }
+
+extension MeteorReconciler {
+    /// Plans a staged rollout from what the Applications report, creates the gate run it asks for, and tells the
+    /// user what happened.
+    func planRollout(
+        _ rollout: Edge.Rollout, meteor: Meteor, edge: Edge, raw: JSONValue, placements: [EdgePlacement], wanted: (Edge.Target) -> EdgeDelivered?,
+        previous: EdgeRolloutStatus?, release: String, settings: EdgeSettings, now: Date
+    ) async throws -> RolloutPlan {
+        let namespace = meteor.namespace ?? "default"
+        var everyTarget: [String: EdgeDelivered]? = [:]
+        for t in edge.targets {
+            guard let w = wanted(t) else { everyTarget = nil; break }
+            everyTarget?[t.name] = w
+        }
+        var devices: [String: [RolloutPlanner.Device]] = [:]
+        for p in placements {
+            // Missing or being removed: a device that runs nothing yet.
+            let app = placedApplication(p, of: meteor, settings: settings).flatMap { $0[path: "metadata", "deletionTimestamp"] == nil ? $0 : nil }
+            devices[p.target.name, default: []].append(
+                .init(
+                    application: p.application(meteorNamespace: namespace, meteor: meteor.name), cluster: p.cluster,
+                    state: ApplicationState(app ?? .object([:])), given: app.flatMap { EdgeDelivered(application: $0, target: p.target.name) }))
+        }
+        let paused = meteor.metadata.annotations?[MeteorAnnotations.rollout] == "paused"
+        let plan = RolloutPlanner.plan(
+            rollout, previous: previous, wanted: everyTarget, release: release, devices: devices,
+            gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor).map(PipelineRunState.init) },
+            paused: paused, meteor: meteor.name, now: now)
+        for e in plan.events { await events.record(raw, type: e.warning ? .warning : .normal, reason: e.reason, message: e.message) }
+        if let (stage, run) = plan.gate, let gate = stage.gate, let everyTarget {
+            let images = stage.targets.compactMap { everyTarget[$0]?.image }
+            let clusters = placements.filter { stage.targets.contains($0.target.name) }.map(\.cluster)
+            var settings: BuildSettings?
+            let (_, created) = try await createRunIfMissing(run, of: meteor, settings: &settings) {
+                EdgePipelineRunBuilder.gate(
+                    meteor: meteor, owner: raw, name: run, stage: stage.name, pipelineRef: gate.pipelineRef,
+                    commit: everyTarget.values.first?.revision ?? meteor.spec.ref, images: Array(Set(images)).sorted(),
+                    clusters: Array(Set(clusters)).sorted(), settings: $0)
+            }
+            if created {
+                await events.record(
+                    raw, type: .normal, reason: .gateStarted, message: "Started gate PipelineRun \(run) (\(gate.pipelineRef)) for stage \(stage.name)"
+                )
+            }
+        }
+        return plan
+    }
+}

@@ -88,7 +88,7 @@ extension MeteorReconciler {
             status.reason = nil
             status.message = nil
             await events.record(
-                raw, type: .normal, reason: "ImageVerified",
+                raw, type: .normal, reason: .imageVerified,
                 message: "Verified the signature of \(pinned) with key \(key.label), \(result.keyFingerprint)")
         } catch let failure as SignatureFailure {
             metrics?.verification(failure.reason)
@@ -248,5 +248,32 @@ extension MeteorReconciler {
         guard state.comparedToSpec, state.syncStatus == "Synced" else { return [] }
         let given = Set(ArgoApplicationBuilder.pinnedImages(app))
         return state.runningImages.filter { !given.contains($0) }
+    }
+}
+
+extension MeteorReconciler {
+    /// A succeeded run must report a digest of an image in the configured repository, and the commit it built: the
+    /// release tag's when it built a release (a tag moved between listing and cloning is not believed).
+    static func builtImageProblem(
+        _ state: PipelineRunState, image: Edge.Image, build: EdgeBuild, runName: String
+    ) -> (reason: String, message: String)? {
+        guard let digest = state.results["IMAGE_DIGEST"], PipelineRunState.isDigest(digest) else {
+            return ("BuildResultMissing", PipelineRunState.missingDigestMessage(runName))
+        }
+        if let release = build.release?.commit, let reported = state.results["COMMIT"], isCommit(reported), reported != release {
+            return (
+                "CommitMismatch",
+                "PipelineRun \(runName) built commit \(reported), but release \(build.release?.tag ?? build.ref) is commit \(release)"
+            )
+        }
+        if builtCommit(state, build: build) == nil {
+            return ("CommitUnknown", "PipelineRun \(runName) reported no COMMIT result; devices are given a commit, never a branch (\(build.ref))")
+        }
+        if let url = state.results["IMAGE_URL"], let pushed = try? RegistryClient.Reference(parsing: url),
+            pushed.repositoryReference != image.repository
+        {
+            return ("RepositoryMismatch", "PipelineRun \(runName) pushed to \(pushed.repositoryReference), not \(image.repository)")
+        }
+        return nil
     }
 }

@@ -39,7 +39,7 @@ public struct Meteor: KubeResource, Hashable {
     public struct PipelineStatus: Codable, Sendable, Hashable {
         public var name: String
         public var pipelineRunName: String
-        public var ready: String?
+        public var ready: Condition.Status?
         public var url: String?
         public var image: String?
         public var digest: String?
@@ -61,7 +61,7 @@ public struct Meteor: KubeResource, Hashable {
     }
 
     public struct Status: Codable, Sendable, Hashable {
-        public var phase: String?
+        public var phase: MeteorPhase?
         public var observedGeneration: Int64?
         public var expirationTimestamp: Date?
         public var conditions: [Condition]?
@@ -123,9 +123,8 @@ public enum MeteorStatusVocabulary {
     /// The most a message in a status list entry (a pipeline, an image, a deployment) holds, so that the CRD's
     /// 64 targets and 16 images with long messages from Tekton or Argo CD stay far below etcd's object limit.
     public static let maxEntryMessageBytes = 1024
-    public static let building = "Building"
-    public static let ready = "Ready"
-    public static let failed = "Failed"
+    /// The most a pipeline condition's message holds.
+    public static let maxConditionMessageBytes = 4000
     public static let readyCondition = "Ready"
     public static let invalidSpec = "InvalidSpec"
     /// The API server refused the operator a verb it needs (403): RBAC narrower than the work.
@@ -147,6 +146,8 @@ public enum MeteorLabels {
     public static let generation = "meteor.zone/generation"
     public static let managedBy = "app.kubernetes.io/managed-by"
     public static let managedByValue = "meteor-operator"
+    /// Selects what the operator made.
+    public static let managedByOperator = LabelSelector([.init(key: managedBy, op: .equals, values: [managedByValue])])
     public static let finalizer = "meteor.zone/cleanup"
     /// On edge PipelineRuns: which `spec.edge.images[].name` they build, and the release tag.
     public static let edgeImage = "meteor.zone/edge-image"

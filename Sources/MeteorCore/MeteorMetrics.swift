@@ -23,7 +23,7 @@ public final class MeteorMetrics: Sendable {
         self.factory = factory
         self.started = started
         // Every phase is exported from the start, so dashboards show 0 rather than no data.
-        for phase in ["Pending", "Building", "Ready", "Failed"] {
+        for phase in MeteorPhase.allCases.map(\.rawValue) {
             Gauge(label: "meteor_meteors", dimensions: [("phase", phase)], factory: factory).record(0)
         }
         _ = Counter(label: "meteor_created_total", factory: factory)
@@ -98,10 +98,8 @@ public final class MeteorMetrics: Sendable {
         for (h, count) in updated { Gauge(label: "meteor_edge_deployments", dimensions: [("health", h)], factory: factory).record(count) }
     }
 
-    static func phase(_ m: JSONValue) -> String { m[path: "status", "phase"]?.stringValue ?? "Pending" }
-    static func isReady(_ m: JSONValue) -> Bool {
-        (m[path: "status", "conditions"]?.arrayValue ?? []).contains { $0["type"] == "Ready" && $0["status"] == "True" }
-    }
+    static func phase(_ m: JSONValue) -> String { MeteorGlance(m).phase }
+    static func isReady(_ m: JSONValue) -> Bool { MeteorGlance(m).isReady }
     public static func deploymentHealth(_ m: JSONValue) -> [String] {
         (m[path: "status", "deployments"]?.arrayValue ?? []).map { $0["healthStatus"]?.stringValue ?? "Unknown" }
     }

@@ -103,6 +103,9 @@ public enum PipelineRunBuilder {
 }
 
 extension PipelineRunBuilder {
+    /// The PipelineRun informer's transform (`trimmedForCache`).
+    public static let cacheTransform = CacheTransform("meteor.trimmedPipelineRun", trimmedForCache)
+
     /// What the operator's cache keeps of a PipelineRun: identity, labels and owners, `spec.status` (cancellation)
     /// and the status fields `PipelineRunState` reads. Tekton's own status (`pipelineSpec`, `childReferences`,
     /// provenance) and the run's params and workspaces are dropped: the reconciler never reads them, and with

@@ -5,7 +5,18 @@ import KubeRuntime
 
 /// What a PipelineRun's status says, in Tekton's terms.
 public struct PipelineRunState: Sendable, Equatable {
-    public enum Outcome: Sendable, Equatable { case running, succeeded, failed }
+    public enum Outcome: Sendable, Equatable {
+        case running, succeeded, failed
+
+        /// The outcome as a condition says it (`status.pipelines[].ready`): True, False, Unknown while running.
+        public var conditionStatus: Condition.Status {
+            switch self {
+            case .succeeded: return .true
+            case .failed: return .false
+            case .running: return .unknown
+            }
+        }
+    }
     public var outcome: Outcome
     public var reason: String
     public var message: String
@@ -46,6 +57,13 @@ public struct PipelineRunState: Sendable, Equatable {
         }
         startTime = run[path: "status", "startTime"]?.stringValue.flatMap(KubeTime.parse)
         completionTime = run[path: "status", "completionTime"]?.stringValue.flatMap(KubeTime.parse)
+    }
+
+    /// How a failed run is told wherever the operator tells it (a pipeline's entry and condition, an edge image's
+    /// status): its own words (the `…_FAILURE` results, then Tekton's message), else Tekton's reason, cut to
+    /// `maxBytes` of UTF-8 with `ObjectHelpers.truncationMarker`.
+    public func failureText(maxBytes: Int) -> String {
+        ObjectHelpers.truncated(message.isEmpty ? reason : message, maxBytes: maxBytes)
     }
 
     /// Whether `text` is an image digest the operator pins to: `sha256:` and 64 lower-case hex digits.

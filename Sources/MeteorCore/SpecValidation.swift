@@ -12,6 +12,27 @@ public struct SpecProblem: Sendable, Equatable, CustomStringConvertible {
 public enum SpecValidation {
     static let refAllowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/+@#,-")
 
+    /// The spec's problems on this operator: `problems(spec)`, and what it asks of edge delivery that this operator
+    /// was not set up for (`edge` nil: no Argo CD; selectors off).
+    static func problems(_ spec: Meteor.Spec, edge: EdgeSettings?) -> [SpecProblem] {
+        var out = problems(spec)
+        if edge == nil, let i = spec.requestedPipelines.firstIndex(of: Pipeline.edge.rawValue) {
+            out.append(
+                SpecProblem(
+                    field: "spec.pipelines[\(i)]",
+                    message: "edge delivery needs Argo CD (argoproj.io/v1alpha1 Application), which this cluster does not serve"))
+        }
+        if let edge, !edge.clusterSelectors, let i = spec.edge?.targets.firstIndex(where: { $0.clusterSelector != nil }) {
+            out.append(
+                SpecProblem(
+                    field: "spec.edge.targets[\(i)].clusterSelector",
+                    message:
+                        "choosing clusters by label is off on this operator: the cluster admin enables it with --edge-cluster-selectors and config/rbac/argocd_cluster_reader_role.yaml (it lets the operator list Argo CD's cluster Secrets)"
+                ))
+        }
+        return out
+    }
+
     public static func problems(_ spec: Meteor.Spec) -> [SpecProblem] {
         var out: [SpecProblem] = []
         if spec.url.hasPrefix("ssh://") || (!spec.url.contains("://") && spec.url.contains(":")) {

@@ -296,7 +296,7 @@ public enum Sandbox {
             var doc = try YAML.parse(String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8))
             doc[path: "metadata", "namespace"] = .string(options.namespace)
             do {
-                _ = try await api.create(doc, params: WriteParams(fieldManager: "kubectl", fieldValidation: "Strict"))
+                _ = try await api.create(doc, params: WriteParams(fieldManager: "kubectl", fieldValidation: .strict))
             } catch let e as KubeError where e.isAlreadyExists {}
         }
     }

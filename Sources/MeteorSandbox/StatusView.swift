@@ -53,10 +53,8 @@ public final class StatusView: Service, Sendable {
     static func name(_ m: JSONValue) -> String {
         "\(m[path: "metadata", "namespace"]?.stringValue ?? "")/\(m[path: "metadata", "name"]?.stringValue ?? "")"
     }
-    static func phase(_ m: JSONValue) -> String { m[path: "status", "phase"]?.stringValue ?? "Pending" }
-    static func ready(_ m: JSONValue) -> String? {
-        (m[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"] == "Ready" }?["status"]?.stringValue
-    }
+    static func phase(_ m: JSONValue) -> String { MeteorGlance(m).phase }
+    static func ready(_ m: JSONValue) -> String? { MeteorGlance(m).ready?.rawValue }
 
     /// The table, as `kubectl get` would lay it out.
     public static func render(_ meteors: [JSONValue], now: Date) -> String {

@@ -315,7 +315,7 @@ public final class MeteorShower: Service, Sendable {
             meteor.metadata.labels = ["app.kubernetes.io/created-by": "meteor-shower"]
             do {
                 _ = try await api.create(
-                    try JSONValue(encoding: meteor), params: WriteParams(fieldManager: "meteor-shower", fieldValidation: "Strict"))
+                    try JSONValue(encoding: meteor), params: WriteParams(fieldManager: "meteor-shower", fieldValidation: .strict))
                 created = true
                 logger.info(
                     "shower: submitted", metadata: ["meteor": "\(options.namespace)/\(name)", "url": "\(spec.url)", "submitter": "\(submitter)"])

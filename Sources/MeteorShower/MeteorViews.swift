@@ -5,11 +5,6 @@ import MeteorCore
 /// What the page shows of one Meteor, built from the informer's copy (the Meteor as the API server last sent it).
 /// Plain dictionaries: the Mustache templates read them by key.
 enum MeteorViews {
-    static func phase(_ m: JSONValue) -> String {
-        let phase = m[path: "status", "phase"]?.stringValue ?? ""
-        if m[path: "metadata", "deletionTimestamp"] != nil { return "Deleting" }
-        return phase.isEmpty ? "Pending" : phase
-    }
 
     static func name(_ m: JSONValue) -> String { m[path: "metadata", "name"]?.stringValue ?? "" }
 
@@ -24,7 +19,8 @@ enum MeteorViews {
     /// One row of the home page's table.
     static func row(_ m: JSONValue) -> [String: Any] {
         let name = name(m)
-        let phase = phase(m)
+        let glance = MeteorGlance(m)
+        let phase = m[path: "metadata", "deletionTimestamp"] != nil ? "Deleting" : glance.phase
         var pipelines: [[String: Any]] = []
         var book: String?
         var image: String?
@@ -76,16 +72,8 @@ enum MeteorViews {
         if let book { row["book"] = book }
         if let image { row["image"] = image }
         if let expires = m[path: "status", "expirationTimestamp"]?.stringValue { row["expires"] = expires }
-        if phase == "Failed" {
-            // What went wrong, in the failed builds' own words when they have any.
-            let failures = (m[path: "status", "pipelines"]?.arrayValue ?? []).filter { $0["ready"] == "False" }.compactMap { p -> String? in
-                guard let message = p["message"]?.stringValue, !message.isEmpty else { return nil }
-                return "\(p["name"]?.stringValue ?? ""): \(message)"
-            }
-            if let problem = failures.isEmpty ? readyCondition(m)?["message"]?.stringValue : failures.joined(separator: "; ") {
-                row["problem"] = problem
-            }
-        }
+        // What went wrong, in the failed builds' own words when they have any.
+        if phase == MeteorPhase.failed.rawValue, let problem = glance.problem { row["problem"] = problem }
         return row
     }
 
@@ -149,10 +137,6 @@ enum MeteorViews {
     static func isWebLink(_ url: String) -> Bool {
         guard let scheme = URL(string: url)?.scheme?.lowercased() else { return false }
         return scheme == "http" || scheme == "https"
-    }
-
-    static func readyCondition(_ m: JSONValue) -> JSONValue? {
-        (m[path: "status", "conditions"]?.arrayValue ?? []).first { $0["type"] == "Ready" }
     }
 
     static func pipelineState(_ p: JSONValue) -> String {

@@ -19,6 +19,8 @@ public final class MeteorEnvironment: Sendable {
     public let cluster: TestCluster
     public let manager: Manager
     public let reconciler: MeteorReconciler
+    /// The Meteor controller (its work queue).
+    public let controller: Controller
     /// The operator's own client, when it has one (`clientOptions`); shut down with the environment.
     let ownClient: KubeClient?
     let group: ServiceGroup
@@ -104,7 +106,7 @@ public final class MeteorEnvironment: Sendable {
         }
         let manager = Manager(client: operatorClient, options: options, logger: logger)
         let watched: String? = cluster.backend == .real ? cluster.namespace : nil
-        let (reconciler, _) = await MeteorReconciler.register(
+        let (reconciler, controller) = await MeteorReconciler.register(
             with: manager, namespace: watched, configuration: configuration, onReconciled: onReconciled, logger: logger)
         var services: [any Service] = [manager]
         if tekton, cluster.backend == .embedded {
@@ -121,14 +123,15 @@ public final class MeteorEnvironment: Sendable {
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
         return MeteorEnvironment(
-            cluster: cluster, manager: manager, reconciler: reconciler, group: group, task: task,
+            cluster: cluster, manager: manager, reconciler: reconciler, controller: controller, group: group, task: task,
             ownClient: clientOptions == nil ? nil : operatorClient)
     }
 
     init(
-        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, group: ServiceGroup, task: Task<Void, any Error>,
-        ownClient: KubeClient? = nil
+        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, controller: Controller, group: ServiceGroup,
+        task: Task<Void, any Error>, ownClient: KubeClient? = nil
     ) {
+        self.controller = controller
         self.ownClient = ownClient
         self.cluster = cluster
         self.manager = manager
@@ -268,7 +271,7 @@ extension TestCluster {
         let compared: JSONValue = ["source": spec?["source"] ?? .null, "destination": spec?["destination"] ?? .null]
         var status: JSONObject = ["sync": ["status": .string(sync), "comparedTo": compared], "health": .object(healthObject)]
         if let images { status["summary"] = ["images": .array(images.map(JSONValue.string))] }
-        _ = try await applications.patch(app, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
+        _ = try await applications.patch(app, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: .strict))
     }
 
     /// Waits (on a watch, not a timer) until the named object satisfies `condition`; returns it.
@@ -295,10 +298,10 @@ extension TestCluster {
     }
 
     /// What Tekton's controller writes: Running, then Succeeded with results, or Failed with a message.
-    public func tekton(_ run: String, _ outcome: String, results: [String: String] = [:], message: String = "") async throws {
+    public func tekton(_ run: String, _ outcome: PipelineRunState.Outcome, results: [String: String] = [:], message: String = "") async throws {
         var status: JSONObject = ["startTime": .string(KubeTime.format(Date()))]
         switch outcome {
-        case "Running":
+        case .running:
             status["conditions"] = [
                 [
                     "type": "Succeeded", "status": "Unknown", "reason": "Running",
@@ -306,7 +309,7 @@ extension TestCluster {
                     "lastTransitionTime": .string(KubeTime.format(Date())),
                 ]
             ]
-        case "Succeeded":
+        case .succeeded:
             status["conditions"] = [
                 [
                     "type": "Succeeded", "status": "True", "reason": "Succeeded",
@@ -324,7 +327,7 @@ extension TestCluster {
                 results["COMMIT"] = Self.commit(of: ref)
             }
             status["results"] = .array(results.sorted { $0.key < $1.key }.map { ["name": .string($0.key), "value": .string($0.value)] })
-        default:
+        case .failed:
             status["conditions"] = [
                 [
                     "type": "Succeeded", "status": "False", "reason": "Failed", "message": .string(message),
@@ -333,7 +336,7 @@ extension TestCluster {
             ]
             status["completionTime"] = .string(KubeTime.format(Date()))
         }
-        _ = try await runs.patchStatus(run, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: "Strict"))
+        _ = try await runs.patchStatus(run, .merge(["status": .object(status)]), params: WriteParams(fieldValidation: .strict))
     }
 
 }

@@ -201,7 +201,7 @@ import Testing
             }
             var unknown = meteor("unknown")
             unknown[path: "spec", "bogus"] = 1
-            await #expect { _ = try await meteors.create(unknown, params: WriteParams(fieldValidation: "Strict")) } throws: {
+            await #expect { _ = try await meteors.create(unknown, params: WriteParams(fieldValidation: .strict)) } throws: {
                 ($0 as? KubeError)?.code == 400 && ($0 as? KubeError)?.status?.message?.contains("unknown field \"spec.bogus\"") == true
             }
             let raw = try await c.client.send(.POST, meteorType.collectionPath(namespace: "default"), body: unknown.serialized())

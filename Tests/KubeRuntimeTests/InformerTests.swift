@@ -119,6 +119,44 @@ final class EventLog: Sendable {
         }
     }
 
+    /// Each handler has its own bounded queue (client-go's processorListener): a stuck handler holds up neither the
+    /// other handlers nor the cache until it is `handlerBuffer` events behind; then it holds the watch, and
+    /// memory stays bounded. Once it moves, everything it missed arrives in order.
+    @Test func aSlowHandlerHoldsUpOthersOnlyOnceItsBufferIsFull() async throws {
+        try await TestCluster.with { c in
+            let informer = Informer(api: c.client.dynamic(meteorType), handlerBuffer: 2)
+            let gate = Observed(false)
+            let slow = Observed<[String]>([])
+            await informer.addHandler { e in
+                try? await gate.wait(timeout: .seconds(60)) { $0 }
+                slow.update { $0.append(ObjectKey(e.object).name) }
+            }
+            let fast = EventLog()
+            await informer.addHandler { fast.record($0) }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            let api = c.client.dynamic(meteorType, namespace: "default")
+            // One in the stuck handler, two in its queue: the other handler and the cache are not held up.
+            for name in ["m1", "m2", "m3"] { _ = try await api.create(meteor(name)) }
+            try await fast.wait { $0.count == 3 }
+            #expect(slow.value.isEmpty)
+            #expect(!informer.isHeldByAHandler)
+            // The fourth finds the stuck handler's queue full: the watch waits for it, before the handlers after it.
+            _ = try await api.create(meteor("m4"))
+            try await persistently("the watch held by the full queue") {
+                guard informer.isHeldByAHandler else { throw TimedOut(what: "the watch to wait for the stuck handler", after: .zero) }
+            }
+            #expect(fast.all.count == 3)
+            gate.update { $0 = true }
+            try await slow.wait { $0 == ["m1", "m2", "m3", "m4"] }
+            try await fast.wait { $0.count == 4 }
+            await informer.handlersIdle()
+            #expect(!informer.isHeldByAHandler)
+            run.cancel()
+            await run.value
+        }
+    }
+
     @Test func storeIndexesByNamespaceOwnerAndLabel() async throws {
         try await TestCluster.with { c in
             _ = try await c.client.api(Namespace.self).create(Namespace(metadata: ObjectMeta(name: "other")))

@@ -295,8 +295,9 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             let patched = try await api.patch("mine", .merge(["metadata": ["labels": ["a": "b"]]]))
             recent.record(patched)
             let rv = try #require(patched[path: "metadata", "resourceVersion"]?.stringValue)
-            // Handlers run in registration order: once the later one has seen the patch, tracking has too.
+            // Each handler has its own queue: once the cache shows the patch, every handler has it or will.
             try await seen.wait { $0.contains(rv) }
+            await informer.handlersIdle()
             #expect(recent.count == 0)
         }
     }
@@ -308,7 +309,7 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
             let api = c.client.dynamic(meteorType, namespace: "default")
             let informer = Informer(
                 api: api,
-                transform: { o in
+                transform: CacheTransform("noSpec") { o in
                     var v = Informer.dropManagedFields(o)
                     v["spec"] = nil
                     return v

@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func backoffFollowsClientGoDefaults() {
-        var limiter = ExponentialFailureRateLimiter()
+        var limiter = ExponentialFailureRateLimiter<String>()
         let now = ContinuousClock.now
         let delays = (0..<5).map { _ in limiter.when("k", now: now) }
         #expect(delays == [.milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(40), .milliseconds(80)])
@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func overallBucketLimitsManyFailingKeys() {
-        var limiter = MaxOfRateLimiter.controllerDefault
+        var limiter = MaxOfRateLimiter<String>.controllerDefault
         let now = ContinuousClock.now
         // The bucket's burst of 100 absorbs the first failures; the 101st key waits 1/10 s.
         for i in 0..<100 { #expect(limiter.when("k\(i)", now: now) == .milliseconds(5)) }

@@ -216,7 +216,7 @@ struct Grant: Hashable, CustomStringConvertible {
                 let url =
                     pipeline == .jupyterhub
                     ? "\(NotebookImage.openShiftRegistryHost)/default/notebooks-jupyterhub:g2" : "registry.example/\(pipeline.rawValue):g2"
-                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": url, "IMAGE_DIGEST": digest, "URL": "http://book"])
+                try await c.tekton(run, .succeeded, results: ["IMAGE_URL": url, "IMAGE_DIGEST": digest, "URL": "http://book"])
             }
             // Drift on each kind the operator manages is patched back.
             let selector = ListOptions(labelSelector: "\(MeteorLabels.meteor)=notebooks")
@@ -257,7 +257,7 @@ struct Grant: Hashable, CustomStringConvertible {
             // run of each pipeline, generation 2's, stays).
             for pipeline in [Pipeline.jupyterbook, .jupyterhub] {
                 try await c.tekton(
-                    PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1), "Failed", message: "PipelineRun was cancelled")
+                    PipelineRunBuilder.name(meteor: "notebooks", pipeline: pipeline, generation: 1), .failed, message: "PipelineRun was cancelled")
             }
             _ = try await c.meteors.patch("notebooks", .merge(["spec": ["ref": "v3"]]))
             for pipeline in [Pipeline.jupyterbook, .jupyterhub] {
@@ -282,7 +282,7 @@ struct Grant: Hashable, CustomStringConvertible {
                 ))
             let carRun = EdgePipelineRunBuilder.name(meteor: "car", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, carRun) { $0 != nil }
-            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": image])
+            try await c.tekton(carRun, .succeeded, results: ["IMAGE_URL": "\(registry.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": image])
             let app = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "car", target: "rpi")
             _ = try await c.waitFor(c.applications, app) { $0 != nil }
             _ = try await c.applications.patch(app, .merge(["spec": ["source": ["targetRevision": "someone-elses"]]]))

@@ -121,13 +121,13 @@ import Testing
                     #"[{"op":"add","path":"/spec/steps/0/env/-","value":{"name":"FAKE_RESULT_commit","value":"\#(commit)"}}]"#)
             }
             let sample = try f.donkeycarSample(namespace: c.namespace)
-            _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: .strict))
             let build = EdgeBuild(ref: "main", release: nil, generation: 1)
             for (image, repository) in [("car", "donkeycar"), ("twin", "donkeycar-twin")] {
                 let run = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
                 if c.kit == nil {
-                    try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g1", "IMAGE_DIGEST": digest])
+                    try await c.tekton(run, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g1", "IMAGE_DIGEST": digest])
                 }
             }
             let verified: JSONValue?
@@ -217,12 +217,12 @@ import Testing
                 ])
             var meteor = try Self.donkeycar(edge)
             meteor[path: "metadata", "namespace"] = .string(c.namespace)
-            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: .strict))
             let build = EdgeBuild(ref: "main", release: nil, generation: 1)
             for (image, digest) in [("car", arm), ("twin", amd)] {
                 let run = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: image, build: build)
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
-                try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(repository):g1", "IMAGE_DIGEST": digest])
+                try await c.tekton(run, .succeeded, results: ["IMAGE_URL": "\(repository):g1", "IMAGE_DIGEST": digest])
             }
             let published = try await c.waitFor(c.meteors, "donkeycar") { $0?[path: "status", "imageIndexes"]?.arrayValue?.first?["digest"] != nil }
             let entry = try #require(published?[path: "status", "imageIndexes"]?.arrayValue?.first)
@@ -265,7 +265,7 @@ import Testing
             let carDigest = try await f.image("meteor/donkeycar", tag: "g1", platform: "linux/arm64", content: "car", signedBy: f.signer)
             let twinDigest = try await f.image("meteor/donkeycar-twin", tag: "g1", platform: "linux/amd64", content: "twin", signedBy: f.signer)
             let sample = try f.donkeycarSample(namespace: "default")
-            _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(sample, params: WriteParams(fieldValidation: .strict))
 
             let build = EdgeBuild(ref: "main", release: nil, generation: 1)
             let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: build)
@@ -283,8 +283,8 @@ import Testing
             #expect(
                 meteor?[path: "metadata", "finalizers"] == ["meteor.zone/cleanup"], "Applications in argocd are cleaned up before the Meteor goes")
 
-            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
-            try await c.tekton(twinRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
+            try await c.tekton(carRun, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
+            try await c.tekton(twinRun, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
             meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "True" }
             let images = meteor?[path: "status", "images"]?.arrayValue ?? []
             #expect(
@@ -362,8 +362,8 @@ import Testing
             let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: build)
             let twinRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "twin", build: build)
             _ = try await c.waitFor(c.runs, twinRun) { $0 != nil }
-            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
-            try await c.tekton(twinRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
+            try await c.tekton(carRun, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g1", "IMAGE_DIGEST": carDigest])
+            try await c.tekton(twinRun, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:g1", "IMAGE_DIGEST": twinDigest])
 
             let meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "False" }
             let verified = try #require(condition(meteor, "ImagesVerified"))
@@ -402,14 +402,14 @@ import Testing
             let carRun = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, carRun) { $0 != nil }
             // A pipeline that claims to have pushed somewhere else is not believed.
-            try await c.tekton(carRun, "Succeeded", results: ["IMAGE_URL": "\(f.address)/elsewhere/car:g1", "IMAGE_DIGEST": carDigest])
+            try await c.tekton(carRun, .succeeded, results: ["IMAGE_URL": "\(f.address)/elsewhere/car:g1", "IMAGE_DIGEST": carDigest])
             var meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["status"] == "False" }
             #expect(condition(meteor, "ImagesVerified")?["reason"] == "RepositoryMismatch")
             // Spec change → generation 2 → a new run, which reports honestly, but nothing signed the image.
             _ = try await c.meteors.patch("donkeycar", .merge(["spec": ["ref": "v2"]]))
             let second = EdgePipelineRunBuilder.name(meteor: "donkeycar", image: "car", build: EdgeBuild(ref: "v2", release: nil, generation: 2))
             _ = try await c.waitFor(c.runs, second) { $0 != nil }
-            try await c.tekton(second, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g2", "IMAGE_DIGEST": carDigest])
+            try await c.tekton(second, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:g2", "IMAGE_DIGEST": carDigest])
             meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["reason"] == "SignatureMissing" }
             #expect(try await c.applications.list().items.isEmpty)
             // A missing key Secret is named.
@@ -444,7 +444,7 @@ import Testing
                     let created = try #require(try await c.waitFor(c.runs, run) { $0 != nil })
                     #expect((created[path: "spec", "params"]?.arrayValue ?? []).contains { $0["name"] == "ref" && $0["value"] == "v1.0.0" })
                     digests[image] = try await f.image(repo, tag: "v1.0.0", platform: platform, content: "\(image) 1", signedBy: f.signer)
-                    try await c.tekton(run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/\(repo):v1.0.0", "IMAGE_DIGEST": digests[image]!])
+                    try await c.tekton(run, .succeeded, results: ["IMAGE_URL": "\(f.address)/\(repo):v1.0.0", "IMAGE_DIGEST": digests[image]!])
                 }
                 let rpi = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "rpi")
                 let nuc = ArgoApplicationBuilder.name(meteorNamespace: "default", meteor: "donkeycar", target: "nuc")
@@ -469,8 +469,8 @@ import Testing
                 // The twin's new image verifies, the car's has no signature yet: only the twin moves on.
                 let car2 = try await f.image("meteor/donkeycar", tag: "v1.1.0", platform: "linux/arm64", content: "car 2", signedBy: nil)
                 let twin2 = try await f.image("meteor/donkeycar-twin", tag: "v1.1.0", platform: "linux/amd64", content: "twin 2", signedBy: f.signer)
-                try await c.tekton(carRun2, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:v1.1.0", "IMAGE_DIGEST": car2])
-                try await c.tekton(twinRun2, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:v1.1.0", "IMAGE_DIGEST": twin2])
+                try await c.tekton(carRun2, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar:v1.1.0", "IMAGE_DIGEST": car2])
+                try await c.tekton(twinRun2, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/donkeycar-twin:v1.1.0", "IMAGE_DIGEST": twin2])
                 _ = try await c.waitFor(c.applications, nuc) { $0?[path: "spec", "source", "targetRevision"] == .string(v2) }
                 meteor = try await c.waitFor(c.meteors, "donkeycar") { condition($0, "ImagesVerified")?["reason"] == "SignatureMissing" }
                 let carApp = try await c.applications.get(rpi)

@@ -90,7 +90,7 @@ import Testing
                 .init(name: "twins", clusterSelector: selector(c, role: "twin"), image: "twin", path: "deploy/twin", namespace: "donkeycar"),
                 .init(name: "cars", clusterSelector: selector(c, role: "car"), image: "car", path: "deploy/car", namespace: "donkeycar"),
             ])
-        _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
+        _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: .strict))
         try await builds(c, f, generation: 1, digest: digest)
     }
 
@@ -114,7 +114,7 @@ import Testing
             _ = try await c.waitFor(c.runs, run) { $0 != nil }
             if c.kit == nil {
                 try await c.tekton(
-                    run, "Succeeded", results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g\(generation)", "IMAGE_DIGEST": digest])
+                    run, .succeeded, results: ["IMAGE_URL": "\(f.address)/meteor/\(repository):g\(generation)", "IMAGE_DIGEST": digest])
             }
         }
     }
@@ -222,7 +222,7 @@ import Testing
                     .init(name: "twin", targets: ["twins"], soakSeconds: 1, gate: .init(pipelineRef: "meteor-edge-gate")),
                     .init(name: "car", targets: ["car"]),
                 ]))
-            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(meteor, params: WriteParams(fieldValidation: .strict))
             try await Self.builds(c, f, generation: 1, digest: v1)
             let twinV1 = "\(f.address)/meteor/fleet-twin@\(v1)", carV1 = "\(f.address)/meteor/fleet-car@\(v1)"
             for cluster in ["nuc-1", "nuc-2"] {
@@ -258,7 +258,7 @@ import Testing
                     && params["commit"] == TestCluster.commit(of: "main"))
             #expect(gateRun[path: "spec", "pipelineRef", "name"] == "meteor-edge-gate")
             #expect(try await c.applications.getOptional(Self.app(c, "car")) == nil, "the car waits for the gate")
-            if c.kit == nil { try await c.tekton(gate, "Succeeded") }
+            if c.kit == nil { try await c.tekton(gate, .succeeded) }
 
             // Gate passed: the car gets v1.
             _ = try await c.waitFor(c.applications, Self.app(c, "car"), timeout: .seconds(90)) { Self.image($0) == carV1 }

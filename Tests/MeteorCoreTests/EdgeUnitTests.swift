@@ -133,25 +133,25 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             var meteor = Meteor(
                 metadata: ObjectMeta(name: "donkeycar", namespace: "default"),
                 spec: .init(url: "https://github.com/x/donkeycar", ref: "main", pipelines: ["edge"], edge: edge))
-            let created = try await c.meteors.create(try JSONValue(encoding: meteor), params: WriteParams(fieldValidation: "Strict"))
+            let created = try await c.meteors.create(try JSONValue(encoding: meteor), params: WriteParams(fieldValidation: .strict))
             meteor = try ResourceCodec.decode(Meteor.self, from: created)
             #expect(meteor.spec.edge == edge, "the CRD keeps every edge field")
             let build = EdgeBuild(ref: "v1.2.0", release: EdgeRelease(tag: "v1.2.0", commit: String(repeating: "e", count: 40)), generation: 1)
             let run = EdgePipelineRunBuilder.build(meteor: meteor, owner: created, image: edge.images[0], build: build, settings: BuildSettings())
-            _ = try await c.runs.create(run, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.runs.create(run, params: WriteParams(fieldValidation: .strict))
             let apps = c.client.dynamic(ArgoApplicationBuilder.resourceType, namespace: "argocd")
             let pinned = "quay.io/meteor/donkeycar@sha256:" + String(repeating: "f", count: 64)
             let app = ArgoApplicationBuilder.build(
                 meteor: meteor, placement: EdgePlacement(target: edge.targets[0], cluster: edge.targets[0].cluster!), image: edge.images[0],
                 pinnedImage: pinned, revision: build.release!.commit!, namespace: "argocd", project: "meteor")
-            let stored = try await apps.create(app, params: WriteParams(fieldValidation: "Strict"))
+            let stored = try await apps.create(app, params: WriteParams(fieldValidation: .strict))
             #expect(stored[path: "spec", "source", "kustomize", "images"] == [.string("quay.io/meteor/donkeycar=\(pinned)")])
             #expect(stored[path: "spec", "destination", "name"] == "microshift-rpi")
             // The check bites: a misspelt field is refused by Argo CD's schema.
             var broken = app
             broken[path: "metadata", "name"] = "broken"
             broken[path: "spec", "destinaton"] = ["name": "x"]
-            await #expect(throws: KubeError.self) { _ = try await apps.create(broken, params: WriteParams(fieldValidation: "Strict")) }
+            await #expect(throws: KubeError.self) { _ = try await apps.create(broken, params: WriteParams(fieldValidation: .strict)) }
         }
     }
 
@@ -164,7 +164,7 @@ func donkeycarEdge(registry: String, release: Edge.Release? = nil) -> Edge {
             let projects = c.client.dynamic(
                 ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "AppProject", plural: "appprojects", namespaced: true),
                 namespace: "argocd")
-            let stored = try await projects.create(project, params: WriteParams(fieldValidation: "Strict"))
+            let stored = try await projects.create(project, params: WriteParams(fieldValidation: .strict))
             let destinations = (stored[path: "spec", "destinations"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
             #expect(Set(destinations).isSuperset(of: ["microshift-rpi", "microshift-nuc"]))
             let secret = try YAML.parse(String(contentsOf: dir.appendingPathComponent("cluster-secret-example.yaml"), encoding: .utf8))

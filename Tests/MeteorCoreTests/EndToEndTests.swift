@@ -117,7 +117,7 @@ import Testing
                 encoding: Meteor(
                     metadata: ObjectMeta(name: "huge"), spec: .init(url: "https://github.com/x/car", ref: "main", pipelines: ["edge"], edge: edge)))
             body[path: "metadata", "namespace"] = .string(c.namespace)
-            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: .strict))
             let refused = try #require(try await c.waitFor(c.meteors, "huge") { condition($0, "Ready")?["reason"] == "InvalidSpec" })
             let message = try #require(condition(refused, "Ready")?["message"]?.stringValue)
             #expect(message.utf8.count <= Condition.maxMessageBytes && message.utf8.count > 30_000, "\(message.utf8.count) bytes")
@@ -214,7 +214,7 @@ import Testing
             let run = { @Sendable (g: Int64) in PipelineRunBuilder.name(meteor: name, pipeline: .jupyterhub, generation: g) }
             // The test's own watch of the Meteor's runs: how many exist at once, and how many there ever were.
             let seen = Observed<(live: [String: Bool], peak: Int, ever: Set<String>)>(([:], 0, []))
-            let informer = Informer(api: c.runs, labelSelector: "\(MeteorLabels.meteor)=\(name)")
+            let informer = Informer(api: c.runs, labelSelector: LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [name])]))
             await informer.addHandler { e in
                 seen.update { s in
                     switch e {
@@ -548,7 +548,7 @@ import Testing
             let c = env.cluster
             var body = sampleMeteor("private", pipelines: ["jupyterbook"])
             body[path: "spec", "gitSecretRef"] = ["name": "repo-creds"]
-            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: .strict))
             _ = try await c.waitFor(c.meteors, "private") {
                 condition($0, "Ready")?["message"]?.stringValue?.contains(
                     "Secret repo-creds (spec.gitSecretRef) does not exist in namespace \(c.namespace)") == true
@@ -578,7 +578,7 @@ import Testing
             let c = env.cluster
             var body = sampleMeteor("by-ssh", pipelines: ["jupyterbook"])
             body[path: "spec", "url"] = "git@github.com:AICoE/elyra-aidevsecops-tutorial.git"
-            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict"))
+            _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: .strict))
             _ = try await c.waitFor(c.meteors, "by-ssh") {
                 condition($0, "Ready")?["message"]
                     == "git@github.com:AICoE/elyra-aidevsecops-tutorial.git is an ssh address: name a kubernetes.io/ssh-auth Secret (ssh-privatekey, known_hosts) in spec.gitSecretRef"

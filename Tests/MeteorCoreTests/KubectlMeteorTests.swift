@@ -25,7 +25,7 @@ let kubectl =
             try c.server.installCRDs(yaml: try MeteorEnvironment.operatorCRDs)
             for f in files {
                 let doc = try #require(try YAML.parse(String(contentsOf: Self.samples.appendingPathComponent(f), encoding: .utf8)))
-                let created = try await c.meteors.create(doc, params: WriteParams(fieldValidation: "Strict"))
+                let created = try await c.meteors.create(doc, params: WriteParams(fieldValidation: .strict))
                 let meteor = try ResourceCodec.decode(Meteor.self, from: created)
                 #expect(SpecValidation.problems(meteor.spec).isEmpty, "\(f)")
             }
@@ -48,7 +48,7 @@ let kubectl =
             }
             #expect(header == ["NAME", "PHASE", "URL", "READY", "AGE"])
             try await c.tekton(
-                run, "Succeeded",
+                run, .succeeded,
                 results: [
                     "URL": "https://meteor-demo-book.example", "IMAGE_URL": "r/x:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64),
                 ])
@@ -120,7 +120,7 @@ struct Kubectl {
                 ],
             ]
             for b in bodies {
-                let created = try await c.meteors.create(b, params: WriteParams(fieldValidation: "Strict"))
+                let created = try await c.meteors.create(b, params: WriteParams(fieldValidation: .strict))
                 #expect(created[path: "spec", "pipelines"] != nil)
             }
             // The reference's status fields are accepted by the status subresource as they are.
@@ -133,7 +133,7 @@ struct Kubectl {
                         "stage": ["succeeded": ["jupyterbook"]],
                         "comas": [["apiVersion": "v1", "kind": "ConfigMap", "name": "c", "namespace": "n", "uid": "u"]],
                     ]
-                ]), params: WriteParams(fieldValidation: "Strict"))
+                ]), params: WriteParams(fieldValidation: .strict))
         }
     }
 }

@@ -21,10 +21,10 @@ import Testing
             let book = PipelineRunBuilder.name(meteor: "m", pipeline: .jupyterbook, generation: 1)
             _ = try await c.waitFor(c.runs, hub) { $0 != nil }
             _ = try await c.waitFor(c.runs, book) { $0 != nil }
-            try await c.tekton(hub, "Running")
-            try await c.tekton(hub, "Succeeded", results: ["IMAGE_URL": "r/hub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "1", count: 64)])
-            try await c.tekton(book, "Running")
-            try await c.tekton(book, "Failed", message: "jupyter-book build: exit 1")
+            try await c.tekton(hub, .running)
+            try await c.tekton(hub, .succeeded, results: ["IMAGE_URL": "r/hub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "1", count: 64)])
+            try await c.tekton(book, .running)
+            try await c.tekton(book, .failed, message: "jupyter-book build: exit 1")
             _ = try await c.waitFor(c.meteors, "m") { $0?[path: "status", "phase"] == "Failed" }
             try await env.reconciler.meteors.waitUntil { ($0.get(ObjectKey(namespace: "default", name: "m"))?[path: "status", "phase"]) == "Failed" }
             let text = scrape()
@@ -54,14 +54,14 @@ import Testing
             _ = try await c.meteors.create(sampleMeteor("expired", ttl: 600, pipelines: ["jupyterhub"]))
             for (meteor, pipeline) in [("ready", Pipeline.jupyterhub), ("ready", .jupyterbook), ("failed", .jupyterbook), ("expired", .jupyterhub)] {
                 _ = try await c.waitFor(c.runs, run(meteor, pipeline)) { $0 != nil }
-                try await c.tekton(run(meteor, pipeline), "Running")
+                try await c.tekton(run(meteor, pipeline), .running)
             }
-            try await c.tekton(run("ready", .jupyterhub), "Succeeded", results: ["IMAGE_URL": "r/ready:g1", "IMAGE_DIGEST": digest])
+            try await c.tekton(run("ready", .jupyterhub), .succeeded, results: ["IMAGE_URL": "r/ready:g1", "IMAGE_DIGEST": digest])
             try await c.tekton(
-                run("ready", .jupyterbook), "Succeeded",
+                run("ready", .jupyterbook), .succeeded,
                 results: ["IMAGE_URL": "r/ready-book:g1", "IMAGE_DIGEST": digest, "URL": "http://ready-book/"])
-            try await c.tekton(run("failed", .jupyterbook), "Failed", message: "jupyter-book build: exit 1")
-            try await c.tekton(run("expired", .jupyterhub), "Succeeded", results: ["IMAGE_URL": "r/expired:g1", "IMAGE_DIGEST": digest])
+            try await c.tekton(run("failed", .jupyterbook), .failed, message: "jupyter-book build: exit 1")
+            try await c.tekton(run("expired", .jupyterhub), .succeeded, results: ["IMAGE_URL": "r/expired:g1", "IMAGE_DIGEST": digest])
             try await cached("ready") { $0?[path: "status", "phase"] == "Ready" }
             try await cached("failed") { $0?[path: "status", "phase"] == "Failed" }
             try await cached("expired") { $0?[path: "status", "phase"] == "Ready" }

@@ -36,7 +36,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             old[path: "metadata", "finalizers"] = ["test.meteor.zone/hold"]
             _ = try await c.runs.create(old)
             try await c.tekton(
-                name, "Succeeded", results: ["IMAGE_URL": "registry.local/old:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "0", count: 64)])
+                name, .succeeded, results: ["IMAGE_URL": "registry.local/old:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "0", count: 64)])
             // The operator's cache has it, succeeded, before the Meteor appears.
             let key = ObjectKey(namespace: c.namespace, name: name)
             try await env.reconciler.pipelineRuns.waitUntil { $0.get(key)?[path: "status", "completionTime"] != nil }
@@ -88,12 +88,12 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             #expect(building?[path: "metadata", "finalizers"] == nil, "garbage collection is enough without edge delivery")
 
             _ = try await env.cluster.waitFor(env.cluster.runs, book) { $0 != nil }
-            try await env.cluster.tekton(hub, "Running")
+            try await env.cluster.tekton(hub, .running)
             try await env.cluster.tekton(
-                hub, "Succeeded",
+                hub, .succeeded,
                 results: ["IMAGE_URL": "registry.local/default/demo-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "a", count: 64)])
             try await env.cluster.tekton(
-                book, "Succeeded",
+                book, .succeeded,
                 results: [
                     "IMAGE_URL": "registry.local/default/demo-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "b", count: 64),
                     "URL": "https://demo.books.example",
@@ -180,10 +180,10 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             let book = PipelineRunBuilder.name(meteor: "odh", pipeline: .jupyterbook, generation: 1)
             _ = try await cluster.waitFor(cluster.runs, book) { $0 != nil }
             try await cluster.tekton(
-                hub, "Succeeded",
+                hub, .succeeded,
                 results: ["IMAGE_URL": "registry.local/default/odh-jupyterhub:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64)])
             try await cluster.tekton(
-                book, "Succeeded",
+                book, .succeeded,
                 results: ["IMAGE_URL": "registry.local/default/odh-jupyterbook:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let ready = try await cluster.waitFor(cluster.meteors, "odh") { $0?[path: "status", "phase"] == "Ready" }
             #expect(
@@ -238,6 +238,51 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
         """
 
+    /// A Meteor stored (under a CRD that checks nothing) in a shape the operator cannot read is a terminal error:
+    /// said in its status and an Event, and not retried with backoff, since no retry can read it.
+    @Test func aMeteorTheOperatorCannotReadIsReportedAndNotRetried() async throws {
+        let cluster = try await TestCluster(crds: ["crds/tekton/300-pipelinerun.yaml"])
+        try cluster.server.installCRDs(
+            yaml: """
+                apiVersion: apiextensions.k8s.io/v1
+                kind: CustomResourceDefinition
+                metadata: {name: meteors.meteor.zone}
+                spec:
+                  group: meteor.zone
+                  scope: Namespaced
+                  names: {kind: Meteor, plural: meteors, singular: meteor}
+                  versions:
+                  - name: v1alpha1
+                    served: true
+                    storage: true
+                    subresources: {status: {}}
+                    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+                """)
+        let failed = Observed(0)
+        let key = ObjectKey(namespace: "default", name: "unreadable")
+        let env = try await MeteorEnvironment.start(cluster: cluster) { _ in
+        } onReconciled: { k, ok in
+            if k == key, !ok { failed.update { $0 += 1 } }
+        }
+        do {
+            var body = sampleMeteor("unreadable")
+            body[path: "spec", "url"] = 42
+            _ = try await cluster.meteors.create(body)
+            let m = try #require(try await cluster.waitFor(cluster.meteors, "unreadable") { condition($0, "Ready")?["reason"] == "InvalidSpec" })
+            #expect(m[path: "status", "phase"] == "Failed")
+            #expect(condition(m, "Ready")?["message"]?.stringValue?.hasPrefix("The operator cannot read this Meteor") == true)
+            #expect(try await cluster.waitForEvent(about: "unreadable", reason: "InvalidSpec") != nil)
+            // Heard after the worker has dealt with the error: a retried one would count a retry by now.
+            try await failed.wait { $0 >= 1 }
+            #expect(await env.controller.queue.retries(key) == 0, "a terminal error is not retried")
+            #expect(try await cluster.runs.list().items.isEmpty)
+        } catch {
+            await env.shutdown()
+            throw error
+        }
+        await env.shutdown()
+    }
+
     /// Open Data Hub's namespace missing: the image is built and the book served all the same; the status and a
     /// Warning Event say why the image is not listed, and the operator tries again.
     @Test func aMissingNotebookImageNamespaceIsReportedAndHoldsUpNothingElse() async throws {
@@ -254,7 +299,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
                 let run = PipelineRunBuilder.name(meteor: "lonely", pipeline: pipeline, generation: 1)
                 _ = try await cluster.waitFor(cluster.runs, run) { $0 != nil }
                 try await cluster.tekton(
-                    run, "Succeeded",
+                    run, .succeeded,
                     results: [
                         "IMAGE_URL": "registry.local/default/lonely-\(pipeline.rawValue):g1",
                         "IMAGE_DIGEST": "sha256:" + String(repeating: digest, count: 64),
@@ -284,7 +329,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             let book = PipelineRunBuilder.name(meteor: "broken", pipeline: .jupyterbook, generation: 1)
             _ = try await env.cluster.waitFor(env.cluster.runs, book) { $0 != nil }
             try await env.cluster.tekton(
-                book, "Failed", message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
+                book, .failed, message: "Tasks Completed: 1 (Failed: 1, Cancelled 0): jupyter-book build failed: no _toc.yml")
             let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "broken") { $0?[path: "status", "phase"] == "Failed" })
             #expect(condition(failed, "Ready")?["reason"] == "PipelineFailed")
             #expect(condition(failed, "JupyterBook")?["message"]?.stringValue?.contains("no _toc.yml") == true)
@@ -298,7 +343,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             _ = try await env.cluster.meteors.create(sampleMeteor("moving", pipelines: ["jupyterhub"]))
             let g1 = PipelineRunBuilder.name(meteor: "moving", pipeline: .jupyterhub, generation: 1)
             _ = try await env.cluster.waitFor(env.cluster.runs, g1) { $0 != nil }
-            try await env.cluster.tekton(g1, "Running")
+            try await env.cluster.tekton(g1, .running)
             _ = try await env.cluster.meteors.patch("moving", .merge(["spec": ["ref": "v2.0"]]))
             let g2 = PipelineRunBuilder.name(meteor: "moving", pipeline: .jupyterhub, generation: 2)
             let fresh = try #require(try await env.cluster.waitFor(env.cluster.runs, g2) { $0 != nil })
@@ -453,7 +498,7 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             _ = try await env.cluster.meteors.create(sampleMeteor("nodigest", pipelines: ["jupyterhub"]))
             let hub = PipelineRunBuilder.name(meteor: "nodigest", pipeline: .jupyterhub, generation: 1)
             _ = try await env.cluster.waitFor(env.cluster.runs, hub) { $0 != nil }
-            try await env.cluster.tekton(hub, "Succeeded", results: ["IMAGE_URL": "registry.local/x:g1", "IMAGE_DIGEST": "$(cat /tmp/digest)"])
+            try await env.cluster.tekton(hub, .succeeded, results: ["IMAGE_URL": "registry.local/x:g1", "IMAGE_DIGEST": "$(cat /tmp/digest)"])
             let failed = try #require(try await env.cluster.waitFor(env.cluster.meteors, "nodigest") { $0?[path: "status", "phase"] == "Failed" })
             #expect(condition(failed, "JupyterHub")?["status"] == "False")
             #expect(condition(failed, "JupyterHub")?["message"] == .string(PipelineRunState.missingDigestMessage(hub)))

@@ -24,7 +24,7 @@ import Testing
             for doc in docs {
                 let kind = try #require(doc["kind"]?.stringValue)
                 let type = ResourceType(group: "tekton.dev", version: "v1", kind: kind, plural: kind.lowercased() + "s", namespaced: true)
-                _ = try await c.client.dynamic(type, namespace: "default").create(doc, params: WriteParams(fieldValidation: "Strict"))
+                _ = try await c.client.dynamic(type, namespace: "default").create(doc, params: WriteParams(fieldValidation: .strict))
             }
             // The check bites: a field Tekton does not know is refused.
             var broken = try #require(docs.first { $0["kind"] == "Task" })
@@ -34,7 +34,7 @@ import Testing
             broken[path: "spec", "steps"] = .array(steps)
             let tasks = c.client.dynamic(
                 ResourceType(group: "tekton.dev", version: "v1", kind: "Task", plural: "tasks", namespaced: true), namespace: "default")
-            await #expect { _ = try await tasks.create(broken, params: WriteParams(fieldValidation: "Strict")) } throws: {
+            await #expect { _ = try await tasks.create(broken, params: WriteParams(fieldValidation: .strict)) } throws: {
                 ($0 as? KubeError)?.status?.message?.contains("unknown field \"spec.steps[0].scriptt\"") == true
             }
         }

@@ -125,7 +125,7 @@ struct BadMeteor: Sendable, CustomStringConvertible {
                 "apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": ["name": "typo"],
                 "spec": ["url": "https://github.com/a/b", "ref": "main", "pipelnes": ["jupyterhub"]],
             ]
-            await #expect { _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: "Strict")) } throws: {
+            await #expect { _ = try await c.meteors.create(body, params: WriteParams(fieldValidation: .strict)) } throws: {
                 ($0 as? KubeError)?.status?.message?.contains("unknown field \"spec.pipelnes\"") == true
             }
             let stored = try await c.meteors.create(body)

@@ -60,7 +60,7 @@ import Testing
                     try await persistently("the status of \(run)") {
                         do {
                             try await c.tekton(
-                                run, "Succeeded",
+                                run, .succeeded,
                                 results: [
                                     "IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "c", count: 64),
                                     "URL": "http://book/\(run)",

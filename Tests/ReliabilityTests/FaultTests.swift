@@ -61,7 +61,7 @@ extension TestCluster {
             for pipeline in [Pipeline.jupyterhub, .jupyterbook] {
                 let run = PipelineRunBuilder.name(meteor: name, pipeline: pipeline, generation: 1)
                 try await tekton(
-                    run, "Succeeded",
+                    run, .succeeded,
                     results: ["IMAGE_URL": "r/\(run):g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "d", count: 64), "URL": "http://book"])
             }
         }
@@ -247,7 +247,7 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let run = EdgePipelineRunBuilder.name(meteor: "offline", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, run) { $0 != nil }
             try await c.tekton(
-                run, "Succeeded",
+                run, .succeeded,
                 results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let m = try await c.waitFor(c.meteors, "offline") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
             #expect(condition(m, "ImagesVerified")?["message"]?.stringValue?.contains("127.0.0.1:\(closed)") == true)

@@ -51,7 +51,7 @@ import Testing
             let run = EdgePipelineRunBuilder.name(meteor: "car", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await cluster.waitFor(cluster.runs, run) { $0 != nil }
             try await cluster.tekton(
-                run, "Succeeded",
+                run, .succeeded,
                 results: ["IMAGE_URL": "127.0.0.1:\(closed)/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "f", count: 64)])
             let meteor = try await cluster.waitFor(cluster.meteors, "car") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
             let events = try await cluster.client.dynamic(Event.resourceType, namespace: "default").list().items
@@ -423,7 +423,7 @@ import Testing
                 meteor: "metadata-registry", image: "car", build: EdgeBuild(ref: "main", release: nil, generation: 1))
             _ = try await c.waitFor(c.runs, run) { $0 != nil }
             try await c.tekton(
-                run, "Succeeded",
+                run, .succeeded,
                 results: ["IMAGE_URL": "169.254.169.254/meteor/car:g1", "IMAGE_DIGEST": "sha256:" + String(repeating: "e", count: 64)])
             let m = try await c.waitFor(c.meteors, "metadata-registry") { condition($0, "ImagesVerified")?["reason"] == "RegistryUnavailable" }
             #expect(
@@ -617,7 +617,7 @@ import Testing
                 let run = EdgePipelineRunBuilder.name(meteor: name, image: image.0, build: EdgeBuild(ref: "main", release: nil, generation: 1))
                 _ = try await c.waitFor(c.runs, run) { $0 != nil }
                 try await c.tekton(
-                    run, "Succeeded", results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest].merging(results) { $1 })
+                    run, .succeeded, results: ["IMAGE_URL": "\(registry.address)/\(image.1):g1", "IMAGE_DIGEST": digest].merging(results) { $1 })
             }
         }
 
