@@ -47,6 +47,11 @@ struct APIError: Error, Sendable {
         conflict(r, name: name, message: "the object has been modified; please apply your changes to the latest version and try again")
     }
 
+    /// A 422 with one cause: `field` refused for `reason` (`FieldValueRequired`, `FieldValueInvalid`, …).
+    static func invalid(kind: String, group: String, name: String, field: String, reason: String, message: String) -> APIError {
+        invalid(kind: kind, group: group, name: name, causes: [StatusCause(reason: reason, message: message, field: field)])
+    }
+
     static func invalid(kind: String, group: String, name: String, causes: [StatusCause]) -> APIError {
         let groupKind = group.isEmpty ? kind : "\(kind).\(group)"
         let summary: String

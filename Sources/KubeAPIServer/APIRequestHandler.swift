@@ -23,7 +23,8 @@ struct APIRequestHandler: HTTPResponder {
         let path = request.uri.path
         let query = Self.parseQuery(request.uri.query ?? "")
         let method = request.method
-        let verb = Self.verb(method: method, path: path, query: query)
+        let info = RequestInfo(method: method, path: path, query: query)
+        let verb = info.verb.description
         let userAgent = request.headers[.userAgent] ?? ""
         var caller = Caller(userAgent: userAgent, requester: .admin)
         let response: Response
@@ -35,7 +36,7 @@ struct APIRequestHandler: HTTPResponder {
             // token it began with.
             guard let requester = authentication.authenticate(request.headers[.authorization]) else {
                 if Self.isPublic(path) {
-                    return try await route(request, path: path, query: query, verb: verb, caller: Caller(userAgent: userAgent, requester: .admin))
+                    return try await route(request, info, query: query, caller: Caller(userAgent: userAgent, requester: .admin))
                 }
                 throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
             }
@@ -66,7 +67,7 @@ struct APIRequestHandler: HTTPResponder {
             if let dead {
                 response = dead
             } else {
-                response = try await route(request, path: path, query: query, verb: verb, caller: caller)
+                response = try await route(request, info, query: query, caller: caller)
             }
         } catch let e as APIError {
             response = Self.statusResponse(e)
@@ -147,26 +148,11 @@ struct APIRequestHandler: HTTPResponder {
 
     static func isTrue(_ v: String?) -> Bool { v == "true" || v == "1" }
 
-    static func verb(method: HTTPRequest.Method, path: String, query: [String: String]) -> String {
-        let segments = path.split(separator: "/")
-        let rootLen = segments.first == "api" ? 2 : 3
-        var rest = Array(segments.dropFirst(rootLen))
-        if rest.first == "namespaces", rest.count >= 3, !["status", "finalize"].contains(rest[2]) { rest = Array(rest.dropFirst(2)) }
-        let hasName = rest.count >= 2
-        switch method {
-        case .get: return hasName ? "get" : (isTrue(query["watch"]) ? "watch" : "list")
-        case .post: return "create"
-        case .put: return "update"
-        case .patch: return "patch"
-        case .delete: return hasName ? "delete" : "deletecollection"
-        default: return method.rawValue.lowercased()
-        }
-    }
-
     // MARK: Routing
 
-    func route(_ request: Request, path: String, query: [String: String], verb: String, caller: Caller) async throws -> Response {
-        let segments = path.split(separator: "/").map(String.init)
+    func route(_ request: Request, _ info: RequestInfo, query: [String: String], caller: Caller) async throws -> Response {
+        if let target = info.resource { return try await resource(request, target, verb: info.verb, query: query, caller: caller) }
+        let segments = info.segments
         switch segments.first {
         case nil:
             return Self.json(["paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]])
@@ -186,8 +172,7 @@ struct APIRequestHandler: HTTPResponder {
                 guard let list = Discovery.resourceList(core.registry, group: "", version: segments[1]) else { throw APIError.pathNotFound() }
                 return Self.json(list)
             }
-            return try await resource(
-                request, group: "", version: segments[1], rest: Array(segments.dropFirst(2)), query: query, verb: verb, caller: caller)
+            throw APIError.pathNotFound()
         case "apis":
             if segments.count == 1 { return Self.json(Discovery.groupList(core.registry)) }
             if segments.count == 2 {
@@ -200,8 +185,7 @@ struct APIRequestHandler: HTTPResponder {
                 }
                 return Self.json(list)
             }
-            return try await resource(
-                request, group: segments[1], version: segments[2], rest: Array(segments.dropFirst(3)), query: query, verb: verb, caller: caller)
+            throw APIError.pathNotFound()
         default:
             throw APIError.pathNotFound()
         }
@@ -233,26 +217,22 @@ struct APIRequestHandler: HTTPResponder {
     }
 
     func resource(
-        _ request: Request, group: String, version: String, rest: [String], query: [String: String], verb: String, caller: Caller
+        _ request: Request, _ target: RequestInfo.Resource, verb: RequestInfo.Verb, query: [String: String], caller: Caller
     ) async throws -> Response {
         let userAgent = caller.userAgent
-        var namespace: String?
-        var parts = rest
-        if parts.first == "namespaces", parts.count >= 3, !["status", "finalize"].contains(parts[2]) {
-            namespace = parts[1]
-            parts = Array(parts.dropFirst(2))
-        }
-        guard let plural = parts.first, parts.count <= 3 else { throw APIError.pathNotFound() }
+        let (group, version, namespace) = (target.group, target.version, target.namespace)
+        guard let plural = target.plural, target.parts.count <= 3 else { throw APIError.pathNotFound() }
         guard let served = core.registry.lookup(group: group, version: version, plural: plural) else { throw APIError.pathNotFound() }
         if namespace != nil && !served.namespaced { throw APIError.pathNotFound() }
-        let name = parts.count >= 2 ? parts[1] : nil
-        var subresource = parts.count == 3 ? parts[2] : nil
+        let name = target.name
+        var subresource = target.subresource
         if subresource == "finalize" && served.key == APIServerCore.namespacesKey { subresource = nil }
         if let subresource, subresource != "status" || !served.hasStatus { throw APIError.pathNotFound() }
         if served.namespaced, namespace == nil, name != nil { throw APIError.pathNotFound() }
         let scope = RequestScope(resource: served, version: version, namespace: namespace, name: name, subresource: subresource)
         var attributes = AuthorizationAttributes(
-            user: caller.requester, verb: verb, apiGroup: group, resource: plural, subresource: subresource, namespace: namespace, name: name)
+            user: caller.requester, verb: verb.description, apiGroup: group, resource: plural, subresource: subresource, namespace: namespace,
+            name: name)
         if let impersonation = caller.impersonation {
             attributes.user = try authentication.impersonate(caller.requester, impersonation, for: attributes)
         }
@@ -261,7 +241,7 @@ struct APIRequestHandler: HTTPResponder {
         let wantsTable = accept.contains("as=Table")
 
         switch verb {
-        case "get":
+        case .get:
             let obj = try core.get(scope)
             if wantsTable {
                 return Self.json(
@@ -270,23 +250,23 @@ struct APIRequestHandler: HTTPResponder {
                         includeObject: query["includeObject"] ?? "PartialObjectMetadata"))
             }
             return Self.json(obj)
-        case "list":
+        case .list:
             return try list(scope, query: query, wantsTable: wantsTable)
-        case "watch":
+        case .watch:
             return try watch(scope, query: query, wantsTable: wantsTable)
-        case "create":
+        case .create:
             if served.namespaced && namespace == nil { throw APIError.pathNotFound() }
             if name != nil { throw APIError.methodNotAllowed() }
             let body = try await readBody(request)
             if Authentication.reviewKeys.contains(served.key) { return Self.json(try authentication.review(served.key, body), status: .created) }
             let result = try core.create(scope, body: body, options: writeOptions(query, userAgent: userAgent))
             return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
-        case "update":
+        case .update:
             guard name != nil else { throw APIError.methodNotAllowed() }
             let body = try await readBody(request)
             let result = try core.update(scope, body: body, options: writeOptions(query, userAgent: userAgent))
             return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
-        case "patch":
+        case .patch:
             guard name != nil else { throw APIError.methodNotAllowed() }
             let contentType = (request.headers[.contentType] ?? "").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
             guard let type = PatchType(rawValue: contentType) else {
@@ -299,36 +279,28 @@ struct APIRequestHandler: HTTPResponder {
             let body = try await readBody(request, yaml: type == .apply)
             let result = try core.patch(scope, type: type, patch: body, options: writeOptions(query, userAgent: userAgent))
             return Self.json(result.value, status: .init(code: result.code), warnings: result.warnings)
-        case "delete":
+        case .delete:
             let body = try await readBody(request, allowEmpty: true)
             var options = APIServerCore.DeleteOptions()
-            options.propagationPolicy = query["propagationPolicy"] ?? body["propagationPolicy"]?.stringValue
-            if body["orphanDependents"]?.boolValue == true { options.propagationPolicy = "Orphan" }
+            options.propagationPolicy = try Self.propagation(
+                body["orphanDependents"]?.boolValue == true
+                    ? DeletionPropagation.orphan.rawValue : query["propagationPolicy"] ?? body["propagationPolicy"]?.stringValue)
             options.preconditionUID = body[path: "preconditions", "uid"]?.stringValue
             options.preconditionRV = body[path: "preconditions", "resourceVersion"]?.stringValue
             options.dryRun = query["dryRun"] == "All" || (body["dryRun"]?.arrayValue?.isEmpty == false)
-            if let p = options.propagationPolicy, !["Foreground", "Background", "Orphan"].contains(p) {
-                throw APIError.invalid(
-                    kind: "DeleteOptions", group: "meta.k8s.io", name: "",
-                    causes: [
-                        StatusCause(
-                            reason: "FieldValueNotSupported",
-                            message: "Unsupported value: \"\(p)\": supported values: \"Foreground\", \"Background\", \"Orphan\"",
-                            field: "propagationPolicy")
-                    ])
-            }
             let result = try core.delete(scope, options: options)
             return Self.json(result.value, status: .init(code: result.code))
-        case "deletecollection":
+        case .deletecollection:
             let selector = try LabelSelector.parseOrBadRequest(query["labelSelector"] ?? "")
             let listed = try core.list(
                 scope, labelSelector: selector,
                 fieldSelector: try FieldSelector.parseOrBadRequest(query["fieldSelector"], resourceKey: scope.resource.key), limit: nil,
                 continueToken: nil)
+            let propagation = try Self.propagation(query["propagationPolicy"])
             var deleted: [JSONValue] = []
             for o in listed.items {
                 let s = RequestScope(resource: served, version: version, namespace: served.namespaced ? o.namespace : nil, name: o.name)
-                if (try? core.delete(s, options: .init(propagationPolicy: query["propagationPolicy"]))) != nil { deleted.append(o.value) }
+                if (try? core.delete(s, options: .init(propagationPolicy: propagation))) != nil { deleted.append(o.value) }
             }
             return Self.json(["kind": .string(served.listKind), "apiVersion": .string(scope.apiVersion), "metadata": [:], "items": .array(deleted)])
         default:
@@ -341,19 +313,31 @@ struct APIRequestHandler: HTTPResponder {
         o.dryRun = query["dryRun"] == "All"
         if let d = query["dryRun"], !d.isEmpty, d != "All" {
             throw APIError.invalid(
-                kind: "CreateOptions", group: "meta.k8s.io", name: "",
-                causes: [
-                    StatusCause(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(d)\": supported values: \"All\"", field: "dryRun")
-                ])
+                kind: "CreateOptions", group: "meta.k8s.io", name: "", field: "dryRun", reason: "FieldValueNotSupported",
+                message: "Unsupported value: \"\(d)\": supported values: \"All\"")
         }
         o.fieldManager = query["fieldManager"]
-        o.fieldValidation = query["fieldValidation"] ?? "Warn"
-        if !["Strict", "Warn", "Ignore"].contains(o.fieldValidation) {
-            throw APIError.badRequest("fieldValidation must be one of \"Strict\", \"Warn\", \"Ignore\"; got \(o.fieldValidation)")
+        if let asked = query["fieldValidation"] {
+            guard let validation = FieldValidation(rawValue: asked) else {
+                let known = FieldValidation.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+                throw APIError.badRequest("fieldValidation must be one of \(known); got \(asked)")
+            }
+            o.fieldValidation = validation
         }
         o.force = Self.isTrue(query["force"])
         o.userAgent = userAgent
         return o
+    }
+
+    /// A delete's propagation policy; an unknown one is refused as kube-apiserver refuses it.
+    static func propagation(_ asked: String?) throws -> DeletionPropagation? {
+        guard let asked else { return nil }
+        guard let policy = DeletionPropagation(rawValue: asked) else {
+            throw APIError.invalid(
+                kind: "DeleteOptions", group: "meta.k8s.io", name: "", field: "propagationPolicy", reason: "FieldValueNotSupported",
+                message: "Unsupported value: \"\(asked)\": supported values: \(DeletionPropagation.supportedValues)")
+        }
+        return policy
     }
 
     func readBody(_ request: Request, yaml: Bool = false, allowEmpty: Bool = false) async throws -> JSONValue {
@@ -540,8 +524,8 @@ struct APIRequestHandler: HTTPResponder {
 
     static func listOptionsForbidden(_ message: String) -> APIError {
         APIError.invalid(
-            kind: "ListOptions", group: "meta.k8s.io", name: "",
-            causes: [StatusCause(reason: "FieldValueForbidden", message: "Forbidden: \(message)", field: "resourceVersionMatch")])
+            kind: "ListOptions", group: "meta.k8s.io", name: "", field: "resourceVersionMatch", reason: "FieldValueForbidden",
+            message: "Forbidden: \(message)")
     }
 
     /// A watch's ERROR event line carrying `status`.

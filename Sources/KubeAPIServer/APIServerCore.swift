@@ -18,7 +18,7 @@ struct RequestScope: Sendable {
 struct WriteOptions: Sendable {
     var dryRun = false
     var fieldManager: String?
-    var fieldValidation = "Warn"
+    var fieldValidation = FieldValidation.warn
     var force = false
     var userAgent = ""
 
@@ -45,8 +45,6 @@ final class APIServerCore: Sendable {
     let gcEvents: AsyncStream<Void>
     static let namespacesKey = "/namespaces"
     static let crdKey = "apiextensions.k8s.io/customresourcedefinitions"
-    /// Built-in kinds that carry metadata.generation.
-    static let generationKinds: Set<String> = [crdKey, "apps/deployments", "networking.k8s.io/ingresses"]
 
     init(store: ObjectStore, registry: ResourceRegistry) {
         self.store = store
@@ -161,10 +159,8 @@ final class APIServerCore: Sendable {
         if name.isEmpty {
             guard let prefix = obj[path: "metadata", "generateName"]?.stringValue, !prefix.isEmpty else {
                 throw APIError.invalid(
-                    kind: r.kind, group: r.group, name: "",
-                    causes: [
-                        StatusCause(reason: "FieldValueRequired", message: "Required value: name or generateName is required", field: "metadata.name")
-                    ])
+                    kind: r.kind, group: r.group, name: "", field: "metadata.name", reason: "FieldValueRequired",
+                    message: "Required value: name or generateName is required")
             }
             name = String(prefix.prefix(58)) + String((0..<5).map { _ in Self.generateNameAlphabet.randomElement()! })
             obj[path: "metadata", "name"] = .string(name)
@@ -176,18 +172,11 @@ final class APIServerCore: Sendable {
         meta["deletionGracePeriodSeconds"] = nil
         meta["selfLink"] = nil
         meta["managedFields"] = nil
-        if r.isCustom || Self.generationKinds.contains(r.key) { meta["generation"] = 1 } else { meta["generation"] = nil }
+        let strategy = r.strategy
+        meta["generation"] = strategy.tracksGeneration ? 1 : nil
         obj["metadata"] = meta
-        if r.hasStatus && r.isCustom { obj["status"] = nil }
-        if r.key == Self.namespacesKey {
-            obj["spec"] = ["finalizers": ["kubernetes"]]
-            obj["status"] = ["phase": "Active"]
-            obj[path: "metadata", "labels", "kubernetes.io/metadata.name"] = .string(name)
-        }
-        if r.key == Self.crdKey {
-            _ = try ServedResource.fromCRD(obj)
-            obj["status"] = crdStatus(obj)
-        }
+        if strategy.dropsStatusOnCreate { obj["status"] = nil }
+        try strategy.prepareForCreate(&obj, name: name)
         try admit(&obj, scope: scope, name: name, options: options, warnings: &warnings)
         recordUpdate(&obj, old: nil, scope: scope, options: options, operation: "Update")
         let finalScope = RequestScope(resource: r, version: scope.version, namespace: scope.namespace, name: name)
@@ -214,22 +203,6 @@ final class APIServerCore: Sendable {
         }
     }
 
-    func crdStatus(_ crd: JSONValue) -> JSONValue {
-        let now = JSONValue.string(Self.now())
-        let storage = (crd[path: "spec", "versions"]?.arrayValue ?? []).first { $0["storage"]?.boolValue == true }?["name"] ?? .null
-        return [
-            "acceptedNames": crd[path: "spec", "names"] ?? [:],
-            "conditions": [
-                ["type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now],
-                [
-                    "type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted",
-                    "lastTransitionTime": now,
-                ],
-            ],
-            "storedVersions": [storage],
-        ]
-    }
-
     /// Checks apiVersion, kind and that the body is an object; fills them in the stored form.
     func checkBody(_ body: JSONValue, scope: RequestScope) throws -> JSONValue {
         guard case .object = body else {
@@ -248,10 +221,8 @@ final class APIServerCore: Sendable {
         if kind != r.kind {
             // kube-apiserver names the kind the body claims, not the endpoint's.
             throw APIError.invalid(
-                kind: kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "",
-                causes: [
-                    StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(kind)\": must be \(r.kind)", field: "kind")
-                ])
+                kind: kind, group: r.group, name: body[path: "metadata", "name"]?.stringValue ?? "", field: "kind", reason: "FieldValueInvalid",
+                message: "Invalid value: \"\(kind)\": must be \(r.kind)")
         }
         var obj = body
         obj["apiVersion"] = .string(r.apiVersion(r.storageVersion))
@@ -265,9 +236,9 @@ final class APIServerCore: Sendable {
     /// Name and metadata validation, schema defaulting, pruning (with warnings or a strict refusal) and validation.
     func admit(_ obj: inout JSONValue, scope: RequestScope, name: String, options: WriteOptions, warnings: inout [String]) throws {
         let r = scope.resource
-        var causes = ObjectValidation.nameCauses(name, labelOnly: r.key == Self.namespacesKey)
+        var causes = ObjectValidation.nameCauses(name, labelOnly: r.strategy.namesAreLabels)
         causes += ObjectValidation.metadataCauses(obj["metadata"] ?? [:])
-        if r.kind == "Secret" && !r.isCustom { try Self.normalizeSecret(&obj) }
+        try r.strategy.normalize(&obj)
         if let schema = r.schemas[r.storageVersion] ?? r.schemas[scope.version] {
             var pruned: [String] = []
             var body = obj
@@ -278,12 +249,12 @@ final class APIServerCore: Sendable {
             schema.defaultAndPrune(&body, path: "", pruned: &pruned)
             if !pruned.isEmpty {
                 switch options.fieldValidation {
-                case "Strict":
+                case .strict:
                     let detail = pruned.map { "unknown field \"\($0)\"" }.joined(separator: ", ")
                     throw APIError.badRequest(
                         "\(r.kind) in version \"\(scope.version)\" cannot be handled as a \(r.kind): strict decoding error: \(detail)")
-                case "Ignore": break
-                default: warnings += pruned.map { "unknown field \"\($0)\"" }
+                case .ignore: break
+                case .warn: warnings += pruned.map { "unknown field \"\($0)\"" }
                 }
             }
             // Identity and metadata are checked above; the schema judges the rest, defaulted and pruned.
@@ -298,23 +269,6 @@ final class APIServerCore: Sendable {
         if !causes.isEmpty {
             throw APIError.invalid(kind: r.kind, group: r.group, name: name, causes: causes)
         }
-    }
-
-    /// As the core/v1 Secret strategy does: `stringData` is a write-only convenience merged into `data` (base64,
-    /// winning over `data` on the same key) and never stored; `type` defaults to Opaque; `data` must be base64.
-    static func normalizeSecret(_ obj: inout JSONValue) throws {
-        var data = obj["data"]?.objectValue ?? [:]
-        for (key, value) in data {
-            guard let text = value.stringValue, Data(base64Encoded: text) != nil else {
-                throw APIError.badRequest("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[\"\(key)\"]")
-            }
-        }
-        for (key, value) in obj["stringData"]?.objectValue ?? [:] {
-            data[key] = .string(Data((value.stringValue ?? "").utf8).base64EncodedString())
-        }
-        if obj["stringData"] != nil || obj["data"] != nil { obj["data"] = data.isEmpty && obj["data"] == nil ? nil : .object(data) }
-        obj["stringData"] = nil
-        if obj["type"] == nil || obj["type"]?.stringValue == "" { obj["type"] = "Opaque" }
     }
 
     // MARK: Update, patch, apply
@@ -380,10 +334,11 @@ final class APIServerCore: Sendable {
         meta["creationTimestamp"] = .string(Self.now())
         meta["managedFields"] = nil
         meta["resourceVersion"] = nil
-        if r.isCustom || Self.generationKinds.contains(r.key) { meta["generation"] = 1 }
+        let strategy = r.strategy
+        if strategy.tracksGeneration { meta["generation"] = 1 }
         obj["metadata"] = meta
-        if r.hasStatus && r.isCustom { obj["status"] = nil }
-        if r.key == Self.crdKey { _ = try ServedResource.fromCRD(obj); obj["status"] = crdStatus(obj) }
+        if strategy.dropsStatusOnCreate { obj["status"] = nil }
+        try strategy.prepareForCreate(&obj, name: scope.name ?? "")
         try admit(&obj, scope: scope, name: scope.name ?? "", options: options, warnings: &warnings)
         let leaves = ManagedFields.leaves(of: ManagedFields.ownedPart(body), schema: r.schemas[r.storageVersion], builtin: r.builtinListMapKeys)
         ManagedFields.setEntries(
@@ -419,12 +374,8 @@ final class APIServerCore: Sendable {
                     preconditionRV = nil
                     if r.isCustom {
                         throw APIError.invalid(
-                            kind: r.kind, group: r.group, name: scope.name ?? "",
-                            causes: [
-                                StatusCause(
-                                    reason: "FieldValueInvalid", message: "Invalid value: 0x0: must be specified for an update",
-                                    field: "metadata.resourceVersion")
-                            ])
+                            kind: r.kind, group: r.group, name: scope.name ?? "", field: "metadata.resourceVersion", reason: "FieldValueInvalid",
+                            message: "Invalid value: 0x0: must be specified for an update")
                     }
                 }
             case .patch(let type, let patch):
@@ -511,18 +462,12 @@ final class APIServerCore: Sendable {
             meta["managedFields"] = managedFieldsFromProposal ? proposed[path: "metadata", "managedFields"] : oldMeta["managedFields"]
             meta["resourceVersion"] = oldMeta["resourceVersion"]
             next["metadata"] = .object(meta)
-            if r.isCustom || Self.generationKinds.contains(r.key) {
+            if r.strategy.tracksGeneration {
                 let specChanged = Self.specPart(next) != Self.specPart(old)
                 let gen = old[path: "metadata", "generation"]?.intValue ?? 1
                 next[path: "metadata", "generation"] = .int(specChanged ? gen + 1 : gen)
             }
-            if r.key == Self.crdKey {
-                _ = try ServedResource.fromCRD(next)
-                next["status"] = crdStatus(next)
-            }
-            if r.key == Self.namespacesKey {
-                next["spec"] = old["spec"]
-            }
+            try r.strategy.prepareForUpdate(&next, old: old)
         }
         return next
     }
@@ -589,81 +534,10 @@ final class APIServerCore: Sendable {
         ManagedFields.setEntries(entries, on: &obj)
     }
 
-    /// Server-side apply of a configuration onto the live object.
-    func apply(_ config: JSONValue, to live: JSONValue, scope: RequestScope, options: WriteOptions) throws -> JSONValue {
-        let r = scope.resource
-        let manager = options.fieldManager ?? ""
-        let schema = r.schemas[r.storageVersion]
-        guard case .object = config else { throw APIError.badRequest("apply patch must be an object") }
-        if let av = config["apiVersion"]?.stringValue, av != scope.apiVersion, !r.versions.contains(where: { r.apiVersion($0) == av }) {
-            throw APIError.badRequest("the API version in the data (\(av)) does not match the expected API version (\(scope.apiVersion))")
-        }
-        if let k = config["kind"]?.stringValue, k != r.kind {
-            throw APIError.invalid(
-                kind: k, group: r.group, name: scope.name ?? "",
-                causes: [StatusCause(reason: "FieldValueInvalid", message: "Invalid value: \"\(k)\": must be \(r.kind)", field: "kind")])
-        }
-        var owned = ManagedFields.ownedPart(config)
-        if scope.isStatus {
-            owned = ["status": owned["status"] ?? [:]]
-        } else if r.hasStatus {
-            owned["status"] = nil
-        }
-        let applied = ManagedFields.leaves(of: owned, schema: schema, builtin: r.builtinListMapKeys)
-        var entries = ManagedFields.entries(of: live)
-        let sub = scope.isStatus ? "status" : nil
-        let mine = entries.firstIndex { $0.manager == manager && $0.operation == "Apply" && $0.subresource == sub }
-        let previously = mine.map { entries[$0].paths } ?? []
-
-        var conflicts: [(String, FieldPath)] = []
-        for i in entries.indices where i != mine {
-            for p in applied {
-                guard let theirs = entries[i].paths.first(where: { ManagedFields.overlaps($0, p) }) else { continue }
-                if ManagedFields.value(at: p, in: owned) != ManagedFields.value(at: p, in: live) || theirs.count > p.count {
-                    conflicts.append((entries[i].manager, p))
-                }
-            }
-        }
-        if !conflicts.isEmpty && !options.force {
-            conflicts.sort { ManagedFields.render($0.1) < ManagedFields.render($1.1) }
-            let causes = conflicts.map {
-                StatusCause(reason: "FieldManagerConflict", message: "conflict with \"\($0.0)\"", field: ManagedFields.render($0.1))
-            }
-            let text = conflicts.map { "conflict with \"\($0.0)\": \(ManagedFields.render($0.1))" }
-            let summary =
-                conflicts.count == 1
-                ? "Apply failed with 1 conflict: \(text[0])" : "Apply failed with \(conflicts.count) conflicts: " + text.joined(separator: "\n")
-            throw APIError(code: 409, reason: StatusReason.conflict, message: summary, details: StatusDetails(causes: causes))
-        }
-        if options.force {
-            for i in entries.indices where i != mine {
-                entries[i].paths = entries[i].paths.filter { theirs in !applied.contains { ManagedFields.overlaps($0, theirs) } }
-            }
-        }
-        var result = live
-        // Fields this manager applied before and no longer applies go away, unless someone else also owns them.
-        let dropped = previously.subtracting(applied)
-        for p in dropped.sorted(by: { $0.count > $1.count }) {
-            let sharedWithOthers = entries.indices.contains { i in i != mine && entries[i].paths.contains { ManagedFields.overlaps($0, p) } }
-            if !sharedWithOthers { ManagedFields.remove(p, from: &result) }
-        }
-        result = ManagedFields.merge(owned, into: result, schema: schema, builtin: r.builtinListMapKeys)
-        if let mine {
-            entries[mine].paths = applied
-            entries[mine].time = Self.now()
-        } else {
-            entries.append(
-                ManagedFields.Entry(
-                    manager: manager, operation: "Apply", apiVersion: scope.apiVersion, time: Self.now(), subresource: sub, paths: applied))
-        }
-        ManagedFields.setEntries(entries, on: &result)
-        return result
-    }
-
     // MARK: Delete
 
     struct DeleteOptions {
-        var propagationPolicy: String?
+        var propagationPolicy: DeletionPropagation?
         var preconditionUID: String?
         var preconditionRV: String?
         var dryRun = false
@@ -685,12 +559,12 @@ final class APIServerCore: Sendable {
             }
             var obj = current.value
             var finalizers = (obj[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue)
-            let policy = options.propagationPolicy ?? (r.key == Self.namespacesKey ? "Foreground" : "Background")
+            let policy = options.propagationPolicy ?? (r.key == Self.namespacesKey ? .foreground : .background)
             if r.key == Self.namespacesKey {
                 obj[path: "status", "phase"] = "Terminating"
-            } else if policy == "Foreground", !finalizers.contains("foregroundDeletion"), obj[path: "metadata", "deletionTimestamp"] == nil {
+            } else if policy == .foreground, !finalizers.contains("foregroundDeletion"), obj[path: "metadata", "deletionTimestamp"] == nil {
                 finalizers.append("foregroundDeletion")
-            } else if policy == "Orphan", !finalizers.contains("orphan"), obj[path: "metadata", "deletionTimestamp"] == nil {
+            } else if policy == .orphan, !finalizers.contains("orphan"), obj[path: "metadata", "deletionTimestamp"] == nil {
                 finalizers.append("orphan")
             }
             let hasNamespaceFinalizer = r.key == Self.namespacesKey && !(obj[path: "spec", "finalizers"]?.arrayValue ?? []).isEmpty

@@ -139,8 +139,8 @@ extension Authentication {
         if key == "authentication.k8s.io/tokenreviews" {
             guard let token = body[path: "spec", "token"]?.stringValue, !token.isEmpty else {
                 throw APIError.invalid(
-                    kind: "TokenReview", group: "authentication.k8s.io", name: "",
-                    causes: [StatusCause(reason: "FieldValueRequired", message: "Required value: token must not be empty", field: "spec.token")])
+                    kind: "TokenReview", group: "authentication.k8s.io", name: "", field: "spec.token", reason: "FieldValueRequired",
+                    message: "Required value: token must not be empty")
             }
             if let user = state.withLock({ $0.users[token] }) {
                 out["status"] = [
@@ -164,13 +164,8 @@ extension Authentication {
                 path: n["path"]?.stringValue ?? "")
         } else {
             throw APIError.invalid(
-                kind: "SubjectAccessReview", group: "authorization.k8s.io", name: "",
-                causes: [
-                    StatusCause(
-                        reason: "FieldValueRequired",
-                        message: "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                        field: "spec.resourceAttributes")
-                ])
+                kind: "SubjectAccessReview", group: "authorization.k8s.io", name: "", field: "spec.resourceAttributes", reason: "FieldValueRequired",
+                message: "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified")
         }
         out["status"] = ["allowed": .bool(authorize(attributes))]
         return out

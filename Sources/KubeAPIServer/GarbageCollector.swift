@@ -43,7 +43,7 @@ struct GarbageCollector: Sendable {
                 }
                 if dangling.count == refs.count || ownersDeletingInForeground {
                     if !deleting {
-                        changed = deleteObject(rk, o, policy: ownersDeletingInForeground ? "Foreground" : "Background") || changed
+                        changed = deleteObject(rk, o, policy: ownersDeletingInForeground ? .foreground : .background) || changed
                     }
                     continue
                 } else if !dangling.isEmpty {
@@ -70,7 +70,7 @@ struct GarbageCollector: Sendable {
                     }
                 }
                 for (drk, d) in dependentsByOwner[o.uid] ?? [] where d.value[path: "metadata", "deletionTimestamp"] == nil {
-                    changed = deleteObject(drk, d, policy: "Foreground") || changed
+                    changed = deleteObject(drk, d, policy: .foreground) || changed
                 }
                 if blocking.isEmpty { changed = removeFinalizer("foregroundDeletion", rk, o) || changed }
             }
@@ -88,7 +88,7 @@ struct GarbageCollector: Sendable {
         for (rk, o) in store.allObjects() where o.namespace == ns.name && rk != APIServerCore.namespacesKey {
             remaining += 1
             if o.value[path: "metadata", "deletionTimestamp"] == nil {
-                changed = deleteObject(rk, o, policy: "Background") || changed
+                changed = deleteObject(rk, o, policy: .background) || changed
             }
         }
         if remaining == 0 {
@@ -103,7 +103,7 @@ struct GarbageCollector: Sendable {
         return changed
     }
 
-    func deleteObject(_ rk: String, _ o: StoredObject, policy: String) -> Bool {
+    func deleteObject(_ rk: String, _ o: StoredObject, policy: DeletionPropagation) -> Bool {
         guard let r = core.registry.lookup(key: rk) else { return false }
         let scope = RequestScope(resource: r, version: r.storageVersion, namespace: r.namespaced ? o.namespace : nil, name: o.name)
         return (try? core.delete(scope, options: .init(propagationPolicy: policy, preconditionUID: o.uid))) != nil
