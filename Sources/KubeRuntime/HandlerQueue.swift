@@ -4,7 +4,8 @@ import Synchronization
 /// One informer handler's own queue of events, as client-go's `processorListener`: the watch loop hands each
 /// event over and goes on, and the handler takes them in order, so a slow handler (a web page's feed, metrics)
 /// holds up no other handler and not the watch. Bounded: a handler `capacity` events behind holds the watch
-/// until it catches up, so a stuck handler cannot grow memory without end (client-go's buffer grows instead).
+/// until it has caught up half of that, so a stuck handler cannot grow memory without end (client-go's buffer
+/// grows instead).
 ///
 /// No task waits on an empty queue: a drain task starts when events arrive and ends when the queue is empty.
 final class HandlerQueue: Sendable {
@@ -57,6 +58,9 @@ final class HandlerQueue: Sendable {
                     s.draining = false
                     return (nil, [])
                 }
+                // A held producer goes on once the queue is half empty, not at each free slot: one wake-up per
+                // half a buffer instead of one per event.
+                guard !s.waiting.isEmpty, s.events.count <= capacity / 2 else { return (e, []) }
                 defer { s.waiting = [] }
                 return (e, s.waiting)
             }
