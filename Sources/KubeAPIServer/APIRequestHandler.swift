@@ -5,10 +5,11 @@ import HTTPTypes
 import KubeModels
 import NIOCore
 
-/// Maps HTTP requests onto `APIServerCore`, the way kube-apiserver's handler chain does: authentication,
-/// path parsing, content negotiation (JSON, YAML bodies, Table output), watch streaming.
+/// The end of kube-apiserver's handler chain (`APIServerResponder` runs the request log, errors, authentication
+/// and faults before it): routing, authorization, content negotiation (JSON, YAML bodies, Table output), watch
+/// streaming, onto `APIServerCore`.
 struct APIRequestHandler: HTTPResponder {
-    typealias Context = BasicRequestContext
+    typealias Context = APIRequestContext
 
     let core: APIServerCore
     let faults: FaultInjector
@@ -19,115 +20,11 @@ struct APIRequestHandler: HTTPResponder {
     let defaultWatchTimeout: Duration
     static let maxBodyBytes = 3 * 1024 * 1024
 
+    /// The end of the chain (`APIServerResponder`): the request parsed, its caller authenticated, its faults
+    /// injected.
     func respond(to request: Request, context: Context) async throws -> Response {
-        let path = request.uri.path
-        let query = Self.parseQuery(request.uri.query ?? "")
-        let method = request.method
-        let info = RequestInfo(method: method, path: path, query: query)
-        let verb = info.verb.description
-        let userAgent = request.headers[.userAgent] ?? ""
-        var caller = Caller(userAgent: userAgent, requester: .admin)
-        let response: Response
-        do {
-            if faults.stopping.withLock({ $0 }) {
-                throw APIError(code: 503, reason: StatusReason.serviceUnavailable, message: "the server is shutting down")
-            }
-            // Checked when a request starts, as kube-apiserver does: a watch already streaming outlives the
-            // token it began with.
-            guard let requester = authentication.authenticate(request.headers[.authorization]) else {
-                if Self.isPublic(path) {
-                    return try await route(request, info, query: query, caller: Caller(userAgent: userAgent, requester: .admin))
-                }
-                throw APIError(code: 401, reason: StatusReason.unauthorized, message: "Unauthorized")
-            }
-            caller = Caller(
-                userAgent: userAgent, requester: requester,
-                impersonation: try Authentication.requestedImpersonation(
-                    user: request.headers[HTTPField.Name("Impersonate-User")!],
-                    groups: request.headers[values: HTTPField.Name("Impersonate-Group")!],
-                    uid: request.headers[HTTPField.Name("Impersonate-Uid")!]))
-            var dead: Response?
-            if let fault = faults.take(verb: verb, path: path, userAgent: userAgent) {
-                switch fault {
-                case .status(let code, let retryAfter):
-                    throw Self.injected(code: code, retryAfter: retryAfter)
-                case .delay(let d):
-                    try await Task.sleep(for: d)
-                case .hold:
-                    await faults.hold()
-                case .silentWatch:
-                    dead = deadWatch(trickle: nil)
-                case .tricklingWatch(let interval):
-                    dead = deadWatch(trickle: interval)
-                case .expiredWatch:
-                    let line = Self.errorFrame(Status(message: "too old resource version (injected)", reason: StatusReason.expired, code: 410))
-                    dead = Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: line)))
-                }
-            }
-            if let dead {
-                response = dead
-            } else {
-                response = try await route(request, info, query: query, caller: caller)
-            }
-        } catch let e as APIError {
-            response = Self.statusResponse(e)
-        } catch let e as JSONParseError {
-            response = Self.statusResponse(APIError.badRequest("error decoding request body: \(e)"))
-        } catch let e as YAML.Error {
-            response = Self.statusResponse(APIError.badRequest(e.message))
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            response = Self.statusResponse(APIError(code: 500, reason: StatusReason.internalError, message: "Internal error occurred: \(error)"))
-        }
-        faults.record(
-            RequestRecord(
-                verb: verb, method: method.rawValue, path: path, query: request.uri.query ?? "", userAgent: userAgent, code: response.status.code,
-                time: Date(), user: caller.user.name, impersonatedBy: caller.impersonation == nil ? nil : caller.requester.name))
-        return response
-    }
-
-    /// A 200 watch that never delivers an event (nothing at all, or one byte of an event that never ends per
-    /// `trickle`) and stays open until the client goes or the server stops, whatever its `timeoutSeconds`.
-    func deadWatch(trickle: Duration?) -> Response {
-        let faults = self.faults
-        let body = ResponseBody { writer in
-            let partial = Array(#"{"type":"ADDED","object":{"kind":"#.utf8)
-            var sent = 0
-            while !faults.stopping.withLock({ $0 }) {
-                try await Task.sleep(for: trickle ?? .milliseconds(100))
-                if trickle != nil {
-                    // The start of an event, then JSON whitespace: never a complete line.
-                    try await writer.write(ByteBuffer(bytes: [sent < partial.count ? partial[sent] : UInt8(ascii: " ")]))
-                    sent += 1
-                }
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: body)
-    }
-
-    static func injected(code: Int, retryAfter: Int?) -> APIError {
-        switch code {
-        case 409:
-            return APIError(
-                code: 409, reason: StatusReason.conflict,
-                message:
-                    "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (injected)"
-            )
-        case 429:
-            return APIError(
-                code: 429, reason: StatusReason.tooManyRequests, message: "Too many requests, please try again later. (injected)",
-                details: StatusDetails(retryAfterSeconds: retryAfter ?? 1), retryAfter: retryAfter ?? 1)
-        case 503:
-            return APIError(
-                code: 503, reason: StatusReason.serviceUnavailable, message: "The server is currently unable to handle the request (injected)",
-                retryAfter: retryAfter)
-        case 410: return APIError.gone("too old resource version (injected)")
-        default:
-            return APIError(
-                code: code, reason: StatusReason.internalError, message: "Internal error occurred: injected fault", retryAfter: retryAfter)
-        }
+        let caller = context.caller.value.withLock { $0 } ?? Caller(userAgent: request.headers[.userAgent] ?? "", requester: .admin)
+        return try await route(request, context.info, query: context.query, caller: caller)
     }
 
     static func isPublic(_ path: String) -> Bool {

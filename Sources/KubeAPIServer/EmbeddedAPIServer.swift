@@ -112,7 +112,7 @@ public final class EmbeddedAPIServer: Sendable {
         }
         let (bound, boundContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
-            responder: handler, server: serverBuilder,
+            responder: APIServerResponder(handler: handler), server: serverBuilder,
             configuration: .init(address: .hostname(configuration.host, port: port), serverName: nil, reuseAddress: true),
             onServerRunning: { channel in
                 boundContinuation.yield(channel.localAddress?.port ?? 0)

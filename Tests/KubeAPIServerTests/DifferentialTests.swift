@@ -314,6 +314,15 @@ import Testing
             _ = try await t.client.json(.PATCH, path + "/keep", body: ["metadata": ["finalizers": []]], contentType: "application/merge-patch+json")
             return ["deleting": deleting, "refused": refused]
         },
+        Step("namespaces: one created by server-side apply is Active, with the kubernetes finalizer and its name label") { t in
+            let ns = "\(t.namespace)-applied"
+            let applied = try await t.answer(
+                .PATCH, "/api/v1/namespaces/\(ns)", ["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(ns)]],
+                contentType: "application/apply-patch+yaml", query: [("fieldManager", "diff")],
+                fields: [["spec", "finalizers"], ["status", "phase"], ["metadata", "labels"]])
+            _ = try? await t.client.send(.DELETE, "/api/v1/namespaces/\(ns)")
+            return applied
+        },
         Step("leases: a stale update is a conflict") { t in
             let path = "/apis/coordination.k8s.io/v1/namespaces/\(t.namespace)/leases"
             let lease = try await t.client.json(
