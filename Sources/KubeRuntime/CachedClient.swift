@@ -21,10 +21,10 @@ public struct CachedClient: Sendable {
     }
 
     /// Reads from `informer` through this client see its writes: call once per informer, before reading.
-    public func reads(from informer: Informer) async { await recent.track(informer) }
+    public func reads<K: CachedResource>(from informer: Informer<K>) async { await recent.track(informer) }
 
     /// The fresher of the cache's copy and the one this client wrote.
-    public func get(_ key: ObjectKey, from informer: Informer) -> JSONValue? {
+    public func get<K: CachedResource>(_ key: ObjectKey, from informer: Informer<K>) -> K? {
         recent.read(key, kind: informer.resourceType.kind, from: informer)
     }
 

@@ -14,6 +14,14 @@ public enum ReconcileAction: Sendable, Equatable {
     case requeueAfter(Duration)
 }
 
+/// What a manager runs of a controller, whatever its primary caches.
+public protocol RunnableController: Sendable {
+    /// Registers the primary's handler (before the informers run).
+    func enqueuePrimaryChanges() async
+    func run() async
+    func shutDown() async
+}
+
 /// An error retrying cannot fix (an object the reconciler cannot read, say): the key is not requeued until its
 /// object changes again. Counted in `controller_runtime_terminal_reconcile_errors_total` as well as the error
 /// total, as controller-runtime's `reconcile.TerminalError`; the reconciler says it where users look first.
@@ -26,33 +34,37 @@ public struct TerminalError: Error, CustomStringConvertible {
 /// Reconciles one object by key: reads what it needs (from caches), converges, says what next.
 public typealias Reconcile = @Sendable (ObjectKey) async throws -> ReconcileAction
 
+/// How a controller runs: workers, which primary changes count, retry backoff, the clock, a reconcile hook.
+public struct ControllerOptions: Sendable {
+    public var workers = 2
+    /// Skip primary updates that do not change `metadata.generation` (status-only writes, label edits).
+    public var generationChangedOnly = false
+    public var rateLimiter: any RetryRateLimiter<ObjectKey> = MaxOfRateLimiter<ObjectKey>.controllerDefault
+    public var clock: any RuntimeClock = SystemClock()
+    /// Called after each reconcile with its key and whether it succeeded (tracing, benchmarks).
+    public var onReconciled: (@Sendable (ObjectKey, Bool) -> Void)?
+    public init() {}
+}
+
 /// A controller: a primary resource's informer, owned and watched secondary informers mapping to primary keys,
-/// a rate-limited work queue and N workers. Errors are retried with the queue's backoff.
-public final class Controller: Sendable {
-    public struct Options: Sendable {
-        public var workers = 2
-        /// Skip primary updates that do not change `metadata.generation` (status-only writes, label edits).
-        public var generationChangedOnly = false
-        public var rateLimiter: any RetryRateLimiter<ObjectKey> = MaxOfRateLimiter<ObjectKey>.controllerDefault
-        public var clock: any RuntimeClock = SystemClock()
-        /// Called after each reconcile with its key and whether it succeeded (tracing, benchmarks).
-        public var onReconciled: (@Sendable (ObjectKey, Bool) -> Void)?
-        public init() {}
-    }
+/// a rate-limited work queue and N workers. Errors are retried with the queue's backoff. Generic over what the
+/// primary informer caches (kube-rs's `Controller<K>`); secondaries may cache anything.
+public final class Controller<K: CachedResource>: RunnableController {
+    public typealias Options = ControllerOptions
 
     public let name: String
-    public let primary: Informer
+    public let primary: Informer<K>
     public let queue: WorkQueue<ObjectKey>
     let options: Options
     let reconcile: Reconcile
     let logger: Logger
     let metrics: ControllerMetrics?
-    let secondaries = Mutex<[Informer]>([])
+    let secondaries = Mutex<[any RunnableInformer]>([])
     let active = Mutex(0)
     let stopping = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     public init(
-        name: String, for primary: Informer, options: Options = Options(), metricsFactory: (any MetricsFactory)? = nil,
+        name: String, for primary: Informer<K>, options: Options = Options(), metricsFactory: (any MetricsFactory)? = nil,
         logger: Logger = Logger(label: "controller"), reconcile: @escaping Reconcile
     ) {
         self.name = name
@@ -72,28 +84,22 @@ public final class Controller: Sendable {
         let queue = self.queue
         let generationOnly = options.generationChangedOnly
         await primary.addHandler { event in
-            if generationOnly, case .updated(let old, let new) = event,
-                old[path: "metadata", "generation"] == new[path: "metadata", "generation"],
-                old[path: "metadata", "deletionTimestamp"] == new[path: "metadata", "deletionTimestamp"],
-                old[path: "metadata", "resourceVersion"] != new[path: "metadata", "resourceVersion"]
+            if generationOnly, case .updated(let old, let new) = event, old.generation == new.generation,
+                old.isBeingDeleted == new.isBeingDeleted, old.resourceVersion != new.resourceVersion
             {
                 return
             }
-            await queue.add(ObjectKey(event.object))
+            await queue.add(event.object.objectKey)
         }
     }
 
     /// Objects of `informer` enqueue their controller owner when it is of the primary's kind (found by the
     /// ownerReference with `controller: true`), across kinds other projects define.
-    public func owns(_ informer: Informer) async {
+    public func owns<O: CachedResource>(_ informer: Informer<O>) async {
         let primaryType = primary.resourceType
         await watches(informer) { o in
-            guard let ref = (o[path: "metadata", "ownerReferences"]?.arrayValue ?? []).first(where: { $0["controller"]?.boolValue == true }),
-                ref["kind"]?.stringValue == primaryType.kind,
-                Self.group(of: ref["apiVersion"]?.stringValue ?? "") == primaryType.group,
-                let name = ref["name"]?.stringValue
-            else { return [] }
-            return [ObjectKey(namespace: primaryType.namespaced ? o[path: "metadata", "namespace"]?.stringValue : nil, name: name)]
+            guard let ref = o.controllerOwner, ref.kind == primaryType.kind, Self.group(of: ref.apiVersion) == primaryType.group else { return [] }
+            return [ObjectKey(namespace: primaryType.namespaced ? o.objectKey.namespace : nil, name: ref.name)]
         }
     }
 
@@ -102,7 +108,7 @@ public final class Controller: Sendable {
     }
 
     /// Objects of `informer` enqueue whatever primary keys `map` returns.
-    public func watches(_ informer: Informer, map: @escaping @Sendable (JSONValue) -> [ObjectKey]) async {
+    public func watches<O: CachedResource>(_ informer: Informer<O>, map: @escaping @Sendable (O) -> [ObjectKey]) async {
         secondaries.withLock { $0.append(informer) }
         let queue = self.queue
         await informer.addHandler { event in

@@ -8,28 +8,28 @@ import Synchronization
 /// grows instead).
 ///
 /// No task waits on an empty queue: a drain task starts when events arrive and ends when the queue is empty.
-final class HandlerQueue: Sendable {
+final class HandlerQueue<K: CachedResource>: Sendable {
     struct State {
-        var events: Deque<InformerEvent> = []
+        var events: Deque<InformerEvent<K>> = []
         var draining = false
         /// Producers waiting for room.
         var waiting: [CheckedContinuation<Void, Never>] = []
     }
 
-    let handler: Informer.Handler
+    let handler: Informer<K>.Handler
     let capacity: Int
     let state = Mutex(State())
     /// Called after each event has been through the handler.
     let delivered: @Sendable () -> Void
 
-    init(handler: @escaping Informer.Handler, capacity: Int, delivered: @escaping @Sendable () -> Void) {
+    init(handler: @escaping Informer<K>.Handler, capacity: Int, delivered: @escaping @Sendable () -> Void) {
         self.handler = handler
         self.capacity = capacity
         self.delivered = delivered
     }
 
     /// Queues `event`; suspends while the queue is full.
-    func enqueue(_ event: InformerEvent) async {
+    func enqueue(_ event: InformerEvent<K>) async {
         while true {
             let full = state.withLock { $0.events.count >= capacity }
             if !full { break }
@@ -53,7 +53,7 @@ final class HandlerQueue: Sendable {
 
     func drain() async {
         while true {
-            let (next, room) = state.withLock { s -> (InformerEvent?, [CheckedContinuation<Void, Never>]) in
+            let (next, room) = state.withLock { s -> (InformerEvent<K>?, [CheckedContinuation<Void, Never>]) in
                 guard let e = s.events.popFirst() else {
                     s.draining = false
                     return (nil, [])

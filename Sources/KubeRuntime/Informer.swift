@@ -7,17 +7,20 @@ import Synchronization
 /// List-then-watch of one resource into a `Store`, with handlers: kube-rs's watcher + reflector, client-go's
 /// shared informer. Resumes a dropped watch from the last version seen (bookmarks advance it), re-lists on
 /// 410 Gone and diffs against the cache, optionally replays everything on a resync period.
-public final class Informer: Sendable {
-    public typealias Handler = @Sendable (InformerEvent) async -> Void
+///
+/// Generic over what its store and handlers hold (`CachedResource`): `DynamicInformer` (`Informer<JSONValue>`) for
+/// objects as they come, `Informer<Model>` for decoded ones.
+public final class Informer<K: CachedResource>: RunnableInformer {
+    public typealias Handler = @Sendable (InformerEvent<K>) async -> Void
 
     public let api: DynamicApi
-    public let store = Store()
+    public let store = Store<K>()
     let labelSelector: LabelSelector?
     let resyncPeriod: Duration?
     public let transform: CacheTransform?
     let logger: Logger
     /// Each handler with its own bounded queue (`HandlerQueue`).
-    let handlers = Mutex<[HandlerQueue]>([])
+    let handlers = Mutex<[HandlerQueue<K>]>([])
     /// How far a handler may fall behind before it holds up the watch.
     let handlerBuffer: Int
     let synced = Mutex<(done: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
@@ -51,21 +54,6 @@ public final class Informer: Sendable {
         l[metadataKey: "resource"] = "\(api.resourceType)"
         self.logger = l
     }
-
-    /// The default transform: drops what controllers never read and what can be most of an object's size —
-    /// `managedFields`, and kubectl's `last-applied-configuration` annotation (a second copy of the object as
-    /// applied). Objects written back through the cache keep them on the server: updates go as patches.
-    public static let dropManagedFields: @Sendable (JSONValue) -> JSONValue = { o in
-        var v = o
-        v[path: "metadata", "managedFields"] = nil
-        if v[path: "metadata", "annotations", lastApplied] != nil {
-            v[path: "metadata", "annotations", lastApplied] = nil
-            if v[path: "metadata", "annotations"]?.objectValue?.isEmpty == true { v[path: "metadata", "annotations"] = nil }
-        }
-        return v
-    }
-
-    static let lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
     public var resourceType: ResourceType { api.resourceType }
 
@@ -142,7 +130,7 @@ public final class Informer: Sendable {
     }
 
     /// Hands `event` to every handler's queue (waiting only for one that is full).
-    private func dispatch(_ event: InformerEvent) async {
+    private func dispatch(_ event: InformerEvent<K>) async {
         for q in handlers.withLock({ $0 }) {
             inFlight.withLock { $0.count += 1 }
             await q.enqueue(event)
@@ -162,7 +150,7 @@ public final class Informer: Sendable {
 
     /// Changes the store and hands what changed to the handlers, counted in flight from before the store changes
     /// until the last handler has taken it: whoever sees the new cache can await `handlersIdle()`.
-    private func apply(_ change: () -> [InformerEvent]) async {
+    private func apply(_ change: () -> [InformerEvent<K>]) async {
         inFlight.withLock { $0.count += 1 }
         for e in change() { await dispatch(e) }
         settle()
@@ -233,11 +221,11 @@ public final class Informer: Sendable {
                     switch event {
                     case .added(let o), .modified(let o):
                         let obj = transform?.apply(o) ?? o
-                        resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
+                        resourceVersion = obj.resourceVersion ?? resourceVersion
                         await apply { store.upsert(obj).map { [$0] } ?? [] }
                     case .deleted(let o):
                         let obj = transform?.apply(o) ?? o
-                        resourceVersion = Store.resourceVersion(obj) ?? resourceVersion
+                        resourceVersion = obj.resourceVersion ?? resourceVersion
                         await apply { store.remove(obj).map { [$0] } ?? [] }
                     case .bookmark(let rv):
                         if !rv.isEmpty {
@@ -268,4 +256,17 @@ public final class Informer: Sendable {
             }
         }
     }
+}
+
+/// The informer of objects as they come: every resource, none decoded.
+public typealias DynamicInformer = Informer<JSONValue>
+
+/// What a manager and a controller run and watch of an informer, whatever it caches.
+public protocol RunnableInformer: AnyObject, Sendable {
+    var resourceType: ResourceType { get }
+    var hasSynced: Bool { get }
+    /// How long since the API server last said anything (nil before the first answer).
+    var silence: Duration? { get }
+    func run() async
+    func waitForSync() async
 }

@@ -80,8 +80,8 @@ public final class Manager: Service, Sendable {
     public let options: Options
     public let metrics: RuntimeMetrics
     let logger: Logger
-    let informers = Mutex<[String: Informer]>([:])
-    let controllers = Mutex<[Controller]>([])
+    let informers = Mutex<[String: any RunnableInformer]>([:])
+    let controllers = Mutex<[any RunnableController]>([])
     let bound = Mutex<(metrics: Int?, health: Int?)>((nil, nil))
     let boundSignal = AsyncStream<Void>.makeStream()
     public let elector: LeaderElector?
@@ -96,15 +96,24 @@ public final class Manager: Service, Sendable {
         elector = options.leaderElection.map { LeaderElector(client: client, configuration: $0, metricsFactory: metrics.factory, logger: logger) }
     }
 
-    /// The shared informer for a resource (one list/watch however many controllers use it), per namespace, label
-    /// selector and cache transform.
+    /// The shared dynamic informer for a resource (one list/watch however many controllers use it), per namespace,
+    /// label selector and cache transform.
     public func informer(
         for type: ResourceType, namespace: String? = nil, labelSelector: LabelSelector? = nil, transform: CacheTransform? = .dropManagedFields
-    ) -> Informer {
-        let key = "\(type)|\(namespace ?? "*")|\(labelSelector?.description ?? "")|\(transform?.name ?? "")"
+    ) -> DynamicInformer {
+        informer(for: type, as: JSONValue.self, namespace: namespace, labelSelector: labelSelector, transform: transform)
+    }
+
+    /// The shared informer for a resource decoded as `K`; the type is part of its identity with the namespace, the
+    /// label selector and the transform.
+    public func informer<K: CachedResource>(
+        for type: ResourceType, as: K.Type, namespace: String? = nil, labelSelector: LabelSelector? = nil,
+        transform: CacheTransform? = .dropManagedFields
+    ) -> Informer<K> {
+        let key = "\(type)|\(K.self)|\(namespace ?? "*")|\(labelSelector?.description ?? "")|\(transform?.name ?? "")"
         return informers.withLock { all in
-            if let i = all[key] { return i }
-            let i = Informer(
+            if let i = all[key] as? Informer<K> { return i }
+            let i = Informer<K>(
                 api: client.dynamic(type, namespace: namespace), labelSelector: labelSelector, transform: transform,
                 watchIdleTimeout: options.watchIdleTimeout, logger: logger)
             all[key] = i
@@ -112,7 +121,7 @@ public final class Manager: Service, Sendable {
         }
     }
 
-    public func add(_ controller: Controller) { controllers.withLock { $0.append(controller) } }
+    public func add(_ controller: some RunnableController) { controllers.withLock { $0.append(controller) } }
 
     public var metricsFactory: any MetricsFactory { metrics.factory }
 

@@ -20,8 +20,9 @@ public final class RecentWrites: Sendable {
     let entries = Mutex<[String: Entry]>([:])
     /// Expired entries are dropped when the map doubles past this, so recording stays O(1) amortised.
     let pruneAt = Mutex(1024)
-    /// The caches of tracked informers, by kind: a write a cache already shows is not kept.
-    let stores = Mutex<[String: [Store]]>([:])
+    /// The caches of tracked informers (their resourceVersion lookups), by kind: a write a cache already shows is
+    /// not kept.
+    let stores = Mutex<[String: [@Sendable (ObjectKey) -> String?]]>([:])
     /// What the tracked informer keeps of an object, by kind: a write is remembered in the cache's own form (a
     /// created PipelineRun without its spec, no managedFields), not as the whole object the server answered.
     let transforms = Mutex<[String: @Sendable (JSONValue) -> JSONValue]>([:])
@@ -32,14 +33,15 @@ public final class RecentWrites: Sendable {
     /// Forgets objects as the informer catches up with them (its copy is as new as the write) or sees them deleted,
     /// so an entry lives about as long as the watch lags behind — not until a later read or the TTL. Call once per
     /// informer read through this.
-    public func track(_ informer: Informer) async {
+    public func track<K: CachedResource>(_ informer: Informer<K>) async {
         let kind = informer.resourceType.kind
-        stores.withLock { $0[kind, default: []].append(informer.store) }
+        let store = informer.store
+        stores.withLock { $0[kind, default: []].append { store.resourceVersion($0) } }
         if let transform = informer.transform { transforms.withLock { $0[kind] = transform.apply } }
         await informer.addHandler { [self] event in
             switch event {
-            case .deleted(let o): forget(kind: kind, ObjectKey(o))
-            case .added(let o), .updated(_, let o): caughtUp(kind: kind, o)
+            case .deleted(let o): forget(kind: kind, o.objectKey)
+            case .added(let o), .updated(_, let o): caughtUp(kind: kind, o.objectKey, resourceVersion: o.resourceVersion)
             }
         }
     }
@@ -52,9 +54,8 @@ public final class RecentWrites: Sendable {
         return c > w
     }
 
-    func caughtUp(kind: String, _ object: JSONValue) {
-        let id = Self.id(kind, ObjectKey(object))
-        let rv = object[path: "metadata", "resourceVersion"]?.stringValue
+    func caughtUp(kind: String, _ key: ObjectKey, resourceVersion rv: String?) {
+        let id = Self.id(kind, key)
         entries.withLock { e in
             if let entry = e[id], Self.isCaughtUp(cached: rv, written: entry.resourceVersion) { e.removeValue(forKey: id) }
         }
@@ -83,8 +84,8 @@ public final class RecentWrites: Sendable {
         // The watch event may have come before this call (the informer saw the write before the writer returned),
         // so its handler found nothing to forget. Checked after the insert: a handler running later forgets it.
         let key = ObjectKey(object)
-        for store in stores.withLock({ $0[kind] ?? [] }) {
-            if let cached = store.get(key) { caughtUp(kind: kind, cached) }
+        for cachedVersion in stores.withLock({ $0[kind] ?? [] }) {
+            if let rv = cachedVersion(key) { caughtUp(kind: kind, key, resourceVersion: rv) }
         }
     }
 
@@ -94,19 +95,21 @@ public final class RecentWrites: Sendable {
     }
 
     /// The fresher of the cache's copy and the one this controller wrote.
-    public func read(_ key: ObjectKey, kind: String, from informer: Informer) -> JSONValue? {
-        let cached = informer.store.get(key)
+    public func read<K: CachedResource>(_ key: ObjectKey, kind: String, from informer: Informer<K>) -> K? {
+        let cachedVersion = informer.store.resourceVersion(key)
         let listed = informer.lastListStarted
         let id = Self.id(kind, key)
-        return entries.withLock { e -> JSONValue? in
-            guard let entry = e[id] else { return cached }
-            let caughtUp = Self.isCaughtUp(cached: cached?[path: "metadata", "resourceVersion"]?.stringValue, written: entry.resourceVersion)
+        let written = entries.withLock { e -> JSONValue? in
+            guard let entry = e[id] else { return nil }
+            let caughtUp = Self.isCaughtUp(cached: cachedVersion, written: entry.resourceVersion)
             let relisted = listed.map { $0 > entry.at } ?? false
             if caughtUp || relisted || ContinuousClock.now - entry.at >= ttl {
                 e.removeValue(forKey: id)
-                return cached
+                return nil
             }
             return entry.object
         }
+        if let written, let object = try? K(cached: written) { return object }
+        return informer.store.get(key)
     }
 }

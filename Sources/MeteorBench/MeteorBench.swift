@@ -199,7 +199,7 @@ struct InformerThroughput: AsyncParsableCommand {
         let client = try KubeClient(configuration: ClusterConfiguration(server: URL(string: server.url)!), options: options)
         let cms = client.dynamic(ConfigMap.resourceType, namespace: "default")
         try await parallel(listed) { i in _ = try await cms.create(["metadata": ["name": .string("pre-\(i)")], "data": ["i": .string("\(i)")]]) }
-        let informer = Informer(api: client.dynamic(ConfigMap.resourceType))
+        let informer = DynamicInformer(api: client.dynamic(ConfigMap.resourceType))
         let seen = AsyncStream<Void>.makeStream()
         let target = events
         let counter = Counter()

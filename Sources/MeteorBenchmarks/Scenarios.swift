@@ -300,18 +300,18 @@ final class Tracker: Sendable {
     let converged = Countdown()
     let ready = Countdown()
     let expectedRuns: Int
-    let informers: [Informer]
+    let informers: [DynamicInformer]
     let tasks: [Task<Void, Never>]
 
-    init(expectedRuns: Int, informers: [Informer], tasks: [Task<Void, Never>]) {
+    init(expectedRuns: Int, informers: [DynamicInformer], tasks: [Task<Void, Never>]) {
         self.expectedRuns = expectedRuns
         self.informers = informers
         self.tasks = tasks
     }
 
     static func start(target: BenchTarget, expectedRuns: Int) async throws -> Tracker {
-        let meteors = Informer(api: target.meteors)
-        let runs = Informer(api: target.runs)
+        let meteors = DynamicInformer(api: target.meteors)
+        let runs = DynamicInformer(api: target.runs)
         let tracker = Tracker(
             expectedRuns: expectedRuns, informers: [meteors, runs], tasks: [Task { await meteors.run() }, Task { await runs.run() }])
         await meteors.addHandler { event in

@@ -7,7 +7,7 @@ import KubeModels
 extension MeteorReconciler {
     /// What the trust policies in force say (from the cache; empty without edge delivery).
     var trust: EdgeTrust {
-        let policies = trustPolicies?.store.list().compactMap { try? $0.decode(as: EdgeTrustPolicy.self) } ?? []
+        let policies = trustPolicies?.store.list() ?? []
         return EdgeTrust(policies: policies)
     }
 

@@ -31,7 +31,7 @@ public final class MeteorMetrics: Sendable {
     }
 
     /// Feeds the metrics from the operator's informers.
-    public func observe(meteors: Informer, pipelineRuns: Informer) async {
+    public func observe(meteors: DynamicInformer, pipelineRuns: DynamicInformer) async {
         await meteors.addHandler { [self] event in
             switch event {
             case .added(let m):

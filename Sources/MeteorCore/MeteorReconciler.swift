@@ -54,16 +54,16 @@ public final class MeteorReconciler: Sendable {
     }
 
     public let client: KubeClient
-    public let meteors: Informer
-    public let pipelineRuns: Informer
+    public let meteors: DynamicInformer
+    public let pipelineRuns: DynamicInformer
     /// Deployments, Services, Ingresses and ImageStreams the operator made (label `app.kubernetes.io/managed-by`).
-    public let sites: [String: Informer]
+    public let sites: [String: DynamicInformer]
     /// Argo CD Applications the operator made, in Argo CD's namespace (when edge delivery is on).
-    public let applications: Informer?
+    public let applications: DynamicInformer?
     /// The cluster admin's EdgeTrustPolicies (when edge delivery is on).
-    public let trustPolicies: Informer?
+    public let trustPolicies: Informer<EdgeTrustPolicy>?
     /// Argo CD's cluster Secrets, trimmed to name and labels (when edge delivery is on).
-    public let clusters: Informer?
+    public let clusters: DynamicInformer?
     let events: EventRecorder
     let edgeMemory = EdgeMemory()
     /// Reads from the caches, writes through to the API server (remembered until the caches show them), as
@@ -78,8 +78,10 @@ public final class MeteorReconciler: Sendable {
     let logger: Logger
 
     public init(
-        client: KubeClient, meteors: Informer, pipelineRuns: Informer, sites: [String: Informer] = [:], applications: Informer? = nil,
-        trustPolicies: Informer? = nil, clusters: Informer? = nil, events: EventRecorder, configuration: Configuration = Configuration(),
+        client: KubeClient, meteors: DynamicInformer, pipelineRuns: DynamicInformer, sites: [String: DynamicInformer] = [:],
+        applications: DynamicInformer? = nil,
+        trustPolicies: Informer<EdgeTrustPolicy>? = nil, clusters: DynamicInformer? = nil, events: EventRecorder,
+        configuration: Configuration = Configuration(),
         metrics: MeteorMetrics? = nil, logger: Logger = Logger(label: "meteor")
     ) {
         self.trustPolicies = trustPolicies
@@ -101,7 +103,7 @@ public final class MeteorReconciler: Sendable {
     public static func register(
         with manager: Manager, namespace: String?, workers: Int = 4, configuration: Configuration = Configuration(),
         onReconciled: (@Sendable (ObjectKey, Bool) -> Void)? = nil, logger: Logger = Logger(label: "meteor")
-    ) async -> (MeteorReconciler, Controller) {
+    ) async -> (MeteorReconciler, Controller<JSONValue>) {
         let meteors = manager.informer(for: Meteor.resourceType, namespace: namespace)
         let runs = manager.informer(
             for: PipelineRunBuilder.resourceType, namespace: namespace, labelSelector: MeteorLabels.managedByOperator,
@@ -115,7 +117,7 @@ public final class MeteorReconciler: Sendable {
         if configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != namespace {
             siteTypes.append(NotebookImage.roleBindingType)
         }
-        var sites: [String: Informer] = [:]
+        var sites: [String: DynamicInformer] = [:]
         for t in siteTypes {
             let home = t == NotebookImage.imageStreamType ? configuration.notebookImageNamespace ?? namespace : namespace
             sites[t.kind] = manager.informer(for: t, namespace: home, labelSelector: managed)
@@ -123,7 +125,7 @@ public final class MeteorReconciler: Sendable {
         let applications = configuration.edge.map {
             manager.informer(for: ArgoApplicationBuilder.resourceType, namespace: $0.argocdNamespace, labelSelector: managed)
         }
-        let trustPolicies = configuration.edge.map { _ in manager.informer(for: EdgeTrustPolicy.resourceType) }
+        let trustPolicies = configuration.edge.map { _ in manager.informer(for: EdgeTrustPolicy.resourceType, as: EdgeTrustPolicy.self) }
         let clusters = configuration.edge.flatMap { $0.clusterSelectors ? $0 : nil }.map {
             manager.informer(
                 for: ArgoClusters.secretType, namespace: $0.argocdNamespace, labelSelector: ArgoClusters.labelSelector,
@@ -134,7 +136,7 @@ public final class MeteorReconciler: Sendable {
         let reconciler = MeteorReconciler(
             client: manager.client, meteors: meteors, pipelineRuns: runs, sites: sites, applications: applications, trustPolicies: trustPolicies,
             clusters: clusters, events: events, configuration: configuration, metrics: metrics, logger: logger)
-        var options = Controller.Options()
+        var options = ControllerOptions()
         options.workers = workers
         options.generationChangedOnly = false
         options.onReconciled = onReconciled
@@ -147,8 +149,8 @@ public final class MeteorReconciler: Sendable {
         // Applications (in Argo CD's namespace) and shared ImageStreams (in Open Data Hub's) find their Meteor
         // through labels, not ownerReferences.
         let byLabels: @Sendable (JSONValue) -> [ObjectKey] = { o in
-            guard let ns = o[path: "metadata", "labels", MeteorLabels.meteorNamespace]?.stringValue,
-                let name = o[path: "metadata", "labels", MeteorLabels.meteor]?.stringValue
+            let labels = o.labels
+            guard let ns = labels[MeteorLabels.meteorNamespace], let name = labels[MeteorLabels.meteor]
             else { return [] }
             return [ObjectKey(namespace: ns, name: name)]
         }

@@ -1,5 +1,6 @@
 import Foundation
 import KubeModels
+import KubeRuntime
 
 #if canImport(Glibc)
 import Glibc
@@ -54,6 +55,17 @@ public struct EdgeTrustPolicy: Codable, Sendable, Hashable {
         metadata = ObjectMeta(name: name)
         self.spec = spec
     }
+}
+
+/// Trust policies are cached decoded (a policy that does not decode is left out of the cache and logged).
+extension EdgeTrustPolicy: CachedResource {
+    public init(cached: JSONValue) throws { self = try cached.decode(as: EdgeTrustPolicy.self) }
+    public var objectKey: ObjectKey { ObjectKey(namespace: nil, name: metadata.name ?? "") }
+    public var resourceVersion: String? { metadata.resourceVersion }
+    public var generation: Int64? { metadata.generation }
+    public var isBeingDeleted: Bool { metadata.deletionTimestamp != nil }
+    public var labels: [String: String] { metadata.labels ?? [:] }
+    public var ownerReferences: [OwnerReference] { metadata.ownerReferences ?? [] }
 }
 
 /// A key a policy trusts, ready to verify with.

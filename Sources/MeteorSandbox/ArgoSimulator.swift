@@ -17,12 +17,12 @@ public final class ArgoSimulator: Sendable {
     public static let degradeAnnotation = "sandbox.meteor.zone/degrade"
 
     let client: KubeClient
-    let applications: Informer
-    let meteors: Informer?
+    let applications: DynamicInformer
+    let meteors: DynamicInformer?
     let duration: Duration
     let logger: Logger
 
-    public init(client: KubeClient, applications: Informer, meteors: Informer? = nil, duration: Duration, logger: Logger) {
+    public init(client: KubeClient, applications: DynamicInformer, meteors: DynamicInformer? = nil, duration: Duration, logger: Logger) {
         self.client = client
         self.applications = applications
         self.meteors = meteors

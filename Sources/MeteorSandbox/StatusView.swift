@@ -8,7 +8,7 @@ import Synchronization
 /// The sandbox's live view: a table of Meteors (phase, pipelines, deployments, age) redrawn each second on a
 /// terminal, or one log line per phase change when the output is not a terminal (`--no-tui`).
 public final class StatusView: Service, Sendable {
-    let meteors: Informer
+    let meteors: DynamicInformer
     let tui: Bool
     let interval: Duration
     let write: @Sendable (String) -> Void
@@ -18,7 +18,7 @@ public final class StatusView: Service, Sendable {
     public func setHeader(_ text: String) { header.withLock { $0 = text } }
 
     public init(
-        meteors: Informer, tui: Bool, interval: Duration = .seconds(1),
+        meteors: DynamicInformer, tui: Bool, interval: Duration = .seconds(1),
         write: @escaping @Sendable (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }
     ) {
         self.meteors = meteors

@@ -53,15 +53,16 @@ public final class TektonSimulator: Sendable {
     }
 
     let client: KubeClient
-    let runs: Informer
-    let meteors: Informer
+    let runs: DynamicInformer
+    let meteors: DynamicInformer
     let remotes: SandboxRemotes?
     let signer: CosignSigner
     let duration: Duration
     let logger: Logger
 
     public init(
-        client: KubeClient, runs: Informer, meteors: Informer, remotes: SandboxRemotes?, signer: CosignSigner, duration: Duration, logger: Logger
+        client: KubeClient, runs: DynamicInformer, meteors: DynamicInformer, remotes: SandboxRemotes?, signer: CosignSigner, duration: Duration,
+        logger: Logger
     ) {
         self.client = client
         self.runs = runs

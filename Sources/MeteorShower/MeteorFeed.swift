@@ -30,7 +30,7 @@ final class MeteorFeed: Sendable {
         self.heartbeat = heartbeat
     }
 
-    func attach(to informer: Informer) async {
+    func attach(to informer: DynamicInformer) async {
         guard
             attached.withLock({ a in
                 defer { a = true }; return !a

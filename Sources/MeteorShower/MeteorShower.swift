@@ -58,7 +58,7 @@ public final class MeteorShower: Service, Sendable {
 
     let options: Options
     let client: KubeClient
-    let meteors: Informer
+    let meteors: DynamicInformer
     let feed: MeteorFeed
     let limiter: SubmitRateLimiter
     let csrf: CSRFTokens
@@ -71,7 +71,7 @@ public final class MeteorShower: Service, Sendable {
     let boundSignal = AsyncStream<Int>.makeStream()
 
     /// `meteors` is the operator's Meteor informer (the page reads its cache and follows its events).
-    public init(options: Options, client: KubeClient, meteors: Informer, logger: Logger) {
+    public init(options: Options, client: KubeClient, meteors: DynamicInformer, logger: Logger) {
         self.options = options
         self.client = client
         self.meteors = meteors

@@ -20,7 +20,7 @@ public final class MeteorEnvironment: Sendable {
     public let manager: Manager
     public let reconciler: MeteorReconciler
     /// The Meteor controller (its work queue).
-    public let controller: Controller
+    public let controller: Controller<JSONValue>
     /// The operator's own client, when it has one (`clientOptions`); shut down with the environment.
     let ownClient: KubeClient?
     let group: ServiceGroup
@@ -128,7 +128,7 @@ public final class MeteorEnvironment: Sendable {
     }
 
     init(
-        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, controller: Controller, group: ServiceGroup,
+        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, controller: Controller<JSONValue>, group: ServiceGroup,
         task: Task<Void, any Error>, ownClient: KubeClient? = nil
     ) {
         self.controller = controller
@@ -344,7 +344,7 @@ extension TestCluster {
 extension Informer {
     /// Returns once `predicate` holds for the cache and every handler has seen the change that made it hold
     /// (what metrics and other handler-fed state read).
-    public func waitUntil(sourceLocation: String = #fileID, line: Int = #line, _ predicate: @escaping @Sendable (Store) -> Bool) async throws {
+    public func waitUntil(sourceLocation: String = #fileID, line: Int = #line, _ predicate: @escaping @Sendable (Store<K>) -> Bool) async throws {
         let seen = Observed(false)
         let store = self.store
         await addHandler { _ in if predicate(store) { seen.update { $0 = true } } }
@@ -355,7 +355,7 @@ extension Informer {
     /// Returns once the cache holds the object (event-driven).
     public func waitUntilCached(_ key: ObjectKey, sourceLocation: String = #fileID, line: Int = #line) async throws {
         let seen = Observed(false)
-        await addHandler { e in if ObjectKey(e.object) == key { seen.update { $0 = true } } }
+        await addHandler { e in if e.object.objectKey == key { seen.update { $0 = true } } }
         if store.get(key) != nil { return }
         try await seen.wait(sourceLocation: sourceLocation, line: line) { $0 }
     }

@@ -40,7 +40,7 @@ final class ReconcileProbe: Sendable {
     }
 }
 
-func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
+func run<K: CachedResource>(_ controller: Controller<K>, informers: [any RunnableInformer]) -> Task<Void, Never> {
     Task {
         await withTaskGroup(of: Void.self) { group in
             for i in informers { group.addTask { await i.run() } }
@@ -55,8 +55,8 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             let owner = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("owner"))
             let ownerKey = ObjectKey(namespace: "default", name: "owner")
             let probe = ReconcileProbe()
-            let meteors = Informer(api: c.client.dynamic(meteorType))
-            let runs = Informer(api: c.client.dynamic(pipelineRunType))
+            let meteors = DynamicInformer(api: c.client.dynamic(meteorType))
+            let runs = DynamicInformer(api: c.client.dynamic(pipelineRunType))
             let controller = Controller(name: "meteor", for: meteors) { key in
                 probe.begin(key)
                 probe.end(key)
@@ -98,8 +98,8 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             let api = c.client.dynamic(meteorType, namespace: "default")
             for i in 0..<4 { _ = try await api.create(meteor("k\(i)")) }
             let probe = ReconcileProbe()
-            let informer = Informer(api: c.client.dynamic(meteorType))
-            var options = Controller.Options()
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
+            var options = ControllerOptions()
             options.workers = 4
             let controller = Controller(name: "concurrency", for: informer, options: options) { key in
                 probe.begin(key)
@@ -129,8 +129,8 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("flaky"))
             let probe = ReconcileProbe()
             let outcomes = Observed<[Bool]>([])
-            let informer = Informer(api: c.client.dynamic(meteorType))
-            var options = Controller.Options()
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
+            var options = ControllerOptions()
             // Called once the worker has handled the result (the queue forgot or re-added the key).
             options.onReconciled = { _, succeeded in outcomes.update { $0.append(succeeded) } }
             let controller = Controller(name: "retry", for: informer, options: options) { key in
@@ -155,10 +155,10 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             let api = c.client.dynamic(meteorType, namespace: "default")
             _ = try await api.create(meteor("gen"))
             let probe = ReconcileProbe()
-            let informer = Informer(api: c.client.dynamic(meteorType))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
             let seen = EventLog()
             await informer.addHandler { seen.record($0) }
-            var options = Controller.Options()
+            var options = ControllerOptions()
             options.generationChangedOnly = true
             let controller = Controller(name: "generation", for: informer, options: options) { key in
                 probe.begin(key)
@@ -186,8 +186,8 @@ func run(_ controller: Controller, informers: [Informer]) -> Task<Void, Never> {
             _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("ttl"))
             let probe = ReconcileProbe()
             let clock = ManualClock()
-            let informer = Informer(api: c.client.dynamic(meteorType))
-            var options = Controller.Options()
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
+            var options = ControllerOptions()
             options.clock = clock
             let controller = Controller(name: "requeue", for: informer, options: options) { key in
                 probe.begin(key)

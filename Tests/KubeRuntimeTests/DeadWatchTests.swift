@@ -33,7 +33,7 @@ import Testing
             let meteors = c.client.dynamic(meteorType, namespace: "default")
             _ = try await meteors.create(meteor("before"))
             c.server.inject(InjectedFault(fault, verb: "watch", pathContains: "/meteors"))
-            let informer = Informer(api: c.client.dynamic(meteorType), watchIdleTimeout: .seconds(2))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType), watchIdleTimeout: .seconds(2))
             let log = EventLog()
             await informer.addHandler { log.record($0) }
             let run = Task { await informer.run() }
@@ -66,7 +66,7 @@ import Testing
         config.bookmarkInterval = .milliseconds(100)
         try await TestCluster.with(configuration: config) { c in
             let idle = Duration.seconds(5)
-            let informer = Informer(api: c.client.dynamic(meteorType), watchIdleTimeout: idle)
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType), watchIdleTimeout: idle)
             let bookmarks = Observed<[ContinuousClock.Instant]>([])
             informer.onBookmark { _ in bookmarks.update { $0.append(.now) } }
             let run = Task { await informer.run() }
@@ -147,7 +147,7 @@ import Testing
             let operatorClient = try KubeClient(
                 configuration: ClusterConfiguration(server: URL(string: c.server.url)!, credentials: .tokenFile(tokenFile.path)), options: options)
             let meteors = c.client.dynamic(meteorType, namespace: "default")
-            let informer = Informer(api: operatorClient.dynamic(meteorType))
+            let informer = DynamicInformer(api: operatorClient.dynamic(meteorType))
             let log = EventLog()
             await informer.addHandler { log.record($0) }
             let run = Task { await informer.run() }

@@ -11,7 +11,7 @@ import Testing
 final class EventLog: Sendable {
     let events = Observed<[String]>([])
 
-    func record(_ e: InformerEvent) {
+    func record(_ e: InformerEvent<JSONValue>) {
         let line: String
         switch e {
         case .added(let o): line = "added \(ObjectKey(o))"
@@ -28,12 +28,55 @@ final class EventLog: Sendable {
     }
 }
 
+/// A typed model stricter than the server: a ConfigMap whose `data.size` must be there.
+struct SizedConfigMap: KubeResource, CachedResource {
+    static let resourceType = ConfigMap.resourceType
+    struct Payload: Codable, Sendable { var size: String }
+    var metadata: ObjectMeta
+    var data: Payload
+    var unknownFields = UnknownFields()
+}
+
 @Suite struct InformerTests {
+    /// The runtime is generic over what it caches (kube-rs's `Store<K>`): a typed informer's store and handlers
+    /// hold decoded objects; one that does not decode is left out and named in `unreadable`, and comes in once it
+    /// decodes.
+    @Test func aTypedInformerHoldsDecodedObjectsAndLeavesOutWhatDoesNotDecode() async throws {
+        try await TestCluster.with { c in
+            let api = c.client.dynamic(ConfigMap.resourceType, namespace: "default")
+            let informer = Informer<SizedConfigMap>(api: api)
+            let seen = Observed<[String]>([])
+            await informer.addHandler { e in
+                if case .added(let o) = e { seen.update { $0.append("\(o.metadata.name ?? ""):\(o.data.size)") } }
+            }
+            let run = Task { await informer.run() }
+            await informer.waitForSync()
+            let config: (String, JSONValue) -> JSONValue = { name, data in
+                ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": .string(name)], "data": data]
+            }
+            _ = try await api.create(config("a", ["size": "3"]))
+            _ = try await api.create(config("b", ["colour": "blue"]))
+            _ = try await api.create(config("c", ["size": "5"]))
+            // The watch is ordered: once c is in, b has been judged.
+            try await seen.wait { $0.contains("c:5") }
+            #expect(seen.value == ["a:3", "c:5"])
+            #expect(informer.store.get(ObjectKey(namespace: "default", name: "a"))?.data.size == "3")
+            #expect(informer.store.get(ObjectKey(namespace: "default", name: "b")) == nil)
+            #expect(informer.store.unreadable[ObjectKey(namespace: "default", name: "b")]?.contains("size") == true)
+            #expect(informer.store.list().map(\.objectKey.name).sorted() == ["a", "c"])
+            _ = try await api.patch("b", .merge(["data": ["size": "7"]]))
+            try await seen.wait { $0.contains("b:7") }
+            #expect(informer.store.unreadable.isEmpty)
+            run.cancel()
+            await run.value
+        }
+    }
+
     @Test func listsThenWatchesAndSurvivesCutsAnd410WithoutLossOrDuplicates() async throws {
         try await TestCluster.with { c in
             let meteors = c.client.dynamic(meteorType, namespace: "default")
             _ = try await meteors.create(meteor("pre-existing"))
-            let informer = Informer(api: c.client.dynamic(meteorType))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
             let log = EventLog()
             await informer.addHandler { log.record($0) }
             let run = Task { await informer.run() }
@@ -78,7 +121,7 @@ final class EventLog: Sendable {
     @Test func aListThatSucceedsResetsTheBackoff() async throws {
         try await TestCluster.with { c in
             c.server.inject(InjectedFault(.status(403, retryAfterSeconds: nil), verb: "list", pathContains: "/meteors", count: 3))
-            let informer = Informer(api: c.client.dynamic(meteorType))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
             let run = Task { await informer.run() }
             await informer.waitForSync()
             #expect(informer.listCount == 4)
@@ -97,7 +140,7 @@ final class EventLog: Sendable {
 
     @Test func handlersIdleWaitsForEveryHandlerOfWhatTheCacheAlreadyShows() async throws {
         try await TestCluster.with { c in
-            let informer = Informer(api: c.client.dynamic(meteorType))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
             let log = Observed<[String]>([])
             await informer.addHandler { e in if case .added = e { log.update { $0.append("seen") } } }
             await informer.addHandler { e in
@@ -124,7 +167,7 @@ final class EventLog: Sendable {
     /// memory stays bounded. Once it moves, everything it missed arrives in order.
     @Test func aSlowHandlerHoldsUpOthersOnlyOnceItsBufferIsFull() async throws {
         try await TestCluster.with { c in
-            let informer = Informer(api: c.client.dynamic(meteorType), handlerBuffer: 2)
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType), handlerBuffer: 2)
             let gate = Observed(false)
             let slow = Observed<[String]>([])
             await informer.addHandler { e in
@@ -171,8 +214,8 @@ final class EventLog: Sendable {
                     ],
                 ]
             ])
-            let meteorInformer = Informer(api: c.client.dynamic(meteorType))
-            let cmInformer = Informer(api: c.client.dynamic(ConfigMap.resourceType))
+            let meteorInformer = DynamicInformer(api: c.client.dynamic(meteorType))
+            let cmInformer = DynamicInformer(api: c.client.dynamic(ConfigMap.resourceType))
             let runs = [Task { await meteorInformer.run() }, Task { await cmInformer.run() }]
             await meteorInformer.waitForSync()
             await cmInformer.waitForSync()
@@ -197,7 +240,7 @@ final class EventLog: Sendable {
         var config = EmbeddedAPIServer.Configuration()
         config.bookmarkInterval = .milliseconds(50)
         try await TestCluster.with(configuration: config) { c in
-            let informer = Informer(api: c.client.dynamic(meteorType))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType))
             let bookmarked = Observed<UInt64>(0)
             informer.onBookmark { rv in bookmarked.update { $0 = max($0, UInt64(rv) ?? 0) } }
             let run = Task { await informer.run() }
@@ -224,7 +267,7 @@ final class EventLog: Sendable {
     @Test func resyncReplaysCachedObjectsAsUpdates() async throws {
         try await TestCluster.with { c in
             _ = try await c.client.dynamic(meteorType, namespace: "default").create(meteor("steady"))
-            let informer = Informer(api: c.client.dynamic(meteorType), resyncPeriod: .milliseconds(50))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType), resyncPeriod: .milliseconds(50))
             let log = EventLog()
             await informer.addHandler { log.record($0) }
             let run = Task { await informer.run() }

@@ -282,7 +282,7 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
     @Test func ownWritesAreForgottenWhenTheCacheCatchesUp() async throws {
         try await TestCluster.with { c in
             let api = c.client.dynamic(meteorType, namespace: "default")
-            let informer = Informer(api: api)
+            let informer = DynamicInformer(api: api)
             let recent = RecentWrites()
             await recent.track(informer)
             let seen = Observed<Set<String>>([])
@@ -307,10 +307,10 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
     @Test func ownWritesAreRememberedInTheCachesForm() async throws {
         try await TestCluster.with { c in
             let api = c.client.dynamic(meteorType, namespace: "default")
-            let informer = Informer(
+            let informer = DynamicInformer(
                 api: api,
                 transform: CacheTransform("noSpec") { o in
-                    var v = Informer.dropManagedFields(o)
+                    var v = CacheTransform.dropManagedFieldsFunction(o)
                     v["spec"] = nil
                     return v
                 })
@@ -336,13 +336,13 @@ func expiringElectionConfig(_ id: String, namespace: String = "default") -> Lead
                 "annotations": ["kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{}}", "meteor.zone/submitted-by": "alice"],
             ], "spec": ["url": "u"],
         ]
-        let cached = Informer.dropManagedFields(applied)
+        let cached = CacheTransform.dropManagedFieldsFunction(applied)
         #expect(cached[path: "metadata", "managedFields"] == nil)
         #expect(cached[path: "metadata", "annotations"] == ["meteor.zone/submitted-by": "alice"])
         #expect(cached["spec"] == applied["spec"])
         var onlyKubectl = applied
         onlyKubectl[path: "metadata", "annotations"] = ["kubectl.kubernetes.io/last-applied-configuration": "{}"]
-        #expect(Informer.dropManagedFields(onlyKubectl)[path: "metadata", "annotations"] == nil)
+        #expect(CacheTransform.dropManagedFieldsFunction(onlyKubectl)[path: "metadata", "annotations"] == nil)
     }
 
     @Test func desiredFieldsAreComparedIgnoringWhatOthersAdd() {

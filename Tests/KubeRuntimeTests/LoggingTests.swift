@@ -18,7 +18,7 @@ import Testing
             // Retries, a rejected credential and failing reconciles all log; none may print the token.
             c.server.inject(InjectedFault(.status(503, retryAfterSeconds: nil), verb: "list", count: 2))
             _ = try await c.client.dynamic(meteorType, namespace: "default").list()
-            let informer = Informer(api: c.client.dynamic(meteorType), logger: capture.logger("informer"))
+            let informer = DynamicInformer(api: c.client.dynamic(meteorType), logger: capture.logger("informer"))
             let probe = ReconcileProbe()
             let controller = Controller(name: "logging", for: informer, logger: capture.logger("controller")) { key in
                 probe.begin(key)

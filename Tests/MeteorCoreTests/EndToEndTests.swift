@@ -214,7 +214,7 @@ import Testing
             let run = { @Sendable (g: Int64) in PipelineRunBuilder.name(meteor: name, pipeline: .jupyterhub, generation: g) }
             // The test's own watch of the Meteor's runs: how many exist at once, and how many there ever were.
             let seen = Observed<(live: [String: Bool], peak: Int, ever: Set<String>)>(([:], 0, []))
-            let informer = Informer(api: c.runs, labelSelector: LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [name])]))
+            let informer = DynamicInformer(api: c.runs, labelSelector: LabelSelector([.init(key: MeteorLabels.meteor, op: .equals, values: [name])]))
             await informer.addHandler { e in
                 seen.update { s in
                     switch e {

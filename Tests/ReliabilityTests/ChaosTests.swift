@@ -44,8 +44,8 @@ import Testing
             let pauses = kinds.map { _ in Int.random(in: 0...1500, using: &generator) }
 
             let watch = ChaosWatch()
-            let runsInformer = Informer(api: c.runs)
-            let meteorsInformer = Informer(api: c.meteors)
+            let runsInformer = DynamicInformer(api: c.runs)
+            let meteorsInformer = DynamicInformer(api: c.meteors)
             let tekton = AsyncStream<String>.makeStream()
             await runsInformer.addHandler { e in
                 guard case .added(let run) = e else { return }
@@ -161,7 +161,7 @@ final class ChaosWatch: Sendable {
 
     var regressions: [String] { state.withLock { $0.regressions } }
 
-    func observe(_ event: InformerEvent) {
+    func observe(_ event: InformerEvent<JSONValue>) {
         let m: JSONValue
         switch event {
         case .added(let o), .updated(_, let o): m = o

@@ -37,7 +37,7 @@ extension TestCluster {
     func waitForAll(_ names: [String], timeout: Duration = .seconds(60 * Scale.factor), _ done: @escaping @Sendable (JSONValue) -> Bool) async throws
     {
         let wanted = Set(names)
-        let informer = Informer(api: meteors)
+        let informer = DynamicInformer(api: meteors)
         let satisfied = Observed<Set<String>>([])
         await informer.addHandler { event in
             switch event {
@@ -138,7 +138,7 @@ let isReady: @Sendable (JSONValue) -> Bool = { $0[path: "status", "phase"] == "R
             let c = env.cluster
             // Every 3rd event the server cuts all watches; every 7th the operator's next two Meteor watches get
             // 410 Expired, as from a compacted version.
-            let observer = Informer(api: c.client.dynamic(Meteor.resourceType))
+            let observer = DynamicInformer(api: c.client.dynamic(Meteor.resourceType))
             let seen = Mutex(0)
             await observer.addHandler { _ in
                 let n = seen.withLock {

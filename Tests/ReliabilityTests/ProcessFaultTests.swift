@@ -58,7 +58,7 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
                 .sorted()
             let namespaceFlag = backend == .real ? ["--namespace", c.namespace] : []
             let runsSeen = Observed(0)
-            let observer = Informer(api: c.runs)
+            let observer = DynamicInformer(api: c.runs)
             await observer.addHandler { e in if case .added = e { runsSeen.update { $0 += 1 } } }
             let observing = Task { await observer.run() }
             defer { observing.cancel() }
