@@ -432,7 +432,7 @@ final class APIServerCore: Sendable {
         }
         if deleted {
             signalGC()
-            if r.key == Self.crdKey, let s = stored { crdDeleted(s.value) }
+            if let s = stored { r.strategy.afterDelete(s.value, core: self) }
             return WriteResult(
                 value: present(stored?.value ?? responseValue ?? .null, version: scope.version, resource: r), code: 200, warnings: warnings)
         }
@@ -559,16 +559,14 @@ final class APIServerCore: Sendable {
             }
             var obj = current.value
             var finalizers = (obj[path: "metadata", "finalizers"]?.arrayValue ?? []).compactMap(\.stringValue)
-            let policy = options.propagationPolicy ?? (r.key == Self.namespacesKey ? .foreground : .background)
-            if r.key == Self.namespacesKey {
-                obj[path: "status", "phase"] = "Terminating"
-            } else if policy == .foreground, !finalizers.contains("foregroundDeletion"), obj[path: "metadata", "deletionTimestamp"] == nil {
-                finalizers.append("foregroundDeletion")
-            } else if policy == .orphan, !finalizers.contains("orphan"), obj[path: "metadata", "deletionTimestamp"] == nil {
-                finalizers.append("orphan")
+            let strategy = r.strategy
+            let policy = options.propagationPolicy ?? strategy.defaultPropagation
+            strategy.beginDeletion(&obj)
+            if strategy.propagationAddsFinalizers, obj[path: "metadata", "deletionTimestamp"] == nil {
+                if policy == .foreground, !finalizers.contains("foregroundDeletion") { finalizers.append("foregroundDeletion") }
+                if policy == .orphan, !finalizers.contains("orphan") { finalizers.append("orphan") }
             }
-            let hasNamespaceFinalizer = r.key == Self.namespacesKey && !(obj[path: "spec", "finalizers"]?.arrayValue ?? []).isEmpty
-            if finalizers.isEmpty && !hasNamespaceFinalizer {
+            if finalizers.isEmpty && !strategy.holdsDeletion(obj) {
                 result = obj
                 return options.dryRun ? .unchanged : .delete()
             }
@@ -585,7 +583,7 @@ final class APIServerCore: Sendable {
         }
         signalGC()
         if deleted {
-            if r.key == Self.crdKey, let s = stored { crdDeleted(s.value) }
+            if let s = stored { r.strategy.afterDelete(s.value, core: self) }
             let value = stored?.value ?? result
             let status: JSONValue = [
                 "kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success",
@@ -602,9 +600,7 @@ final class APIServerCore: Sendable {
     // MARK: Side effects
 
     func afterWrite(resource r: ServedResource, stored: StoredObject) {
-        if r.key == Self.crdKey, let served = try? ServedResource.fromCRD(stored.value) {
-            registry.register(served)
-        }
+        r.strategy.afterWrite(stored.value, core: self)
         // The collector has work only when an object is being deleted or names an owner that does not exist (a
         // full sweep after every write of an owned object made large clusters crawl).
         let refs = stored.value[path: "metadata", "ownerReferences"]?.arrayValue ?? []

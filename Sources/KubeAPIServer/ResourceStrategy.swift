@@ -17,6 +17,16 @@ protocol ResourceStrategy: Sendable {
     func prepareForUpdate(_ next: inout JSONValue, old: JSONValue) throws
     /// Normalises a written object before its schema judges it.
     func normalize(_ obj: inout JSONValue) throws
+    /// The propagation of a delete that names none.
+    var defaultPropagation: DeletionPropagation { get }
+    /// What a delete does to the object before its finalizers are judged; whether the kind itself holds the object
+    /// back (beyond `metadata.finalizers`), and whether propagation adds its finalizer (`foregroundDeletion`, `orphan`).
+    func beginDeletion(_ obj: inout JSONValue)
+    func holdsDeletion(_ obj: JSONValue) -> Bool
+    var propagationAddsFinalizers: Bool { get }
+    /// What the server does after the object is stored, or once it is gone.
+    func afterWrite(_ stored: JSONValue, core: APIServerCore)
+    func afterDelete(_ deleted: JSONValue, core: APIServerCore)
 }
 
 extension ResourceStrategy {
@@ -24,6 +34,12 @@ extension ResourceStrategy {
     func prepareForCreate(_ obj: inout JSONValue, name: String) throws {}
     func prepareForUpdate(_ next: inout JSONValue, old: JSONValue) throws {}
     func normalize(_ obj: inout JSONValue) throws {}
+    var defaultPropagation: DeletionPropagation { .background }
+    func beginDeletion(_ obj: inout JSONValue) {}
+    func holdsDeletion(_ obj: JSONValue) -> Bool { false }
+    var propagationAddsFinalizers: Bool { true }
+    func afterWrite(_ stored: JSONValue, core: APIServerCore) {}
+    func afterDelete(_ deleted: JSONValue, core: APIServerCore) {}
 }
 
 /// Built-in kinds other than those below, and every custom resource.
@@ -40,11 +56,17 @@ struct GenericStrategy: ResourceStrategy {
 }
 
 /// A Namespace is born Active with the `kubernetes` finalizer and its name label; its spec (the finalizers) is
-/// changed only through `/finalize`.
+/// changed only through `/finalize`. Deleted, it turns Terminating and stays until the namespace controller (the
+/// garbage collector here) has emptied it and removed the `kubernetes` finalizer; its dependents go first.
 struct NamespaceStrategy: ResourceStrategy {
     var tracksGeneration: Bool { false }
     var dropsStatusOnCreate: Bool { false }
     var namesAreLabels: Bool { true }
+    var defaultPropagation: DeletionPropagation { .foreground }
+    var propagationAddsFinalizers: Bool { false }
+
+    func beginDeletion(_ obj: inout JSONValue) { obj[path: "status", "phase"] = "Terminating" }
+    func holdsDeletion(_ obj: JSONValue) -> Bool { !(obj[path: "spec", "finalizers"]?.arrayValue ?? []).isEmpty }
 
     func prepareForCreate(_ obj: inout JSONValue, name: String) throws {
         obj["spec"] = ["finalizers": ["kubernetes"]]
@@ -55,10 +77,17 @@ struct NamespaceStrategy: ResourceStrategy {
     func prepareForUpdate(_ next: inout JSONValue, old: JSONValue) throws { next["spec"] = old["spec"] }
 }
 
-/// A CustomResourceDefinition must describe a servable resource; it is accepted and established at once.
+/// A CustomResourceDefinition must describe a servable resource; it is accepted and established at once, served
+/// once stored, and takes its objects with it when deleted.
 struct CRDStrategy: ResourceStrategy {
     var tracksGeneration: Bool { true }
     var dropsStatusOnCreate: Bool { false }
+
+    func afterWrite(_ stored: JSONValue, core: APIServerCore) {
+        if let served = try? ServedResource.fromCRD(stored) { core.registry.register(served) }
+    }
+
+    func afterDelete(_ deleted: JSONValue, core: APIServerCore) { core.crdDeleted(deleted) }
 
     func prepareForCreate(_ obj: inout JSONValue, name: String) throws {
         _ = try ServedResource.fromCRD(obj)
