@@ -14,16 +14,8 @@ public final class BackgroundProcess: Sendable {
     let exited: AsyncStream<Int32>
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: URL? = nil) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
-        if let directory { process.currentDirectoryURL = directory }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
+        let (process, pipe) = Process.printingToOnePipe(executable, arguments, environment: environment, directory: directory)
+        self.process = process
         process.standardInput = FileHandle.nullDevice
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         exited = stream

@@ -161,22 +161,34 @@ public func meteor(
     return ["apiVersion": "meteor.zone/v1alpha1", "kind": "Meteor", "metadata": .object(meta), "spec": ["url": .string(url), "ref": .string(ref)]]
 }
 
+extension Process {
+    /// A process of `executable` whose stdout and stderr go to one pipe; `environment` adds to this process's, or
+    /// is the whole of it with `replacingEnvironment`.
+    static func printingToOnePipe(
+        _ executable: String, _ arguments: [String], environment: [String: String], replacingEnvironment: Bool = false, directory: URL?
+    ) -> (Process, Pipe) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = replacingEnvironment ? [:] : ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        if let directory { process.currentDirectoryURL = directory }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        return (process, pipe)
+    }
+}
+
 /// Runs a program to its end; its exit status and what it printed (stdout and stderr together). `environment`
 /// adds to this process's, or is the whole of it with `replacingEnvironment`.
 public func runProcess(
     _ executable: String, _ arguments: [String], environment: [String: String] = [:], replacingEnvironment: Bool = false, directory: URL? = nil,
     input: String? = nil
 ) async throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    var env = replacingEnvironment ? [:] : ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    process.environment = env
-    if let directory { process.currentDirectoryURL = directory }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
+    let (process, pipe) = Process.printingToOnePipe(
+        executable, arguments, environment: environment, replacingEnvironment: replacingEnvironment, directory: directory)
     let stdin = Pipe()
     process.standardInput = stdin
     let (exited, continuation) = AsyncStream<Int32>.makeStream()

@@ -82,8 +82,8 @@ public enum SpecValidation {
                     field: "spec.overlay",
                     message: "must be a Thoth overlay's directory name (letters, digits and - _ . inside, at most 63), got \(quoted(overlay))"))
         }
-        if let ttl = spec.ttl, ttl < 0 || ttl > 31_536_000 {
-            out.append(SpecProblem(field: "spec.ttl", message: "must be between 0 and 31536000 seconds, got \(ttl)"))
+        if let ttl = spec.ttl, ttl < 0 || ttl > MeteorExpiry.maximumTTL {
+            out.append(SpecProblem(field: "spec.ttl", message: "must be between 0 and \(MeteorExpiry.maximumTTL) seconds, got \(ttl)"))
         }
         var seen = Set<String>()
         for (i, p) in spec.requestedPipelines.enumerated() {
