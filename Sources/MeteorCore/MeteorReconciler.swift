@@ -284,16 +284,6 @@ public final class MeteorReconciler: Sendable {
         }
     }
 
-    /// What only the finalizer can remove: Applications in Argo CD's namespace and ImageStreams in Open Data Hub's.
-    /// Children in the Meteor's namespace go with it through their ownerReferences.
-    func cleanUp(_ meteor: Meteor) async throws {
-        if let edge = configuration.edge {
-            try await pruneApplications(meteor, keep: [], settings: edge)
-            edgeMemory.forget(uid: meteor.metadata.uid ?? "")
-        }
-        try await pruneSharedImageStreams(meteor)
-    }
-
     /// A live Meteor: expired, refused, or built, published and summarised in its status.
     func converge(_ meteor: Meteor, raw: JSONValue) async throws -> ReconcileAction {
         let now = self.now()
