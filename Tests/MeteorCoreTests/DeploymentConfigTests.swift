@@ -31,6 +31,22 @@ struct Grant: Hashable, CustomStringConvertible {
     var verb: String
     var namespace: String?
     var description: String { "\(verb) \(resource).\(group.isEmpty ? "core" : group)\(namespace.map { " in \($0)" } ?? "")" }
+
+    /// Every (group, resource, verb) a Role's or ClusterRole's rules grant, in `namespace` (nil: cluster-wide).
+    static func granted(by rules: [JSONValue], namespace: String?) -> Set<Grant> {
+        var grants = Set<Grant>()
+        for rule in rules {
+            for group in rule["apiGroups"]?.arrayValue ?? [] {
+                for resource in rule["resources"]?.arrayValue ?? [] {
+                    for verb in rule["verbs"]?.arrayValue ?? [] {
+                        grants.insert(
+                            Grant(group: group.stringValue!, resource: resource.stringValue!, verb: verb.stringValue!, namespace: namespace))
+                    }
+                }
+            }
+        }
+        return grants
+    }
 }
 
 @Suite struct DeploymentConfigTests {
@@ -125,18 +141,83 @@ struct Grant: Hashable, CustomStringConvertible {
                     $0["kind"]?.stringValue == roleKind && $0[path: "metadata", "name"] == roleName
                         && (roleKind == "ClusterRole" || $0[path: "metadata", "namespace"]?.stringValue == namespace)
                 })
-            for rule in role["rules"]?.arrayValue ?? [] {
-                for group in rule["apiGroups"]?.arrayValue ?? [] {
-                    for resource in rule["resources"]?.arrayValue ?? [] {
-                        for verb in rule["verbs"]?.arrayValue ?? [] {
-                            grants.insert(
-                                Grant(group: group.stringValue!, resource: resource.stringValue!, verb: verb.stringValue!, namespace: namespace))
-                        }
-                    }
-                }
-            }
+            grants.formUnion(Grant.granted(by: role["rules"]?.arrayValue ?? [], namespace: namespace))
         }
         return grants
+    }
+
+    /// bundle/ is what `hack/bundle.py` makes from config/ today, and its ClusterServiceVersion carries every CRD,
+    /// permission and sample the kustomize install has: the same CRDs, each served version owned; every grant of the
+    /// ServiceAccount (cluster-wide in clusterPermissions, in its namespace in permissions, a Role elsewhere as a
+    /// ClusterRole of the bundle that the description tells the admin to bind there); every sample in alm-examples;
+    /// the Deployment as config/ has it.
+    @Test func theOLMBundleCarriesEveryCRDPermissionAndSampleOfTheInstall() async throws {
+        let root = TestCluster.repositoryDirectory
+        let check = try await runProcess("/usr/bin/env", ["python3", root.appendingPathComponent("hack/bundle.py").path, "--check"])
+        #expect(check.status == 0, "\(check.output)")
+        let manifests = root.appendingPathComponent("bundle/manifests")
+        var bundled: [JSONValue] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: manifests.path).sorted() {
+            bundled += try YAML.parseAll(String(contentsOf: manifests.appendingPathComponent(name), encoding: .utf8))
+        }
+        let csv = try #require(bundled.first { $0["kind"] == "ClusterServiceVersion" })
+        let install = try Kustomize.render(Self.config.appendingPathComponent("default"))
+
+        let owned = Set(
+            (csv[path: "spec", "customresourcedefinitions", "owned"]?.arrayValue ?? []).map {
+                "\($0["name"]?.stringValue ?? "")/\($0["version"]?.stringValue ?? "")"
+            })
+        let crds = install.filter { $0["kind"] == "CustomResourceDefinition" }
+        #expect(crds.count == 2)
+        for crd in crds {
+            let name = crd[path: "metadata", "name"]?.stringValue ?? ""
+            #expect(bundled.contains(crd), "CRD \(name) is not in bundle/manifests as config/ has it")
+            for version in crd[path: "spec", "versions"]?.arrayValue ?? [] where version["served"] == true {
+                #expect(owned.contains("\(name)/\(version["name"]?.stringValue ?? "")"), "\(name) is not owned by the CSV")
+            }
+        }
+
+        let home = "meteor-operator-system"
+        let strategy = try #require(csv[path: "spec", "install", "spec"])
+        func csvGrants(_ field: String, namespace: String?) -> Set<Grant> {
+            var grants = Set<Grant>()
+            for p in strategy[field]?.arrayValue ?? [] where p["serviceAccountName"] == "meteor-operator" {
+                grants.formUnion(Grant.granted(by: p["rules"]?.arrayValue ?? [], namespace: namespace))
+            }
+            return grants
+        }
+        let clusterWide = csvGrants("clusterPermissions", namespace: nil)
+        let inHome = csvGrants("permissions", namespace: home)
+        let description = csv[path: "spec", "description"]?.stringValue ?? ""
+        let installGrants = try Self.operatorGrants(optIn: [])
+        #expect(!installGrants.isEmpty)
+        for grant in installGrants {
+            switch grant.namespace {
+            case nil: #expect(clusterWide.contains(grant), "\(grant) is not in the CSV's clusterPermissions")
+            case home?: #expect(inHome.contains(grant), "\(grant) is not in the CSV's permissions")
+            case let elsewhere?:
+                let roles = bundled.filter { role in
+                    role["kind"] == "ClusterRole"
+                        && Grant.granted(by: role["rules"]?.arrayValue ?? [], namespace: elsewhere).contains(grant)
+                        && description.contains("\(role[path: "metadata", "name"]?.stringValue ?? "") in \(elsewhere)")
+                }
+                #expect(!roles.isEmpty, "\(grant): no ClusterRole of the bundle carries it, named in the description for \(elsewhere)")
+            }
+        }
+
+        let examples = try JSONValue.parse(Array((csv[path: "metadata", "annotations", "alm-examples"]?.stringValue ?? "").utf8)).arrayValue ?? []
+        let samples = try Kustomize.render(Self.config.appendingPathComponent("samples"))
+        #expect(!samples.isEmpty)
+        for sample in samples { #expect(examples.contains(sample), "\(sample[path: "metadata", "name"] ?? .null) is not in alm-examples") }
+
+        let deployment = try #require(install.first { $0["kind"] == "Deployment" })
+        let csvDeployment = try #require(strategy["deployments"]?.arrayValue?.first)
+        #expect(csvDeployment["name"] == deployment[path: "metadata", "name"])
+        #expect(csvDeployment["spec"] == deployment["spec"])
+        let modes = Dictionary(
+            uniqueKeysWithValues: (csv[path: "spec", "installModes"]?.arrayValue ?? []).map { ($0["type"]?.stringValue ?? "", $0["supported"]) })
+        #expect(modes == ["OwnNamespace": false, "SingleNamespace": false, "MultiNamespace": false, "AllNamespaces": true])
+        #expect(csv[path: "spec", "icon"]?.arrayValue?.first?["mediatype"] == "image/svg+xml")
     }
 
     /// An API request as RBAC sees it: group, resource (with subresource), verb, namespace; nil for discovery.
