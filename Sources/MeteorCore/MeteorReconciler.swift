@@ -265,6 +265,15 @@ public final class MeteorReconciler: Sendable {
         do {
             meteor = try ResourceCodec.decode(Meteor.self, from: raw, keepOriginal: false)
         } catch {
+            // Being deleted under the finalizer: what it made is found by its UID, so it is cleaned up and let go
+            // all the same, never left stuck.
+            if raw.isBeingDeleted, ObjectHelpers.hasFinalizer(raw, MeteorLabels.finalizer),
+                let metadata = try? (raw["metadata"] ?? [:]).decode(as: ObjectMeta.self)
+            {
+                try await cleanUp(Meteor(metadata: metadata, spec: Meteor.Spec(url: "", ref: "")))
+                try await cache.removeFinalizer(MeteorLabels.finalizer, from: raw, Meteor.resourceType)
+                return .done
+            }
             // Stored under a laxer CRD in a shape no reconcile can read: said in the status, not retried until
             // the Meteor changes.
             await report(

@@ -276,6 +276,10 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             try await failed.wait { $0 >= 1 }
             #expect(await env.controller.queue.retries(key) == 0, "a terminal error is not retried")
             #expect(try await cluster.runs.list().items.isEmpty)
+            // Deleted while it carries the operator's finalizer, it is let go, not left stuck.
+            _ = try await cluster.meteors.patch("unreadable", .merge(["metadata": ["finalizers": [.string(MeteorLabels.finalizer)]]]))
+            _ = try await cluster.meteors.delete("unreadable")
+            _ = try await cluster.waitFor(cluster.meteors, "unreadable") { $0 == nil }
         } catch {
             await env.shutdown()
             throw error
