@@ -28,9 +28,6 @@ public struct CachedClient: Sendable {
         recent.read(key, kind: informer.resourceType.kind, from: informer)
     }
 
-    /// How many writes the caches have not shown yet.
-    public var unseenWrites: Int { recent.count }
-
     var makes: WriteParams { WriteParams(fieldManager: fieldManager, fieldValidation: fieldValidation) }
     var edits: WriteParams { WriteParams(fieldManager: fieldManager) }
 
@@ -52,9 +49,8 @@ public struct CachedClient: Sendable {
         return patched
     }
 
-    /// Merge-patches `status` to `desired` when it differs from `current`'s (no request when it does not),
-    /// sending `current`'s resourceVersion only as far as the merge patch does (none: the status subresource).
-    /// Returns the written object, or nil when nothing changed.
+    /// Merge-patches `status` to `desired` when it differs from `current`'s, with only the fields that differ; no
+    /// request when nothing does. Returns the written object, or nil when nothing changed.
     @discardableResult
     public func patchStatusIfChanged(_ current: JSONValue, _ type: ResourceType, status desired: JSONValue) async throws -> JSONValue? {
         let written = try await ObjectHelpers.patchStatusIfChanged(

@@ -23,11 +23,6 @@ public enum ObjectHelpers {
             apiVersion: K.resourceType.apiVersion, kind: K.resourceType.kind, name: name, uid: uid, controller: true, blockOwnerDeletion: true)
     }
 
-    /// The controller owner reference of an object, if any.
-    public static func controllerOf(_ object: JSONValue) -> JSONValue? {
-        (object[path: "metadata", "ownerReferences"]?.arrayValue ?? []).first { $0["controller"]?.boolValue == true }
-    }
-
     /// Whether `current` already holds everything `desired` sets: every key of an object (recursively), arrays
     /// element by element and of the same length, scalars equal (1 and 1.0 alike). What the API server or other
     /// controllers add — defaults such as a container's `imagePullPolicy` — is ignored, so a controller that only

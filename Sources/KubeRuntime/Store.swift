@@ -37,8 +37,6 @@ public final class Store<K: CachedResource>: Sendable {
 
         /// The object (bytes this store serialised and decoded itself; nil only if that invariant were broken).
         var object: K? { (try? JSONValue.parse(json)).flatMap { try? K(cached: $0) } }
-        /// As cached, undecoded.
-        var json_: JSONValue? { try? JSONValue.parse(json) }
     }
 
     struct State {
@@ -57,9 +55,6 @@ public final class Store<K: CachedResource>: Sendable {
 
     /// The cached object's resourceVersion, without reading the object.
     public func resourceVersion(_ key: ObjectKey) -> String? { state.withLock { $0.objects[key]?.resourceVersion } }
-
-    /// The object as cached, undecoded (what a write-through cache compares versions with).
-    public func raw(_ key: ObjectKey) -> JSONValue? { state.withLock { $0.objects[key] }?.json_ }
 
     /// Objects the server has that this typed store cannot decode, with why (logged as they arrive).
     public var unreadable: [ObjectKey: String] { state.withLock { $0.unreadable } }

@@ -52,7 +52,7 @@ extension MeteorReconciler {
     /// lost and refilled), whose results are not this one's: it counts as absent.
     func ownRun(_ key: ObjectKey, of meteor: Meteor) -> JSONValue? {
         guard let run = cache.get(key, from: pipelineRuns) else { return nil }
-        guard let uid = meteor.metadata.uid, let owner = ObjectHelpers.controllerOf(run)?["uid"]?.stringValue else { return run }
+        guard let uid = meteor.metadata.uid, let owner = run.controllerOwner?.uid else { return run }
         return owner == uid ? run : nil
     }
 

@@ -18,7 +18,7 @@ extension MeteorReconciler {
         // The store's owner index: the runs this Meteor (this uid, not an earlier one of its name) controls.
         for run in pipelineRuns.store.owned(by: uid) {
             guard let name = run[path: "metadata", "name"]?.stringValue, !keep.contains(name),
-                (ObjectHelpers.controllerOf(run)?["uid"]?.stringValue) == uid, run[path: "metadata", "namespace"]?.stringValue == meteor.namespace,
+                run.controllerOwner?.uid == uid, run[path: "metadata", "namespace"]?.stringValue == meteor.namespace,
                 run[path: "metadata", "deletionTimestamp"] == nil
             else { continue }
             let labels = run[path: "metadata", "labels"]

@@ -188,7 +188,7 @@ public final class TektonSimulator: Sendable {
     }
 
     func meteor(of run: JSONValue) -> JSONValue? {
-        guard let owner = ObjectHelpers.controllerOf(run), let name = owner["name"]?.stringValue else { return nil }
+        guard let name = run.controllerOwner?.name else { return nil }
         return meteors.store.get(ObjectKey(namespace: run[path: "metadata", "namespace"]?.stringValue, name: name))
     }
 

@@ -46,13 +46,13 @@ func sampleMeteor(_ name: String, ref: String = "main", ttl: Int? = nil, pipelin
             let entry = waiting?[path: "status", "pipelines"]?.arrayValue?.first
             #expect(entry?["ready"] == "Unknown" && entry?["image"] == nil, "the earlier Meteor's result is not this one's: \(entry ?? .null)")
             #expect(waiting?[path: "status", "phase"] == "Building", "\(waiting?["status"]?.serializedString() ?? "")")
-            #expect(ObjectHelpers.controllerOf(try await c.runs.get(name))?["uid"] == "earlier", "still there while this was checked")
+            #expect(try await c.runs.get(name).controllerOwner?.uid == "earlier", "still there while this was checked")
 
             // The collector's delete goes through (here: the finalizer is released), and the Meteor builds.
             try await c.runs.delete(name)
             _ = try await c.runs.patch(name, .merge(["metadata": ["finalizers": .null]]))
             let uid = created[path: "metadata", "uid"]
-            let own = try await c.waitFor(c.runs, name) { $0.flatMap(ObjectHelpers.controllerOf)?["uid"] == uid }
+            let own = try await c.waitFor(c.runs, name) { $0?.controllerOwner?.uid == uid?.stringValue }
             #expect(
                 own?[path: "spec", "params"]?.arrayValue?.contains(["name": "url", "value": "https://github.com/AICoE/elyra-aidevsecops-tutorial"])
                     == true)
