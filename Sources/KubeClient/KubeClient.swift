@@ -198,9 +198,6 @@ public final class KubeClient: Sendable {
         var refreshedCredentials = false
         while true {
             try await limiter.acquire()
-            if !Self.isIdempotent(method), let fence = WriteFence.check, let why = fence() {
-                throw KubeError.fenced("\(method.rawValue) \(path): \(why)")
-            }
             var request = HTTPClientRequest(url: url(path, query))
             request.method = method
             identify(&request, accept: accept, token: try await credentials.token(forceRefresh: refreshedCredentials && attempt > 0))
@@ -208,6 +205,11 @@ public final class KubeClient: Sendable {
             if let body {
                 request.headers.add(name: "Content-Type", value: contentType)
                 request.body = .bytes(ByteBuffer(bytes: body))
+            }
+            // Asked after every await before the send (the rate limiter, the credentials), so that a process
+            // frozen in one of them finds its fence closed when it wakes.
+            if !Self.isIdempotent(method), let fence = WriteFence.check, let why = fence() {
+                throw KubeError.fenced("\(method.rawValue) \(path): \(why)")
             }
             let started = ContinuousClock.now
             let response: HTTPClientResponse
