@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""Regenerates the Meteor API reference table in README.md (between the api-reference markers) from
-crds/meteor.zone_meteors.yaml, so the README never disagrees with the CRD. A test checks it is current."""
+"""Regenerates the API reference tables in README.md (between each pair of api-reference markers) from the CRDs:
+the Meteor's from crds/meteor.zone_meteors.yaml, the CustomRuntimeEnvironment's from
+crds/meteor.zone_customruntimeenvironments.yaml, so the README never disagrees with them. A test checks they are
+current."""
 import pathlib
 import sys
 
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- api-reference:begin (hack/api-reference.py) -->", "<!-- api-reference:end -->"
+TABLES = [
+    ("meteor.zone_meteors.yaml", "<!-- api-reference:begin (hack/api-reference.py) -->", "<!-- api-reference:end -->"),
+    (
+        "meteor.zone_customruntimeenvironments.yaml",
+        "<!-- api-reference:customruntimeenvironment:begin (hack/api-reference.py) -->",
+        "<!-- api-reference:customruntimeenvironment:end -->",
+    ),
+]
 
 
 def rows(schema, path):
@@ -37,8 +46,8 @@ def rows(schema, path):
             yield from rows(sub, p)
 
 
-def table():
-    crd = yaml.safe_load((ROOT / "crds" / "meteor.zone_meteors.yaml").read_text())
+def table(file):
+    crd = yaml.safe_load((ROOT / "crds" / file).read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     lines = ["| field | type | meaning | rules |", "| --- | --- | --- | --- |"]
     for top in ("spec", "status"):
@@ -49,9 +58,11 @@ def table():
 if __name__ == "__main__":
     readme = ROOT / "README.md"
     text = readme.read_text()
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    updated = before + BEGIN + "\n" + table() + "\n" + END + after
+    updated = text
+    for file, begin, end in TABLES:
+        before, rest = updated.split(begin, 1)
+        _, after = rest.split(end, 1)
+        updated = before + begin + "\n" + table(file) + "\n" + end + after
     if "--check" in sys.argv:
         sys.exit(0 if updated == text else 1)
     readme.write_text(updated)

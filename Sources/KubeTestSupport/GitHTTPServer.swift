@@ -90,11 +90,11 @@ public final class GitHTTPServer: Sendable {
         return try await git(dirs + ["rev-parse", "HEAD"]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Adds an annotated tag at `main`'s head; returns the commit it points at.
+    /// Adds an annotated tag at `main`'s head (`force`: moves an existing one there); returns the commit it points at.
     @discardableResult
-    public func tag(_ name: String, _ tag: String) async throws -> String {
+    public func tag(_ name: String, _ tag: String, force: Bool = false) async throws -> String {
         let dir = "--git-dir=\(root.appendingPathComponent("\(name).git").path)"
-        try await git([dir, "tag", "-a", tag, "-m", "release \(tag)"])
+        try await git([dir, "tag"] + (force ? ["-f"] : []) + ["-a", tag, "-m", "release \(tag)"])
         return try await git([dir, "rev-parse", "\(tag)^{commit}"]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

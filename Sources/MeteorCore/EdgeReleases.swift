@@ -46,16 +46,19 @@ extension MeteorReconciler {
 
     /// The refs of the Meteor's repository, over ssh or http(s) as its URL says, with its credentials.
     func listRefs(_ meteor: Meteor) async throws -> [GitRemote.Ref] {
-        switch try await gitCredentials(meteor) {
+        try await listRefs(meteor.spec.url, access: try await gitCredentials(meteor))
+    }
+
+    /// The refs of the repository at `url`, read with `access`.
+    func listRefs(_ url: String, access: GitAccess?) async throws -> [GitRemote.Ref] {
+        switch access {
         case .ssh(let credentials)?:
-            guard let address = GitSSHRemote.Address(meteor.spec.url) else {
-                throw GitRemote.Failure(message: "\(meteor.spec.url) is not an ssh address")
-            }
+            guard let address = GitSSHRemote.Address(url) else { throw GitRemote.Failure(message: "\(url) is not an ssh address") }
             return try await GitSSHRemote(address: address, credentials: credentials, egress: egress).refs()
         case .basic(let credentials)?:
-            return try await gitRemote(meteor.spec.url, credentials: credentials).refs()
+            return try await gitRemote(url, credentials: credentials).refs()
         case nil:
-            return try await gitRemote(meteor.spec.url).refs()
+            return try await gitRemote(url).refs()
         }
     }
 
@@ -69,10 +72,9 @@ extension MeteorReconciler {
 
     /// The commit a run built: its COMMIT result, or for a release the tag's commit when the run reports none.
     static func builtCommit(_ state: PipelineRunState, build: EdgeBuild) -> String? {
-        if let reported = state.results["COMMIT"], isCommit(reported) { return reported }
+        if let reported = state.results["COMMIT"], FollowedRefs.isCommit(reported) { return reported }
         if let release = build.release?.commit { return release }
-        return isCommit(build.ref) ? build.ref : nil
+        return FollowedRefs.isCommit(build.ref) ? build.ref : nil
     }
 
-    static func isCommit(_ s: String) -> Bool { (s.count == 40 || s.count == 64) && s.allSatisfy { $0.isHexDigit && !$0.isUppercase } }
 }

@@ -236,7 +236,7 @@ extension MeteorReconciler {
         let paused = meteor.metadata.annotations?[MeteorAnnotations.rollout] == "paused"
         let plan = RolloutPlanner.plan(
             rollout, previous: previous, wanted: everyTarget, release: release, devices: devices,
-            gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor).map(PipelineRunState.init) },
+            gate: { name in self.ownRun(ObjectKey(namespace: meteor.namespace, name: name), uid: meteor.metadata.uid).map(PipelineRunState.init) },
             paused: paused, meteor: meteor.name, now: now)
         for e in plan.events { await events.record(raw, type: e.warning ? .warning : .normal, reason: e.reason, message: e.message) }
         if let (stage, run) = plan.gate, let gate = stage.gate, let everyTarget {

@@ -260,7 +260,7 @@ extension MeteorReconciler {
         guard let digest = state.results["IMAGE_DIGEST"], PipelineRunState.isDigest(digest) else {
             return ("BuildResultMissing", PipelineRunState.missingDigestMessage(runName))
         }
-        if let release = build.release?.commit, let reported = state.results["COMMIT"], isCommit(reported), reported != release {
+        if let release = build.release?.commit, let reported = state.results["COMMIT"], FollowedRefs.isCommit(reported), reported != release {
             return (
                 "CommitMismatch",
                 "PipelineRun \(runName) built commit \(reported), but release \(build.release?.tag ?? build.ref) is commit \(release)"

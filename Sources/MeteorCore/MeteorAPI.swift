@@ -47,6 +47,10 @@ public struct Meteor: KubeResource, Hashable {
         public var completionTime: Date?
         public var reason: String?
         public var message: String?
+        /// The commit the run builds, when the operator resolved the ref to one.
+        public var commit: String?
+        /// Others (`Kind/name`) that use this same build.
+        public var sharedWith: [String]?
 
         public init(name: String, pipelineRunName: String) {
             self.name = name
@@ -64,6 +68,8 @@ public struct Meteor: KubeResource, Hashable {
         public var phase: MeteorPhase?
         public var observedGeneration: Int64?
         public var expirationTimestamp: Date?
+        /// The commit `spec.ref` named when the builds started (a branch is followed).
+        public var commit: String?
         public var conditions: [Condition]?
         public var pipelines: [PipelineStatus]?
         public var stage: Stage?
@@ -142,6 +148,8 @@ public enum MeteorStatusVocabulary {
 /// Labels on everything the operator creates for a Meteor.
 public enum MeteorLabels {
     public static let meteor = "meteor.zone/meteor"
+    /// On what the operator makes for a CustomRuntimeEnvironment (its PipelineRun, its ImageStream).
+    public static let runtimeEnvironment = "meteor.zone/runtime-environment"
     public static let pipeline = "meteor.zone/pipeline"
     public static let generation = "meteor.zone/generation"
     public static let managedBy = "app.kubernetes.io/managed-by"

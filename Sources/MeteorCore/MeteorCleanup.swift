@@ -9,6 +9,6 @@ extension MeteorReconciler {
             try await pruneApplications(meteor, keep: [], settings: edge)
             edgeMemory.forget(uid: meteor.metadata.uid ?? "")
         }
-        try await pruneSharedImageStreams(meteor)
+        try await pruneSharedImageStreams(namespace: meteor.namespace, uid: meteor.metadata.uid)
     }
 }

@@ -15,7 +15,9 @@ extension MeteorReconciler {
             case .jupyterbook:
                 runs[i].entry.url = try await serveBook(meteor, owner: raw, image: image, digest: runs[i].entry.digest)
             case .jupyterhub where configuration.publishImageStreams:
-                if let problem = try await listNotebookImage(meteor, owner: raw, image: image, digest: runs[i].entry.digest) {
+                var source = NotebookImage.Source(meteor: meteor)
+                if let commit = runs[i].entry.commit { source.ref = commit }
+                if let problem = try await listNotebookImage(source, owner: raw, image: image, digest: runs[i].entry.digest) {
                     runs[i].entry.message = problem
                     await events.record(raw, type: .warning, reason: .notebookImageNotPublished, message: problem)
                     retry = .seconds(60)
@@ -29,22 +31,20 @@ extension MeteorReconciler {
 
     /// Lists a built notebook image in Open Data Hub; what went wrong when its listing could not be written (its
     /// namespace missing, say). The image is built: the book and the status are not held up, and the listing is
-    /// tried again later.
-    func listNotebookImage(_ meteor: Meteor, owner raw: JSONValue, image: String, digest: String?) async throws -> String? {
+    /// tried again later. Meteors and CustomRuntimeEnvironments alike (`NotebookImage.Source`).
+    func listNotebookImage(_ source: NotebookImage.Source, owner raw: JSONValue, image: String, digest: String?) async throws -> String? {
         do {
             try await ensure(
-                NotebookImage.imageStream(meteor, owner: raw, image: image, digest: digest, namespace: configuration.notebookImageNamespace),
+                NotebookImage.imageStream(source, owner: raw, image: image, digest: digest, namespace: configuration.notebookImageNamespace),
                 NotebookImage.imageStreamType)
-            if let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"),
-                NotebookImage.isInOpenShiftRegistry(image)
-            {
+            if let shared = configuration.notebookImageNamespace, shared != source.namespace, NotebookImage.isInOpenShiftRegistry(image) {
                 try await ensure(
-                    NotebookImage.imagePullerRoleBinding(meteor, owner: raw, pullersNamespace: shared), NotebookImage.roleBindingType,
+                    NotebookImage.imagePullerRoleBinding(source, owner: raw, pullersNamespace: shared), NotebookImage.roleBindingType,
                     fields: ["subjects"])
             }
             return nil
         } catch let e as KubeError where !e.isConflict {
-            let target = configuration.notebookImageNamespace ?? meteor.namespace ?? "default"
+            let target = configuration.notebookImageNamespace ?? source.namespace
             return
                 "Built, but not listed in Open Data Hub: the ImageStream in namespace \(target) could not be written: \(e.status?.message ?? "\(e)")"
         }
@@ -87,10 +87,11 @@ extension MeteorReconciler {
         return shared != (meteor.namespace ?? "default")
     }
 
-    /// Deletes the Meteor's ImageStreams in the shared notebook-image namespace (found by its uid label).
-    func pruneSharedImageStreams(_ meteor: Meteor) async throws {
-        guard configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != (meteor.namespace ?? "default"),
-            let informer = sites[NotebookImage.imageStreamType.kind], let uid = meteor.metadata.uid
+    /// Deletes the ImageStreams an owner in `namespace` made in the shared notebook-image namespace (found by its uid
+    /// label).
+    func pruneSharedImageStreams(namespace: String?, uid: String?) async throws {
+        guard configuration.publishImageStreams, let shared = configuration.notebookImageNamespace, shared != (namespace ?? "default"),
+            let informer = sites[NotebookImage.imageStreamType.kind], let uid
         else { return }
         for stream in informer.store.list(
             namespace: shared, labelSelector: LabelSelector([.init(key: MeteorLabels.meteorUID, op: .equals, values: [uid])]))

@@ -38,6 +38,10 @@ public final class MeteorReconciler: Sendable {
         public var prerequisiteRecheck: Duration = .seconds(30)
         /// Where the operator may connect for what a Meteor names (its repository, its images' registries).
         public var egress = EgressPolicy()
+        /// Follow branches: resolve `spec.ref` to a commit, build that commit (one build per commit, shared by every
+        /// Meteor and CustomRuntimeEnvironment of a namespace asking for it), and read a branch again this often to
+        /// build where it moved (a push webhook reads it at once). nil: each generation builds `spec.ref` as named.
+        public var followRefs: Duration?
         public init() {}
     }
 
@@ -66,6 +70,8 @@ public final class MeteorReconciler: Sendable {
     public let clusters: DynamicInformer?
     let events: EventRecorder
     let edgeMemory = EdgeMemory()
+    /// The commits followed refs name (`Configuration.followRefs`); nil when refs are built as named.
+    public let refs: FollowedRefs?
     /// Reads from the caches, writes through to the API server (remembered until the caches show them), as
     /// `meteor-operator`, with the configured field validation for what the operator makes.
     let cache: CachedClient
@@ -86,6 +92,7 @@ public final class MeteorReconciler: Sendable {
     ) {
         self.trustPolicies = trustPolicies
         self.clusters = clusters
+        refs = configuration.followRefs.map(FollowedRefs.init(interval:))
         prerequisites = BuildPrerequisites(client: client, settings: configuration.build, cacheFor: configuration.prerequisiteRecheck)
         self.metrics = metrics
         self.client = client
@@ -144,6 +151,12 @@ public final class MeteorReconciler: Sendable {
             try await reconciler.reconcile(key)
         }
         await controller.owns(runs)
+        // Builds shared with others (`SharedBuild`) name this Meteor as an owner without control.
+        await controller.watches(runs) { run in
+            run.ownerReferences.filter { $0.kind == Meteor.resourceType.kind && $0.controller != true }.map {
+                ObjectKey(namespace: run.objectKey.namespace, name: $0.name)
+            }
+        }
         for informer in sites.values { await controller.owns(informer) }
         for informer in [meteors, runs] + Array(sites.values) + (applications.map { [$0] } ?? []) { await reconciler.cache.reads(from: informer) }
         // Applications (in Argo CD's namespace) and shared ImageStreams (in Open Data Hub's) find their Meteor
@@ -312,7 +325,23 @@ public final class MeteorReconciler: Sendable {
             return MeteorExpiry.requeue(until: expiration, now: now)
         }
 
-        var runs = try await runPipelines(meteor, raw: raw)
+        var commit: String?
+        var followUp: Duration?
+        if meteor.spec.requestedPipelines.contains(where: { $0 != Pipeline.edge.rawValue }) {
+            switch try await followRef(
+                meteor.spec.url, ref: meteor.spec.ref, previous: status.commit, now: now, access: { try await gitCredentials(meteor) })
+            {
+            case .unfollowed: break
+            case .resolved(let resolution):
+                commit = resolution.commit
+                status.commit = resolution.commit
+                if resolution.followed { followUp = configuration.followRefs }
+            case .unresolved(let reason, let message, let retry):
+                await report(ObjectKey(raw), reason: reason, message: message, phase: reason == FollowedRefs.refNotFound ? .failed : nil)
+                return .requeueAfter(retry)
+            }
+        }
+        var runs = try await runPipelines(meteor, raw: raw, commit: commit)
         let edge = try await deliverEdge(meteor, raw: raw, previous: status, now: now)
         try await retireSuperseded(meteor, keep: Set(runs.map(\.entry.pipelineRunName)).union(edge?.runNames ?? []))
         let publishRetry = try await publish(&runs, meteor: meteor, raw: raw)
@@ -325,6 +354,6 @@ public final class MeteorReconciler: Sendable {
                 message: summary.ready.message)
         }
         try await writeStatus(summary.status, of: raw)
-        return MeteorExpiry.requeue(until: expiration, now: now, orRetryAfter: [edge?.requeueAfter, publishRetry].compactMap { $0 }.min())
+        return MeteorExpiry.requeue(until: expiration, now: now, orRetryAfter: [edge?.requeueAfter, publishRetry, followUp].compactMap { $0 }.min())
     }
 }

@@ -6,26 +6,45 @@ import KubeRuntime
 /// The Meteor's PipelineRuns: one per requested pipeline and generation, created when missing with the build
 /// settings of its namespace; superseded ones cancelled or pruned.
 extension MeteorReconciler {
-    /// One PipelineRun per requested pipeline (edge aside) at this generation, created when missing, with what
-    /// each run reports. One Event names the runs this call created.
-    func runPipelines(_ meteor: Meteor, raw: JSONValue) async throws -> [MeteorSummary.Run] {
+    /// One PipelineRun per requested pipeline (edge aside), created when missing, with what each run reports. With
+    /// no `commit` the runs are the generation's; with one (the ref resolved, `FollowedRefs`) they build that commit
+    /// and are shared with whoever asks for the same build (`SharedBuild`). One Event names the runs this call created.
+    func runPipelines(_ meteor: Meteor, raw: JSONValue, commit: String? = nil) async throws -> [MeteorSummary.Run] {
         let generation = meteor.metadata.generation ?? 1
         var settings: BuildSettings?
         var out: [MeteorSummary.Run] = []
         var created: [String] = []
         for pipeline in meteor.spec.requestedPipelines.compactMap(Pipeline.init(rawValue:)) where pipeline != .edge {
-            let runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
-            let (run, made) = try await createRunIfMissing(runName, of: meteor, settings: &settings) {
-                PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: $0)
+            let runName: String
+            let run: JSONValue?
+            let made: Bool
+            if let commit {
+                let wanted = PipelineRunBuilder.params(meteor: meteor, pipeline: pipeline, ref: commit, image: "")
+                let key = SharedBuild.key(
+                    pipelineRef: pipeline.tektonPipeline, params: wanted, settings: configuration.build, secrets: [meteor.spec.gitSecretRef?.name])
+                runName = SharedBuild.runName(build: pipeline.shortName, commit: commit, key: key)
+                (run, made) = try await sharedRun(
+                    runName, namespace: meteor.namespace, owner: raw, settings: &settings, newSettings: { try await newRunSettings(meteor) }
+                ) {
+                    PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: $0, name: runName, commit: commit)
+                }
+            } else {
+                runName = PipelineRunBuilder.name(meteor: meteor.name, pipeline: pipeline, generation: generation)
+                (run, made) = try await createRunIfMissing(runName, of: meteor, settings: &settings) {
+                    PipelineRunBuilder.build(meteor: meteor, owner: raw, pipeline: pipeline, settings: $0)
+                }
             }
             if made { created.append("\(runName) (\(pipeline.rawValue))") }
             let state = run.map { PipelineRunState($0).requiringDigest(runName: runName) }
-            out.append(MeteorSummary.Run(pipeline: pipeline, runName: runName, state: state))
+            var entry = MeteorSummary.Run(pipeline: pipeline, runName: runName, state: state)
+            entry.entry.commit = commit
+            entry.entry.sharedWith = run.flatMap { SharedBuild.sharers(of: $0, except: meteor.metadata.uid) }
+            out.append(entry)
         }
         if !created.isEmpty {
             await events.record(
                 raw, type: .normal, reason: .pipelineRunCreated,
-                message: "Created PipelineRun\(created.count > 1 ? "s" : "") \(created.joined(separator: ", ")) at \(meteor.spec.ref)")
+                message: "Created PipelineRun\(created.count > 1 ? "s" : "") \(created.joined(separator: ", ")) at \(commit ?? meteor.spec.ref)")
         }
         return out
     }
@@ -38,8 +57,18 @@ extension MeteorReconciler {
     func createRunIfMissing(
         _ name: String, of meteor: Meteor, settings: inout BuildSettings?, body: (BuildSettings) throws -> JSONValue
     ) async throws -> (run: JSONValue?, created: Bool) {
-        if let run = ownRun(ObjectKey(namespace: meteor.namespace, name: name), of: meteor) { return (run, false) }
-        if settings == nil { settings = try await newRunSettings(meteor) }
+        try await createRunIfMissing(
+            name, namespace: meteor.namespace, ownerUID: meteor.metadata.uid, settings: &settings, newSettings: { try await newRunSettings(meteor) },
+            body: body)
+    }
+
+    /// `createRunIfMissing` for any owner: its namespace and uid, and how its new runs' settings are found.
+    func createRunIfMissing(
+        _ name: String, namespace: String?, ownerUID: String?, settings: inout BuildSettings?, newSettings: () async throws -> BuildSettings,
+        body: (BuildSettings) throws -> JSONValue
+    ) async throws -> (run: JSONValue?, created: Bool) {
+        if let run = ownRun(ObjectKey(namespace: namespace, name: name), uid: ownerUID) { return (run, false) }
+        if settings == nil { settings = try await newSettings() }
         let wanted = try body(settings!)
         guard let run = try await ignoreAlreadyExists({ try await cache.create(wanted, PipelineRunBuilder.resourceType) }) else {
             return (nil, false)
@@ -47,12 +76,12 @@ extension MeteorReconciler {
         return (run, true)
     }
 
-    /// The cached (or just written) PipelineRun `key` if this Meteor controls it. A run of the same name owned by
-    /// another uid belongs to an earlier Meteor of this name (deleted and created again, or a store that was
+    /// The cached (or just written) PipelineRun `key` if the owner `uid` controls it. A run of the same name owned
+    /// by another uid belongs to an earlier owner of this name (deleted and created again, or a store that was
     /// lost and refilled), whose results are not this one's: it counts as absent.
-    func ownRun(_ key: ObjectKey, of meteor: Meteor) -> JSONValue? {
+    func ownRun(_ key: ObjectKey, uid: String?) -> JSONValue? {
         guard let run = cache.get(key, from: pipelineRuns) else { return nil }
-        guard let uid = meteor.metadata.uid, let owner = run.controllerOwner?.uid else { return run }
+        guard let uid, let owner = run.controllerOwner?.uid else { return run }
         return owner == uid ? run : nil
     }
 

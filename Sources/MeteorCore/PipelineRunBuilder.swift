@@ -30,13 +30,34 @@ public enum PipelineRunBuilder {
     }
 
     /// The PipelineRun. `url` and `ref` travel as params only; the Pipeline's tasks read them as
-    /// `$(params.url)` bound to environment variables, never spliced into script text.
-    public static func build(meteor: Meteor, owner: JSONValue, pipeline: Pipeline, settings: BuildSettings) -> JSONValue {
+    /// `$(params.url)` bound to environment variables, never spliced into script text. `name` and `commit` for a
+    /// shared build at a resolved commit (`SharedBuild`); nil: the generation's run of `spec.ref`.
+    public static func build(
+        meteor: Meteor, owner: JSONValue, pipeline: Pipeline, settings: BuildSettings, name: String? = nil, commit: String? = nil
+    ) -> JSONValue {
         let generation = meteor.metadata.generation ?? 1
+        let ref = commit ?? meteor.spec.ref
+        let image = commit.map {
+            "\(settings.imageRepositoryPrefix)/\(meteor.namespace ?? "default")/\(meteor.name)-\(pipeline.rawValue):\($0.prefix(12))"
+        }
+        var run = run(
+            name: name ?? self.name(meteor: meteor.name, pipeline: pipeline, generation: generation), meteor: meteor, owner: owner,
+            pipeline: pipeline,
+            ref: meteor.spec.ref,
+            params: params(
+                meteor: meteor, pipeline: pipeline, ref: ref, image: image ?? self.image(meteor: meteor, pipeline: pipeline, settings: settings)),
+            extraLabels: [:], settings: settings)
+        if let commit { run[path: "metadata", "annotations", "meteor.zone/commit"] = .string(commit) }
+        return run
+    }
+
+    /// A Meteor pipeline's params: the repository, the ref (or commit) to build, where to push, and what the
+    /// pipeline needs besides (the book's site, the notebook's overlay).
+    static func params(meteor: Meteor, pipeline: Pipeline, ref: String, image: String) -> [JSONValue] {
         var params: [JSONValue] = [
             ["name": "url", "value": .string(meteor.spec.url)],
-            ["name": "ref", "value": .string(meteor.spec.ref)],
-            ["name": "image", "value": .string(image(meteor: meteor, pipeline: pipeline, settings: settings))],
+            ["name": "ref", "value": .string(ref)],
+            ["name": "image", "value": .string(image)],
         ]
         if pipeline == .jupyterbook {
             params.append(["name": "site-name", "value": .string(meteor.name)])
@@ -45,9 +66,7 @@ public enum PipelineRunBuilder {
         if pipeline == .jupyterhub, let overlay = meteor.spec.overlay {
             params.append(["name": "overlay", "value": .string(overlay)])
         }
-        return run(
-            name: name(meteor: meteor.name, pipeline: pipeline, generation: generation), meteor: meteor, owner: owner, pipeline: pipeline,
-            ref: meteor.spec.ref, params: params, extraLabels: [:], settings: settings)
+        return params
     }
 
     /// The parts every Meteor PipelineRun shares: labels, owner, workspace, service account, timeout.
@@ -59,43 +78,54 @@ public enum PipelineRunBuilder {
             MeteorLabels.meteor: .string(meteor.name),
             MeteorLabels.pipeline: .string(pipeline.rawValue),
             MeteorLabels.generation: .string(String(meteor.metadata.generation ?? 1)),
-            MeteorLabels.managedBy: .string(MeteorLabels.managedByValue),
-            "app.kubernetes.io/part-of": "meteor",
         ]
         labels.merge(extraLabels) { $1 }
+        return run(
+            name: name, namespace: meteor.namespace ?? "default", owner: owner, pipelineRef: pipeline.tektonPipeline, params: params,
+            labels: labels, annotations: ["meteor.zone/url": .string(meteor.spec.url), "meteor.zone/ref": .string(ref)],
+            gitSecret: meteor.spec.gitSecretRef?.name, settings: settings)
+    }
+
+    /// Any PipelineRun the operator makes: its labels (with the operator's own), its controller owner, the `source`
+    /// workspace (a fresh volume; left out with `source: false`), the `dockerconfig` workspace (`dockerconfig`, else
+    /// the push Secret), the `git-credentials` workspace, the service account, the timeout.
+    static func run(
+        name: String, namespace: String, owner: JSONValue, pipelineRef: String, params: [JSONValue], labels: JSONObject, annotations: JSONObject,
+        gitSecret: String?, settings: BuildSettings, source: Bool = true, dockerconfig: String? = nil, imagePullSecret: String? = nil
+    ) -> JSONValue {
+        var labels = labels
+        labels[MeteorLabels.managedBy] = .string(MeteorLabels.managedByValue)
+        labels["app.kubernetes.io/part-of"] = "meteor"
         var metadata: JSONObject = [
-            "name": .string(name),
-            "namespace": .string(meteor.namespace ?? "default"),
-            "labels": .object(labels),
-            "annotations": ["meteor.zone/url": .string(meteor.spec.url), "meteor.zone/ref": .string(ref)],
+            "name": .string(name), "namespace": .string(namespace), "labels": .object(labels), "annotations": .object(annotations),
         ]
         if let ref = ObjectHelpers.controllerReference(to: owner) { metadata["ownerReferences"] = [ref] }
+        var workspaces: [JSONValue] = []
+        if source {
+            workspaces.append([
+                "name": "source",
+                "volumeClaimTemplate": [
+                    "spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]
+                ],
+            ])
+        }
+        if let secret = dockerconfig ?? settings.pushSecret {
+            workspaces.append([
+                "name": "dockerconfig", "secret": ["secretName": .string(secret), "items": [["key": ".dockerconfigjson", "path": "config.json"]]],
+            ])
+        }
+        if let gitSecret { workspaces.append(["name": "git-credentials", "secret": ["secretName": .string(gitSecret)]]) }
+        var template = settings.taskRunTemplate
+        if let imagePullSecret { template[path: "podTemplate", "imagePullSecrets"] = [["name": .string(imagePullSecret)]] }
         return [
             "apiVersion": "tekton.dev/v1",
             "kind": "PipelineRun",
             "metadata": .object(metadata),
             "spec": [
-                "pipelineRef": ["name": .string(pipeline.tektonPipeline)],
+                "pipelineRef": ["name": .string(pipelineRef)],
                 "params": .array(params),
-                "workspaces": .array(
-                    [
-                        [
-                            "name": "source",
-                            "volumeClaimTemplate": [
-                                "spec": ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.workspaceSize)]]]
-                            ],
-                        ]
-                    ]
-                        + (settings.pushSecret.map {
-                            [
-                                [
-                                    "name": "dockerconfig",
-                                    "secret": ["secretName": .string($0), "items": [["key": ".dockerconfigjson", "path": "config.json"]]],
-                                ]
-                            ]
-                        } ?? [])
-                        + (meteor.spec.gitSecretRef.map { [["name": "git-credentials", "secret": ["secretName": .string($0.name)]]] } ?? [])),
-                "taskRunTemplate": settings.taskRunTemplate,
+                "workspaces": .array(workspaces),
+                "taskRunTemplate": template,
                 "timeouts": ["pipeline": .string(settings.pipelineTimeout)],
             ],
         ]

@@ -56,6 +56,10 @@ struct RunCommand: AsyncParsableCommand {
         help:
             "UID, GID and fsGroup of every build step (the PipelineRuns' podTemplate); 0 leaves them to the images and the cluster (OpenShift's SCCs)."
     ) var buildUid: Int64 = 65532
+    @Option(
+        help:
+            "Follow branches: seconds between reads of a branch's remote; a Meteor or CustomRuntimeEnvironment then builds the commit its branch names, again when it moves, one build per commit shared by all who ask (0: build each generation's ref as named)."
+    ) var followRefsEvery: Int = 0
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
@@ -162,6 +166,7 @@ struct RunCommand: AsyncParsableCommand {
         var publishImageStreams = false
         var argoServed = false
         var trustServed = false
+        var environmentsServed = false
         do {
             try await Self.preflight(preflightClient, server: cluster.server.absoluteString)
             // Open Data Hub's JupyterHub lists notebook images from ImageStreams, where the cluster has them.
@@ -173,6 +178,7 @@ struct RunCommand: AsyncParsableCommand {
             // ...and the cluster admin's EdgeTrustPolicies, which say which keys may sign what is deployed.
             let meteorGroup = try? await preflightClient.json(.GET, "/apis/meteor.zone/v1alpha1")
             trustServed = (meteorGroup?["resources"]?.arrayValue ?? []).contains { $0["name"] == "edgetrustpolicies" }
+            environmentsServed = (meteorGroup?["resources"]?.arrayValue ?? []).contains { $0["name"] == "customruntimeenvironments" }
             if argoServed, trustServed, edgeClusterSelectors { try await Self.preflightClusterSecrets(preflightClient, namespace: argocdNamespace) }
             try await preflightClient.shutdown()
         } catch {
@@ -209,6 +215,8 @@ struct RunCommand: AsyncParsableCommand {
             allowing: egressAllow.compactMap(EgressPolicy.Allowance.init),
             clusterRanges: clusterCidr.isEmpty ? EgressPolicy.defaultClusterRanges : clusterCidr.compactMap(AddressRange.init))
         configuration.ingressDomain = ingressDomain
+        guard followRefsEvery >= 0 else { throw Failure(description: "--follow-refs-every \(followRefsEvery): seconds, 0 or more") }
+        configuration.followRefs = followRefsEvery > 0 ? .seconds(followRefsEvery) : nil
         configuration.publishImageStreams = publishImageStreams
         configuration.notebookImageNamespace = notebookImageNamespace.isEmpty ? nil : notebookImageNamespace
         if argoServed, !trustServed {
@@ -227,6 +235,13 @@ struct RunCommand: AsyncParsableCommand {
         }
         let (reconciler, _) = await MeteorReconciler.register(
             with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
+        if environmentsServed {
+            await RuntimeEnvironmentReconciler.register(with: manager, builds: reconciler, namespace: namespace, logger: logger)
+        } else {
+            logger.notice(
+                "custom notebook images are off: the CustomRuntimeEnvironment CRD is not installed (kubectl apply -f crds/meteor.zone_customruntimeenvironments.yaml)"
+            )
+        }
         var services: [any Service] = [manager]
         if let showerBindAddress {
             var showerOptions = MeteorShower.Options(bindAddress: showerBindAddress, namespace: showerNamespace ?? namespace ?? cluster.namespace)

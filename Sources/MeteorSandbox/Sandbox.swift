@@ -74,10 +74,10 @@ public enum Sandbox {
         try installCRDs(server, repository: options.repository, upstream: options.upstreamCRDs, argo: true, logger: logger)
     }
 
-    /// Installs the Meteor CRD from the checkout, and Tekton's PipelineRun (and Argo CD's Application) CRDs from
+    /// Installs the operator's CRDs (Meteor, EdgeTrustPolicy, CustomRuntimeEnvironment) from the checkout, and Tekton's PipelineRun (and Argo CD's Application) CRDs from
     /// `upstream` when they are there, permissive stand-ins otherwise.
     public static func installCRDs(_ server: EmbeddedAPIServer, repository: URL, upstream: URL?, argo: Bool, logger: Logger) throws {
-        for file in ["crds/meteor.zone_meteors.yaml", "crds/meteor.zone_edgetrustpolicies.yaml"] {
+        for file in ["crds/meteor.zone_meteors.yaml", "crds/meteor.zone_edgetrustpolicies.yaml", "crds/meteor.zone_customruntimeenvironments.yaml"] {
             let ours = repository.appendingPathComponent(file)
             do {
                 try server.installCRDs(yaml: try String(contentsOf: ours, encoding: .utf8))
@@ -183,6 +183,7 @@ public enum Sandbox {
         edge.clusterSelectors = true
         configuration.edge = edge
         let (reconciler, _) = await MeteorReconciler.register(with: manager, namespace: nil, configuration: configuration, logger: logger)
+        await RuntimeEnvironmentReconciler.register(with: manager, builds: reconciler, namespace: nil, logger: logger)
         services.append(manager)
         var shower: MeteorShower?
         if let address = options.showerBindAddress {

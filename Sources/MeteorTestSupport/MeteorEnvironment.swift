@@ -21,6 +21,8 @@ public final class MeteorEnvironment: Sendable {
     public let reconciler: MeteorReconciler
     /// The Meteor controller (its work queue).
     public let controller: Controller<JSONValue>
+    /// The CustomRuntimeEnvironment reconciler (absent with the Go operator's CRD, which has no such resource here).
+    public let runtimeEnvironments: RuntimeEnvironmentReconciler?
     /// The operator's own client, when it has one (`clientOptions`); shut down with the environment.
     let ownClient: KubeClient?
     let group: ServiceGroup
@@ -48,7 +50,9 @@ public final class MeteorEnvironment: Sendable {
     }
 
     /// The operator's CRD files, repository-relative, for the real control plane.
-    public static let operatorCRDFiles = ["crds/meteor.zone_meteors.yaml", "crds/meteor.zone_edgetrustpolicies.yaml"]
+    public static let operatorCRDFiles = [
+        "crds/meteor.zone_meteors.yaml", "crds/meteor.zone_edgetrustpolicies.yaml", "crds/meteor.zone_customruntimeenvironments.yaml",
+    ]
 
     /// How long the simulated Tekton takes per run.
     public static let simulatedRunTime: Duration = .milliseconds(300)
@@ -108,6 +112,9 @@ public final class MeteorEnvironment: Sendable {
         let watched: String? = cluster.backend == .real ? cluster.namespace : nil
         let (reconciler, controller) = await MeteorReconciler.register(
             with: manager, namespace: watched, configuration: configuration, onReconciled: onReconciled, logger: logger)
+        let runtimeEnvironments =
+            referenceCRD
+            ? nil : await RuntimeEnvironmentReconciler.register(with: manager, builds: reconciler, namespace: watched, logger: logger).0
         var services: [any Service] = [manager]
         if tekton, cluster.backend == .embedded {
             // The sandbox's Tekton simulator, as another controller of the cluster (its own manager).
@@ -123,14 +130,17 @@ public final class MeteorEnvironment: Sendable {
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Logger(label: "meteor-test")))
         let task = Task { try await group.run() }
         return MeteorEnvironment(
-            cluster: cluster, manager: manager, reconciler: reconciler, controller: controller, group: group, task: task,
+            cluster: cluster, manager: manager, reconciler: reconciler, controller: controller, runtimeEnvironments: runtimeEnvironments,
+            group: group,
+            task: task,
             ownClient: clientOptions == nil ? nil : operatorClient)
     }
 
     init(
-        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, controller: Controller<JSONValue>, group: ServiceGroup,
-        task: Task<Void, any Error>, ownClient: KubeClient? = nil
+        cluster: TestCluster, manager: Manager, reconciler: MeteorReconciler, controller: Controller<JSONValue>,
+        runtimeEnvironments: RuntimeEnvironmentReconciler? = nil, group: ServiceGroup, task: Task<Void, any Error>, ownClient: KubeClient? = nil
     ) {
+        self.runtimeEnvironments = runtimeEnvironments
         self.controller = controller
         self.ownClient = ownClient
         self.cluster = cluster

@@ -168,7 +168,7 @@ struct Grant: Hashable, CustomStringConvertible {
                 "\($0["name"]?.stringValue ?? "")/\($0["version"]?.stringValue ?? "")"
             })
         let crds = install.filter { $0["kind"] == "CustomResourceDefinition" }
-        #expect(crds.count == 2)
+        #expect(crds.count == 3)
         for crd in crds {
             let name = crd[path: "metadata", "name"]?.stringValue ?? ""
             #expect(bundled.contains(crd), "CRD \(name) is not in bundle/manifests as config/ has it")
@@ -348,6 +348,19 @@ struct Grant: Hashable, CustomStringConvertible {
                         != nil)
             }
 
+            // A CustomRuntimeEnvironment: its run, its status, its listing in Open Data Hub's namespace and the finalizer
+            // that removes it.
+            let environments = c.client.dynamic(CustomRuntimeEnvironment.resourceType, namespace: "default")
+            _ = try await environments.create([
+                "apiVersion": "meteor.zone/v1alpha1", "kind": "CustomRuntimeEnvironment", "metadata": ["name": "imported"],
+                "spec": ["buildType": "ImageImport", "fromImage": "quay.io/o/notebook:1"],
+            ])
+            _ = try await c.waitFor(c.runs, "imported-import-g1") { $0 != nil }
+            try await c.tekton("imported-import-g1", .succeeded, results: ["IMAGE_URL": "quay.io/o/notebook:1", "IMAGE_DIGEST": digest])
+            _ = try await c.waitFor(environments, "imported") { condition($0, "Ready")?["status"] == "True" }
+            try await environments.delete("imported")
+            _ = try await c.waitFor(environments, "imported") { $0 == nil }
+
             // Edge: verification reads the key Secret, Applications are created, and deleted with the Meteor.
             let repo = try RegistryClient.Reference(parsing: "\(registry.address)/meteor/donkeycar")
             let client = RegistryClient(insecure: true, egress: .unrestricted)
@@ -396,7 +409,8 @@ struct Grant: Hashable, CustomStringConvertible {
             // The reviews secure metrics ask for are made when something scrapes /metrics, which this run does not
             // (SecurityTests.metricsAreServedOnlyToScrapersTheAPIServerAllows proves them on real RBAC).
             let optional: Set<String> = [
-                "patch events.", "update meteors/finalizers.meteor.zone", "bind clusterroles.rbac.authorization.k8s.io",
+                "patch events.", "update meteors/finalizers.meteor.zone", "update customruntimeenvironments/finalizers.meteor.zone",
+                "bind clusterroles.rbac.authorization.k8s.io",
                 "create tokenreviews.authentication.k8s.io", "create subjectaccessreviews.authorization.k8s.io",
             ]
             for grant in grants where !optional.contains("\(grant.verb) \(grant.resource).\(grant.group)") {

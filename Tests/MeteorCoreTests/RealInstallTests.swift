@@ -48,17 +48,33 @@ import Testing
                 "run", "--kubeconfig", kubeconfig, "--namespace", namespace, "--leader-elect", "--leader-election-namespace",
                 "meteor-operator-system",
                 "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "json",
+                // Notebook images listed beside what built them (other tests may have made the kit serve ImageStreams).
+                "--notebook-image-namespace", "",
             ])
         defer { op.terminate() }
         let samples = repo.appendingPathComponent("config/samples")
-        for sample in ["meteor_v1alpha1_meteor.yaml", "meteor_jupyterbook.yaml", "meteor_jupyterhub.yaml"] {
+        for sample in [
+            "meteor_v1alpha1_meteor.yaml", "meteor_jupyterbook.yaml", "meteor_jupyterhub.yaml", "cre_package_list.yaml", "cre_image_import.yaml",
+            "cre_git_repository.yaml",
+        ] {
             try await kit.kubectlOK("-n", namespace, "apply", "-f", samples.appendingPathComponent(sample).path)
         }
         let waited = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "meteors", "--all", "--timeout=120s"])
         #expect(waited.status == 0, "\(waited.output)\n--- operator:\n\(op.text.suffix(4000))")
+        // CustomRuntimeEnvironments of every build type, through the real Tekton, with the installed RBAC only.
+        let environments = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "cre", "--all", "--timeout=120s"])
+        #expect(
+            environments.status == 0 && environments.output.split(separator: "\n").count == 3,
+            "\(environments.output)\n--- operator:\n\(op.text.suffix(4000))")
+        #expect(try await kit.kubectlOK("explain", "customruntimeenvironment.spec.fromImage").contains("ImageImport"))
         // The operator's writes all went through: Events, children with blockOwnerDeletion, status.
-        let events = try await kit.kubectlOK("-n", namespace, "get", "events", "--field-selector", "reason=PipelineRunCreated", "-o", "name")
-        #expect(events.split(separator: "\n").count == 3, "\(events)")
+        let events = try await kit.kubectlOK(
+            "-n", namespace, "get", "events", "--field-selector", "reason=PipelineRunCreated", "-o",
+            "jsonpath={range .items[*]}{.involvedObject.kind}{\"\\n\"}{end}")
+        #expect(
+            events.split(separator: "\n").sorted() == [
+                "CustomRuntimeEnvironment", "CustomRuntimeEnvironment", "CustomRuntimeEnvironment", "Meteor", "Meteor", "Meteor",
+            ], "\(events)")
         #expect(
             try await kit.kubectlOK(
                 "-n", namespace, "get", "deployment", "meteor-demo-book-book", "-o", "jsonpath={.metadata.ownerReferences[0].blockOwnerDeletion}")
@@ -316,7 +332,7 @@ import Testing
                     verbs: [get]
                 """)
         try await kit.kubectlOK("apply", "-f", "-", input: granted.replacingOccurrences(of: bindRule, with: ""))
-        let binding = NotebookImage.imagePullerRoleBinding(meteor, owner: [:], pullersNamespace: "opendatahub")
+        let binding = NotebookImage.imagePullerRoleBinding(NotebookImage.Source(meteor: meteor), owner: [:], pullersNamespace: "opendatahub")
         do { _ = try await rbs.create(binding); Issue.record("created without bind") } catch let e as KubeError {
             #expect(e.status?.code == 403 && e.status?.message?.contains("attempting to grant RBAC permissions not currently held") == true, "\(e)")
         }

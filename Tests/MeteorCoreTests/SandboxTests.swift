@@ -45,6 +45,9 @@ import Testing
             "wait", "--for=condition=Ready", "meteor/donkeycar", "meteor/elyra-aidevsecops-tutorial", "meteor/meteor-demo-book",
             "meteor/meteor-demo-image", "--timeout=60s")
         #expect(waited.status == 0, "kubectl wait: \(waited.output)\n--- sandbox:\n\(sandbox.text)")
+        // The CustomRuntimeEnvironment samples, one per build type, built by the sandbox's Tekton.
+        let environments = try await k.run("wait", "--for=condition=Ready", "cre", "--all", "--timeout=60s")
+        #expect(environments.status == 0 && environments.output.split(separator: "\n").count == 3, "kubectl wait: \(environments.output)")
         let failed = try await k.run("wait", "--for=jsonpath={.status.phase}=Failed", "meteor/will-fail", "--timeout=30s")
         #expect(failed.status == 0, "\(failed.output)")
         #expect(
@@ -107,6 +110,10 @@ import Testing
             #expect(described.contains(reason), "describe lacks \(reason)")
         }
         #expect(try await k.ok("explain", "meteor.spec").contains("url"))
+        // The CustomRuntimeEnvironment is documented where kubectl users look (the CRD's descriptions).
+        let explained = try await k.ok("explain", "customruntimeenvironment.spec.buildType")
+        #expect(explained.contains("PackageList") && explained.contains("pip-compile"), "\(explained)")
+        #expect(try await k.ok("explain", "cre.status").contains("pinned by digest"))
         _ = try await k.ok("get", "pipelineruns,applications", "-A")
         _ = try await k.ok("delete", "-k", samples, "--wait=true", "--timeout=60s")
         #expect(try await k.run("get", "meteors").output.contains("No resources found"))

@@ -19,7 +19,7 @@ import Testing
 
     @Test func everyManifestValidatesStrictlyAgainstTektonsSchemas() async throws {
         let docs = try Self.manifests()
-        #expect(docs.count == 8)
+        #expect(docs.count == 12)
         try await TestCluster.with(crds: ["crds/tekton/300-pipeline.yaml", "crds/tekton/300-task.yaml"]) { c in
             for doc in docs {
                 let kind = try #require(doc["kind"]?.stringValue)
@@ -54,14 +54,28 @@ import Testing
         let meteor = Meteor(metadata: ObjectMeta(name: "m", namespace: "ns"), spec: .init(url: "https://x/y", ref: "main"))
         let edgeImage = Edge.Image(
             name: "car", dockerfile: "Dockerfile.donkey.arm64", platform: "linux/arm64", repository: "quay.io/meteor/donkeycar")
-        for pipeline in Pipeline.allCases {
+        var runs: [(String, JSONValue)] = Pipeline.allCases.map { pipeline in
             let run =
                 pipeline == .edge
                 ? EdgePipelineRunBuilder.build(
                     meteor: meteor, owner: owner, image: edgeImage,
                     build: EdgeBuild(ref: "v1.0.0", release: EdgeRelease(tag: "v1.0.0", commit: nil), generation: 1), settings: BuildSettings())
                 : PipelineRunBuilder.build(meteor: meteor, owner: owner, pipeline: pipeline, settings: BuildSettings())
-            let p = try #require(pipelines[pipeline.tektonPipeline], "no Pipeline \(pipeline.tektonPipeline)")
+            return (pipeline.rawValue, run)
+        }
+        // Each CustomRuntimeEnvironment build type, with every optional setting given (and an import with its pull Secret).
+        for type in CustomRuntimeEnvironment.BuildType.allCases {
+            let cre = CustomRuntimeEnvironment(
+                metadata: ObjectMeta(name: "c", namespace: "ns"),
+                spec: .init(
+                    buildType: type, packageVersions: ["six"], runtimeEnvironment: .init(pythonVersion: "3.11"), baseImage: "quay.io/o/base:1",
+                    fromImage: "quay.io/o/nb:1", imagePullSecret: .init(name: "pull"), repository: "https://x/y", gitRef: "main"))
+            runs.append((type.rawValue, RuntimeEnvironmentBuilder.build(cre, owner: owner, settings: BuildSettings(pushSecret: "push"))))
+        }
+        #expect(runs.count == Pipeline.allCases.count + 3)
+        for (pipeline, run) in runs {
+            let pipelineRef = try #require(run[path: "spec", "pipelineRef", "name"]?.stringValue)
+            let p = try #require(pipelines[pipelineRef], "no Pipeline \(pipelineRef)")
             let wanted = declared(p["spec"])
             let sent = Set((run[path: "spec", "params"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
             #expect(sent.isSubset(of: Set(wanted.keys)), "\(pipeline): sends undeclared params \(sent.subtracting(wanted.keys))")
@@ -75,7 +89,7 @@ import Testing
                 "\(pipeline): binds \(runWorkspaces)")
             let results = Set((p[path: "spec", "results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
             #expect(results.isSuperset(of: ["IMAGE_URL", "IMAGE_DIGEST"]))
-            if pipeline == .jupyterbook { #expect(results.contains("URL")) }
+            if pipeline == Pipeline.jupyterbook.rawValue { #expect(results.contains("URL")) }
             for t in p[path: "spec", "tasks"]?.arrayValue ?? [] {
                 let task = try #require(tasks[t[path: "taskRef", "name"]!.stringValue!], "unknown task")
                 let taskParams = declared(task["spec"])
@@ -125,7 +139,25 @@ import Testing
                 runs.append(path)
             }
         }
-        #expect(runs.count >= 5, "jupyterhub and jupyterbook runs and one edge run per DonkeyCar image")
+        for file in try FileManager.default.contentsOfDirectory(atPath: samples.path).sorted() where file.hasPrefix("cre_") {
+            var raw = try YAML.parse(String(contentsOf: samples.appendingPathComponent(file), encoding: .utf8))
+            raw[path: "metadata", "namespace"] = "samples"
+            raw[path: "metadata", "uid"] = "0b8e4b0e-0000-4000-8000-000000000001"
+            raw[path: "metadata", "generation"] = 1
+            let cre = try ResourceCodec.decode(CustomRuntimeEnvironment.self, from: raw)
+            #expect(RuntimeEnvironmentBuilder.problems(cre.spec).isEmpty, "\(file)")
+            // As built, and with a pull Secret (the dockerconfig workspace and the Pod's pull secret).
+            var withSecret = cre
+            withSecret.spec.imagePullSecret = .init(name: "pull")
+            withSecret.metadata.name = cre.name + "-private"
+            for one in [cre, withSecret] {
+                let run = RuntimeEnvironmentBuilder.build(one, owner: raw, settings: BuildSettings(pushSecret: "push-creds"))
+                let path = dir.appendingPathComponent("\(run[path: "metadata", "name"]!.stringValue!).json").path
+                try run.serializedString().write(toFile: path, atomically: true, encoding: .utf8)
+                runs.append(path)
+            }
+        }
+        #expect(runs.count >= 11, "jupyterhub and jupyterbook runs, one edge run per DonkeyCar image, two per CustomRuntimeEnvironment sample")
         let checked = try await KitControlPlane.tektonValidate(["--pipelines", Self.directory.path] + runs)
         #expect(checked.status == 0, "\(checked.output)")
         #expect(checked.output.split(separator: "\n").filter { $0.hasPrefix("OK PipelineRun/") }.count == runs.count, "\(checked.output)")
