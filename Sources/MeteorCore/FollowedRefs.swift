@@ -11,6 +11,10 @@ public final class FollowedRefs: Sendable {
         public var commit: String
         /// A branch: looked at again (`FollowedRefs.interval`).
         public var followed: Bool
+        public init(commit: String, followed: Bool) {
+            self.commit = commit
+            self.followed = followed
+        }
     }
 
     /// The ref is not on the remote: nothing can be built from it until it is pushed.

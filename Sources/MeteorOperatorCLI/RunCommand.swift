@@ -60,6 +60,12 @@ struct RunCommand: AsyncParsableCommand {
         help:
             "Follow branches: seconds between reads of a branch's remote; a Meteor or CustomRuntimeEnvironment then builds the commit its branch names, again when it moves, one build per commit shared by all who ask (0: build each generation's ref as named)."
     ) var followRefsEvery: Int = 0
+    @Option(
+        help:
+            "HOST:PORT to serve the git push webhook on (POST /hooks/git, GitHub or GitLab push events; needs --follow-refs-every and --git-webhook-secret-file); default: off."
+    ) var gitWebhookBindAddress: String?
+    @Option(help: "A file holding the shared secret the push webhooks are configured with (GitHub's secret, GitLab's token).")
+    var gitWebhookSecretFile: String?
     @Option(help: "Serve JupyterBook sites through an Ingress of this class.") var ingressClass: String?
     @Option(help: "Domain for JupyterBook Ingress hosts (<name>.<namespace>.<domain>).") var ingressDomain: String?
     @Option(help: "Argo CD's namespace, where edge Applications are created.") var argocdNamespace = "argocd"
@@ -115,6 +121,19 @@ struct RunCommand: AsyncParsableCommand {
         }
         for proxy in showerTrustedProxy where AddressRange(proxy) == nil {
             throw ValidationError("--shower-trusted-proxy must be an IP address or CIDR (127.0.0.1/32, fd00::/8), got \(proxy)")
+        }
+        if followRefsEvery < 0 { throw ValidationError("--follow-refs-every must be 0 (off) or more seconds") }
+        if let address = gitWebhookBindAddress {
+            if Manager.parseBindAddress(address) == nil { throw ValidationError("--git-webhook-bind-address must be HOST:PORT, got \(address)") }
+            if followRefsEvery == 0 {
+                throw ValidationError("--git-webhook-bind-address triggers a check of followed refs: set --follow-refs-every too")
+            }
+            guard let file = gitWebhookSecretFile, let secret = FileManager.default.contents(atPath: file), !secret.isEmpty else {
+                throw ValidationError(
+                    "--git-webhook-bind-address needs --git-webhook-secret-file: a readable, non-empty file with the webhooks' shared secret")
+            }
+        } else if gitWebhookSecretFile != nil {
+            throw ValidationError("--git-webhook-secret-file needs --git-webhook-bind-address")
         }
         if metricsCertDir != nil, !metricsSecure { throw ValidationError("--metrics-cert-dir needs --metrics-secure") }
         if let (host, _) = Manager.parseBindAddress(metricsBindAddress), !metricsSecure, !["127.0.0.1", "::1", "localhost"].contains(host) {
@@ -215,7 +234,6 @@ struct RunCommand: AsyncParsableCommand {
             allowing: egressAllow.compactMap(EgressPolicy.Allowance.init),
             clusterRanges: clusterCidr.isEmpty ? EgressPolicy.defaultClusterRanges : clusterCidr.compactMap(AddressRange.init))
         configuration.ingressDomain = ingressDomain
-        guard followRefsEvery >= 0 else { throw Failure(description: "--follow-refs-every \(followRefsEvery): seconds, 0 or more") }
         configuration.followRefs = followRefsEvery > 0 ? .seconds(followRefsEvery) : nil
         configuration.publishImageStreams = publishImageStreams
         configuration.notebookImageNamespace = notebookImageNamespace.isEmpty ? nil : notebookImageNamespace
@@ -233,16 +251,31 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             logger.notice("edge delivery is off: the cluster does not serve argoproj.io/v1alpha1 Applications (install Argo CD to enable it)")
         }
-        let (reconciler, _) = await MeteorReconciler.register(
+        // The file was checked by `validate`; a trailing newline (echo > file) is not part of the secret the forge has.
+        let webhookSecret = gitWebhookSecretFile.flatMap { FileManager.default.contents(atPath: $0) }.map {
+            Array(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .newlines).utf8)
+        }
+        let (reconciler, meteorController) = await MeteorReconciler.register(
             with: manager, namespace: namespace, workers: concurrency, configuration: configuration, logger: logger)
+        var watched: [(informer: DynamicInformer, repository: @Sendable (JSONValue) -> String?, queue: WorkQueue<ObjectKey>)] = [
+            (reconciler.meteors, { $0[path: "spec", "url"]?.stringValue }, meteorController.queue)
+        ]
         if environmentsServed {
-            await RuntimeEnvironmentReconciler.register(with: manager, builds: reconciler, namespace: namespace, logger: logger)
+            let (environments, environmentController) = await RuntimeEnvironmentReconciler.register(
+                with: manager, builds: reconciler, namespace: namespace, logger: logger)
+            watched.append((environments.environments, { $0[path: "spec", "repository"]?.stringValue }, environmentController.queue))
         } else {
             logger.notice(
                 "custom notebook images are off: the CustomRuntimeEnvironment CRD is not installed (kubectl apply -f crds/meteor.zone_customruntimeenvironments.yaml)"
             )
         }
         var services: [any Service] = [manager]
+        if let gitWebhookBindAddress, let webhookSecret, let refs = reconciler.refs {
+            services.append(
+                GitWebhook(
+                    options: GitWebhook.Options(bindAddress: gitWebhookBindAddress, secret: webhookSecret),
+                    onPush: GitPushHook.trigger(refs: refs, watched: watched), logger: logger))
+        }
         if let showerBindAddress {
             var showerOptions = MeteorShower.Options(bindAddress: showerBindAddress, namespace: showerNamespace ?? namespace ?? cluster.namespace)
             showerOptions.allowSubmit = showerAllowSubmit

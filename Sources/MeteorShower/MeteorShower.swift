@@ -134,6 +134,10 @@ public final class MeteorShower: Service, Sendable {
         router.middlewares.add(SecurityHeaders())
         router.get("/") { request, context in self.home(request, context) }
         router.post("/meteors") { request, context in try await self.submit(request, context) }
+        router.post("/environments") { request, context in try await self.submitEnvironment(request, context) }
+        router.get("/environments/:name") { request, context in
+            try await self.environmentPage(request, context, name: context.parameters.get("name") ?? "")
+        }
         router.get("/meteors/:name") { request, context in try await self.detail(request, context, name: context.parameters.get("name") ?? "") }
         router.post("/meteors/:name/delete") { request, context in try await self.delete(request, context, name: context.parameters.get("name") ?? "")
         }
@@ -158,10 +162,14 @@ public final class MeteorShower: Service, Sendable {
         return nil
     }
 
-    func page(_ visitor: Visitor, title: String, content: String, events: String, status: HTTPResponse.Status = .ok, csrf: String) -> Response {
+    /// A page in the layout; `refresh` reloads it every so many seconds (a page the live updates do not feed).
+    func page(
+        _ visitor: Visitor, title: String, content: String, events: String, status: HTTPResponse.Status = .ok, csrf: String, refresh: Int? = nil
+    ) -> Response {
         var context: [String: Any] = [
             "title": title, "content": content, "events": events, "namespace": options.namespace, "version": BuildInfo.version,
         ]
+        if let refresh { context["refresh"] = refresh }
         if let user = visitor.user { context["user"] = user }
         let html = Templates.render("layout", context)
         var headers: HTTPFields = [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"]
@@ -182,19 +190,23 @@ public final class MeteorShower: Service, Sendable {
     }
 
     func home(
-        _ request: Request, _ shower: ShowerContext, form: [String: Any]? = nil, errors: [String: String] = [:], formError: String? = nil,
-        status: HTTPResponse.Status = .ok
+        _ request: Request, _ shower: ShowerContext, form: [String: Any]? = nil, environment: [String: Any]? = nil, errors: [String: String] = [:],
+        formError: String? = nil, environmentError: String? = nil, status: HTTPResponse.Status = .ok
     ) -> Response {
         let visitor = visitor(request, shower)
         let csrf = csrfToken(request, visitor)
         let chosenTTL = (form?["ttl"] as? String) ?? "86400"
+        let chosenPython = (environment?["python"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? EnvironmentSubmission.pythons[0]
         var context: [String: Any] = [
             "rows": rows(), "csrf": csrf, "namespace": options.namespace, "errors": errors,
             "form": form ?? ["url": "", "ref": "main", "jupyterbook": true, "jupyterhub": true],
+            "environment": environment ?? ["name": "", "packages": ""],
             "ttlChoices": TTLChoice.all.map { ["value": $0.value, "label": $0.label, "selected": $0.value == chosenTTL] as [String: Any] },
+            "pythonChoices": EnvironmentSubmission.pythons.map { ["value": $0, "selected": $0 == chosenPython] as [String: Any] },
         ]
         if let refusal = writeRefusal(visitor) { context["submitRefused"] = refusal }
         if let formError { context["formError"] = formError }
+        if let environmentError { context["environmentError"] = environmentError }
         return page(visitor, title: "Meteors", content: Templates.render("home", context), events: "/events", status: status, csrf: csrf)
     }
 

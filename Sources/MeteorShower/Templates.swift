@@ -5,7 +5,10 @@ import Mustache
 enum Templates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for (name, text) in [("layout", layout), ("home", home), ("row", row), ("detail", detail), ("detailBody", detailBody), ("message", message)] {
+        for (name, text) in [
+            ("layout", layout), ("home", home), ("row", row), ("detail", detail), ("detailBody", detailBody), ("message", message),
+            ("environment", environment),
+        ] {
             do {
                 try library.register(text, named: name)
             } catch {
@@ -26,6 +29,7 @@ enum Templates {
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>{{title}} · Meteor Shower</title>
+        {{#refresh}}<meta http-equiv="refresh" content="{{refresh}}">{{/refresh}}
         <link rel="stylesheet" href="/static/shower.css">
         <script src="/static/shower.js" defer></script>
         </head>
@@ -81,6 +85,34 @@ enum Templates {
         </form>
         {{/submitRefused}}
         </section>
+        <section class="card" aria-labelledby="image-title">
+        <h2 id="image-title">Or describe a notebook image</h2>
+        <p>List the Python packages it needs. Meteor locks them with pip-compile, builds the image and lists it in JupyterHub's spawner.</p>
+        {{^submitRefused}}
+        <form method="post" action="/environments" id="environment-form" novalidate>
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        {{#environmentError}}<p class="error" role="alert" id="environment-error">{{environmentError}}</p>{{/environmentError}}
+        <div class="field">
+        <label for="packages">Packages, one per line</label>
+        <textarea id="packages" name="packages" rows="4" required maxlength="8192" placeholder="pandas>=2.2" spellcheck="false"{{#errors.packages}} aria-invalid="true" aria-describedby="packages-error"{{/errors.packages}}>{{environment.packages}}</textarea>
+        {{#errors.packages}}<p class="error" id="packages-error">{{errors.packages}}</p>{{/errors.packages}}
+        </div>
+        <div class="field">
+        <label for="python">Python</label>
+        <select id="python" name="python"{{#errors.python}} aria-invalid="true" aria-describedby="python-error"{{/errors.python}}>
+        {{#pythonChoices}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/pythonChoices}}
+        </select>
+        {{#errors.python}}<p class="error" id="python-error">{{errors.python}}</p>{{/errors.python}}
+        </div>
+        <div class="field">
+        <label for="env-name">Name <span class="hint">(optional)</span></label>
+        <input type="text" id="env-name" name="name" value="{{environment.name}}" maxlength="40" pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" autocapitalize="off" spellcheck="false" placeholder="from the first package"{{#errors.name}} aria-invalid="true" aria-describedby="name-error"{{/errors.name}}>
+        {{#errors.name}}<p class="error" id="name-error">{{errors.name}}</p>{{/errors.name}}
+        </div>
+        <button type="submit">Build image</button>
+        </form>
+        {{/submitRefused}}
+        </section>
         <section aria-labelledby="list-title">
         <h2 id="list-title">Meteors in {{namespace}}</h2>
         <table id="meteors">
@@ -103,6 +135,20 @@ enum Templates {
         <td data-label="Expires">{{#expires}}<time datetime="{{expires}}" data-expires="{{expires}}">{{expires}}</time>{{/expires}}{{^expires}}never{{/expires}}</td>
         <td data-label="Deployments">{{#deployments}}<span class="badge {{healthClass}}">{{target}}: {{sync}}/{{health}}</span> {{/deployments}}{{#fleets}}<span class="badge {{healthClass}}">{{summary}}</span> {{/fleets}}{{#rollout}}<span class="badge {{stateClass}}" data-role="rollout">rollout: {{summary}}</span>{{/rollout}}</td>
         </tr>
+        """
+
+    static let environment = """
+        <p><a href="/">← Home</a></p>
+        <div id="environment" data-name="{{name}}" data-phase="{{phase}}">
+        <h1>{{name}} <span class="badge {{phaseClass}}" data-role="phase">{{phase}}</span></h1>
+        <dl class="facts">
+        <dt>Packages</dt><dd><ul class="pipelines">{{#packages}}<li><code>{{.}}</code></li>{{/packages}}</ul></dd>
+        <dt>Python</dt><dd>{{python}}</dd>
+        {{#ready}}<dt>Status</dt><dd data-role="ready">{{ready}}</dd>{{/ready}}
+        {{#run}}<dt>PipelineRun</dt><dd><code>{{run}}</code></dd>{{/run}}
+        {{#image}}<dt>Notebook image</dt><dd><code class="image">{{image}}</code> — listed in JupyterHub's spawner</dd>{{/image}}
+        </dl>
+        </div>
         """
 
     static let detail = """

@@ -141,6 +141,22 @@ let operatorBinary = TestCluster.repositoryDirectory.appendingPathComponent(".bu
             refused.output.contains(
                 "--shower-allow-submit, --shower-allow-anonymous, --shower-namespace, --shower-trusted-proxy and --shower-session-key-file need --shower-bind-address"
             ), "\(refused.output)")
+        // The push webhook's flags, each refusal in one line before anything is started.
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-\(UUID().uuidString)")
+        try "s3cret\n".write(to: secret, atomically: true, encoding: .utf8)
+        for (arguments, said) in [
+            (["--git-webhook-bind-address", "127.0.0.1:0", "--git-webhook-secret-file", secret.path], "set --follow-refs-every too"),
+            (["--git-webhook-bind-address", "127.0.0.1:0", "--follow-refs-every", "60"], "needs --git-webhook-secret-file"),
+            (
+                ["--git-webhook-bind-address", "127.0.0.1:0", "--follow-refs-every", "60", "--git-webhook-secret-file", "/nonexistent"],
+                "needs --git-webhook-secret-file"
+            ),
+            (["--git-webhook-secret-file", secret.path], "--git-webhook-secret-file needs --git-webhook-bind-address"),
+            (["--follow-refs-every=-5"], "--follow-refs-every must be 0 (off) or more seconds"),
+        ] {
+            let r = try await runProcess(operatorBinary, ["run"] + arguments)
+            #expect(r.status != 0 && r.output.contains(said), "\(arguments): \(r.output)")
+        }
         let badAddress = try await runProcess(operatorBinary, ["run", "--shower-bind-address", "nowhere"])
         #expect(badAddress.status != 0 && badAddress.output.contains("--shower-bind-address must be HOST:PORT"))
 

@@ -259,3 +259,80 @@ extension TestCluster {
         }
     }
 }
+
+/// The CustomRuntimeEnvironment CRD against the Go operator's (../shared/crds/reference, c7f3fad7).
+@Suite struct RuntimeEnvironmentCRDTests {
+    static func schema(_ text: String) throws -> JSONValue {
+        try #require(YAML.parse(text)[path: "spec", "versions"]?.arrayValue?.first?[path: "schema", "openAPIV3Schema"])
+    }
+    static var ours: String {
+        get throws {
+            try String(
+                contentsOf: TestCluster.repositoryDirectory.appendingPathComponent("crds/meteor.zone_customruntimeenvironments.yaml"), encoding: .utf8
+            )
+        }
+    }
+    static var theirs: String { get throws { try TestCluster.sharedFile("crds/reference/meteor.zone_customruntimeenvironments.yaml") } }
+
+    /// Every field path of a schema with its type, enum and required list.
+    static func fields(_ schema: JSONValue, _ path: String = "") -> [String: String] {
+        var out: [String: String] = [:]
+        var describe = schema["type"]?.stringValue ?? "object"
+        if let values = schema["enum"]?.arrayValue { describe += " enum " + values.compactMap(\.stringValue).sorted().joined(separator: ",") }
+        if let required = schema["required"]?.arrayValue {
+            describe += " required " + required.compactMap(\.stringValue).sorted().joined(separator: ",")
+        }
+        out[path] = describe
+        for (name, sub) in schema["properties"]?.objectValue ?? [:] { out.merge(fields(sub, path + "." + name)) { a, _ in a } }
+        if let items = schema["items"] { out.merge(fields(items, path + "[]")) { a, _ in a } }
+        return out
+    }
+
+    /// Every field the Go operator's CRD has is here with the same type, enum and required fields: nothing it accepts
+    /// is refused, and its phases are the ones written here.
+    @Test func everyFieldOfTheGoOperatorsCRDIsHereWithTheSameType() throws {
+        let ours = Self.fields(try Self.schema(try Self.ours))
+        let theirs = Self.fields(try Self.schema(try Self.theirs))
+        #expect(theirs.count > 30)
+        for (path, type) in theirs where !path.hasPrefix(".metadata") {
+            #expect(ours[path] == type, "\(path): theirs \(type), ours \(ours[path] ?? "missing")")
+        }
+        #expect(Set(CustomRuntimeEnvironment.BuildType.allCases.map(\.rawValue)) == ["PackageList", "ImageImport", "GitRepository"])
+    }
+
+    /// The same resources, the Go operator's sample shapes and ones missing what their build type needs, are
+    /// accepted by both CRDs (an API server each) and stored alike; the operator reads them with the Go meaning.
+    @Test func whatTheGoOperatorsCRDAcceptsIsAcceptedHereAndReadAlike() async throws {
+        let examples: [JSONObject] = [
+            [
+                "buildType": "PackageList", "packageVersions": ["pandas", "numpy==1.26.4"],
+                "runtimeEnvironment": ["osName": "ubi", "osVersion": "9", "pythonVersion": "3.9"],
+                "baseImage": "quay.io/thoth-station/s2i-thoth-ubi9-py39:v0.35.1",
+            ],
+            ["buildType": "ImageImport", "fromImage": "quay.io/thoth-station/s2i-minimal-py38-notebook:v0.2.2", "imagePullSecret": ["name": "pull"]],
+            ["buildType": "GitRepository", "repository": "https://github.com/aicoe-aiops/meteor-demo", "gitRef": "main"],
+            ["buildType": "ImageImport"],
+            ["buildType": "PackageList", "runtimeEnvironment": [:]],
+        ]
+        let reference = try await TestCluster(crds: ["crds/reference/meteor.zone_customruntimeenvironments.yaml"])
+        let here = try await TestCluster(crds: [])
+        defer {
+            Task {
+                await reference.shutdown()
+                await here.shutdown()
+            }
+        }
+        try here.server.installCRDs(yaml: try Self.ours)
+        for (i, spec) in examples.enumerated() {
+            let object = RuntimeEnvironmentTests.environment("e\(i)", spec)
+            let theirs = try await reference.environments.create(object, params: WriteParams(fieldValidation: .strict))
+            let ours = try await here.environments.create(object, params: WriteParams(fieldValidation: .strict))
+            #expect(theirs["spec"] == ours["spec"], "\(spec)")
+            let read = try ResourceCodec.decode(CustomRuntimeEnvironment.self, from: ours)
+            #expect(try JSONValue(encoding: read.spec) == ours["spec"], "every field read as written: \(spec)")
+        }
+        // What the Go operator would have failed on later, this one says at once.
+        let missing = try ResourceCodec.decode(CustomRuntimeEnvironment.self, from: try await here.environments.get("e3"))
+        #expect(RuntimeEnvironmentBuilder.problems(missing.spec) == ["spec.fromImage: an ImageImport needs the image to import"])
+    }
+}

@@ -340,3 +340,76 @@ import Yams
         }
     }
 }
+
+/// The Shower's second form: a notebook image from a package list.
+@Suite struct ShowerEnvironmentTests {
+    /// A package list submitted from the page becomes a CustomRuntimeEnvironment (PackageList, the chosen Python, the
+    /// submitter recorded), made as the signed-in person; its page follows the build to the image.
+    @Test func aPackageListIsSubmittedAsANotebookImageAndItsPageFollowsTheBuild() async throws {
+        try await ShowerHarness.with { h in
+            let home = try await h.get("/", headers: [("X-Forwarded-User", "alice")])
+            #expect(home.body.contains("<form method=\"post\" action=\"/environments\" id=\"environment-form\""))
+            let s = try await h.session(user: "alice")
+            let reply = try await h.post(
+                "/environments", form: [("csrf", s.token), ("packages", "pandas>=2.2\r\n\r\n six==1.16.0 \r\n"), ("python", "3.11"), ("name", "")],
+                headers: s.headers)
+            #expect(reply.status == 303, "\(reply.body.prefix(400))")
+            #expect(reply.headers.first(name: "Location") == "/environments/pandas-notebook")
+            let environments = h.env.client.dynamic(CustomRuntimeEnvironment.resourceType, namespace: h.env.namespace)
+            let created = try await environments.get("pandas-notebook")
+            #expect(created[path: "spec", "buildType"] == "PackageList")
+            #expect(created[path: "spec", "packageVersions"] == ["pandas>=2.2", "six==1.16.0"])
+            #expect(created[path: "spec", "runtimeEnvironment", "pythonVersion"] == "3.11")
+            #expect(created[path: "metadata", "annotations", MeteorShower.submitterAnnotation] == "alice")
+
+            // The operator builds it; the page says so and refreshes until the image is there.
+            let run = "pandas-notebook-pkgs-g1"
+            _ = try await h.env.cluster.waitFor(h.env.cluster.runs, run) { $0 != nil }
+            let building = try await h.get("/environments/pandas-notebook", headers: s.headers)
+            #expect(building.status == 200 && building.body.contains("<meta http-equiv=\"refresh\" content=\"5\">"))
+            #expect(building.body.contains("<code>pandas&gt;=2.2</code>") && building.body.contains(run))
+            let digest = "sha256:" + String(repeating: "b", count: 64)
+            try await h.env.cluster.tekton(run, .succeeded, results: ["IMAGE_URL": "registry.example/ns/pandas-notebook:g1", "IMAGE_DIGEST": digest])
+            _ = try await h.env.cluster.waitFor(environments, "pandas-notebook") { condition($0, "Ready")?["status"] == "True" }
+            let built = try await h.get("/environments/pandas-notebook", headers: s.headers)
+            #expect(built.body.contains("registry.example/ns/pandas-notebook@\(digest)") && built.body.contains("Succeeded"))
+            #expect(!built.body.contains("http-equiv=\"refresh\""), "a finished build's page stops refreshing")
+        }
+    }
+
+    /// What cannot be built is said next to its field and nothing is created; the name must be free.
+    @Test func aPackageListThatCannotBeBuiltIsRefusedByField() async throws {
+        try await ShowerHarness.with { h in
+            let s = try await h.session(user: "alice")
+            let cases: [(packages: String, python: String, name: String, field: String, message: String)] = [
+                ("", "3.11", "", "packages-error", "List at least one package"),
+                (
+                    "six\n--index-url http://elsewhere.example/simple", "3.11", "x", "packages-error",
+                    "&quot;--index-url http://elsewhere.example/simple&quot; is not a package"
+                ),
+                ("six", "2.7", "x", "python-error", "Choose one of 3.11, 3.9"),
+                ("six", "3.11", "Not_A_Name", "name-error", "Use lower-case letters"),
+            ]
+            for c in cases {
+                let reply = try await h.post(
+                    "/environments", form: [("csrf", s.token), ("packages", c.packages), ("python", c.python), ("name", c.name)], headers: s.headers)
+                #expect(reply.status == 422, "\(c)")
+                #expect(
+                    reply.body.contains("id=\"\(c.field)\">\(c.message)"),
+                    "\(c): \(reply.body.components(separatedBy: "class=\"error\"").dropFirst().first?.prefix(200) ?? "none")")
+            }
+            let environments = h.env.client.dynamic(CustomRuntimeEnvironment.resourceType, namespace: h.env.namespace)
+            #expect(try await environments.list().items.isEmpty)
+            // Without the form's token nothing is written either.
+            let forged = try await h.post("/environments", form: [("packages", "six"), ("python", "3.11")], headers: s.headers)
+            #expect(forged.status == 403)
+            // A name taken.
+            let first = try await h.post(
+                "/environments", form: [("csrf", s.token), ("packages", "six"), ("python", "3.11"), ("name", "taken")], headers: s.headers)
+            #expect(first.status == 303)
+            let again = try await h.post(
+                "/environments", form: [("csrf", s.token), ("packages", "six"), ("python", "3.11"), ("name", "taken")], headers: s.headers)
+            #expect(again.status == 409 && again.body.contains("taken exists already"), "\(again.status)")
+        }
+    }
+}
