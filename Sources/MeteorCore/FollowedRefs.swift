@@ -110,11 +110,28 @@ extension FollowedRefs {
 
 /// What following a ref found (`MeteorReconciler.followRef`).
 enum FollowedRef {
-    /// Refs are built as named (`Configuration.followRefs` is nil).
-    case unfollowed
-    case resolved(FollowedRefs.Resolution)
+    /// Build `commit` (nil: refs are built as named) and look at the ref again after `lookAgain` (nil: never).
+    case build(commit: String?, lookAgain: Duration?)
     /// No commit: why, for the status, and when to look again.
     case unresolved(reason: String, message: String, retry: Duration)
+
+    /// The commit to build, when there is one.
+    var commit: String? {
+        if case .build(let commit, _) = self { return commit }
+        return nil
+    }
+
+    /// When to look at a followed branch again.
+    var lookAgain: Duration? {
+        if case .build(_, let again) = self { return again }
+        return nil
+    }
+
+    /// A ref the remote does not have: nothing can be built until it is pushed (the phase says Failed).
+    var refNotFound: Bool {
+        if case .unresolved(let reason, _, _) = self { return reason == FollowedRefs.refNotFound }
+        return false
+    }
 }
 
 extension MeteorReconciler {
@@ -123,11 +140,11 @@ extension MeteorReconciler {
     func followRef(
         _ url: String, ref: String, previous: String?, now: Date, access: () async throws -> GitAccess?
     ) async throws -> FollowedRef {
-        guard let refs, let interval = configuration.followRefs else { return .unfollowed }
+        guard let refs, let interval = configuration.followRefs else { return .build(commit: nil, lookAgain: nil) }
         let credentials = try await access()
         do {
-            return .resolved(
-                try await refs.resolve(url: url, ref: ref, previous: previous, now: now) { try await listRefs(url, access: credentials) })
+            let resolved = try await refs.resolve(url: url, ref: ref, previous: previous, now: now) { try await listRefs(url, access: credentials) }
+            return .build(commit: resolved.commit, lookAgain: resolved.followed ? interval : nil)
         } catch let missing as FollowedRefs.RefNotFound {
             return .unresolved(reason: FollowedRefs.refNotFound, message: missing.description, retry: interval)
         } catch {

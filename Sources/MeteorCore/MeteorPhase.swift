@@ -1,17 +1,25 @@
 import KubeModels
 
+/// A `status.phase` read leniently: a phase this operator does not write (another operator's, a hand edit) reads as
+/// `unwritten`, so the next status write replaces it and decoding the object never fails on it.
+public protocol LenientPhase: RawRepresentable<String>, Codable, Sendable {
+    static var unwritten: Self { get }
+}
+
+extension LenientPhase {
+    public init(from decoder: any Decoder) throws {
+        self = Self(rawValue: try decoder.singleValueContainer().decode(String.self)) ?? .unwritten
+    }
+}
+
 /// A Meteor's `status.phase`: the Go operator's Building, Ready and Failed, and Pending before the first status.
-public enum MeteorPhase: String, Codable, Sendable, CaseIterable {
+public enum MeteorPhase: String, LenientPhase, CaseIterable {
     case pending = "Pending"
     case building = "Building"
     case ready = "Ready"
     case failed = "Failed"
 
-    /// A phase this operator does not write (another operator's, a hand edit) reads as Pending: the next status
-    /// write replaces it, and decoding the Meteor never fails on it.
-    public init(from decoder: any Decoder) throws {
-        self = MeteorPhase(rawValue: try decoder.singleValueContainer().decode(String.self)) ?? .pending
-    }
+    public static var unwritten: MeteorPhase { .pending }
 }
 
 /// What a Meteor's status says at a glance, read from the object as cached or listed: the one reader of phase and

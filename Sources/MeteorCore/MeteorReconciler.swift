@@ -325,22 +325,18 @@ public final class MeteorReconciler: Sendable {
             return MeteorExpiry.requeue(until: expiration, now: now)
         }
 
-        var commit: String?
-        var followUp: Duration?
-        if meteor.spec.requestedPipelines.contains(where: { $0 != Pipeline.edge.rawValue }) {
-            switch try await followRef(
+        // The commit the ref names, when refs are followed (edge delivery follows releases instead).
+        let followed: FollowedRef =
+            meteor.spec.requestedPipelines.contains(where: { $0 != Pipeline.edge.rawValue })
+            ? try await followRef(
                 meteor.spec.url, ref: meteor.spec.ref, previous: status.commit, now: now, access: { try await gitCredentials(meteor) })
-            {
-            case .unfollowed: break
-            case .resolved(let resolution):
-                commit = resolution.commit
-                status.commit = resolution.commit
-                if resolution.followed { followUp = configuration.followRefs }
-            case .unresolved(let reason, let message, let retry):
-                await report(ObjectKey(raw), reason: reason, message: message, phase: reason == FollowedRefs.refNotFound ? .failed : nil)
-                return .requeueAfter(retry)
-            }
+            : .build(commit: nil, lookAgain: nil)
+        if case .unresolved(let reason, let message, let retry) = followed {
+            await report(ObjectKey(raw), reason: reason, message: message, phase: followed.refNotFound ? .failed : nil)
+            return .requeueAfter(retry)
         }
+        let commit = followed.commit
+        if let commit { status.commit = commit }
         var runs = try await runPipelines(meteor, raw: raw, commit: commit)
         let edge = try await deliverEdge(meteor, raw: raw, previous: status, now: now)
         try await retireSuperseded(meteor, keep: Set(runs.map(\.entry.pipelineRunName)).union(edge?.runNames ?? []))
@@ -354,6 +350,7 @@ public final class MeteorReconciler: Sendable {
                 message: summary.ready.message)
         }
         try await writeStatus(summary.status, of: raw)
-        return MeteorExpiry.requeue(until: expiration, now: now, orRetryAfter: [edge?.requeueAfter, publishRetry, followUp].compactMap { $0 }.min())
+        return MeteorExpiry.requeue(
+            until: expiration, now: now, orRetryAfter: [edge?.requeueAfter, publishRetry, followed.lookAgain].compactMap { $0 }.min())
     }
 }

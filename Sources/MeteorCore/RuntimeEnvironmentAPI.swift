@@ -71,16 +71,14 @@ public struct CustomRuntimeEnvironment: KubeResource, Hashable {
     }
 
     /// The Go operator's phases.
-    public enum Phase: String, Codable, Sendable {
+    public enum Phase: String, LenientPhase {
         case pending = "Pending"
         case running = "Running"
         case succeeded = "Succeeded"
         case failed = "Failed"
         case unknown = "Unknown"
 
-        public init(from decoder: any Decoder) throws {
-            self = Phase(rawValue: try decoder.singleValueContainer().decode(String.self)) ?? .unknown
-        }
+        public static var unwritten: Phase { .unknown }
     }
 
     public struct Status: Codable, Sendable, Hashable {

@@ -88,6 +88,12 @@ public final class RuntimeEnvironmentReconciler: Sendable {
         } catch let missing as MeteorReconciler.PrerequisiteMissing {
             try await fail(raw, reason: MeteorStatusVocabulary.buildPrerequisiteMissing, message: missing.message, phase: .pending)
             return .requeueAfter(configuration.prerequisiteRecheck)
+        } catch let e as KubeError where e.code == 403 {
+            // RBAC narrower than the work: said where users look (the phase kept), retried with the controller's backoff.
+            try? await fail(
+                raw, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")",
+                phase: nil)
+            throw e
         }
     }
 
@@ -112,21 +118,17 @@ public final class RuntimeEnvironmentReconciler: Sendable {
                 now: now)
             return .done
         }
-        var commit: String?
-        var followUp: Duration?
-        if cre.spec.buildType == .gitRepository {
-            switch try await builds.followRef(cre.spec.repository ?? "", ref: cre.spec.ref, previous: status.commit, now: now, access: { nil }) {
-            case .unfollowed: break
-            case .resolved(let resolution):
-                commit = resolution.commit
-                status.commit = resolution.commit
-                if resolution.followed { followUp = configuration.followRefs }
-            case .unresolved(let reason, let message, let retry):
-                let failed = reason == FollowedRefs.refNotFound
-                try await write(status, raw, phase: failed ? .failed : .pending, ready: .false, reason: reason, message: message, now: now)
-                return .requeueAfter(retry)
-            }
+        // A git repository's ref is followed like a Meteor's (when refs are followed at all).
+        let followed: FollowedRef =
+            cre.spec.buildType == .gitRepository
+            ? try await builds.followRef(cre.spec.repository ?? "", ref: cre.spec.ref, previous: status.commit, now: now, access: { nil })
+            : .build(commit: nil, lookAgain: nil)
+        if case .unresolved(let reason, let message, let retry) = followed {
+            try await write(status, raw, phase: followed.refNotFound ? .failed : .pending, ready: .false, reason: reason, message: message, now: now)
+            return .requeueAfter(retry)
         }
+        let commit = followed.commit
+        if let commit { status.commit = commit }
 
         let (runName, run, created) = try await run(cre, raw: raw, commit: commit)
         if created {
@@ -142,7 +144,7 @@ public final class RuntimeEnvironmentReconciler: Sendable {
         entry.sharedWith = run.flatMap { SharedBuild.sharers(of: $0, except: cre.metadata.uid) }
         status.pipelines = [entry]
 
-        var retry = followUp
+        var retry = followed.lookAgain
         let phase: CustomRuntimeEnvironment.Phase
         let ready: Condition.Status
         let reason: String
@@ -156,7 +158,7 @@ public final class RuntimeEnvironmentReconciler: Sendable {
             if configuration.publishImageStreams,
                 let problem = try await builds.listNotebookImage(source(cre, commit: commit), owner: raw, image: image, digest: entry.digest)
             {
-                await builds.events.record(raw, type: .warning, reason: .notebookImageNotPublished, message: problem)
+                // The Warning Event comes with Ready turning False (`write`).
                 (ready, reason, message) = (.false, MeteorEventReason.notebookImageNotPublished.rawValue, problem)
                 retry = [retry, .seconds(60)].compactMap { $0 }.min()
             } else {
@@ -245,10 +247,11 @@ public final class RuntimeEnvironmentReconciler: Sendable {
         _ = try await ignoreNotFound { try await cache.patchStatusIfChanged(raw, CustomRuntimeEnvironment.resourceType, status: desired) }
     }
 
-    /// Ready=False with `reason` on a CustomRuntimeEnvironment that may not decode: only its conditions and phase.
-    func fail(_ raw: JSONValue, reason: String, message: String, phase: CustomRuntimeEnvironment.Phase = .failed) async throws {
+    /// Ready=False with `reason` on a CustomRuntimeEnvironment that may not decode: only its conditions and `phase`
+    /// (nil: as it is) change.
+    func fail(_ raw: JSONValue, reason: String, message: String, phase: CustomRuntimeEnvironment.Phase? = .failed) async throws {
         var status = (try? raw["status"]?.decode(as: CustomRuntimeEnvironment.Status.self)) ?? CustomRuntimeEnvironment.Status()
         if status.conditions == nil { status.conditions = try? raw[path: "status", "conditions"]?.decode(as: [Condition].self) }
-        try await write(status, raw, phase: phase, ready: .false, reason: reason, message: message, now: builds.now())
+        try await write(status, raw, phase: phase ?? status.phase ?? .pending, ready: .false, reason: reason, message: message, now: builds.now())
     }
 }

@@ -32,8 +32,7 @@ public final class GitWebhook: Service, Sendable {
     let options: Options
     let onPush: @Sendable ([String]) async -> Int
     let logger: Logger
-    let bound = Mutex<Int?>(nil)
-    let boundSignal = AsyncStream<Int>.makeStream()
+    let listening = ListeningPort()
 
     /// `onPush` gets the repository URLs of an authenticated push and returns how many objects it queued
     /// (`GitPushHook.trigger`).
@@ -44,14 +43,10 @@ public final class GitWebhook: Service, Sendable {
     }
 
     /// The port actually bound, once listening.
-    public var port: Int? { bound.withLock { $0 } }
+    public var port: Int? { listening.port }
 
     /// Returns the port once the endpoint is served.
-    public func waitUntilListening() async -> Int? {
-        if let p = port { return p }
-        for await p in boundSignal.stream { return p }
-        return port
-    }
+    public func waitUntilListening() async -> Int? { await listening.wait() }
 
     public func run() async throws {
         guard let (host, port) = Manager.parseBindAddress(options.bindAddress) else {
@@ -67,8 +62,7 @@ public final class GitWebhook: Service, Sendable {
             onServerRunning: { channel in
                 let p = channel.localAddress?.port ?? 0
                 self.logger.info("git push webhook serving", metadata: ["address": "\(host):\(p)", "path": "\(Self.path)"])
-                self.bound.withLock { $0 = p }
-                self.boundSignal.continuation.yield(p)
+                self.listening.listening(on: p)
             },
             logger: quiet)
         try await app.run()

@@ -63,12 +63,11 @@ public final class MeteorShower: Service, Sendable {
     let limiter: SubmitRateLimiter
     let csrf: CSRFTokens
     let logger: Logger
-    let bound = Mutex<Int?>(nil)
+    let listening = ListeningPort()
     /// Names a submit of this page is creating, or created before the cache showed them: concurrent submits of
     /// one repository take different names instead of all asking the API server for the first and being refused
     /// in turn.
     let creating = Mutex<Set<String>>([])
-    let boundSignal = AsyncStream<Int>.makeStream()
 
     /// `meteors` is the operator's Meteor informer (the page reads its cache and follows its events).
     public init(options: Options, client: KubeClient, meteors: DynamicInformer, logger: Logger) {
@@ -82,14 +81,10 @@ public final class MeteorShower: Service, Sendable {
     }
 
     /// The port actually bound, once listening.
-    public var port: Int? { bound.withLock { $0 } }
+    public var port: Int? { listening.port }
 
     /// Returns the port once the page is served.
-    public func waitUntilListening() async -> Int? {
-        if let p = port { return p }
-        for await p in boundSignal.stream { return p }
-        return port
-    }
+    public func waitUntilListening() async -> Int? { await listening.wait() }
 
     public func run() async throws {
         await feed.attach(to: meteors)
@@ -109,8 +104,7 @@ public final class MeteorShower: Service, Sendable {
                 self.logger.info(
                     "Meteor Shower serving",
                     metadata: ["address": "\(host):\(p)", "namespace": "\(self.options.namespace)", "submit": "\(self.options.allowSubmit)"])
-                self.bound.withLock { $0 = p }
-                self.boundSignal.continuation.yield(p)
+                self.listening.listening(on: p)
             },
             logger: quiet)
         // As a service of the caller's group: it stops when that group shuts down, not on signals of its own (a

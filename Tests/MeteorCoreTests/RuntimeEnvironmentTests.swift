@@ -336,3 +336,11 @@ extension TestCluster {
         #expect(RuntimeEnvironmentBuilder.problems(missing.spec) == ["spec.fromImage: an ImageImport needs the image to import"])
     }
 }
+
+/// Phases another writer left (a hand edit, the Go operator's) read as the operator's own "not written yet".
+@Test func aPhaseTheOperatorDoesNotWriteReadsAsUnwritten() throws {
+    #expect(try JSONValue.parse(#""Running""#).decode(as: MeteorPhase.self) == .pending)
+    #expect(try JSONValue.parse(#""Ready""#).decode(as: MeteorPhase.self) == .ready)
+    #expect(try JSONValue.parse(#""Building""#).decode(as: CustomRuntimeEnvironment.Phase.self) == .unknown)
+    #expect(try JSONValue.parse(#""Succeeded""#).decode(as: CustomRuntimeEnvironment.Phase.self) == .succeeded)
+}
