@@ -89,11 +89,13 @@ public final class RuntimeEnvironmentReconciler: Sendable {
             try await fail(raw, reason: MeteorStatusVocabulary.buildPrerequisiteMissing, message: missing.message, phase: .pending)
             return .requeueAfter(configuration.prerequisiteRecheck)
         } catch let e as KubeError where e.code == 403 {
-            // RBAC narrower than the work: said where users look (the phase kept), retried with the controller's backoff.
+            // RBAC narrower than the work: said where users look (the phase kept) and looked at again as a missing
+            // prerequisite is, so the environment builds soon after the grant instead of after a backoff grown to
+            // minutes while it was refused.
             try? await fail(
                 raw, reason: MeteorStatusVocabulary.forbidden, message: "The operator was refused a request it needs: \(e.status?.message ?? "\(e)")",
                 phase: nil)
-            throw e
+            return .requeueAfter(configuration.prerequisiteRecheck)
         }
     }
 
