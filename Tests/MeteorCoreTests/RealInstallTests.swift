@@ -95,6 +95,7 @@ import Testing
         try await kit.ensureTekton()
         let repo = TestCluster.repositoryDirectory
         try await kit.install("crds/meteor.zone_meteors.yaml")
+        try await kit.install("crds/meteor.zone_customruntimeenvironments.yaml")
         let namespace = try await kit.freshNamespace("forbidden")
         try await kit.kubectlOK("-n", namespace, "create", "serviceaccount", "pipeline")
         try await kit.kubectlOK("-n", namespace, "apply", "-k", repo.appendingPathComponent("manifests/tekton").path)
@@ -105,7 +106,11 @@ import Testing
         let pipelineRunVerbs = "resources: [pipelineruns]\n    verbs: [list, watch, create, patch, delete]"
         try #require(granted.contains(pipelineRunVerbs), "config/rbac/role.yaml's PipelineRun rule changed; update this test")
         let narrowed = granted.replacingOccurrences(of: pipelineRunVerbs, with: "resources: [pipelineruns]\n    verbs: [list, watch, patch, delete]")
-        try await Self.withOperator(kit, namespace: namespace, clusterRole: narrowed, named: role) { op in
+        // Notebook images listed beside what built them: another test of this process may have made the kit serve
+        // ImageStreams, and Open Data Hub's namespace does not exist here (an environment would wait for its listing).
+        try await Self.withOperator(
+            kit, namespace: namespace, clusterRole: narrowed, named: role, arguments: ["--notebook-image-namespace", ""]
+        ) { op in
             try await kit.kubectlOK("-n", namespace, "apply", "-f", repo.appendingPathComponent("config/samples/meteor_jupyterhub.yaml").path)
             let message = try await Self.forbiddenMessage(kit, namespace: namespace, meteor: "meteor-demo-image", op: op)
             #expect(message.contains("cannot create resource \"pipelineruns\" in API group \"tekton.dev\""), "\(message)")
@@ -113,11 +118,17 @@ import Testing
                 "-n", namespace, "get", "events", "--field-selector", "reason=Forbidden,involvedObject.name=meteor-demo-image", "-o",
                 "jsonpath={.items[*].type}")
             #expect(events.split(separator: " ").first == "Warning", "\(events)")
+            // A CustomRuntimeEnvironment is told the same way.
+            try await kit.kubectlOK("-n", namespace, "apply", "-f", repo.appendingPathComponent("config/samples/cre_image_import.yaml").path)
+            let environmentMessage = try await Self.forbiddenMessage(kit, namespace: namespace, meteor: "minimal-notebook", kind: "cre", op: op)
+            #expect(environmentMessage.contains("cannot create resource \"pipelineruns\" in API group \"tekton.dev\""), "\(environmentMessage)")
 
-            // The permission is back: the next retry builds, and the Meteor becomes Ready.
+            // The permission is back: the next retry builds, and the Meteor and the environment become Ready.
             try await kit.kubectlOK("apply", "-f", "-", input: granted)
             let waited = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "meteor/meteor-demo-image", "--timeout=120s"])
             #expect(waited.status == 0, "\(waited.output)\n--- operator:\n\(op.text.suffix(4000))")
+            let environment = try await kit.kubectl(["-n", namespace, "wait", "--for=condition=Ready", "cre/minimal-notebook", "--timeout=120s"])
+            #expect(environment.status == 0, "\(environment.output)\n--- operator:\n\(op.text.suffix(4000))")
             ReliabilityReport.row(
                 "create pipelineruns taken from the operator's ClusterRole while it runs, then given back (real RBAC)", injected: "1 verb",
                 did:
@@ -160,15 +171,17 @@ import Testing
         await removeOperator(kit, op, namespace: namespace, role: role)
     }
 
-    /// Waits (kubectl wait) for the Meteor's Ready reason to be Forbidden; returns its message.
-    static func forbiddenMessage(_ kit: KitControlPlane, namespace: String, meteor: String, op: BackgroundProcess) async throws -> String {
+    /// Waits (kubectl wait) for the Meteor's (or another `kind`'s) Ready reason to be Forbidden; returns its message.
+    static func forbiddenMessage(
+        _ kit: KitControlPlane, namespace: String, meteor: String, kind: String = "meteor", op: BackgroundProcess
+    ) async throws -> String {
         let refused = try await kit.kubectl([
-            "-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "meteor/\(meteor)",
+            "-n", namespace, "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Forbidden", "\(kind)/\(meteor)",
             "--timeout=60s",
         ])
         #expect(refused.status == 0, "\(refused.output)\n--- operator:\n\(op.text.suffix(4000))")
         return try await kit.kubectlOK(
-            "-n", namespace, "get", "meteor/\(meteor)", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
+            "-n", namespace, "get", "\(kind)/\(meteor)", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}")
     }
 
     static func removeOperator(_ kit: KitControlPlane, _ op: BackgroundProcess, namespace: String, role: String) async {
